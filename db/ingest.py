@@ -1,0 +1,163 @@
+"""Spooled results -> database rows, idempotently and in batches.
+
+A result is a plain dict (the worker's spool JSON, see docs/spool.md). Reference
+rows (users, models, benchmarks) are created in bulk per batch; scores are
+inserted with ON CONFLICT DO NOTHING on the score key, so ingesting the same spool
+twice adds nothing; job rows are upserted with their final state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Score, User
+from db.upsert import insert_for
+
+BATCH = 2000
+
+
+def _ts(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _ensure(session: Session, model: Any, key: str, rows: dict[Any, dict]) -> dict[Any, int]:
+    """Insert the missing rows of a table keyed by a unique column; return key -> id for all of them."""
+    if not rows:
+        return {}
+    column = getattr(model, key)
+    keys = list(rows)
+    found: dict[Any, int] = {}
+    for i in range(0, len(keys), 900):
+        chunk = keys[i:i + 900]
+        found.update(dict(session.execute(select(column, model.id).where(column.in_(chunk))).all()))
+    missing = [rows[k] for k in keys if k not in found]
+    if missing:
+        session.execute(insert_for(session, model).on_conflict_do_nothing(), missing)
+        for i in range(0, len(keys), 900):
+            chunk = [k for k in keys[i:i + 900] if k not in found]
+            if chunk:
+                found.update(dict(session.execute(select(column, model.id).where(column.in_(chunk))).all()))
+    return found
+
+
+def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tuple[int, str], float | None]
+               ) -> dict[tuple[int, str], int]:
+    if not pairs:
+        return {}
+    cols = (BenchmarkInstance.benchmark_type_id, BenchmarkInstance.version)
+    wanted = list(pairs)
+
+    def lookup() -> dict[tuple[int, str], int]:
+        out = {}
+        for i in range(0, len(wanted), 400):
+            rows = session.execute(select(*cols, BenchmarkInstance.id).where(tuple_(*cols).in_(wanted[i:i + 400])))
+            out.update({(t, v): id_ for t, v, id_ in rows})
+        return out
+
+    found = lookup()
+    missing = [{"benchmark_type_id": t, "version": v, "ceiling": ceilings.get((t, v))} for t, v in wanted
+               if (t, v) not in found]
+    if missing:
+        session.execute(insert_for(session, BenchmarkInstance).on_conflict_do_nothing(), missing)
+        found = lookup()
+    return found
+
+
+def ingest_results(session: Session, results: Iterable[dict], batch: int = BATCH) -> dict[str, int]:
+    """Write results in batches of `batch`, one transaction each (the caller's session commits).
+
+    Returns counts: scores inserted, duplicates skipped, failures recorded.
+    """
+    counts = {"scores": 0, "duplicates": 0, "failures": 0}
+    chunk: list[dict] = []
+    for result in results:
+        chunk.append(result)
+        if len(chunk) >= batch:
+            _ingest_batch(session, chunk, counts)
+            chunk = []
+    if chunk:
+        _ingest_batch(session, chunk, counts)
+    return counts
+
+
+def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int]) -> None:
+    emails = {}
+    for r in results:
+        for owner in (r.get("model_owner"), r.get("benchmark_owner")):
+            if owner:
+                emails[owner] = {"email": owner, "display_name": ""}
+    users = _ensure(session, User, "email", emails)
+    models = _ensure(session, Model, "identifier", {
+        r["model"]: {"identifier": r["model"], "plugin": r.get("model_plugin", ""), "domain": r.get("domain", ""),
+                     "owner_id": users.get(r.get("model_owner")), "public": True} for r in results})
+    types = _ensure(session, BenchmarkType, "identifier", {
+        r["benchmark"]: {"identifier": r["benchmark"], "plugin": r.get("benchmark_plugin", ""),
+                         "domain": r.get("domain", ""), "owner_id": users.get(r.get("benchmark_owner"))}
+        for r in results})
+    ok = [r for r in results if r.get("status") == "ok"]
+    ceilings = {(types[r["benchmark"]], r["benchmark_code_hash"]): r.get("ceiling") for r in ok}
+    instances = _instances(session, set(ceilings), ceilings)
+
+    score_rows = []
+    for r in ok:
+        score_rows.append({
+            "model_id": models[r["model"]],
+            "benchmark_instance_id": instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
+            "pair_key": r["pair_key"], "run_id": r.get("run_id"),
+            "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": None,
+            "comment": r.get("comment"),
+            "start_timestamp": _ts(r.get("started_at")), "end_timestamp": _ts(r.get("ended_at")),
+            "commit": r["commit"], "model_code_hash": r["model_code_hash"],
+            "benchmark_code_hash": r["benchmark_code_hash"], "lock_hash": r["lock_hash"], "env_hash": r["env_hash"],
+            "executor": r.get("executor", ""), "job_id": str(r.get("job_id") or ""),
+            "array_index": r.get("array_index"), "node": r.get("node") or "",
+            "elapsed_seconds": r.get("elapsed_seconds"), "max_rss_bytes": r.get("max_rss_bytes"),
+        })
+    if score_rows:
+        existing = _existing_score_keys(session, [row["pair_key"] for row in score_rows])
+        fresh = [row for row in score_rows
+                 if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) not in existing]
+        if fresh:  # ON CONFLICT still guards against a concurrent ingest of the same spool
+            session.execute(insert_for(session, Score).on_conflict_do_nothing(
+                index_elements=["model_id", "benchmark_instance_id", "pair_key"]), fresh)
+        counts["scores"] += len(fresh)
+        counts["duplicates"] += len(score_rows) - len(fresh)
+    counts["failures"] += len(results) - len(ok)
+
+    job_rows = [_job_row(r) for r in results if r.get("run_id")]
+    if job_rows:
+        stmt = insert_for(session, Job)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "pair_key"],
+            set_={c: getattr(stmt.excluded, c) for c in (
+                "state", "stage", "reason", "slurm_job_id", "array_index", "node", "attempt", "log_path",
+                "log_tail", "score", "started_at", "ended_at")})
+        session.execute(stmt, job_rows)
+    session.flush()
+
+
+def _existing_score_keys(session: Session, keys: list[str]) -> set[tuple[int, int, str]]:
+    found: set[tuple[int, int, str]] = set()
+    cols = (Score.model_id, Score.benchmark_instance_id, Score.pair_key)
+    for i in range(0, len(keys), 900):
+        found.update(tuple(row) for row in session.execute(select(*cols).where(Score.pair_key.in_(keys[i:i + 900]))))
+    return found
+
+
+def _job_row(r: dict) -> dict:
+    return {
+        "run_id": r["run_id"], "pair_key": r["pair_key"], "model": r["model"], "benchmark": r["benchmark"],
+        "submitters": r.get("submitters", []),
+        "state": r.get("state") or ("COMPLETED" if r.get("status") == "ok" else "FAILED"),
+        "stage": r.get("stage"), "reason": r.get("reason"),
+        "slurm_job_id": str(r.get("job_id") or "") or None, "array_index": r.get("array_index"),
+        "node": r.get("node"), "attempt": r.get("attempt") or 1, "log_path": r.get("log_path"),
+        "log_tail": r.get("log_tail"), "score": r.get("score_ceiled"),
+        "started_at": _ts(r.get("started_at")), "ended_at": _ts(r.get("ended_at")),
+    }

@@ -1,0 +1,148 @@
+"""The schema: Brain-Score's tables (user, submission, model, benchmark type/instance, score)
+plus a run, a job per scored pair, and provenance on every score."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    """A submitter: whoever added a plugin, identified by email."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Run(Base):
+    """One invocation of `score-plugins run`: a Jenkins build, an admin's sbatch, a developer's test."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), default="PENDING")
+    repo: Mapped[str] = mapped_column(Text, default="")
+    base_commit: Mapped[str | None] = mapped_column(String(64))
+    head_commit: Mapped[str] = mapped_column(String(64))
+    domain: Mapped[str] = mapped_column(String(100))
+    executor: Mapped[str] = mapped_column(String(32))
+    run_dir: Mapped[str] = mapped_column(Text, default="")
+    jenkins_build: Mapped[str | None] = mapped_column(String(200))
+    build_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    jobs: Mapped[list[Job]] = relationship(back_populates="run")
+
+
+class Submission(Base):
+    """What one submitter hears about in one run (Brain-Score's submission row)."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (UniqueConstraint("run_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    jenkins_build: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default="PENDING")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(200), unique=True)
+    plugin: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class BenchmarkType(Base):
+    __tablename__ = "benchmark_types"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(200), unique=True)
+    plugin: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class BenchmarkInstance(Base):
+    """A benchmark type at one code version (its code hash), with its ceiling."""
+
+    __tablename__ = "benchmark_instances"
+    __table_args__ = (UniqueConstraint("benchmark_type_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    benchmark_type_id: Mapped[int] = mapped_column(ForeignKey("benchmark_types.id"))
+    version: Mapped[str] = mapped_column(String(64))
+    ceiling: Mapped[float | None] = mapped_column(Float)
+
+
+class Score(Base):
+    """One successful score, with everything needed to trace and re-run it."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("model_id", "benchmark_instance_id", "pair_key", name="uq_score_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    benchmark_instance_id: Mapped[int] = mapped_column(ForeignKey("benchmark_instances.id"))
+    pair_key: Mapped[str] = mapped_column(String(64), index=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
+    score_raw: Mapped[float | None] = mapped_column(Float)
+    score_ceiled: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text)
+    start_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    commit: Mapped[str] = mapped_column(String(64))
+    model_code_hash: Mapped[str] = mapped_column(String(64))
+    benchmark_code_hash: Mapped[str] = mapped_column(String(64))
+    lock_hash: Mapped[str] = mapped_column(String(64))
+    env_hash: Mapped[str] = mapped_column(String(64))
+    executor: Mapped[str] = mapped_column(String(32), default="")
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(200), default="")
+    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Job(Base):
+    """One pair's execution in one run: where it ran, how it ended, and why."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("run_id", "pair_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    pair_key: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    benchmark: Mapped[str] = mapped_column(String(200))
+    submitters: Mapped[list] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(32), default="PENDING")
+    stage: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64))
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    node: Mapped[str | None] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run: Mapped[Run] = relationship(back_populates="jobs")
+
+
+TERMINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PREEMPTED", "LOST")

@@ -1,0 +1,61 @@
+"""Read-side queries: what is already scored, the leaderboard, a run's jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO time in UTC; SQLite hands back naive datetimes, which we always stored as UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def scored_keys(session: Session, keys: list[str]) -> set[str]:
+    """The subset of `keys` that already has a score: one query per 900 keys, not one per pair."""
+    found: set[str] = set()
+    for i in range(0, len(keys), 900):
+        chunk = keys[i:i + 900]
+        found.update(session.scalars(select(Score.pair_key).where(Score.pair_key.in_(chunk))))
+    return found
+
+
+def leaderboard_rows(session: Session) -> list[dict]:
+    """The newest score of each model x benchmark, with its provenance."""
+    stmt = (
+        select(Model.identifier, BenchmarkType.identifier, Score, BenchmarkInstance.ceiling)
+        .join(Model, Score.model_id == Model.id)
+        .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+        .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+        .order_by(Score.end_timestamp, Score.id)
+    )
+    newest: dict[tuple[str, str], dict] = {}
+    for model, benchmark, score, ceiling in session.execute(stmt):
+        newest[(model, benchmark)] = {
+            "id": score.id, "model": model, "benchmark": benchmark, "score": score.score_ceiled,
+            "score_raw": score.score_raw, "ceiling": ceiling, "commit": score.commit,
+            "model_code_hash": score.model_code_hash, "benchmark_code_hash": score.benchmark_code_hash,
+            "lock_hash": score.lock_hash, "env_hash": score.env_hash, "job_id": score.job_id,
+            "array_index": score.array_index, "executor": score.executor, "node": score.node,
+            "run_id": score.run_id,
+            "start": iso_utc(score.start_timestamp),
+            "end": iso_utc(score.end_timestamp),
+            "elapsed_seconds": score.elapsed_seconds,
+        }
+    return sorted(newest.values(), key=lambda r: (r["model"], r["benchmark"]))
+
+
+def run_jobs(session: Session, run_id: str) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.model, Job.benchmark)))
+
+
+def get_run(session: Session, run_id: str | None) -> Run | None:
+    if run_id:
+        return session.get(Run, run_id)
+    return session.scalars(select(Run).order_by(Run.created_at.desc()).limit(1)).first()

@@ -1,0 +1,120 @@
+"""Lock a plugin set's declared requirements, and hash the solution, not the inputs.
+
+Two plugin sets that declare different ranges but solve to the same packages share
+one environment: the environment key is a hash of the SOLVED package list (plus the
+interpreter and backend), never of the declared inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+
+class EnvError(Exception):
+    """An environment cannot be locked or built; `stage` is recorded with the failure."""
+
+    stage = "env_build"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a set of plugins asks for: PEP 508 requirements and a Python version."""
+
+    requirements: tuple[str, ...]
+    python_version: str
+    backend: str = "uv"
+
+    @property
+    def spec_hash(self) -> str:
+        text = "\n".join([self.backend, self.python_version, *sorted(self.requirements)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A solved environment: the lockfile on disk and the hashes that identify it."""
+
+    spec: EnvSpec
+    path: Path
+    packages: tuple[str, ...]  # "name==version", sorted
+    lock_hash: str  # the lockfile's content (with its artifact hashes)
+    env_hash: str  # the solved package list + interpreter + backend: the environment's identity
+
+
+def validate_requirements(requirements: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Only plain PEP 508 requirements from the index: no pip options, paths or URLs."""
+    clean = []
+    for line in requirements:
+        if line.startswith("-"):
+            raise EnvError(f"requirement {line!r}: pip options are not allowed in plugin requirements")
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as exc:
+            raise EnvError(f"requirement {line!r} is not valid: {exc}") from exc
+        if req.url:
+            raise EnvError(f"requirement {line!r}: direct URLs are not allowed")
+        clean.append(str(req))
+    return tuple(sorted(set(clean)))
+
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def solved_packages(lock_text: str) -> tuple[str, ...]:
+    """`name==version` lines of a uv/pip-compile lockfile, normalised and sorted."""
+    found = []
+    for line in lock_text.splitlines():
+        match = PIN.match(line.strip())
+        if match:
+            found.append(f"{match.group(1).lower().replace('_', '-')}=={match.group(2)}")
+    return tuple(sorted(found))
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def lock_from_file(spec: EnvSpec, path: Path) -> Lock:
+    text = path.read_text()
+    packages = solved_packages(text)
+    body = "\n".join(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return Lock(spec, path, packages, _digest(body), _digest(spec.backend, spec.python_version, *packages))
+
+
+def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600) -> Lock:
+    """Solve `spec` with `uv pip compile --generate-hashes`, cached by the spec's hash."""
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    path = locks_dir / f"{spec.spec_hash}.txt"
+    if path.exists():
+        return lock_from_file(spec, path)
+    if spec.backend != "uv":
+        raise EnvError(f"environment backend {spec.backend!r} cannot lock pip requirements")
+    with tempfile.TemporaryDirectory() as tmp:
+        infile = Path(tmp) / "requirements.in"
+        infile.write_text("\n".join(spec.requirements) + "\n")
+        outfile = Path(tmp) / "requirements.txt"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}
+        env["UV_PYTHON_DOWNLOADS"] = "never"
+        cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--python-version",
+               spec.python_version, "-o", str(outfile), str(infile)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired as exc:
+            raise EnvError(f"locking timed out after {timeout} s") from exc
+        except FileNotFoundError as exc:
+            raise EnvError(f"uv not found at {uv}") from exc
+        if proc.returncode != 0:
+            message = proc.stderr.strip().splitlines()
+            raise EnvError("cannot solve the plugins' requirements: " + " ".join(message[-6:]))
+        tmp_final = path.with_suffix(".tmp")
+        tmp_final.write_text(outfile.read_text())
+        os.replace(tmp_final, path)
+    return lock_from_file(spec, path)

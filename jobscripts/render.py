@@ -1,0 +1,122 @@
+"""Render job scripts from typed parameters.
+
+A sandboxed Jinja2 environment with `StrictUndefined`; every value that reaches the
+shell goes through the `q` filter (POSIX single-quoting), and `#SBATCH` values,
+which sbatch reads without a shell, are checked by `sbatch_lines` instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATES = Path(__file__).parent / "templates"
+SBATCH_SAFE = re.compile(r"^[A-Za-z0-9_.,:=%/+@-]*$")
+
+
+class RenderError(ValueError):
+    """A value cannot be placed in a job script safely."""
+
+
+def shell_quote(value: object) -> str:
+    text = str(value)
+    if "\x00" in text:
+        raise RenderError("a value for the job script contains a NUL byte")
+    return shlex.quote(text)
+
+
+_env = SandboxedEnvironment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,
+                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_env.filters["q"] = shell_quote
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What goes into the `#SBATCH` header."""
+
+    job_name: str
+    array: str
+    output: str
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    time_minutes: int = 60
+    mem: str = "4G"
+    cpus_per_task: int = 1
+    gpus: int = 0
+    extra: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+
+
+def sbatch_lines(opts: SlurmOptions) -> list[str]:
+    """`--option=value` strings for the header; a value sbatch could misread is refused, not quoted."""
+    pairs = [("job-name", opts.job_name), ("array", opts.array), ("output", opts.output),
+             ("partition", opts.partition), ("account", opts.account), ("qos", opts.qos),
+             ("time", str(opts.time_minutes)), ("mem", opts.mem), ("cpus-per-task", str(opts.cpus_per_task)),
+             ("gpus", str(opts.gpus) if opts.gpus else "")]
+    dropped = {d.lstrip("-").split("=")[0] for d in opts.drop}
+    lines = []
+    for name, value in pairs:
+        if not value or name in dropped:
+            continue
+        if not SBATCH_SAFE.match(value):
+            raise RenderError(f"#SBATCH --{name} value {value!r} has characters sbatch would misread")
+        lines.append(f"--{name}={value}")
+    for line in opts.extra:
+        line = line.strip()
+        if line.startswith("#SBATCH"):
+            line = line[len("#SBATCH"):].strip()
+        if not line.startswith("--") or "\n" in line or "\r" in line:
+            raise RenderError(f"extra #SBATCH line {line!r} must be one '--option[=value]'")
+        if line.lstrip("-").split("=")[0] not in dropped:
+            lines.append(line)
+    return lines
+
+
+@dataclass(frozen=True)
+class TaskLine:
+    """One array task: which environment it needs (key and lockfile)."""
+
+    index: int
+    env_key: str
+    lockfile: str
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything the scoring job script is rendered from."""
+
+    run_id: str
+    run_dir: str
+    manifest: str
+    worker: str
+    python: str
+    build_env: str
+    log_dir: str
+    env_root: str
+    env_mode: str
+    tasks: tuple[TaskLine, ...]
+    n_pairs: int
+    slurm: SlurmOptions
+    modules: tuple[str, ...] = field(default=())
+
+
+def render_score_job(job: ScoreJob) -> str:
+    if job.env_mode not in ("cached", "fresh"):
+        raise RenderError(f"env_mode {job.env_mode!r}")
+    for task in job.tasks:
+        if not re.match(r"^[A-Za-z0-9_-]+$", task.env_key):
+            raise RenderError(f"environment key {task.env_key!r}")
+    return _env.get_template("score_job.sh.j2").render(job=job, sbatch=sbatch_lines(job.slurm))
+
+
+def render_env_builder(*, backend: str, uv: str, python: str, package_cache: str = "") -> str:
+    """The environment step: build (or reuse) one environment from a lockfile, under flock."""
+    if backend != "uv":
+        raise RenderError(f"environment backend {backend!r} has no template yet")
+    return _env.get_template("build_env_uv.sh.j2").render(uv=uv, python=python, package_cache=package_cache)

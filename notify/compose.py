@@ -1,0 +1,102 @@
+"""One clear message per submitter per run, plain text and HTML, from Jinja2 templates."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                   autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+
+class AddressError(ValueError):
+    """An email address that cannot be used safely."""
+
+
+LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+)*$")
+DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def parse_address(text: str, display_name: str = "") -> Address:
+    """One plain `local@domain` address; CR, LF and anything else are refused (no header injection).
+
+    The display name may be any Unicode (it is encoded by the email package); the
+    address itself is plain ASCII, which every SMTP server accepts.
+    """
+    if any(c in text for c in "\r\n\x00") or any(c in display_name for c in "\r\n\x00"):
+        raise AddressError(f"address {text!r} contains a line break")
+    text = text.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or len(text) > 254 or not LOCAL_PART.match(local) or len(local) > 64 or not DOMAIN.match(domain):
+        raise AddressError(f"{text!r} is not an email address")
+    return Address(display_name=display_name, username=local, domain=domain)
+
+
+@dataclass
+class PairOutcome:
+    model: str
+    benchmark: str
+    state: str
+    score: float | None = None
+    stage: str | None = None
+    reason: str | None = None
+    log_tail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED" and self.score is not None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    commit: str
+    domain: str
+    profile: str
+    outcomes: list[PairOutcome] = field(default_factory=list)
+    build_url: str = ""
+    leaderboard_url: str = ""
+    skipped: int = 0
+
+
+def message_id(run_id: str, recipient: str) -> str:
+    """Stable per run and recipient, so a re-sent message is recognisably the same one."""
+    digest = hashlib.sha256(f"{run_id}\0{recipient.lower()}".encode()).hexdigest()[:20]
+    return f"<{run_id}.{digest}@score-plugins>"
+
+
+def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20) -> EmailMessage:
+    """The message for one submitter: every pair of theirs, with score or failure, stage and log tail."""
+    to = parse_address(recipient)
+    outcomes = sorted(report.outcomes, key=lambda o: (o.ok, o.model, o.benchmark))
+    rows = [{"model": o.model, "benchmark": o.benchmark, "state": o.state, "score": o.score, "stage": o.stage,
+             "reason": o.reason, "ok": o.ok, "tail": _tail(o.log_tail, tail_lines)} for o in outcomes]
+    failed = [r for r in rows if not r["ok"]]
+    context = {"report": report, "scored": [r for r in rows if r["ok"]], "failed": failed,
+               "recipient": to.addr_spec}
+    msg = EmailMessage()
+    msg["From"] = parse_address(sender, "score-plugins")
+    msg["To"] = to
+    status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
+    msg["Subject"] = f"[score-plugins] run {report.run_id}: {status}"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = message_id(report.run_id, to.addr_spec)
+    msg["X-Score-Plugins-Run"] = report.run_id
+    msg.set_content(_env.get_template("run_report.txt.j2").render(**context))
+    msg.add_alternative(_env.get_template("run_report.html.j2").render(**context), subtype="html")
+    return msg
+
+
+def _tail(text: str | None, lines: int) -> str:
+    if not text:
+        return ""
+    kept = text.splitlines()[-lines:]
+    return "\n".join(line[:300] for line in kept)

@@ -1,0 +1,151 @@
+"""Render one run's bundle: code snapshot, lockfiles, manifest, job scripts, spool and log folders.
+
+The bundle is self-contained: an admin can `sbatch job.sh` it by hand, and its
+results land in `spool/` where `score-plugins ingest` finds them. It holds no
+credential of any kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jobscripts import ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
+from pipeline import gitrepo
+from pipeline.config import Settings
+from pipeline.plan import Plan, PlannedPair
+
+WORKER_SOURCE = Path(__file__).with_name("worker.py")
+
+
+@dataclass
+class Bundle:
+    run_id: str
+    run_dir: Path
+    job_script: Path
+    manifest_path: Path
+    manifest: dict
+    executor: str
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.run_dir / "spool"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.manifest["tasks"])
+
+    def pairs(self) -> list[dict]:
+        return [p for t in self.manifest["tasks"] for p in t["pairs"]]
+
+    def task_of(self) -> dict[str, int]:
+        return {p["key"]: t["index"] for t in self.manifest["tasks"] for p in t["pairs"]}
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def pack_tasks(pairs: list[PlannedPair], per_task: int) -> list[list[PlannedPair]]:
+    """Group pairs by environment, then cut each group into tasks of at most `per_task` pairs."""
+    by_env: dict[str, list[PlannedPair]] = {}
+    for pair in pairs:
+        assert pair.lock is not None
+        by_env.setdefault(pair.lock.env_hash, []).append(pair)
+    tasks = []
+    for env_hash in sorted(by_env):
+        group = by_env[env_hash]
+        tasks.extend(group[i:i + per_task] for i in range(0, len(group), per_task))
+    return tasks
+
+
+def pair_entry(pair: PlannedPair) -> dict:
+    assert pair.lock is not None
+    return {
+        "key": pair.key, "model": pair.model, "benchmark": pair.benchmark,
+        "model_plugin": pair.model_plugin, "benchmark_plugin": pair.benchmark_plugin,
+        "model_code_hash": pair.model_code_hash, "benchmark_code_hash": pair.benchmark_code_hash,
+        "lock_hash": pair.lock.lock_hash, "env_hash": pair.lock.env_hash,
+        "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
+        "reasons": pair.reasons,
+    }
+
+
+def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out_dir: Path | None = None,
+                  run_id: str | None = None) -> Bundle:
+    """Write the bundle for `plan.to_run` into `out_dir` (default: the state folder's runs/<run id>)."""
+    run_id = run_id or new_run_id()
+    run_dir = (out_dir or settings.runs_dir / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("spool", "logs", "locks"):
+        (run_dir / sub).mkdir(exist_ok=True)
+    code_dir = run_dir / "code"
+    if not code_dir.exists():
+        gitrepo.export_tree(repo, plan.commit, plan.domain_root, code_dir)
+    worker = run_dir / "worker.py"
+    shutil.copyfile(WORKER_SOURCE, worker)
+
+    tasks = []
+    task_lines = []
+    for index, group in enumerate(pack_tasks(plan.to_run, settings.pairs_per_task)):
+        lock = group[0].lock
+        assert lock is not None
+        lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
+        if not lockfile.exists():
+            shutil.copyfile(lock.path, lockfile)
+        tasks.append({"index": index, "env_key": lock.env_hash, "lockfile": str(lockfile),
+                      "pairs": [pair_entry(p) for p in group]})
+        task_lines.append(TaskLine(index, lock.env_hash, str(lockfile)))
+
+    env_root = Path(settings.env_root).resolve()
+    manifest = {
+        "schema": 1, "run_id": run_id, "commit": plan.commit, "domain_root": plan.domain_root,
+        "executor": executor, "code_dir": str(code_dir), "spool_dir": str(run_dir / "spool"),
+        "log_dir": str(run_dir / "logs"), "worker": str(worker), "env_root": str(env_root),
+        "env_mode": settings.env_mode, "env_backend": settings.env_backend,
+        "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
+        "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
+    }
+    manifest_path = run_dir / "manifest.json"
+    _write(manifest_path, json.dumps(manifest, indent=1))
+
+    build_env = run_dir / "build_env.sh"
+    _write(build_env, render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
+                                         package_cache=str(settings.package_cache or "")), executable=True)
+    array = f"0-{max(len(tasks) - 1, 0)}" + (f"%{settings.array_throttle}" if settings.array_throttle else "")
+    job = ScoreJob(
+        run_id=run_id, run_dir=str(run_dir), manifest=str(manifest_path), worker=str(worker),
+        python=settings.python, build_env=str(build_env), log_dir=str(run_dir / "logs"), env_root=str(env_root),
+        env_mode=settings.env_mode, tasks=tuple(task_lines), n_pairs=len(plan.to_run),
+        modules=tuple(settings.modules),
+        slurm=SlurmOptions(job_name=f"score-{run_id}", array=array, output=str(run_dir / "logs" / "task-%a.out"),
+                           partition=settings.partition, account=settings.account, qos=settings.qos,
+                           time_minutes=settings.time_minutes, mem=settings.mem, cpus_per_task=settings.cpus_per_task,
+                           gpus=settings.gpus, extra=tuple(settings.extra_sbatch), drop=tuple(settings.drop_sbatch)),
+    )
+    job_script = run_dir / "job.sh"
+    _write(job_script, render_score_job(job), executable=True)
+    return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+
+
+def load_bundle(run_dir: Path) -> Bundle:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return Bundle(manifest["run_id"], run_dir, run_dir / "job.sh", run_dir / "manifest.json", manifest,
+                  manifest.get("executor", ""))
+
+
+def _write(path: Path, text: str, executable: bool = False) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    if executable:
+        os.chmod(tmp, 0o755)
+    os.replace(tmp, path)

@@ -1,0 +1,451 @@
+"""`score-plugins`: a thin click layer over the pipeline. Data to stdout, logs to stderr.
+
+Exit codes (contract): 0 all good; 1 the run finished but some pairs failed;
+2 bad input or usage; 3 infrastructure unreachable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import BadInput, PipelineError
+
+err = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def common(fmt: bool = True) -> Callable:
+    """Every command takes --profile (and --format where it prints data); errors map to exit codes."""
+
+    def decorate(func: Callable) -> Callable:
+        @click.option("--profile", default="local", show_default=True, envvar="SCORE_PLUGINS_PROFILE",
+                      help="database profile: prod, dev, test or local")
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except PipelineError as exc:
+                err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                sys.exit(exc.exit_code)
+        if fmt:
+            wrapper = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                                   show_default=True, help="table for people, json for programs")(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def settings_from(ctx_overrides: dict[str, Any] | None = None) -> Settings:
+    return load_settings(ctx_overrides or {})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="more log lines on stderr")
+@click.version_option(package_name="score-plugins")
+def main(verbose: bool) -> None:
+    """Score model and benchmark plugins: detect, plan, render, submit, record, notify."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# --- examples -----------------------------------------------------------------------------------------------
+
+@main.group()
+def examples() -> None:
+    """Example plugin repositories."""
+
+
+@examples.command("create")
+@click.argument("dest", type=click.Path(path_type=Path))
+@common(fmt=False)
+def examples_create(dest: Path, profile: str) -> None:
+    """Write a git repository of example plugins: base plugins, a new model, a new benchmark."""
+    from pipeline import examples as ex
+
+    commits = ex.create(dest)
+    for commit, meta in zip(commits, ex.COMMITS):
+        err.print(f"{commit[:12]} {meta.author_email}: {meta.message}", highlight=False)
+    click.echo(str(dest.resolve()))
+
+
+# --- detect / plan ------------------------------------------------------------------------------------------
+
+def change_options(func: Callable) -> Callable:
+    for decorator in reversed([
+        click.option("--repo", type=click.Path(path_type=Path), required=True, help="plugins git repository"),
+        click.option("--base", help="revision before the change"),
+        click.option("--head", default="HEAD", show_default=True, help="revision after the change"),
+        click.option("--all", "all_", is_flag=True, help="every plugin at --head, not a change"),
+        click.option("--domain-root", help="top-level plugin folder (default: found from the repository)"),
+        click.option("--models", help="only these model ids (comma-separated)"),
+        click.option("--benchmarks", help="only these benchmark ids (comma-separated)"),
+        click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def _ids(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, models: str | None,
+             benchmarks: str | None, force: bool, executor: str = "local", **extra: Any):
+    from pipeline.run import Request
+
+    if all_ == bool(base):
+        raise BadInput("give either --base REV (with --head) or --all")
+    return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
+                   benchmarks=_ids(benchmarks), force=force, executor=executor, **extra)
+
+
+@main.command()
+@click.option("--repo", type=click.Path(path_type=Path), required=True)
+@click.option("--base", required=True)
+@click.option("--head", default="HEAD", show_default=True)
+@click.option("--domain-root")
+@common()
+def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: str, fmt: str) -> None:
+    """What the change base..head touches (Brain-Score's get_scoring_info, as JSON)."""
+    from pipeline.detect import detect as run_detect
+
+    change, _ = run_detect(repo, base, head, domain_root)
+    data = change.to_json()
+    for issue in change.issues:
+        err.print(f"[yellow]{issue}[/yellow]", highlight=False)
+    if fmt == "json":
+        emit_json(data)
+        return
+    table = Table("key", "value")
+    for key, value in data.items():
+        table.add_row(key, json.dumps(value))
+    out.print(table)
+
+
+def _open_db(profile: str, settings: Settings, yes_prod: bool = False):
+    from pipeline.database import open_database
+
+    return open_database(profile, settings.state_dir, allow_prod=yes_prod)
+
+
+@main.command()
+@change_options
+@click.option("--yes-prod", is_flag=True, help="confirm a run against the prod database")
+@common()
+def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
+    """The pairs to score, minus those already scored for the same code and environment."""
+    from pipeline.run import detect_and_plan
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        change, _, the_plan = detect_and_plan(settings, db, _request(**opts))
+    finally:
+        db.close()
+    data = the_plan.to_json()
+    data["issues"] = change.issues
+    if fmt == "json":
+        emit_json(data)
+        return
+    table = Table("model", "benchmark", "status", "why")
+    for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
+                          ("cannot run", the_plan.cannot_run)):
+        for p in pairs:
+            table.add_row(p.model, p.benchmark, status, "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
+    out.print(table)
+    err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
+              f"{len(the_plan.cannot_run)} cannot run", highlight=False)
+
+
+# --- run / render / ingest ----------------------------------------------------------------------------------
+
+@main.command()
+@change_options
+@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--dry-run", is_flag=True, help="detect and plan only; submit nothing")
+@click.option("--submitter", "submitters", multiple=True, help="also email this address (Jenkins parameter)")
+@click.option("--jenkins-build", envvar="BUILD_TAG", help="Jenkins build id to record")
+@click.option("--build-url", envvar="BUILD_URL", help="link to the Jenkins build in emails")
+@click.option("--yes-prod", is_flag=True, help="confirm a run against the prod database")
+@common()
+def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple[str, ...],
+        jenkins_build: str | None, build_url: str | None, **opts: Any) -> None:
+    """Detect, plan, render, submit, wait, record and notify."""
+    from pipeline import run as runner
+
+    settings = settings_from()
+    req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters))
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        if dry_run:
+            change, _, the_plan = runner.detect_and_plan(settings, db, req)
+            result = runner.RunResult(change, the_plan)
+        else:
+            with err.status("scoring...") as status:
+                def progress(counts: dict[str, int]) -> None:
+                    status.update("array tasks: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
+                result = runner.execute(settings, db, req, on_progress=progress)
+    finally:
+        db.close()
+    for issue in result.change.issues:
+        err.print(f"[yellow]{issue}[/yellow]", highlight=False)
+    for problem in result.problems:
+        err.print(f"[yellow]{problem}[/yellow]", highlight=False)
+    if fmt == "json":
+        emit_json(result.to_json())
+    else:
+        _print_run(result, dry_run)
+    sys.exit(result.exit_code)
+
+
+def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
+    plan = result.plan
+    if dry_run:
+        out.print(f"dry run: {len(plan.to_run)} pairs would be scored, {len(plan.already_scored)} already scored, "
+                  f"{len(plan.cannot_run)} cannot run", highlight=False)
+        return
+    if result.run_id is None:
+        out.print(f"nothing new to score: {len(plan.already_scored)} pairs already scored for the same code and "
+                  "environment", highlight=False)
+        return
+    table = Table("model", "benchmark", "state", "score", "reason", title=f"run {result.run_id}")
+    for p in result.pairs:
+        score = f"{p['score']:.4f}" if p["score"] is not None else ""
+        reason = f"{p['stage']}: {p['reason']}" if p["stage"] else (p["reason"] or "")
+        table.add_row(p["model"], p["benchmark"], p["state"], score, reason)
+    out.print(table)
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
+    out.print(f"run {result.run_id}: {states}; {len(plan.already_scored)} already scored; "
+              f"{len(result.emails)} emails in the outbox", highlight=False)
+
+
+@main.command()
+@change_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="bundle folder")
+@click.option("--yes-prod", is_flag=True)
+@common()
+def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -> None:
+    """Write standalone job scripts and manifest that an admin can `sbatch` by hand."""
+    from pipeline.bundle import render_bundle
+    from pipeline.run import detect_and_plan
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
+    finally:
+        db.close()
+    if not the_plan.to_run:
+        raise BadInput("nothing to render: every planned pair is already scored (use --force)")
+    bundle = render_bundle(settings, the_plan, catalog.repo, "slurm", out_dir=out_dir)
+    data = {"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+            "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
+            "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"}
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k}: {v}", highlight=False)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--yes-prod", is_flag=True)
+@common()
+def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+    """Load spooled results of RUN (a run id or a bundle folder; default: every run) into the database."""
+    from pipeline.ingest import ingest_spool
+
+    settings = settings_from()
+    if run and Path(run).is_dir():
+        folders = [Path(run)]
+    elif run:
+        folders = [settings.runs_dir / run]
+        if not folders[0].is_dir():
+            raise BadInput(f"no run {run!r} under {settings.runs_dir}")
+    else:
+        folders = sorted(p for p in settings.runs_dir.glob("*") if p.is_dir()) if settings.runs_dir.exists() else []
+    db = _open_db(profile, settings, yes_prod)
+    totals = {"scores": 0, "duplicates": 0, "failures": 0}
+    try:
+        for folder in folders:
+            counts, _ = ingest_spool(db, folder / "spool")
+            for k in totals:
+                totals[k] += counts[k]
+    finally:
+        db.close()
+    data = {"runs": [str(f) for f in folders], **totals}
+    if fmt == "json":
+        emit_json(data)
+    else:
+        out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
+                  f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)", highlight=False)
+
+
+# --- leaderboard / status -----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--yes-prod", is_flag=True)
+@common(fmt=False)
+def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
+    """The model x benchmark table of the newest scores."""
+    from db.queries import leaderboard_rows
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        with db.sessions() as session:
+            rows = leaderboard_rows(session)
+    finally:
+        db.close()
+    if fmt == "json":
+        emit_json(rows)
+        return
+    if fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["model", "benchmark", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    benchmarks = sorted({r["benchmark"] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    cell = {(r["model"], r["benchmark"]): r["score"] for r in rows}
+    table = Table("model", *benchmarks, title="leaderboard")
+    for m in sorted(models, key=lambda m: -sum(cell.get((m, b)) or 0 for b in benchmarks)):
+        table.add_row(m, *[f"{cell[(m, b)]:.4f}" if cell.get((m, b)) is not None else "-" for b in benchmarks])
+    out.print(table)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--yes-prod", is_flag=True)
+@common()
+def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+    """Counts per state of RUN (default: the newest run), and each pair's state."""
+    from db.queries import get_run, run_jobs
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        with db.sessions() as session:
+            the_run = get_run(session, run)
+            if the_run is None:
+                raise BadInput(f"no run {run!r}" if run else "no runs yet")
+            jobs = run_jobs(session, the_run.id)
+            counts: dict[str, int] = {}
+            for j in jobs:
+                counts[j.state] = counts.get(j.state, 0) + 1
+            data = {"run_id": the_run.id, "status": the_run.status, "executor": the_run.executor,
+                    "commit": the_run.head_commit, "created_at": the_run.created_at.isoformat(),
+                    "ended_at": the_run.ended_at.isoformat() if the_run.ended_at else None, "counts": counts,
+                    "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,
+                              "reason": j.reason, "job_id": j.slurm_job_id, "array_index": j.array_index,
+                              "score": j.score} for j in jobs]}
+    finally:
+        db.close()
+    if fmt == "json":
+        emit_json(data)
+        return
+    table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
+    for j in data["jobs"]:
+        table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
+                      f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
+    out.print(table)
+    out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())), highlight=False)
+
+
+# --- db / notify / config -----------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """Alembic migrations of the profile's database."""
+
+
+def _migration_db(profile: str, yes_prod: bool):
+    from pipeline.database import open_database
+
+    return open_database(profile, settings_from().state_dir, allow_prod=yes_prod, migrate_schema=False)
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.option("--yes-prod", is_flag=True)
+@common(fmt=False)
+def db_upgrade(revision: str, yes_prod: bool, profile: str) -> None:
+    """Migrate the profile's database up to REVISION."""
+    from db import migrate
+
+    database = _migration_db(profile, yes_prod)
+    try:
+        migrate.upgrade(database.engine, revision)
+        click.echo(f"{profile}: at {migrate.current(database.engine)}")
+    finally:
+        database.close()
+
+
+@db.command("downgrade")
+@click.option("--revision", default="base", show_default=True)
+@click.option("--yes-prod", is_flag=True)
+@common(fmt=False)
+def db_downgrade(revision: str, yes_prod: bool, profile: str) -> None:
+    """Migrate the profile's database down to REVISION."""
+    from db import migrate
+
+    database = _migration_db(profile, yes_prod)
+    try:
+        migrate.downgrade(database.engine, revision)
+        click.echo(f"{profile}: at {migrate.current(database.engine)}")
+    finally:
+        database.close()
+
+
+@db.command("current")
+@click.option("--yes-prod", is_flag=True)
+@common()
+def db_current(yes_prod: bool, profile: str, fmt: str) -> None:
+    """The profile's schema revision, and the newest one this version knows."""
+    from db import migrate
+
+    database = _migration_db(profile, yes_prod)
+    try:
+        data = {"profile": profile, "database": database.profile.safe_url, "current": migrate.current(database.engine),
+                "head": migrate.head()}
+    finally:
+        database.close()
+    if fmt == "json":
+        emit_json(data)
+    else:
+        click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})")
+
+
+@main.command("config")
+@common()
+def config_show(profile: str, fmt: str) -> None:
+    """The settings in force after every layer (defaults < site file < environment < flags)."""
+    settings = settings_from()
+    data = settings.public()
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for k, v in data.items():
+            click.echo(f"{k} = {v!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Site settings, layered the dask-jobqueue way.
+
+package defaults < TOML site config (`SCORE_PLUGINS_CONFIG`) < environment
+(`SCORE_PLUGINS_<FIELD>`) < command-line flags. One `Settings` type feeds the CLI,
+the job-script templates and the docs (`score-plugins config show`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.errors import BadInput
+
+ENV_PREFIX = "SCORE_PLUGINS_"
+# Variables that name credentials or the layering itself, never a settings field.
+RESERVED_ENV = {"CONFIG", "SECRETS", "SMTP_URL"}
+
+
+def _default_uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:  # uv not importable: rely on PATH
+        return "uv"
+
+
+@dataclass
+class Settings:
+    """Everything a run needs to know about the site; every field can be set at each layer."""
+
+    state_dir: Path = field(default=Path(".score-plugins"), metadata={"help": "runs, envs, outbox, local database"})
+    env_backend: str = field(default="uv", metadata={"help": "how job environments are built: uv"})
+    env_mode: str = field(default="cached", metadata={"help": "cached (build once, reuse) or fresh (per job)"})
+    env_root: Path | None = field(default=None, metadata={"help": "where cached environments live"})
+    python: str = field(default="", metadata={"help": "base interpreter for job environments"})
+    uv: str = field(default="", metadata={"help": "uv binary used by job scripts"})
+    package_cache: Path | None = field(default=None, metadata={"help": "package download cache (UV_CACHE_DIR)"})
+    partition: str = field(default="", metadata={"help": "Slurm partition"})
+    account: str = field(default="", metadata={"help": "Slurm account"})
+    qos: str = field(default="", metadata={"help": "Slurm QOS"})
+    time_minutes: int = field(default=60, metadata={"help": "time limit of one array task"})
+    mem: str = field(default="4G", metadata={"help": "memory of one array task"})
+    cpus_per_task: int = field(default=1, metadata={"help": "CPUs of one array task"})
+    gpus: int = field(default=0, metadata={"help": "GPUs of one array task"})
+    pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
+    array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
+    pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
+    extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
+    drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
+    modules: list[str] = field(default_factory=list, metadata={"help": "environment modules to load"})
+    local_workers: int = field(default=0, metadata={"help": "parallel tasks on the local executor (0: CPUs)"})
+    admin_email: str = field(default="", metadata={"help": "address alerted on infrastructure failures"})
+    sender_email: str = field(default="score-plugins@localhost", metadata={"help": "From: of every email"})
+    leaderboard_url: str = field(default="", metadata={"help": "link to the leaderboard in emails"})
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if self.env_root is None:
+            self.env_root = self.state_dir / "envs"
+        if not self.python:
+            self.python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+        if not self.uv:
+            self.uv = _default_uv()
+        if self.local_workers <= 0:
+            self.local_workers = os.cpu_count() or 1
+        if self.env_mode not in ("cached", "fresh"):
+            raise BadInput(f"env_mode must be 'cached' or 'fresh', not {self.env_mode!r}")
+        if self.pairs_per_task < 1:
+            raise BadInput("pairs_per_task must be at least 1")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.state_dir / "outbox"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+    def public(self) -> dict[str, Any]:
+        """All fields as plain values (none of them is a secret)."""
+        return {f.name: (str(v) if isinstance(v, Path) else v) for f in fields(self) for v in [getattr(self, f.name)]}
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    try:
+        if annotation.startswith("int"):
+            return int(value)
+        if annotation.startswith("list"):
+            if isinstance(value, str):
+                return [v for v in (s.strip() for s in value.split(",")) if v]
+            return [str(v) for v in value]
+        if "Path" in annotation:
+            return Path(value) if value not in (None, "") else None
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"setting {name}: cannot use {value!r} ({exc})") from exc
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from the four layers; unknown keys in the site file are an error, not ignored."""
+    environ = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    site = environ.get(ENV_PREFIX + "CONFIG")
+    if site:
+        path = Path(site)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise BadInput(f"{ENV_PREFIX}CONFIG={site}: no such file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInput(f"{site}: not valid TOML: {exc}") from exc
+        data = data.get("score-plugins", data)
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise BadInput(f"{site}: unknown settings {', '.join(unknown)}")
+        values.update({k: _coerce(k, v, str(known[k].type)) for k, v in data.items()})
+    for name, f in known.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and name.upper() not in RESERVED_ENV:
+            values[name] = _coerce(name, raw, str(f.type))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, str(known[name].type))
+    return Settings(**values)
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

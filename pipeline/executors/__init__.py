@@ -1,0 +1,18 @@
+"""Executors run a bundle's array tasks: locally as subprocesses, or on Slurm (one interface)."""
+
+from __future__ import annotations
+
+from pipeline.errors import BadInput
+from pipeline.executors.base import Executor, TaskState
+from pipeline.executors.local import LocalExecutor
+
+EXECUTORS = ("local",)
+
+
+def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, kept loose to avoid a cycle
+    if name == "local":
+        return LocalExecutor(workers=settings.local_workers)
+    raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "TaskState", "get_executor"]

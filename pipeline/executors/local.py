@@ -1,0 +1,97 @@
+"""The embedded default: run the same rendered job script Slurm would run, as local subprocesses.
+
+Each array task is `bash job.sh` with the Slurm array variables set and a clean
+environment (no credential reaches the job), `local_workers` at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from pipeline.executors.base import PENDING, RUNNING, Executor, TaskState
+
+# Site plumbing a job needs to reach the package index (certificates, proxies) and nothing else.
+JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
+                "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "UV_CACHE_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+_counter = itertools.count(1)
+
+
+def job_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The variables a job sees: a short allow-list, never SCORE_PLUGINS_* or anything else inherited."""
+    env = {k: os.environ[k] for k in JOB_ENV_KEEP if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="local-task")
+        self._jobs: dict[str, dict[int, TaskState]] = {}
+        self._procs: dict[str, dict[int, subprocess.Popen]] = {}
+        self._futures: dict[str, list[Future]] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, bundle) -> str:  # noqa: ANN001
+        job_id = f"local-{os.getpid()}-{next(_counter)}"
+        states = {i: TaskState(i, PENDING) for i in range(bundle.n_tasks)}
+        with self._lock:
+            self._jobs[job_id] = states
+            self._procs[job_id] = {}
+        self._futures[job_id] = [self._pool.submit(self._run_task, job_id, bundle, i) for i in states]
+        return job_id
+
+    def _run_task(self, job_id: str, bundle, index: int) -> None:  # noqa: ANN001
+        with self._lock:
+            if job_id in self._cancelled:
+                self._jobs[job_id][index] = TaskState(index, "CANCELLED", "cancelled before it started")
+                return
+            self._jobs[job_id][index] = TaskState(index, RUNNING, node="localhost")
+        env = job_environment({
+            "SLURM_ARRAY_TASK_ID": str(index), "SLURM_ARRAY_JOB_ID": job_id, "SLURM_JOB_ID": f"{job_id}_{index}",
+            "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost",
+        })
+        log = Path(bundle.log_dir) / f"task-{index}.out"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(["bash", str(bundle.job_script)], cwd=bundle.run_dir, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            with self._lock:
+                self._procs[job_id][index] = proc
+            code = proc.wait()
+        with self._lock:
+            if job_id in self._cancelled:
+                state = TaskState(index, "CANCELLED", "cancelled", "localhost", code)
+            elif code == 0:
+                state = TaskState(index, "COMPLETED", "", "localhost", code)
+            else:
+                state = TaskState(index, "FAILED", f"job script exited with code {code}", "localhost", code)
+            self._jobs[job_id][index] = state
+
+    def poll(self, job_id: str) -> dict[int, TaskState]:
+        with self._lock:
+            return {i: TaskState(s.index, s.state, s.reason, s.node, s.exit_code)
+                    for i, s in self._jobs.get(job_id, {}).items()}
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+            procs = list(self._procs.get(job_id, {}).values())
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

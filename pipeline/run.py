@@ -1,0 +1,213 @@
+"""The orchestrator: detect, plan, render, submit, watch, ingest, notify.
+
+Every step leaves its trace before the next starts (run and job rows, bundle,
+spool), so a run interrupted anywhere can be inspected, ingested and re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import select, update
+
+from db.models import Job, Run
+from db.queries import run_jobs, scored_keys
+from db.session import session_scope
+from pipeline.bundle import Bundle, render_bundle
+from pipeline.config import Settings
+from pipeline.database import Database
+from pipeline.detect import Change, detect, detect_all
+from pipeline.executors import get_executor
+from pipeline.executors.base import TaskState
+from pipeline.ingest import ingest_spool
+from pipeline.notifications import queue_run_messages
+from pipeline.plan import Plan, make_plan
+from pipeline.plugins import Catalog
+from pipeline.worker import tail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    """What the caller asked for."""
+
+    repo: Path
+    base: str | None = None
+    head: str = "HEAD"
+    all: bool = False
+    domain_root: str | None = None
+    models: list[str] | None = None
+    benchmarks: list[str] | None = None
+    force: bool = False
+    executor: str = "local"
+    jenkins_build: str | None = None
+    build_url: str | None = None
+    extra_recipients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    change: Change
+    plan: Plan
+    run_id: str | None = None
+    run_dir: str | None = None
+    states: dict[str, int] = field(default_factory=dict)
+    pairs: list[dict] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.states.items() if s != "COMPLETED")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def to_json(self) -> dict:
+        return {
+            "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
+            "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
+            "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
+            "pairs": self.pairs, "emails": self.emails, "problems": self.problems,
+            "issues": self.change.issues,
+        }
+
+
+def python_version(python: str) -> str:
+    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
+
+
+def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Change, Catalog, Plan]:
+    if req.all:
+        change, catalog = detect_all(req.repo, req.head, req.domain_root)
+    else:
+        assert req.base is not None
+        change, catalog = detect(req.repo, req.base, req.head, req.domain_root)
+
+    def already(keys: list[str]) -> set[str]:
+        with db.sessions() as session:
+            return scored_keys(session, keys)
+
+    plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
+                     python_version=python_version(settings.python), scored=already, force=req.force,
+                     models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend)
+    return change, catalog, plan
+
+
+def execute(settings: Settings, db: Database, req: Request, *,
+            on_progress: Callable[[dict[str, int]], None] | None = None) -> RunResult:
+    """Run the whole pipeline for one request and return what happened."""
+    change, catalog, plan = detect_and_plan(settings, db, req)
+    result = RunResult(change, plan)
+    if not plan.to_run and not plan.cannot_run:
+        return result
+    bundle = render_bundle(settings, plan, catalog.repo, req.executor)
+    result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
+    _record_run(db, bundle, plan, req, str(catalog.repo))
+    if plan.to_run:
+        executor = get_executor(req.executor, settings)
+        try:
+            job_id = executor.submit(bundle)
+            with session_scope(db.sessions) as session:
+                session.execute(update(Run).where(Run.id == bundle.run_id).values(status="RUNNING"))
+                session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.state == "PENDING")
+                                .values(slurm_job_id=job_id))
+            states = watch(db, executor, job_id, bundle, on_progress)
+        finally:
+            executor.close()
+        close_missing(db, bundle, states)
+    _finish(settings, db, bundle, plan, req, result)
+    return result
+
+
+def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
+          on_progress: Callable[[dict[str, int]], None] | None = None,
+          first_delay: float = 0.5, max_delay: float = 10.0) -> dict[int, TaskState]:
+    """Poll the executor once per cycle (with back-off) and ingest results as they land in the spool."""
+    ingested: set[str] = set()
+    delay = first_delay
+    while True:
+        states = executor.poll(job_id)
+        _, names = ingest_spool(db, bundle.spool_dir, ingested)
+        ingested |= names
+        if on_progress:
+            counts: dict[str, int] = {}
+            for s in states.values():
+                counts[s.state] = counts.get(s.state, 0) + 1
+            on_progress(counts)
+        if states and all(s.done for s in states.values()):
+            ingest_spool(db, bundle.spool_dir, ingested)
+            return states
+        time.sleep(delay)
+        delay = min(delay * 1.5, max_delay)
+
+
+def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) -> None:
+    """Every pair whose task ended without a result gets a terminal state and a reason."""
+    task_of = bundle.task_of()
+    with session_scope(db.sessions) as session:
+        open_jobs = session.scalars(select(Job).where(Job.run_id == bundle.run_id,
+                                                      Job.state.in_(("PENDING", "RUNNING")))).all()
+        for job in open_jobs:
+            index = task_of.get(job.pair_key)
+            state = states.get(index) if index is not None else None
+            task_log = bundle.log_dir / f"task-{index}.out"
+            if state is None:
+                job.state, job.reason = "LOST", "the executor does not know this task"
+            elif state.state == "COMPLETED":
+                job.state, job.reason = "LOST", "the task finished without writing a result for this pair"
+            else:
+                job.state = state.state
+                job.reason = state.reason or f"array task {index} ended as {state.state}"
+            job.log_path = str(task_log)
+            job.log_tail = tail(task_log)
+            job.array_index = index
+            job.ended_at = datetime.now(timezone.utc)
+
+
+def _record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str) -> None:
+    now = datetime.now(timezone.utc)
+    task_of = bundle.task_of()
+    with session_scope(db.sessions) as session:
+        session.add(Run(id=bundle.run_id, status="PENDING", repo=repo, base_commit=None if req.all else req.base,
+                        head_commit=plan.commit, domain=plan.domain_root, executor=req.executor,
+                        run_dir=str(bundle.run_dir), jenkins_build=req.jenkins_build, build_url=req.build_url))
+        session.flush()
+        for pair in plan.to_run:
+            session.add(Job(run_id=bundle.run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
+                            submitters=pair.submitters, state="PENDING", array_index=task_of.get(pair.key)))
+        for pair in plan.cannot_run:
+            session.add(Job(run_id=bundle.run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
+                            submitters=pair.submitters, state="FAILED", stage="env_build", reason=pair.problem,
+                            started_at=now, ended_at=now))
+
+
+def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult) -> None:
+    with session_scope(db.sessions) as session:
+        run = session.get(Run, bundle.run_id)
+        jobs = run_jobs(session, bundle.run_id)
+        for job in jobs:
+            result.states[job.state] = result.states.get(job.state, 0) + 1
+        result.pairs = [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "score": j.score,
+                         "stage": j.stage, "reason": j.reason, "job_id": j.slurm_job_id} for j in jobs]
+        run.status = "COMPLETED" if result.failed == 0 else "COMPLETED_WITH_FAILURES"
+        run.ended_at = datetime.now(timezone.utc)
+        skipped: dict[str, int] = {}
+        for pair in plan.already_scored:
+            for s in pair.submitters:
+                skipped[s] = skipped.get(s, 0) + 1
+        paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
+                                             sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
+                                             skipped=skipped, extra_recipients=req.extra_recipients)
+    result.emails = [str(p) for p in paths]
+    result.problems.extend(problems)

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The only code that runs inside a scoring job: score pairs, write results to the spool.
+
+Standard library only, copied into every run bundle, so a job needs neither our
+package nor any credential. `run-task` (under the base interpreter) loops over one
+array task's pairs and runs each in a child process under the plugins' environment
+(`score-pair`), with a time limit, a clean environment and a capped log. Each
+result, score or error with its stage, is written atomically as
+`<spool>/<pair key>.json`; the coordinator ingests the spool into the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import numbers
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA = 1
+LOG_CAP_BYTES = 2_000_000  # a pair's log beyond this keeps its head and tail
+TAIL_CHARS = 3000
+CHILD_ENV_KEEP = ("LANG", "LC_ALL", "TZ")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Temporary file in the same folder, fsync, rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=True, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def tail(path: Path, chars: int = TAIL_CHARS) -> str:
+    """The last `chars` characters of a log, decoded leniently (plugins may print any bytes)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars * 4))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace").replace("\x00", "")
+    return text[-chars:]
+
+
+def cap_log(path: Path, cap: int = LOG_CAP_BYTES) -> None:
+    """Keep a huge log readable: its first and last `cap/2` bytes around a marker."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size <= cap:
+        return
+    half = cap // 2
+    with open(path, "rb") as f:
+        head = f.read(half)
+        f.seek(size - half)
+        end = f.read()
+    marker = f"\n[... {size - 2 * half} bytes cut by score-plugins ...]\n".encode()
+    tmp = path.with_suffix(".capped")
+    tmp.write_bytes(head + marker + end)
+    os.replace(tmp, path)
+
+
+def job_context() -> dict:
+    env = os.environ
+    index = env.get("SLURM_ARRAY_TASK_ID")
+    return {
+        "job_id": env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID") or "",
+        "array_index": int(index) if index and index.isdigit() else None,
+        "node": env.get("SLURMD_NODENAME") or socket.gethostname(),
+        "attempt": int(env.get("SLURM_RESTART_COUNT") or 0) + 1,
+    }
+
+
+def base_result(manifest: dict, pair: dict) -> dict:
+    keys = ("key", "model", "benchmark", "model_plugin", "benchmark_plugin", "model_code_hash",
+            "benchmark_code_hash", "lock_hash", "env_hash", "submitters", "model_owner", "benchmark_owner")
+    result = {k: pair.get(k) for k in keys}
+    result["pair_key"] = result.pop("key")
+    result.update({"schema": SCHEMA, "run_id": manifest["run_id"], "commit": manifest["commit"],
+                   "domain": manifest["domain_root"], "executor": manifest.get("executor", "")})
+    result.update(job_context())
+    return result
+
+
+def child_env(manifest: dict, workdir: Path) -> dict:
+    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
+    env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
+    env.update({
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "PYTHONPATH": manifest["code_dir"],
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
+        "OPENBLAS_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
+        "MKL_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    })
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # site CPU workarounds, not secrets
+        if k in os.environ:
+            env[k] = os.environ[k]
+    return env
+
+
+def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path) -> dict:
+    """Score one pair in a child process; whatever happens, return a result dict."""
+    result = base_result(manifest, pair)
+    started = time.time()
+    result["started_at"] = now()
+    result["log_path"] = str(log)
+    timeout = int(manifest.get("pair_timeout", 1800))
+    with tempfile.TemporaryDirectory(prefix="pair-", dir=manifest.get("scratch_dir") or None) as tmp:
+        workdir = Path(tmp)
+        out = workdir / "result.json"
+        stage_file = workdir / "stage"
+        cmd = [env_python, manifest["worker"], "score-pair", "--manifest", manifest["manifest_path"],
+               "--pair", pair["key"], "--out", str(out), "--stage-file", str(stage_file)]
+        with open(log, "ab") as logf:
+            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']}\n".encode())
+            logf.flush()
+            try:
+                proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                proc = None
+                failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
+            if proc is not None:
+                code, usage, timed_out = wait_with_usage(proc, timeout)
+                result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
+                failure = None
+                if timed_out:
+                    failure = {"state": "TIMEOUT", "stage": _stage(stage_file),
+                               "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
+                if failure is None:
+                    failure = _read_child_result(out, code, stage_file, result)
+        cap_log(log)
+    result["ended_at"] = now()
+    result["elapsed_seconds"] = round(time.time() - started, 3)
+    if failure:
+        result.update({"status": "error", **failure, "log_tail": tail(log)})
+    else:
+        result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
+    return result
+
+
+def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object, bool]:
+    """Wait for the child, killing its process group at `timeout`; return its own rusage (peak memory)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage, False
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage, True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def _stage(stage_file: Path) -> str:
+    try:
+        return stage_file.read_text().strip() or "import"
+    except OSError:
+        return "import"
+
+
+def _read_child_result(out: Path, code: int | None, stage_file: Path, result: dict) -> dict | None:
+    """None when the child reported a valid score (copied into `result`), else the failure."""
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
+        state = "OUT_OF_MEMORY" if sig == signal.SIGKILL else "FAILED"
+        reason = f"plugin process killed by {name}" + (" (out of memory?)" if sig == signal.SIGKILL else "")
+        return {"state": state, "stage": _stage(stage_file), "reason": reason}
+    try:
+        reported = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {"state": "FAILED", "stage": _stage(stage_file),
+                "reason": f"plugin process exited with code {code} without a result"}
+    if reported.get("status") != "ok":
+        return {"state": "FAILED", "stage": reported.get("stage", "score"), "reason": reported.get("reason")}
+    for k in ("score_raw", "score_ceiled", "ceiling"):
+        result[k] = reported.get(k)
+    return None
+
+
+def env_failure_result(manifest: dict, pair: dict, env_log: Path, status: int) -> dict:
+    result = base_result(manifest, pair)
+    result.update({"status": "error", "state": "FAILED", "stage": "env_build",
+                   "reason": f"building the environment failed (exit {status})", "log_path": str(env_log),
+                   "log_tail": tail(env_log), "started_at": now(), "ended_at": now()})
+    return result
+
+
+def cmd_run_task(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.manifest)
+    task = manifest["tasks"][args.task]
+    spool = Path(manifest["spool_dir"])
+    logs = Path(manifest["log_dir"])
+    logs.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for pair in task["pairs"]:
+        target = spool / f"{pair['key']}.json"
+        if _already_ok(target):
+            continue  # a re-run of this task keeps what an earlier attempt finished
+        if args.env_status != 0:
+            result = env_failure_result(manifest, pair, Path(args.env_log), args.env_status)
+        else:
+            result = run_pair(manifest, task, pair, args.env_python, logs / f"{pair['key']}.log")
+        try:
+            write_json_atomic(target, result)
+        except OSError as exc:
+            print(f"[score-plugins] cannot write {target}: {exc}", file=sys.stderr)
+            return 3
+        failures += result["status"] != "ok"
+        print(f"[score-plugins] {pair['model']} on {pair['benchmark']}: "
+              f"{result.get('score_ceiled') if result['status'] == 'ok' else result['stage'] + ' error'}")
+    return 0
+
+
+def _already_ok(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def load_manifest(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    manifest["manifest_path"] = str(Path(path).resolve())
+    return manifest
+
+
+class StageError(Exception):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def validate_score(value: object, ceiling: object) -> tuple[float, float, float | None]:
+    """(raw, ceiled, ceiling) from what a benchmark returned; anything but a finite number is refused."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", ()) == ():
+        value = value.item()  # numpy scalars and 0-d arrays
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise StageError("score", f"benchmark returned {type(value).__name__} {str(value)[:80]!r}, not a number")
+    raw = float(value)
+    if not math.isfinite(raw):
+        raise StageError("score", f"benchmark returned {raw}, not a finite number")
+    ceil = None
+    if ceiling is not None:
+        if isinstance(ceiling, bool) or not isinstance(ceiling, numbers.Real) or not math.isfinite(float(ceiling)) \
+                or float(ceiling) <= 0:
+            raise StageError("score", f"benchmark ceiling {ceiling!r} is not a positive number")
+        ceil = float(ceiling)
+    ceiled = raw / ceil if ceil else raw
+    if not -1e-9 <= ceiled <= 1 + 1e-9:
+        raise StageError("score", f"score {ceiled} is outside [0, 1]")
+    return raw, min(max(ceiled, 0.0), 1.0), ceil
+
+
+def cmd_score_pair(args: argparse.Namespace) -> int:
+    """Inside the plugins' environment: import both plugins, score, report. Never raises."""
+    import importlib
+
+    stage_file = Path(args.stage_file)
+
+    def stage(name: str) -> None:
+        stage_file.write_text(name)
+
+    stage("import")
+    try:
+        manifest = load_manifest(args.manifest)
+        pair = next(p for t in manifest["tasks"] for p in t["pairs"] if p["key"] == args.pair)
+        root = manifest["domain_root"]
+        domain = importlib.import_module(root)
+        try:
+            importlib.import_module(f"{root}.models.{pair['model_plugin']}")
+            model_factory = getattr(domain, "model_registry")[pair["model"]]
+            importlib.import_module(f"{root}.benchmarks.{pair['benchmark_plugin']}")
+            benchmark_factory = getattr(domain, "benchmark_registry")[pair["benchmark"]]
+        except KeyError as exc:
+            raise StageError("import", f"{exc} is not registered after importing its plugin") from None
+        stage("score")
+        model = model_factory()
+        benchmark = benchmark_factory()
+        value = benchmark(model)
+        raw, ceiled, ceiling = validate_score(value, getattr(benchmark, "ceiling", None))
+        stage("persist")
+        write_json_atomic(Path(args.out), {"status": "ok", "score_raw": raw, "score_ceiled": ceiled,
+                                           "ceiling": ceiling})
+        return 0
+    except StageError as exc:
+        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except BaseException as exc:  # a plugin may raise anything, SystemExit included
+        traceback.print_exc()
+        report = {"status": "error", "stage": _stage(stage_file),
+                  "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    try:
+        write_json_atomic(Path(args.out), report)
+    except OSError:
+        pass
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    task = sub.add_parser("run-task", help="score every pair of one array task")
+    task.add_argument("--manifest", required=True)
+    task.add_argument("--task", type=int, required=True)
+    task.add_argument("--env-python", required=True)
+    task.add_argument("--env-status", type=int, default=0)
+    task.add_argument("--env-log", default="")
+    pair = sub.add_parser("score-pair", help="(inside the plugin environment) score one pair")
+    pair.add_argument("--manifest", required=True)
+    pair.add_argument("--pair", required=True)
+    pair.add_argument("--out", required=True)
+    pair.add_argument("--stage-file", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "run-task":
+        return cmd_run_task(args)
+    return cmd_score_pair(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
