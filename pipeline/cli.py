@@ -20,7 +20,7 @@ from rich.table import Table
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BadInput, PipelineError
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
@@ -125,15 +125,24 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: s
 
     change, _ = run_detect(repo, base, head, domain_root)
     data = change.to_json()
-    for issue in change.issues:
-        err.print(f"[yellow]{issue}[/yellow]", highlight=False)
+    report_issues(change.issues)
     if fmt == "json":
         emit_json(data)
-        return
-    table = Table("key", "value")
-    for key, value in data.items():
-        table.add_row(key, json.dumps(value))
-    out.print(table)
+    else:
+        table = Table("key", "value")
+        for key, value in data.items():
+            if key != "issues":
+                table.add_row(key, json.dumps(value))
+        out.print(table)
+    sys.exit(2 if change.errors else 0)
+
+
+def report_issues(issues: list[dict]) -> None:
+    """Each problem on stderr as `file:line: severity: message` (stdout stays data only)."""
+    for i in issues:
+        colour = "red" if i["severity"] == "error" else "yellow"
+        err.print(f"[{colour}]{i['file']}:{i['line']}: {i['severity']}: {i['message']}[/{colour}]", highlight=False,
+                  markup=True)
 
 
 def _open_db(profile: str, settings: Settings, yes_prod: bool = False):
@@ -158,9 +167,10 @@ def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
         db.close()
     data = the_plan.to_json()
     data["issues"] = change.issues
+    report_issues(change.issues)
     if fmt == "json":
         emit_json(data)
-        return
+        sys.exit(2 if change.errors else 0)
     table = Table("model", "benchmark", "status", "why")
     for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
                           ("cannot run", the_plan.cannot_run)):
@@ -169,6 +179,7 @@ def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
     out.print(table)
     err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
               f"{len(the_plan.cannot_run)} cannot run", highlight=False)
+    sys.exit(2 if change.errors else 0)
 
 
 # --- run / render / ingest ----------------------------------------------------------------------------------
@@ -201,15 +212,15 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
                 result = runner.execute(settings, db, req, on_progress=progress)
     finally:
         db.close()
-    for issue in result.change.issues:
-        err.print(f"[yellow]{issue}[/yellow]", highlight=False)
+    report_issues(result.change.issues)
     for problem in result.problems:
         err.print(f"[yellow]{problem}[/yellow]", highlight=False)
     if fmt == "json":
         emit_json(result.to_json())
     else:
         _print_run(result, dry_run)
-    sys.exit(result.exit_code)
+    # failed pairs (1) outrank refused plugins (2): the run itself did its work
+    sys.exit(result.exit_code or (2 if result.change.errors else 0))
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult

@@ -34,7 +34,12 @@ class Change:
     removed_plugins: dict[str, list[str]] = field(default_factory=dict)
     rescore_benchmarks: dict[str, list[str]] = field(default_factory=dict)  # benchmark id -> why
     metadata_only_plugins: dict[str, list[str]] = field(default_factory=dict)
-    issues: list[str] = field(default_factory=list)
+    issues: list[dict] = field(default_factory=list)  # {file, line, severity, message}
+
+    @property
+    def errors(self) -> list[dict]:
+        """Problems that dropped a plugin or an identifier (bad input), as opposed to warnings."""
+        return [i for i in self.issues if i["severity"] == "error"]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,6 +96,10 @@ def detect_all(repo: Path, head: str, domain_root: str | None = None) -> tuple[C
     """Treat every plugin at `head` as new (`--all`)."""
     catalog = load_catalog(repo, head, domain_root)
     changed = {t: {p.name for p in catalog.of_type(t)} for t in PLUGIN_TYPES}
+    for issue in catalog.issues:  # a folder refused for its name is still part of "all"
+        parts = issue.file.split("/")
+        if len(parts) >= 3 and parts[1] in changed:
+            changed[parts[1]].add(parts[2])
     empty: dict[str, set[str]] = {t: set() for t in PLUGIN_TYPES}
     change = _summarise(catalog, changed, empty, set(), 0, True, None)
     change.test_all_plugins = list(PLUGIN_TYPES)
@@ -111,9 +120,9 @@ def _summarise(catalog: Catalog, changed: dict[str, set[str]], metadata_touched:
 
     new_models = _identifiers(catalog, "models", present["models"])
     new_benchmarks = _identifiers(catalog, "benchmarks", present["benchmarks"])
-    rescore = _rescored_benchmarks(catalog, present, test_all, set(new_benchmarks))
+    rescore = _rescored_benchmarks(catalog, present, set(new_benchmarks))
 
-    issues = [str(i) for i in catalog.issues if _issue_in(i, catalog, present, test_all)]
+    issues = [asdict(i) for i in catalog.issues if _issue_in(i, catalog, present, test_all)]
     return Change(
         modifies_plugins=any_plugin_file,
         changed_plugins={t: sorted(present[t]) for t in PLUGIN_TYPES},
@@ -144,19 +153,18 @@ def _identifiers(catalog: Catalog, plugin_type: str, folders: set[str]) -> list[
     return ids
 
 
-def _rescored_benchmarks(catalog: Catalog, present: dict[str, set[str]], test_all: set[str],
-                         already_new: set[str]) -> dict[str, list[str]]:
-    """Benchmarks not changed themselves whose data or metric plugins changed, with the reason."""
+def _rescored_benchmarks(catalog: Catalog, present: dict[str, set[str]], already_new: set[str]
+                         ) -> dict[str, list[str]]:
+    """Benchmarks not changed themselves whose data or metric plugins changed, with the reason.
+
+    Helper and type-level files (`data_helpers/`, `metrics/__init__.py`) only mean "test all"
+    (as in Brain-Score): they are not part of any plugin's code hash, so re-scoring for them
+    is an explicit decision (`--force --benchmarks ...`), not an automatic one.
+    """
     reasons: dict[str, list[str]] = {}
     for bench in catalog.of_type("benchmarks"):
-        why = []
-        for dep_type in ("data", "metrics"):
-            if dep_type in test_all and bench.uses[dep_type]:
-                why.append(f"{dep_type} helpers changed")
-            for name in sorted(bench.uses[dep_type] & present[dep_type]):
-                why.append(f"uses changed {dep_type} plugin {name}")
-        if "benchmarks" in test_all and not why:
-            why.append("benchmark helpers changed")
+        why = [f"uses changed {dep_type} plugin {name}"
+               for dep_type in ("data", "metrics") for name in sorted(bench.uses[dep_type] & present[dep_type])]
         if why:
             for identifier in bench.identifiers:
                 if identifier not in already_new:

@@ -192,7 +192,7 @@ def _read_python(plugin: Plugin, path: str, data: bytes, *, is_init: bool, issue
 
 def registrations(tree: ast.AST, registry: str, path: str) -> tuple[list[str], list[Issue]]:
     """Identifiers assigned as `registry['id'] = ...`; anything not statically resolvable is reported."""
-    ids: list[str] = []
+    found: list[tuple[int, int, str]] = []
     issues: list[Issue] = []
     for node in ast.walk(tree):
         targets: list[ast.expr] = []
@@ -209,7 +209,7 @@ def registrations(tree: ast.AST, registry: str, path: str) -> tuple[list[str], l
                 if problem:
                     issues.append(Issue(path, target.lineno, f"{registry}[{key.value!r}]: {problem}"))
                 else:
-                    ids.append(key.value)
+                    found.append((target.lineno, target.col_offset, key.value))
             else:
                 issues.append(Issue(path, target.lineno,
                                     f"{registry}[...] key is computed ({ast.unparse(key)}); "
@@ -217,8 +217,10 @@ def registrations(tree: ast.AST, registry: str, path: str) -> tuple[list[str], l
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_name(node.func.value, registry) \
                 and node.func.attr in ("update", "setdefault", "__setitem__"):
             issues.append(Issue(path, node.lineno, f"{registry}.{node.func.attr}(...) is not read; "
-                                "register with {registry}['id'] = ...", "warning"))
-    return ids, issues
+                                f"register with {registry}['id'] = ...", "warning"))
+    # ast.walk is breadth-first: report in source order
+    ids = [identifier for _, _, identifier in sorted(found)]
+    return list(dict.fromkeys(ids)), sorted(issues, key=lambda i: i.line)
 
 
 def dependency_references(tree: ast.AST) -> list[tuple[str, str]]:

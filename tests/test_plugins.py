@@ -1,0 +1,96 @@
+"""Registry parsing with ast, read from git objects: what is found, what is refused, what is warned about."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from pipeline.ids import identifier_problem
+from pipeline.plugins import dependency_references, load_catalog, registrations
+from tests.conftest import commit_all, write
+
+
+def parse(source: str, registry: str = "model_registry"):
+    return registrations(ast.parse(source), registry, "root/models/p/__init__.py")
+
+
+def test_quotes_multiline_and_several_per_file():
+    ids, issues = parse(
+        "from root import model_registry\n"
+        "model_registry['single'] = lambda: 1\n"
+        'model_registry["double"] = lambda: 2\n'
+        "model_registry[\n    'spread'\n] = (\n    lambda: 3\n)\n"
+        "# model_registry['commented-out'] = lambda: 4\n"
+        "x = \"model_registry['in-a-string']\"\n"
+    )
+    assert ids == ["single", "double", "spread"]
+    assert issues == []
+
+
+def test_computed_keys_are_warned_about_with_file_and_line():
+    ids, issues = parse(
+        "for name in ['a', 'b']:\n"
+        "    model_registry[f'net-{name}'] = lambda: name\n"
+        "model_registry[NAME] = None\n"
+    )
+    assert ids == []
+    assert [(i.line, i.severity) for i in issues] == [(2, "warning"), (3, "warning")]
+    assert "computed" in issues[0].message and issues[0].file == "root/models/p/__init__.py"
+
+
+@pytest.mark.parametrize("bad", ["has space", "quo'te", 'dq"x', "semi;colon", "$(touch x)", "back`tick`",
+                                 "new\nline", "../up", "a/b", "", "x" * 201, "é-accent"])
+def test_invalid_identifiers_are_refused(bad):
+    assert identifier_problem(bad) is not None
+    ids, issues = parse(f"model_registry[{bad!r}] = 1\nmodel_registry['fine-1.0'] = 2\n")
+    assert ids == ["fine-1.0"]
+    assert len(issues) == 1 and issues[0].severity == "error" and issues[0].line == 1
+
+
+@pytest.mark.parametrize("good", ["alexnet", "CORnet-S", "MajajHong2015.IT-pls", "resnet-50_robust", "a+b", "v1.2"])
+def test_brain_score_style_identifiers_are_accepted(good):
+    assert identifier_problem(good) is None
+
+
+def test_dependency_references():
+    tree = ast.parse(
+        "from dom import load_dataset, load_metric, data_registry\n"
+        "from dom.metrics.special import thing\n"
+        "x = load_dataset('digits')\n"
+        "y = dom.load_metric(\"accuracy\")\n"
+        "z = data_registry['wine']\n"
+    )
+    assert sorted(dependency_references(tree)) == [
+        ("data", "id:digits"), ("data", "id:wine"), ("metrics", "folder:special"), ("metrics", "id:accuracy")]
+
+
+def test_catalog_of_the_example_repository(example_repo):
+    catalog = load_catalog(example_repo, "HEAD")
+    assert catalog.domain_root == "sklearn_scores"
+    assert sorted(catalog.by_identifier("models")) == ["gaussian-nb", "knn-5", "logreg", "random-forest"]
+    bench = catalog.plugins[("benchmarks", "iris_cv")]
+    assert bench.identifiers == ["iris-accuracy"]
+    assert bench.uses == {"data": {"sklearn_toy"}, "metrics": {"classification"}}
+    assert bench.owner == "bob@example.org"
+    assert bench.requirements == ["scikit-learn>=1.3"]
+    assert catalog.issues == []
+
+
+def test_syntax_error_names_file_and_line_and_keeps_the_rest(example_repo):
+    write(example_repo, "sklearn_scores/models/broken/__init__.py",
+          "from sklearn_scores import model_registry\n\nmodel_registry['broken'] = (\n")
+    commit_all(example_repo, "broken plugin")
+    catalog = load_catalog(example_repo, "HEAD")
+    assert catalog.plugins[("models", "broken")].identifiers == []
+    [issue] = catalog.issues
+    assert issue.file == "sklearn_scores/models/broken/__init__.py" and issue.line >= 3
+    assert "syntax error" in issue.message
+    assert "logreg" in catalog.by_identifier("models")
+
+
+def test_catalog_reads_git_objects_not_the_working_tree(example_repo):
+    """Uncommitted edits in the checkout do not change what --head says."""
+    write(example_repo, "sklearn_scores/models/knn/__init__.py", "model_registry['edited-only-on-disk'] = 1\n")
+    catalog = load_catalog(example_repo, "HEAD")
+    assert catalog.plugins[("models", "knn")].identifiers == ["knn-5"]
