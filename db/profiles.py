@@ -64,6 +64,13 @@ def raw_url(name: str, environ: Mapping[str, str], secrets: dict, state_dir: Pat
     return None
 
 
+def with_driver(url: URL) -> URL:
+    """`postgresql://` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3)."""
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg2")
+    return url
+
+
 def _same_database(a: URL, b: URL) -> bool:
     return (a.drivername.split("+")[0], a.host, a.port, a.database) == (b.drivername.split("+")[0], b.host, b.port,
                                                                           b.database)
@@ -84,6 +91,7 @@ def resolve_profile(name: str, *, environ: Mapping[str, str] | None = None, stat
         url = make_url(text)
     except Exception:
         raise ProfileError(f"SCORE_PLUGINS_DB_{name.upper()} is not a valid database URL") from None
+    url = with_driver(url)
     if name == "prod" and not allow_prod:
         raise ProfileError("the prod profile writes the production database: pass --yes-prod, or run as the "
                            "score_plugins Jenkins job (JOB_NAME=score_plugins)")

@@ -99,3 +99,19 @@ def example_repo(example_template: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "plugins"
     subprocess.run(["git", "clone", "--quiet", str(example_template), str(dest)], check=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """This test session's own PostgreSQL server (real, from the system's binaries)."""
+    from tests.services import Postgres
+
+    server = Postgres(tmp_path_factory.mktemp("postgres") / "pg")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh database on the session's server for one test."""
+    return postgres.create_database()

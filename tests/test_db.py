@@ -1,0 +1,196 @@
+"""The database room on real PostgreSQL (and SQLite): migrations, models, constraints,
+profiles and their guards, redaction, batch ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db import migrate
+from db.ingest import ingest_results
+from db.models import (BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, Submission, User)
+from db.profiles import ProfileError, resolve_profile
+from db.queries import leaderboard_rows, scored_keys
+
+TABLES = {"users", "runs", "submissions", "models", "benchmark_types", "benchmark_instances", "scores", "jobs"}
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def engine(request, tmp_path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/t.db"
+    engine = create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_up_and_down(engine):
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head()
+    assert TABLES <= set(inspect(engine).get_table_names())
+    migrate.downgrade(engine, "base")
+    assert migrate.current(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    migrate.upgrade(engine)
+    assert migrate.is_current(engine)
+
+
+def test_every_model_round_trips_and_the_score_key_is_unique(engine):
+    migrate.upgrade(engine)
+    now = datetime.now(timezone.utc)
+    with Session(engine) as s, s.begin():
+        user = User(email="ada@example.org", display_name="Ada Lovelace ünicode")
+        s.add(user)
+        s.flush()
+        run = Run(id="r1", head_commit="c" * 40, domain="d", executor="local", jenkins_build="jenkins-1")
+        model = Model(identifier="m1", plugin="m", domain="d", owner_id=user.id, public=False)
+        btype = BenchmarkType(identifier="b1", plugin="b", domain="d", owner_id=user.id)
+        s.add_all([run, model, btype])
+        s.flush()
+        inst = BenchmarkInstance(benchmark_type_id=btype.id, version="v1", ceiling=0.8)
+        s.add_all([inst, Submission(run_id=run.id, user_id=user.id, status="DONE", jenkins_build="jenkins-1")])
+        s.flush()
+        s.add(Score(model_id=model.id, benchmark_instance_id=inst.id, pair_key="k1", run_id=run.id, score_raw=0.4,
+                    score_ceiled=0.5, commit="c" * 40, model_code_hash="mh", benchmark_code_hash="bh",
+                    lock_hash="lh", env_hash="eh", job_id="123", array_index=2, node="n1",
+                    start_timestamp=now, end_timestamp=now, elapsed_seconds=1.5, max_rss_bytes=5 * 2**30))
+        s.add(Job(run_id=run.id, pair_key="k1", model="m1", benchmark="b1", submitters=["ada@example.org"],
+                  state="COMPLETED", slurm_job_id="123", array_index=2, node="n1", attempt=1, log_tail="ok"))
+    with Session(engine) as s:
+        score = s.scalars(select(Score)).one()
+        assert (score.score_ceiled, score.max_rss_bytes, score.array_index) == (0.5, 5 * 2**30, 2)
+        assert s.scalars(select(User)).one().display_name.endswith("ünicode")
+        assert s.scalars(select(Job)).one().submitters == ["ada@example.org"]
+        assert s.scalars(select(Model)).one().public is False
+        assert s.scalars(select(BenchmarkInstance)).one().ceiling == 0.8
+        assert s.scalars(select(Submission)).one().status == "DONE"
+        model_id, inst_id = score.model_id, score.benchmark_instance_id
+    with pytest.raises(IntegrityError):
+        with Session(engine) as s, s.begin():
+            s.add(Score(model_id=model_id, benchmark_instance_id=inst_id, pair_key="k1", commit="c", model_code_hash="m",
+                        benchmark_code_hash="b", lock_hash="l", env_hash="e"))
+
+
+def result(i: int, run_id: str | None = None, status: str = "ok") -> dict:
+    return {"pair_key": f"key{i:06d}", "run_id": run_id, "model": f"model-{i % 50}", "benchmark": f"bench-{i % 7}",
+            "model_plugin": "mp", "benchmark_plugin": "bp", "domain": "d", "status": status,
+            "state": "COMPLETED" if status == "ok" else "FAILED", "stage": None if status == "ok" else "score",
+            "reason": None if status == "ok" else "boom", "score_raw": 0.5, "score_ceiled": 0.5, "ceiling": 1.0,
+            "commit": "c" * 40, "model_code_hash": "mh", "benchmark_code_hash": f"bh{i % 7}", "lock_hash": "lh",
+            "env_hash": "eh", "job_id": "42", "array_index": i, "node": "n", "executor": "local",
+            "model_owner": "owner@example.org", "benchmark_owner": "bench@example.org",
+            "started_at": "2026-11-23T00:00:00+00:00", "ended_at": "2026-11-23T00:00:01+00:00"}
+
+
+def test_batch_ingest_is_idempotent(engine):
+    migrate.upgrade(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Run(id="run-a", head_commit="c", domain="d", executor="local"))
+    rows = [result(i, "run-a") for i in range(500)] + [result(1000 + i, "run-a", "error") for i in range(20)]
+    with Session(engine) as s, s.begin():
+        counts = ingest_results(s, rows, batch=128)
+    assert counts == {"scores": 500, "duplicates": 0, "failures": 20}
+    with Session(engine) as s, s.begin():
+        again = ingest_results(s, rows, batch=97)
+    assert again == {"scores": 0, "duplicates": 500, "failures": 20}
+    with Session(engine) as s:
+        assert len(s.scalars(select(Score)).all()) == 500
+        assert len(s.scalars(select(Job)).all()) == 520
+        assert len(s.scalars(select(Model)).all()) == 50
+        assert s.scalars(select(Job).where(Job.pair_key == "key001005")).one().reason == "boom"
+        assert scored_keys(s, ["key000001", "key001001", "nope"]) == {"key000001"}
+        assert len(leaderboard_rows(s)) == 50 * 7
+
+
+# --- profiles ------------------------------------------------------------------------------------------------
+
+def secrets_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "secrets.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_profile_selection_order_and_guards(tmp_path):
+    state = tmp_path / ".score-plugins"
+    local = resolve_profile("local", environ={}, state_dir=state)
+    assert local.url.drivername == "sqlite" and local.url.database.endswith(".score-plugins/local.db")
+
+    path = secrets_file(tmp_path, '[db]\ndev = "postgresql://u:filepw@dbhost/devdb"\n'
+                                  'prod = "postgresql://u:prodpw@prodhost/proddb"\n')
+    env = {"SCORE_PLUGINS_SECRETS": str(path)}
+    assert resolve_profile("dev", environ=env).url.database == "devdb"
+    env_wins = {**env, "SCORE_PLUGINS_DB_DEV": "postgresql://u:envpw@other/envdb"}
+    assert resolve_profile("dev", environ=env_wins).url.database == "envdb"
+
+    with pytest.raises(ProfileError, match="--yes-prod"):
+        resolve_profile("prod", environ=env)
+    assert resolve_profile("prod", environ=env, allow_prod=True).url.host == "prodhost"
+
+    with pytest.raises(ProfileError, match="no database for profile 'test'.*SCORE_PLUGINS_DB_TEST"):
+        resolve_profile("test", environ=env)
+    same = {**env, "SCORE_PLUGINS_DB_TEST": "postgresql://other:pw@prodhost/proddb"}
+    with pytest.raises(ProfileError, match="points at the prod database"):
+        resolve_profile("test", environ=same)
+    with pytest.raises(ProfileError, match="unknown profile"):
+        resolve_profile("staging", environ={})
+
+
+def test_secrets_file_must_be_0600(tmp_path):
+    path = secrets_file(tmp_path, '[db]\ndev = "postgresql://u:pw@h/d"\n', mode=0o644)
+    with pytest.raises(ProfileError, match="0644.*must be 0600"):
+        resolve_profile("dev", environ={"SCORE_PLUGINS_SECRETS": str(path)})
+
+
+def test_cli_profiles_on_real_postgres(workspace, pg_url, tmp_path):
+    env = workspace.env
+    env["SCORE_PLUGINS_DB_TEST"] = pg_url
+    assert workspace.cli("db", "upgrade", "--profile", "test", check=True).stdout.strip().endswith(migrate.head())
+    current = workspace.json("db", "current", "--profile", "test")
+    assert current["current"] == current["head"]
+    assert "***" in current["database"] and pg_url.split(":")[2].split("@")[0] not in current["database"]
+    workspace.cli("db", "downgrade", "--profile", "test", check=True)
+    assert workspace.json("db", "current", "--profile", "test")["current"] is None
+
+    # dev job with prod's credentials in its environment cannot reach prod
+    env["SCORE_PLUGINS_DB_PROD"] = pg_url
+    env["SCORE_PLUGINS_DB_DEV"] = pg_url
+    proc = workspace.cli("leaderboard", "--profile", "dev")
+    assert proc.returncode == 2 and "points at the prod database" in proc.stderr
+    proc = workspace.cli("leaderboard", "--profile", "prod")
+    assert proc.returncode == 2 and "--yes-prod" in proc.stderr
+
+
+def test_unreachable_database_exit_3_without_password(workspace, tmp_path):
+    password = "s3cret-Pa55word"
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = f"postgresql://scorer:{password}@127.0.0.1:9/scores_db"
+    for args in (("leaderboard", "--profile", "test"), ("db", "current", "--profile", "test"),
+                 ("status", "--profile", "test", "--format", "json")):
+        proc = workspace.cli(*args)
+        assert proc.returncode == 3, (args, proc.stderr)
+        assert "127.0.0.1" in proc.stderr and "scores_db" in proc.stderr
+        assert password not in proc.stderr + proc.stdout
+
+
+def test_run_against_postgres_test_profile(workspace, example_repo, pg_url):
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = pg_url
+    result = workspace.json("run", "--profile", "test", "--repo", str(example_repo), "--all", "--models", "logreg")
+    assert result["states"] == {"COMPLETED": 4}
+    board = workspace.json("leaderboard", "--profile", "test")
+    assert len(board) == 4 and all(r["job_id"] for r in board)
+    again = workspace.json("run", "--profile", "test", "--repo", str(example_repo), "--all", "--models", "logreg")
+    assert again["run_id"] is None and again["already_scored"] == 4
+    # ingest of the same run folder again adds nothing
+    ingest = workspace.json("ingest", "--profile", "test")
+    assert ingest["scores"] == 0 and ingest["duplicates"] == 4
+    # no password in anything the run wrote
+    password = pg_url.split("://", 1)[1].split("@")[0].split(":")[1]
+    for path in workspace.state.rglob("*"):
+        if path.is_file() and "envs" not in path.parts:
+            assert password.encode() not in path.read_bytes(), path
