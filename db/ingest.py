@@ -15,7 +15,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Score, User
-from db.upsert import insert_for
+from db.upsert import insert_many
 
 BATCH = 2000
 
@@ -38,7 +38,7 @@ def _ensure(session: Session, model: Any, key: str, rows: dict[Any, dict]) -> di
         found.update(dict(session.execute(select(column, model.id).where(column.in_(chunk))).all()))
     missing = [rows[k] for k in keys if k not in found]
     if missing:
-        session.execute(insert_for(session, model).on_conflict_do_nothing(), missing)
+        insert_many(session, model, missing)
         for i in range(0, len(keys), 900):
             chunk = [k for k in keys[i:i + 900] if k not in found]
             if chunk:
@@ -64,7 +64,7 @@ def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tup
     missing = [{"benchmark_type_id": t, "version": v, "ceiling": ceilings.get((t, v))} for t, v in wanted
                if (t, v) not in found]
     if missing:
-        session.execute(insert_for(session, BenchmarkInstance).on_conflict_do_nothing(), missing)
+        insert_many(session, BenchmarkInstance, missing)
         found = lookup()
     return found
 
@@ -124,29 +124,23 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         fresh = [row for row in score_rows
                  if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) not in existing]
         if fresh:  # ON CONFLICT still guards against a concurrent ingest of the same spool
-            session.execute(insert_for(session, Score).on_conflict_do_nothing(
-                index_elements=["model_id", "benchmark_instance_id", "pair_key"]), fresh)
+            insert_many(session, Score, fresh, conflict=["model_id", "benchmark_instance_id", "pair_key"])
         counts["scores"] += len(fresh)
         counts["duplicates"] += len(score_rows) - len(fresh)
     counts["failures"] += len(results) - len(ok)
 
     job_rows = [_job_row(r) for r in results if r.get("run_id")]
-    if job_rows:
-        stmt = insert_for(session, Job)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["run_id", "pair_key"],
-            set_={c: getattr(stmt.excluded, c) for c in (
-                "state", "stage", "reason", "slurm_job_id", "array_index", "node", "attempt", "log_path",
-                "log_tail", "score", "started_at", "ended_at")})
-        session.execute(stmt, job_rows)
+    insert_many(session, Job, job_rows, conflict=["run_id", "pair_key"], update=[
+        "state", "stage", "reason", "slurm_job_id", "array_index", "node", "attempt", "log_path", "log_tail", "score",
+        "started_at", "ended_at"])
     session.flush()
 
 
 def _existing_score_keys(session: Session, keys: list[str]) -> set[tuple[int, int, str]]:
     found: set[tuple[int, int, str]] = set()
     cols = (Score.model_id, Score.benchmark_instance_id, Score.pair_key)
-    for i in range(0, len(keys), 900):
-        found.update(tuple(row) for row in session.execute(select(*cols).where(Score.pair_key.in_(keys[i:i + 900]))))
+    for i in range(0, len(keys), 5000):
+        found.update(tuple(row) for row in session.execute(select(*cols).where(Score.pair_key.in_(keys[i:i + 5000]))))
     return found
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score
@@ -18,11 +20,31 @@ def iso_utc(value: datetime | None) -> str | None:
 
 
 def scored_keys(session: Session, keys: list[str]) -> set[str]:
-    """The subset of `keys` that already has a score: one query per 900 keys, not one per pair."""
+    """The subset of `keys` that already has a score, as a set operation in the database.
+
+    Postgres: one query with the keys as a single array parameter (`= ANY(:keys)`).
+    SQLite: one query with the keys as a single JSON array parameter (`IN json_each(:keys)`).
+    Either way one parameter, so neither SQLAlchemy nor the driver expands 100,000 placeholders.
+    """
+    if not keys:
+        return set()
+    wanted = set(keys)
+    # When the candidates outnumber half the table, reading the key index once and intersecting
+    # in memory beats probing the index for each candidate (a hash join, chosen by cardinality).
+    total = session.scalar(select(func.count()).select_from(Score)) or 0
+    if total <= 2 * len(wanted):
+        return {k for k in session.scalars(select(Score.pair_key)) if k in wanted}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        param = bindparam("keys", value=list(keys), type_=ARRAY(String))
+        return set(session.scalars(select(Score.pair_key).where(Score.pair_key == any_(param))))
+    if dialect == "sqlite":
+        rows = session.execute(text("SELECT pair_key FROM scores WHERE pair_key IN (SELECT value FROM json_each(:keys))"),
+                               {"keys": json.dumps(list(keys))})
+        return {row[0] for row in rows}
     found: set[str] = set()
-    for i in range(0, len(keys), 900):
-        chunk = keys[i:i + 900]
-        found.update(session.scalars(select(Score.pair_key).where(Score.pair_key.in_(chunk))))
+    for i in range(0, len(keys), 1000):
+        found.update(session.scalars(select(Score.pair_key).where(Score.pair_key.in_(keys[i:i + 1000]))))
     return found
 
 

@@ -16,3 +16,24 @@ def insert_for(session: Session, table: Any):
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"no upsert for database dialect {name}")
+
+
+def insert_many(session: Session, table: Any, rows: list[dict], *, conflict: list[str] | None = None,
+                update: list[str] | None = None) -> int:
+    """INSERT ... ON CONFLICT for many rows in a few round trips; returns how many rows were written.
+
+    The RETURNING clause is what makes SQLAlchemy batch the rows into multi-row VALUES
+    statements ("insertmanyvalues"): without it, an INSERT with ON CONFLICT falls back to
+    the driver's executemany, which for psycopg2 is one round trip per row.
+    `conflict`: the unique columns; `update`: columns to overwrite on conflict (else do nothing).
+    """
+    if not rows:
+        return 0
+    stmt = insert_for(session, table)
+    if update:
+        stmt = stmt.on_conflict_do_update(index_elements=conflict, set_={c: getattr(stmt.excluded, c) for c in update})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+    primary_key = list(table.__table__.primary_key.columns)[0]
+    result = session.connection().execute(stmt.returning(primary_key), rows)
+    return len(result.all())
