@@ -26,7 +26,7 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _ensure(session: Session, model: Any, key: str, rows: dict[Any, dict]) -> dict[Any, int]:
+def ensure_rows(session: Session, model: Any, key: str, rows: dict[Any, dict]) -> dict[Any, int]:
     """Insert the missing rows of a table keyed by a unique column; return key -> id for all of them."""
     if not rows:
         return {}
@@ -92,11 +92,11 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         for owner in (r.get("model_owner"), r.get("benchmark_owner")):
             if owner:
                 emails[owner] = {"email": owner, "display_name": ""}
-    users = _ensure(session, User, "email", emails)
-    models = _ensure(session, Model, "identifier", {
+    users = ensure_rows(session, User, "email", emails)
+    models = ensure_rows(session, Model, "identifier", {
         r["model"]: {"identifier": r["model"], "plugin": r.get("model_plugin", ""), "domain": r.get("domain", ""),
                      "owner_id": users.get(r.get("model_owner")), "public": True} for r in results})
-    types = _ensure(session, BenchmarkType, "identifier", {
+    types = ensure_rows(session, BenchmarkType, "identifier", {
         r["benchmark"]: {"identifier": r["benchmark"], "plugin": r.get("benchmark_plugin", ""),
                          "domain": r.get("domain", ""), "owner_id": users.get(r.get("benchmark_owner"))}
         for r in results})

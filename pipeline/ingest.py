@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from db.ingest import ingest_results
+from db.ingest import BATCH, ingest_results
 from db.session import session_scope
 from pipeline.database import Database
 
@@ -29,8 +29,13 @@ def read_spool(spool_dir: Path, skip: set[str] | None = None) -> list[tuple[Path
 def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None) -> tuple[dict[str, int], set[str]]:
     """Ingest every complete result not in `skip`; returns the counts and the names ingested."""
     files = read_spool(spool_dir, skip)
-    if not files:
-        return {"scores": 0, "duplicates": 0, "failures": 0}, set()
-    with session_scope(db.sessions) as session:
-        counts = ingest_results(session, [data for _, data in files])
-    return counts, {path.name for path, _ in files}
+    totals = {"scores": 0, "duplicates": 0, "failures": 0}
+    done: set[str] = set()
+    for i in range(0, len(files), BATCH):  # one transaction per batch: a failure keeps earlier batches
+        batch = files[i:i + BATCH]
+        with session_scope(db.sessions) as session:
+            counts = ingest_results(session, [data for _, data in batch], batch=BATCH)
+        for key in totals:
+            totals[key] += counts[key]
+        done.update(path.name for path, _ in batch)
+    return totals, done

@@ -16,7 +16,9 @@ from typing import Callable
 
 from sqlalchemy import select, update
 
-from db.models import Job, Run
+from db.ingest import ensure_rows
+from db.models import Job, Run, Submission, User
+from db.upsert import insert_many
 from db.queries import run_jobs, scored_keys
 from db.session import session_scope
 from pipeline.bundle import Bundle, render_bundle
@@ -192,6 +194,22 @@ def _record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: st
                             started_at=now, ended_at=now))
 
 
+def record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str | None) -> None:  # noqa: ANN001
+    """One submission row per submitter of the run (Brain-Score's submission table), with its outcome."""
+    outcome: dict[str, bool] = {}
+    for job in jobs:
+        for email in job.submitters or []:
+            outcome[email] = outcome.get(email, True) and job.state == "COMPLETED"
+    if not outcome:
+        return
+    users = ensure_rows(session, User, "email", {e: {"email": e, "display_name": ""} for e in outcome})
+    now = datetime.now(timezone.utc)
+    insert_many(session, Submission, [
+        {"run_id": run.id, "user_id": users[email], "jenkins_build": jenkins_build,
+         "status": "COMPLETED" if ok else "COMPLETED_WITH_FAILURES", "created_at": run.created_at, "ended_at": now}
+        for email, ok in sorted(outcome.items())], conflict=["run_id", "user_id"], update=["status", "ended_at"])
+
+
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult) -> None:
     with session_scope(db.sessions) as session:
         run = session.get(Run, bundle.run_id)
@@ -206,6 +224,7 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
         for pair in plan.already_scored:
             for s in pair.submitters:
                 skipped[s] = skipped.get(s, 0) + 1
+        record_submissions(session, run, jobs, req.jenkins_build)
         paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                              sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                              skipped=skipped, extra_recipients=req.extra_recipients)

@@ -47,6 +47,18 @@ def test_run_all_scores_every_pair_then_is_idempotent(workspace, example_repo):
     assert "16 pairs already scored" in again.stdout
     assert workspace.json("leaderboard") == board
 
+    # one submission row per submitter of the run
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from db.models import Submission, User
+    engine = create_engine(f"sqlite:///{workspace.state / 'local.db'}")
+    with Session(engine) as s:
+        rows = s.execute(select(User.email, Submission.status).join(Submission, Submission.user_id == User.id)).all()
+    engine.dispose()
+    assert sorted(rows) == [("ada@example.org", "COMPLETED"), ("admin@example.org", "COMPLETED"),
+                            ("bob@example.org", "COMPLETED")]
+
     # a table a person can read
     table = workspace.cli("leaderboard", check=True).stdout
     assert "gaussian-nb" in table and "iris-accuracy" in table

@@ -1,0 +1,101 @@
+"""Ingest 100,000 scores into Postgres: ours (batched upserts) against per-row get-or-create.
+
+Ours: `db.ingest.ingest_results`, batches of 2,000 rows, one transaction per batch.
+Baseline (the Brain-Score way): for each score, get-or-create its model, benchmark type and
+instance, then get-or-create the score, committing each row. The baseline runs on
+`--baseline-rows` rows (default 10,000, to keep the run short) and its per-row time is
+scaled to the full count; both are printed. ratio = baseline seconds / ours seconds (target >= 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from _common import last_line, timed
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from db import migrate
+from db.ingest import ingest_results
+from db.models import BenchmarkInstance, BenchmarkType, Model, Score
+
+
+def results(n: int, prefix: str) -> list[dict]:
+    return [{"pair_key": f"{prefix}{i:08d}", "run_id": None, "model": f"model-{i % 1000}",
+             "benchmark": f"bench-{(i // 1000) % 100}", "model_plugin": "m", "benchmark_plugin": "b", "domain": "d",
+             "status": "ok", "score_raw": 0.5, "score_ceiled": 0.5, "ceiling": 1.0, "commit": "c" * 40,
+             "model_code_hash": "mh", "benchmark_code_hash": f"bh{(i // 1000) % 100}", "lock_hash": "lh",
+             "env_hash": "eh", "executor": "slurm", "job_id": "1", "array_index": i % 1000, "node": "n1",
+             "started_at": "2026-11-23T00:00:00+00:00", "ended_at": "2026-11-23T00:01:00+00:00"} for i in range(n)]
+
+
+def get_or_create(session: Session, model, **keys):  # noqa: ANN001
+    row = session.scalars(select(model).filter_by(**keys)).first()
+    if row is None:
+        row = model(**keys)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def baseline(engine, rows: list[dict]) -> None:  # noqa: ANN001
+    for r in rows:
+        with Session(engine) as s, s.begin():
+            model = get_or_create(s, Model, identifier=r["model"], plugin=r["model_plugin"], domain=r["domain"])
+            btype = get_or_create(s, BenchmarkType, identifier=r["benchmark"], plugin=r["benchmark_plugin"],
+                                  domain=r["domain"])
+            inst = get_or_create(s, BenchmarkInstance, benchmark_type_id=btype.id, version=r["benchmark_code_hash"])
+            get_or_create(s, Score, model_id=model.id, benchmark_instance_id=inst.id, pair_key=r["pair_key"],
+                          score_raw=r["score_raw"], score_ceiled=r["score_ceiled"], commit=r["commit"],
+                          model_code_hash=r["model_code_hash"], benchmark_code_hash=r["benchmark_code_hash"],
+                          lock_hash=r["lock_hash"], env_hash=r["env_hash"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--baseline-rows", type=int, default=10_000)
+    args = parser.parse_args()
+    from tests.services import Postgres
+
+    out: dict = {"rows": args.rows, "baseline_rows_measured": args.baseline_rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Postgres(Path(tmp) / "pg")
+        try:
+            ours_engine = create_engine(server.create_database("ours"))
+            base_engine = create_engine(server.create_database("base"))
+            migrate.upgrade(ours_engine)
+            migrate.upgrade(base_engine)
+            data = results(args.rows, "k")
+            with timed(out, "ours_seconds"), Session(ours_engine) as s:
+                for i in range(0, len(data), 2000):
+                    with s.begin():
+                        ingest_results(s, data[i:i + 2000])
+            with timed(out, "ours_again_seconds"), Session(ours_engine) as s, s.begin():
+                again = ingest_results(s, data)
+            with Session(ours_engine) as s:
+                assert s.scalar(select(func.count()).select_from(Score)) == args.rows
+            assert again["scores"] == 0 and again["duplicates"] == args.rows
+            print(f"ours: {args.rows} scores in {out['ours_seconds']} s; ingesting them again added 0 "
+                  f"in {out['ours_again_seconds']} s")
+            subset = results(args.baseline_rows, "k")
+            with timed(out, "baseline_measured_seconds"):
+                baseline(base_engine, subset)
+            out["baseline_seconds"] = round(out["baseline_measured_seconds"] * args.rows / args.baseline_rows, 2)
+            print(f"baseline: {args.baseline_rows} rows in {out['baseline_measured_seconds']} s, "
+                  f"scaled to {args.rows}: {out['baseline_seconds']} s")
+            ours_engine.dispose()
+            base_engine.dispose()
+        finally:
+            server.stop()
+    out["ratio"] = round(out["baseline_seconds"] / out["ours_seconds"], 1)
+    out["rows_per_second_ours"] = round(args.rows / out["ours_seconds"])
+    out["ratio_definition"] = "baseline_seconds / ours_seconds (higher is better); target >= 20"
+    print(f"ratio {out['ratio']}")
+    last_line(out)
+
+
+if __name__ == "__main__":
+    main()
