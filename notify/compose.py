@@ -73,8 +73,12 @@ def message_id(run_id: str, recipient: str) -> str:
     return f"<{run_id}.{digest}@score-plugins>"
 
 
-def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20) -> EmailMessage:
-    """The message for one submitter: every pair of theirs, with score or failure, stage and log tail."""
+def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20, alert: bool = False
+            ) -> EmailMessage:
+    """The message for one submitter: every pair of theirs, with score or failure, stage and log tail.
+
+    `alert`: the admin's message about infrastructure failures (same body, its own subject and id).
+    """
     to = parse_address(recipient)
     outcomes = sorted(report.outcomes, key=lambda o: (o.ok, o.model, o.benchmark))
     rows = [{"model": o.model, "benchmark": o.benchmark, "state": o.state, "score": o.score, "stage": o.stage,
@@ -86,9 +90,10 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
     status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
-    msg["Subject"] = f"[score-plugins] run {report.run_id}: {status}"
+    msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
+                      if alert else f"[score-plugins] run {report.run_id}: {status}")
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = message_id(report.run_id, to.addr_spec)
+    msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)
     msg["X-Score-Plugins-Run"] = report.run_id
     msg.set_content(_env.get_template("run_report.txt.j2").render(**context))
     msg.add_alternative(_env.get_template("run_report.html.j2").render(**context), subtype="html")

@@ -445,6 +445,39 @@ def db_current(yes_prod: bool, profile: str, fmt: str) -> None:
         click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})")
 
 
+@main.group()
+def notify() -> None:
+    """The email outbox."""
+
+
+@notify.command("flush")
+@common()
+def notify_flush(profile: str, fmt: str) -> None:
+    """Send what waits in the outbox over SMTP (SCORE_PLUGINS_SMTP_URL or _<PROFILE>)."""
+    from notify.outbox import Outbox
+    from notify.smtp import SmtpConfigError, flush, smtp_from_environment
+
+    settings = settings_from()
+    outbox = Outbox(settings.outbox_dir)
+    try:
+        smtp = smtp_from_environment(profile)
+    except SmtpConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if smtp is None:
+        raise BadInput(f"no SMTP server configured (SCORE_PLUGINS_SMTP_URL); {len(outbox.pending())} messages "
+                       f"wait in {outbox.root}")
+    report = flush(outbox, smtp)
+    if fmt == "json":
+        emit_json(report.to_json())
+    else:
+        out.print(f"sent {len(report.sent)} (of which {len(report.recovered)} left mid-send by an earlier flush), "
+                  f"waiting {report.waiting}", highlight=False)
+        for name, reason in report.failed.items():
+            err.print(f"{name}: {reason}", highlight=False)
+    if report.waiting:
+        sys.exit(3)
+
+
 @main.command("config")
 @common()
 def config_show(profile: str, fmt: str) -> None:

@@ -12,9 +12,13 @@ from notify.outbox import Outbox
 log = logging.getLogger(__name__)
 
 
+INFRASTRUCTURE_STATES = ("NODE_FAIL", "PREEMPTED", "LOST")
+
+
 def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path, sender: str,
                        leaderboard_url: str = "", skipped: dict[str, int] | None = None,
-                       extra_recipients: list[str] | None = None) -> tuple[list[Path], list[str]]:
+                       extra_recipients: list[str] | None = None, admin_email: str = ""
+                       ) -> tuple[list[Path], list[str]]:
     """Queue one message per submitter; returns the queued paths and the problems (bad addresses).
 
     Never raises for a bad address: it is reported, and everyone else still gets their message.
@@ -34,4 +38,30 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
         except AddressError as exc:
             problems.append(f"not emailed: {exc}")
             log.warning("not emailed: %s", exc)
+    infra = [PairOutcome(j.model, j.benchmark, j.state, j.score, j.stage, j.reason, j.log_tail) for j in jobs
+             if j.state in INFRASTRUCTURE_STATES]
+    if infra and admin_email:
+        report = RunReport(run.id, run.head_commit, run.domain, profile, infra, run.build_url or "", leaderboard_url)
+        try:
+            paths.append(outbox.put(compose(report, admin_email, sender, alert=True)))
+        except AddressError as exc:
+            problems.append(f"admin not alerted: {exc}")
     return paths, problems
+
+
+def deliver(outbox_dir: Path, profile: str) -> tuple[dict | None, list[str]]:
+    """Send what waits in the outbox if SMTP is configured; never raises (email never fails scoring)."""
+    from notify.smtp import SmtpConfigError, flush, smtp_from_environment
+
+    try:
+        settings = smtp_from_environment(profile)
+    except SmtpConfigError as exc:
+        return None, [f"emails wait in the outbox: {exc}"]
+    if settings is None:
+        return None, []
+    try:
+        report = flush(Outbox(outbox_dir), settings, attempts=2, first_delay=1.0)
+    except Exception as exc:  # noqa: BLE001 - a notify error must not change the run's outcome
+        return None, [f"emails wait in the outbox: {type(exc).__name__}"]
+    problems = [f"email {name} waits in the outbox: {reason}" for name, reason in report.failed.items()]
+    return report.to_json(), problems

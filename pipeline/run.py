@@ -28,7 +28,7 @@ from pipeline.detect import Change, detect, detect_all
 from pipeline.executors import get_executor
 from pipeline.executors.base import TaskState
 from pipeline.ingest import ingest_spool
-from pipeline.notifications import queue_run_messages
+from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog
 from pipeline.worker import tail
@@ -64,6 +64,7 @@ class RunResult:
     pairs: list[dict] = field(default_factory=list)
     emails: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    delivery: dict | None = None  # what SMTP did with the outbox, when configured
 
     @property
     def failed(self) -> int:
@@ -78,7 +79,7 @@ class RunResult:
             "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
-            "pairs": self.pairs, "emails": self.emails, "problems": self.problems,
+            "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "issues": self.change.issues,
         }
 
@@ -227,6 +228,9 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
         record_submissions(session, run, jobs, req.jenkins_build)
         paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                              sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
-                                             skipped=skipped, extra_recipients=req.extra_recipients)
+                                             skipped=skipped, extra_recipients=req.extra_recipients,
+                                             admin_email=settings.admin_email)
     result.emails = [str(p) for p in paths]
+    result.problems.extend(problems)
+    result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)
     result.problems.extend(problems)
