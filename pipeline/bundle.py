@@ -113,6 +113,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "log_dir": str(run_dir / "logs"), "worker": str(worker), "env_root": str(env_root),
         "env_mode": settings.env_mode, "env_backend": settings.env_backend,
         "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
+        "array_throttle": settings.array_throttle,
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }
     manifest_path = run_dir / "manifest.json"

@@ -186,7 +186,8 @@ def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
 
 @main.command()
 @change_options
-@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]), default="local", show_default=True,
+              help="local: subprocesses here; slurm: sbatch arrays; submitit: Slurm through submitit")
 @click.option("--dry-run", is_flag=True, help="detect and plan only; submit nothing")
 @click.option("--submitter", "submitters", multiple=True, help="also email this address (Jenkins parameter)")
 @click.option("--jenkins-build", envvar="BUILD_TAG", help="Jenkins build id to record")
@@ -379,6 +380,80 @@ def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
                       f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
     out.print(table)
     out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())), highlight=False)
+
+
+@main.command()
+@click.option("--yes-prod", is_flag=True)
+@common()
+def reconcile(profile: str, fmt: str, yes_prod: bool) -> None:
+    """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
+    from pipeline.repair import open_runs, reconcile_run
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        data = {run.id: reconcile_run(db, run) for run in open_runs(db)}
+    finally:
+        db.close()
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for run_id, changes in data.items():
+            out.print(f"{run_id}: " + (", ".join(f"{n} {s.lower()}" for s, n in changes.items()) or "no change"),
+                      highlight=False)
+        if not data:
+            out.print("no run has open jobs")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--yes-prod", is_flag=True)
+@common()
+def cancel(run_id: str, profile: str, fmt: str, yes_prod: bool) -> None:
+    """Cancel RUN's pending and running tasks; finished results are kept."""
+    from pipeline.repair import cancel_run
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        n = cancel_run(db, run_id)
+    finally:
+        db.close()
+    if fmt == "json":
+        emit_json({"run_id": run_id, "cancelled": n})
+    else:
+        out.print(f"run {run_id}: {n} pairs cancelled", highlight=False)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--failed", "failed_only", is_flag=True, required=True, help="rerun the pairs that did not complete")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]), help="default: the run's own")
+@click.option("--yes-prod", is_flag=True)
+@common()
+def rerun(run_id: str, failed_only: bool, executor: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+    """Run again, as a new run at the same commit, every pair of RUN that did not complete."""
+    from pipeline import run as runner
+    from pipeline.repair import failed_pairs
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        old, pairs = failed_pairs(db, run_id)
+        if not pairs:
+            raise BadInput(f"run {run_id} has no failed pairs")
+        req = runner.Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
+                             models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
+                             executor=executor or old.executor, only_pairs=set(pairs),
+                             jenkins_build=old.jenkins_build, build_url=old.build_url)
+        result = runner.execute(settings, db, req)
+    finally:
+        db.close()
+    if fmt == "json":
+        emit_json(result.to_json())
+    else:
+        _print_run(result, False)
+    sys.exit(result.exit_code)
 
 
 # --- db / notify / config -----------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Request:
     jenkins_build: str | None = None
     build_url: str | None = None
     extra_recipients: list[str] = field(default_factory=list)
+    only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
 
 
 @dataclass
@@ -104,6 +105,9 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
     plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
                      python_version=python_version(settings.python), scored=already, force=req.force,
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend)
+    if req.only_pairs is not None:
+        for name in ("to_run", "already_scored", "cannot_run"):
+            setattr(plan, name, [p for p in getattr(plan, name) if (p.model, p.benchmark) in req.only_pairs])
     return change, catalog, plan
 
 
@@ -134,11 +138,10 @@ def execute(settings: Settings, db: Database, req: Request, *,
 
 
 def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
-          on_progress: Callable[[dict[str, int]], None] | None = None,
-          first_delay: float = 0.5, max_delay: float = 10.0) -> dict[int, TaskState]:
+          on_progress: Callable[[dict[str, int]], None] | None = None) -> dict[int, TaskState]:
     """Poll the executor once per cycle (with back-off) and ingest results as they land in the spool."""
     ingested: set[str] = set()
-    delay = first_delay
+    delay, max_delay = executor.poll_interval
     while True:
         states = executor.poll(job_id)
         _, names = ingest_spool(db, bundle.spool_dir, ingested)
@@ -153,6 +156,8 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
             return states
         time.sleep(delay)
         delay = min(delay * 1.5, max_delay)
+        if any(s.state == "RUNNING" for s in states.values()) and len(ingested) < len(bundle.pairs()):
+            delay = min(delay, max(executor.poll_interval[0], 5.0))  # results are arriving: stay close
 
 
 def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) -> None:

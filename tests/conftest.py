@@ -115,3 +115,12 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
 def pg_url(postgres) -> str:
     """A fresh database on the session's server for one test."""
     return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The one-node Slurm cluster on this machine, brought up by the project's script (never skipped)."""
+    proc = subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/slurm-cluster up failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stderr

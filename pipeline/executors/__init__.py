@@ -6,12 +6,20 @@ from pipeline.errors import BadInput
 from pipeline.executors.base import Executor, TaskState
 from pipeline.executors.local import LocalExecutor
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "slurm", "submitit")
 
 
 def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, kept loose to avoid a cycle
     if name == "local":
         return LocalExecutor(workers=settings.local_workers)
+    if name == "slurm":
+        from pipeline.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor()
+    if name == "submitit":
+        from pipeline.executors.submitit_executor import SubmititExecutor
+
+        return SubmititExecutor(settings)
     raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 

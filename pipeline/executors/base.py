@@ -27,6 +27,7 @@ class TaskState:
 
 class Executor(ABC):
     name: str = ""
+    poll_interval: tuple[float, float] = (0.5, 10.0)  # first and longest wait between polls, seconds
 
     @abstractmethod
     def submit(self, bundle) -> str:  # noqa: ANN001 - pipeline.bundle.Bundle

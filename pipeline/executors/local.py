@@ -61,13 +61,16 @@ class LocalExecutor(Executor):
             "SLURM_ARRAY_TASK_ID": str(index), "SLURM_ARRAY_JOB_ID": job_id, "SLURM_JOB_ID": f"{job_id}_{index}",
             "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost",
         })
-        log = Path(bundle.log_dir) / f"task-{index}.out"
+        log = Path(bundle.log_dir) / f"launcher-{index}.out"  # the script writes task-<index>.out itself
         with open(log, "ab") as out:
             proc = subprocess.Popen(["bash", str(bundle.job_script)], cwd=bundle.run_dir, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             with self._lock:
                 self._procs[job_id][index] = proc
+            pid_file = Path(bundle.log_dir) / f"task-{index}.pid"
+            pid_file.write_text(str(proc.pid))  # lets `reconcile` see the task after this process is gone
             code = proc.wait()
+            pid_file.unlink(missing_ok=True)
         with self._lock:
             if job_id in self._cancelled:
                 state = TaskState(index, "CANCELLED", "cancelled", "localhost", code)
@@ -95,3 +98,17 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def local_task_states(log_dir: Path, n_tasks: int) -> dict[int, TaskState]:
+    """Tasks of a local run started by another (perhaps dead) process: alive while their pid lives."""
+    states = {}
+    for index in range(n_tasks):
+        pid_file = Path(log_dir) / f"task-{index}.pid"
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, 0)
+            states[index] = TaskState(index, RUNNING, node="localhost")
+        except (OSError, ValueError):
+            states[index] = TaskState(index, "COMPLETED", "ended (its launcher is gone: outcome from its results)")
+    return states

@@ -1,0 +1,73 @@
+"""Repairing runs: the coordinator killed mid-run, reconcile, cancel, rerun --failed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from tests.conftest import CLI, commit_all, write
+
+
+def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_repo):
+    write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
+          "import time\nfrom sklearn_scores import benchmark_registry\n\n"
+          "class Slow:\n    def __call__(self, model):\n        time.sleep(4)\n        return 0.25\n\n"
+          "benchmark_registry['slow'] = Slow\n")
+    write(example_repo, "sklearn_scores/benchmarks/slow/requirements.txt", "scikit-learn>=1.3\n")
+    write(example_repo, "sklearn_scores/benchmarks/raises/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\n"
+          "class Raises:\n    def __call__(self, model):\n        raise ValueError('flaky benchmark')\n\n"
+          "benchmark_registry['raises'] = Raises\n")
+    commit_all(example_repo, "a slow benchmark and a failing one")
+    workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "1"
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1"], cwd=workspace.path,
+                            env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(workspace.state.glob("runs/*/spool/*.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # the coordinator dies; its tasks run on
+    proc.wait()
+    status = workspace.json("status")
+    assert status["status"] == "RUNNING"
+    assert any(j["state"] == "PENDING" for j in status["jobs"])
+
+    # reconcile while tasks may still run: nothing is closed that is still alive
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        changes = workspace.json("reconcile")
+        status = workspace.json("status")
+        if not any(j["state"] in ("PENDING", "RUNNING") for j in status["jobs"]):
+            break
+        time.sleep(2)
+    counts = status["counts"]
+    # tasks running when the coordinator died finished on their own and were ingested from the spool;
+    # tasks it had not started yet are LOST, each with its reason
+    assert sum(counts.values()) == 8 and counts.get("LOST", 0) >= 1, counts
+    assert counts.get("COMPLETED", 0) + counts.get("FAILED", 0) >= 1, counts
+    assert all(j["reason"] for j in status["jobs"] if j["state"] != "COMPLETED")
+    assert workspace.json("reconcile") == {}  # nothing left open
+    scored_before = {(r["model"], r["benchmark"]) for r in workspace.json("leaderboard")}
+
+    # rerun --failed runs exactly the pairs that did not complete, as a new run
+    rerun = workspace.cli("rerun", status["run_id"], "--failed", "--format", "json")
+    assert rerun.returncode == 1, rerun.stderr  # the raising benchmark fails again
+    result = json.loads(rerun.stdout)
+    not_completed = {(j["model"], j["benchmark"]) for j in status["jobs"] if j["state"] != "COMPLETED"}
+    assert {(p["model"], p["benchmark"]) for p in result["pairs"]} == not_completed
+    board = workspace.json("leaderboard")
+    assert sorted(r["model"] for r in board if r["benchmark"] == "slow") == [
+        "gaussian-nb", "knn-5", "logreg", "random-forest"]  # each once: no duplicate scores
+    assert {(r["model"], r["benchmark"]) for r in board} >= scored_before
+    assert all(p["stage"] == "score" and "flaky" in p["reason"] for p in result["pairs"]
+               if p["benchmark"] == "raises")
+
+
+def test_cancel_a_local_run_keeps_finished_results(workspace, example_repo):
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg",
+                            "--benchmarks", "iris-accuracy")
+    proc = workspace.cli("cancel", result["run_id"], "--format", "json")
+    assert json.loads(proc.stdout) == {"run_id": result["run_id"], "cancelled": 0}
+    assert len(workspace.json("leaderboard")) == 1
+    assert workspace.cli("cancel", "no-such-run").returncode == 2

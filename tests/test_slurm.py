@@ -1,0 +1,109 @@
+"""Scoring on a real one-node Slurm cluster (scripts/slurm-cluster): sbatch arrays, submitit,
+MaxArraySize chunking, a time limit, a memory limit, and scancel of one task."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from pipeline.executors.base import TaskState
+from pipeline.executors.slurm import ArrayPart, array_chunks, parse_sacct
+from tests.conftest import ROOT, CLI, commit_all, write
+
+pytestmark = pytest.mark.integration
+
+
+def add_benchmark(repo, folder: str, identifier: str, body: str) -> None:
+    write(repo, f"sklearn_scores/benchmarks/{folder}/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\n"
+          "class Bench:\n"
+          "    def __call__(self, model):\n"
+          + "".join(f"        {line}\n" for line in body.splitlines())
+          + f"\nbenchmark_registry['{identifier}'] = Bench\n")
+    write(repo, f"sklearn_scores/benchmarks/{folder}/requirements.txt", "scikit-learn>=1.3\n")
+
+
+def test_sacct_parsing_and_chunking():
+    parts = [ArrayPart("100", 0, 3), ArrayPart("101", 3, 3)]
+    text = ("100_0|COMPLETED|0:0|vm|00:00:05|None\n"
+            "100_1|CANCELLED by 0|0:15|vm|00:00:02|None\n"
+            "100_2|OUT_OF_MEMORY|0:125|vm|00:00:03|None\n"
+            "101_[0-2%1]|PENDING|0:0|None assigned|00:00:00|JobArrayTaskLimit\n")
+    states = parse_sacct(text, parts)
+    assert [states[i].state for i in range(6)] == ["COMPLETED", "CANCELLED", "OUT_OF_MEMORY", "PENDING", "PENDING",
+                                                   "PENDING"]
+    assert states[1].reason.startswith("CANCELLED by 0")
+    assert parse_sacct("100_1|NODE_FAIL|0:0|vm|00:01:00|None\n", parts)[1] == TaskState(1, "NODE_FAIL", "NODE_FAIL",
+                                                                                         "vm")
+    assert array_chunks(7, 3) == [(0, 3), (3, 3), (6, 1)]
+    assert array_chunks(2, 1001) == [(0, 2)]
+
+
+def test_score_through_slurm_and_submitit(slurm_cluster, workspace, example_repo):
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "slurm",
+                            "--models", "logreg,knn-5")
+    assert result["states"] == {"COMPLETED": 8}
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "submitit",
+                            "--models", "gaussian-nb")
+    assert result["states"] == {"COMPLETED": 4}
+    board = workspace.json("leaderboard")
+    assert len(board) == 12
+    by_model = {r["model"]: r for r in board}
+    assert by_model["logreg"]["executor"] == "slurm" and by_model["gaussian-nb"]["executor"] == "submitit"
+    for row in board:
+        accounting = subprocess.run(["sacct", "-X", "-n", "-P", "-j", row["job_id"], "--format=JobID,State"],
+                                    capture_output=True, text=True, check=True).stdout
+        assert "COMPLETED" in accounting  # the recorded job id is Slurm's own
+
+
+def test_array_larger_than_max_array_size(slurm_cluster, workspace, example_repo):
+    up = subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], env={"SLURM_MAX_ARRAY_SIZE": "3",
+                        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    try:
+        workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "2"
+        result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "slurm")
+        assert result["states"] == {"COMPLETED": 16}  # 8 tasks in parts of 3, 3 and 2
+        status = workspace.json("status")
+        job_ids = {j["job_id"] for j in status["jobs"]}
+        assert len(job_ids) == 1 and job_ids.pop().count("@") == 3
+    finally:
+        subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
+
+
+def test_time_limit_memory_limit_and_a_cancelled_task(slurm_cluster, workspace, example_repo):
+    add_benchmark(example_repo, "endless", "endless", "while True:\n    pass")
+    add_benchmark(example_repo, "hog", "hog", "import time\nblocks = []\nfor _ in range(40):\n"
+                  "    blocks.append(bytearray(100 * 2**20))\n    time.sleep(0.05)\ntime.sleep(60)\nreturn 0.5")
+    add_benchmark(example_repo, "sleepy", "sleepy", "import time\ntime.sleep(40)\nreturn 0.5")
+    commit_all(example_repo, "three misbehaving benchmarks")
+    workspace.env.update({"SCORE_PLUGINS_TIME_MINUTES": "1", "SCORE_PLUGINS_MEM": "800M",
+                          "SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_PAIR_TIMEOUT": "3600"})
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--executor", "slurm",
+                             "--models", "logreg", "--format", "json"], cwd=workspace.path, env=workspace.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # cancel the task that sleeps, while it runs
+    target = None
+    deadline = time.time() + 120
+    while target is None and time.time() < deadline:
+        time.sleep(1)
+        for status_file in workspace.state.glob("runs/*/logs/task-*.out"):
+            text = status_file.read_text()
+            manifest = json.loads((status_file.parents[1] / "manifest.json").read_text())
+            index = int(status_file.stem.split("-")[1])
+            if manifest["tasks"][index]["pairs"][0]["benchmark"] == "sleepy" and "as job" in text:
+                target = text.split("as job ")[1].split()[0]
+    assert target, "the sleepy task never started"
+    time.sleep(2)
+    subprocess.run(["scancel", target], check=True)
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 1, err
+    pairs = {p["benchmark"]: p for p in json.loads(out)["pairs"]}
+    assert pairs["endless"]["state"] == "TIMEOUT" and "TIMEOUT" in pairs["endless"]["reason"]
+    assert pairs["hog"]["state"] == "OUT_OF_MEMORY", pairs["hog"]
+    assert pairs["sleepy"]["state"] == "CANCELLED" and "CANCELLED" in pairs["sleepy"]["reason"]
+    status = workspace.json("status")
+    assert status["counts"] == {"TIMEOUT": 1, "OUT_OF_MEMORY": 1, "CANCELLED": 1}
