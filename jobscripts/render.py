@@ -41,7 +41,6 @@ class SlurmOptions:
 
     job_name: str
     array: str
-    output: str
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -55,7 +54,9 @@ class SlurmOptions:
 
 def sbatch_lines(opts: SlurmOptions) -> list[str]:
     """`--option=value` strings for the header; a value sbatch could misread is refused, not quoted."""
-    pairs = [("job-name", opts.job_name), ("array", opts.array), ("output", opts.output),
+    # No --output here: the job writes logs/task-<index>.out itself, and executors pass --output as an
+    # argument (no shell), so a run folder with spaces or quotes never has to fit in a header line.
+    pairs = [("job-name", opts.job_name), ("array", opts.array),
              ("partition", opts.partition), ("account", opts.account), ("qos", opts.qos),
              ("time", str(opts.time_minutes)), ("mem", opts.mem), ("cpus-per-task", str(opts.cpus_per_task)),
              ("gpus", str(opts.gpus) if opts.gpus else "")]

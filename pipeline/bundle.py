@@ -128,7 +128,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         python=settings.python, build_env=str(build_env), log_dir=str(run_dir / "logs"), env_root=str(env_root),
         env_mode=settings.env_mode, tasks=tuple(task_lines), n_pairs=len(plan.to_run),
         modules=tuple(settings.modules),
-        slurm=SlurmOptions(job_name=f"score-{run_id}", array=array, output=str(run_dir / "logs" / "task-%a.out"),
+        slurm=SlurmOptions(job_name=f"score-{run_id}", array=array,
                            partition=settings.partition, account=settings.account, qos=settings.qos,
                            time_minutes=settings.time_minutes, mem=settings.mem, cpus_per_task=settings.cpus_per_task,
                            gpus=settings.gpus, extra=tuple(settings.extra_sbatch), drop=tuple(settings.drop_sbatch)),

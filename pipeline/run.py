@@ -66,6 +66,7 @@ class RunResult:
     emails: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     delivery: dict | None = None  # what SMTP did with the outbox, when configured
+    executor_stats: dict = field(default_factory=dict)  # e.g. Slurm poll cycles and sacct calls
 
     @property
     def failed(self) -> int:
@@ -81,6 +82,7 @@ class RunResult:
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
+            "executor_stats": self.executor_stats,
             "issues": self.change.issues,
         }
 
@@ -130,6 +132,8 @@ def execute(settings: Settings, db: Database, req: Request, *,
                 session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.state == "PENDING")
                                 .values(slurm_job_id=job_id))
             states = watch(db, executor, job_id, bundle, on_progress)
+            result.executor_stats = {k: getattr(executor, k) for k in ("poll_cycles", "sacct_calls")
+                                     if hasattr(executor, k)}
         finally:
             executor.close()
         close_missing(db, bundle, states)
@@ -138,26 +142,34 @@ def execute(settings: Settings, db: Database, req: Request, *,
 
 
 def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
-          on_progress: Callable[[dict[str, int]], None] | None = None) -> dict[int, TaskState]:
-    """Poll the executor once per cycle (with back-off) and ingest results as they land in the spool."""
+          on_progress: Callable[[dict[str, int]], None] | None = None, spool_interval: float = 0.5
+          ) -> dict[int, TaskState]:
+    """Wait for a run: the executor is polled once per cycle, with back-off (one sacct call on Slurm);
+    the spool, a local folder, is read more often, and the run is done as soon as every pair has
+    a result there, or every task has ended."""
     ingested: set[str] = set()
+    total = len(bundle.pairs())
     delay, max_delay = executor.poll_interval
+    states = executor.poll(job_id)
+    next_poll = time.monotonic() + delay
     while True:
-        states = executor.poll(job_id)
         _, names = ingest_spool(db, bundle.spool_dir, ingested)
         ingested |= names
-        if on_progress:
-            counts: dict[str, int] = {}
-            for s in states.values():
-                counts[s.state] = counts.get(s.state, 0) + 1
-            on_progress(counts)
-        if states and all(s.done for s in states.values()):
-            ingest_spool(db, bundle.spool_dir, ingested)
+        if len(ingested) >= total:
             return states
-        time.sleep(delay)
-        delay = min(delay * 1.5, max_delay)
-        if any(s.state == "RUNNING" for s in states.values()) and len(ingested) < len(bundle.pairs()):
-            delay = min(delay, max(executor.poll_interval[0], 5.0))  # results are arriving: stay close
+        if time.monotonic() >= next_poll:
+            states = executor.poll(job_id)
+            if on_progress:
+                counts: dict[str, int] = {}
+                for s in states.values():
+                    counts[s.state] = counts.get(s.state, 0) + 1
+                on_progress(counts)
+            if states and all(s.done for s in states.values()):
+                ingest_spool(db, bundle.spool_dir, ingested)
+                return states
+            delay = min(delay * 1.5, max_delay)
+            next_poll = time.monotonic() + delay
+        time.sleep(spool_interval)
 
 
 def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) -> None:

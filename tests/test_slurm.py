@@ -38,6 +38,9 @@ def test_sacct_parsing_and_chunking():
     assert states[1].reason.startswith("CANCELLED by 0")
     assert parse_sacct("100_1|NODE_FAIL|0:0|vm|00:01:00|None\n", parts)[1] == TaskState(1, "NODE_FAIL", "NODE_FAIL",
                                                                                          "vm")
+    oom = parse_sacct("100_1|FAILED|0:9|vm|00:00:08|None||800M\n100_1.batch|CANCELLED by 0|0:9|vm|00:00:08||957728K|\n",
+                      parts)[1]
+    assert oom.state == "OUT_OF_MEMORY" and "935 MB used of 800 MB" in oom.reason
     assert array_chunks(7, 3) == [(0, 3), (3, 3), (6, 1)]
     assert array_chunks(2, 1001) == [(0, 2)]
 
@@ -68,8 +71,8 @@ def test_array_larger_than_max_array_size(slurm_cluster, workspace, example_repo
         result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "slurm")
         assert result["states"] == {"COMPLETED": 16}  # 8 tasks in parts of 3, 3 and 2
         status = workspace.json("status")
-        job_ids = {j["job_id"] for j in status["jobs"]}
-        assert len(job_ids) == 1 and job_ids.pop().count("@") == 3
+        assert len({j["job_id"] for j in status["jobs"]}) == 3  # three array jobs, as Slurm numbered them
+        assert {j["array_index"] for j in status["jobs"]} == {0, 1, 2}  # none beyond MaxArraySize - 1
     finally:
         subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
 
@@ -94,8 +97,8 @@ def test_time_limit_memory_limit_and_a_cancelled_task(slurm_cluster, workspace, 
             text = status_file.read_text()
             manifest = json.loads((status_file.parents[1] / "manifest.json").read_text())
             index = int(status_file.stem.split("-")[1])
-            if manifest["tasks"][index]["pairs"][0]["benchmark"] == "sleepy" and "as job" in text:
-                target = text.split("as job ")[1].split()[0]
+            if manifest["tasks"][index]["pairs"][0]["benchmark"] == "sleepy" and "as array task" in text:
+                target = text.split("as array task ")[1].split()[0]  # JOBID_INDEX: this task only
     assert target, "the sleepy task never started"
     time.sleep(2)
     subprocess.run(["scancel", target], check=True)
@@ -103,7 +106,7 @@ def test_time_limit_memory_limit_and_a_cancelled_task(slurm_cluster, workspace, 
     assert proc.returncode == 1, err
     pairs = {p["benchmark"]: p for p in json.loads(out)["pairs"]}
     assert pairs["endless"]["state"] == "TIMEOUT" and "TIMEOUT" in pairs["endless"]["reason"]
-    assert pairs["hog"]["state"] == "OUT_OF_MEMORY", pairs["hog"]
+    assert pairs["hog"]["state"] == "OUT_OF_MEMORY" and "memory limit" in pairs["hog"]["reason"], pairs["hog"]
     assert pairs["sleepy"]["state"] == "CANCELLED" and "CANCELLED" in pairs["sleepy"]["reason"]
     status = workspace.json("status")
     assert status["counts"] == {"TIMEOUT": 1, "OUT_OF_MEMORY": 1, "CANCELLED": 1}

@@ -32,7 +32,21 @@ STATE_MAP = {
 # sbatch errors worth another try: the controller is busy or restarting.
 TRANSIENT_SBATCH = ("Socket timed out", "temporarily unable", "Resource temporarily unavailable",
                     "Unable to contact slurm controller", "Zero Bytes were transmitted", "Connection refused")
-SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Elapsed,Reason"
+SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Elapsed,Reason,MaxRSS,ReqMem"
+SIZE = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def size_bytes(text: str) -> int | None:
+    """sacct sizes: '957728K', '800M', '4Gn' (per node), '2Gc' (per CPU) -> bytes."""
+    text = text.strip().rstrip("nc")
+    if not text:
+        return None
+    if text[-1].upper() in SIZE:
+        try:
+            return int(float(text[:-1]) * SIZE[text[-1].upper()])
+        except ValueError:
+            return None
+    return int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -82,17 +96,30 @@ def max_array_size() -> int:
 
 
 def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
-    """sacct -X --parsable2 lines -> our task index -> state. Pending ranges (`12_[3-7%2]`) are expanded."""
+    """sacct --parsable2 lines (allocations and their steps) -> our task index -> state.
+
+    Pending ranges (`12_[3-7%2]`) are expanded. Without cgroups, a task killed for its memory
+    shows as FAILED by signal 9; its batch step's MaxRSS against ReqMem tells it was memory.
+    """
     offsets = {p.job_id: p for p in parts}
     states: dict[int, TaskState] = {}
+    req_mem: dict[int, int | None] = {}
+    peak: dict[int, int] = {}
     for line in text.splitlines():
         fields = line.split("|")
         if len(fields) < 6:
             continue
-        job, state, exit_code, node, _elapsed, reason = fields[:6]
-        base, _, idx = job.partition("_")
+        fields += [""] * (8 - len(fields))
+        job, state, exit_code, node, _elapsed, reason, max_rss, mem = fields[:8]
+        allocation, _, step = job.partition(".")
+        base, _, idx = allocation.partition("_")
         part = offsets.get(base)
         if part is None:
+            continue
+        if step:
+            rss = size_bytes(max_rss)
+            if rss is not None and idx.isdigit():
+                peak[part.offset + int(idx)] = max(peak.get(part.offset + int(idx), 0), rss)
             continue
         word = state.split()[0] if state else "PENDING"
         ours = STATE_MAP.get(word)
@@ -105,8 +132,21 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
         if ours == "FAILED" and exit_code:
             why = f"{state}: exit code {exit_code}"
         for i in _indices(idx, part.count):
-            states[part.offset + i] = TaskState(part.offset + i, ours, why, node if node != "None assigned" else "")
+            states[part.offset + i] = TaskState(part.offset + i, ours, why, node if node != "None assigned" else "",
+                                                exit_code=_signal(exit_code))
+            req_mem[part.offset + i] = size_bytes(mem)
+    for i, state in states.items():
+        limit, used = req_mem.get(i), peak.get(i)
+        if state.state == "FAILED" and state.exit_code == 9 and limit and used and used >= 0.9 * limit:
+            states[i] = TaskState(i, "OUT_OF_MEMORY", f"exceeded its memory limit ({used // 2**20} MB used of "
+                                  f"{limit // 2**20} MB) and was killed", state.node, 9)
     return states
+
+
+def _signal(exit_code: str) -> int | None:
+    """sacct's 'code:signal' -> the signal, when there is one."""
+    _, _, sig = exit_code.partition(":")
+    return int(sig) if sig.isdigit() and int(sig) else None
 
 
 def _indices(idx: str, count: int) -> list[int]:
@@ -183,7 +223,7 @@ class SlurmExecutor(Executor):
         parts = parse_parts(job_id)
         self.poll_cycles += 1
         self.sacct_calls += 1
-        proc = run_cmd(["sacct", "-X", "--parsable2", "--noheader", "--duplicates", "-j",
+        proc = run_cmd(["sacct", "--parsable2", "--noheader", "--duplicates", "-j",
                         ",".join(p.job_id for p in parts), f"--format={SACCT_FORMAT}"])
         if proc.returncode == 0 and proc.stdout.strip():
             states = parse_sacct(proc.stdout, parts)

@@ -1,0 +1,50 @@
+"""A fresh build of the example plugins' environment against a cache hit, in the same run.
+
+Both go through the rendered environment step (build_env.sh), as a job would. The fresh build
+uses uv's package cache (warmed first, as on a cluster with a shared cache), so it measures
+creating and populating the environment, not downloading. ratio = hit / fresh (target < 0.01).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from _common import last_line
+
+from envs.lock import EnvSpec, lock_environment
+from jobscripts import render_env_builder
+from pipeline.config import load_settings
+from pipeline.run import python_version
+
+
+def build(script: Path, target: Path, lock: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["bash", str(script), str(target), str(lock)], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    settings = load_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        lock = lock_environment(EnvSpec(("scikit-learn>=1.3",), python_version(settings.python)),
+                                tmp_path / "locks", settings.uv)
+        script = tmp_path / "build_env.sh"
+        script.write_text(render_env_builder(backend="uv", uv=settings.uv, python=settings.python))
+        build(script, tmp_path / "warm-cache", lock.path)  # fill uv's package cache
+        fresh = [build(script, tmp_path / f"fresh-{i}", lock.path) for i in range(3)]
+        hits = [build(script, tmp_path / "fresh-0", lock.path) for _ in range(10)]
+    fresh_s, hit_s = min(fresh), min(hits)
+    print(f"environment of {len(lock.packages)} packages ({', '.join(lock.packages)})")
+    print(f"fresh build (warm package cache): best of 3 {fresh_s:.3f} s")
+    print(f"cache hit: best of 10 {hit_s:.4f} s")
+    last_line({"fresh_seconds": round(fresh_s, 4), "hit_seconds": round(hit_s, 4),
+               "ratio": round(hit_s / fresh_s, 5), "packages": len(lock.packages),
+               "ratio_definition": "hit_seconds / fresh_seconds (lower is better); target < 0.01"})
+
+
+if __name__ == "__main__":
+    main()
