@@ -274,6 +274,38 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
             out.print(f"{k}: {v}", highlight=False)
 
 
+@main.command("test-plugins")
+@click.option("--repo", type=click.Path(path_type=Path), required=True)
+@click.option("--base", help="revision before the change")
+@click.option("--head", default="HEAD", show_default=True)
+@click.option("--all", "all_", is_flag=True, help="every plugin at --head")
+@click.option("--domain-root")
+@click.option("--junit", type=click.Path(path_type=Path), required=True, help="where to write the JUnit XML report")
+@common()
+def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, junit: Path,
+                 profile: str, fmt: str) -> None:
+    """Run each changed plugin's test.py with pytest in the plugin's own environment (unittests_plugins)."""
+    from pipeline.detect import detect as run_detect
+    from pipeline.detect import detect_all
+    from pipeline.plugin_tests import run_plugin_tests
+
+    if all_ == bool(base):
+        raise BadInput("give either --base REV (with --head) or --all")
+    change, catalog = detect_all(repo, head, domain_root) if all_ else run_detect(repo, base, head, domain_root)
+    report_issues(change.issues)
+    results = run_plugin_tests(settings_from(), change, catalog, junit)
+    if fmt == "json":
+        emit_json([r.__dict__ for r in results])
+    else:
+        for r in results:
+            out.print(f"{r.plugin}: {r.status}", highlight=False)
+    failed = [r.plugin for r in results if r.status in ("failed", "error")]
+    if failed:
+        err.print(f"plugin tests failed: {', '.join(failed)}", highlight=False)
+        sys.exit(1)
+    sys.exit(2 if change.errors else 0)
+
+
 @main.command()
 @click.argument("run", required=False)
 @click.option("--yes-prod", is_flag=True)
@@ -311,7 +343,8 @@ def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
 # --- leaderboard / status -----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table",
+              show_default=True)
 @click.option("--yes-prod", is_flag=True)
 @common(fmt=False)
 def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
@@ -327,6 +360,11 @@ def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
         db.close()
     if fmt == "json":
         emit_json(rows)
+        return
+    if fmt == "html":
+        from pipeline.leaderboard import render_html
+
+        click.echo(render_html(rows, title=f"Leaderboard ({profile})"))
         return
     if fmt == "csv":
         import csv
@@ -363,7 +401,11 @@ def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
             counts: dict[str, int] = {}
             for j in jobs:
                 counts[j.state] = counts.get(j.state, 0) + 1
+            cpus = _run_cpus(the_run.run_dir)
+            cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs
+                              if j.started_at and j.ended_at)
             data = {"run_id": the_run.id, "status": the_run.status, "executor": the_run.executor,
+                    "cpu_hours": round(cpu_seconds / 3600, 4),
                     "commit": the_run.head_commit, "created_at": the_run.created_at.isoformat(),
                     "ended_at": the_run.ended_at.isoformat() if the_run.ended_at else None, "counts": counts,
                     "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,
@@ -379,7 +421,8 @@ def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
         table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
                       f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
     out.print(table)
-    out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())), highlight=False)
+    out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + f"; {data['cpu_hours']} CPU-hours",
+              highlight=False)
 
 
 @main.command()
@@ -454,6 +497,37 @@ def rerun(run_id: str, failed_only: bool, executor: str | None, profile: str, fm
     else:
         _print_run(result, False)
     sys.exit(result.exit_code)
+
+
+def _run_cpus(run_dir: str) -> int:
+    try:
+        return int(json.loads((Path(run_dir) / "manifest.json").read_text()).get("cpus_per_task", 1))
+    except (OSError, ValueError):
+        return 1
+
+
+@main.command()
+@click.argument("score_id", type=int)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--yes-prod", is_flag=True)
+@common()
+def reproduce(score_id: int, out_dir: Path, profile: str, fmt: str, yes_prod: bool) -> None:
+    """Re-render the exact job (code at the score's commit, its lockfile) that produced SCORE_ID."""
+    from pipeline.reproduce import reproduce_score
+
+    settings = settings_from()
+    db = _open_db(profile, settings, yes_prod)
+    try:
+        bundle = reproduce_score(settings, db, score_id, out_dir)
+    finally:
+        db.close()
+    data = {"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+            "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}", "submit": f"sbatch {bundle.job_script}"}
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k}: {v}", highlight=False)
 
 
 # --- db / notify / config -----------------------------------------------------------------------------------

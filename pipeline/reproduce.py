@@ -1,0 +1,48 @@
+"""Re-render the exact job that produced a score: the code at its commit, its own lockfile."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from db.models import BenchmarkInstance, BenchmarkType, Model, Run, Score
+from envs.lock import EnvSpec, validate_requirements
+from pipeline.bundle import Bundle, render_bundle
+from pipeline.config import Settings, replace
+from pipeline.database import Database
+from pipeline.detect import detect_all
+from pipeline.errors import BadInput
+from pipeline.plan import make_plan
+from pipeline.run import python_version
+
+
+def reproduce_score(settings: Settings, db: Database, score_id: int, out_dir: Path) -> Bundle:
+    with db.sessions() as session:
+        score = session.get(Score, score_id)
+        if score is None:
+            raise BadInput(f"no score with id {score_id}")
+        model = session.get(Model, score.model_id).identifier
+        instance = session.get(BenchmarkInstance, score.benchmark_instance_id)
+        benchmark = session.get(BenchmarkType, instance.benchmark_type_id).identifier
+        run = session.get(Run, score.run_id) if score.run_id else None
+        if run is None:
+            raise BadInput(f"score {score_id} has no run to reproduce from")
+    original_lock = Path(run.run_dir) / "locks" / f"{score.env_hash}.txt"
+    if not original_lock.exists():
+        raise BadInput(f"the lockfile of score {score_id} is gone ({original_lock})")
+    # Plan with a lock cache that holds exactly the original lockfile, so nothing is solved again.
+    mine = replace(settings, state_dir=out_dir / "state", env_root=settings.env_root)
+    change, catalog = detect_all(Path(run.repo), score.commit, run.domain)
+    mp, bp = catalog.by_identifier("models").get(model), catalog.by_identifier("benchmarks").get(benchmark)
+    if mp is None or bp is None:
+        raise BadInput(f"{model} or {benchmark} is not registered at {score.commit[:12]}")
+    spec = EnvSpec(validate_requirements(catalog.requirements(mp, bp)), python_version(mine.python),
+                   mine.env_backend)
+    mine.locks_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(original_lock, mine.locks_dir / f"{spec.spec_hash}.txt")
+    plan = make_plan(change, catalog, locks_dir=mine.locks_dir, uv=mine.uv, python_version=spec.python_version,
+                     scored=lambda keys: set(), models=[model], benchmarks=[benchmark], backend=mine.env_backend)
+    [pair] = plan.to_run
+    if pair.key != score.pair_key:
+        raise BadInput(f"score {score_id} cannot be reproduced exactly: its key {score.pair_key} is now {pair.key}")
+    return render_bundle(mine, plan, catalog.repo, "reproduce", out_dir=out_dir)
