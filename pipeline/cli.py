@@ -36,11 +36,18 @@ def common(fmt: bool = True) -> Callable:
                       help="database profile: prod, dev, test or local")
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from sqlalchemy.exc import OperationalError
+
             try:
                 return func(*args, **kwargs)
             except PipelineError as exc:
                 err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
                 sys.exit(exc.exit_code)
+            except OperationalError as exc:  # the database went away mid-command; never print its URL
+                err.print(f"[red]error:[/red] the database became unreachable ({type(exc.orig).__name__}); "
+                          "results already written stay in the run's spool: run `score-plugins reconcile` "
+                          "when it is back", markup=True, highlight=False)
+                sys.exit(3)
         if fmt:
             wrapper = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                                    show_default=True, help="table for people, json for programs")(wrapper)

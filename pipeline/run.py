@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.ingest import ensure_rows
 from db.models import Job, Run, Submission, User
@@ -25,6 +26,7 @@ from pipeline.bundle import Bundle, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.detect import Change, detect, detect_all
+from pipeline.errors import InfrastructureError
 from pipeline.executors import get_executor
 from pipeline.executors.base import TaskState
 from pipeline.ingest import ingest_spool
@@ -153,8 +155,11 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
     states = executor.poll(job_id)
     next_poll = time.monotonic() + delay
     while True:
-        _, names = ingest_spool(db, bundle.spool_dir, ingested)
-        ingested |= names
+        try:
+            _, names = ingest_spool(db, bundle.spool_dir, ingested)
+            ingested |= names
+        except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on
+            log.warning("cannot ingest results now (%s); they wait in %s", type(exc).__name__, bundle.spool_dir)
         if len(ingested) >= total:
             return states
         if time.monotonic() >= next_poll:
@@ -165,11 +170,28 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
                     counts[s.state] = counts.get(s.state, 0) + 1
                 on_progress(counts)
             if states and all(s.done for s in states.values()):
-                ingest_spool(db, bundle.spool_dir, ingested)
+                _ingest_when_reachable(db, bundle, ingested)
                 return states
             delay = min(delay * 1.5, max_delay)
             next_poll = time.monotonic() + delay
         time.sleep(spool_interval)
+
+
+def _ingest_when_reachable(db: Database, bundle: Bundle, ingested: set[str], wait: float = 300.0) -> None:
+    """The last ingest of a run: if the database is down, wait for it (with back-off) before giving up;
+    given up, the results stay in the spool for `score-plugins ingest` / `reconcile`."""
+    deadline = time.monotonic() + wait
+    delay = 1.0
+    while True:
+        try:
+            ingest_spool(db, bundle.spool_dir, ingested)
+            return
+        except SQLAlchemyError:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"the database stayed unreachable; results wait in {bundle.spool_dir} "
+                                          "(score-plugins reconcile loads them)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) -> None:

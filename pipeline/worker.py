@@ -203,9 +203,11 @@ def _read_child_result(out: Path, code: int | None, stage_file: Path, result: di
     if code is not None and code < 0:
         sig = -code
         name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
-        state = "OUT_OF_MEMORY" if sig == signal.SIGKILL else "FAILED"
-        reason = f"plugin process killed by {name}" + (" (out of memory?)" if sig == signal.SIGKILL else "")
-        return {"state": state, "stage": _stage(stage_file), "reason": reason}
+        # SIGKILL may be the kernel's OOM killer, or anyone else: say so, but claim OUT_OF_MEMORY only
+        # where the scheduler knows (Slurm's accounting, see executors.slurm).
+        reason = f"plugin process killed by {name}" + (" (out of memory, or killed by another process)"
+                                                         if sig == signal.SIGKILL else "")
+        return {"state": "FAILED", "stage": _stage(stage_file), "reason": reason}
     try:
         reported = json.loads(out.read_text())
     except (OSError, ValueError):

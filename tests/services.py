@@ -40,6 +40,12 @@ class Postgres:
         return make_url(self.admin_url).set(drivername="postgresql+psycopg2", database=name).render_as_string(
             hide_password=False)
 
+    def pause(self) -> None:
+        subprocess.run([str(ROOT / "scripts/postgres"), "pause", str(self.folder)], check=True)
+
+    def resume(self) -> None:
+        subprocess.run([str(ROOT / "scripts/postgres"), "resume", str(self.folder)], check=True)
+
     def stop(self) -> None:
         subprocess.run([str(ROOT / "scripts/postgres"), "stop", str(self.folder)], check=False)
 

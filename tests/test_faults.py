@@ -1,0 +1,160 @@
+"""Faults and bad plugins: nothing lost, nothing duplicated, no secret in reach of plugin code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.conftest import CLI, commit_all, write
+
+BAD_PLUGINS = {
+    # benchmark folder: (body of __call__ or a whole __init__.py, expected stage, text in the reason)
+    "syntax_error": ("FILE:from sklearn_scores import benchmark_registry\nbenchmark_registry['syntax-error'] = (\n",
+                     None, None),
+    "import_error": ("FILE:import no_such_module_anywhere\nfrom sklearn_scores import benchmark_registry\n"
+                     "benchmark_registry['import-error'] = lambda: None\n", "import", "ModuleNotFoundError"),
+    "missing_dependency": ("FILE:import yaml_not_declared_anywhere as y\nfrom sklearn_scores import benchmark_registry\n"
+                           "benchmark_registry['missing-dependency'] = lambda: None\n", "import",
+                           "yaml_not_declared_anywhere"),
+    "raises": ("raise RuntimeError('benchmark exploded')", "score", "benchmark exploded"),
+    "returns_nan": ("return float('nan')", "score", "not a finite number"),
+    "returns_inf": ("return float('inf')", "score", "not a finite number"),
+    "returns_none": ("return None", "score", "NoneType"),
+    "returns_string": ("return '0.9'", "score", "str"),
+    "returns_bool": ("return True", "score", "bool"),
+    "returns_list": ("return [0.5]", "score", "list"),
+    "out_of_range": ("return 1.7", "score", "outside [0, 1]"),
+    "negative": ("return -0.2", "score", "outside [0, 1]"),
+    "non_utf8_output": ("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe bad bytes \\x80\\n')\nsys.stdout.flush()\n"
+                        "raise ValueError('after non-UTF-8 output')", "score", "after non-UTF-8 output"),
+    "huge_output": ("import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n    sys.stdout.write(line)\n"
+                    "raise ValueError('after 100 MB of output')", "score", "after 100 MB of output"),
+    "endless_loop": ("while True:\n    pass", "score", "time limit"),
+    "sys_exit": ("import sys\nsys.exit(3)", "score", "SystemExit"),
+    "os_exit": ("import os\nos._exit(7)", "score", "exited with code 7"),
+    "segfault": ("import ctypes\nctypes.string_at(0)", "score", "SIGSEGV"),
+    "kill_self": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "score", "SIGKILL"),
+    "bad_ceiling": ("CEIL:0", "score", "ceiling"),
+    "keyboard_interrupt": ("raise KeyboardInterrupt", "score", "KeyboardInterrupt"),
+}
+
+
+def add_bad_benchmarks(repo) -> None:
+    for folder, (body, _, _) in BAD_PLUGINS.items():
+        identifier = folder.replace("_", "-")
+        if body.startswith("FILE:"):
+            text = body[5:]
+        elif body.startswith("CEIL:"):
+            text = ("from sklearn_scores import benchmark_registry\n\nclass Bench:\n    ceiling = " + body[5:] +
+                    "\n    def __call__(self, model):\n        return 0.5\n\n"
+                    f"benchmark_registry['{identifier}'] = Bench\n")
+        else:
+            text = ("from sklearn_scores import benchmark_registry\n\nclass Bench:\n    def __call__(self, model):\n"
+                    + "".join(f"        {line}\n" for line in body.splitlines())
+                    + f"\nbenchmark_registry['{identifier}'] = Bench\n")
+        write(repo, f"sklearn_scores/benchmarks/{folder}/__init__.py", text)
+        write(repo, f"sklearn_scores/benchmarks/{folder}/requirements.txt", "scikit-learn>=1.3\n")
+    write(repo, "sklearn_scores/benchmarks/good_one/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\nclass Bench:\n    ceiling = 0.8\n"
+          "    def __call__(self, model):\n        return 0.6\n\nbenchmark_registry['good-one'] = Bench\n")
+    write(repo, "sklearn_scores/benchmarks/good_one/requirements.txt", "scikit-learn>=1.3\n")
+
+
+def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
+    add_bad_benchmarks(example_repo)
+    commit_all(example_repo, "twenty bad benchmarks and a good one", author="Mallory <mallory@example.org>")
+    workspace.env.update({"SCORE_PLUGINS_PAIR_TIMEOUT": "8", "SCORE_PLUGINS_PAIRS_PER_TASK": "6"})
+    proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                         "--format", "json")
+    assert proc.returncode == 1, proc.stderr  # the run finished with failed pairs (1 outranks 2)
+    assert "syntax_error/__init__.py:2: error: syntax error" in proc.stderr
+    result = json.loads(proc.stdout)
+    pairs = {p["benchmark"]: p for p in result["pairs"]}
+    assert pairs["good-one"]["state"] == "COMPLETED" and abs(pairs["good-one"]["score"] - 0.75) < 1e-12
+    for folder, (_, stage, text) in BAD_PLUGINS.items():
+        identifier = folder.replace("_", "-")
+        if stage is None:
+            assert identifier not in pairs
+            continue
+        pair = pairs[identifier]
+        assert pair["state"] in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY"), (identifier, pair)
+        assert pair["stage"] == stage, (identifier, pair)
+        assert text in pair["reason"], (identifier, pair["reason"])
+    board = workspace.json("leaderboard")
+    assert [(r["model"], r["benchmark"]) for r in board] == [("logreg", "good-one")]
+    # every failure reaches the submitter, with a readable tail of its log
+    mail = next(p for p in (workspace.state / "outbox").glob("*.eml") if b"mallory@example.org" in p.read_bytes())
+    import email
+    from email import policy
+
+    body = email.message_from_bytes(mail.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
+    assert body.count("FAILED during") + body.count("TIMEOUT during") == len(BAD_PLUGINS) - 1
+    assert len(mail.read_bytes()) < 200_000
+    huge_log = next(workspace.state.glob("runs/*/logs/*.log"), None)
+    assert huge_log is not None and max(p.stat().st_size for p in workspace.state.glob("runs/*/logs/*.log")) < 3e6
+
+
+def test_plugin_sees_no_credentials(workspace, example_repo, pg_url, tmp_path):
+    """A plugin dumps its environment and every file it can read under the run folder, the state
+    folder and the site config: neither password appears there, nor in any log, script, spool file or email."""
+    smtp_password = "smtp-S3cret-99"
+    db_password = pg_url.split("://", 1)[1].split("@")[0].split(":")[1]
+    site = tmp_path / "site.toml"
+    site.write_text('partition = ""\n')
+    dumper = ("import os, pathlib\nprint('ENV', dict(os.environ))\n"
+              "roots = [pathlib.Path(os.environ['PYTHONPATH']).parent, pathlib.Path(os.environ['PYTHONPATH']).parents[2],"
+              f" pathlib.Path({str(site)!r})]\n"
+              "for root in roots:\n"
+              "    for p in ([root] if root.is_file() else root.rglob('*')):\n"
+              "        try:\n            print('FILE', p, p.read_bytes()[:200000])\n"
+              "        except Exception as e:\n            print('NOREAD', p, e)\n"
+              "return 0.5")
+    write(example_repo, "sklearn_scores/benchmarks/dumper/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\nclass Bench:\n    def __call__(self, model):\n"
+          + "".join(f"        {line}\n" for line in dumper.splitlines()) + "\nbenchmark_registry['dumper'] = Bench\n")
+    write(example_repo, "sklearn_scores/benchmarks/dumper/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that looks for secrets")
+    workspace.env.update({"SCORE_PLUGINS_DB_TEST": pg_url, "SCORE_PLUGINS_CONFIG": str(site),
+                          "SCORE_PLUGINS_SMTP_URL": f"smtp://mailer:{smtp_password}@127.0.0.1:9?timeout=2"})
+    proc = workspace.cli("run", "--profile", "test", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
+                         "logreg", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["states"] == {"COMPLETED": 1}
+    logs = list(workspace.state.glob("runs/*/logs/*.log"))
+    assert any(b"ENV {" in p.read_bytes() and b"FILE " in p.read_bytes() for p in logs)  # the dump ran
+    for path in workspace.state.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert db_password.encode() not in data, path
+            assert smtp_password.encode() not in data, path
+    assert db_password not in proc.stdout + proc.stderr and smtp_password not in proc.stdout + proc.stderr
+
+
+def test_postgres_down_mid_run_results_wait_in_the_spool(workspace, example_repo, postgres):
+    url = postgres.create_database("fault")
+    write(example_repo, "sklearn_scores/benchmarks/slowish/__init__.py",
+          "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
+          "    def __call__(self, model):\n        time.sleep(3)\n        return 0.4\n\n"
+          "benchmark_registry['slowish'] = Bench\n")
+    commit_all(example_repo, "slow benchmark")
+    workspace.env.update({"SCORE_PLUGINS_DB_TEST": url, "SCORE_PLUGINS_PAIRS_PER_TASK": "1",
+                          "SCORE_PLUGINS_LOCAL_WORKERS": "1"})
+    proc = subprocess.Popen([str(CLI), "run", "--profile", "test", "--repo", str(example_repo), "--base", "HEAD~1",
+                             "--format", "json"], cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(workspace.state.glob("runs/*/spool/*.json")):
+        time.sleep(0.2)
+    postgres.pause()
+    try:
+        while time.time() < deadline and len(list(workspace.state.glob("runs/*/spool/*.json"))) < 3:
+            time.sleep(0.2)
+    finally:
+        postgres.resume()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["states"] == {"COMPLETED": 4}
+    assert len(workspace.json("leaderboard", "--profile", "test")) == 4
+    again = workspace.json("ingest", "--profile", "test")
+    assert again["scores"] == 0 and again["duplicates"] == 4  # nothing lost, nothing twice
