@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 from rich.console import Console
@@ -152,10 +153,16 @@ def report_issues(issues: list[dict]) -> None:
                   markup=True)
 
 
-def _open_db(profile: str, settings: Settings, yes_prod: bool = False):
+@contextmanager
+def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = True) -> Iterator:
+    """The profile's database for one command, closed when the command ends."""
     from pipeline.database import open_database
 
-    return open_database(profile, settings.state_dir, allow_prod=yes_prod)
+    db = open_database(profile, settings_from().state_dir, allow_prod=yes_prod, migrate_schema=migrate_schema)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 @main.command()
@@ -167,11 +174,8 @@ def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
     from pipeline.run import detect_and_plan
 
     settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         change, _, the_plan = detect_and_plan(settings, db, _request(**opts))
-    finally:
-        db.close()
     data = the_plan.to_json()
     data["issues"] = change.issues
     report_issues(change.issues)
@@ -208,8 +212,7 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
 
     settings = settings_from()
     req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters))
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(settings, db, req)
             result = runner.RunResult(change, the_plan)
@@ -218,8 +221,6 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
                 def progress(counts: dict[str, int]) -> None:
                     status.update("array tasks: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
                 result = runner.execute(settings, db, req, on_progress=progress)
-    finally:
-        db.close()
     report_issues(result.change.issues)
     for problem in result.problems:
         err.print(f"[yellow]{problem}[/yellow]", highlight=False)
@@ -263,11 +264,8 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
     from pipeline.run import detect_and_plan
 
     settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
-    finally:
-        db.close()
     if not the_plan.to_run:
         raise BadInput("nothing to render: every planned pair is already scored (use --force)")
     bundle = render_bundle(settings, the_plan, catalog.repo, "slurm", out_dir=out_dir)
@@ -330,15 +328,12 @@ def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
             raise BadInput(f"no run {run!r} under {settings.runs_dir}")
     else:
         folders = sorted(p for p in settings.runs_dir.glob("*") if p.is_dir()) if settings.runs_dir.exists() else []
-    db = _open_db(profile, settings, yes_prod)
     totals = {"scores": 0, "duplicates": 0, "failures": 0}
-    try:
+    with database(profile, yes_prod) as db:
         for folder in folders:
             counts, _ = ingest_spool(db, folder / "spool")
             for k in totals:
                 totals[k] += counts[k]
-    finally:
-        db.close()
     data = {"runs": [str(f) for f in folders], **totals}
     if fmt == "json":
         emit_json(data)
@@ -358,13 +353,9 @@ def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
     """The model x benchmark table of the newest scores."""
     from db.queries import leaderboard_rows
 
-    settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         with db.sessions() as session:
             rows = leaderboard_rows(session)
-    finally:
-        db.close()
     if fmt == "json":
         emit_json(rows)
         return
@@ -397,9 +388,7 @@ def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
     from db.queries import get_run, run_jobs
 
-    settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         with db.sessions() as session:
             the_run = get_run(session, run)
             if the_run is None:
@@ -418,8 +407,6 @@ def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
                     "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,
                               "reason": j.reason, "job_id": j.slurm_job_id, "array_index": j.array_index,
                               "score": j.score} for j in jobs]}
-    finally:
-        db.close()
     if fmt == "json":
         emit_json(data)
         return
@@ -439,12 +426,8 @@ def reconcile(profile: str, fmt: str, yes_prod: bool) -> None:
     """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
     from pipeline.repair import open_runs, reconcile_run
 
-    settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         data = {run.id: reconcile_run(db, run) for run in open_runs(db)}
-    finally:
-        db.close()
     if fmt == "json":
         emit_json(data)
     else:
@@ -463,12 +446,8 @@ def cancel(run_id: str, profile: str, fmt: str, yes_prod: bool) -> None:
     """Cancel RUN's pending and running tasks; finished results are kept."""
     from pipeline.repair import cancel_run
 
-    settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         n = cancel_run(db, run_id)
-    finally:
-        db.close()
     if fmt == "json":
         emit_json({"run_id": run_id, "cancelled": n})
     else:
@@ -487,8 +466,7 @@ def rerun(run_id: str, failed_only: bool, executor: str | None, profile: str, fm
     from pipeline.repair import failed_pairs
 
     settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         old, pairs = failed_pairs(db, run_id)
         if not pairs:
             raise BadInput(f"run {run_id} has no failed pairs")
@@ -497,8 +475,6 @@ def rerun(run_id: str, failed_only: bool, executor: str | None, profile: str, fm
                              executor=executor or old.executor, only_pairs=set(pairs),
                              jenkins_build=old.jenkins_build, build_url=old.build_url)
         result = runner.execute(settings, db, req)
-    finally:
-        db.close()
     if fmt == "json":
         emit_json(result.to_json())
     else:
@@ -523,11 +499,8 @@ def reproduce(score_id: int, out_dir: Path, profile: str, fmt: str, yes_prod: bo
     from pipeline.reproduce import reproduce_score
 
     settings = settings_from()
-    db = _open_db(profile, settings, yes_prod)
-    try:
+    with database(profile, yes_prod) as db:
         bundle = reproduce_score(settings, db, score_id, out_dir)
-    finally:
-        db.close()
     data = {"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
             "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}", "submit": f"sbatch {bundle.job_script}"}
     if fmt == "json":
@@ -544,12 +517,6 @@ def db() -> None:
     """Alembic migrations of the profile's database."""
 
 
-def _migration_db(profile: str, yes_prod: bool):
-    from pipeline.database import open_database
-
-    return open_database(profile, settings_from().state_dir, allow_prod=yes_prod, migrate_schema=False)
-
-
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
 @click.option("--yes-prod", is_flag=True)
@@ -558,12 +525,9 @@ def db_upgrade(revision: str, yes_prod: bool, profile: str) -> None:
     """Migrate the profile's database up to REVISION."""
     from db import migrate
 
-    database = _migration_db(profile, yes_prod)
-    try:
-        migrate.upgrade(database.engine, revision)
-        click.echo(f"{profile}: at {migrate.current(database.engine)}")
-    finally:
-        database.close()
+    with database(profile, yes_prod, migrate_schema=False) as db:
+        migrate.upgrade(db.engine, revision)
+        click.echo(f"{profile}: at {migrate.current(db.engine)}")
 
 
 @db.command("downgrade")
@@ -574,12 +538,9 @@ def db_downgrade(revision: str, yes_prod: bool, profile: str) -> None:
     """Migrate the profile's database down to REVISION."""
     from db import migrate
 
-    database = _migration_db(profile, yes_prod)
-    try:
-        migrate.downgrade(database.engine, revision)
-        click.echo(f"{profile}: at {migrate.current(database.engine)}")
-    finally:
-        database.close()
+    with database(profile, yes_prod, migrate_schema=False) as db:
+        migrate.downgrade(db.engine, revision)
+        click.echo(f"{profile}: at {migrate.current(db.engine)}")
 
 
 @db.command("current")
@@ -589,12 +550,9 @@ def db_current(yes_prod: bool, profile: str, fmt: str) -> None:
     """The profile's schema revision, and the newest one this version knows."""
     from db import migrate
 
-    database = _migration_db(profile, yes_prod)
-    try:
-        data = {"profile": profile, "database": database.profile.safe_url, "current": migrate.current(database.engine),
+    with database(profile, yes_prod, migrate_schema=False) as db:
+        data = {"profile": profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
                 "head": migrate.head()}
-    finally:
-        database.close()
     if fmt == "json":
         emit_json(data)
     else:

@@ -3,8 +3,6 @@ profiles and their guards, redaction, batch ingest."""
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 from pipeline.executors.local import job_environment
 from tests.conftest import ROOT

@@ -36,7 +36,7 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     # reconcile while tasks may still run: nothing is closed that is still alive
     deadline = time.time() + 180
     while time.time() < deadline:
-        changes = workspace.json("reconcile")
+        workspace.json("reconcile")
         status = workspace.json("status")
         if not any(j["state"] in ("PENDING", "RUNNING") for j in status["jobs"]):
             break
