@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Score, User
+from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
 from db.upsert import insert_many
 
 BATCH = 2000
@@ -101,6 +101,8 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
                          "domain": r.get("domain", ""), "owner_id": users.get(r.get("benchmark_owner"))}
         for r in results})
     ok = [r for r in results if r.get("status") == "ok"]
+    run_ids = {r["run_id"] for r in results if r.get("run_id")}
+    known = set(session.scalars(select(Run.id).where(Run.id.in_(run_ids)))) if run_ids else set()
     ceilings = {(types[r["benchmark"]], r["benchmark_code_hash"]): r.get("ceiling") for r in ok}
     instances = _instances(session, set(ceilings), ceilings)
 
@@ -109,7 +111,7 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         score_rows.append({
             "model_id": models[r["model"]],
             "benchmark_instance_id": instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
-            "pair_key": r["pair_key"], "run_id": r.get("run_id"),
+            "pair_key": r["pair_key"], "run_id": r.get("run_id") if r.get("run_id") in known else None,
             "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": None,
             "comment": r.get("comment"),
             "start_timestamp": _ts(r.get("started_at")), "end_timestamp": _ts(r.get("ended_at")),
@@ -129,7 +131,7 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         counts["duplicates"] += len(score_rows) - len(fresh)
     counts["failures"] += len(results) - len(ok)
 
-    job_rows = [_job_row(r) for r in results if r.get("run_id")]
+    job_rows = [_job_row(r) for r in results if r.get("run_id") in known]  # e.g. a reproduced job has no run
     insert_many(session, Job, job_rows, conflict=["run_id", "pair_key"], update=[
         "state", "stage", "reason", "slurm_job_id", "array_index", "node", "attempt", "log_path", "log_tail", "score",
         "started_at", "ended_at"])

@@ -261,14 +261,17 @@ def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
 def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -> None:
     """Write standalone job scripts and manifest that an admin can `sbatch` by hand."""
     from pipeline.bundle import render_bundle
-    from pipeline.run import detect_and_plan
+    from pipeline.run import detect_and_plan, record_run
 
     settings = settings_from()
     with database(profile, yes_prod) as db:
         _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
     if not the_plan.to_run:
         raise BadInput("nothing to render: every planned pair is already scored (use --force)")
-    bundle = render_bundle(settings, the_plan, catalog.repo, "slurm", out_dir=out_dir)
+    req = _request(**opts, executor="manual")
+    bundle = render_bundle(settings, the_plan, catalog.repo, "manual", out_dir=out_dir)
+    with database(profile, yes_prod) as db:
+        record_run(db, bundle, the_plan, req, str(catalog.repo))  # so `ingest DIR` has rows to complete
     data = {"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
             "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
             "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"}

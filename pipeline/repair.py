@@ -51,9 +51,15 @@ def task_states(run: Run, job_id: str | None) -> dict[int, TaskState]:
 
 
 def reconcile_run(db: Database, run: Run) -> dict[str, int]:
-    """Bring one run's rows in line with the executor and the spool; returns the counts per new state."""
+    """Bring one run's rows in line with the executor and the spool; returns the counts per new state.
+
+    A bundle an admin submits by hand (`render`, executor "manual") is only ingested: we do not
+    know its Slurm job, so we cannot tell a pending task from a lost one.
+    """
     bundle = load_bundle(Path(run.run_dir))
     ingest_spool(db, bundle.spool_dir)
+    if run.executor == "manual":
+        return {}
     with db.sessions() as session:
         job_ids = set(session.scalars(select(Job.slurm_job_id).where(Job.run_id == run.id,
                                                                      Job.state.in_(OPEN_STATES))))

@@ -122,11 +122,12 @@ def execute(settings: Settings, db: Database, req: Request, *,
     result = RunResult(change, plan)
     if not plan.to_run and not plan.cannot_run:
         return result
+    # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
+    executor = get_executor(req.executor, settings) if plan.to_run else None
     bundle = render_bundle(settings, plan, catalog.repo, req.executor)
     result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
-    _record_run(db, bundle, plan, req, str(catalog.repo))
-    if plan.to_run:
-        executor = get_executor(req.executor, settings)
+    record_run(db, bundle, plan, req, str(catalog.repo))
+    if executor is not None:
         try:
             job_id = executor.submit(bundle)
             with session_scope(db.sessions) as session:
@@ -217,7 +218,7 @@ def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) ->
             job.ended_at = datetime.now(timezone.utc)
 
 
-def _record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str) -> None:
+def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str) -> None:
     now = datetime.now(timezone.utc)
     task_of = bundle.task_of()
     with session_scope(db.sessions) as session:

@@ -110,3 +110,23 @@ def test_time_limit_memory_limit_and_a_cancelled_task(slurm_cluster, workspace, 
     assert pairs["sleepy"]["state"] == "CANCELLED" and "CANCELLED" in pairs["sleepy"]["reason"]
     status = workspace.json("status")
     assert status["counts"] == {"TIMEOUT": 1, "OUT_OF_MEMORY": 1, "CANCELLED": 1}
+
+
+def test_requests_beyond_the_partition_are_refused_before_submission(slurm_cluster, workspace, example_repo):
+    workspace.env["SCORE_PLUGINS_MEM"] = "100T"
+    proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--executor", "slurm")
+    assert proc.returncode == 2 and "exceeds" in proc.stderr and "partition debug" in proc.stderr
+    assert not (workspace.state / "runs").exists()  # nothing rendered, recorded or submitted
+
+
+def test_admin_renders_submits_by_hand_and_ingests(slurm_cluster, workspace, example_repo):
+    data = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "knn-5",
+                          "--out", str(workspace.path / "bundle"))
+    job_id = subprocess.run(["sbatch", "--parsable", "--wait", data["job_script"]], cwd=workspace.path,
+                            capture_output=True, text=True, check=True, timeout=600).stdout.strip()
+    assert job_id
+    ingested = workspace.json("ingest", data["run_dir"])
+    assert ingested["scores"] == 4 and ingested["failures"] == 0
+    board = workspace.json("leaderboard")
+    assert len(board) == 4 and {r["job_id"] for r in board} == {job_id.split(";")[0]}
+    assert workspace.json("ingest", data["run_dir"])["duplicates"] == 4

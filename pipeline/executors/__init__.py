@@ -12,6 +12,10 @@ EXECUTORS = ("local", "slurm", "submitit")
 def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, kept loose to avoid a cycle
     if name == "local":
         return LocalExecutor(workers=settings.local_workers)
+    if name in ("slurm", "submitit"):
+        from pipeline.executors.limits import check_request
+
+        check_request(settings.partition, settings.time_minutes, settings.mem)  # before anything is submitted
     if name == "slurm":
         from pipeline.executors.slurm import SlurmExecutor
 
