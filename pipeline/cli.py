@@ -197,8 +197,9 @@ def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
 
 @main.command()
 @change_options
-@click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]), default="local", show_default=True,
-              help="local: subprocesses here; slurm: sbatch arrays; submitit: Slurm through submitit")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit", "pyslurm"]), default="local",
+              show_default=True, help="local: subprocesses here; slurm: sbatch arrays; submitit: Slurm through "
+              "submitit; pyslurm: Slurm's C API (needs pyslurm matching the cluster)")
 @click.option("--dry-run", is_flag=True, help="detect and plan only; submit nothing")
 @click.option("--submitter", "submitters", multiple=True, help="also email this address (Jenkins parameter)")
 @click.option("--jenkins-build", envvar="BUILD_TAG", help="Jenkins build id to record")

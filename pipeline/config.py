@@ -51,6 +51,7 @@ class Settings:
     gpus: int = field(default=0, metadata={"help": "GPUs of one array task"})
     pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
     array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
+    max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
     pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})

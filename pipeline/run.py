@@ -135,6 +135,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
                 session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.state == "PENDING")
                                 .values(slurm_job_id=job_id))
             states = watch(db, executor, job_id, bundle, on_progress)
+            states = retry_infrastructure_failures(db, executor, bundle, states, settings.max_retries, on_progress)
             result.executor_stats = {k: getattr(executor, k) for k in ("poll_cycles", "sacct_calls")
                                      if hasattr(executor, k)}
         finally:
@@ -145,13 +146,13 @@ def execute(settings: Settings, db: Database, req: Request, *,
 
 
 def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
-          on_progress: Callable[[dict[str, int]], None] | None = None, spool_interval: float = 0.5
-          ) -> dict[int, TaskState]:
+          on_progress: Callable[[dict[str, int]], None] | None = None, spool_interval: float = 0.5,
+          expect: list[str] | None = None) -> dict[int, TaskState]:
     """Wait for a run: the executor is polled once per cycle, with back-off (one sacct call on Slurm);
     the spool, a local folder, is read more often, and the run is done as soon as every pair has
     a result there, or every task has ended."""
     ingested: set[str] = set()
-    total = len(bundle.pairs())
+    wanted = {f"{k}.json" for k in (expect or [p["key"] for p in bundle.pairs()])}
     delay, max_delay = executor.poll_interval
     states = executor.poll(job_id)
     next_poll = time.monotonic() + delay
@@ -161,7 +162,7 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
             ingested |= names
         except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on
             log.warning("cannot ingest results now (%s); they wait in %s", type(exc).__name__, bundle.spool_dir)
-        if len(ingested) >= total:
+        if wanted <= ingested:
             return states
         if time.monotonic() >= next_poll:
             states = executor.poll(job_id)
@@ -176,6 +177,35 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
             delay = min(delay * 1.5, max_delay)
             next_poll = time.monotonic() + delay
         time.sleep(spool_interval)
+
+
+RETRYABLE = ("NODE_FAIL", "PREEMPTED")  # the infrastructure's fault; a plugin's own failure is never retried
+
+
+def retry_infrastructure_failures(db: Database, executor, bundle: Bundle,  # noqa: ANN001 - Executor
+                                  states: dict[int, TaskState], max_retries: int,
+                                  on_progress: Callable[[dict[str, int]], None] | None = None
+                                  ) -> dict[int, TaskState]:
+    """Resubmit tasks that ended NODE_FAIL or PREEMPTED without results, at most `max_retries` times."""
+    if not hasattr(executor, "resubmit"):
+        return states
+    for attempt in range(2, max_retries + 2):
+        done = {p.stem for p in bundle.spool_dir.glob("*.json")}
+        by_task: dict[int, list[str]] = {}
+        for key, index in bundle.task_of().items():
+            by_task.setdefault(index, []).append(key)
+        retry = [i for i, s in states.items() if s.state in RETRYABLE and not set(by_task.get(i, [])) <= done]
+        if not retry:
+            return states
+        log.warning("resubmitting %d task(s) after %s (attempt %d)", len(retry),
+                    ", ".join(sorted({states[i].state for i in retry})), attempt)
+        job_id = executor.resubmit(bundle, retry)
+        keys = [k for i in retry for k in by_task.get(i, [])]
+        with session_scope(db.sessions) as session:
+            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key.in_(keys))
+                            .values(slurm_job_id=job_id, attempt=attempt, state="PENDING"))
+        states = {**states, **watch(db, executor, job_id, bundle, on_progress, expect=keys)}
+    return states
 
 
 def _ingest_when_reachable(db: Database, bundle: Bundle, ingested: set[str], wait: float = 300.0) -> None:

@@ -6,13 +6,13 @@ from pipeline.errors import BadInput
 from pipeline.executors.base import Executor, TaskState
 from pipeline.executors.local import LocalExecutor
 
-EXECUTORS = ("local", "slurm", "submitit")
+EXECUTORS = ("local", "slurm", "submitit", "pyslurm")
 
 
 def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, kept loose to avoid a cycle
     if name == "local":
         return LocalExecutor(workers=settings.local_workers)
-    if name in ("slurm", "submitit"):
+    if name in ("slurm", "submitit", "pyslurm"):
         from pipeline.executors.limits import check_request
 
         check_request(settings.partition, settings.time_minutes, settings.mem)  # before anything is submitted
@@ -24,6 +24,10 @@ def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, k
         from pipeline.executors.submitit_executor import SubmititExecutor
 
         return SubmititExecutor(settings)
+    if name == "pyslurm":
+        from pipeline.executors.pyslurm_executor import PyslurmExecutor
+
+        return PyslurmExecutor()
     raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 

@@ -182,7 +182,9 @@ class SlurmExecutor(Executor):
         return env
 
     def sbatch(self, job_script: str, array: str, log_dir: str, offset: int) -> str:
-        args = ["sbatch", "--parsable", f"--array={array}", f"--output={log_dir}/slurm-%A_%a.out", job_script]
+        # --no-requeue: retries of infrastructure failures are ours (bounded, and visible in the job rows)
+        args = ["sbatch", "--parsable", "--no-requeue", f"--array={array}", f"--output={log_dir}/slurm-%A_%a.out",
+                job_script]
         delay = 1.0
         for attempt in range(1, self.max_submit_tries + 1):
             proc = run_cmd(args, env=self._env(offset))
@@ -208,16 +210,13 @@ class SlurmExecutor(Executor):
             parts.append(ArrayPart(job_id, offset, count))
         return ",".join(str(p) for p in parts)
 
-    def resubmit(self, bundle, job_id: str, indices: list[int]) -> str:  # noqa: ANN001
-        """Run some tasks again (after NODE_FAIL or PREEMPTED): one array job per original part."""
-        new_parts = []
-        for part in parse_parts(job_id):
-            mine = sorted(i - part.offset for i in indices if part.offset <= i < part.offset + part.count)
-            if mine:
-                job_id = self.sbatch(str(bundle.job_script), ",".join(map(str, mine)), str(bundle.log_dir),
-                                     part.offset)
-                new_parts.append(ArrayPart(job_id, part.offset, part.count))
-        return ",".join(str(p) for p in new_parts)
+    def resubmit(self, bundle, indices: list[int]) -> str:  # noqa: ANN001
+        """Run some tasks again (after NODE_FAIL or PREEMPTED): one single-task array job each."""
+        parts = []
+        for index in sorted(indices):
+            job_id = self.sbatch(str(bundle.job_script), "0", str(bundle.log_dir), index)
+            parts.append(ArrayPart(job_id, index, 1))
+        return ",".join(str(p) for p in parts)
 
     def poll(self, job_id: str) -> dict[int, TaskState]:
         parts = parse_parts(job_id)
