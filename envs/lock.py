@@ -47,6 +47,7 @@ class Lock:
     packages: tuple[str, ...]  # "name==version", sorted
     lock_hash: str  # the lockfile's content (with its artifact hashes)
     env_hash: str  # the solved package list + interpreter + backend: the environment's identity
+    kind: str = "pip"
 
 
 def validate_requirements(requirements: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -86,6 +86,7 @@ class TaskLine:
     index: int
     env_key: str
     lockfile: str
+    builder: str = ""  # the environment step for this task's kind of lock (default: the job's)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,19 @@ def render_score_job(job: ScoreJob) -> str:
     return _env.get_template("score_job.sh.j2").render(job=job, sbatch=sbatch_lines(job.slurm))
 
 
-def render_env_builder(*, backend: str, uv: str, python: str, package_cache: str = "") -> str:
-    """The environment step: build (or reuse) one environment from a lockfile, under flock."""
-    if backend != "uv":
-        raise RenderError(f"environment backend {backend!r} has no template yet")
-    return _env.get_template("build_env_uv.sh.j2").render(uv=uv, python=python, package_cache=package_cache)
+def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3", package_cache: str = "",
+                       rattler_python: str = "python3", rattler_tool: str = "", micromamba: str = "micromamba",
+                       conda: str = "conda") -> str:
+    """The environment step: build (or reuse) one environment from a lockfile, under flock.
+
+    uv: a hashed requirements lock; rattler, micromamba: a conda-lock.yml; conda: an explicit
+    `conda-linux-64.lock` (rendered by `conda-lock render`).
+    """
+    if backend == "uv":
+        return _env.get_template("build_env_uv.sh.j2").render(backend=backend, uv=uv, python=python,
+                                                              package_cache=package_cache)
+    if backend in ("rattler", "micromamba", "conda"):
+        return _env.get_template("build_env_conda.sh.j2").render(
+            backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
+            conda=conda, package_cache=package_cache)
+    raise RenderError(f"unknown environment backend {backend!r}")

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from envs.conda import render_explicit, rattler_tool
 from jobscripts import ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
 from pipeline import gitrepo
 from pipeline.config import Settings
 from pipeline.plan import Plan, PlannedPair
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
+RATTLER_TOOL = Path(rattler_tool())
 
 
 @dataclass
@@ -96,15 +98,27 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
 
     tasks = []
     task_lines = []
+    conda_builder = run_dir / "build_env_conda.sh"
     for index, group in enumerate(pack_tasks(plan.to_run, settings.pairs_per_task)):
         lock = group[0].lock
         assert lock is not None
-        lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
-        if not lockfile.exists():
-            shutil.copyfile(lock.path, lockfile)
+        if getattr(lock, "kind", "pip") == "conda":
+            lockfile = conda_lockfile(settings, lock, run_dir)
+            builder = str(conda_builder)
+        else:
+            lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
+            if not lockfile.exists():
+                shutil.copyfile(lock.path, lockfile)
+            builder = ""
         tasks.append({"index": index, "env_key": lock.env_hash, "lockfile": str(lockfile),
                       "pairs": [pair_entry(p) for p in group]})
-        task_lines.append(TaskLine(index, lock.env_hash, str(lockfile)))
+        task_lines.append(TaskLine(index, lock.env_hash, str(lockfile), builder))
+    if any(t.builder for t in task_lines):
+        _write(conda_builder, render_env_builder(
+            backend=settings.conda_backend, rattler_python=settings.rattler_python,
+            rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
+            package_cache=str(settings.package_cache or "")), executable=True)
+        shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()
     manifest = {
@@ -136,6 +150,20 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     job_script = run_dir / "job.sh"
     _write(job_script, render_score_job(job), executable=True)
     return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+
+
+def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock
+    """The task's lockfile for the conda backends: conda-lock.yml (rattler, micromamba), or the explicit
+    file `conda-lock render` makes from it (conda)."""
+    folder = run_dir / "locks" / lock.env_hash
+    folder.mkdir(parents=True, exist_ok=True)
+    lockfile = folder / "conda-lock.yml"
+    if not lockfile.exists():
+        shutil.copyfile(lock.path, lockfile)
+    if settings.conda_backend == "conda":
+        explicit = folder / "conda-linux-64.lock"
+        return explicit if explicit.exists() else render_explicit(lockfile, folder)
+    return lockfile
 
 
 def load_bundle(run_dir: Path) -> Bundle:

@@ -37,6 +37,11 @@ class Settings:
 
     state_dir: Path = field(default=Path(".score-plugins"), metadata={"help": "runs, envs, outbox, local database"})
     env_backend: str = field(default="uv", metadata={"help": "how job environments are built: uv"})
+    conda_backend: str = field(default="rattler", metadata={
+        "help": "how plugins with environment.yml are built: rattler (py-rattler), micromamba or conda"})
+    rattler_python: str = field(default="", metadata={"help": "interpreter with py-rattler for the rattler backend"})
+    micromamba: str = field(default="micromamba", metadata={"help": "micromamba binary on the cluster"})
+    conda: str = field(default="conda", metadata={"help": "conda binary on the cluster"})
     env_mode: str = field(default="cached", metadata={"help": "cached (build once, reuse) or fresh (per job)"})
     env_root: Path | None = field(default=None, metadata={"help": "where cached environments live"})
     python: str = field(default="", metadata={"help": "base interpreter for job environments"})
@@ -69,6 +74,10 @@ class Settings:
             self.python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
         if not self.uv:
             self.uv = _default_uv()
+        if not self.rattler_python:
+            self.rattler_python = sys.executable  # the coordinator's own environment has py-rattler
+        if self.conda_backend not in ("rattler", "micromamba", "conda"):
+            raise BadInput(f"conda_backend must be rattler, micromamba or conda, not {self.conda_backend!r}")
         if self.local_workers <= 0:
             self.local_workers = os.cpu_count() or 1
         if self.env_mode not in ("cached", "fresh"):

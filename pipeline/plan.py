@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from hashlib import sha256
 import gc
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from envs.conda import CondaLock, lock_conda
 from envs.lock import EnvError, EnvSpec, Lock, lock_environment, validate_requirements
 from pipeline.detect import Change
 from pipeline.errors import BadInput
@@ -126,16 +128,32 @@ def gc_paused() -> Iterator[None]:
 
 def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
               scored: Callable[[list[str]], set[str]], force: bool = False, models: list[str] | None = None,
-              benchmarks: list[str] | None = None, backend: str = "uv") -> Plan:
+              benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
+              rattler_python: str = sys.executable) -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
-                          force=force, models=models, benchmarks=benchmarks, backend=backend)
+                          force=force, models=models, benchmarks=benchmarks, backend=backend,
+                          conda_backend=conda_backend, rattler_python=rattler_python)
+
+
+def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
+                conda_backend: str, rattler_python: str) -> CondaLock | str:
+    """The conda lock of a pair whose plugins declare environment.yml (a string: why it cannot run)."""
+    channels, specs, problem = catalog.conda(mp, bp)
+    if problem:
+        return problem
+    if pip_reqs:
+        return "mixing requirements.txt and environment.yml in one pair is not supported: declare both as conda"
+    try:
+        return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python)
+    except EnvError as exc:
+        return str(exc)
 
 
 def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
-               benchmarks: list[str] | None, backend: str) -> Plan:
+               benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -143,6 +161,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     code_hashes = {key: catalog.code_hash(p) for key, p in involved.items()}
     own_reqs = {key: tuple(catalog.requirements(p)) for key, p in involved.items()}
     # Per-plugin facts once, so the per-pair loop (100,000 pairs at Brain-Score's scale) stays cheap.
+    conda = {key: catalog.conda(p) for key, p in involved.items()}
     m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for m, p in model_plugins.items()}
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
@@ -151,7 +170,12 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     for (m, b), why in candidate_pairs(change, catalog, models, benchmarks).items():
         m_name, m_hash, m_owner, m_reqs = m_info[m]
         b_name, b_hash, b_owner, b_reqs = b_info[b]
-        lock = locks.get((m_reqs, b_reqs))
+        mk, bk = model_plugins[m].key, bench_plugins[b].key
+        if conda[mk][1] or conda[bk][1] or conda[mk][2] or conda[bk][2]:
+            lock = _conda_lock(catalog, model_plugins[m], bench_plugins[b], m_reqs + b_reqs, locks_dir, conda_backend,
+                               rattler_python)  # its own file cache, keyed by the conda inputs
+        else:
+            lock = locks.get((m_reqs, b_reqs))
         if lock is None:
             requirements = tuple(sorted(set(m_reqs) | set(b_reqs)))
             if requirements not in solved:

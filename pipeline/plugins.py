@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envs.conda import read_environment_yml
+from envs.lock import EnvError
 from pipeline import gitrepo
 from pipeline.errors import BadInput
 from pipeline.ids import folder_problem, identifier_problem
@@ -20,7 +22,7 @@ PLUGIN_TYPES: tuple[str, ...] = ("models", "benchmarks", "data", "metrics")
 REGISTRY_NAMES = {t: t.rstrip("s") + "_registry" for t in PLUGIN_TYPES}
 # Brain-Score's loaders: a benchmark that calls `load_dataset('x')` depends on data plugin 'x'.
 LOADER_NAMES = {"load_dataset": "data", "load_data": "data", "load_metric": "metrics"}
-REQUIREMENT_FILES = ("requirements.txt",)
+REQUIREMENT_FILES = ("requirements.txt", "environment.yml")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Plugin:
     requirements: list[str] = field(default_factory=list)
     uses: dict[str, set[str]] = field(default_factory=lambda: {"data": set(), "metrics": set()})
     owner: str = ""
+    conda_channels: list[str] = field(default_factory=list)  # from environment.yml
+    conda_specs: list[str] = field(default_factory=list)
+    env_problem: str | None = None  # an environment.yml that cannot be used
 
     @property
     def key(self) -> tuple[str, str]:
@@ -89,6 +94,19 @@ class Catalog:
         """Content hash of the plugin's code, and for a benchmark also of the data and metrics it uses."""
         parts = [plugin.tree_hash] + [f"{d.type}/{d.name}:{d.tree_hash}" for d in self.dependencies(plugin)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def conda(self, *plugins: Plugin) -> tuple[list[str], list[str], str | None]:
+        """Channels (in order, no repeats), conda specs, and the first environment.yml problem, if any."""
+        channels: list[str] = []
+        specs: set[str] = set()
+        problem = None
+        for plugin in plugins:
+            members = [plugin] + (self.dependencies(plugin) if plugin.type == "benchmarks" else [])
+            for p in members:
+                channels.extend(c for c in p.conda_channels if c not in channels)
+                specs.update(p.conda_specs)
+                problem = problem or p.env_problem
+        return channels, sorted(specs), problem
 
     def requirements(self, *plugins: Plugin) -> list[str]:
         """Union of the declared requirements of these plugins and their dependencies, sorted."""
@@ -151,8 +169,14 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None) -> Catalo
             data = blobs.get(f.sha)
             if data is None:
                 continue
-            if f.path.rsplit("/", 1)[-1] in REQUIREMENT_FILES and f.path.count("/") == 3:
+            if f.path.rsplit("/", 1)[-1] == "requirements.txt" and f.path.count("/") == 3:
                 plugin.requirements.extend(parse_requirements(data.decode("utf-8", "replace")))
+            elif f.path.rsplit("/", 1)[-1] == "environment.yml" and f.path.count("/") == 3:
+                try:
+                    plugin.conda_channels, plugin.conda_specs = read_environment_yml(
+                        data.decode("utf-8", "replace"), f.path)
+                except EnvError as exc:
+                    plugin.env_problem = str(exc)
             elif f.path.endswith(".py"):
                 _read_python(plugin, f.path, data, is_init=(f is init), issues=issues)
         plugin.requirements = sorted(set(plugin.requirements))

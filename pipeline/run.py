@@ -108,7 +108,8 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
 
     plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
                      python_version=python_version(settings.python), scored=already, force=req.force,
-                     models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend)
+                     models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
+                     conda_backend=settings.conda_backend, rattler_python=settings.rattler_python)
     if req.only_pairs is not None:
         for name in ("to_run", "already_scored", "cannot_run"):
             setattr(plan, name, [p for p in getattr(plan, name) if (p.model, p.benchmark) in req.only_pairs])

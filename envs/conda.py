@@ -1,0 +1,111 @@
+"""Conda plugin environments: environment.yml -> conda-lock.yml (solved by py-rattler) -> solved hash.
+
+The environment key hashes the solved records (name, version, build, sha256), never
+conda-lock's `content_hash`, which hashes the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from envs.lock import EnvError
+
+CONDA_BACKENDS = ("rattler", "micromamba", "conda")
+SPEC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[<>=!~]=?\s*[A-Za-z0-9_.*+!-]+(,\s*[<>=!~]=?\s*[A-Za-z0-9_.*+!-]+)*)?"
+                  r"(\s*=\s*[A-Za-z0-9_.*]+)?$")
+CHANNEL = re.compile(r"^(file://|https://)[A-Za-z0-9_./:@%+-]+$|^[A-Za-z0-9_-]+$")
+
+
+def read_environment_yml(text: str, where: str) -> tuple[list[str], list[str]]:
+    """(channels, conda specs) of a plugin's environment.yml; pip sections, URLs and odd specs are refused."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise EnvError(f"{where}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise EnvError(f"{where}: expected a mapping with channels and dependencies")
+    channels = [str(c) for c in data.get("channels") or []]
+    specs = []
+    for dep in data.get("dependencies") or []:
+        if not isinstance(dep, str):
+            raise EnvError(f"{where}: only conda dependencies are supported (found {dep!r}); "
+                           "put pip packages in requirements.txt")
+        if not SPEC.match(dep.strip()):
+            raise EnvError(f"{where}: dependency {dep!r} is not a conda match spec")
+        specs.append(dep.strip())
+    for channel in channels:
+        if not CHANNEL.match(channel):
+            raise EnvError(f"{where}: channel {channel!r} is not a name, https:// or file:// URL")
+    return channels, specs
+
+
+@dataclass(frozen=True)
+class CondaLock:
+    path: Path  # conda-lock.yml
+    packages: tuple[str, ...]  # name==version=build, sorted
+    lock_hash: str
+    env_hash: str
+    backend: str
+    kind: str = "conda"
+
+
+def rattler_tool() -> str:
+    return str(Path(__file__).with_name("rattler_tool.py"))
+
+
+def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: str, platform: str = "linux-64",
+               python: str = sys.executable) -> CondaLock:
+    """Solve with py-rattler in a subprocess; cached by the inputs' hash, keyed by the solution's."""
+    if backend not in CONDA_BACKENDS:
+        raise EnvError(f"conda backend must be one of {', '.join(CONDA_BACKENDS)}, not {backend!r}")
+    if not channels:
+        raise EnvError("a conda environment needs at least one channel")
+    inputs = hashlib.sha256("\n".join([platform, *channels, "--", *sorted(specs)]).encode()).hexdigest()[:16]
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    path = locks_dir / f"conda-{inputs}.yml"
+    if not path.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "conda-lock.yml"
+            cmd = [python, rattler_tool(), "solve", "--platform", platform, "--out", str(out)]
+            for channel in channels:
+                cmd += ["--channel", channel]
+            proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0 or not out.exists():
+                raise EnvError("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:])
+            tmp_final = path.with_suffix(".tmp")
+            tmp_final.write_text(out.read_text())
+            os.replace(tmp_final, path)
+    return conda_lock_from_file(path, backend)
+
+
+def conda_lock_from_file(path: Path, backend: str) -> CondaLock:
+    data = yaml.safe_load(path.read_text())
+    try:
+        packages = tuple(sorted(f"{p['name']}=={p['version']}={p['url'].rsplit('/', 1)[-1]}" for p in data["package"]))
+        digests = sorted(f"{p['name']}:{p['hash'].get('sha256') or p['hash'].get('md5')}" for p in data["package"])
+    except (KeyError, TypeError) as exc:
+        raise EnvError(f"{path} is not a conda-lock file ({exc})") from None
+    lock_hash = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+    env_hash = hashlib.sha256("\n".join([backend, *packages]).encode()).hexdigest()[:16]
+    return CondaLock(path, packages, lock_hash, env_hash, backend)
+
+
+def render_explicit(lockfile: Path, out_dir: Path, platform: str = "linux-64") -> Path:
+    """`conda-lock render --kind explicit`: the `conda create --file` input for the conda backend."""
+    exe = Path(sys.executable).parent / "conda-lock"
+    proc = subprocess.run([str(exe if exe.exists() else "conda-lock"), "render", "--kind", "explicit", "-p", platform,
+                           "--filename-template", str(out_dir / "conda-{platform}.lock"), str(lockfile)],
+                          capture_output=True, text=True, timeout=300)
+    target = out_dir / f"conda-{platform}.lock"
+    if proc.returncode != 0 or not target.exists():
+        raise EnvError(f"conda-lock render failed: {proc.stderr.strip()[-500:]}")
+    return target
