@@ -133,3 +133,31 @@ def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3",
             backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
             conda=conda, package_cache=package_cache)
     raise RenderError(f"unknown environment backend {backend!r}")
+
+
+@dataclass(frozen=True)
+class PluginTestTask:
+    """One plugin's tests: its environment and its test files."""
+
+    index: int
+    plugin: str
+    env_key: str
+    lockfile: str
+    tests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PluginTestJob:
+    code_dir: str
+    report_dir: str
+    build_env: str
+    env_root: str
+    tasks: tuple[PluginTestTask, ...]
+    slurm: SlurmOptions
+
+
+def render_plugin_test_job(job: PluginTestJob) -> str:
+    for task in job.tasks:
+        if not re.match(r"^[A-Za-z0-9_-]+$", task.env_key):
+            raise RenderError(f"environment key {task.env_key!r}")
+    return _env.get_template("plugin_test_job.sh.j2").render(job=job, sbatch=sbatch_lines(job.slurm))

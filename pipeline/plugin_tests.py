@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.lock import EnvError, EnvSpec, lock_environment, validate_requirements
-from jobscripts import render_env_builder
+from jobscripts import PluginTestJob, PluginTestTask, SlurmOptions, render_env_builder, render_plugin_test_job
 from pipeline import gitrepo
 from pipeline.config import Settings
 from pipeline.detect import Change
@@ -44,17 +44,19 @@ def plugins_to_test(change: Change, catalog: Catalog) -> list[Plugin]:
 
 
 def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit: Path) -> list[PluginTestResult]:
-    builder_text = render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
-                                      package_cache=str(settings.package_cache or ""))
+    """Lock each plugin's environment, render the plugin-test job, run each of its array tasks as
+    Slurm would (bash, array variables set, the job allow-list environment), merge the reports."""
     pyver = python_version(settings.python)
     results: list[PluginTestResult] = []
     suites = ET.Element("testsuites", name="unittests_plugins")
     with tempfile.TemporaryDirectory(prefix="plugin-tests-") as tmp:
         tmp_path = Path(tmp)
-        code = tmp_path / "code"
+        code, reports = tmp_path / "code", tmp_path / "reports"
         gitrepo.export_tree(catalog.repo, catalog.commit, catalog.domain_root, code)
         builder = tmp_path / "build_env.sh"
-        builder.write_text(builder_text)
+        builder.write_text(render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
+                                              package_cache=str(settings.package_cache or "")))
+        tasks: list[PluginTestTask] = []
         for plugin in plugins_to_test(change, catalog):
             name = f"{plugin.type}/{plugin.name}"
             tests = sorted((code / plugin.path).glob("test*.py"))
@@ -69,28 +71,31 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
                 results.append(PluginTestResult(name, "error", f"env_build: {exc}"))
                 _error_suite(suites, name, f"env_build: {exc}")
                 continue
-            env_path = Path(settings.env_root).resolve() / lock.env_hash
-            built = subprocess.run(["bash", str(builder), str(env_path), str(lock.path)], capture_output=True,
-                                   text=True, env=job_environment({}))
-            if built.returncode != 0:
-                detail = "env_build: " + (built.stderr or built.stdout)[-2000:]
-                results.append(PluginTestResult(name, "error", detail))
-                _error_suite(suites, name, detail)
+            tasks.append(PluginTestTask(len(tasks), name, lock.env_hash, str(lock.path), tuple(map(str, tests))))
+        script = tmp_path / "plugin_test_job.sh"
+        script.write_text(render_plugin_test_job(PluginTestJob(
+            code_dir=str(code), report_dir=str(reports), build_env=str(builder),
+            env_root=str(Path(settings.env_root).resolve()), tasks=tuple(tasks),
+            slurm=SlurmOptions(job_name="plugin-tests", array=f"0-{max(len(tasks) - 1, 0)}",
+                               time_minutes=settings.time_minutes, mem=settings.mem))))
+        for task in tasks:
+            proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=settings.pair_timeout,
+                                  env=job_environment({"SLURM_ARRAY_TASK_ID": str(task.index)}))
+            report = reports / f"task-{task.index}.xml"
+            if proc.returncode == 3:
+                log = (reports / f"env-{task.index}.log")
+                detail = "env_build: " + (log.read_text()[-2000:] if log.exists() else proc.stderr[-2000:])
+                results.append(PluginTestResult(task.plugin, "error", detail))
+                _error_suite(suites, task.plugin, detail)
                 continue
-            report = tmp_path / f"{plugin.type}-{plugin.name}.xml"
-            env = job_environment({"PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp_path)})
-            proc = subprocess.run([str(env_path / "bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   f"--junitxml={report}", "-o", f"junit_suite_name={name}",
-                                   *[str(t) for t in tests]], cwd=code, env=env, capture_output=True, text=True,
-                                  timeout=settings.pair_timeout)
             status = "passed" if proc.returncode == 0 else "failed"
-            results.append(PluginTestResult(name, status, proc.stdout[-2000:] if status == "failed" else ""))
+            results.append(PluginTestResult(task.plugin, status, proc.stdout[-2000:] if status == "failed" else ""))
             if report.exists():
                 for suite in ET.parse(report).getroot().iter("testsuite"):
-                    suite.set("name", name)
+                    suite.set("name", task.plugin)
                     suites.append(suite)
             else:
-                _error_suite(suites, name, proc.stdout[-2000:] + proc.stderr[-2000:])
+                _error_suite(suites, task.plugin, proc.stdout[-2000:] + proc.stderr[-2000:])
     junit.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suites).write(junit, encoding="utf-8", xml_declaration=True)
     return results

@@ -106,3 +106,13 @@ def test_settings_layering(tmp_path):
 
     with pytest.raises(BadInput, match="no_such_setting"):
         load_settings(environ=environ)
+
+
+def test_plugin_test_job_passes_shellcheck(tmp_path):
+    from jobscripts import PluginTestJob, PluginTestTask, render_plugin_test_job
+
+    text = render_plugin_test_job(PluginTestJob(
+        code_dir=HOSTILE, report_dir=HOSTILE + "/r", build_env=HOSTILE + "/b.sh", env_root=HOSTILE,
+        tasks=(PluginTestTask(0, "models/knn", "abc", HOSTILE + "/l.txt", (HOSTILE + "/test.py", "/x/test_b.py")),),
+        slurm=SlurmOptions(job_name="plugin-tests", array="0-0")))
+    shellcheck(text, tmp_path)
