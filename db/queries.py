@@ -48,6 +48,13 @@ def scored_keys(session: Session, keys: list[str]) -> set[str]:
     return found
 
 
+def in_flight_keys(session: Session, keys: list[str]) -> dict[str, str]:
+    """Keys among `keys` whose job is still PENDING or RUNNING in some run -> that run's id."""
+    wanted = set(keys)
+    rows = session.execute(select(Job.pair_key, Job.run_id).where(Job.state.in_(("PENDING", "RUNNING"))))
+    return {key: run_id for key, run_id in rows if key in wanted}
+
+
 def leaderboard_rows(session: Session) -> list[dict]:
     """The newest score of each model x benchmark, with its provenance."""
     stmt = (

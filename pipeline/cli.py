@@ -223,6 +223,10 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
                     status.update("array tasks: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
                 result = runner.execute(settings, db, req, on_progress=progress)
     report_issues(result.change.issues)
+    if result.plan.in_flight:
+        runs = ", ".join(sorted(set(result.plan.in_flight.values())))
+        err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
+                  "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
         err.print(f"[yellow]{problem}[/yellow]", highlight=False)
     if fmt == "json":

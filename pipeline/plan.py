@@ -60,12 +60,14 @@ class Plan:
     to_run: list[PlannedPair] = field(default_factory=list)
     already_scored: list[PlannedPair] = field(default_factory=list)
     cannot_run: list[PlannedPair] = field(default_factory=list)
+    in_flight: dict[str, str] = field(default_factory=dict)  # key -> the run still scoring it
 
     def to_json(self) -> dict:
         return {
             "commit": self.commit, "domain_root": self.domain_root,
             "counts": {"to_run": len(self.to_run), "already_scored": len(self.already_scored),
-                       "cannot_run": len(self.cannot_run)},
+                       "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
+            "in_flight": self.in_flight,
             "to_run": [p.to_json() for p in self.to_run],
             "already_scored": [p.to_json() for p in self.already_scored],
             "cannot_run": [p.to_json() for p in self.cannot_run],
@@ -129,12 +131,13 @@ def gc_paused() -> Iterator[None]:
 def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
               scored: Callable[[list[str]], set[str]], force: bool = False, models: list[str] | None = None,
               benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
-              rattler_python: str = sys.executable) -> Plan:
+              rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None
+              ) -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
-                          conda_backend=conda_backend, rattler_python=rattler_python)
+                          conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight)
 
 
 def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
@@ -153,7 +156,8 @@ def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: 
 
 def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
-               benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str) -> Plan:
+               benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
+               in_flight: Callable[[list[str]], dict[str, str]] | None) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -194,4 +198,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     done = set() if force else scored([p.key for p in pairs])
     for pair in pairs:
         (plan.already_scored if pair.key in done else plan.to_run).append(pair)
+    if in_flight is not None and not force and plan.to_run:
+        # a pair another run is still scoring is not submitted twice (a coordinator restarted after a crash)
+        plan.in_flight = in_flight([p.key for p in plan.to_run])
+        plan.to_run = [p for p in plan.to_run if p.key not in plan.in_flight]
     return plan

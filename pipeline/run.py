@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.ingest import ensure_rows
 from db.models import Job, Run, Submission, User
 from db.upsert import insert_many
-from db.queries import run_jobs, scored_keys
+from db.queries import in_flight_keys, run_jobs, scored_keys
 from db.session import session_scope
 from pipeline.bundle import Bundle, render_bundle
 from pipeline.config import Settings
@@ -82,6 +82,7 @@ class RunResult:
         return {
             "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
+            "in_flight": self.plan.in_flight,
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats,
@@ -106,10 +107,15 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         with db.sessions() as session:
             return scored_keys(session, keys)
 
+    def running(keys: list[str]) -> dict[str, str]:
+        with db.sessions() as session:
+            return in_flight_keys(session, keys)
+
     plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
                      python_version=python_version(settings.python), scored=already, force=req.force,
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
-                     conda_backend=settings.conda_backend, rattler_python=settings.rattler_python)
+                     conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
+                     in_flight=running)
     if req.only_pairs is not None:
         for name in ("to_run", "already_scored", "cannot_run"):
             setattr(plan, name, [p for p in getattr(plan, name) if (p.model, p.benchmark) in req.only_pairs])

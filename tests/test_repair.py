@@ -32,6 +32,11 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     status = workspace.json("status")
     assert status["status"] == "RUNNING"
     assert any(j["state"] == "PENDING" for j in status["jobs"])
+    # started again at once, the coordinator submits nothing that the first run still holds
+    again = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["run_id"] is None and len(json.loads(again.stdout)["in_flight"]) == 8
+    assert "still being scored" in again.stderr
 
     # reconcile while tasks may still run: nothing is closed that is still alive
     deadline = time.time() + 180

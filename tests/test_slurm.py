@@ -171,3 +171,30 @@ def test_node_failure_is_retried(slurm_cluster, workspace, example_repo):
     [job] = workspace.json("status")["jobs"]
     assert job["state"] == "COMPLETED"
     assert "resubmitting 1 task(s) after NODE_FAIL" in err
+
+
+def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
+    """The controller goes away while tasks run and comes back: the run waits, loses nothing, and
+    every pair completes once."""
+    add_benchmark(example_repo, "steady", "steady", "import time\ntime.sleep(12)\nreturn 0.5")
+    commit_all(example_repo, "a steady benchmark")
+    workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "2"
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--executor", "slurm",
+                             "--format", "json"], cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(workspace.state.glob("runs/*/logs/task-*.out")):
+            time.sleep(0.5)
+        time.sleep(2)
+        subprocess.run(["pkill", "-x", "slurmctld"], check=True)
+        time.sleep(8)  # the run polls while the controller is gone
+    finally:
+        subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["states"] == {"COMPLETED": 4}
+    board = workspace.json("leaderboard")
+    assert sorted(r["model"] for r in board if r["benchmark"] == "steady") == [
+        "gaussian-nb", "knn-5", "logreg", "random-forest"]

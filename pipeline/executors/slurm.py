@@ -172,6 +172,7 @@ class SlurmExecutor(Executor):
         self.max_submit_tries = max_submit_tries
         self.sacct_calls = 0
         self.poll_cycles = 0
+        self._last: dict[str, dict[int, TaskState]] = {}
 
     def _env(self, offset: int) -> dict[str, str]:
         env = job_environment({"SCORE_PLUGINS_TASK_OFFSET": str(offset)})
@@ -219,6 +220,8 @@ class SlurmExecutor(Executor):
         return ",".join(str(p) for p in parts)
 
     def poll(self, job_id: str) -> dict[int, TaskState]:
+        """One sacct call for all of a run's jobs; while the controller is unreachable (restarting), the last
+        known states are returned, so nothing is declared over because the scheduler could not answer."""
         parts = parse_parts(job_id)
         self.poll_cycles += 1
         self.sacct_calls += 1
@@ -228,16 +231,25 @@ class SlurmExecutor(Executor):
             states = parse_sacct(proc.stdout, parts)
         else:
             states = self._poll_squeue(parts)
+            if states is None:  # neither accounting nor the controller answered
+                log.warning("Slurm did not answer (%s); keeping the last known states", proc.stderr.strip()[:200])
+                previous = self._last.get(job_id, {})
+                return {i: previous.get(i, TaskState(i, PENDING)) for p in parts
+                        for i in range(p.offset, p.offset + p.count)}
         # A task sacct does not list yet was just submitted.
         for part in parts:
             for i in range(part.offset, part.offset + part.count):
                 states.setdefault(i, TaskState(i, PENDING))
+        self._last[job_id] = states
         return states
 
-    def _poll_squeue(self, parts: list[ArrayPart]) -> dict[int, TaskState]:
-        """Without accounting: what squeue lists is pending or running; the rest has ended."""
+    def _poll_squeue(self, parts: list[ArrayPart]) -> dict[int, TaskState] | None:
+        """Without accounting: what squeue lists is pending or running; the rest has ended.
+        None when the controller does not answer either."""
         proc = run_cmd(["squeue", "--noheader", "--array", "--format=%i|%T|%N", "--jobs",
                         ",".join(p.job_id for p in parts)])
+        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+            return None
         listed: dict[int, TaskState] = {}
         if proc.returncode == 0:
             offsets = {p.job_id: p for p in parts}
