@@ -78,7 +78,7 @@ def pair_entry(pair: PlannedPair) -> dict:
         "model_code_hash": pair.model_code_hash, "benchmark_code_hash": pair.benchmark_code_hash,
         "lock_hash": pair.lock.lock_hash, "env_hash": pair.lock.env_hash,
         "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
-        "reasons": pair.reasons,
+        "reasons": pair.reasons, "folders": list(pair.folders),
     }
 
 
@@ -127,7 +127,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "log_dir": str(run_dir / "logs"), "worker": str(worker), "env_root": str(env_root),
         "env_mode": settings.env_mode, "env_backend": settings.env_backend,
         "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
-        "array_throttle": settings.array_throttle,
+        "array_throttle": settings.array_throttle, "sandbox": settings.sandbox,
+        "state_dir": str(settings.state_dir.resolve()),
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }
     manifest_path = run_dir / "manifest.json"

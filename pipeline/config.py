@@ -57,6 +57,8 @@ class Settings:
     pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
     array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
     max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
+    sandbox: str = field(default="auto", metadata={
+        "help": "plugin sandbox: auto (bubblewrap when installed), bwrap (required), off"})
     pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
@@ -82,6 +84,8 @@ class Settings:
             self.local_workers = os.cpu_count() or 1
         if self.env_mode not in ("cached", "fresh"):
             raise BadInput(f"env_mode must be 'cached' or 'fresh', not {self.env_mode!r}")
+        if self.sandbox not in ("auto", "bwrap", "off"):
+            raise BadInput(f"sandbox must be auto, bwrap or off, not {self.sandbox!r}")
         if self.pairs_per_task < 1:
             raise BadInput("pairs_per_task must be at least 1")
 

@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,45 @@ def child_env(manifest: dict, workdir: Path) -> dict:
     return env
 
 
+def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tuple[list[str], str]:
+    """Wrap the plugin process in bubblewrap: the whole filesystem read-only, its own work folder the only
+    writable place, the state and run folders hidden but for the pair's own plugin folders, its
+    environment and the worker, and its own PID namespace (no other process, no /proc/<pid>/environ)."""
+    mode = manifest.get("sandbox", "auto")
+    bwrap = shutil.which("bwrap") if mode != "off" else None
+    if bwrap is None:
+        if mode == "bwrap":
+            raise StageError("import", "sandbox=bwrap but bubblewrap (bwrap) is not installed on this node")
+        return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)")
+    code = Path(manifest["code_dir"])
+    root = code / manifest["domain_root"]
+    args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--unshare-ipc",
+            "--die-with-parent", "--new-session"]
+    for hidden in (manifest.get("state_dir"), str(Path(manifest["spool_dir"]).parent)):
+        if hidden and Path(hidden).exists():
+            args += ["--tmpfs", hidden]
+    for keep in (manifest.get("env_root"), str(Path(env_python_dir(cmd[0])))):
+        if keep and Path(keep).exists():
+            args += ["--ro-bind", keep, keep]
+    args += ["--ro-bind", str(code), str(code)]
+    for plugin_type in ("models", "benchmarks", "data", "metrics"):
+        if (root / plugin_type).is_dir():
+            args += ["--tmpfs", str(root / plugin_type)]
+    for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
+        path = root / folder
+        if path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for path in (manifest["manifest_path"], manifest["worker"]):
+        args += ["--ro-bind", path, path]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
+    return args + cmd, "sandbox: bubblewrap"
+
+
+def env_python_dir(python: str) -> str:
+    """The environment folder of an environment's interpreter (<env>/bin/python -> <env>)."""
+    return str(Path(python).parent.parent)
+
+
 def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path) -> dict:
     """Score one pair in a child process; whatever happens, return a result dict."""
     result = base_result(manifest, pair)
@@ -142,10 +182,16 @@ def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path)
         stage_file = workdir / "stage"
         cmd = [env_python, manifest["worker"], "score-pair", "--manifest", manifest["manifest_path"],
                "--pair", pair["key"], "--out", str(out), "--stage-file", str(stage_file)]
+        try:
+            cmd, how = sandboxed(manifest, pair, workdir, cmd)
+        except StageError as exc:
+            cmd, how = [], exc.reason
         with open(log, "ab") as logf:
-            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']}\n".encode())
+            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
             logf.flush()
             try:
+                if not cmd:
+                    raise OSError(how)
                 proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
@@ -200,6 +246,8 @@ def _stage(stage_file: Path) -> str:
 
 def _read_child_result(out: Path, code: int | None, stage_file: Path, result: dict) -> dict | None:
     """None when the child reported a valid score (copied into `result`), else the failure."""
+    if code is not None and code > 128 and not out.exists() and (code - 128) in set(signal.Signals):
+        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
     if code is not None and code < 0:
         sig = -code
         name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 from tests.conftest import CLI, commit_all, write
 
@@ -37,6 +38,14 @@ BAD_PLUGINS = {
     "kill_self": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "score", "SIGKILL"),
     "bad_ceiling": ("CEIL:0", "score", "ceiling"),
     "keyboard_interrupt": ("raise KeyboardInterrupt", "score", "KeyboardInterrupt"),
+    "reads_other_plugin": ("import os\nfrom pathlib import Path\n"
+                           "return len((Path(os.environ['PYTHONPATH']) / 'sklearn_scores/models/knn/__init__.py')"
+                           ".read_text()) * 0.0", "score", "FileNotFoundError"),
+    "writes_outside": ("import os\nfrom pathlib import Path\n"
+                       "(Path(os.environ['PYTHONPATH']) / 'sklearn_scores/pwned.py').write_text('x = 1')\nreturn 0.5",
+                       "score", "Read-only file system"),
+    "writes_tmp": ("from pathlib import Path\nPath('/tmp/score-plugins-pwned').write_text('x')\nreturn 0.5", "score",
+                   "Read-only file system"),
 }
 
 
@@ -90,19 +99,25 @@ def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
 
     body = email.message_from_bytes(mail.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
     assert body.count("FAILED during") + body.count("TIMEOUT during") == len(BAD_PLUGINS) - 1
-    assert len(mail.read_bytes()) < 200_000
+    assert len(mail.read_bytes()) < 250_000
+    assert not list(example_repo.parent.rglob("pwned.py")) and not Path("/tmp/score-plugins-pwned").exists()
     huge_log = next(workspace.state.glob("runs/*/logs/*.log"), None)
     assert huge_log is not None and max(p.stat().st_size for p in workspace.state.glob("runs/*/logs/*.log")) < 3e6
 
 
 def test_plugin_sees_no_credentials(workspace, example_repo, pg_url, tmp_path):
-    """A plugin dumps its environment and every file it can read under the run folder, the state
-    folder and the site config: neither password appears there, nor in any log, script, spool file or email."""
+    """A plugin dumps its environment, every process environment it can see in /proc, and every file it
+    can read under the run folder, the state folder and the site config: neither password appears there,
+    nor in any log, script, spool file or email. (With the sandbox off, the coordinator's own environment
+    in /proc leaks the database URL under the local executor: this test then fails, as it should.)"""
     smtp_password = "smtp-S3cret-99"
     db_password = pg_url.split("://", 1)[1].split("@")[0].split(":")[1]
     site = tmp_path / "site.toml"
     site.write_text('partition = ""\n')
     dumper = ("import os, pathlib\nprint('ENV', dict(os.environ))\n"
+              "for proc in pathlib.Path('/proc').glob('[0-9]*/environ'):\n"
+              "    try:\n        print('PROC', proc, proc.read_bytes())\n"
+              "    except Exception as e:\n        print('NOPROC', proc, e)\n"
               "roots = [pathlib.Path(os.environ['PYTHONPATH']).parent, pathlib.Path(os.environ['PYTHONPATH']).parents[2],"
               f" pathlib.Path({str(site)!r})]\n"
               "for root in roots:\n"
