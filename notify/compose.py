@@ -65,6 +65,7 @@ class RunReport:
     build_url: str = ""
     leaderboard_url: str = ""
     skipped: int = 0
+    plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
 
 
 def message_id(run_id: str, recipient: str) -> str:
@@ -90,6 +91,8 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
     status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
+    if report.plugin_problems:
+        status += f", {len(report.plugin_problems)} plugin problem(s)"
     msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
                       if alert else f"[score-plugins] run {report.run_id}: {status}")
     msg["Date"] = formatdate(localtime=False)

@@ -17,13 +17,13 @@ INFRASTRUCTURE_STATES = ("NODE_FAIL", "PREEMPTED", "LOST")
 
 def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path, sender: str,
                        leaderboard_url: str = "", skipped: dict[str, int] | None = None,
-                       extra_recipients: list[str] | None = None, admin_email: str = ""
-                       ) -> tuple[list[Path], list[str]]:
+                       extra_recipients: list[str] | None = None, admin_email: str = "",
+                       plugin_problems: dict[str, list[str]] | None = None) -> tuple[list[Path], list[str]]:
     """Queue one message per submitter; returns the queued paths and the problems (bad addresses).
 
     Never raises for a bad address: it is reported, and everyone else still gets their message.
     """
-    by_submitter: dict[str, list[PairOutcome]] = {}
+    by_submitter: dict[str, list[PairOutcome]] = {owner: [] for owner in plugin_problems or {}}
     for job in jobs:
         outcome = PairOutcome(job.model, job.benchmark, job.state, job.score, job.stage, job.reason, job.log_tail)
         for submitter in list(job.submitters or []) + list(extra_recipients or []):
@@ -32,7 +32,8 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
     paths, problems = [], []
     for submitter, outcomes in sorted(by_submitter.items()):
         report = RunReport(run.id, run.head_commit, run.domain, profile, outcomes, run.build_url or "",
-                           leaderboard_url, (skipped or {}).get(submitter, 0))
+                           leaderboard_url, (skipped or {}).get(submitter, 0),
+                           (plugin_problems or {}).get(submitter, []))
         try:
             paths.append(outbox.put(compose(report, submitter, sender)))
         except AddressError as exc:

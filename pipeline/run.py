@@ -127,7 +127,17 @@ def execute(settings: Settings, db: Database, req: Request, *,
     """Run the whole pipeline for one request and return what happened."""
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
+    problems = plugin_problems_by_owner(change, catalog)
     if not plan.to_run and not plan.cannot_run:
+        if problems:  # nothing to score, but the submitters of refused plugins still hear why
+            run = Run(id=f"check-{plan.commit[:12]}", head_commit=plan.commit, domain=plan.domain_root,
+                      executor=req.executor, build_url=req.build_url)
+            paths, bad = queue_run_messages(run, [], profile=db.profile.name, outbox_dir=settings.outbox_dir,
+                                            sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
+                                            plugin_problems=problems)
+            result.emails, result.problems = [str(p) for p in paths], bad
+            result.delivery, more = deliver(settings.outbox_dir, db.profile.name)
+            result.problems.extend(more)
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
@@ -148,8 +158,19 @@ def execute(settings: Settings, db: Database, req: Request, *,
         finally:
             executor.close()
         close_missing(db, bundle, states)
-    _finish(settings, db, bundle, plan, req, result)
+    _finish(settings, db, bundle, plan, req, result, problems)
     return result
+
+
+def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list[str]]:
+    """Errors found at detection (syntax errors, refused identifiers), grouped by the plugin's submitter."""
+    found: dict[str, list[str]] = {}
+    for issue in change.errors:
+        parts = issue["file"].split("/")
+        plugin = catalog.plugins.get((parts[1], parts[2])) if len(parts) >= 3 else None
+        if plugin is not None and plugin.owner:
+            found.setdefault(plugin.owner, []).append(f"{issue['file']}:{issue['line']}: {issue['message']}")
+    return found
 
 
 def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
@@ -288,7 +309,8 @@ def record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str | 
         for email, ok in sorted(outcome.items())], conflict=["run_id", "user_id"], update=["status", "ended_at"])
 
 
-def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult) -> None:
+def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
+            problems: dict[str, list[str]] | None = None) -> None:
     with session_scope(db.sessions) as session:
         run = session.get(Run, bundle.run_id)
         jobs = run_jobs(session, bundle.run_id)
@@ -306,7 +328,7 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
         paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                              sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                              skipped=skipped, extra_recipients=req.extra_recipients,
-                                             admin_email=settings.admin_email)
+                                             admin_email=settings.admin_email, plugin_problems=problems)
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

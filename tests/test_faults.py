@@ -73,7 +73,7 @@ def add_bad_benchmarks(repo) -> None:
 def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
     add_bad_benchmarks(example_repo)
     commit_all(example_repo, "twenty bad benchmarks and a good one", author="Mallory <mallory@example.org>")
-    workspace.env.update({"SCORE_PLUGINS_PAIR_TIMEOUT": "8", "SCORE_PLUGINS_PAIRS_PER_TASK": "6"})
+    workspace.env.update({"SCORE_PLUGINS_PAIR_TIMEOUT": "25", "SCORE_PLUGINS_PAIRS_PER_TASK": "6"})
     proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
                          "--format", "json")
     assert proc.returncode == 1, proc.stderr  # the run finished with failed pairs (1 outranks 2)
@@ -98,6 +98,8 @@ def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
     from email import policy
 
     body = email.message_from_bytes(mail.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
+    assert "Problems found in your plugins before scoring (1)" in body
+    assert "sklearn_scores/benchmarks/syntax_error/__init__.py:2: syntax error" in body
     assert body.count("FAILED during") + body.count("TIMEOUT during") == len(BAD_PLUGINS) - 1
     assert len(mail.read_bytes()) < 250_000
     assert not list(example_repo.parent.rglob("pwned.py")) and not Path("/tmp/score-plugins-pwned").exists()
@@ -173,3 +175,18 @@ def test_postgres_down_mid_run_results_wait_in_the_spool(workspace, example_repo
     assert len(workspace.json("leaderboard", "--profile", "test")) == 4
     again = workspace.json("ingest", "--profile", "test")
     assert again["scores"] == 0 and again["duplicates"] == 4  # nothing lost, nothing twice
+
+
+def test_a_change_with_only_a_broken_plugin_still_tells_its_submitter(workspace, example_repo):
+    write(example_repo, "sklearn_scores/models/broken/__init__.py",
+          "from sklearn_scores import model_registry\nmodel_registry['has space'] = lambda: None\n")
+    commit_all(example_repo, "a model with a bad identifier", author="Zoe <zoe@example.org>")
+    proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert proc.returncode == 2 and "broken/__init__.py:2: error" in proc.stderr
+    [mail] = list((workspace.state / "outbox").glob("*.eml"))
+    import email
+    from email import policy
+
+    msg = email.message_from_bytes(mail.read_bytes(), policy=policy.default)
+    assert str(msg["To"]) == "zoe@example.org" and "plugin problem" in msg["Subject"]
+    assert "identifier has characters outside" in msg.get_body(("plain",)).get_content()
