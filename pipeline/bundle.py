@@ -53,6 +53,19 @@ class Bundle:
         return {p["key"]: t["index"] for t in self.manifest["tasks"] for p in t["pairs"]}
 
 
+def mem_bytes(text: str) -> int | None:
+    """'4G', '800M', '1024K' (Slurm's units, M by default) -> bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    text = text.strip().upper().rstrip("B")
+    if not text:
+        return None
+    unit = units.get(text[-1])
+    try:
+        return int(float(text[:-1]) * unit) if unit else int(float(text) * 2**20)
+    except ValueError:
+        return None
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -128,6 +141,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "env_mode": settings.env_mode, "env_backend": settings.env_backend,
         "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
         "array_throttle": settings.array_throttle, "sandbox": settings.sandbox,
+        # Slurm enforces `mem` itself; on this machine the worker sets it as the plugin's data limit
+        "mem_limit_bytes": mem_bytes(settings.mem) if executor == "local" else None,
         "state_dir": str(settings.state_dir.resolve()),
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }

@@ -164,6 +164,20 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tupl
     return args + cmd, "sandbox: bubblewrap"
 
 
+def memory_limit(limit: int | None):  # noqa: ANN201 - a preexec function or None
+    """Where no scheduler enforces memory (the local executor), cap the plugin's data segment: an
+    allocation past it raises MemoryError in the plugin instead of exhausting the machine."""
+    if not limit:
+        return None
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
+
+
 def env_python_dir(python: str) -> str:
     """The environment folder of an environment's interpreter (<env>/bin/python -> <env>)."""
     return str(Path(python).parent.parent)
@@ -193,7 +207,8 @@ def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path)
                 if not cmd:
                     raise OSError(how)
                 proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=memory_limit(manifest.get("mem_limit_bytes")))
             except OSError as exc:
                 proc = None
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
@@ -262,7 +277,9 @@ def _read_child_result(out: Path, code: int | None, stage_file: Path, result: di
         return {"state": "FAILED", "stage": _stage(stage_file),
                 "reason": f"plugin process exited with code {code} without a result"}
     if reported.get("status") != "ok":
-        return {"state": "FAILED", "stage": reported.get("stage", "score"), "reason": reported.get("reason")}
+        reason = reported.get("reason") or ""
+        state = "OUT_OF_MEMORY" if reason.startswith("MemoryError") else "FAILED"
+        return {"state": state, "stage": reported.get("stage", "score"), "reason": reason}
     for k in ("score_raw", "score_ceiled", "ceiling"):
         result[k] = reported.get(k)
     return None

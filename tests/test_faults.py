@@ -190,3 +190,15 @@ def test_a_change_with_only_a_broken_plugin_still_tells_its_submitter(workspace,
     msg = email.message_from_bytes(mail.read_bytes(), policy=policy.default)
     assert str(msg["To"]) == "zoe@example.org" and "plugin problem" in msg["Subject"]
     assert "identifier has characters outside" in msg.get_body(("plain",)).get_content()
+
+
+def test_memory_hog_on_the_local_executor_is_stopped_at_its_limit(workspace, example_repo):
+    write(example_repo, "sklearn_scores/benchmarks/hog/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\nclass Bench:\n    def __call__(self, model):\n"
+          "        blocks = [bytearray(200 * 2**20) for _ in range(20)]\n        return 0.5\n\n"
+          "benchmark_registry['hog'] = Bench\n")
+    commit_all(example_repo, "a benchmark that wants 4 GB")
+    workspace.env["SCORE_PLUGINS_MEM"] = "1G"
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg", expect=1)
+    [pair] = result["pairs"]
+    assert pair["state"] == "OUT_OF_MEMORY" and pair["stage"] == "score" and "MemoryError" in pair["reason"]
