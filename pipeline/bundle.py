@@ -20,6 +20,7 @@ from jobscripts import ScoreJob, SlurmOptions, TaskLine, render_env_builder, ren
 from pipeline import gitrepo
 from pipeline.config import Settings
 from pipeline.plan import Plan, PlannedPair
+from pipeline.units import size_bytes
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
 RATTLER_TOOL = Path(rattler_tool())
@@ -51,19 +52,6 @@ class Bundle:
 
     def task_of(self) -> dict[str, int]:
         return {p["key"]: t["index"] for t in self.manifest["tasks"] for p in t["pairs"]}
-
-
-def mem_bytes(text: str) -> int | None:
-    """'4G', '800M', '1024K' (Slurm's units, M by default) -> bytes."""
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    text = text.strip().upper().rstrip("B")
-    if not text:
-        return None
-    unit = units.get(text[-1])
-    try:
-        return int(float(text[:-1]) * unit) if unit else int(float(text) * 2**20)
-    except ValueError:
-        return None
 
 
 def new_run_id() -> str:
@@ -142,7 +130,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
         "array_throttle": settings.array_throttle, "sandbox": settings.sandbox,
         # Slurm enforces `mem` itself; on this machine the worker sets it as the plugin's data limit
-        "mem_limit_bytes": mem_bytes(settings.mem) if executor == "local" else None,
+        "mem_limit_bytes": size_bytes(settings.mem) if executor == "local" else None,
         "state_dir": str(settings.state_dir.resolve()),
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }

@@ -92,19 +92,44 @@ def examples_create(dest: Path, profile: str) -> None:
 
 # --- detect / plan ------------------------------------------------------------------------------------------
 
-def change_options(func: Callable) -> Callable:
-    for decorator in reversed([
+def _apply(func: Callable, decorators: list[Callable]) -> Callable:
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def revision_options(func: Callable) -> Callable:
+    """Which plugins: a change (--base/--head) or every plugin (--all), in a repository."""
+    return _apply(func, [
         click.option("--repo", type=click.Path(path_type=Path), required=True, help="plugins git repository"),
         click.option("--base", help="revision before the change"),
         click.option("--head", default="HEAD", show_default=True, help="revision after the change"),
         click.option("--all", "all_", is_flag=True, help="every plugin at --head, not a change"),
         click.option("--domain-root", help="top-level plugin folder (default: found from the repository)"),
+    ])
+
+
+def change_options(func: Callable) -> Callable:
+    """Revision options, and which pairs of them to score."""
+    return revision_options(_apply(func, [
         click.option("--models", help="only these model ids (comma-separated)"),
         click.option("--benchmarks", help="only these benchmark ids (comma-separated)"),
         click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
-    ]):
-        func = decorator(func)
-    return func
+    ]))
+
+
+def require_one_mode(base: str | None, all_: bool) -> None:
+    if all_ == bool(base):
+        raise BadInput("give either --base REV (with --head) or --all")
+
+
+def emit_mapping(data: dict, fmt: str) -> None:
+    """A flat result: one JSON object, or `key: value` lines for people."""
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for key, value in data.items():
+            out.print(f"{key}: {value}", highlight=False)
 
 
 def _ids(text: str | None) -> list[str] | None:
@@ -115,8 +140,7 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
              benchmarks: str | None, force: bool, executor: str = "local", **extra: Any):
     from pipeline.run import Request
 
-    if all_ == bool(base):
-        raise BadInput("give either --base REV (with --head) or --all")
+    require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
                    benchmarks=_ids(benchmarks), force=force, executor=executor, **extra)
 
@@ -280,19 +304,11 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
     data = {"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
             "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
             "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"}
-    if fmt == "json":
-        emit_json(data)
-    else:
-        for k, v in data.items():
-            out.print(f"{k}: {v}", highlight=False)
+    emit_mapping(data, fmt)
 
 
 @main.command("test-plugins")
-@click.option("--repo", type=click.Path(path_type=Path), required=True)
-@click.option("--base", help="revision before the change")
-@click.option("--head", default="HEAD", show_default=True)
-@click.option("--all", "all_", is_flag=True, help="every plugin at --head")
-@click.option("--domain-root")
+@revision_options
 @click.option("--junit", type=click.Path(path_type=Path), required=True, help="where to write the JUnit XML report")
 @common()
 def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, junit: Path,
@@ -302,8 +318,7 @@ def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_roo
     from pipeline.detect import detect_all
     from pipeline.plugin_tests import run_plugin_tests
 
-    if all_ == bool(base):
-        raise BadInput("give either --base REV (with --head) or --all")
+    require_one_mode(base, all_)
     change, catalog = detect_all(repo, head, domain_root) if all_ else run_detect(repo, base, head, domain_root)
     report_issues(change.issues)
     results = run_plugin_tests(settings_from(), change, catalog, junit)
@@ -511,11 +526,7 @@ def reproduce(score_id: int, out_dir: Path, profile: str, fmt: str, yes_prod: bo
         bundle = reproduce_score(settings, db, score_id, out_dir)
     data = {"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
             "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}", "submit": f"sbatch {bundle.job_script}"}
-    if fmt == "json":
-        emit_json(data)
-    else:
-        for k, v in data.items():
-            out.print(f"{k}: {v}", highlight=False)
+    emit_mapping(data, fmt)
 
 
 # --- db / notify / config -----------------------------------------------------------------------------------

@@ -40,12 +40,11 @@ def task_states(run: Run, job_id: str | None) -> dict[int, TaskState]:
         bundle = load_bundle(Path(run.run_dir))
         return local_task_states(bundle.log_dir, bundle.n_tasks)
     if run.executor in ("slurm", "submitit"):
-        from pipeline.executors.slurm import SlurmExecutor, parse_parts
+        from pipeline.executors.slurm import SlurmExecutor
 
         if run.executor == "submitit":  # submitit's job id is Slurm's array job id
             bundle = load_bundle(Path(run.run_dir))
             job_id = f"{job_id}@0+{bundle.n_tasks}"
-        parse_parts(job_id)
         return SlurmExecutor().poll(job_id)
     raise BadInput(f"run {run.id}: unknown executor {run.executor!r}")
 

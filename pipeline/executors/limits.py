@@ -7,16 +7,12 @@ import shutil
 import subprocess
 
 from pipeline.errors import BadInput
-
-UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
+from pipeline.units import size_bytes
 
 def mem_mb(text: str) -> int | None:
     """'4G' -> 4096, '800M' -> 800, '21694' (MB) -> 21694; 'UNLIMITED' -> None."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", text.strip().upper())
-    if not match:
-        return None
-    return int(float(match.group(1)) * UNITS.get(match.group(2) or "M", 1))
+    size = size_bytes(text)
+    return None if size is None else size // 2**20
 
 
 def time_minutes(text: str) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pipeline.errors import BadInput, InfrastructureError
 from pipeline.executors.base import PENDING, RUNNING, Executor, TaskState
 from pipeline.executors.local import job_environment
+from pipeline.units import size_bytes
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,7 @@ STATE_MAP = {
 TRANSIENT_SBATCH = ("Socket timed out", "temporarily unable", "Resource temporarily unavailable",
                     "Unable to contact slurm controller", "Zero Bytes were transmitted", "Connection refused")
 SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Elapsed,Reason,MaxRSS,ReqMem"
-SIZE = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
-
-def size_bytes(text: str) -> int | None:
-    """sacct sizes: '957728K', '800M', '4Gn' (per node), '2Gc' (per CPU) -> bytes."""
-    text = text.strip().rstrip("nc")
-    if not text:
-        return None
-    if text[-1].upper() in SIZE:
-        try:
-            return int(float(text[:-1]) * SIZE[text[-1].upper()])
-        except ValueError:
-            return None
-    return int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -117,7 +105,7 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
         if part is None:
             continue
         if step:
-            rss = size_bytes(max_rss)
+            rss = size_bytes(max_rss, default_unit="")
             if rss is not None and idx.isdigit():
                 peak[part.offset + int(idx)] = max(peak.get(part.offset + int(idx), 0), rss)
             continue
