@@ -86,6 +86,14 @@ def ingest_results(session: Session, results: Iterable[dict], batch: int = BATCH
     return counts
 
 
+def _number(value: object) -> float | None:
+    """A finite float, or None: a spool value is data, never trusted to be the right type."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int]) -> None:
     emails = {}
     for r in results:
@@ -112,7 +120,7 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
             "model_id": models[r["model"]],
             "benchmark_instance_id": instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
             "pair_key": r["pair_key"], "run_id": r.get("run_id") if r.get("run_id") in known else None,
-            "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": None,
+            "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": _number(r.get("error")),
             "comment": r.get("comment"),
             "start_timestamp": _ts(r.get("started_at")), "end_timestamp": _ts(r.get("ended_at")),
             "commit": r["commit"], "model_code_hash": r["model_code_hash"],

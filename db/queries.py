@@ -68,7 +68,7 @@ def leaderboard_rows(session: Session) -> list[dict]:
     for model, benchmark, score, ceiling in session.execute(stmt):
         newest[(model, benchmark)] = {
             "id": score.id, "model": model, "benchmark": benchmark, "score": score.score_ceiled,
-            "score_raw": score.score_raw, "ceiling": ceiling, "commit": score.commit,
+            "score_raw": score.score_raw, "ceiling": ceiling, "error": score.error, "commit": score.commit,
             "model_code_hash": score.model_code_hash, "benchmark_code_hash": score.benchmark_code_hash,
             "lock_hash": score.lock_hash, "env_hash": score.env_hash, "job_id": score.job_id,
             "array_index": score.array_index, "executor": score.executor, "node": score.node,

@@ -50,23 +50,40 @@ class Lock:
     kind: str = "pip"
 
 
-def validate_requirements(requirements: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Only plain PEP 508 requirements from the index: no pip options, paths or URLs."""
+DEFAULT_URL_SCHEMES = ("git+https",)
+
+
+def validate_requirements(requirements: list[str] | tuple[str, ...],
+                          url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES) -> tuple[str, ...]:
+    """PEP 508 requirements from the index, or from a VCS URL whose scheme is allowed (`git+https` by
+    default; the lock pins the commit it resolved to). Pip options, local paths and other URLs are refused."""
     clean = []
     for line in requirements:
         if line.startswith("-"):
             raise EnvError(f"requirement {line!r}: pip options are not allowed in plugin requirements")
+        if line.startswith((".", "/", "~")) or line.startswith("file:"):
+            raise EnvError(f"requirement {line!r}: local paths are not allowed in plugin requirements")
+        if re.match(r"^[a-z][a-z0-9+.-]*://", line):  # a bare URL: `git+https://host/repo@rev#egg=name`
+            egg = re.search(r"#egg=([A-Za-z0-9._-]+)", line)
+            if not egg:
+                raise EnvError(f"requirement {line!r}: a URL needs a name (write `name @ {line}`)")
+            line = f"{egg.group(1)} @ {line.split('#', 1)[0]}"
         try:
             req = Requirement(line)
         except InvalidRequirement as exc:
             raise EnvError(f"requirement {line!r} is not valid: {exc}") from exc
         if req.url:
-            raise EnvError(f"requirement {line!r}: direct URLs are not allowed")
+            scheme = req.url.split("://", 1)[0].lower() if "://" in req.url else ""
+            if scheme not in url_schemes:
+                allowed = ", ".join(f"{s}://" for s in url_schemes) or "none"
+                raise EnvError(f"requirement {line!r}: URL scheme {scheme or req.url!r} is not allowed "
+                               f"(allowed: {allowed}; local paths never are)")
         clean.append(str(req))
     return tuple(sorted(set(clean)))
 
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+URL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*(\S+)")
 
 
 def solved_packages(lock_text: str) -> tuple[str, ...]:
@@ -76,6 +93,10 @@ def solved_packages(lock_text: str) -> tuple[str, ...]:
         match = PIN.match(line.strip())
         if match:
             found.append(f"{match.group(1).lower().replace('_', '-')}=={match.group(2)}")
+            continue
+        match = URL_PIN.match(line.strip())  # `name @ git+https://host/repo@<commit>`: the lock pins the commit
+        if match:
+            found.append(f"{match.group(1).lower().replace('_', '-')} @ {match.group(2)}")
     return tuple(sorted(found))
 
 

@@ -132,6 +132,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         # Slurm enforces `mem` itself; on this machine the worker sets it as the plugin's data limit
         "mem_limit_bytes": size_bytes(settings.mem) if executor == "local" else None,
         "state_dir": str(settings.state_dir.resolve()),
+        "shared_cache": str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
+        "plugin_env": dict(item.split("=", 1) for item in settings.plugin_env),
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }
     manifest_path = run_dir / "manifest.json"

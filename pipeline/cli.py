@@ -17,12 +17,19 @@ from typing import Any, Callable, Iterator
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import BadInput, PipelineError
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Markup off everywhere: ids, errors and paths come from plugins, users and git, and are shown as text.
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+out = Console(soft_wrap=True, markup=False, highlight=False)
+
+
+def coloured(label: str, style: str, text: str) -> Text:
+    """`label` in `style`, then `text` exactly as it is (never read as markup)."""
+    return Text.assemble((label, style), " ", text)
 
 
 def emit_json(data: Any) -> None:
@@ -42,12 +49,12 @@ def common(fmt: bool = True) -> Callable:
             try:
                 return func(*args, **kwargs)
             except PipelineError as exc:
-                err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                err.print(coloured("error:", "red", str(exc)))
                 sys.exit(exc.exit_code)
             except OperationalError as exc:  # the database went away mid-command; never print its URL
-                err.print(f"[red]error:[/red] the database became unreachable ({type(exc.orig).__name__}); "
-                          "results already written stay in the run's spool: run `score-plugins reconcile` "
-                          "when it is back", markup=True, highlight=False)
+                err.print(coloured("error:", "red", f"the database became unreachable ({type(exc.orig).__name__}); "
+                                   "results already written stay in the run's spool: run `score-plugins reconcile` "
+                                   "when it is back"))
                 sys.exit(3)
         if fmt:
             wrapper = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
@@ -155,7 +162,7 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: s
     """What the change base..head touches (Brain-Score's get_scoring_info, as JSON)."""
     from pipeline.detect import detect as run_detect
 
-    change, _ = run_detect(repo, base, head, domain_root)
+    change, _ = run_detect(repo, base, head, domain_root, settings_from().state_dir / "cache")
     data = change.to_json()
     report_issues(change.issues)
     if fmt == "json":
@@ -173,8 +180,7 @@ def report_issues(issues: list[dict]) -> None:
     """Each problem on stderr as `file:line: severity: message` (stdout stays data only)."""
     for i in issues:
         colour = "red" if i["severity"] == "error" else "yellow"
-        err.print(f"[{colour}]{i['file']}:{i['line']}: {i['severity']}: {i['message']}[/{colour}]", highlight=False,
-                  markup=True)
+        err.print(Text(f"{i['file']}:{i['line']}: {i['severity']}: {i['message']}", style=colour))
 
 
 @contextmanager
@@ -252,7 +258,7 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
         err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
                   "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
-        err.print(f"[yellow]{problem}[/yellow]", highlight=False)
+        err.print(Text(str(problem), style="yellow"))
     if fmt == "json":
         emit_json(result.to_json())
     else:

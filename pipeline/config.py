@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -67,6 +68,13 @@ class Settings:
     admin_email: str = field(default="", metadata={"help": "address alerted on infrastructure failures"})
     sender_email: str = field(default="score-plugins@localhost", metadata={"help": "From: of every email"})
     leaderboard_url: str = field(default="", metadata={"help": "link to the leaderboard in emails"})
+    requirement_url_schemes: list[str] = field(default_factory=lambda: ["git+https"], metadata={
+        "help": "URL schemes plugin requirements may use (the lock pins the resolved commit)"})
+    plugin_env: list[str] = field(default_factory=lambda: ["BS_INSTALL_DEPENDENCIES=no"], metadata={
+        "help": "NAME=value variables given to the plugin process (Brain-Score: do not pip-install at import)"})
+    shared_cache: Path | None = field(default=None, metadata={
+        "help": "persistent cache for data, weights and activations, shared by pairs, writable by plugins "
+                "(default: <state_dir>/shared-cache)"})
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -88,6 +96,12 @@ class Settings:
             raise BadInput(f"sandbox must be auto, bwrap or off, not {self.sandbox!r}")
         if self.pairs_per_task < 1:
             raise BadInput("pairs_per_task must be at least 1")
+        for item in self.plugin_env:
+            name = item.split("=", 1)[0]
+            if "=" not in item or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise BadInput(f"plugin_env entry {item!r} is not NAME=value")
+        if self.shared_cache is None:
+            self.shared_cache = self.state_dir / "shared-cache"
 
     @property
     def runs_dir(self) -> Path:
@@ -100,6 +114,11 @@ class Settings:
     @property
     def locks_dir(self) -> Path:
         return self.state_dir / "locks"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Parsed-source facts (by git blob id): safe to delete, rebuilt on the next run."""
+        return self.state_dir / "cache"
 
     def public(self) -> dict[str, Any]:
         """All fields as plain values (none of them is a secret)."""

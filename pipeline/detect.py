@@ -62,11 +62,12 @@ def classify_path(path: str, domain_root: str) -> tuple[str, str | None, str | N
     return ("other", None, None)
 
 
-def detect(repo: Path, base: str, head: str, domain_root: str | None = None) -> tuple[Change, Catalog]:
+def detect(repo: Path, base: str, head: str, domain_root: str | None = None, cache_dir: Path | None = None
+           ) -> tuple[Change, Catalog]:
     """Detect what `base..head` touches; plugin files are read at `head` from git objects."""
     repo = gitrepo.ensure_repository(repo)
     base_commit = gitrepo.resolve(repo, base)
-    catalog = load_catalog(repo, head, domain_root)
+    catalog = load_catalog(repo, head, domain_root, cache_dir)
     root = catalog.domain_root
     changed: dict[str, set[str]] = {t: set() for t in PLUGIN_TYPES}
     metadata_touched: dict[str, set[str]] = {t: set() for t in PLUGIN_TYPES}
@@ -92,14 +93,13 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None = None) -> 
                       base_commit), catalog
 
 
-def detect_all(repo: Path, head: str, domain_root: str | None = None) -> tuple[Change, Catalog]:
+def detect_all(repo: Path, head: str, domain_root: str | None = None, cache_dir: Path | None = None
+               ) -> tuple[Change, Catalog]:
     """Treat every plugin at `head` as new (`--all`)."""
-    catalog = load_catalog(repo, head, domain_root)
+    catalog = load_catalog(repo, head, domain_root, cache_dir)
     changed = {t: {p.name for p in catalog.of_type(t)} for t in PLUGIN_TYPES}
-    for issue in catalog.issues:  # a folder refused for its name is still part of "all"
-        parts = issue.file.split("/")
-        if len(parts) >= 3 and parts[1] in changed:
-            changed[parts[1]].add(parts[2])
+    for plugin_type, folder in catalog.refused_folders:  # a folder refused for its name is still part of "all"
+        changed[plugin_type].add(folder)
     empty: dict[str, set[str]] = {t: set() for t in PLUGIN_TYPES}
     change = _summarise(catalog, changed, empty, set(), 0, True, None)
     change.test_all_plugins = list(PLUGIN_TYPES)
@@ -122,7 +122,9 @@ def _summarise(catalog: Catalog, changed: dict[str, set[str]], metadata_touched:
     new_benchmarks = _identifiers(catalog, "benchmarks", present["benchmarks"])
     rescore = _rescored_benchmarks(catalog, present, set(new_benchmarks))
 
-    issues = [asdict(i) for i in catalog.issues if _issue_in(i, catalog, present, test_all)]
+    scope = _scope(catalog, changed, rescore)
+    issues = [_scoped(i, scope) for i in catalog.issues]
+    issues.sort(key=lambda i: (i["severity"] != "error", i["file"], i["line"]))
     return Change(
         modifies_plugins=any_plugin_file,
         changed_plugins={t: sorted(present[t]) for t in PLUGIN_TYPES},
@@ -155,16 +157,24 @@ def _identifiers(catalog: Catalog, plugin_type: str, folders: set[str]) -> list[
 
 def _rescored_benchmarks(catalog: Catalog, present: dict[str, set[str]], already_new: set[str]
                          ) -> dict[str, list[str]]:
-    """Benchmarks not changed themselves whose data or metric plugins changed, with the reason.
+    """Benchmarks not changed themselves that reach a changed plugin (data, metric, or another benchmark),
+    directly or through other plugins, with the reason.
 
     Helper and type-level files (`data_helpers/`, `metrics/__init__.py`) only mean "test all"
     (as in Brain-Score): they are not part of any plugin's code hash, so re-scoring for them
     is an explicit decision (`--force --benchmarks ...`), not an automatic one.
     """
+    changed = {(t, name) for t in ("data", "metrics", "benchmarks") for name in present[t]}
     reasons: dict[str, list[str]] = {}
+    if not changed:
+        return reasons
     for bench in catalog.of_type("benchmarks"):
-        why = [f"uses changed {dep_type} plugin {name}"
-               for dep_type in ("data", "metrics") for name in sorted(bench.uses[dep_type] & present[dep_type])]
+        why = []
+        for dep in catalog.dependencies(bench):
+            if dep.key in changed:
+                chain = catalog.path_to(bench, dep.key)
+                through = f" (through {', '.join(f'{p.type} plugin {p.name}' for p in chain)})" if chain else ""
+                why.append(f"uses changed {dep.type} plugin {dep.name}{through}")
         if why:
             for identifier in bench.identifiers:
                 if identifier not in already_new:
@@ -172,11 +182,22 @@ def _rescored_benchmarks(catalog: Catalog, present: dict[str, set[str]], already
     return reasons
 
 
-def _issue_in(issue: Issue, catalog: Catalog, present: dict[str, set[str]], test_all: set[str]) -> bool:
-    """Only report problems of plugins this change is about, not of the whole repository's past."""
-    parts = issue.file.split("/")
-    if len(parts) < 3:
-        return True
-    plugin_type, folder = parts[1], parts[2]
-    return plugin_type in test_all or folder in present.get(plugin_type, set()) or (plugin_type, folder) not in \
-        catalog.plugins
+def _scope(catalog: Catalog, changed: dict[str, set[str]], rescore: dict[str, list[str]]) -> set[tuple[str, str]]:
+    """The plugins this change is about: those it adds or touches, those it re-scores, and what they use."""
+    keys = {(t, name) for t in PLUGIN_TYPES for name in changed[t]}
+    rescored = set(rescore)
+    keys.update(p.key for p in catalog.of_type("benchmarks") if rescored & set(p.identifiers))
+    for key in list(keys):
+        if key in catalog.plugins:
+            keys.update(d.key for d in catalog.dependencies(catalog.plugins[key]))
+    return keys
+
+
+def _scoped(issue: Issue, scope: set[tuple[str, str]]) -> dict:
+    """An issue as JSON; an error outside the change's scope is only a warning (it is not this change's fault)."""
+    data = asdict(issue)
+    key = issue.plugin_key()
+    if issue.severity == "error" and (key is None or key not in scope):
+        data["severity"] = "warning"
+        data["message"] += " (outside this change)"
+    return data

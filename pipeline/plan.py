@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from envs.conda import CondaLock, lock_conda
-from envs.lock import EnvError, EnvSpec, Lock, lock_environment, validate_requirements
+from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, lock_environment, validate_requirements
 from pipeline.detect import Change
 from pipeline.errors import BadInput
 from pipeline.plugins import Catalog
@@ -132,13 +132,14 @@ def gc_paused() -> Iterator[None]:
 def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
               scored: Callable[[list[str]], set[str]], force: bool = False, models: list[str] | None = None,
               benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
-              rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None
-              ) -> Plan:
+              rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None,
+              url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES) -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
-                          conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight)
+                          conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
+                          url_schemes=tuple(url_schemes))
 
 
 def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
@@ -147,7 +148,7 @@ def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: 
     channels, specs, problem = catalog.conda(mp, bp)
     if problem:
         return problem
-    if pip_reqs:
+    if set(pip_reqs) - set(catalog.domain_requirements):  # the domain's own pip requirements are not mixed in
         return "mixing requirements.txt and environment.yml in one pair is not supported: declare both as conda"
     try:
         return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python)
@@ -158,7 +159,7 @@ def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: 
 def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
                benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
-               in_flight: Callable[[list[str]], dict[str, str]] | None) -> Plan:
+               in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...]) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -167,8 +168,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     own_reqs = {key: tuple(catalog.requirements(p)) for key, p in involved.items()}
     # Per-plugin facts once, so the per-pair loop (100,000 pairs at Brain-Score's scale) stays cheap.
     conda = {key: catalog.conda(p) for key, p in involved.items()}
-    visible = {key: tuple(f"{d.type}/{d.name}" for d in [p, *(catalog.dependencies(p) if p.type == "benchmarks"
-                                                            else [])]) for key, p in involved.items()}
+    visible = {key: tuple(f"{d.type}/{d.name}" for d in catalog.members(p)) for key, p in involved.items()}
     m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for m, p in model_plugins.items()}
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
@@ -187,7 +187,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
             requirements = tuple(sorted(set(m_reqs) | set(b_reqs)))
             if requirements not in solved:
                 try:
-                    spec = EnvSpec(validate_requirements(requirements), python_version, backend)
+                    spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
                     solved[requirements] = lock_environment(spec, locks_dir, uv)
                 except EnvError as exc:
                     solved[requirements] = str(exc)

@@ -1,28 +1,43 @@
-"""The plugin layout and its registries, read from git objects with `ast`.
+"""The plugin layout, its registries and its dependency graph, read from git objects with `ast`.
 
 Layout (Brain-Score's): `<domain_root>/{models,benchmarks,data,metrics}/<plugin>/__init__.py`,
 where `__init__.py` registers entries as `model_registry['id'] = ...`. Nothing here
-imports or runs plugin code: the registry is parsed, never executed.
+imports or runs plugin code: registries and loader calls are parsed (`sourcefacts`),
+never executed, and each file's facts are cached by blob id.
+
+A plugin uses another when any of its files (tests aside) calls one of the domain's
+loaders (`load_dataset`, `load_stimulus_set`, `load_metric`, `load_ceiling`,
+`load_benchmark`, `load_model`, or whatever the domain's `__init__.py` defines) with an
+id that plugin registers, reads its registry, or imports its module. The graph is
+followed transitively: a benchmark's code hash and environment cover every plugin it
+reaches, and a changed data plugin re-scores every benchmark that reaches it.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from envs.conda import read_environment_yml
 from envs.lock import EnvError
 from pipeline import gitrepo
+from pipeline.domainreqs import parse_requirements, setup_py_requirements, split_stdlib
 from pipeline.errors import BadInput
 from pipeline.ids import folder_problem, identifier_problem
+from pipeline.sourcefacts import FactsCache, FileFacts, Load, read_facts
 
 PLUGIN_TYPES: tuple[str, ...] = ("models", "benchmarks", "data", "metrics")
-REGISTRY_NAMES = {t: t.rstrip("s") + "_registry" for t in PLUGIN_TYPES}
-# Brain-Score's loaders: a benchmark that calls `load_dataset('x')` depends on data plugin 'x'.
-LOADER_NAMES = {"load_dataset": "data", "load_data": "data", "load_metric": "metrics"}
-REQUIREMENT_FILES = ("requirements.txt", "environment.yml")
+REGISTRY_NAMES = {t: t.rstrip("s") + "_registry" for t in PLUGIN_TYPES}  # the registry that names a plugin's ids
+# Brain-Score's loaders, used when the domain's __init__.py does not say otherwise.
+DEFAULT_LOADERS = {
+    "load_dataset": "data_registry", "load_data": "data_registry", "load_stimulus_set": "stimulus_set_registry",
+    "load_metric": "metric_registry", "load_ceiling": "metric_registry", "load_benchmark": "benchmark_registry",
+    "load_model": "model_registry",
+}
+REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py")
+TEST_FILE = re.compile(r"(^|/)(tests?/|test\.py$|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,13 @@ class Issue:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.severity}: {self.message}"
 
+    def plugin_key(self) -> tuple[str, str] | None:
+        """(type, folder) of the plugin this issue is about, if it is about one."""
+        parts = self.file.split("/")
+        if len(parts) >= 3 and parts[1] in PLUGIN_TYPES:
+            return (parts[1], parts[2])
+        return None
+
 
 @dataclass
 class Plugin:
@@ -46,17 +68,31 @@ class Plugin:
     name: str
     path: str
     tree_hash: str
-    identifiers: list[str] = field(default_factory=list)
+    identifiers: list[str] = field(default_factory=list)  # ids in the type's own registry
+    registered: dict[str, list[str]] = field(default_factory=dict)  # every registry -> ids (stimulus sets too)
     requirements: list[str] = field(default_factory=list)
-    uses: dict[str, set[str]] = field(default_factory=lambda: {"data": set(), "metrics": set()})
+    uses: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in PLUGIN_TYPES})
     owner: str = ""
     conda_channels: list[str] = field(default_factory=list)  # from environment.yml
     conda_specs: list[str] = field(default_factory=list)
     env_problem: str | None = None  # an environment.yml that cannot be used
+    setup_dynamic: str | None = None  # a setup.py whose install_requires cannot be read statically: why
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.type, self.name)
+
+
+@dataclass(frozen=True)
+class UnboundedLoad:
+    """A loader call whose id cannot be read statically: the plugin depends on every plugin of that type."""
+
+    plugin: tuple[str, str]
+    file: str
+    line: int
+    loader: str
+    argument: str
+    depends_on: str  # the plugin type
 
 
 @dataclass
@@ -68,6 +104,12 @@ class Catalog:
     domain_root: str
     plugins: dict[tuple[str, str], Plugin]
     issues: list[Issue]
+    domain_requirements: list[str] = field(default_factory=list)  # the repository's own (pyproject.toml...)
+    domain_requirements_source: str = ""
+    unbounded: list[UnboundedLoad] = field(default_factory=list)
+    load_calls: int = 0  # loader calls and registry reads seen (for measurements)
+    refused_folders: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, folder) -> why
+    _closure: dict[tuple[str, str], list[Plugin]] = field(default_factory=dict, repr=False)
 
     def of_type(self, plugin_type: str) -> list[Plugin]:
         return sorted((p for p in self.plugins.values() if p.type == plugin_type), key=lambda p: p.name)
@@ -80,43 +122,82 @@ class Catalog:
                 found.setdefault(identifier, plugin)
         return found
 
-    def dependencies(self, benchmark: Plugin) -> list[Plugin]:
-        """The data and metric plugins a benchmark plugin uses."""
-        deps = []
-        for dep_type in ("data", "metrics"):
-            for name in sorted(benchmark.uses[dep_type]):
-                dep = self.plugins.get((dep_type, name))
-                if dep is not None:
-                    deps.append(dep)
-        return deps
+    def dependencies(self, plugin: Plugin) -> list[Plugin]:
+        """Every plugin `plugin` reaches through the graph (itself excluded), sorted by type and name."""
+        cached = self._closure.get(plugin.key)
+        if cached is not None:
+            return cached
+        seen: set[tuple[str, str]] = {plugin.key}
+        todo = [plugin]
+        found: list[Plugin] = []
+        while todo:
+            current = todo.pop()
+            for dep_type, names in current.uses.items():
+                for name in names:
+                    key = (dep_type, name)
+                    if key not in seen and key in self.plugins:
+                        seen.add(key)
+                        found.append(self.plugins[key])
+                        todo.append(self.plugins[key])
+        found.sort(key=lambda p: (PLUGIN_TYPES.index(p.type), p.name))
+        self._closure[plugin.key] = found
+        return found
+
+    def path_to(self, plugin: Plugin, target: tuple[str, str]) -> list[Plugin]:
+        """The chain of plugins from `plugin` to `target` (both ends excluded), shortest first found."""
+        parent: dict[tuple[str, str], tuple[str, str] | None] = {plugin.key: None}
+        queue = [plugin.key]
+        while queue:
+            key = queue.pop(0)
+            if key == target:
+                chain = []
+                step = parent[key]
+                while step is not None and step != plugin.key:
+                    chain.append(self.plugins[step])
+                    step = parent[step]
+                return list(reversed(chain))
+            for dep_type, names in self.plugins[key].uses.items():
+                for name in sorted(names):
+                    nxt = (dep_type, name)
+                    if nxt in self.plugins and nxt not in parent:
+                        parent[nxt] = key
+                        queue.append(nxt)
+        return []
 
     def code_hash(self, plugin: Plugin) -> str:
-        """Content hash of the plugin's code, and for a benchmark also of the data and metrics it uses."""
+        """Content hash of the plugin's code and of every plugin it reaches."""
         parts = [plugin.tree_hash] + [f"{d.type}/{d.name}:{d.tree_hash}" for d in self.dependencies(plugin)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def members(self, *plugins: Plugin) -> list[Plugin]:
+        """These plugins and everything they reach, without repeats."""
+        out: dict[tuple[str, str], Plugin] = {}
+        for plugin in plugins:
+            for p in [plugin, *self.dependencies(plugin)]:
+                out.setdefault(p.key, p)
+        return list(out.values())
 
     def conda(self, *plugins: Plugin) -> tuple[list[str], list[str], str | None]:
         """Channels (in order, no repeats), conda specs, and the first environment.yml problem, if any."""
         channels: list[str] = []
         specs: set[str] = set()
         problem = None
-        for plugin in plugins:
-            members = [plugin] + (self.dependencies(plugin) if plugin.type == "benchmarks" else [])
-            for p in members:
-                channels.extend(c for c in p.conda_channels if c not in channels)
-                specs.update(p.conda_specs)
-                problem = problem or p.env_problem
+        for p in self.members(*plugins):
+            channels.extend(c for c in p.conda_channels if c not in channels)
+            specs.update(p.conda_specs)
+            problem = problem or p.env_problem
         return channels, sorted(specs), problem
 
     def requirements(self, *plugins: Plugin) -> list[str]:
-        """Union of the declared requirements of these plugins and their dependencies, sorted."""
-        lines: set[str] = set()
-        for plugin in plugins:
-            lines.update(plugin.requirements)
-            if plugin.type == "benchmarks":
-                for dep in self.dependencies(plugin):
-                    lines.update(dep.requirements)
+        """The domain repository's own requirements, and those of these plugins and everything they reach."""
+        lines: set[str] = set(self.domain_requirements)
+        for p in self.members(*plugins):
+            lines.update(p.requirements)
         return sorted(lines)
+
+    def setup_dynamic(self, *plugins: Plugin) -> list[str]:
+        """Plugin folders (type/name) whose setup.py must be installed inside the job."""
+        return sorted(f"{p.type}/{p.name}" for p in self.members(*plugins) if p.setup_dynamic)
 
 
 def find_domain_root(repo: Path, rev: str) -> str:
@@ -133,161 +214,267 @@ def find_domain_root(repo: Path, rev: str) -> str:
     return candidates.pop()
 
 
-def load_catalog(repo: Path, rev: str, domain_root: str | None = None) -> Catalog:
-    """Read every plugin of the domain at `rev` from git objects (no checkout)."""
+def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir: Path | None = None) -> Catalog:
+    """Read every plugin of the domain at `rev` from git objects (no checkout); facts cached under `cache_dir`."""
+    from pipeline.domainreqs import domain_requirements
+
     repo = gitrepo.ensure_repository(repo)
     commit = gitrepo.resolve(repo, rev)
     root = domain_root or find_domain_root(repo, commit)
-    if "/" in root.strip("/") or root in ("", ".", ".."):
+    if "/" in root.strip("/") or root in ("", ".", "..") or root.startswith("-"):
         raise BadInput(f"--domain-root must be a top-level folder name, not {root!r}")
     entries = gitrepo.list_tree(repo, commit, root)
     if not entries:
         raise BadInput(f"domain root {root!r} does not exist at {commit[:12]}")
     plugins: dict[tuple[str, str], Plugin] = {}
     issues: list[Issue] = []
+    refused: dict[tuple[str, str], str] = {}
     files_of: dict[tuple[str, str], list[gitrepo.TreeEntry]] = {}
+    domain_init = None
     for entry in entries:
         parts = entry.path.split("/")
-        if len(parts) == 3 and parts[1] in PLUGIN_TYPES and entry.kind == "tree":
+        if entry.path == f"{root}/__init__.py":
+            domain_init = entry
+        elif len(parts) == 3 and parts[1] in PLUGIN_TYPES and entry.kind == "tree":
             problem = folder_problem(parts[2])
             if problem:
                 issues.append(Issue(entry.path, 0, problem))
+                refused[(parts[1], parts[2])] = problem
                 continue
             plugins[(parts[1], parts[2])] = Plugin(parts[1], parts[2], entry.path, entry.sha)
         elif len(parts) >= 4 and parts[1] in PLUGIN_TYPES and entry.kind == "blob":
             files_of.setdefault((parts[1], parts[2]), []).append(entry)
 
-    wanted = [e.sha for key, files in files_of.items() if key in plugins for e in files
-              if e.path.endswith(".py") or e.path.rsplit("/", 1)[-1] in REQUIREMENT_FILES]
-    blobs = gitrepo.read_blobs(repo, wanted)
-    for key, plugin in list(plugins.items()):
+    cache = FactsCache(cache_dir / "sourcefacts.json" if cache_dir else None)
+    python_files = [e for key, files in files_of.items() if key in plugins for e in files if e.path.endswith(".py")
+                    and not TEST_FILE.search(e.path[len(f"{root}/{key[0]}/{key[1]}/"):])]
+    if domain_init is not None:
+        python_files.append(domain_init)
+    facts: dict[str, FileFacts] = {}
+    missing = []
+    for entry in python_files:
+        known = cache.get(entry.sha)
+        if known is None:
+            missing.append(entry)
+        else:
+            facts[entry.sha] = known
+    requirement_files = [e for key, files in files_of.items() if key in plugins for e in files
+                         if e.path.count("/") == 3 and e.path.rsplit("/", 1)[-1] in REQUIREMENT_FILES]
+    blobs = gitrepo.read_blobs(repo, [e.sha for e in missing] + [e.sha for e in requirement_files])
+    for entry in missing:
+        facts[entry.sha] = read_facts(blobs.get(entry.sha, b""), entry.path)
+        cache.put(entry.sha, facts[entry.sha])
+    cache.save()
+
+    for key, plugin in plugins.items():
         files = files_of.get(key, [])
-        init = next((f for f in files if f.path == f"{plugin.path}/__init__.py"), None)
-        if init is None:
+        init_path = f"{plugin.path}/__init__.py"
+        if not any(f.path == init_path for f in files):
             issues.append(Issue(plugin.path, 0, "plugin folder has no __init__.py", "warning"))
         for f in files:
-            data = blobs.get(f.sha)
-            if data is None:
-                continue
-            if f.path.rsplit("/", 1)[-1] == "requirements.txt" and f.path.count("/") == 3:
-                plugin.requirements.extend(parse_requirements(data.decode("utf-8", "replace")))
-            elif f.path.rsplit("/", 1)[-1] == "environment.yml" and f.path.count("/") == 3:
-                try:
-                    plugin.conda_channels, plugin.conda_specs = read_environment_yml(
-                        data.decode("utf-8", "replace"), f.path)
-                except EnvError as exc:
-                    plugin.env_problem = str(exc)
-            elif f.path.endswith(".py"):
-                _read_python(plugin, f.path, data, is_init=(f is init), issues=issues)
+            name = f.path.rsplit("/", 1)[-1]
+            if f.sha in facts:
+                fact = facts[f.sha]
+                if fact.syntax_error:
+                    line, msg = fact.syntax_error
+                    issues.append(Issue(f.path, line, f"syntax error: {msg}"))
+                elif f.path == init_path:
+                    _read_registrations(plugin, fact, f.path, issues)
+            elif f in requirement_files:
+                _read_requirement_file(plugin, name, blobs.get(f.sha, b""), f.path, issues)
         plugin.requirements = sorted(set(plugin.requirements))
 
-    _resolve_uses(plugins, issues)
+    loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
+    catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused)
+    _resolve_uses(catalog, files_of, facts, loaders)
+    domain_reqs, catalog.domain_requirements_source, problems = domain_requirements(repo, commit)
+    catalog.domain_requirements, dropped = split_stdlib(domain_reqs)
+    problems += [(catalog.domain_requirements_source, f"requirement {line!r} names a standard-library module; "
+                  "it is left out") for line in dropped]
+    issues.extend(Issue(source, 0, message, "warning") for source, message in problems)
     authors = gitrepo.first_authors(repo, commit, root)
     for plugin in plugins.values():
         owner = authors.get(f"{plugin.path}/__init__.py") or next(
             (a for p, a in authors.items() if p.startswith(plugin.path + "/")), "")
         plugin.owner = owner
-    return Catalog(repo, commit, root, plugins, issues)
+    return catalog
 
 
-def parse_requirements(text: str) -> list[str]:
-    """Requirement lines, without comments and blanks (pip's -r/-e options are refused later by the locker)."""
-    out = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line)
-    return out
+def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list[Issue]) -> None:
+    own = REGISTRY_NAMES[plugin.type]
+    for reg in fact.registrations:
+        if reg.key is None:
+            issues.append(Issue(path, reg.line, f"{reg.registry}[{reg.text}] key is computed; cannot be read "
+                                "without running the plugin" if not reg.text.startswith(".") else
+                                f"{reg.registry}{reg.text} is not read; register with {reg.registry}['id'] = ...",
+                                "warning"))
+            continue
+        problem = identifier_problem(reg.key)
+        if problem:
+            issues.append(Issue(path, reg.line, f"{reg.registry}[{reg.key!r}]: {problem}"))
+            continue
+        ids = plugin.registered.setdefault(reg.registry, [])
+        if reg.key not in ids:
+            ids.append(reg.key)
+    plugin.identifiers = list(plugin.registered.get(own, []))
 
 
-def _read_python(plugin: Plugin, path: str, data: bytes, *, is_init: bool, issues: list[Issue]) -> None:
-    try:
-        tree = ast.parse(data, filename=path)
-    except SyntaxError as exc:
-        issues.append(Issue(path, exc.lineno or 0, f"syntax error: {exc.msg}"))
-        return
-    if is_init:
-        ids, found = registrations(tree, REGISTRY_NAMES[plugin.type], path)
-        issues.extend(found)
-        plugin.identifiers.extend(i for i in ids if i not in plugin.identifiers)
-    for dep_type, ref in dependency_references(tree):
-        plugin.uses[dep_type].add(ref)
+def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, issues: list[Issue]) -> None:
+    text = data.decode("utf-8", "replace")
+    if name == "requirements.txt":
+        _add_requirements(plugin, parse_requirements(text), path, issues)
+    elif name == "environment.yml":
+        try:
+            plugin.conda_channels, plugin.conda_specs = read_environment_yml(text, path)
+        except EnvError as exc:
+            plugin.env_problem = str(exc)
+    elif name == "setup.py":
+        requirements, why = setup_py_requirements(text)
+        _add_requirements(plugin, requirements, path, issues)
+        if why:
+            plugin.setup_dynamic = why
+            issues.append(Issue(path, 0, f"setup.py: {why}; it is pip-installed inside the job (sandboxed)",
+                                "warning"))
 
 
-def registrations(tree: ast.AST, registry: str, path: str) -> tuple[list[str], list[Issue]]:
-    """Identifiers assigned as `registry['id'] = ...`; anything not statically resolvable is reported."""
-    found: list[tuple[int, int, str]] = []
-    issues: list[Issue] = []
-    for node in ast.walk(tree):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        for target in targets:
-            if not (isinstance(target, ast.Subscript) and _is_name(target.value, registry)):
+def _add_requirements(plugin: Plugin, lines: list[str], path: str, issues: list[Issue]) -> None:
+    kept, dropped = split_stdlib(lines)
+    plugin.requirements.extend(kept)
+    for line in dropped:
+        issues.append(Issue(path, 0, f"requirement {line!r} names a standard-library module; it is left out",
+                            "warning"))
+
+
+def _domain_loaders(init: FileFacts | None) -> dict[str, str]:
+    """Loader function -> the registry it reads, from the domain's `__init__.py` over Brain-Score's defaults."""
+    loaders = dict(DEFAULT_LOADERS)
+    defs = init.loader_defs if init else {}
+    for name in defs:
+        seen = set()
+        current = name
+        while current in defs and current not in seen:
+            seen.add(current)
+            kind, _, value = defs[current].partition(":")
+            if kind == "registry":
+                loaders[name] = value
+                break
+            if kind == "type" and value in REGISTRY_NAMES:
+                loaders[name] = REGISTRY_NAMES[value]
+                break
+            if kind == "loader":
+                if value in defs:
+                    current = value
+                    continue
+                if value in DEFAULT_LOADERS:
+                    loaders[name] = DEFAULT_LOADERS[value]
+                break
+            break
+    return loaders
+
+
+def _resolve_uses(catalog: Catalog, files_of: dict[tuple[str, str], list[gitrepo.TreeEntry]],
+                  facts: dict[str, FileFacts], loaders: dict[str, str]) -> None:
+    """Turn each plugin's loads and imports into edges of the dependency graph."""
+    root = catalog.domain_root
+    plugins = catalog.plugins
+    by_registry: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    for plugin in plugins.values():
+        for registry, ids in plugin.registered.items():
+            table = by_registry.setdefault(registry, {})
+            for identifier in ids:
+                table.setdefault(identifier, []).append(plugin.key)
+    compiled: dict[str, re.Pattern] = {}
+    for key, plugin in plugins.items():
+        prefix = f"{root}/{key[0]}/{key[1]}/"
+        for f in files_of.get(key, []):
+            fact = facts.get(f.sha)
+            if fact is None or fact.syntax_error:
                 continue
-            key = target.slice
-            if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                problem = identifier_problem(key.value)
-                if problem:
-                    issues.append(Issue(path, target.lineno, f"{registry}[{key.value!r}]: {problem}"))
-                else:
-                    found.append((target.lineno, target.col_offset, key.value))
-            else:
-                issues.append(Issue(path, target.lineno,
-                                    f"{registry}[...] key is computed ({ast.unparse(key)}); "
-                                    "cannot be read without running the plugin", "warning"))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_name(node.func.value, registry) \
-                and node.func.attr in ("update", "setdefault", "__setitem__"):
-            issues.append(Issue(path, node.lineno, f"{registry}.{node.func.attr}(...) is not read; "
-                                f"register with {registry}['id'] = ...", "warning"))
-    # ast.walk is breadth-first: report in source order
-    ids = [identifier for _, _, identifier in sorted(found)]
-    return list(dict.fromkeys(ids)), sorted(issues, key=lambda i: i.line)
+            for ref in fact.imports:
+                target = _import_target(ref.level, ref.module, ref.names, f.path, root)
+                for dep in target:
+                    if dep in plugins and dep != key:
+                        plugin.uses[dep[0]].add(dep[1])
+            for load in fact.loads:
+                registry = _registry_of(load, loaders, root, by_registry)
+                if registry is None:
+                    continue
+                catalog.load_calls += 1
+                table = by_registry.get(registry, {})
+                targets = _matches(load, table, compiled)
+                if targets is None:
+                    dep_types = sorted({k[0] for keys in table.values() for k in keys})
+                    for keys in table.values():
+                        for dep in keys:
+                            if dep != key:
+                                plugin.uses[dep[0]].add(dep[1])
+                    catalog.unbounded.append(UnboundedLoad(key, f.path, load.line, load.loader, load.text,
+                                                           ",".join(dep_types)))
+                    catalog.issues.append(Issue(
+                        f.path, load.line, f"{load.loader}({load.text}): the id cannot be read statically; depends "
+                        f"on every plugin registered in {registry} ({len(table)} ids)", "warning"))
+                    continue
+                if not targets and not f.path[len(prefix):].startswith("_"):
+                    if plugin.type in ("benchmarks", "data", "metrics"):
+                        catalog.issues.append(Issue(f.path, load.line, f"{load.loader}({load.text}): no plugin "
+                                                    f"registers a matching id in {registry}", "warning"))
+                for dep in targets:
+                    if dep != key:
+                        plugin.uses[dep[0]].add(dep[1])
 
 
-def dependency_references(tree: ast.AST) -> list[tuple[str, str]]:
-    """(type, ref) pairs a module uses: `load_dataset('id')`, `data_registry['id']`, `from x.data.plugin import`."""
-    refs: list[tuple[str, str]] = []
-    registry_types = {v: k for k, v in REGISTRY_NAMES.items() if k in ("data", "metrics")}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
-            if name in LOADER_NAMES and node.args and isinstance(node.args[0], ast.Constant) \
-                    and isinstance(node.args[0].value, str):
-                refs.append((LOADER_NAMES[name], "id:" + node.args[0].value))
-        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
-                and node.value.id in registry_types and isinstance(node.slice, ast.Constant):
-            refs.append((registry_types[node.value.id], "id:" + str(node.slice.value)))
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            for dep_type in ("data", "metrics"):
-                if dep_type in parts and parts.index(dep_type) + 1 < len(parts):
-                    refs.append((dep_type, "folder:" + parts[parts.index(dep_type) + 1]))
-    return refs
+def _registry_of(load: Load, loaders: dict[str, str], root: str,
+                 by_registry: dict[str, dict[str, list[tuple[str, str]]]]) -> str | None:
+    """The registry a load reads, or None when it is not one of the domain's loaders."""
+    if load.base and load.base != root:
+        return None  # `self.load_x(...)`, `np.load_x(...)`: someone else's function
+    if load.loader.endswith("_registry"):
+        return load.loader if load.loader in by_registry or load.loader in loaders.values() else None
+    return loaders.get(load.loader)
 
 
-def _resolve_uses(plugins: dict[tuple[str, str], Plugin], issues: list[Issue]) -> None:
-    """Turn raw references (`id:x`, `folder:x`) into plugin folder names."""
-    by_id: dict[str, dict[str, str]] = {"data": {}, "metrics": {}}
-    for plugin in plugins.values():
-        if plugin.type in by_id:
-            for identifier in plugin.identifiers:
-                by_id[plugin.type].setdefault(identifier, plugin.name)
-    for plugin in plugins.values():
-        resolved: dict[str, set[str]] = {"data": set(), "metrics": set()}
-        for dep_type, refs in plugin.uses.items():
-            for ref in refs:
-                kind, _, value = ref.partition(":")
-                name = by_id[dep_type].get(value) if kind == "id" else value
-                if name and (dep_type, name) in plugins and (dep_type, name) != plugin.key:
-                    resolved[dep_type].add(name)
-                elif kind == "id" and plugin.type == "benchmarks":
-                    issues.append(Issue(plugin.path, 0, f"uses {dep_type} {value!r}, which no plugin registers",
-                                        "warning"))
-        plugin.uses = resolved
+def _matches(load: Load, table: dict[str, list[tuple[str, str]]], compiled: dict[str, re.Pattern]
+             ) -> set[tuple[str, str]] | None:
+    if load.patterns is None:
+        return None
+    found: set[tuple[str, str]] = set()
+    for pattern in load.patterns:
+        literal = _unescape(pattern)
+        if literal is not None:
+            found.update(table.get(literal, ()))
+            continue
+        regex = compiled.get(pattern)
+        if regex is None:
+            regex = compiled[pattern] = re.compile(pattern, re.DOTALL)
+        for identifier, keys in table.items():
+            if regex.fullmatch(identifier):
+                found.update(keys)
+    return found
 
 
-def _is_name(node: ast.expr, name: str) -> bool:
-    return (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name)
+def _unescape(pattern: str) -> str | None:
+    """The literal a pattern stands for, or None when it has a wildcard."""
+    if ".*" in pattern.replace("\\.", ""):
+        return None
+    return re.sub(r"\\(.)", r"\1", pattern)
+
+
+def _import_target(level: int, module: str, names: list[str], path: str, root: str) -> list[tuple[str, str]]:
+    """(type, folder) of the plugins an import names: `root.data.x`, `from root.data import x`, `from ..x import`."""
+    if level:
+        package = path.split("/")[:-1]  # the file's package (for __init__.py, the folder itself)
+        if level - 1 > len(package):
+            return []
+        base = package[:len(package) - (level - 1)]
+        dotted = ".".join(base + ([module] if module else []))
+    else:
+        dotted = module
+    parts = dotted.split(".")
+    if not parts or parts[0] != root:
+        return []
+    out = []
+    if len(parts) >= 3 and parts[1] in PLUGIN_TYPES:
+        out.append((parts[1], parts[2]))
+    elif len(parts) == 2 and parts[1] in PLUGIN_TYPES:
+        out.extend((parts[1], name) for name in names)
+    return out

@@ -98,10 +98,10 @@ def python_version(python: str) -> str:
 
 def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Change, Catalog, Plan]:
     if req.all:
-        change, catalog = detect_all(req.repo, req.head, req.domain_root)
+        change, catalog = detect_all(req.repo, req.head, req.domain_root, settings.cache_dir)
     else:
         assert req.base is not None
-        change, catalog = detect(req.repo, req.base, req.head, req.domain_root)
+        change, catalog = detect(req.repo, req.base, req.head, req.domain_root, settings.cache_dir)
 
     def already(keys: list[str]) -> set[str]:
         with db.sessions() as session:
@@ -115,6 +115,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      python_version=python_version(settings.python), scored=already, force=req.force,
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
+                     url_schemes=tuple(settings.requirement_url_schemes),
                      in_flight=running)
     if req.only_pairs is not None:
         for name in ("to_run", "already_scored", "cannot_run"):

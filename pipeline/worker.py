@@ -127,7 +127,18 @@ def child_env(manifest: dict, workdir: Path) -> dict:
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # site CPU workarounds, not secrets
         if k in os.environ:
             env[k] = os.environ[k]
+    cache = manifest.get("shared_cache")
+    if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
+        for name, sub in CACHE_HOMES.items():
+            env[name] = str(Path(cache) / sub)
+    env.update(manifest.get("plugin_env") or {})
     return env
+
+
+CACHE_HOMES = {
+    "BRAINIO_HOME": "brainio", "BRAINSCORE_HOME": "brainscore", "RESULTCACHING_HOME": "result_caching",
+    "TORCH_HOME": "torch", "HF_HOME": "huggingface", "XDG_CACHE_HOME": "xdg", "KERAS_HOME": "keras",
+}
 
 
 def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tuple[list[str], str]:
@@ -151,13 +162,23 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tupl
         if keep and Path(keep).exists():
             args += ["--ro-bind", keep, keep]
     args += ["--ro-bind", str(code), str(code)]
+    # Other plugins' folders are hidden; the domain package stays whole: its __init__.py files, helpers and
+    # every file directly in a type folder (`benchmarks/__init__.py` defines BenchmarkBase in Brain-Score).
     for plugin_type in ("models", "benchmarks", "data", "metrics"):
-        if (root / plugin_type).is_dir():
-            args += ["--tmpfs", str(root / plugin_type)]
+        folder = root / plugin_type
+        if folder.is_dir() and not folder.is_symlink():
+            args += ["--tmpfs", str(folder)]
+            for entry in sorted(folder.iterdir()):
+                if entry.is_file() and not entry.is_symlink():
+                    args += ["--ro-bind", str(entry), str(entry)]
     for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
         path = root / folder
         if path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
+    cache = manifest.get("shared_cache")
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        args += ["--bind", cache, cache]
     for path in (manifest["manifest_path"], manifest["worker"]):
         args += ["--ro-bind", path, path]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
@@ -280,7 +301,7 @@ def _read_child_result(out: Path, code: int | None, stage_file: Path, result: di
         reason = reported.get("reason") or ""
         state = "OUT_OF_MEMORY" if reason.startswith("MemoryError") else "FAILED"
         return {"state": state, "stage": reported.get("stage", "score"), "reason": reason}
-    for k in ("score_raw", "score_ceiled", "ceiling"):
+    for k in ("score_raw", "score_ceiled", "ceiling", "error", "raw_values"):
         result[k] = reported.get(k)
     return None
 
@@ -340,25 +361,80 @@ class StageError(Exception):
         self.reason = reason
 
 
-def validate_score(value: object, ceiling: object) -> tuple[float, float, float | None]:
-    """(raw, ceiled, ceiling) from what a benchmark returned; anything but a finite number is refused."""
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", ()) == ():
-        value = value.item()  # numpy scalars and 0-d arrays
+MAX_RAW_VALUES = 1000
+
+
+def _center(value: object, what: str) -> float:
+    """The one number a Score stands for, the way brainscore-core reads it (`_retrieve_score_center`):
+    `aggregation='center'` when that dimension exists, else the scalar; a non-scalar raw is averaged."""
+    coords = getattr(value, "coords", None)
+    if coords is not None and "aggregation" in coords:
+        value = value.sel(aggregation="center")  # type: ignore[union-attr]
+    size = getattr(value, "size", None)
+    if isinstance(size, int) and size > 1 and hasattr(value, "values"):
+        import numpy
+
+        value = float(numpy.nanmean(numpy.asarray(value.values, dtype=float)))  # type: ignore[union-attr]
+    elif hasattr(value, "item") and callable(value.item) and size in (None, 1) and not isinstance(value, float):
+        value = value.item()  # numpy scalars, 0-d arrays and 0-d Scores
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise StageError("score", f"benchmark returned {type(value).__name__} {str(value)[:80]!r}, not a number")
-    raw = float(value)
-    if not math.isfinite(raw):
-        raise StageError("score", f"benchmark returned {raw}, not a finite number")
-    ceil = None
-    if ceiling is not None:
-        if isinstance(ceiling, bool) or not isinstance(ceiling, numbers.Real) or not math.isfinite(float(ceiling)) \
-                or float(ceiling) <= 0:
-            raise StageError("score", f"benchmark ceiling {ceiling!r} is not a positive number")
-        ceil = float(ceiling)
-    ceiled = raw / ceil if ceil else raw
-    if not -1e-9 <= ceiled <= 1 + 1e-9:
-        raise StageError("score", f"score {ceiled} is outside [0, 1]")
-    return raw, min(max(ceiled, 0.0), 1.0), ceil
+        raise StageError("score", f"{what} is {type(value).__name__} {str(value)[:80]!r}, not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise StageError("score", f"{what} is {number}, not a finite number")
+    return number
+
+
+def _error(value: object) -> float | None:
+    coords = getattr(value, "coords", None)
+    try:
+        if coords is not None and "aggregation" in coords:
+            return _center(value.sel(aggregation="error"), "score error")  # type: ignore[union-attr]
+        attrs = getattr(value, "attrs", None) or {}
+        return _center(attrs["error"], "score error") if "error" in attrs else None
+    except (StageError, KeyError, ValueError, TypeError):
+        return None  # the error bar is informative only; a bad one is dropped, not fatal
+
+
+def _raw_values(raw: object) -> list[float] | None:
+    """A non-scalar raw score's values (capped), kept next to its aggregate."""
+    size = getattr(raw, "size", None)
+    if not (isinstance(size, int) and size > 1 and hasattr(raw, "values")):
+        return None
+    try:
+        import numpy
+
+        flat = numpy.asarray(raw.values, dtype=float).ravel()[:MAX_RAW_VALUES]  # type: ignore[union-attr]
+        return [float(v) if math.isfinite(v) else None for v in flat]  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_score(value: object, benchmark_ceiling: object = None) -> dict:
+    """What a benchmark returned, read with Brain-Score's semantics.
+
+    The returned value is the leaderboard score, already ceiled (brainscore-core's `ceil_score`);
+    `attrs['raw']` holds the unceiled score and `attrs['ceiling']` the ceiling when present. A plain
+    number is its own raw score. The benchmark's `ceiling` property is recorded when the Score does
+    not carry one, and never divides the score again.
+    """
+    if value is None or isinstance(value, (str, bytes, list, tuple, dict, set)):
+        raise StageError("score", f"benchmark returned {type(value).__name__} {str(value)[:80]!r}, not a number "
+                         "or a Score")
+    score = _center(value, "the score the benchmark returned")
+    attrs = getattr(value, "attrs", None)
+    attrs = attrs if isinstance(attrs, dict) else {}
+    raw = _center(attrs["raw"], "the score's attrs['raw']") if "raw" in attrs else score
+    ceiling_source = attrs["ceiling"] if "ceiling" in attrs else benchmark_ceiling
+    ceiling = None
+    if ceiling_source is not None:
+        ceiling = _center(ceiling_source, "the benchmark ceiling")
+        if ceiling <= 0:
+            raise StageError("score", f"benchmark ceiling {ceiling} is not a positive number")
+    if not -1e-9 <= score <= 1 + 1e-9:
+        raise StageError("score", f"score {score} is outside [0, 1]")
+    return {"score_ceiled": min(max(score, 0.0), 1.0), "score_raw": raw, "ceiling": ceiling,
+            "error": _error(value), "raw_values": _raw_values(attrs.get("raw"))}
 
 
 def cmd_score_pair(args: argparse.Namespace) -> int:
@@ -387,10 +463,15 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         model = model_factory()
         benchmark = benchmark_factory()
         value = benchmark(model)
-        raw, ceiled, ceiling = validate_score(value, getattr(benchmark, "ceiling", None))
+        ceiling_attr = None
+        if not isinstance(getattr(value, "attrs", None), dict) or "ceiling" not in value.attrs:
+            try:  # a Score that carries its ceiling is enough; else the benchmark's own, for the record
+                ceiling_attr = getattr(benchmark, "ceiling", None)
+            except Exception:  # noqa: BLE001 - a ceiling property that fails is not fatal to the score
+                ceiling_attr = None
+        reported = read_score(value, ceiling_attr)
         stage("persist")
-        write_json_atomic(Path(args.out), {"status": "ok", "score_raw": raw, "score_ceiled": ceiled,
-                                           "ceiling": ceiling})
+        write_json_atomic(Path(args.out), {"status": "ok", **reported})
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}

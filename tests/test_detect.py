@@ -111,7 +111,7 @@ def test_metadata_only_change_is_never_automergeable_and_not_rescored(example_re
 def test_invalid_identifier_is_refused_and_valid_plugins_in_the_change_still_count(example_repo, workspace):
     write(example_repo, "sklearn_scores/models/evil/__init__.py",
           "from sklearn_scores import model_registry\n"
-          "model_registry['x; rm -rf $(pwd)'] = lambda: None\n"
+          "model_registry['x\\nrm -rf $(pwd)'] = lambda: None\n"
           "model_registry['fine-model'] = lambda: None\n")
     write(example_repo, "sklearn_scores/models/also_fine/__init__.py",
           "from sklearn_scores import model_registry\nmodel_registry['also-fine'] = lambda: None\n")

@@ -1,8 +1,27 @@
-"""Shared benchmark code: stratified k-fold cross-validation with a fixed split."""
+"""Shared benchmark code: stratified k-fold cross-validation with a fixed split.
+
+Scores follow Brain-Score's semantics: a benchmark returns the *ceiled* score, with the
+raw score and the ceiling in its `attrs` (brainscore-core's `Score` is an xarray
+DataArray; this small float stands in for it, so the examples need only scikit-learn).
+"""
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
+
+
+class Score(float):
+    """A number with Brain-Score's attrs: `raw` (unceiled score) and `ceiling`."""
+
+    def __new__(cls, value, **attrs):
+        score = super().__new__(cls, value)
+        score.attrs = dict(attrs)
+        return score
+
+
+def ceil_score(raw, ceiling):
+    """As brainscore-core's `ceil_score`: the ceiled score, keeping the raw score and the ceiling."""
+    return Score(raw / ceiling, raw=raw, ceiling=ceiling)
 
 
 class CrossValidatedBenchmark:
@@ -25,4 +44,4 @@ class CrossValidatedBenchmark:
             estimator = clone(model)
             estimator.fit(features[train], labels[train])
             values.append(metric(labels[test], estimator.predict(features[test])))
-        return float(np.mean(values))
+        return ceil_score(float(np.mean(values)), self.ceiling)

@@ -1,0 +1,463 @@
+"""What one Python file of a plugin repository registers, loads and imports, read with `ast`.
+
+Nothing here imports or runs the file. The facts of a file depend on its bytes only,
+so they are cached by git blob id (`FactsCache`): a blob never changes, and a warm
+`detect` of a repository with thousands of files parses only what the change added.
+
+Loader arguments are read as far as they can be bounded statically: a constant, an
+f-string or a `.format`/`%`/`+` of known parts (turned into a regular expression that
+is matched against every registered id), a module constant, or a parameter whose every
+call site in the same file passes something readable. What cannot be bounded is
+recorded as such (`patterns is None`) and the catalog makes it depend on every plugin
+of the loader's type, rather than on nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PARSER_VERSION = 4
+MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
+MAX_DEPTH = 6
+WILDCARD = ".*"
+
+
+@dataclass
+class Registration:
+    registry: str
+    key: str | None  # None: computed, cannot be read without running the plugin
+    line: int
+    text: str = ""  # the key's source when computed
+
+
+@dataclass
+class Load:
+    """A call of a domain loader (`load_dataset(...)`) or a read of a registry (`data_registry[...]`)."""
+
+    loader: str
+    base: str  # the module it comes from: "" unknown (star import), `brainscore_vision`, `.helpers`, `self`...
+    patterns: list[str] | None  # regular expressions (full match) the id may take; None: cannot be bounded
+    line: int
+    text: str  # the argument's source, for messages
+
+
+@dataclass
+class ImportRef:
+    level: int  # 0 absolute, 1 `from .x`, 2 `from ..x`
+    module: str
+    names: list[str]
+    line: int
+
+
+@dataclass
+class FileFacts:
+    registrations: list[Registration] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
+    imports: list[ImportRef] = field(default_factory=list)
+    loader_defs: dict[str, str] = field(default_factory=dict)  # load_x -> "registry:r" | "loader:l" | "type:t"
+    syntax_error: tuple[int, str] | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FileFacts":
+        return cls(
+            registrations=[Registration(**r) for r in data["registrations"]],
+            loads=[Load(**x) for x in data["loads"]],
+            imports=[ImportRef(**i) for i in data["imports"]],
+            loader_defs=dict(data["loader_defs"]),
+            syntax_error=tuple(data["syntax_error"]) if data["syntax_error"] else None,  # type: ignore[arg-type]
+        )
+
+
+def is_loader_name(name: str) -> bool:
+    return name.startswith("load_") or name.endswith("_registry")
+
+
+def read_facts(source: bytes, filename: str = "<plugin>") -> FileFacts:
+    """The facts of one file; a syntax error is a fact too (its line and message)."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
+        return FileFacts(syntax_error=(getattr(exc, "lineno", 0) or 0, getattr(exc, "msg", str(exc))))
+    return _Reader(tree).facts()
+
+
+class _Reader:
+    """One pass indexes the module; loader arguments are then resolved on demand."""
+
+    def __init__(self, tree: ast.Module):
+        self.tree = tree
+        self.module_assigns: dict[str, list[ast.expr]] = {}
+        self.functions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+        self.calls: dict[str, list[ast.Call]] = {}
+        self.stack_of: dict[int, tuple[ast.AST, ...]] = {}  # id(call) -> enclosing function defs, outermost first
+        self.local_defs: set[str] = set()  # names the module binds itself (a local `load_x` is not the domain's)
+        self.aliases: dict[str, str] = {}  # `from dom import load_dataset as ld`: ld -> load_dataset
+        self.imported_from: dict[str, str] = {}  # local name of a load_* -> the module it was imported from
+        self.module_aliases: dict[str, str] = {}  # `import dom as d`: d -> dom
+        self.facts_ = FileFacts()
+        self._candidates: list[tuple[ast.AST, tuple[ast.AST, ...]]] = []
+
+    def facts(self) -> FileFacts:
+        self._index(self.tree, ())
+        for node, stack in self._candidates:
+            self._record(node, stack)
+        self.facts_.registrations.sort(key=lambda r: r.line)
+        self.facts_.loads.sort(key=lambda x: x.line)
+        self._loader_defs()
+        return self.facts_
+
+    # -- indexing -------------------------------------------------------------------------------------------
+    def _index(self, node: ast.AST, stack: tuple[ast.AST, ...]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.List, ast.Tuple, ast.Set)) and child.elts and \
+                    all(isinstance(e, ast.Constant) for e in child.elts):
+                continue  # a large literal table holds no call; skipping it keeps data plugins cheap
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.functions.setdefault(child.name, []).append(child)
+                if not stack:
+                    self.local_defs.add(child.name)
+                self._index(child, stack + (child,))
+                continue
+            if isinstance(child, ast.ClassDef) and not stack:
+                self.local_defs.add(child.name)
+            if isinstance(child, (ast.Assign, ast.AnnAssign)) and not stack:
+                targets = child.targets if isinstance(child, ast.Assign) else [child.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and child.value is not None:
+                        self.module_assigns.setdefault(target.id, []).append(child.value)
+                        if is_loader_name(target.id) and not target.id.endswith("_registry"):
+                            self.local_defs.add(target.id)
+            if isinstance(child, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                self._candidates.append((child, stack))
+            elif isinstance(child, ast.Call):
+                name = _call_name(child.func)
+                if name:
+                    self.calls.setdefault(name, []).append(child)
+                    self.stack_of[id(child)] = stack
+                self._candidates.append((child, stack))
+            elif isinstance(child, ast.Subscript) and isinstance(child.ctx, ast.Load):
+                self._candidates.append((child, stack))
+            elif isinstance(child, ast.ImportFrom):
+                self.facts_.imports.append(ImportRef(child.level or 0, child.module or "",
+                                                     [a.name for a in child.names], child.lineno))
+                for alias in child.names:
+                    if alias.asname and is_loader_name(alias.name):
+                        self.aliases[alias.asname] = alias.name
+                    if is_loader_name(alias.name):
+                        self.imported_from[alias.asname or alias.name] = "." * (child.level or 0) + (child.module or "")
+            elif isinstance(child, ast.Import):
+                for alias in child.names:
+                    self.facts_.imports.append(ImportRef(0, alias.name, [], child.lineno))
+                    if alias.asname:
+                        self.module_aliases[alias.asname] = alias.name
+            self._index(child, stack)
+
+    # -- recording ------------------------------------------------------------------------------------------
+    def _record(self, node: ast.AST, stack: tuple[ast.AST, ...]) -> None:
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Subscript):
+                    registry = _registry_name(target.value)
+                    if registry:
+                        key = target.slice
+                        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                            self.facts_.registrations.append(Registration(registry, key.value, target.lineno))
+                        else:
+                            self.facts_.registrations.append(
+                                Registration(registry, None, target.lineno, _source(key)))
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and _registry_name(func.value) and \
+                    func.attr in ("update", "setdefault", "__setitem__"):
+                self.facts_.registrations.append(
+                    Registration(_registry_name(func.value) or "", None, node.lineno, f".{func.attr}(...)"))
+                return
+            loader, base = self._loader_of(func)
+            if loader is None:
+                return
+            arg = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg in ("identifier", "name", "id")), None)
+            if arg is None or isinstance(arg, ast.Starred):
+                # load_x(*args) / load_x(**kw) cannot be bounded; load_x(other=...) is not a domain loader's shape
+                if isinstance(arg, ast.Starred) or (not node.args and any(k.arg is None for k in node.keywords)):
+                    self.facts_.loads.append(Load(loader, base, None, node.lineno, _source(node)))
+                return
+            self.facts_.loads.append(Load(loader, base, self._patterns(arg, stack, 0), node.lineno, _source(arg)))
+            return
+        if isinstance(node, ast.Subscript):
+            registry = _registry_name(node.value)
+            if registry:
+                base = _dotted(node.value.value) if isinstance(node.value, ast.Attribute) else ""
+                self.facts_.loads.append(Load(registry, base or "", self._patterns(node.slice, stack, 0),
+                                              node.lineno, _source(node.slice)))
+
+    def _loader_of(self, func: ast.expr) -> tuple[str | None, str]:
+        if isinstance(func, ast.Name):
+            name = self.aliases.get(func.id, func.id)
+            if name.startswith("load_") and func.id not in self.local_defs:
+                # imported from another module: the catalog keeps it only when that module is the domain's
+                return name, self.imported_from.get(func.id, "")
+            return None, ""
+        if isinstance(func, ast.Attribute) and func.attr.startswith("load_"):
+            base = _dotted(func.value)
+            if base:
+                head, _, rest = base.partition(".")
+                base = self.module_aliases.get(head, head) + ("." + rest if rest else "")
+                return func.attr, base
+        return None, ""
+
+    # -- argument resolution --------------------------------------------------------------------------------
+    def _patterns(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
+        if depth > MAX_DEPTH:
+            return None
+        found = self._resolve(expr, stack, depth)
+        if found is None or len(found) > MAX_ALTERNATIVES:
+            return None
+        return sorted(set(found))
+
+    def _resolve(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
+        if isinstance(expr, ast.Constant):
+            return [re.escape(expr.value)] if isinstance(expr.value, str) else None
+        if isinstance(expr, ast.JoinedStr):
+            # each formatted name is resolved like any other argument; what cannot be becomes a wildcard
+            combos = [""]
+            for value in expr.values:
+                options: list[str] | None = None
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    options = [re.escape(value.value)]
+                elif isinstance(value, ast.FormattedValue) and value.conversion in (-1, 115) \
+                        and value.format_spec is None and isinstance(value.value, (ast.Name, ast.Constant)):
+                    options = self._patterns(value.value, stack, depth + 1)
+                if options is None or len(combos) * len(options) > MAX_ALTERNATIVES:
+                    options = [WILDCARD]
+                combos = [c + o for c in combos for o in options]
+            return [re.sub(r"(\.\*)+", WILDCARD, c) for c in combos]
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+            left, right = self._patterns(expr.left, stack, depth + 1), self._patterns(expr.right, stack, depth + 1)
+            if left is None or right is None or len(left) * len(right) > MAX_ALTERNATIVES:
+                return None
+            return [a + b for a in left for b in right]
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):
+            left = self._patterns(expr.left, stack, depth + 1)
+            if left is None:
+                return None
+            return [re.sub(r"%[-#0 +]*\d*(?:\\\.\d+)?[sdifrxXeEgGa]", WILDCARD, p) for p in left]
+        if isinstance(expr, ast.IfExp):
+            body, orelse = self._patterns(expr.body, stack, depth + 1), self._patterns(expr.orelse, stack, depth + 1)
+            return None if body is None or orelse is None else body + orelse
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
+            inner = self._patterns(expr.func.value, stack, depth + 1)
+            if inner is None:
+                return None
+            method = expr.func.attr
+            if method == "format":
+                return [re.sub(r"\\\{[^}]*\\\}", WILDCARD, p) for p in inner]
+            if method in ("rstrip", "strip", "lower", "upper", "replace", "removesuffix", "lstrip",
+                          "removeprefix", "title", "capitalize", "casefold"):
+                # these may change any character; keep only what they cannot touch (nothing, for most)
+                if method in ("rstrip", "removesuffix"):
+                    return [_literal_prefix(p) + WILDCARD for p in inner]
+                return None
+            return None
+        if isinstance(expr, ast.Name):
+            return self._resolve_name(expr.id, stack, depth)
+        return None
+
+    def _resolve_name(self, name: str, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
+        for index in range(len(stack) - 1, -1, -1):
+            func = stack[index]
+            assert isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
+            params = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
+            if name in params:
+                return self._resolve_param(func, name, depth)
+            local = _local_assignments(func, name)
+            if local is not None:
+                if not local:
+                    return None  # bound by a loop, a with, an import... inside the function
+                return self._union(local, stack[:index + 1], depth)
+        values = self.module_assigns.get(name)
+        if values:
+            return self._union(values, (), depth)
+        return None
+
+    def _union(self, exprs: list[ast.expr], stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
+        out: list[str] = []
+        for value in exprs:
+            found = self._patterns(value, stack, depth + 1)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+
+    def _resolve_param(self, func: ast.FunctionDef | ast.AsyncFunctionDef, name: str, depth: int
+                       ) -> list[str] | None:
+        positional = [a.arg for a in (*func.args.posonlyargs, *func.args.args)]
+        defaults = dict(zip(positional[len(positional) - len(func.args.defaults):], func.args.defaults))
+        defaults.update({a.arg: d for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults) if d is not None})
+        sites = self.calls.get(func.name, [])
+        if not sites:
+            return None  # called from elsewhere: its callers are not in this file
+        is_method = bool(positional) and positional[0] in ("self", "cls")
+        out: list[str] = []
+        for call in sites:
+            if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+                return None
+            arg = next((k.value for k in call.keywords if k.arg == name), None)
+            if arg is None and name in positional:
+                index = positional.index(name) - (1 if is_method and isinstance(call.func, ast.Attribute) else 0)
+                if 0 <= index < len(call.args):
+                    arg = call.args[index]
+            if arg is None:
+                arg = defaults.get(name)
+            if arg is None:
+                return None
+            found = self._patterns(arg, self.stack_of.get(id(call), ()), depth + 1)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+
+    # -- the domain's own loaders ---------------------------------------------------------------------------
+    def _loader_defs(self) -> None:
+        """For a domain's `__init__.py`: which registry (or other loader, or plugin type) each `load_*` reads."""
+        for node in self.tree.body:
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("load_")):
+                continue
+            registry = loader = plugin_type = None
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Subscript) and _registry_name(sub.value) and registry is None:
+                    registry = _registry_name(sub.value)
+                elif isinstance(sub, ast.Call):
+                    name = _call_name(sub.func)
+                    if name and name.startswith("load_") and name != node.name and loader is None:
+                        loader = name
+                    if name == "import_plugin" and len(sub.args) >= 2 and isinstance(sub.args[1], ast.Constant) \
+                            and plugin_type is None:
+                        plugin_type = str(sub.args[1].value)
+            if registry:
+                self.facts_.loader_defs[node.name] = "registry:" + registry
+            elif loader:
+                self.facts_.loader_defs[node.name] = "loader:" + loader
+            elif plugin_type:
+                self.facts_.loader_defs[node.name] = "type:" + plugin_type
+
+
+def _local_assignments(func: ast.AST, name: str) -> list[ast.expr] | None:
+    """Values assigned to `name` directly in `func` (not nested functions); None if it is never bound there,
+    [] if it is bound some other way (loop target, with, import) that cannot be read."""
+    values: list[ast.expr] = []
+    bound = False
+    todo = list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == name:
+                    values.append(node.value)
+                    bound = True
+                elif any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(target)):
+                    return []
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            if node.value is not None:
+                values.append(node.value)
+                bound = True
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)) and \
+                any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node.target)):
+            return []
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            return []
+        elif isinstance(node, ast.NamedExpr) and node.target.id == name:
+            values.append(node.value)
+            bound = True
+        todo.extend(ast.iter_child_nodes(node))
+    return values if bound else None
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The part of a regular expression before its first wildcard."""
+    index = pattern.find(WILDCARD)
+    return pattern if index < 0 else pattern[:index]
+
+
+def _call_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _registry_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name) and node.id.endswith("_registry"):
+        return node.id
+    if isinstance(node, ast.Attribute) and node.attr.endswith("_registry"):
+        return node.attr
+    return None
+
+
+def _dotted(node: ast.expr) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _source(node: ast.AST) -> str:
+    try:
+        text = ast.unparse(node)
+    except Exception:  # noqa: BLE001 - unparse of odd trees; the text is only for messages
+        text = "<expression>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class FactsCache:
+    """Facts by git blob id, in one JSON file: loaded once, written back (atomically) only when it grew."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self.added = 0
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("version") == PARSER_VERSION:
+                    self.entries = data.get("facts", {})
+            except (OSError, ValueError):
+                self.entries = {}  # a damaged cache is only a slower run
+
+    def get(self, sha: str) -> FileFacts | None:
+        data = self.entries.get(sha)
+        return FileFacts.from_json(data) if data is not None else None
+
+    def put(self, sha: str, facts: FileFacts) -> None:
+        self.entries[sha] = facts.to_json()
+        self.added += 1
+
+    def save(self) -> None:
+        if self.path is None or not self.added:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": PARSER_VERSION, "facts": self.entries}, f, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only state folder: the next run parses again, nothing is lost
