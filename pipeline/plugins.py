@@ -273,15 +273,15 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
             issues.append(Issue(plugin.path, 0, "plugin folder has no __init__.py", "warning"))
         for f in files:
             name = f.path.rsplit("/", 1)[-1]
-            if f.sha in facts:
+            if f in requirement_files:
+                _read_requirement_file(plugin, name, blobs.get(f.sha, b""), f.path, issues)
+            elif f.sha in facts:
                 fact = facts[f.sha]
                 if fact.syntax_error:
                     line, msg = fact.syntax_error
                     issues.append(Issue(f.path, line, f"syntax error: {msg}"))
                 elif f.path == init_path:
                     _read_registrations(plugin, fact, f.path, issues)
-            elif f in requirement_files:
-                _read_requirement_file(plugin, name, blobs.get(f.sha, b""), f.path, issues)
         plugin.requirements = sorted(set(plugin.requirements))
 
     loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
