@@ -71,6 +71,22 @@ def pack_tasks(pairs: list[PlannedPair], per_task: int) -> list[list[PlannedPair
     return tasks
 
 
+def code_paths(repo: Path, plan: Plan) -> list[str]:
+    """What a bundle's code snapshot holds: the domain package (its `__init__.py` files, helpers, type-level
+    modules) and the plugin folders its pairs use, not the repository's other hundreds of plugins."""
+    root = plan.domain_root
+    needed = {f"{root}/{folder}" for pair in plan.to_run for folder in pair.folders}
+    paths = []
+    for entry in gitrepo.list_tree_level(repo, plan.commit, root):
+        name = entry.path.rsplit("/", 1)[-1]
+        if entry.kind == "tree" and name in ("models", "benchmarks", "data", "metrics"):
+            paths.extend(e.path for e in gitrepo.list_tree_level(repo, plan.commit, entry.path)
+                         if e.kind == "blob" or e.path in needed)
+        else:
+            paths.append(entry.path)
+    return paths
+
+
 def pair_entry(pair: PlannedPair) -> dict:
     assert pair.lock is not None
     return {
@@ -93,7 +109,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         (run_dir / sub).mkdir(exist_ok=True)
     code_dir = run_dir / "code"
     if not code_dir.exists():
-        gitrepo.export_tree(repo, plan.commit, plan.domain_root, code_dir)
+        gitrepo.export_tree(repo, plan.commit, code_paths(repo, plan), code_dir)
     worker = run_dir / "worker.py"
     shutil.copyfile(WORKER_SOURCE, worker)
 
@@ -134,6 +150,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "state_dir": str(settings.state_dir.resolve()),
         "shared_cache": str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
         "plugin_env": dict(item.split("=", 1) for item in settings.plugin_env),
+        "sandbox_extra_paths": list(settings.sandbox_extra_paths),
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }
     manifest_path = run_dir / "manifest.json"

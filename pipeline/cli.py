@@ -197,16 +197,17 @@ def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = Tru
 
 @main.command()
 @change_options
+@click.option("--pairs", "with_pairs", is_flag=True, help="JSON: list every pair (default: a compact summary)")
 @click.option("--yes-prod", is_flag=True, help="confirm a run against the prod database")
 @common()
-def plan(profile: str, fmt: str, yes_prod: bool, **opts: Any) -> None:
+def plan(profile: str, fmt: str, yes_prod: bool, with_pairs: bool, **opts: Any) -> None:
     """The pairs to score, minus those already scored for the same code and environment."""
     from pipeline.run import detect_and_plan
 
     settings = settings_from()
     with database(profile, yes_prod) as db:
         change, _, the_plan = detect_and_plan(settings, db, _request(**opts))
-    data = the_plan.to_json()
+    data = the_plan.to_json(pairs=with_pairs)
     data["issues"] = change.issues
     report_issues(change.issues)
     if fmt == "json":

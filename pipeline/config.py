@@ -45,7 +45,9 @@ class Settings:
     conda: str = field(default="conda", metadata={"help": "conda binary on the cluster"})
     env_mode: str = field(default="cached", metadata={"help": "cached (build once, reuse) or fresh (per job)"})
     env_root: Path | None = field(default=None, metadata={"help": "where cached environments live"})
-    python: str = field(default="", metadata={"help": "base interpreter for job environments"})
+    python: str = field(default="", metadata={"help": "base interpreter for job environments, as the nodes see it"})
+    python_version: str = field(default="", metadata={
+        "help": "its version (e.g. 3.11); needed when that interpreter exists only on the cluster"})
     uv: str = field(default="", metadata={"help": "uv binary used by job scripts"})
     package_cache: Path | None = field(default=None, metadata={"help": "package download cache (UV_CACHE_DIR)"})
     partition: str = field(default="", metadata={"help": "Slurm partition"})
@@ -60,6 +62,8 @@ class Settings:
     max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
     sandbox: str = field(default="auto", metadata={
         "help": "plugin sandbox: auto (bubblewrap when installed), bwrap (required), off"})
+    sandbox_extra_paths: list[str] = field(default_factory=list, metadata={
+        "help": "more node paths the plugin process may read (e.g. /opt/cuda); the rest of the node is hidden"})
     pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
@@ -70,6 +74,7 @@ class Settings:
     leaderboard_url: str = field(default="", metadata={"help": "link to the leaderboard in emails"})
     requirement_url_schemes: list[str] = field(default_factory=lambda: ["git+https"], metadata={
         "help": "URL schemes plugin requirements may use (the lock pins the resolved commit)"})
+    lock_workers: int = field(default=4, metadata={"help": "environments solved at once while planning"})
     plugin_env: list[str] = field(default_factory=lambda: ["BS_INSTALL_DEPENDENCIES=no"], metadata={
         "help": "NAME=value variables given to the plugin process (Brain-Score: do not pip-install at import)"})
     shared_cache: Path | None = field(default=None, metadata={

@@ -104,6 +104,18 @@ def list_tree(repo: Path | str, rev: str, under: str = "") -> list[TreeEntry]:
     return entries
 
 
+def list_tree_level(repo: Path | str, rev: str, folder: str) -> list[TreeEntry]:
+    """The entries directly inside `folder` at `rev` (one level, not recursive)."""
+    raw = git(repo, "ls-tree", "-z", rev, "--", folder.rstrip("/") + "/").decode("utf-8", "surrogateescape")
+    entries = []
+    for record in raw.split("\0"):
+        if record:
+            meta, path = record.split("\t", 1)
+            _mode, kind, sha = meta.split()
+            entries.append(TreeEntry(kind, sha, path))
+    return entries
+
+
 def read_blobs(repo: Path | str, shas: list[str]) -> dict[str, bytes]:
     """Contents of many blobs through one `git cat-file --batch` process."""
     unique = list(dict.fromkeys(shas))
@@ -143,10 +155,11 @@ def first_authors(repo: Path | str, rev: str, under: str) -> dict[str, str]:
     return authors
 
 
-def export_tree(repo: Path | str, rev: str, under: str, dest: Path) -> None:
-    """Write the files below `under` at `rev` into `dest` (git archive | tar, no checkout)."""
+def export_tree(repo: Path | str, rev: str, under: str | list[str], dest: Path) -> None:
+    """Write the files below `under` (one path or several) at `rev` into `dest` (git archive | tar, no checkout)."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = git(repo, "archive", "--format=tar", rev, "--", under)
+    paths = [under] if isinstance(under, str) else list(under)
+    archive = git(repo, "archive", "--format=tar", rev, "--", *[f":(literal){p}" for p in paths])
     proc = subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, capture_output=True)
     if proc.returncode != 0:
-        raise BadInput(f"could not export {under} at {rev}: {proc.stderr.decode(errors='replace')}")
+        raise BadInput(f"could not export {', '.join(paths)[:200]} at {rev}: {proc.stderr.decode(errors='replace')}")

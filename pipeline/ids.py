@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
-MAX_IDENTIFIER = 512
-MAX_FOLDER = 255  # one path component on Linux file systems
+MAX_IDENTIFIER = 200  # the database column (Brain-Score's longest real id is 65)
+MAX_FOLDER = 100  # the database column
 
 
 def _control_characters(text: str) -> list[str]:

@@ -63,16 +63,27 @@ class Plan:
     cannot_run: list[PlannedPair] = field(default_factory=list)
     in_flight: dict[str, str] = field(default_factory=dict)  # key -> the run still scoring it
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, pairs: bool = True) -> dict:
+        """The plan for programs; `pairs=False` gives the compact summary (a real repository's `--all` plans
+        100,000+ pairs: the counts, environments and reasons a pair cannot run, without every pair)."""
+        reasons: dict[str, int] = {}
+        for pair in self.cannot_run:
+            reasons[pair.problem or ""] = reasons.get(pair.problem or "", 0) + 1
+        data = {
             "commit": self.commit, "domain_root": self.domain_root,
             "counts": {"to_run": len(self.to_run), "already_scored": len(self.already_scored),
                        "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
+            "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
+            "cannot_run_reasons": reasons,
             "in_flight": self.in_flight,
-            "to_run": [p.to_json() for p in self.to_run],
-            "already_scored": [p.to_json() for p in self.already_scored],
-            "cannot_run": [p.to_json() for p in self.cannot_run],
         }
+        if pairs:
+            data.update({
+                "to_run": [p.to_json() for p in self.to_run],
+                "already_scored": [p.to_json() for p in self.already_scored],
+                "cannot_run": [p.to_json() for p in self.cannot_run],
+            })
+        return data
 
 
 def pair_key(model: str, benchmark: str, model_code_hash: str, benchmark_code_hash: str, lock_hash: str) -> str:
@@ -133,13 +144,14 @@ def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, pyt
               scored: Callable[[list[str]], set[str]], force: bool = False, models: list[str] | None = None,
               benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
               rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None,
-              url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES) -> Plan:
+              url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES, lock_workers: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
                           conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
-                          url_schemes=tuple(url_schemes))
+                          url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress)
 
 
 def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
@@ -156,10 +168,42 @@ def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: 
         return str(exc)
 
 
+def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: str, python_version: str,
+              backend: str, url_schemes: tuple[str, ...], workers: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, ...], Lock | str]:
+    """Lock every distinct requirement set, `workers` solver processes at a time (each set once; a lock cached on
+    disk costs a file read). A set that cannot be solved maps to the reason, as a string."""
+
+    def one(requirements: tuple[str, ...]) -> Lock | str:
+        try:
+            spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
+            return lock_environment(spec, locks_dir, uv)
+        except EnvError as exc:
+            return str(exc)
+
+    solved: dict[tuple[str, ...], Lock | str] = {}
+    if workers <= 1 or len(requirement_sets) <= 1:
+        for index, requirements in enumerate(requirement_sets, 1):
+            solved[requirements] = one(requirements)
+            if progress:
+                progress(index, len(requirement_sets))
+        return solved
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # uv runs as a subprocess: threads suffice
+        futures = {pool.submit(one, r): r for r in requirement_sets}
+        for index, future in enumerate(as_completed(futures), 1):
+            solved[futures[future]] = future.result()
+            if progress:
+                progress(index, len(requirement_sets))
+    return solved
+
+
 def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
                benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
-               in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...]) -> Plan:
+               in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...],
+               lock_workers: int, progress: Callable[[int, int], None] | None) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -172,9 +216,13 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for m, p in model_plugins.items()}
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
-    solved: dict[tuple[str, ...], Lock | str] = {}
+    candidates = candidate_pairs(change, catalog, models, benchmarks)
+    needed = {tuple(sorted(set(m_info[m][3]) | set(b_info[b][3]))) for m, b in candidates
+              if not any(conda[k][1] or conda[k][2] for k in (model_plugins[m].key, bench_plugins[b].key))}
+    solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
+                       url_schemes=url_schemes, workers=lock_workers, progress=progress)
     pairs: list[PlannedPair] = []
-    for (m, b), why in candidate_pairs(change, catalog, models, benchmarks).items():
+    for (m, b), why in candidates.items():
         m_name, m_hash, m_owner, m_reqs = m_info[m]
         b_name, b_hash, b_owner, b_reqs = b_info[b]
         mk, bk = model_plugins[m].key, bench_plugins[b].key
@@ -184,14 +232,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         else:
             lock = locks.get((m_reqs, b_reqs))
         if lock is None:
-            requirements = tuple(sorted(set(m_reqs) | set(b_reqs)))
-            if requirements not in solved:
-                try:
-                    spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
-                    solved[requirements] = lock_environment(spec, locks_dir, uv)
-                except EnvError as exc:
-                    solved[requirements] = str(exc)
-            lock = locks[(m_reqs, b_reqs)] = solved[requirements]
+            lock = locks[(m_reqs, b_reqs)] = solved[tuple(sorted(set(m_reqs) | set(b_reqs)))]
         if isinstance(lock, str):
             plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, None,
                                                pair_key(m, b, m_hash, b_hash, "unsolved"), lock))

@@ -46,7 +46,7 @@ def plugins_to_test(change: Change, catalog: Catalog) -> list[Plugin]:
 def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit: Path) -> list[PluginTestResult]:
     """Lock each plugin's environment, render the plugin-test job, run each of its array tasks as
     Slurm would (bash, array variables set, the job allow-list environment), merge the reports."""
-    pyver = python_version(settings.python)
+    pyver = python_version(settings.python, settings.python_version)
     results: list[PluginTestResult] = []
     suites = ET.Element("testsuites", name="unittests_plugins")
     with tempfile.TemporaryDirectory(prefix="plugin-tests-") as tmp:
@@ -64,7 +64,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
                 results.append(PluginTestResult(name, "no-tests", "the plugin has no test.py"))
                 continue
             try:
-                spec = EnvSpec(validate_requirements([*catalog.requirements(plugin), TEST_REQUIREMENT]), pyver,
+                spec = EnvSpec(validate_requirements([*catalog.requirements(plugin), TEST_REQUIREMENT], settings.requirement_url_schemes), pyver,
                                settings.env_backend)
                 lock = lock_environment(spec, settings.locks_dir, settings.uv)
             except EnvError as exc:

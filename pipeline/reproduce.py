@@ -36,12 +36,14 @@ def reproduce_score(settings: Settings, db: Database, score_id: int, out_dir: Pa
     mp, bp = catalog.by_identifier("models").get(model), catalog.by_identifier("benchmarks").get(benchmark)
     if mp is None or bp is None:
         raise BadInput(f"{model} or {benchmark} is not registered at {score.commit[:12]}")
-    spec = EnvSpec(validate_requirements(catalog.requirements(mp, bp)), python_version(mine.python),
+    spec = EnvSpec(validate_requirements(catalog.requirements(mp, bp), mine.requirement_url_schemes),
+                   python_version(mine.python, mine.python_version),
                    mine.env_backend)
     mine.locks_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(original_lock, mine.locks_dir / f"{spec.spec_hash}.txt")
     plan = make_plan(change, catalog, locks_dir=mine.locks_dir, uv=mine.uv, python_version=spec.python_version,
-                     scored=lambda keys: set(), models=[model], benchmarks=[benchmark], backend=mine.env_backend)
+                     scored=lambda keys: set(), models=[model], benchmarks=[benchmark], backend=mine.env_backend,
+                     url_schemes=mine.requirement_url_schemes)
     [pair] = plan.to_run
     if pair.key != score.pair_key:
         raise BadInput(f"score {score_id} cannot be reproduced exactly: its key {score.pair_key} is now {pair.key}")

@@ -6,6 +6,8 @@ spool), so a run interrupted anywhere can be inspected, ingested and re-run.
 
 from __future__ import annotations
 
+import sys
+
 import logging
 import subprocess
 import time
@@ -25,6 +27,7 @@ from db.session import session_scope
 from pipeline.bundle import Bundle, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
+from pipeline.errors import BadInput
 from pipeline.detect import Change, detect, detect_all
 from pipeline.errors import InfrastructureError
 from pipeline.executors import get_executor
@@ -90,10 +93,24 @@ class RunResult:
         }
 
 
-def python_version(python: str) -> str:
-    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
-                         text=True, check=True)
+def python_version(python: str, configured: str = "") -> str:
+    """The jobs' Python version: the `python_version` setting, else asked of the job interpreter when it exists
+    here (a cluster interpreter that exists only on the nodes needs the setting)."""
+    if configured:
+        return configured
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BadInput(f"the job interpreter {python} cannot be run here ({type(exc).__name__}); set python_version "
+                       "(e.g. SCORE_PLUGINS_PYTHON_VERSION=3.11) for a cluster-only interpreter") from None
     return out.stdout.strip()
+
+
+def _lock_progress(done: int, total: int) -> None:
+    """One stderr line per solved environment when there are several (a first `--all` locks hundreds)."""
+    if total > 1:
+        print(f"score-plugins: environments locked {done}/{total}", file=sys.stderr, flush=True)
 
 
 def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Change, Catalog, Plan]:
@@ -112,10 +129,11 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
             return in_flight_keys(session, keys)
 
     plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
-                     python_version=python_version(settings.python), scored=already, force=req.force,
+                     python_version=python_version(settings.python, settings.python_version), scored=already, force=req.force,
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
-                     url_schemes=tuple(settings.requirement_url_schemes),
+                     url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
+                     progress=_lock_progress,
                      in_flight=running)
     if req.only_pairs is not None:
         for name in ("to_run", "already_scored", "cannot_run"):

@@ -141,27 +141,122 @@ CACHE_HOMES = {
 }
 
 
-def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tuple[list[str], str]:
-    """Wrap the plugin process in bubblewrap: the whole filesystem read-only, its own work folder the only
-    writable place, the state and run folders hidden but for the pair's own plugin folders, its
-    environment and the worker, and its own PID namespace (no other process, no /proc/<pid>/environ)."""
+# Read-only system paths the plugin process sees (when present); everything else of the node is absent.
+SYSTEM_PATHS = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/sys",
+    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
+    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone",
+    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/mime.types",
+    "/etc/fonts", "/etc/os-release", "/etc/machine-id",
+)
+NOBODY = 65534
+
+
+def sandbox_identity(manifest: dict) -> tuple[int, int] | None:
+    """(uid, gid) the plugin process runs as when the worker is root (a dedicated unprivileged user), else None."""
+    if os.getuid() != 0:
+        return None
+    uid = int(manifest.get("sandbox_uid") or NOBODY)
+    gid = int(manifest.get("sandbox_gid") or NOBODY)
+    return uid, gid
+
+
+def sandbox_prepare(manifest: dict, workdir: Path) -> None:
+    """Give the unprivileged plugin user its work folder and the shared cache (nothing else is writable)."""
+    identity = sandbox_identity(manifest) if manifest.get("sandbox", "auto") != "off" and shutil.which("bwrap") \
+        else None
+    cache = manifest.get("shared_cache")
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    if identity is None:
+        return
+    os.chown(workdir, *identity)
+    if cache and os.stat(cache).st_uid == 0:
+        os.chown(cache, *identity)
+
+
+def seccomp_program() -> bytes | None:
+    """A seccomp BPF filter (x86-64) refusing what a plugin never needs: mount and friends, ptrace, kexec,
+    module loading, namespaces, keyrings, bpf, userfaultfd, process_vm_*; other ABIs are killed."""
+    import platform
+    import struct
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    allow, kill = 0x7FFF0000, 0x80000000
+    denied = (101, 155, 161, 165, 166, 167, 168, 169, 170, 171, 175, 176, 246, 248, 249, 250, 272, 298, 304, 308,
+              310, 311, 313, 320, 321, 323, 428, 429, 430, 431, 432, 433, 442)
+    new_namespaces = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+    prog: list[tuple[int, int, int, int]] = []
+
+    def ins(code: int, jt: int = 0, jf: int = 0, k: int = 0) -> None:
+        prog.append((code, jt, jf, k))
+
+    ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    # Layout: header, one test per denied call, the clone checks, then the return blocks at the end.
+    n_tests = len(denied)
+    ins(ld_abs, k=4)                                   # arch
+    ins(jeq, 1, 0, 0xC000003E)                        # x86-64? skip the kill
+    ins(ret, k=kill)
+    ins(ld_abs, k=0)                                   # syscall number
+    tail_from = 4 + 1 + 1 + n_tests + 1 + 3           # index of the first return block (computed below)
+    # the return blocks: [allow, eperm, enosys]
+    def to(target: int) -> int:
+        return target - (len(prog) + 1)
+
+    allow_at, eperm_at, enosys_at = tail_from, tail_from + 1, tail_from + 2
+    ins(jge, to(eperm_at), 0, 0x40000000)             # x32 ABI
+    ins(jeq, to(enosys_at), 0, 435)                    # clone3: glibc falls back to clone
+    for nr in denied:
+        ins(jeq, to(eperm_at), 0, nr)
+    ins(jeq, 0, to(allow_at), 56)                      # clone: look at its flags
+    ins(ld_abs, k=16)                                  # args[0], low 32 bits
+    ins(jset, to(eperm_at), 0, new_namespaces)
+    ins(ret, k=allow)
+    assert len(prog) == allow_at
+    ins(ret, k=allow)
+    ins(ret, k=eperm)
+    ins(ret, k=enosys)
+    return b"".join(struct.pack("<HBBI", *i) for i in prog)
+
+
+def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tuple[list[str], str, tuple[int, ...]]:
+    """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
+    environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
+    and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
+    UTS namespaces; a dedicated unprivileged user with no capability when started as root; no_new_privs and
+    a seccomp filter. Returns (argv, what was done, file descriptors the child must inherit)."""
     mode = manifest.get("sandbox", "auto")
     bwrap = shutil.which("bwrap") if mode != "off" else None
     if bwrap is None:
         if mode == "bwrap":
             raise StageError("import", "sandbox=bwrap but bubblewrap (bwrap) is not installed on this node")
-        return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)")
+        return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)"), ()
     code = Path(manifest["code_dir"])
     root = code / manifest["domain_root"]
-    args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--unshare-ipc",
-            "--die-with-parent", "--new-session"]
-    for hidden in (manifest.get("state_dir"), str(Path(manifest["spool_dir"]).parent)):
-        if hidden and Path(hidden).exists():
-            args += ["--tmpfs", hidden]
-    for keep in (manifest.get("env_root"), str(Path(env_python_dir(cmd[0])))):
+    env_dir = Path(env_python_dir(cmd[0]))
+    args = [bwrap]
+    made: set[str] = set()
+
+    def bind(kind: str, path: str) -> None:
+        # bubblewrap would copy each parent's mode (a 0700 state folder would lock the plugin user out)
+        parents = [str(p) for p in reversed(Path(path).parents) if str(p) != "/"]
+        for parent in parents:
+            if parent not in made:
+                made.add(parent)
+                args.extend(["--perms", "0755", "--dir", parent])
+        args.extend([kind, path, path])
+
+    for path in (*SYSTEM_PATHS, *(manifest.get("sandbox_extra_paths") or ())):
+        if os.path.lexists(path):
+            bind("--ro-bind", path)
+    args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
+             "--unshare-uts", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
+    for keep in (str(env_dir), base_prefix(env_dir)):
         if keep and Path(keep).exists():
-            args += ["--ro-bind", keep, keep]
-    args += ["--ro-bind", str(code), str(code)]
+            bind("--ro-bind", keep)
+    bind("--ro-bind", str(code))
     # Other plugins' folders are hidden; the domain package stays whole: its __init__.py files, helpers and
     # every file directly in a type folder (`benchmarks/__init__.py` defines BenchmarkBase in Brain-Score).
     for plugin_type in ("models", "benchmarks", "data", "metrics"):
@@ -175,14 +270,50 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tupl
         path = root / folder
         if path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    cache = manifest.get("shared_cache")
-    if cache:
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        args += ["--bind", cache, cache]
     for path in (manifest["manifest_path"], manifest["worker"]):
-        args += ["--ro-bind", path, path]
-    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
-    return args + cmd, "sandbox: bubblewrap"
+        bind("--ro-bind", path)
+    cache = manifest.get("shared_cache")
+    if cache and Path(cache).is_dir():
+        bind("--bind", cache)
+    bind("--bind", str(workdir))
+    args += ["--chdir", str(workdir), "--remount-ro", "/"]
+    fds: tuple[int, ...] = ()
+    program = seccomp_program()
+    how = "sandbox: bubblewrap"
+    if program is not None:
+        fd = os.memfd_create("score-plugins-seccomp", 0)
+        os.write(fd, program)
+        os.lseek(fd, 0, os.SEEK_SET)
+        args += ["--seccomp", str(fd)]
+        fds = (fd,)
+        how += ", seccomp"
+    identity = sandbox_identity(manifest)
+    if identity is None:
+        args += ["--unshare-user", "--cap-drop", "ALL", "--"]
+        how += ", user namespace"
+    else:  # root: become a dedicated unprivileged user, with every capability gone, before the plugin starts
+        uid, gid = identity
+        args += ["--", shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}",
+                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        how += f", uid {uid}"
+    return args + cmd, how, fds
+
+
+def base_prefix(env_dir: Path) -> str:
+    """The installation prefix of a venv's base interpreter (pyvenv.cfg `home` is its bin folder)."""
+    try:
+        for line in (env_dir / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                return str(Path(os.path.realpath(value.strip())).parent)
+    except OSError:
+        pass
+    return ""
+
+
+def child_setup(manifest: dict):  # noqa: ANN201 - a preexec function or None
+    """Limits applied in the child before it starts (see memory_limit)."""
+    return memory_limit(manifest.get("mem_limit_bytes"))
 
 
 def memory_limit(limit: int | None):  # noqa: ANN201 - a preexec function or None
@@ -204,44 +335,58 @@ def env_python_dir(python: str) -> str:
     return str(Path(python).parent.parent)
 
 
-def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path) -> dict:
-    """Score one pair in a child process; whatever happens, return a result dict."""
+def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
+    """Score one pair in a child process; whatever happens, return a result dict.
+
+    The child reports through a pipe this process owns (stages, then one result), never through a file
+    in a folder the plugin can write: nothing it could plant there (a symlink, a FIFO, a forged result)
+    is ever opened. Every message is size-capped and checked against a schema (`check_report`).
+    """
     result = base_result(manifest, pair)
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
     timeout = int(manifest.get("pair_timeout", 1800))
-    with tempfile.TemporaryDirectory(prefix="pair-", dir=manifest.get("scratch_dir") or None) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
         workdir = Path(tmp)
-        out = workdir / "result.json"
-        stage_file = workdir / "stage"
+        sandbox_prepare(manifest, workdir)
+        read_fd, write_fd = os.pipe()
         cmd = [env_python, manifest["worker"], "score-pair", "--manifest", manifest["manifest_path"],
-               "--pair", pair["key"], "--out", str(out), "--stage-file", str(stage_file)]
+               "--pair", pair["key"], "--report-fd", str(write_fd)]
+        fds: tuple[int, ...] = ()
         try:
-            cmd, how = sandboxed(manifest, pair, workdir, cmd)
+            cmd, how, fds = sandboxed(manifest, pair, workdir, cmd)
         except StageError as exc:
             cmd, how = [], exc.reason
+        reader = ReportReader(read_fd)
+        failure: dict | None = None
         with open(log, "ab") as logf:
             logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
             logf.flush()
+            proc = None
             try:
                 if not cmd:
                     raise OSError(how)
                 proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=memory_limit(manifest.get("mem_limit_bytes")))
+                                        pass_fds=(write_fd, *fds), preexec_fn=child_setup(manifest))
             except OSError as exc:
-                proc = None
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
+            finally:
+                for fd in (write_fd, *fds):
+                    os.close(fd)
+            reader.start()
             if proc is not None:
                 code, usage, timed_out = wait_with_usage(proc, timeout)
+                reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
-                failure = None
+                stage, reported, problem = reader.outcome()
                 if timed_out:
-                    failure = {"state": "TIMEOUT", "stage": _stage(stage_file),
+                    failure = {"state": "TIMEOUT", "stage": stage,
                                "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
-                if failure is None:
-                    failure = _read_child_result(out, code, stage_file, result)
+                else:
+                    failure = _child_outcome(code, stage, reported, problem, result)
+            reader.close()
         cap_log(log)
     result["ended_at"] = now()
     result["elapsed_seconds"] = round(time.time() - started, 3)
@@ -250,6 +395,153 @@ def run_pair(manifest: dict, task: dict, pair: dict, env_python: str, log: Path)
     else:
         result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
     return result
+
+
+STAGES = ("env_build", "import", "score", "persist")
+REPORT_CAP_BYTES = 1_000_000  # everything the plugin side may send; the rest is drained and dropped
+REPORT_LINE_CAP = 200_000
+REASON_CAP = 2000
+REPORT_DRAIN_SECONDS = 5.0
+
+
+class ReportReader:
+    """Reads the child's report pipe in a thread: JSON lines, capped in size, never blocking the child."""
+
+    def __init__(self, fd: int):
+        import threading
+
+        self.fd = fd
+        self.data = bytearray()
+        self.overflow = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            room = REPORT_CAP_BYTES - len(self.data)
+            if room > 0:
+                self.data.extend(chunk[:room])
+            if len(chunk) > room:
+                self.overflow = True
+
+    def join(self, seconds: float) -> None:
+        self.thread.join(seconds)  # a grandchild holding the pipe open cannot keep us waiting
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    def outcome(self) -> tuple[str, dict | None, str | None]:
+        """(last stage reached, the checked final report or None, why the report was refused)."""
+        stage, final, problem = "import", None, None
+        for raw in bytes(self.data).split(b"\n"):
+            if not raw.strip():
+                continue
+            if len(raw) > REPORT_LINE_CAP:
+                problem = f"a report line of {len(raw)} bytes was refused"
+                continue
+            try:
+                message = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            except (ValueError, UnicodeDecodeError):
+                problem = "the plugin side sent a report that is not JSON"
+                continue
+            if not isinstance(message, dict):
+                problem = "the plugin side sent a report that is not an object"
+                continue
+            if set(message) == {"stage"}:
+                if message["stage"] in STAGES:
+                    stage = message["stage"]
+                continue
+            checked, why = check_report(message)
+            if checked is None:
+                problem = why
+            else:
+                final, problem = checked, None
+        if self.overflow and final is None:
+            problem = f"the plugin side sent more than {REPORT_CAP_BYTES} bytes of report"
+        return stage, final, problem
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite(value: object, low: float | None = None, high: float | None = None) -> float | None:
+    """`value` as a float when it is a real, finite JSON number within bounds, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
+        return None
+    return number
+
+
+def check_report(message: dict) -> tuple[dict | None, str | None]:
+    """The final report's schema: every field typed, bounded and capped; anything else is refused."""
+    status = message.get("status")
+    if status == "error":
+        stage = message.get("stage") if message.get("stage") in STAGES else "score"
+        reason = message.get("reason")
+        reason = reason[:REASON_CAP] if isinstance(reason, str) else "the plugin failed without a readable reason"
+        return {"status": "error", "stage": stage, "reason": reason}, None
+    if status != "ok":
+        return None, "the plugin side sent a report with no valid status"
+    score = _finite(message.get("score_ceiled"), 0.0, 1.0)
+    raw = _finite(message.get("score_raw"))
+    if score is None or raw is None:
+        return None, "the plugin side reported a score that is not a finite number in [0, 1]"
+    ceiling = message.get("ceiling")
+    if ceiling is not None:
+        ceiling = _finite(ceiling, 0.0)
+        if ceiling is None or ceiling == 0.0:
+            return None, "the plugin side reported a ceiling that is not a positive finite number"
+    error = _finite(message.get("error")) if message.get("error") is not None else None
+    values = message.get("raw_values")
+    if values is not None:
+        if not isinstance(values, list) or len(values) > MAX_RAW_VALUES:
+            return None, "the plugin side reported raw values that are not a list of at most 1000 numbers"
+        values = [_finite(v) for v in values]
+    return {"status": "ok", "score_ceiled": score, "score_raw": raw, "ceiling": ceiling, "error": error,
+            "raw_values": values}, None
+
+
+def _child_outcome(code: int | None, stage: str, reported: dict | None, problem: str | None, result: dict
+                   ) -> dict | None:
+    """None when the child reported a valid score (copied into `result`), else the failure."""
+    if code is not None and code > 128 and reported is None and (code - 128) in set(signal.Signals):
+        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
+        # SIGKILL may be the kernel's OOM killer, or anyone else: say so, but claim OUT_OF_MEMORY only
+        # where the scheduler knows (Slurm's accounting, see executors.slurm).
+        reason = f"plugin process killed by {name}" + (" (out of memory, or killed by another process)"
+                                                         if sig == signal.SIGKILL else "")
+        return {"state": "FAILED", "stage": stage, "reason": reason}
+    if reported is None:
+        why = f" ({problem})" if problem else ""
+        return {"state": "FAILED", "stage": stage,
+                "reason": f"plugin process exited with code {code} without a valid result{why}"}
+    if reported["status"] != "ok":
+        reason = reported["reason"]
+        state = "OUT_OF_MEMORY" if reason.startswith("MemoryError") else "FAILED"
+        return {"state": state, "stage": reported["stage"], "reason": reason}
+    if code != 0:
+        return {"state": "FAILED", "stage": "persist",
+                "reason": f"plugin process reported a score but exited with code {code}"}
+    for k in ("score_raw", "score_ceiled", "ceiling", "error", "raw_values"):
+        result[k] = reported.get(k)
+    return None
 
 
 def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object, bool]:
@@ -271,39 +563,6 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object
             return proc.returncode, usage, True
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-
-
-def _stage(stage_file: Path) -> str:
-    try:
-        return stage_file.read_text().strip() or "import"
-    except OSError:
-        return "import"
-
-
-def _read_child_result(out: Path, code: int | None, stage_file: Path, result: dict) -> dict | None:
-    """None when the child reported a valid score (copied into `result`), else the failure."""
-    if code is not None and code > 128 and not out.exists() and (code - 128) in set(signal.Signals):
-        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
-    if code is not None and code < 0:
-        sig = -code
-        name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
-        # SIGKILL may be the kernel's OOM killer, or anyone else: say so, but claim OUT_OF_MEMORY only
-        # where the scheduler knows (Slurm's accounting, see executors.slurm).
-        reason = f"plugin process killed by {name}" + (" (out of memory, or killed by another process)"
-                                                         if sig == signal.SIGKILL else "")
-        return {"state": "FAILED", "stage": _stage(stage_file), "reason": reason}
-    try:
-        reported = json.loads(out.read_text())
-    except (OSError, ValueError):
-        return {"state": "FAILED", "stage": _stage(stage_file),
-                "reason": f"plugin process exited with code {code} without a result"}
-    if reported.get("status") != "ok":
-        reason = reported.get("reason") or ""
-        state = "OUT_OF_MEMORY" if reason.startswith("MemoryError") else "FAILED"
-        return {"state": state, "stage": reported.get("stage", "score"), "reason": reason}
-    for k in ("score_raw", "score_ceiled", "ceiling", "error", "raw_values"):
-        result[k] = reported.get(k)
-    return None
 
 
 def env_failure_result(manifest: dict, pair: dict, env_log: Path, status: int) -> dict:
@@ -328,7 +587,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
         if args.env_status != 0:
             result = env_failure_result(manifest, pair, Path(args.env_log), args.env_status)
         else:
-            result = run_pair(manifest, task, pair, args.env_python, logs / f"{pair['key']}.log")
+            result = run_pair(manifest, pair, args.env_python, logs / f"{pair['key']}.log")
         try:
             write_json_atomic(target, result)
         except OSError as exc:
@@ -438,13 +697,22 @@ def read_score(value: object, benchmark_ceiling: object = None) -> dict:
 
 
 def cmd_score_pair(args: argparse.Namespace) -> int:
-    """Inside the plugins' environment: import both plugins, score, report. Never raises."""
+    """Inside the plugins' environment: import both plugins, score, report through the pipe. Never raises."""
     import importlib
 
-    stage_file = Path(args.stage_file)
+    report_fd = os.fdopen(args.report_fd, "w", encoding="utf-8", closefd=True)
+    current = {"stage": "import"}
+
+    def send(message: dict) -> None:
+        try:
+            report_fd.write(json.dumps(message, allow_nan=False) + "\n")
+            report_fd.flush()
+        except (OSError, ValueError):
+            pass  # the worker then records "exited without a valid result"
 
     def stage(name: str) -> None:
-        stage_file.write_text(name)
+        current["stage"] = name
+        send({"stage": name})
 
     stage("import")
     try:
@@ -471,18 +739,15 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
                 ceiling_attr = None
         reported = read_score(value, ceiling_attr)
         stage("persist")
-        write_json_atomic(Path(args.out), {"status": "ok", **reported})
+        send({"status": "ok", **reported})
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
         traceback.print_exc()
-        report = {"status": "error", "stage": _stage(stage_file),
+        report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
-    try:
-        write_json_atomic(Path(args.out), report)
-    except OSError:
-        pass
+    send(report)
     return 1
 
 
@@ -498,8 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     pair = sub.add_parser("score-pair", help="(inside the plugin environment) score one pair")
     pair.add_argument("--manifest", required=True)
     pair.add_argument("--pair", required=True)
-    pair.add_argument("--out", required=True)
-    pair.add_argument("--stage-file", required=True)
+    pair.add_argument("--report-fd", type=int, required=True, help="pipe to the worker (stages, then the result)")
     args = parser.parse_args(argv)
     if args.command == "run-task":
         return cmd_run_task(args)

@@ -149,7 +149,7 @@ def test_scores_equal_brainscore_core_on_slurm(slurm_cluster, bs_workspace):
 def test_git_requirements_need_an_allowed_scheme(bs_workspace):
     workspace, repo = bs_workspace
     workspace.env.pop("SCORE_PLUGINS_REQUIREMENT_URL_SCHEMES")
-    data = workspace.json("plan", "--repo", str(repo), "--base", "HEAD~2", "--head", "HEAD~1")
+    data = workspace.json("plan", "--pairs", "--repo", str(repo), "--base", "HEAD~2", "--head", "HEAD~1")
     problems = {p["problem"] for p in data["cannot_run"]}
     assert any("URL scheme 'git+file' is not allowed" in (p or "") for p in problems), problems
     assert data["counts"]["to_run"] == 2  # pairs of the other model still run

@@ -114,6 +114,6 @@ def test_conda_plugins_are_scored_in_their_environment(conda_channel, workspace,
     assert (run_dir / "build_env_conda.sh").exists()
     assert list(run_dir.glob("locks/*/conda-lock.yml"))
     # a pip model on a conda benchmark cannot share one environment: a clear, recorded refusal
-    plan = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
                           "--benchmarks", "conda-bench")
     assert "mixing requirements.txt and environment.yml" in plan["cannot_run"][0]["problem"]

@@ -96,7 +96,7 @@ def test_corrupt_lockfile_fails_the_env_build_stage(builder, tmp_path, workspace
 
     # through the pipeline: the lock cache corrupted after planning -> every pair fails at env_build, with the log
     workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(tmp_path / "fresh-envs")
-    plan = workspace.json("plan", "--repo", str(example_repo), "--all", "--models", "logreg",
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "logreg",
                           "--benchmarks", "iris-accuracy")
     assert plan["counts"]["to_run"] == 1
     for lock in (workspace.state / "locks").glob("*.txt"):

@@ -180,7 +180,7 @@ def test_postgres_down_mid_run_results_wait_in_the_spool(workspace, example_repo
 
 def test_a_change_with_only_a_broken_plugin_still_tells_its_submitter(workspace, example_repo):
     write(example_repo, "sklearn_scores/models/broken/__init__.py",
-          "from sklearn_scores import model_registry\nmodel_registry['has space'] = lambda: None\n")
+          "from sklearn_scores import model_registry\nmodel_registry['has\\nnewline'] = lambda: None\n")
     commit_all(example_repo, "a model with a bad identifier", author="Zoe <zoe@example.org>")
     proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
     assert proc.returncode == 2 and "broken/__init__.py:2: error" in proc.stderr
@@ -190,7 +190,7 @@ def test_a_change_with_only_a_broken_plugin_still_tells_its_submitter(workspace,
 
     msg = email.message_from_bytes(mail.read_bytes(), policy=policy.default)
     assert str(msg["To"]) == "zoe@example.org" and "plugin problem" in msg["Subject"]
-    assert "identifier has characters outside" in msg.get_body(("plain",)).get_content()
+    assert "identifier contains control characters or line breaks" in msg.get_body(("plain",)).get_content()
 
 
 def test_memory_hog_on_the_local_executor_is_stopped_at_its_limit(workspace, example_repo):

@@ -13,35 +13,35 @@ def keys(plan: dict, section: str = "to_run") -> set[tuple[str, str]]:
 
 
 def test_plan_all_then_filters(workspace, example_repo):
-    plan = workspace.json("plan", "--repo", str(example_repo), "--all")
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all")
     assert plan["counts"] == {"to_run": 16, "already_scored": 0, "cannot_run": 0, "in_flight": 0}
     pair = next(p for p in plan["to_run"] if p["model"] == "logreg" and p["benchmark"] == "iris-accuracy")
     assert pair["reasons"] == ["new or changed model logreg", "new or changed benchmark iris-accuracy"]
     assert pair["lock_hash"] and pair["env_hash"] and len(pair["key"]) == 32
     assert pair["submitters"] == ["admin@example.org", "bob@example.org"]
 
-    only = workspace.json("plan", "--repo", str(example_repo), "--all", "--models", "knn-5,logreg",
+    only = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "knn-5,logreg",
                           "--benchmarks", "wine-accuracy")
     assert keys(only) == {("knn-5", "wine-accuracy"), ("logreg", "wine-accuracy")}
 
-    change = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "gaussian-nb")
+    change = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "gaussian-nb")
     assert keys(change) == {("gaussian-nb", "iris-accuracy")}
 
 
 def test_plan_skips_what_is_scored_unless_forced(workspace, example_repo):
     workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "knn-5", "--benchmarks",
                   "wine-accuracy,iris-accuracy", check=True)
-    plan = workspace.json("plan", "--repo", str(example_repo), "--all", "--models", "knn-5")
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "knn-5")
     assert keys(plan, "already_scored") == {("knn-5", "wine-accuracy"), ("knn-5", "iris-accuracy")}
     assert keys(plan) == {("knn-5", "digits-accuracy"), ("knn-5", "breast_cancer-balanced_accuracy")}
-    forced = workspace.json("plan", "--repo", str(example_repo), "--all", "--models", "knn-5", "--force")
+    forced = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "knn-5", "--force")
     assert len(forced["to_run"]) == 4 and forced["already_scored"] == []
 
     # changing the model's code changes its key: every benchmark is planned again
     path = example_repo / "sklearn_scores/models/knn/__init__.py"
     path.write_text(path.read_text().replace("n_neighbors=5", "n_neighbors=3"))
     commit_all(example_repo, "knn with 3 neighbours")
-    after = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1")
+    after = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1")
     assert keys(after) == {("knn-5", b) for b in ("digits-accuracy", "wine-accuracy", "iris-accuracy",
                                                   "breast_cancer-balanced_accuracy")}
 
@@ -59,7 +59,7 @@ def test_unsolvable_requirements_cannot_run_and_are_recorded(workspace, example_
     write(example_repo, "sklearn_scores/models/impossible/requirements.txt",
           "scikit-learn>=1.3\nscikit-learn<1.0\n")
     commit_all(example_repo, "a model whose requirements contradict each other", author="Ivy <ivy@example.org>")
-    plan = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1")
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1")
     assert plan["to_run"] == [] and len(plan["cannot_run"]) == 4
     assert "cannot solve" in plan["cannot_run"][0]["problem"]
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", expect=1)
