@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
@@ -94,6 +94,14 @@ def _number(value: object) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
+def _record_moves(session: Session, model: Any, plugins: dict[str, tuple[str, int | None]]) -> None:
+    """A plugin moved to another folder (allowed only when the old one is gone): its row follows it."""
+    for identifier, (plugin, owner) in plugins.items():
+        if plugin:
+            session.execute(update(model).where(model.identifier == identifier, model.plugin != plugin)
+                            .values(plugin=plugin, owner_id=owner))
+
+
 def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int]) -> None:
     emails = {}
     for r in results:
@@ -108,6 +116,10 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         r["benchmark"]: {"identifier": r["benchmark"], "plugin": r.get("benchmark_plugin", ""),
                          "domain": r.get("domain", ""), "owner_id": users.get(r.get("benchmark_owner"))}
         for r in results})
+    _record_moves(session, Model, {r["model"]: (r.get("model_plugin", ""), users.get(r.get("model_owner")))
+                                   for r in results})
+    _record_moves(session, BenchmarkType, {r["benchmark"]: (r.get("benchmark_plugin", ""),
+                                                            users.get(r.get("benchmark_owner"))) for r in results})
     ok = [r for r in results if r.get("status") == "ok"]
     run_ids = {r["run_id"] for r in results if r.get("run_id")}
     known = set(session.scalars(select(Run.id).where(Run.id.in_(run_ids)))) if run_ids else set()

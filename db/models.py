@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -123,7 +123,12 @@ class Job(Base):
     """One pair's execution in one run: where it ran, how it ended, and why."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("run_id", "pair_key"),)
+    # One coordinator per pair: a pair can be PENDING or RUNNING in one run only. Claiming it is the insert
+    # of its PENDING row, which this partial unique index makes atomic (Postgres and SQLite alike).
+    __table_args__ = (UniqueConstraint("run_id", "pair_key"),
+                      Index("uq_jobs_pair_in_flight", "pair_key", unique=True,
+                            postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
+                            sqlite_where=text("state IN ('PENDING', 'RUNNING')")))
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
     pair_key: Mapped[str] = mapped_column(String(64))

@@ -53,7 +53,12 @@ def parse_smtp_url(url: str) -> SmtpSettings:
     if not parts.hostname:
         raise SmtpConfigError("SMTP URL has no host")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    truthy = ("1", "true", "yes", "on")
+    truthy, falsy = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+    unknown = sorted(set(query) - {"starttls", "timeout", "cafile"})
+    if unknown:
+        raise SmtpConfigError(f"SMTP URL has unknown parameter(s) {', '.join(unknown)} (starttls, timeout, cafile)")
+    if query.get("starttls", "").lower() not in truthy + falsy:
+        raise SmtpConfigError("SMTP URL: starttls must be true or false")
     try:
         port = parts.port or (465 if parts.scheme == "smtps" else 25)
         timeout = float(query.get("timeout", 30))

@@ -46,16 +46,37 @@ def common(fmt: bool = True) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from sqlalchemy.exc import OperationalError
 
+            from jobscripts.render import RenderError
+
             try:
                 return func(*args, **kwargs)
             except PipelineError as exc:
                 err.print(coloured("error:", "red", str(exc)))
                 sys.exit(exc.exit_code)
+            except RenderError as exc:  # a setting that cannot go into a job script
+                err.print(coloured("error:", "red", f"cannot render the job script: {exc}"))
+                sys.exit(2)
+            except KeyboardInterrupt:
+                err.print(coloured("interrupted:", "yellow", "stopped by Ctrl-C; what finished is kept "
+                                   "(`score-plugins reconcile` closes what was left open)"))
+                sys.exit(130)
+            except OSError as exc:  # a path the user gave: not writable, a file where a folder was meant...
+                if DEBUG:
+                    raise
+                where = f" {exc.filename}" if exc.filename else ""
+                err.print(coloured("error:", "red", f"cannot use{where}: {exc.strerror or exc}"))
+                sys.exit(2)
             except OperationalError as exc:  # the database went away mid-command; never print its URL
                 err.print(coloured("error:", "red", f"the database became unreachable ({type(exc.orig).__name__}); "
                                    "results already written stay in the run's spool: run `score-plugins reconcile` "
                                    "when it is back"))
                 sys.exit(3)
+            except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback (unless --debug)
+                if DEBUG:
+                    raise
+                err.print(coloured("error:", "red", f"unexpected {type(exc).__name__}: {exc} "
+                                   "(run with --debug for the traceback, and please report it)"))
+                sys.exit(1)
         if fmt:
             wrapper = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                                    show_default=True, help="table for people, json for programs")(wrapper)
@@ -68,11 +89,17 @@ def settings_from(ctx_overrides: dict[str, Any] | None = None) -> Settings:
     return load_settings(ctx_overrides or {})
 
 
+DEBUG = False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="more log lines on stderr")
+@click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
 @click.version_option(package_name="score-plugins")
-def main(verbose: bool) -> None:
+def main(verbose: bool, debug: bool) -> None:
     """Score model and benchmark plugins: detect, plan, render, submit, record, notify."""
+    global DEBUG
+    DEBUG = debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -300,6 +327,9 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
     from pipeline.run import detect_and_plan, record_run
 
     settings = settings_from()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
+                       "give a new or empty folder")
     with database(profile, yes_prod) as db:
         _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
     if not the_plan.to_run:
@@ -307,7 +337,8 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
     req = _request(**opts, executor="manual")
     bundle = render_bundle(settings, the_plan, catalog.repo, "manual", out_dir=out_dir)
     with database(profile, yes_prod) as db:
-        record_run(db, bundle, the_plan, req, str(catalog.repo))  # so `ingest DIR` has rows to complete
+        # so `ingest DIR` has rows to complete; RENDERED pairs are not claimed: they never block a later run
+        record_run(db, bundle, the_plan, req, str(catalog.repo), state="RENDERED")
     data = {"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
             "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
             "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"}
@@ -357,7 +388,8 @@ def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
         if not folders[0].is_dir():
             raise BadInput(f"no run {run!r} under {settings.runs_dir}")
     else:
-        folders = sorted(p for p in settings.runs_dir.glob("*") if p.is_dir()) if settings.runs_dir.exists() else []
+        folders = sorted(p for p in settings.runs_dir.glob("*") if (p / "manifest.json").is_file()) \
+            if settings.runs_dir.exists() else []
     totals = {"scores": 0, "duplicates": 0, "failures": 0}
     with database(profile, yes_prod) as db:
         for folder in folders:
@@ -557,14 +589,21 @@ def db_upgrade(revision: str, yes_prod: bool, profile: str) -> None:
 
 
 @db.command("downgrade")
-@click.option("--revision", default="base", show_default=True)
+@click.option("--revision", required=True, help="the revision to go down to (`base` removes every table)")
+@click.option("--yes", is_flag=True, help="confirm: a downgrade drops what newer revisions added, data included")
 @click.option("--yes-prod", is_flag=True)
 @common(fmt=False)
-def db_downgrade(revision: str, yes_prod: bool, profile: str) -> None:
-    """Migrate the profile's database down to REVISION."""
+def db_downgrade(revision: str, yes: bool, yes_prod: bool, profile: str) -> None:
+    """Migrate the profile's database down to REVISION (destructive: needs --yes)."""
     from db import migrate
 
     with database(profile, yes_prod, migrate_schema=False) as db:
+        now = migrate.current(db.engine)
+        what = ("every table and every score" if revision == "base"
+                else f"what the revisions after {revision} added")
+        if not yes:
+            raise BadInput(f"db downgrade {profile} from {now} to {revision} would remove {what} "
+                           f"of {db.profile.safe_url}; add --yes to do it")
         migrate.downgrade(db.engine, revision)
         click.echo(f"{profile}: at {migrate.current(db.engine)}")
 

@@ -107,6 +107,19 @@ class Settings:
                 raise BadInput(f"plugin_env entry {item!r} is not NAME=value")
         if self.shared_cache is None:
             self.shared_cache = self.state_dir / "shared-cache"
+        from pipeline.units import size_bytes
+
+        if size_bytes(self.mem) is None:
+            raise BadInput(f"setting mem: {self.mem!r} is not a size (e.g. 4G, 800M)")
+        for name in ("partition", "account", "qos"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
+                raise BadInput(f"setting {name}: {value!r} is not a Slurm name (letters, digits, _ . , : + -)")
+        for name in ("time_minutes", "cpus_per_task", "max_retries", "pair_timeout", "lock_workers"):
+            if getattr(self, name) < (0 if name == "max_retries" else 1):
+                raise BadInput(f"setting {name}: {getattr(self, name)} is too small")
+        if self.gpus < 0 or self.array_throttle < 0:
+            raise BadInput("settings gpus and array_throttle cannot be negative")
 
     @property
     def runs_dir(self) -> Path:
@@ -168,10 +181,22 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and name.upper() not in RESERVED_ENV:
             values[name] = _coerce(name, raw, str(f.type))
+    unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and not _known_variable(
+        k[len(ENV_PREFIX):], known))
+    if unknown_env:
+        raise BadInput(f"unknown variable(s) {', '.join(unknown_env)}: not a setting (see `score-plugins config`)")
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value, str(known[name].type))
     return Settings(**values)
+
+
+# Variables of ours that are not settings: credentials per profile, the profile, and what job scripts read.
+OTHER_VARIABLES = re.compile(r"(DB|SMTP)_[A-Z0-9_]+|SMTP_URL|SECRETS|CONFIG|PROFILE|TASK_OFFSET|BIN|HOME")
+
+
+def _known_variable(suffix: str, known: Mapping[str, Any]) -> bool:
+    return suffix.lower() in known or bool(OTHER_VARIABLES.fullmatch(suffix))
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

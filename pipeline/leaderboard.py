@@ -7,7 +7,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 _env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=StrictUndefined,
-                   autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+                   autoescape=select_autoescape(["html", "html.j2"], default_for_string=True), trim_blocks=True, lstrip_blocks=True)
 
 
 def render_html(rows: list[dict], title: str = "Leaderboard") -> str:

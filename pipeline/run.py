@@ -16,15 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.ingest import ensure_rows
-from db.models import Job, Run, Submission, User
-from db.upsert import insert_many
+from db.models import BenchmarkType, Job, Model, Run, Submission, User
+from db.upsert import insert_for, insert_many
 from db.queries import in_flight_keys, run_jobs, scored_keys
 from db.session import session_scope
-from pipeline.bundle import Bundle, render_bundle
+from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.errors import BadInput
@@ -120,6 +120,8 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         assert req.base is not None
         change, catalog = detect(req.repo, req.base, req.head, req.domain_root, settings.cache_dir)
 
+    check_owners(db, catalog, change)
+
     def already(keys: list[str]) -> set[str]:
         with db.sessions() as session:
             return scored_keys(session, keys)
@@ -141,6 +143,34 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
     return change, catalog, plan
 
 
+def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
+    """Ids have owners in the database too: an id already recorded for another plugin folder that still exists
+    is refused (the pairs are not planned); recorded for a folder that is gone, it moved, and says so."""
+    with db.sessions() as session:
+        known = {"models": dict(session.execute(select(Model.identifier, Model.plugin)).all()),
+                 "benchmarks": dict(session.execute(select(BenchmarkType.identifier, BenchmarkType.plugin)).all())}
+    for plugin_type, owners in known.items():
+        for plugin in catalog.of_type(plugin_type):
+            for identifier in list(plugin.identifiers):
+                owner = owners.get(identifier)
+                if not owner or owner == plugin.name:
+                    continue
+                severity = "error" if plugin.name in change.changed_plugins.get(plugin_type, []) else "warning"
+                if (plugin_type, owner) in catalog.plugins or (plugin_type, owner) in catalog.refused_folders:
+                    plugin.identifiers.remove(identifier)
+                    for ids in (change.new_models, change.new_benchmarks):
+                        if identifier in ids:
+                            ids.remove(identifier)
+                    change.issues.append({"file": f"{plugin.path}/__init__.py", "line": 0, "severity": severity,
+                                          "message": f"{plugin_type[:-1]} id {identifier!r} belongs to "
+                                          f"{catalog.domain_root}/{plugin_type}/{owner} (recorded in the database); "
+                                          "an id has one owner"})
+                else:
+                    change.issues.append({"file": f"{plugin.path}/__init__.py", "line": 0, "severity": "warning",
+                                          "message": f"{plugin_type[:-1]} id {identifier!r} moved from "
+                                          f"{plugin_type}/{owner} (gone) to {plugin_type}/{plugin.name}"})
+
+
 def execute(settings: Settings, db: Database, req: Request, *,
             on_progress: Callable[[dict[str, int]], None] | None = None) -> RunResult:
     """Run the whole pipeline for one request and return what happened."""
@@ -160,9 +190,22 @@ def execute(settings: Settings, db: Database, req: Request, *,
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
-    bundle = render_bundle(settings, plan, catalog.repo, req.executor)
+    run_id = new_run_id()
+    taken = claim_pairs(db, run_id, plan, req, str(catalog.repo))
+    if taken:  # another coordinator claimed these first (two started at once): never scored twice
+        plan.in_flight.update(taken)
+        plan.to_run = [p for p in plan.to_run if p.key not in taken]
+        if not plan.to_run and not plan.cannot_run:
+            drop_run(db, run_id)
+            if executor is not None:
+                executor.close()
+            return result
+        if not plan.to_run and executor is not None:
+            executor.close()
+            executor = None
+    bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
     result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
-    record_run(db, bundle, plan, req, str(catalog.repo))
+    record_bundle(db, bundle)
     if executor is not None:
         try:
             job_id = executor.submit(bundle)
@@ -295,21 +338,55 @@ def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) ->
             job.ended_at = datetime.now(timezone.utc)
 
 
-def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str) -> None:
+def claim_pairs(db: Database, run_id: str, plan: Plan, req: Request, repo: str, state: str = "PENDING",
+                executor: str | None = None) -> dict[str, str]:
+    """Open the run and claim its pairs, atomically: a pair's PENDING row can exist in one run only
+    (a partial unique index), so of two coordinators started at once on the same change, each pair goes
+    to exactly one. Returns the pairs another run holds (key -> that run), which this run must not score.
+    `state="RENDERED"` records a hand-submitted bundle's pairs without claiming them."""
     now = datetime.now(timezone.utc)
-    task_of = bundle.task_of()
     with session_scope(db.sessions) as session:
-        session.add(Run(id=bundle.run_id, status="PENDING", repo=repo, base_commit=None if req.all else req.base,
-                        head_commit=plan.commit, domain=plan.domain_root, executor=req.executor,
-                        run_dir=str(bundle.run_dir), jenkins_build=req.jenkins_build, build_url=req.build_url))
+        session.add(Run(id=run_id, status="PENDING", repo=repo, base_commit=None if req.all else req.base,
+                        head_commit=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
+                        run_dir="", jenkins_build=req.jenkins_build, build_url=req.build_url))
         session.flush()
-        for pair in plan.to_run:
-            session.add(Job(run_id=bundle.run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
-                            submitters=pair.submitters, state="PENDING", array_index=task_of.get(pair.key)))
+        rows = [{"run_id": run_id, "pair_key": p.key, "model": p.model, "benchmark": p.benchmark,
+                 "submitters": p.submitters, "state": state, "attempt": 1} for p in plan.to_run]
+        if rows:
+            stmt = insert_for(session, Job).on_conflict_do_nothing()
+            session.connection().execute(stmt, rows)
         for pair in plan.cannot_run:
-            session.add(Job(run_id=bundle.run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
+            session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
                             submitters=pair.submitters, state="FAILED", stage="env_build", reason=pair.problem,
                             started_at=now, ended_at=now))
+        session.flush()
+        mine = set(session.scalars(select(Job.pair_key).where(Job.run_id == run_id)))
+        lost = [p.key for p in plan.to_run if p.key not in mine]
+        holders = {key: run for key, run in session.execute(select(Job.pair_key, Job.run_id).where(
+            Job.pair_key.in_(lost), Job.state.in_(("PENDING", "RUNNING")))).all()} if lost else {}
+    return {key: holders.get(key, "another run") for key in lost}
+
+
+def record_bundle(db: Database, bundle: Bundle) -> None:
+    """The run's folder and each claimed pair's array task, once the bundle is rendered."""
+    with session_scope(db.sessions) as session:
+        session.execute(update(Run).where(Run.id == bundle.run_id).values(run_dir=str(bundle.run_dir)))
+        for key, index in bundle.task_of().items():
+            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key)
+                            .values(array_index=index))
+
+
+def drop_run(db: Database, run_id: str) -> None:
+    """A run that claimed nothing (every pair was taken by another coordinator) leaves no trace."""
+    with session_scope(db.sessions) as session:
+        session.execute(delete(Job).where(Job.run_id == run_id))
+        session.execute(delete(Run).where(Run.id == run_id))
+
+
+def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str, state: str = "PENDING") -> None:
+    """Open a run for an already rendered bundle (render, reproduce): its pairs recorded in `state`."""
+    claim_pairs(db, bundle.run_id, plan, req, repo, state=state, executor=bundle.executor)
+    record_bundle(db, bundle)
 
 
 def record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str | None) -> None:  # noqa: ANN001

@@ -103,6 +103,8 @@ def test_conda_plugins_are_scored_in_their_environment(conda_channel, workspace,
           "        text = (Path(os.environ['CONDA_PREFIX']) / 'share/spdemo/version.txt').read_text()\n"
           "        return 0.25 if text.strip() == 'spdemo 2.0.0' else 0.0\n\n"
           "benchmark_registry['conda-bench'] = Bench\n")
+    # this channel's `python` is a shim that runs the machine's interpreter: the sandbox must show it
+    workspace.env["SCORE_PLUGINS_SANDBOX_EXTRA_PATHS"] = str(Path(BASE_PYTHON).parent.parent)
     write(example_repo, "sklearn_scores/benchmarks/conda_bench/environment.yml", env_yml)
     commit_all(example_repo, "plugins with conda environments")
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "conda-model",

@@ -153,7 +153,13 @@ def test_cli_profiles_on_real_postgres(workspace, pg_url, tmp_path):
     current = workspace.json("db", "current", "--profile", "test")
     assert current["current"] == current["head"]
     assert "***" in current["database"] and pg_url.split(":")[2].split("@")[0] not in current["database"]
-    workspace.cli("db", "downgrade", "--profile", "test", check=True)
+    # destructive: an explicit target and a confirmation, else nothing happens and it says what it would remove
+    proc = workspace.cli("db", "downgrade", "--profile", "test")
+    assert proc.returncode == 2 and "--revision" in proc.stderr
+    proc = workspace.cli("db", "downgrade", "--profile", "test", "--revision", "base")
+    assert proc.returncode == 2 and "every table and every score" in proc.stderr and "--yes" in proc.stderr
+    assert workspace.json("db", "current", "--profile", "test")["current"] == current["head"]
+    workspace.cli("db", "downgrade", "--profile", "test", "--revision", "base", "--yes", check=True)
     assert workspace.json("db", "current", "--profile", "test")["current"] is None
 
     # dev job with prod's credentials in its environment cannot reach prod

@@ -3,6 +3,7 @@ renames, deletions, metadata, and bad input."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from pipeline.detect import detect
@@ -136,3 +137,16 @@ def test_bad_repository_and_revision_exit_2(workspace, example_repo, tmp_path):
     assert proc.returncode == 2
     proc = workspace.cli("detect", "--repo", str(tmp_path / "missing"), "--base", "HEAD")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_an_id_cannot_be_taken_over_by_another_folder(example_repo, workspace):
+    write(example_repo, "sklearn_scores/models/impostor/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.svm import SVC\n\n"
+          "model_registry['knn-5'] = lambda: SVC()\nmodel_registry['impostor-own'] = lambda: SVC()\n")
+    commit_all(example_repo, "register somebody else's id", author="Mallory <mallory@example.org>")
+    proc = workspace.cli("detect", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert proc.returncode == 2
+    data = json.loads(proc.stdout)
+    assert data["new_models"] == ["impostor-own"]  # its own id is fine; knn-5 stays with its owner
+    [issue] = [i for i in data["issues"] if i["severity"] == "error"]
+    assert "impostor/__init__.py" in issue["file"] and "'knn-5' is already registered by" in issue["message"]

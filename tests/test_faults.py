@@ -19,6 +19,8 @@ BAD_PLUGINS = {
                            "benchmark_registry['missing-dependency'] = lambda: None\n", "import",
                            "yaml_not_declared_anywhere"),
     "raises": ("raise RuntimeError('benchmark exploded')", "score", "benchmark exploded"),
+    "html_in_error": ("raise RuntimeError('<a href=\"http://evil.example/login\">log in</a><script>steal()</script>"
+                      " [red]x[/red]')", "score", '<a href="http://evil.example/login">'),
     "returns_nan": ("return float('nan')", "score", "not a finite number"),
     "returns_inf": ("return float('inf')", "score", "not a finite number"),
     "returns_none": ("return None", "score", "NoneType"),
@@ -103,6 +105,22 @@ def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
     assert "sklearn_scores/benchmarks/syntax_error/__init__.py:2: syntax error" in body
     assert body.count("FAILED during") + body.count("TIMEOUT during") == len(BAD_PLUGINS) - 1
     assert len(mail.read_bytes()) < 250_000
+    # plugin text is text: escaped in the HTML part (no live link, no script), literal in the plain part
+    from html.parser import HTMLParser
+
+    class Elements(HTMLParser):
+        found: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found.append((tag, dict(attrs)))
+
+    html_part = email.message_from_bytes(mail.read_bytes(), policy=policy.default).get_body(("html",)).get_content()
+    parser = Elements()
+    parser.feed(html_part)
+    assert not [a for tag, a in parser.found if tag == "script" or "evil.example" in (a.get("href") or "")]
+    assert "&lt;a href=&#34;http://evil.example/login&#34;&gt;" in html_part or \
+        "&lt;a href=&quot;http://evil.example/login&quot;&gt;" in html_part
+    assert '<a href="http://evil.example/login">' in body and "[red]x[/red]" in body
     assert not list(example_repo.parent.rglob("pwned.py")) and not Path("/tmp/score-plugins-pwned").exists()
     huge_log = next(workspace.state.glob("runs/*/logs/*.log"), None)
     assert huge_log is not None and max(p.stat().st_size for p in workspace.state.glob("runs/*/logs/*.log")) < 3e6
@@ -203,3 +221,65 @@ def test_memory_hog_on_the_local_executor_is_stopped_at_its_limit(workspace, exa
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg", expect=1)
     [pair] = result["pairs"]
     assert pair["state"] == "OUT_OF_MEMORY" and pair["stage"] == "score" and "MemoryError" in pair["reason"]
+
+
+def test_an_id_recorded_for_another_folder_is_not_taken_over(workspace, example_repo):
+    """knn-5 is scored from folder knn; a later change makes knn register another id and a new folder
+    register knn-5: refused with exit 2, knn-5's scores unchanged. A folder that is gone may hand its id on."""
+    first = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "knn-5")
+    assert set(first["states"]) == {"COMPLETED"}
+    before = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
+    path = example_repo / "sklearn_scores/models/knn/__init__.py"
+    path.write_text(path.read_text().replace("model_registry['knn-5']", "model_registry['knn-5-renamed']"))
+    write(example_repo, "sklearn_scores/models/taker/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.dummy import DummyClassifier\n\n"
+          "model_registry['knn-5'] = lambda: DummyClassifier()\n")
+    commit_all(example_repo, "take over knn-5", author="Mallory <mallory@example.org>")
+    proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert proc.returncode == 2, proc.stderr
+    assert "'knn-5' belongs to sklearn_scores/models/knn" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert all(p["model"] != "knn-5" for p in result["pairs"])
+    after = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
+    assert {k: v for k, v in after.items() if k[0] == "knn-5"} == before
+
+
+def test_ingest_checks_each_spool_file_on_its_own(workspace, example_repo, tmp_path):
+    """Spool files that the worker could not have written are quarantined with their reason, their pairs
+    recorded FAILED at stage persist; the valid one is ingested; a second ingest adds nothing."""
+    bundle = tmp_path / "bundle"
+    rendered = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--out",
+                              str(bundle))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    pairs = [p for t in manifest["tasks"] for p in t["pairs"]]
+    assert len(pairs) == 4 and rendered["pairs"] == 4
+
+    def result(pair, **changes):
+        base = {"pair_key": pair["key"], "model": "forged-model", "benchmark": pair["benchmark"], "status": "ok",
+                "state": "COMPLETED", "stage": None, "reason": None, "score_ceiled": 0.5, "score_raw": 0.5,
+                "ceiling": None, "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:01:00+00:00",
+                "attempt": 1, "job_id": "1", "node": "n"}
+        base.update(changes)
+        return base
+
+    spool = bundle / "spool"
+    (spool / f"{pairs[0]['key']}.json").write_text(json.dumps(result(pairs[0])))
+    (spool / f"{pairs[1]['key']}.json").write_text(json.dumps(result(pairs[1], score_ceiled="0.9")))
+    (spool / f"{pairs[2]['key']}.json").write_text(
+        json.dumps(result(pairs[2], ended_at="2099-01-01T00:00:00+00:00", stage="x" * 100_000)))
+    (spool / f"{pairs[3]['key']}.json").write_text('{"pair_key": "' + pairs[3]["key"] + '", "score_ceiled": NaN}')
+    (spool / ("f" * 32 + ".json")).write_text(json.dumps(result({"key": "f" * 32, "benchmark": "x"})))
+    first = workspace.json("ingest", str(bundle))
+    assert (first["scores"], first["failures"]) == (1, 3)
+    quarantined = sorted(p.name for p in (bundle / "quarantine").glob("*.json"))
+    assert len(quarantined) == 4
+    board = workspace.json("leaderboard")
+    assert [(r["model"], r["score"]) for r in board] == [("logreg", 0.5)]  # identity from the manifest, not the file
+    again = workspace.json("ingest", str(bundle))
+    assert (again["scores"], again["failures"]) == (0, 0) and again["duplicates"] == 1
+    status = workspace.json("status", rendered["run_id"])
+    reasons = [p["reason"] for p in status["jobs"] if p["state"] == "FAILED"]
+    assert len(reasons) == 3 and all(r.startswith("its result file was rejected") for r in reasons), status
+    # a folder that is not a bundle is refused, not silently "ingested"
+    proc = workspace.cli("ingest", str(tmp_path))
+    assert proc.returncode == 2 and "not a run bundle" in proc.stderr and "Traceback" not in proc.stderr
