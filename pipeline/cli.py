@@ -203,6 +203,25 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: s
     sys.exit(2 if change.errors else 0)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def nothing_to_score(plan) -> str:  # noqa: ANN001 - pipeline.plan.Plan
+    """Why a plan has nothing to run, in words that fit the case."""
+    parts = []
+    if plan.already_scored:
+        parts.append(f"{len(plan.already_scored)} pair(s) already scored for the same code and environment "
+                     "(--force scores them again)")
+    if plan.in_flight:
+        parts.append(f"{len(plan.in_flight)} pair(s) being scored by run(s) "
+                     f"{', '.join(sorted(set(plan.in_flight.values())))}")
+    if plan.cannot_run:
+        reasons = sorted({p.problem or "" for p in plan.cannot_run})
+        parts.append(f"{len(plan.cannot_run)} pair(s) cannot run ({'; '.join(reasons)[:300]})")
+    return "; ".join(parts) or "the change implies no pair (no new or changed model or benchmark)"
+
+
 def report_issues(issues: list[dict]) -> None:
     """Each problem on stderr as `file:line: severity: message` (stdout stays data only)."""
     for i in issues:
@@ -211,11 +230,18 @@ def report_issues(issues: list[dict]) -> None:
 
 
 @contextmanager
-def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = True) -> Iterator:
-    """The profile's database for one command, closed when the command ends."""
+def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = True, read_only: bool = False
+             ) -> Iterator:
+    """The profile's database for one command, closed when the command ends. A read-only command on the local
+    profile never creates an empty database: it says where it looked."""
     from pipeline.database import open_database
 
-    db = open_database(profile, settings_from().state_dir, allow_prod=yes_prod, migrate_schema=migrate_schema)
+    state_dir = settings_from().state_dir
+    if read_only and profile == "local" and not (state_dir / "local.db").exists():
+        raise BadInput(f"no local database at {state_dir / 'local.db'} (looked for .score-plugins in "
+                       f"{Path.cwd()} and its parents); run this where `score-plugins run` ran, or set "
+                       "SCORE_PLUGINS_STATE_DIR")
+    db = open_database(profile, state_dir, allow_prod=yes_prod, migrate_schema=migrate_schema)
     try:
         yield db
     finally:
@@ -276,10 +302,11 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
             change, _, the_plan = runner.detect_and_plan(settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
-            with err.status("scoring...") as status:
-                def progress(counts: dict[str, int]) -> None:
-                    status.update("array tasks: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
-                result = runner.execute(settings, db, req, on_progress=progress)
+            try:
+                with ProgressReporter() as reporter:
+                    result = runner.execute(settings, db, req, on_progress=reporter.update)
+            except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 130
+                result = stop.result
     report_issues(result.change.issues)
     if result.plan.in_flight:
         runs = ", ".join(sorted(set(result.plan.in_flight.values())))
@@ -291,8 +318,42 @@ def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple
         emit_json(result.to_json())
     else:
         _print_run(result, dry_run)
+    if result.interrupted:
+        err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by Ctrl-C; finished "
+                           "pairs are kept, the others are recorded CANCELLED and the submitters were told"))
+        sys.exit(130)
     # failed pairs (1) outrank refused plugins (2): the run itself did its work
     sys.exit(result.exit_code or (2 if result.change.errors else 0))
+
+
+class ProgressReporter:
+    """Live progress on stderr: a status line in a terminal, one line per change elsewhere (Jenkins)."""
+
+    def __init__(self) -> None:
+        self.live = err.is_terminal
+        self.last = ""
+        self.status = None
+
+    def __enter__(self) -> "ProgressReporter":
+        if self.live:
+            self.status = err.status("scoring: waiting for the first results")
+            self.status.__enter__()
+        return self
+
+    def update(self, progress) -> None:  # noqa: ANN001 - pipeline.run.Progress
+        tasks = ", ".join(f"{k.lower()} {v}" for k, v in sorted(progress.tasks.items()))
+        line = progress.line() + (f"; array tasks: {tasks}" if tasks else "")
+        if self.live and self.status is not None:
+            self.status.update(Text("scoring: " + line))
+        else:
+            key = f"{progress.done}/{progress.failed}/{tasks}"
+            if key != self.last:  # one line per change, not per poll
+                self.last = key
+                err.print(Text("score-plugins: " + line))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
@@ -302,8 +363,9 @@ def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
                   f"{len(plan.cannot_run)} cannot run", highlight=False)
         return
     if result.run_id is None:
-        out.print(f"nothing new to score: {len(plan.already_scored)} pairs already scored for the same code and "
-                  "environment", highlight=False)
+        what = nothing_to_score(plan)
+        errors = len(result.change.errors)
+        out.print(f"nothing scored: {what}" + (f"; {errors} plugin problem(s) above" if errors else ""))
         return
     table = Table("model", "benchmark", "state", "score", "reason", title=f"run {result.run_id}")
     for p in result.pairs:
@@ -313,7 +375,7 @@ def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
     out.print(table)
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
     out.print(f"run {result.run_id}: {states}; {len(plan.already_scored)} already scored; "
-              f"{len(result.emails)} emails in the outbox", highlight=False)
+              f"{_count(len(result.emails), 'email')} in the outbox", highlight=False)
 
 
 @main.command()
@@ -333,7 +395,7 @@ def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -
     with database(profile, yes_prod) as db:
         _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
     if not the_plan.to_run:
-        raise BadInput("nothing to render: every planned pair is already scored (use --force)")
+        raise BadInput("nothing to render: " + nothing_to_score(the_plan))
     req = _request(**opts, executor="manual")
     bundle = render_bundle(settings, the_plan, catalog.repo, "manual", out_dir=out_dir)
     with database(profile, yes_prod) as db:
@@ -412,10 +474,10 @@ def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
 @click.option("--yes-prod", is_flag=True)
 @common(fmt=False)
 def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
-    """The model x benchmark table of the newest scores."""
+    """The model x benchmark table of the newest scores (read-only: prod needs no --yes-prod)."""
     from db.queries import leaderboard_rows
 
-    with database(profile, yes_prod) as db:
+    with database(profile, True, read_only=True) as db:
         with db.sessions() as session:
             rows = leaderboard_rows(session)
     if fmt == "json":
@@ -437,7 +499,11 @@ def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
     models = sorted({r["model"] for r in rows})
     cell = {(r["model"], r["benchmark"]): r["score"] for r in rows}
     table = Table("model", *benchmarks, title="leaderboard")
-    for m in sorted(models, key=lambda m: -sum(cell.get((m, b)) or 0 for b in benchmarks)):
+    def mean(m: str) -> float:  # of the scores the model has: a missing score is unknown, not 0
+        present = [cell[(m, b)] for b in benchmarks if cell.get((m, b)) is not None]
+        return sum(present) / len(present) if present else 0.0
+
+    for m in sorted(models, key=lambda m: (-mean(m), m)):
         table.add_row(m, *[f"{cell[(m, b)]:.4f}" if cell.get((m, b)) is not None else "-" for b in benchmarks])
     out.print(table)
 
@@ -643,7 +709,11 @@ def notify_flush(profile: str, fmt: str) -> None:
     except SmtpConfigError as exc:
         raise BadInput(str(exc)) from None
     if smtp is None:
-        raise BadInput(f"no SMTP server configured (SCORE_PLUGINS_SMTP_URL); {len(outbox.pending())} messages "
+        waiting = len(outbox.pending())
+        if not waiting:  # nothing to send: nothing is wrong
+            out.print(f"nothing waits in {outbox.root}", highlight=False)
+            return
+        raise BadInput(f"no SMTP server configured (SCORE_PLUGINS_SMTP_URL); {_count(waiting, 'message')} "
                        f"wait in {outbox.root}")
     report = flush(outbox, smtp)
     if fmt == "json":
@@ -665,9 +735,10 @@ def config_show(profile: str, fmt: str) -> None:
     data = settings.public()
     if fmt == "json":
         emit_json(data)
-    else:
+    else:  # TOML that can be pasted into the site file
+        click.echo("[score-plugins]")
         for k, v in data.items():
-            click.echo(f"{k} = {v!r}")
+            click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ class Settings:
                 "(default: <state_dir>/shared-cache)"})
 
     def __post_init__(self) -> None:
-        self.state_dir = Path(self.state_dir)
+        self.state_dir = find_state_dir(Path(self.state_dir))
         if self.env_root is None:
             self.env_root = self.state_dir / "envs"
         if not self.python:
@@ -134,6 +134,11 @@ class Settings:
         return self.state_dir / "locks"
 
     @property
+    def coordinator_uv(self) -> str:
+        """The uv this process locks with (`uv` names the one job scripts run on the nodes)."""
+        return _default_uv()
+
+    @property
     def cache_dir(self) -> Path:
         """Parsed-source facts (by git blob id): safe to delete, rebuilt on the next run."""
         return self.state_dir / "cache"
@@ -141,6 +146,22 @@ class Settings:
     def public(self) -> dict[str, Any]:
         """All fields as plain values (none of them is a secret)."""
         return {f.name: (str(v) if isinstance(v, Path) else v) for f in fields(self) for v in [getattr(self, f.name)]}
+
+
+DEFAULT_STATE = Path(".score-plugins")
+
+
+def find_state_dir(configured: Path, cwd: Path | None = None) -> Path:
+    """The state folder: as configured when set; by default the nearest `.score-plugins` in the working
+    directory or one of its parents (as git finds `.git`), else a new one in the working directory.
+    Always absolute, so every command finds the same database from any folder below it."""
+    cwd = (cwd or Path.cwd()).resolve()
+    if configured != DEFAULT_STATE:
+        return (cwd / configured).resolve() if not configured.is_absolute() else configured
+    for folder in (cwd, *cwd.parents):
+        if (folder / DEFAULT_STATE).is_dir():
+            return folder / DEFAULT_STATE
+    return cwd / DEFAULT_STATE
 
 
 def _coerce(name: str, value: Any, annotation: str) -> Any:

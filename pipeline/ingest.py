@@ -15,6 +15,7 @@ import math
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from db.ingest import BATCH, ingest_results
 from db.models import TERMINAL_STATES
@@ -166,8 +167,10 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number")
 
 
-def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None) -> tuple[dict[str, int], set[str]]:
-    """Ingest every complete result not in `skip`; returns the counts and the names ingested."""
+def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None,
+                 on_result: Callable[[dict], None] | None = None) -> tuple[dict[str, int], set[str]]:
+    """Ingest every complete result not in `skip`; returns the counts and the names ingested (`on_result` sees
+    each checked result once it is in the database, e.g. for progress)."""
     files = read_spool(spool_dir, skip)
     totals = {"scores": 0, "duplicates": 0, "failures": 0}
     done: set[str] = set()
@@ -178,4 +181,7 @@ def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None) ->
         for key in totals:
             totals[key] += counts[key]
         done.update(path.name for path, _ in batch)
+        if on_result:
+            for _, data in batch:
+                on_result(data)
     return totals, done

@@ -17,14 +17,13 @@ def render_html(rows: list[dict], title: str = "Leaderboard") -> str:
         by_model.setdefault(r["model"], {})[r["benchmark"]] = r
     models = []
     for model, cells in by_model.items():
-        average = sum(cells[b]["score"] if b in cells else 0.0 for b in benchmarks) / max(1, len(benchmarks))
-        models.append({"model": model, "cells": cells, "average": average})
-    models.sort(key=lambda m: -m["average"])
-    # colour relative to the scores shown: red for the lowest, green for the highest
-    scores = [r["score"] for r in rows if r["score"] is not None]
-    lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
-    hues = {id(r): round(120 * ((r["score"] - lo) / (hi - lo) if hi > lo else 1.0)) for r in rows}
+        present = [cells[b]["score"] for b in benchmarks if b in cells and cells[b]["score"] is not None]
+        # the average of the scores the model has (a missing score is unknown, not 0), and how many
+        average = sum(present) / len(present) if present else 0.0
+        models.append({"model": model, "cells": cells, "average": average, "scored": len(present)})
+    models.sort(key=lambda m: (-m["average"], m["model"]))
+    # colour on the absolute scale of a score: 0 red, 0.5 yellow, 1 green (0.85 is green whatever the table)
     for m in models:
-        m["hues"] = {b: hues[id(cell)] for b, cell in m["cells"].items()}
+        m["hues"] = {b: round(120 * min(max(cell["score"] or 0.0, 0.0), 1.0)) for b, cell in m["cells"].items()}
     return _env.get_template("leaderboard.html.j2").render(title=title, rows=rows, models=models,
                                                           benchmarks=benchmarks)

@@ -66,7 +66,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             try:
                 spec = EnvSpec(validate_requirements([*catalog.requirements(plugin), TEST_REQUIREMENT], settings.requirement_url_schemes), pyver,
                                settings.env_backend)
-                lock = lock_environment(spec, settings.locks_dir, settings.uv)
+                lock = lock_environment(spec, settings.locks_dir, settings.coordinator_uv)
             except EnvError as exc:
                 results.append(PluginTestResult(name, "error", f"env_build: {exc}"))
                 _error_suite(suites, name, f"env_build: {exc}")

@@ -41,7 +41,7 @@ def reproduce_score(settings: Settings, db: Database, score_id: int, out_dir: Pa
                    mine.env_backend)
     mine.locks_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(original_lock, mine.locks_dir / f"{spec.spec_hash}.txt")
-    plan = make_plan(change, catalog, locks_dir=mine.locks_dir, uv=mine.uv, python_version=spec.python_version,
+    plan = make_plan(change, catalog, locks_dir=mine.locks_dir, uv=mine.coordinator_uv, python_version=spec.python_version,
                      scored=lambda keys: set(), models=[model], benchmarks=[benchmark], backend=mine.env_backend,
                      url_schemes=mine.requirement_url_schemes)
     [pair] = plan.to_run

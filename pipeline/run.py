@@ -72,6 +72,7 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     delivery: dict | None = None  # what SMTP did with the outbox, when configured
     executor_stats: dict = field(default_factory=dict)  # e.g. Slurm poll cycles and sacct calls
+    interrupted: bool = False  # stopped by Ctrl-C: what was started was cancelled and recorded
 
     @property
     def failed(self) -> int:
@@ -88,9 +89,43 @@ class RunResult:
             "in_flight": self.plan.in_flight,
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
-            "executor_stats": self.executor_stats,
+            "executor_stats": self.executor_stats, "interrupted": self.interrupted,
             "issues": self.change.issues,
         }
+
+
+@dataclass
+class Progress:
+    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    tasks: dict[str, int] = field(default_factory=dict)  # array tasks per state, as the executor sees them
+    slowest: tuple[str, str, float] | None = None  # model, benchmark, seconds (of the pairs finished)
+
+    @property
+    def left(self) -> int:
+        return max(self.total - self.done, 0)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def add(self, result: dict) -> None:
+        self.done += 1
+        self.failed += result.get("status") != "ok"
+        seconds = result.get("elapsed_seconds")
+        if isinstance(seconds, (int, float)) and (self.slowest is None or seconds > self.slowest[2]):
+            self.slowest = (str(result.get("model")), str(result.get("benchmark")), float(seconds))
+
+    def line(self) -> str:
+        text = (f"{self.done}/{self.total} pairs done ({self.failed} failed), {self.left} left, "
+                f"{int(self.elapsed) // 60:d}:{int(self.elapsed) % 60:02d} elapsed")
+        if self.slowest:
+            text += f"; slowest: {self.slowest[0]} on {self.slowest[1]} ({self.slowest[2]:.1f} s)"
+        return text
 
 
 def python_version(python: str, configured: str = "") -> str:
@@ -130,7 +165,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         with db.sessions() as session:
             return in_flight_keys(session, keys)
 
-    plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.uv,
+    plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.coordinator_uv,
                      python_version=python_version(settings.python, settings.python_version), scored=already, force=req.force,
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
@@ -172,7 +207,7 @@ def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
 
 
 def execute(settings: Settings, db: Database, req: Request, *,
-            on_progress: Callable[[dict[str, int]], None] | None = None) -> RunResult:
+            on_progress: Callable[[Progress], None] | None = None) -> RunResult:
     """Run the whole pipeline for one request and return what happened."""
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
@@ -190,6 +225,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
+    interrupted = False
     run_id = new_run_id()
     taken = claim_pairs(db, run_id, plan, req, str(catalog.repo))
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
@@ -213,15 +249,45 @@ def execute(settings: Settings, db: Database, req: Request, *,
                 session.execute(update(Run).where(Run.id == bundle.run_id).values(status="RUNNING"))
                 session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.state == "PENDING")
                                 .values(slurm_job_id=job_id))
-            states = watch(db, executor, job_id, bundle, on_progress)
-            states = retry_infrastructure_failures(db, executor, bundle, states, settings.max_retries, on_progress)
+            progress = Progress(total=len(plan.to_run))
+            try:
+                states = watch(db, executor, job_id, bundle, on_progress, progress=progress)
+                states = retry_infrastructure_failures(db, executor, bundle, states, settings.max_retries,
+                                                       on_progress, progress=progress)
+            except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
+                interrupted = True
+                log.warning("interrupted: cancelling run %s", bundle.run_id)
+                executor.cancel(job_id)
+                states = _states_after_cancel(executor, job_id)
+                _ingest_when_reachable(db, bundle, set(), wait=10.0)
             result.executor_stats = {k: getattr(executor, k) for k in ("poll_cycles", "sacct_calls")
                                      if hasattr(executor, k)}
         finally:
             executor.close()
-        close_missing(db, bundle, states)
+        close_missing(db, bundle, states, cancelled="interrupted by Ctrl-C" if interrupted else None)
     _finish(settings, db, bundle, plan, req, result, problems)
+    if interrupted:
+        result.interrupted = True
+        raise Interrupted(result)
     return result
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C after it was recorded and its emails written; carries the result."""
+
+    def __init__(self, result: "RunResult"):
+        super().__init__("interrupted")
+        self.result = result
+
+
+def _states_after_cancel(executor, job_id: str, wait: float = 30.0) -> dict[int, TaskState]:  # noqa: ANN001
+    """The tasks' states once the cancel took effect (or after `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        states = executor.poll(job_id)
+        if (states and all(s.done for s in states.values())) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list[str]]:
@@ -236,8 +302,8 @@ def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list
 
 
 def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
-          on_progress: Callable[[dict[str, int]], None] | None = None, spool_interval: float = 0.5,
-          expect: list[str] | None = None) -> dict[int, TaskState]:
+          on_progress: Callable[[Progress], None] | None = None, spool_interval: float = 0.5,
+          expect: list[str] | None = None, progress: Progress | None = None) -> dict[int, TaskState]:
     """Wait for a run: the executor is polled once per cycle, with back-off (one sacct call on Slurm);
     the spool, a local folder, is read more often, and the run is done as soon as every pair has
     a result there, or every task has ended."""
@@ -246,21 +312,26 @@ def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 -
     delay, max_delay = executor.poll_interval
     states = executor.poll(job_id)
     next_poll = time.monotonic() + delay
+    progress = progress or Progress(total=len(wanted))
     while True:
         try:
-            _, names = ingest_spool(db, bundle.spool_dir, ingested)
+            before = progress.done
+            _, names = ingest_spool(db, bundle.spool_dir, ingested, on_result=progress.add)
             ingested |= names
+            if on_progress and progress.done != before:
+                on_progress(progress)
         except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on
             log.warning("cannot ingest results now (%s); they wait in %s", type(exc).__name__, bundle.spool_dir)
         if wanted <= ingested:
             return states
         if time.monotonic() >= next_poll:
             states = executor.poll(job_id)
+            counts: dict[str, int] = {}
+            for s in states.values():
+                counts[s.state] = counts.get(s.state, 0) + 1
+            progress.tasks = counts
             if on_progress:
-                counts: dict[str, int] = {}
-                for s in states.values():
-                    counts[s.state] = counts.get(s.state, 0) + 1
-                on_progress(counts)
+                on_progress(progress)
             if states and all(s.done for s in states.values()):
                 _ingest_when_reachable(db, bundle, ingested)
                 return states
@@ -274,8 +345,8 @@ RETRYABLE = ("NODE_FAIL", "PREEMPTED")  # the infrastructure's fault; a plugin's
 
 def retry_infrastructure_failures(db: Database, executor, bundle: Bundle,  # noqa: ANN001 - Executor
                                   states: dict[int, TaskState], max_retries: int,
-                                  on_progress: Callable[[dict[str, int]], None] | None = None
-                                  ) -> dict[int, TaskState]:
+                                  on_progress: Callable[[Progress], None] | None = None,
+                                  progress: Progress | None = None) -> dict[int, TaskState]:
     """Resubmit tasks that ended NODE_FAIL or PREEMPTED without results, at most `max_retries` times."""
     if not hasattr(executor, "resubmit"):
         return states
@@ -294,7 +365,7 @@ def retry_infrastructure_failures(db: Database, executor, bundle: Bundle,  # noq
         with session_scope(db.sessions) as session:
             session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key.in_(keys))
                             .values(slurm_job_id=job_id, attempt=attempt, state="PENDING"))
-        states = {**states, **watch(db, executor, job_id, bundle, on_progress, expect=keys)}
+        states = {**states, **watch(db, executor, job_id, bundle, on_progress, expect=keys, progress=progress)}
     return states
 
 
@@ -315,8 +386,9 @@ def _ingest_when_reachable(db: Database, bundle: Bundle, ingested: set[str], wai
             delay = min(delay * 2, 30.0)
 
 
-def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) -> None:
-    """Every pair whose task ended without a result gets a terminal state and a reason."""
+def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState], cancelled: str | None = None) -> None:
+    """Every pair whose task ended without a result gets a terminal state and a reason (`cancelled`: why the
+    run was cancelled, for the pairs it stopped)."""
     task_of = bundle.task_of()
     with session_scope(db.sessions) as session:
         open_jobs = session.scalars(select(Job).where(Job.run_id == bundle.run_id,
@@ -325,7 +397,9 @@ def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState]) ->
             index = task_of.get(job.pair_key)
             state = states.get(index) if index is not None else None
             task_log = bundle.log_dir / f"task-{index}.out"
-            if state is None:
+            if cancelled and (state is None or state.state in ("CANCELLED", "PENDING", "RUNNING")):
+                job.state, job.reason = "CANCELLED", cancelled
+            elif state is None:
                 job.state, job.reason = "LOST", "the executor does not know this task"
             elif state.state == "COMPLETED":
                 job.state, job.reason = "LOST", "the task finished without writing a result for this pair"

@@ -117,6 +117,7 @@ def child_env(manifest: dict, workdir: Path) -> dict:
         "TMPDIR": str(workdir),
         "PYTHONPATH": manifest["code_dir"],
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
         "PYTHONHASHSEED": "0",
         "MPLBACKEND": "Agg",
         "OMP_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),

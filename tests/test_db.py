@@ -167,8 +167,10 @@ def test_cli_profiles_on_real_postgres(workspace, pg_url, tmp_path):
     env["SCORE_PLUGINS_DB_DEV"] = pg_url
     proc = workspace.cli("leaderboard", "--profile", "dev")
     assert proc.returncode == 2 and "points at the prod database" in proc.stderr
-    proc = workspace.cli("leaderboard", "--profile", "prod")
+    proc = workspace.cli("ingest", "--profile", "prod")  # a write to prod needs the confirmation
     assert proc.returncode == 2 and "--yes-prod" in proc.stderr
+    proc = workspace.cli("leaderboard", "--profile", "prod")  # reading it does not (here: schema downgraded above)
+    assert "--yes-prod" not in proc.stderr and "db upgrade --profile prod" in proc.stderr
 
 
 def test_unreachable_database_exit_3_without_password(workspace, tmp_path):

@@ -43,8 +43,7 @@ def test_run_all_scores_every_pair_then_is_idempotent(workspace, example_repo):
     assert "logreg on iris-accuracy" not in recipients["ada@example.org"]
 
     again = workspace.cli("run", "--repo", str(example_repo), "--all", check=True)
-    assert "nothing new to score" in again.stdout
-    assert "16 pairs already scored" in again.stdout
+    assert "nothing scored: 16 pair(s) already scored for the same code and environment" in again.stdout
     assert workspace.json("leaderboard") == board
 
     # one submission row per submitter of the run

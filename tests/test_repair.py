@@ -82,3 +82,36 @@ def test_cancel_a_local_run_keeps_finished_results(workspace, example_repo):
     assert json.loads(proc.stdout) == {"run_id": result["run_id"], "cancelled": 0}
     assert len(workspace.json("leaderboard")) == 1
     assert workspace.cli("cancel", "no-such-run").returncode == 2
+
+
+def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, example_repo):
+    """Outside a terminal progress is one line per change on stderr; Ctrl-C (SIGINT) cancels the running
+    tasks, records them CANCELLED, keeps finished scores, writes the emails, and exits 130."""
+    import signal
+
+    write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
+          "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
+          "    def __call__(self, model):\n        time.sleep(120)\n        return 0.5\n\n"
+          "benchmark_registry['slow'] = Bench\n")
+    commit_all(example_repo, "a slow benchmark")
+    workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
+                             "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # wait for the readiness signal: both slow pairs are running
+        lines.append(line)
+        if "array tasks: running 2" in line:
+            break
+    assert any("0/2 pairs done (0 failed), 2 left" in line for line in lines), lines
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    result = json.loads(out)
+    assert result["interrupted"] and result["states"] == {"CANCELLED": 2}
+    assert all(p["reason"] == "interrupted by Ctrl-C" for p in result["pairs"])
+    assert result["emails"], "the submitters are told"
+    leftovers = subprocess.run(["pgrep", "-f", str(workspace.state / "runs")], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "no task of the run is left running"
+    status = workspace.json("status")
+    assert status["counts"] == {"CANCELLED": 2}
