@@ -23,8 +23,10 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import BadInput, PipelineError
 
 # Markup off everywhere: ids, errors and paths come from plugins, users and git, and are shown as text.
-err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
-out = Console(soft_wrap=True, markup=False, highlight=False)
+# Outside a terminal (Jenkins, a pipe) tables are as wide as their content: a long id is never cut or folded.
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False,
+              width=None if sys.stderr.isatty() else 100_000)
+out = Console(soft_wrap=True, markup=False, highlight=False, width=None if sys.stdout.isatty() else 100_000)
 
 
 def coloured(label: str, style: str, text: str) -> Text:
@@ -198,7 +200,7 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: s
         table = Table("key", "value")
         for key, value in data.items():
             if key != "issues":
-                table.add_row(key, json.dumps(value))
+                table.add_row(key, _plain(value))
         out.print(table)
     sys.exit(2 if change.errors else 0)
 
@@ -220,6 +222,15 @@ def nothing_to_score(plan) -> str:  # noqa: ANN001 - pipeline.plan.Plan
         reasons = sorted({p.problem or "" for p in plan.cannot_run})
         parts.append(f"{len(plan.cannot_run)} pair(s) cannot run ({'; '.join(reasons)[:300]})")
     return "; ".join(parts) or "the change implies no pair (no new or changed model or benchmark)"
+
+
+def _plain(value: Any) -> str:
+    """A value for people: lists joined, mappings as `key: value`, text as it is (not JSON-escaped)."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def report_issues(issues: list[dict]) -> None:

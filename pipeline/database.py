@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import migrate
@@ -51,4 +51,9 @@ def open_database(profile_name: str, state_dir: Path, *, allow_prod: bool = Fals
         engine.dispose()
         raise InfrastructureError(f"database error on the {profile.name} profile: "
                                   f"{type(exc.orig).__name__ if exc.orig else exc.__class__.__name__}") from None
+    except DBAPIError as exc:  # e.g. a SQLite file that is not a database (corrupt, truncated, overwritten)
+        engine.dispose()
+        raise InfrastructureError(f"the {profile.name} database at {profile.safe_url} is not usable "
+                                  f"({str(exc.orig or exc).splitlines()[0][:200]}); restore it from a backup, or "
+                                  "move it away to start an empty one") from None
     return Database(profile, engine, sessionmaker(engine, expire_on_commit=False))

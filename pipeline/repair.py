@@ -38,7 +38,7 @@ def task_states(run: Run, job_id: str | None) -> dict[int, TaskState]:
         from pipeline.executors.local import local_task_states
 
         bundle = load_bundle(Path(run.run_dir))
-        return local_task_states(bundle.log_dir, bundle.n_tasks)
+        return local_task_states(bundle.log_dir, bundle.n_tasks, bundle.job_script)
     if run.executor in ("slurm", "submitit"):
         from pipeline.executors.slurm import SlurmExecutor
 
@@ -105,13 +105,23 @@ def cancel_run(db: Database, run_id: str) -> int:
             raise BadInput(f"no run {run_id!r}")
         job_ids = set(session.scalars(select(Job.slurm_job_id).where(Job.run_id == run_id,
                                                                      Job.state.in_(OPEN_STATES))))
+    bundle = load_bundle(Path(run.run_dir))
     if run.executor in ("slurm", "submitit"):
         from pipeline.executors.slurm import SlurmExecutor
 
         for job_id in job_ids:
             if job_id:
                 SlurmExecutor().cancel(job_id if "@" in job_id else f"{job_id}@0+1")
-    bundle = load_bundle(Path(run.run_dir))
+    elif run.executor == "local":  # tasks started by another coordinator on this machine: stop them for real
+        import time
+
+        from pipeline.executors.local import cancel_local_tasks, local_task_states
+
+        if cancel_local_tasks(bundle.log_dir, bundle.n_tasks, bundle.job_script):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(
+                    not s.done for s in local_task_states(bundle.log_dir, bundle.n_tasks, bundle.job_script).values()):
+                time.sleep(0.2)
     ingest_spool(db, bundle.spool_dir)  # keep whatever finished before the cancel
     n = 0
     with session_scope(db.sessions) as session:

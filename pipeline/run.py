@@ -6,6 +6,7 @@ spool), so a run interrupted anywhere can be inspected, ingested and re-run.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import logging
@@ -178,6 +179,21 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
     return change, catalog, plan
 
 
+def ensure_writable(folder: Path) -> None:
+    """Fail fast (exit 3) when the state folder cannot take a run's files: read-only, full, or gone."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-") as probe:
+            probe.write(b"x" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise InfrastructureError(f"the state folder {folder} cannot be written ({exc.strerror or exc}): "
+                                  "nothing was submitted") from None
+
+
 def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
     """Ids have owners in the database too: an id already recorded for another plugin folder that still exists
     is refused (the pairs are not planned); recorded for a folder that is gone, it moved, and says so."""
@@ -209,6 +225,7 @@ def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
 def execute(settings: Settings, db: Database, req: Request, *,
             on_progress: Callable[[Progress], None] | None = None) -> RunResult:
     """Run the whole pipeline for one request and return what happened."""
+    ensure_writable(settings.state_dir)
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)

@@ -60,4 +60,4 @@ def test_html_leaderboard_in_headless_chromium(workspace, example_repo, tmp_path
     assert dom.count("<tr>") == 3  # header + two models
     for text in ("logreg", "gaussian-nb", "iris-accuracy", "wine-accuracy", "0.9832", "hsl("):
         assert text in dom, text
-    assert "title=\"commit " in dom and "lock " in dom  # provenance on hover
+    assert "title=\"score id " in dom and "commit " in dom and "lock " in dom  # provenance on hover

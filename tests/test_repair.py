@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests.conftest import CLI, commit_all, write
 
@@ -58,6 +59,10 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     assert sum(counts.values()) == 8 and counts.get("LOST", 0) >= 1, counts
     assert counts.get("COMPLETED", 0) + counts.get("FAILED", 0) >= 1, counts
     assert all(j["reason"] for j in status["jobs"] if j["state"] != "COMPLETED")
+    # reconcile says what it knows: a task that never started is not one that "ended without a result"
+    lost = [j["reason"] for j in status["jobs"] if j["state"] == "LOST"]
+    assert lost and all(r.startswith("never started") for r in lost), lost
+    assert not list(workspace.state.glob(f"runs/{first}/logs/task-*.pid"))  # its own pid files are cleaned
     assert workspace.json("reconcile") == {}  # nothing left open
     scored_before = {(r["model"], r["benchmark"]) for r in workspace.json("leaderboard")}
 
@@ -115,3 +120,49 @@ def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, exam
     assert leftovers.stdout.strip() == "", "no task of the run is left running"
     status = workspace.json("status")
     assert status["counts"] == {"CANCELLED": 2}
+
+
+def test_cancel_stops_a_live_local_run_started_by_another_coordinator(workspace, example_repo):
+    write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
+          "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
+          "    def __call__(self, model):\n        time.sleep(300)\n        return 0.5\n\n"
+          "benchmark_registry['slow'] = Bench\n")
+    commit_all(example_repo, "a slow benchmark")
+    workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
+                             "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # readiness: both tasks run
+        if "array tasks: running 2" in line:
+            break
+    run_id = workspace.json("status")["run_id"]
+    cancelled = workspace.json("cancel", run_id)
+    assert cancelled["cancelled"] == 2
+    running = subprocess.run(["pgrep", "-f", str(workspace.state / "runs" / run_id)], capture_output=True, text=True)
+    assert running.stdout.strip() == "", "cancel stopped the tasks for real"
+    out, _ = proc.communicate(timeout=120)  # the first coordinator sees its tasks end and finishes
+    assert json.loads(out)["states"] == {"CANCELLED": 2}
+
+
+def test_a_corrupt_database_and_an_unwritable_state_folder_are_exit_3(workspace, example_repo, tmp_path):
+    workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
+                   "iris-accuracy")
+    db = workspace.state / "local.db"
+    for extra in ("-wal", "-shm"):
+        Path(str(db) + extra).unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    proc = workspace.cli("leaderboard")
+    assert proc.returncode == 3 and "is not usable (file is not a database)" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    db.unlink()
+    # a read-only state folder (a read-only bind mount in a private mount namespace: root ignores file modes),
+    # the database elsewhere: the run stops before submitting anything
+    workspace.env["SCORE_PLUGINS_DB_LOCAL"] = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    workspace.cli("db", "upgrade", check=True)
+    script = (f"mount --bind {workspace.state} {workspace.state} && "
+              f"mount -o remount,ro,bind {workspace.state} && "
+              f"exec {CLI} run --repo {example_repo} --all --models knn-5 --benchmarks iris-accuracy")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot be written" in proc.stderr and "Traceback" not in proc.stderr

@@ -100,15 +100,50 @@ class LocalExecutor(Executor):
         self._pool.shutdown(wait=True)
 
 
-def local_task_states(log_dir: Path, n_tasks: int) -> dict[int, TaskState]:
-    """Tasks of a local run started by another (perhaps dead) process: alive while their pid lives."""
+def local_task_states(log_dir: Path, n_tasks: int, job_script: Path | None = None) -> dict[int, TaskState]:
+    """Tasks of a local run started by another (perhaps dead) process: alive while their pid lives (and is still
+    this run's job script, not a reused pid); else ended, or never started when it left no output at all.
+    Stale pid files are removed."""
     states = {}
     for index in range(n_tasks):
         pid_file = Path(log_dir) / f"task-{index}.pid"
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, 0)
+        pid = _live_task_pid(pid_file, job_script)
+        if pid is not None:
             states[index] = TaskState(index, RUNNING, node="localhost")
-        except (OSError, ValueError):
+            continue
+        pid_file.unlink(missing_ok=True)
+        if (Path(log_dir) / f"task-{index}.out").exists():
             states[index] = TaskState(index, "COMPLETED", "ended (its launcher is gone: outcome from its results)")
+        else:
+            states[index] = TaskState(index, "LOST", "never started: its coordinator stopped before launching it")
     return states
+
+
+def _live_task_pid(pid_file: Path, job_script: Path | None) -> int | None:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    if job_script is not None:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if str(job_script).encode() not in cmdline:
+            return None  # the pid was reused by something else
+    return pid
+
+
+def cancel_local_tasks(log_dir: Path, n_tasks: int, job_script: Path) -> int:
+    """Stop the tasks of a local run started by another process (`score-plugins cancel`); returns how many."""
+    stopped = 0
+    for index in range(n_tasks):
+        pid = _live_task_pid(Path(log_dir) / f"task-{index}.pid", job_script)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)  # the job script leads its own session (start_new_session)
+                stopped += 1
+            except ProcessLookupError:
+                pass
+    return stopped
