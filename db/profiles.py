@@ -49,7 +49,7 @@ def read_secrets(environ: Mapping[str, str]) -> dict:
     try:
         return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path} is not valid TOML (line {exc.lineno})") from None
+        raise ProfileError(f"{path} is not valid TOML ({str(exc).splitlines()[0]})") from None
 
 
 def raw_url(name: str, environ: Mapping[str, str], secrets: dict, state_dir: Path) -> str | None:
@@ -92,6 +92,9 @@ def resolve_profile(name: str, *, environ: Mapping[str, str] | None = None, stat
     except Exception:
         raise ProfileError(f"SCORE_PLUGINS_DB_{name.upper()} is not a valid database URL") from None
     url = with_driver(url)
+    if url.drivername.split("+")[0] not in ("postgresql", "sqlite"):
+        raise ProfileError(f"the {name} profile's database URL uses {url.drivername.split('+')[0]!r}: "
+                           "score-plugins supports postgresql:// and sqlite:///")
     if name == "prod" and not allow_prod:
         raise ProfileError("the prod profile writes the production database: pass --yes-prod, or run as the "
                            "score_plugins Jenkins job (JOB_NAME=score_plugins)")

@@ -51,6 +51,7 @@ def common(fmt: bool = True) -> Callable:
             from jobscripts.render import RenderError
 
             try:
+                check_profile(kwargs.get("profile") or "local")
                 return func(*args, **kwargs)
             except PipelineError as exc:
                 err.print(coloured("error:", "red", str(exc)))
@@ -85,6 +86,22 @@ def common(fmt: bool = True) -> Callable:
         return wrapper
 
     return decorate
+
+
+STANDARD_PROFILES = ("local", "prod", "dev", "test")
+
+
+def check_profile(name: str) -> None:
+    """A profile is one of the standard names, or one with its own SCORE_PLUGINS_DB_<NAME>: a typo is refused by
+    every command, not only by those that open the database."""
+    import os
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise BadInput(f"--profile {name!r} is not a profile name (lower-case letters, digits, _)")
+    if name not in STANDARD_PROFILES and f"SCORE_PLUGINS_DB_{name.upper()}" not in os.environ:
+        raise BadInput(f"unknown profile {name!r}: use local, prod, dev or test, or set "
+                       f"SCORE_PLUGINS_DB_{name.upper()}")
 
 
 def settings_from(ctx_overrides: dict[str, Any] | None = None) -> Settings:
@@ -248,7 +265,8 @@ def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = Tru
     from pipeline.database import open_database
 
     state_dir = settings_from().state_dir
-    if read_only and profile == "local" and not (state_dir / "local.db").exists():
+    if read_only and profile == "local" and not (state_dir / "local.db").exists() \
+            and "SCORE_PLUGINS_DB_LOCAL" not in __import__("os").environ:
         raise BadInput(f"no local database at {state_dir / 'local.db'} (looked for .score-plugins in "
                        f"{Path.cwd()} and its parents); run this where `score-plugins run` ran, or set "
                        "SCORE_PLUGINS_STATE_DIR")

@@ -104,8 +104,10 @@ def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None =
         unknown = sorted(set(wanted or []) - set(known))
         if unknown:
             raise BadInput(f"unknown {kind} identifier(s) at {catalog.commit[:12]}: {', '.join(unknown)}")
-    m_why = {m: (f"new or changed model {m}",) for m in change.new_models}
-    b_why: dict[str, tuple[str, ...]] = {b: (f"new or changed benchmark {b}",) for b in change.new_benchmarks}
+    everything = change.base is None  # --all: every plugin, not a change
+    m_why = {m: ("every model (--all)" if everything else f"new or changed model {m}",) for m in change.new_models}
+    b_why: dict[str, tuple[str, ...]] = {b: ("every benchmark (--all)" if everything else
+                                              f"new or changed benchmark {b}",) for b in change.new_benchmarks}
     for b, whys in change.rescore_benchmarks.items():
         b_why[b] = b_why.get(b, ()) + tuple(whys)
     if models or benchmarks:
@@ -222,6 +224,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
                        url_schemes=url_schemes, workers=lock_workers, progress=progress)
     pairs: list[PlannedPair] = []
+    changed_models = set(change.changed_plugins.get("models", []))
+    changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
     for (m, b), why in candidates.items():
         m_name, m_hash, m_owner, m_reqs = m_info[m]
         b_name, b_hash, b_owner, b_reqs = b_info[b]
@@ -234,7 +238,13 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         if lock is None:
             lock = locks[(m_reqs, b_reqs)] = solved[tuple(sorted(set(m_reqs) | set(b_reqs)))]
         if isinstance(lock, str):
-            plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, None,
+            # who hears about an environment that cannot be built: the owners of what the change touched
+            # (a new model's unsolvable requirements are its submitter's news, not every benchmark owner's)
+            mo = m_owner if change.base is None or m_name in changed_models else ""
+            bo = b_owner if change.base is None or b_name in changed_benchmarks else ""
+            if not (mo or bo):
+                mo, bo = m_owner, b_owner
+            plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
                                                pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
             continue
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,

@@ -16,7 +16,7 @@ def test_plan_all_then_filters(workspace, example_repo):
     plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all")
     assert plan["counts"] == {"to_run": 16, "already_scored": 0, "cannot_run": 0, "in_flight": 0}
     pair = next(p for p in plan["to_run"] if p["model"] == "logreg" and p["benchmark"] == "iris-accuracy")
-    assert pair["reasons"] == ["new or changed model logreg", "new or changed benchmark iris-accuracy"]
+    assert pair["reasons"] == ["every model (--all)", "every benchmark (--all)"]
     assert pair["lock_hash"] and pair["env_hash"] and len(pair["key"]) == 32
     assert pair["submitters"] == ["admin@example.org", "bob@example.org"]
 
