@@ -95,7 +95,7 @@ def pair_entry(pair: PlannedPair) -> dict:
         "model_code_hash": pair.model_code_hash, "benchmark_code_hash": pair.benchmark_code_hash,
         "lock_hash": pair.lock.lock_hash, "env_hash": pair.lock.env_hash,
         "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
-        "reasons": pair.reasons, "folders": list(pair.folders),
+        "reasons": pair.reasons, "folders": list(pair.folders), "setup_in_job": list(pair.setup_in_job),
     }
 
 
@@ -151,6 +151,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         "shared_cache": str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
         "plugin_env": dict(item.split("=", 1) for item in settings.plugin_env),
         "sandbox_extra_paths": list(settings.sandbox_extra_paths),
+        "uv": settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
         "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
     }
     manifest_path = run_dir / "manifest.json"

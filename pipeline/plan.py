@@ -38,6 +38,7 @@ class PlannedPair:
     key: str = ""
     problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
     folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
+    setup_in_job: tuple[str, ...] = ()  # folders whose setup.py cannot be read statically: installed in the job
 
     @property
     def submitters(self) -> list[str]:
@@ -215,6 +216,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     # Per-plugin facts once, so the per-pair loop (100,000 pairs at Brain-Score's scale) stays cheap.
     conda = {key: catalog.conda(p) for key, p in involved.items()}
     visible = {key: tuple(f"{d.type}/{d.name}" for d in catalog.members(p)) for key, p in involved.items()}
+    dynamic = {key: tuple(catalog.setup_dynamic(p)) for key, p in involved.items()}
     m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for m, p in model_plugins.items()}
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
@@ -248,7 +250,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                                                pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
             continue
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
-                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk]))
+                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk],
+                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk]))))
     done = set() if force else scored([p.key for p in pairs])
     for pair in pairs:
         (plan.already_scored if pair.key in done else plan.to_run).append(pair)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import math
 import numbers
 import os
@@ -115,7 +116,7 @@ def child_env(manifest: dict, workdir: Path) -> dict:
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
         "TMPDIR": str(workdir),
-        "PYTHONPATH": manifest["code_dir"],
+        "PYTHONPATH": manifest["code_dir"] + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
         "PYTHONHASHSEED": "0",
@@ -125,8 +126,11 @@ def child_env(manifest: dict, workdir: Path) -> dict:
         "MKL_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
     })
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # site CPU workarounds, not secrets
-        if k in os.environ:
+    # site CPU workarounds and the site's TLS and proxy settings (paths and hosts, not secrets): plugins may
+    # download their weights, and an installation inside the job must reach the index
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+              "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        if k in os.environ and "@" not in os.environ[k]:  # a proxy URL with a password stays out of reach
             env[k] = os.environ[k]
     cache = manifest.get("shared_cache")
     if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
@@ -222,7 +226,8 @@ def seccomp_program() -> bytes | None:
     return b"".join(struct.pack("<HBBI", *i) for i in prog)
 
 
-def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tuple[list[str], str, tuple[int, ...]]:
+def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
+              extra_ro: tuple[str, ...] = ()) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
     environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
     and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
@@ -236,7 +241,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tupl
         return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)"), ()
     code = Path(manifest["code_dir"])
     root = code / manifest["domain_root"]
-    env_dir = Path(env_python_dir(cmd[0]))
+    env_dir = Path(env_python_dir(env_python or cmd[0]))
     args = [bwrap]
     made: set[str] = set()
 
@@ -249,7 +254,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str]) -> tupl
                 args.extend(["--perms", "0755", "--dir", parent])
         args.extend([kind, path, path])
 
-    for path in (*SYSTEM_PATHS, *(manifest.get("sandbox_extra_paths") or ())):
+    for path in (*SYSTEM_PATHS, *(manifest.get("sandbox_extra_paths") or ()), *extra_ro):
         if os.path.lexists(path):
             bind("--ro-bind", path)
     args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
@@ -351,6 +356,9 @@ def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
         workdir = Path(tmp)
         sandbox_prepare(manifest, workdir)
+        installed = install_in_job(manifest, pair, env_python, workdir, log) if pair.get("setup_in_job") else None
+        if installed is not None:
+            result["installed_in_job"] = installed.get("installed")
         read_fd, write_fd = os.pipe()
         cmd = [env_python, manifest["worker"], "score-pair", "--manifest", manifest["manifest_path"],
                "--pair", pair["key"], "--report-fd", str(write_fd)]
@@ -377,6 +385,12 @@ def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
                 for fd in (write_fd, *fds):
                     os.close(fd)
             reader.start()
+            if installed is not None and installed.get("failure"):
+                if proc is not None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    proc = None
+                failure = installed["failure"]
             if proc is not None:
                 code, usage, timed_out = wait_with_usage(proc, timeout)
                 reader.join(REPORT_DRAIN_SECONDS)
@@ -399,6 +413,102 @@ def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
 
 
 STAGES = ("env_build", "import", "score", "persist")
+SETUP_READER = r'''
+import json, os, sys, types
+try:
+    import setuptools
+except ImportError:  # the locked environment need not have setuptools: a stand-in that only listens
+    setuptools = types.ModuleType("setuptools")
+    setuptools.find_packages = lambda *args, **kwargs: []
+    setuptools.find_namespace_packages = setuptools.find_packages
+    sys.modules["setuptools"] = setuptools
+found = {}
+def capture(**kwargs):
+    found.update(kwargs)
+setuptools.setup = capture
+try:
+    import distutils.core
+    distutils.core.setup = capture
+except Exception:
+    pass
+sys.argv = ["setup.py", "egg_info"]
+exec(compile(open("setup.py").read(), "setup.py", "exec"), {"__name__": "__main__", "__file__": "setup.py"})
+requires = found.get("install_requires") or []
+requires = [requires] if isinstance(requires, str) else list(requires)
+print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
+'''
+REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
+
+
+def install_in_job(manifest: dict, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
+    """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
+    (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
+    pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
+    {"failure": ...}."""
+    root = Path(manifest["code_dir"]) / manifest["domain_root"]
+    uv = manifest.get("uv") or shutil.which("uv") or "uv"
+    requirements: list[str] = []
+    with open(log, "ab") as logf:
+        for folder in pair["setup_in_job"]:
+            plugin_dir = root / folder
+            proc = _sandboxed_run(manifest, pair, workdir, [env_python, "-c", SETUP_READER], env_python, (),
+                                  plugin_dir, logf, capture=True)
+            lines = [line for line in proc[1].splitlines() if line.startswith("SCORE_PLUGINS_REQUIRES ")]
+            try:
+                found = json.loads(lines[-1].split(" ", 1)[1]) if lines else None
+            except ValueError:
+                found = None
+            if proc[0] != 0 or not isinstance(found, list):
+                return {"failure": {"state": "FAILED", "stage": "env_build",
+                                    "reason": f"the setup.py of {folder} could not be read in the job (exit {proc[0]})"}}
+            for item in found:
+                if not isinstance(item, str) or not REQUIREMENT_LINE.match(item.strip()) or len(item) > 200:
+                    return {"failure": {"state": "FAILED", "stage": "env_build",
+                                        "reason": f"the setup.py of {folder} names {str(item)[:80]!r}, not a plain "
+                                                  "requirement from the index"}}
+                requirements.append(item.strip())
+        if not requirements:
+            return {"installed": []}
+        logf.write(f"[score-plugins] installing in the job (setup.py not readable statically): "
+                   f"{', '.join(requirements)}\n".encode())
+        logf.flush()
+        site = workdir / "site"
+        site.mkdir(exist_ok=True)
+        identity = sandbox_identity(manifest)
+        if identity is not None:
+            os.chown(site, *identity)
+        code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
+                                                           "--target", str(site), *requirements],
+                                 env_python, (uv,), workdir, logf)
+    if code != 0:
+        return {"failure": {"state": "FAILED", "stage": "env_build",
+                            "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
+    installed = sorted(p.name[:-len(".dist-info")].replace("-", "==", 1) for p in site.glob("*.dist-info"))
+    return {"installed": installed}
+
+
+def _sandboxed_run(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str,
+                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
+    """One helper command in the pair's sandbox (same view, same user), with a time limit."""
+    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro)
+    if args and args[0].endswith("bwrap"):
+        index = args.index("--chdir")
+        args[index + 1] = str(cwd)
+    env = child_env(manifest, workdir)
+    env.update({"UV_CACHE_DIR": str(workdir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy"})
+    try:
+        proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=fds,
+                              stdout=subprocess.PIPE if capture else logf, stderr=logf,
+                              timeout=int(manifest.get("pair_timeout", 1800)))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    out = proc.stdout.decode("utf-8", "replace")[:100_000] if capture and proc.stdout else ""
+    if capture:
+        logf.write(out.encode())
+    return proc.returncode, out
 REPORT_CAP_BYTES = 1_000_000  # everything the plugin side may send; the rest is drained and dropped
 REPORT_LINE_CAP = 200_000
 REASON_CAP = 2000

@@ -174,3 +174,25 @@ def test_plugins_see_the_domain_package_and_brainscore_env(bs_workspace):
     [pair] = result["pairs"]
     assert pair["state"] == "COMPLETED", pair
     assert os.path.isdir(workspace.state / "shared-cache")
+
+
+def test_a_setup_py_that_cannot_be_read_statically_is_installed_in_the_job(bs_workspace):
+    """Its requirements are read by running setup.py inside the sandbox (setup() captured, nothing built),
+    installed there into the pair's work folder, and recorded in the pair's log."""
+    workspace, repo = bs_workspace
+    write(repo, f"{ROOT}/models/dynamic_setup/__init__.py",
+          "from bs_like import model_registry\nimport six\nfrom sklearn.tree import DecisionTreeClassifier\n\n"
+          "model_registry['dynamic-setup'] = lambda: DecisionTreeClassifier(max_depth=2, random_state=0)\n")
+    write(repo, f"{ROOT}/models/dynamic_setup/setup.py",
+          "from setuptools import setup\n\nwith open('reqs.txt') as f:\n    requirements = f.read().split()\n\n"
+          "setup(name='dynamic-setup', install_requires=requirements)\n")
+    write(repo, f"{ROOT}/models/dynamic_setup/reqs.txt", "six\n")
+    commit_all(repo, "a model whose setup.py reads a file")
+    proc = workspace.cli("detect", "--repo", str(repo), "--base", "HEAD~1", "--format", "json")
+    assert "it is pip-installed inside the job (sandboxed)" in proc.stderr
+    result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~1", "--benchmarks", "Derived-acc")
+    assert result["states"] == {"COMPLETED": 1}, result["pairs"]
+    logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
+    assert "installing in the job (setup.py not readable statically): six" in logs
+    spool = [json.loads(p.read_text()) for p in workspace.state.glob("runs/*/spool/*.json")]
+    assert any(any(i.startswith("six==") for i in (r.get("installed_in_job") or [])) for r in spool)
