@@ -78,13 +78,26 @@ def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: 
             cmd = [python, rattler_tool(), "solve", "--platform", platform, "--out", str(out)]
             for channel in channels:
                 cmd += ["--channel", channel]
-            proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, timeout=600)
-            if proc.returncode != 0 or not out.exists():
-                raise EnvError("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:])
+            for attempt in (1, 2):
+                proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, timeout=600)
+                if out.exists() and (proc.returncode == 0 or _complete(out)):
+                    break  # py-rattler can abort at interpreter exit (its threads) after writing a whole lock
+                crashed = proc.returncode < 0 or "Fatal Python error" in proc.stderr
+                if attempt == 2 or not crashed:
+                    raise EnvError("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:])
             tmp_final = path.with_suffix(".tmp")
             tmp_final.write_text(out.read_text())
             os.replace(tmp_final, path)
     return conda_lock_from_file(path, backend)
+
+
+def _complete(path: Path) -> bool:
+    """A conda-lock file that parses and lists its packages."""
+    try:
+        data = yaml.safe_load(path.read_text())
+        return isinstance(data, dict) and isinstance(data.get("package"), list)
+    except (OSError, yaml.YAMLError):
+        return False
 
 
 def conda_lock_from_file(path: Path, backend: str) -> CondaLock:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +112,34 @@ def lock_from_file(spec: EnvSpec, path: Path) -> Lock:
     return Lock(spec, path, packages, _digest(body), _digest(spec.backend, spec.python_version, *packages))
 
 
-def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600) -> Lock:
-    """Solve `spec` with `uv pip compile --generate-hashes`, cached by the spec's hash."""
+FAILURE_TTL = 3600.0  # a set that did not solve is not tried again for this long (it may be a network outage)
+
+
+def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600,
+                     failure_ttl: float = FAILURE_TTL) -> Lock:
+    """Solve `spec` with `uv pip compile --generate-hashes`, cached by the spec's hash (failures too, for
+    `failure_ttl` seconds: a real repository has dozens of sets that do not solve, and each costs a solve)."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / f"{spec.spec_hash}.txt"
     if path.exists():
         return lock_from_file(spec, path)
+    failed = locks_dir / f"{spec.spec_hash}.failed"
+    try:
+        if failed.exists() and (time.time() - failed.stat().st_mtime) < failure_ttl:
+            raise EnvError(failed.read_text().strip() + " (cached failure; tried again after an hour)")
+    except OSError:
+        pass
+    try:
+        return _solve(spec, path, uv, timeout)
+    except EnvError as exc:
+        try:
+            failed.write_text(str(exc)[:4000] + "\n")
+        except OSError:
+            pass
+        raise
+
+
+def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int) -> Lock:
     if spec.backend != "uv":
         raise EnvError(f"environment backend {spec.backend!r} cannot lock pip requirements")
     with tempfile.TemporaryDirectory() as tmp:

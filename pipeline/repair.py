@@ -59,6 +59,10 @@ def reconcile_run(db: Database, run: Run) -> dict[str, int]:
     ingest_spool(db, bundle.spool_dir)
     if run.executor == "manual":
         return {}
+    if run.executor == "local":  # removes the pid files of tasks that have ended, whatever the rows say
+        from pipeline.executors.local import local_task_states
+
+        local_task_states(bundle.log_dir, bundle.n_tasks, bundle.job_script)
     with db.sessions() as session:
         job_ids = set(session.scalars(select(Job.slurm_job_id).where(Job.run_id == run.id,
                                                                      Job.state.in_(OPEN_STATES))))

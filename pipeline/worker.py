@@ -259,9 +259,22 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
             bind("--ro-bind", path)
     args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
              "--unshare-uts", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
-    for keep in (str(env_dir), base_prefix(env_dir)):
-        if keep and Path(keep).exists():
-            bind("--ro-bind", keep)
+    bind("--ro-bind", str(env_dir))
+    # the environment's interpreter is a chain of symlinks to a base installation: recreate each link that
+    # lies outside the folders bound here, and bind the base installation's prefix (never its whole home)
+    links, real_python = symlink_chain(str(env_dir / "bin" / "python"))
+    prefix = str(Path(real_python).parent.parent)
+    for target, link in links:
+        if not link.startswith(str(env_dir) + "/") and not link.startswith(prefix + "/") and \
+                not any(link == p or link.startswith(p + "/") for p in SYSTEM_PATHS):
+            for parent in [str(q) for q in reversed(Path(link).parents) if str(q) != "/"]:
+                if parent not in made:
+                    made.add(parent)
+                    args.extend(["--perms", "0755", "--dir", parent])
+            args.extend(["--symlink", target, link])
+    if not any(prefix == p or prefix.startswith(p + "/") for p in SYSTEM_PATHS):
+        bind("--ro-bind", prefix)
+
     bind("--ro-bind", str(code))
     # Other plugins' folders are hidden; the domain package stays whole: its __init__.py files, helpers and
     # every file directly in a type folder (`benchmarks/__init__.py` defines BenchmarkBase in Brain-Score).
@@ -305,16 +318,17 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
     return args + cmd, how, fds
 
 
-def base_prefix(env_dir: Path) -> str:
-    """The installation prefix of a venv's base interpreter (pyvenv.cfg `home` is its bin folder)."""
-    try:
-        for line in (env_dir / "pyvenv.cfg").read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home":
-                return str(Path(os.path.realpath(value.strip())).parent)
-    except OSError:
-        pass
-    return ""
+def symlink_chain(path: str) -> tuple[list[tuple[str, str]], str]:
+    """The (target, link) hops from `path` to the file it finally names, and that file's real path."""
+    hops = []
+    current = path
+    for _ in range(40):
+        if not os.path.islink(current):
+            break
+        target = os.readlink(current)
+        hops.append((target, current))
+        current = target if os.path.isabs(target) else os.path.normpath(os.path.join(os.path.dirname(current), target))
+    return hops, os.path.realpath(path)
 
 
 def child_setup(manifest: dict):  # noqa: ANN201 - a preexec function or None
