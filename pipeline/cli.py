@@ -165,8 +165,9 @@ def revision_options(func: Callable) -> Callable:
 def change_options(func: Callable) -> Callable:
     """Revision options, and which pairs of them to score."""
     return revision_options(_apply(func, [
-        click.option("--models", help="only these model ids (comma-separated)"),
-        click.option("--benchmarks", help="only these benchmark ids (comma-separated)"),
+        click.option("--models", help="model ids (comma-separated): narrow the pairs the change implies; when it "
+                     "implies none (or with --all), score exactly the pairs these name"),
+        click.option("--benchmarks", help="benchmark ids (comma-separated), narrowing like --models"),
         click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
     ]))
 
