@@ -92,14 +92,11 @@ def test_cancel_a_local_run_keeps_finished_results(workspace, example_repo):
     assert workspace.cli("cancel", "no-such-run").returncode == 2
 
 
-def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, example_repo):
-    """Outside a terminal progress is one line per change on stderr; Ctrl-C (SIGINT) cancels the running
-    tasks, records them CANCELLED, keeps finished scores, writes the emails, and exits 130."""
-    import signal
-
+def start_two_slow_pairs(workspace, example_repo) -> tuple[subprocess.Popen, list[str]]:  # noqa: ANN001
+    """A run of two pairs that sleep for minutes, returned once both run (its stderr lines so far)."""
     write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
           "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
-          "    def __call__(self, model):\n        time.sleep(120)\n        return 0.5\n\n"
+          "    def __call__(self, model):\n        time.sleep(300)\n        return 0.5\n\n"
           "benchmark_registry['slow'] = Bench\n")
     commit_all(example_repo, "a slow benchmark")
     workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
@@ -107,10 +104,17 @@ def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, exam
                              "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in proc.stderr:  # wait for the readiness signal: both slow pairs are running
+    for line in proc.stderr:  # the readiness signal: both slow pairs are running
         lines.append(line)
         if "array tasks: running 2" in line:
             break
+    return proc, lines
+
+
+def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, example_repo):
+    """Outside a terminal progress is one line per change on stderr; Ctrl-C (SIGINT) cancels the running
+    tasks, records them CANCELLED, keeps finished scores, writes the emails, and exits 130."""
+    proc, lines = start_two_slow_pairs(workspace, example_repo)
     assert any("0/2 pairs done (0 failed), 2 left" in line for line in lines), lines
     proc.send_signal(signal.SIGINT)
     out, rest = proc.communicate(timeout=120)
@@ -126,18 +130,7 @@ def test_ctrl_c_cancels_what_it_started_records_it_and_exits_130(workspace, exam
 
 
 def test_cancel_stops_a_live_local_run_started_by_another_coordinator(workspace, example_repo):
-    write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
-          "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
-          "    def __call__(self, model):\n        time.sleep(300)\n        return 0.5\n\n"
-          "benchmark_registry['slow'] = Bench\n")
-    commit_all(example_repo, "a slow benchmark")
-    workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
-    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
-                             "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # readiness: both tasks run
-        if "array tasks: running 2" in line:
-            break
+    proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
     cancelled = workspace.json("cancel", run_id)
     assert cancelled["cancelled"] == 2
