@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from contextlib import contextmanager
@@ -94,9 +96,6 @@ STANDARD_PROFILES = ("local", "prod", "dev", "test")
 def check_profile(name: str) -> None:
     """A profile is one of the standard names, or one with its own SCORE_PLUGINS_DB_<NAME>: a typo is refused by
     every command, not only by those that open the database."""
-    import os
-    import re
-
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise BadInput(f"--profile {name!r} is not a profile name (lower-case letters, digits, _)")
     if name not in STANDARD_PROFILES and f"SCORE_PLUGINS_DB_{name.upper()}" not in os.environ:
@@ -267,7 +266,7 @@ def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = Tru
 
     state_dir = settings_from().state_dir
     if read_only and profile == "local" and not (state_dir / "local.db").exists() \
-            and "SCORE_PLUGINS_DB_LOCAL" not in __import__("os").environ:
+            and "SCORE_PLUGINS_DB_LOCAL" not in os.environ:
         raise BadInput(f"no local database at {state_dir / 'local.db'} (looked for .score-plugins in "
                        f"{Path.cwd()} and its parents); run this where `score-plugins run` ran, or set "
                        "SCORE_PLUGINS_STATE_DIR")

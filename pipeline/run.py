@@ -6,11 +6,10 @@ spool), so a run interrupted anywhere can be inspected, ingested and re-run.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import logging
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,9 +27,8 @@ from db.session import session_scope
 from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
-from pipeline.errors import BadInput
 from pipeline.detect import Change, detect, detect_all
-from pipeline.errors import InfrastructureError
+from pipeline.errors import BadInput, InfrastructureError
 from pipeline.executors import get_executor
 from pipeline.executors.base import TaskState
 from pipeline.ingest import ingest_spool
@@ -248,14 +246,12 @@ def execute(settings: Settings, db: Database, req: Request, *,
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
         plan.in_flight.update(taken)
         plan.to_run = [p for p in plan.to_run if p.key not in taken]
-        if not plan.to_run and not plan.cannot_run:
-            drop_run(db, run_id)
-            if executor is not None:
-                executor.close()
-            return result
         if not plan.to_run and executor is not None:
             executor.close()
             executor = None
+        if not plan.to_run and not plan.cannot_run:
+            drop_run(db, run_id)
+            return result
     bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
     result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
     record_bundle(db, bundle)

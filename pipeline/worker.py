@@ -227,7 +227,7 @@ def seccomp_program() -> bytes | None:
 
 
 def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
-              extra_ro: tuple[str, ...] = ()) -> tuple[list[str], str, tuple[int, ...]]:
+              extra_ro: tuple[str, ...] = (), cwd: Path | None = None) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
     environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
     and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
@@ -245,13 +245,15 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
     args = [bwrap]
     made: set[str] = set()
 
-    def bind(kind: str, path: str) -> None:
+    def parents(path: str) -> None:
         # bubblewrap would copy each parent's mode (a 0700 state folder would lock the plugin user out)
-        parents = [str(p) for p in reversed(Path(path).parents) if str(p) != "/"]
-        for parent in parents:
+        for parent in (str(p) for p in reversed(Path(path).parents) if str(p) != "/"):
             if parent not in made:
                 made.add(parent)
                 args.extend(["--perms", "0755", "--dir", parent])
+
+    def bind(kind: str, path: str) -> None:
+        parents(path)
         args.extend([kind, path, path])
 
     for path in (*SYSTEM_PATHS, *(manifest.get("sandbox_extra_paths") or ()), *extra_ro):
@@ -267,10 +269,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
     for target, link in links:
         if not link.startswith(str(env_dir) + "/") and not link.startswith(prefix + "/") and \
                 not any(link == p or link.startswith(p + "/") for p in SYSTEM_PATHS):
-            for parent in [str(q) for q in reversed(Path(link).parents) if str(q) != "/"]:
-                if parent not in made:
-                    made.add(parent)
-                    args.extend(["--perms", "0755", "--dir", parent])
+            parents(link)
             args.extend(["--symlink", target, link])
     if not any(prefix == p or prefix.startswith(p + "/") for p in SYSTEM_PATHS):
         bind("--ro-bind", prefix)
@@ -295,7 +294,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
     if cache and Path(cache).is_dir():
         bind("--bind", cache)
     bind("--bind", str(workdir))
-    args += ["--chdir", str(workdir), "--remount-ro", "/"]
+    args += ["--chdir", str(cwd or workdir), "--remount-ro", "/"]
     fds: tuple[int, ...] = ()
     program = seccomp_program()
     how = "sandbox: bubblewrap"
@@ -504,10 +503,7 @@ def install_in_job(manifest: dict, pair: dict, env_python: str, workdir: Path, l
 def _sandboxed_run(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str,
                    extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
     """One helper command in the pair's sandbox (same view, same user), with a time limit."""
-    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro)
-    if args and args[0].endswith("bwrap"):
-        index = args.index("--chdir")
-        args[index + 1] = str(cwd)
+    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd)
     env = child_env(manifest, workdir)
     env.update({"UV_CACHE_DIR": str(workdir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy"})
     try:
