@@ -20,7 +20,7 @@ from pipeline.bundle import render_bundle
 from pipeline.config import load_settings
 from pipeline.database import open_database
 from pipeline.detect import detect_all
-from pipeline.executors.local import job_environment
+from pipeline.executors.base import job_environment
 from pipeline.plan import make_plan
 from pipeline.run import Request, execute, python_version
 

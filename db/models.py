@@ -9,6 +9,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
                         UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.states import TERMINAL, RunStatus, State
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -32,7 +34,7 @@ class Run(Base):
 
     __tablename__ = "runs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(32), default="PENDING")
+    status: Mapped[str] = mapped_column(String(32), default=RunStatus.PENDING)
     repo: Mapped[str] = mapped_column(Text, default="")
     base_commit: Mapped[str | None] = mapped_column(String(64))
     head_commit: Mapped[str] = mapped_column(String(64))
@@ -135,7 +137,7 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(200))
     benchmark: Mapped[str] = mapped_column(String(200))
     submitters: Mapped[list] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(32), default="PENDING")
+    state: Mapped[str] = mapped_column(String(32), default=State.PENDING)
     stage: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     slurm_job_id: Mapped[str | None] = mapped_column(String(64))
@@ -150,4 +152,4 @@ class Job(Base):
     run: Mapped[Run] = relationship(back_populates="jobs")
 
 
-TERMINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PREEMPTED", "LOST")
+TERMINAL_STATES = tuple(sorted(TERMINAL))  # kept for readers of the models; the names live in db.states

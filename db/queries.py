@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score
+from db.states import OPEN
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -51,7 +52,7 @@ def scored_keys(session: Session, keys: list[str]) -> set[str]:
 def in_flight_keys(session: Session, keys: list[str]) -> dict[str, str]:
     """Keys among `keys` whose job is still PENDING or RUNNING in some run -> that run's id."""
     wanted = set(keys)
-    rows = session.execute(select(Job.pair_key, Job.run_id).where(Job.state.in_(("PENDING", "RUNNING"))))
+    rows = session.execute(select(Job.pair_key, Job.run_id).where(Job.state.in_(OPEN)))
     return {key: run_id for key, run_id in rows if key in wanted}
 
 

@@ -7,7 +7,6 @@ credential of any kind.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -16,11 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from envs.conda import render_explicit, rattler_tool
-from jobscripts import ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
+from jobscripts import ScoreJob, TaskLine, render_env_builder, render_score_job
 from pipeline import gitrepo
 from pipeline.config import Settings
+from pipeline.errors import BadInput
 from pipeline.plan import Plan, PlannedPair
 from pipeline.units import size_bytes
+from pipeline.worker import Manifest
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
 RATTLER_TOOL = Path(rattler_tool())
@@ -32,7 +33,7 @@ class Bundle:
     run_dir: Path
     job_script: Path
     manifest_path: Path
-    manifest: dict
+    manifest: Manifest
     executor: str
 
     @property
@@ -45,13 +46,13 @@ class Bundle:
 
     @property
     def n_tasks(self) -> int:
-        return len(self.manifest["tasks"])
+        return len(self.manifest.tasks)
 
     def pairs(self) -> list[dict]:
-        return [p for t in self.manifest["tasks"] for p in t["pairs"]]
+        return [p for t in self.manifest.tasks for p in t["pairs"]]
 
     def task_of(self) -> dict[str, int]:
-        return {p["key"]: t["index"] for t in self.manifest["tasks"] for p in t["pairs"]}
+        return {p["key"]: t["index"] for t in self.manifest.tasks for p in t["pairs"]}
 
 
 def new_run_id() -> str:
@@ -138,24 +139,23 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()
-    manifest = {
-        "schema": 1, "run_id": run_id, "commit": plan.commit, "domain_root": plan.domain_root,
-        "executor": executor, "code_dir": str(code_dir), "spool_dir": str(run_dir / "spool"),
-        "log_dir": str(run_dir / "logs"), "worker": str(worker), "env_root": str(env_root),
-        "env_mode": settings.env_mode, "env_backend": settings.env_backend,
-        "pair_timeout": settings.pair_timeout, "cpus_per_task": settings.cpus_per_task,
-        "array_throttle": settings.array_throttle, "sandbox": settings.sandbox,
+    manifest = Manifest(
+        run_id=run_id, commit=plan.commit, domain_root=plan.domain_root, executor=executor, code_dir=str(code_dir),
+        spool_dir=str(run_dir / "spool"), log_dir=str(run_dir / "logs"), worker=str(worker), env_root=str(env_root),
+        env_mode=settings.env_mode, env_backend=settings.env_backend, pair_timeout=settings.pair_timeout,
+        cpus_per_task=settings.cpus_per_task, array_throttle=settings.array_throttle, sandbox=settings.sandbox,
         # Slurm enforces `mem` itself; on this machine the worker sets it as the plugin's data limit
-        "mem_limit_bytes": size_bytes(settings.mem) if executor == "local" else None,
-        "state_dir": str(settings.state_dir.resolve()),
-        "shared_cache": str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
-        "plugin_env": dict(item.split("=", 1) for item in settings.plugin_env),
-        "sandbox_extra_paths": list(settings.sandbox_extra_paths),
-        "uv": settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
-        "created_at": datetime.now(timezone.utc).isoformat(), "tasks": tasks,
-    }
+        mem_limit_bytes=size_bytes(settings.mem) if executor == "local" else None,
+        state_dir=str(settings.state_dir.resolve()),
+        shared_cache=str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
+        plugin_env=dict(item.split("=", 1) for item in settings.plugin_env),
+        sandbox_extra_paths=list(settings.sandbox_extra_paths),
+        uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
+        created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
+    )
     manifest_path = run_dir / "manifest.json"
-    _write(manifest_path, json.dumps(manifest, indent=1))
+    _write(manifest_path, manifest.to_json())
+    manifest.path = str(manifest_path.resolve())
 
     build_env = run_dir / "build_env.sh"
     _write(build_env, render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
@@ -166,10 +166,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         python=settings.python, build_env=str(build_env), log_dir=str(run_dir / "logs"), env_root=str(env_root),
         env_mode=settings.env_mode, tasks=tuple(task_lines), n_pairs=len(plan.to_run),
         modules=tuple(settings.modules),
-        slurm=SlurmOptions(job_name=f"score-{run_id}", array=array,
-                           partition=settings.partition, account=settings.account, qos=settings.qos,
-                           time_minutes=settings.time_minutes, mem=settings.mem, cpus_per_task=settings.cpus_per_task,
-                           gpus=settings.gpus, extra=tuple(settings.extra_sbatch), drop=tuple(settings.drop_sbatch)),
+        slurm=settings.slurm_options(f"score-{run_id}", array),
     )
     job_script = run_dir / "job.sh"
     _write(job_script, render_score_job(job), executable=True)
@@ -191,9 +188,15 @@ def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: AN
 
 
 def load_bundle(run_dir: Path) -> Bundle:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return Bundle(manifest["run_id"], run_dir, run_dir / "job.sh", run_dir / "manifest.json", manifest,
-                  manifest.get("executor", ""))
+    """A rendered bundle from its folder (BadInput when it is not one this version can read)."""
+    path = run_dir / "manifest.json"
+    try:
+        manifest = Manifest.load(path)
+    except FileNotFoundError:
+        raise BadInput(f"{run_dir} is not a run bundle (no manifest.json)") from None
+    except (OSError, ValueError) as exc:  # ManifestError is a ValueError, as is bad JSON
+        raise BadInput(f"{path} cannot be read ({exc})") from None
+    return Bundle(manifest.run_id, run_dir, run_dir / "job.sh", path, manifest, manifest.executor)
 
 
 def _write(path: Path, text: str, executable: bool = False) -> None:

@@ -12,9 +12,10 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator
 
 import click
 from rich.console import Console
@@ -40,21 +41,55 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def common(fmt: bool = True) -> Callable:
-    """Every command takes --profile (and --format where it prints data); errors map to exit codes."""
+@dataclass
+class Command:
+    """What every command gets, once: its profile, output format, the settings (every layer, flags on top)."""
+
+    profile: str
+    fmt: str
+    settings: Settings
+    yes_prod: bool = False
+
+    def database(self, *, read_only: bool = False, migrate_schema: bool = True,
+                 allow_prod: bool | None = None) -> ContextManager[Any]:
+        return database(self.profile, self.settings, self.yes_prod if allow_prod is None else allow_prod,
+                        migrate_schema=migrate_schema, read_only=read_only)
+
+    def emit(self, data: Any, people: Callable[[], None] | None = None, rows: list[dict] | None = None) -> None:
+        """The one output helper: `json` prints `data`; `csv` prints `rows`; `table` calls `people` (default:
+        `key: value` lines of `data`)."""
+        if self.fmt == "json":
+            emit_json(data)
+        elif self.fmt == "csv":
+            import csv
+
+            rows = rows if rows is not None else (data if isinstance(data, list) else [data])
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["model", "benchmark", "score"])
+            writer.writeheader()
+            writer.writerows(rows)
+        elif people is not None:
+            people()
+        else:
+            for key, value in data.items():
+                out.print(f"{key}: {_plain(value)}", highlight=False)
+
+
+def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> Callable:
+    """Options every command shares, declared once: --profile, --format (where it prints data), --yes-prod
+    (where it writes to a database). The command gets one `Command`; errors map to the contract's exit codes."""
 
     def decorate(func: Callable) -> Callable:
-        @click.option("--profile", default="local", show_default=True, envvar="SCORE_PLUGINS_PROFILE",
-                      help="database profile: prod, dev, test or local")
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, profile: str, fmt: str = "table", yes_prod: bool = False, **kwargs: Any) -> Any:
             from sqlalchemy.exc import OperationalError
 
             from jobscripts.render import RenderError
 
             try:
-                check_profile(kwargs.get("profile") or "local")
-                return func(*args, **kwargs)
+                check_profile(profile or "local")
+                overrides = click.get_current_context().find_root().obj or {}
+                cmd = Command(profile or "local", fmt, load_settings(overrides), yes_prod)
+                return func(cmd, *args, **kwargs)
             except PipelineError as exc:
                 err.print(coloured("error:", "red", str(exc)))
                 sys.exit(exc.exit_code)
@@ -82,10 +117,14 @@ def common(fmt: bool = True) -> Callable:
                 err.print(coloured("error:", "red", f"unexpected {type(exc).__name__}: {exc} "
                                    "(run with --debug for the traceback, and please report it)"))
                 sys.exit(1)
-        if fmt:
-            wrapper = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+        if prod:
+            wrapper = click.option("--yes-prod", is_flag=True, help="confirm a command that writes to the prod "
+                                   "database")(wrapper)
+        if formats:
+            wrapper = click.option("--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
                                    show_default=True, help="table for people, json for programs")(wrapper)
-        return wrapper
+        return click.option("--profile", default="local", show_default=True, envvar="SCORE_PLUGINS_PROFILE",
+                            help="database profile: prod, dev, test or local")(wrapper)
 
     return decorate
 
@@ -103,8 +142,20 @@ def check_profile(name: str) -> None:
                        f"SCORE_PLUGINS_DB_{name.upper()}")
 
 
-def settings_from(ctx_overrides: dict[str, Any] | None = None) -> Settings:
-    return load_settings(ctx_overrides or {})
+def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
+    """`--set name=value` pairs: the flags layer of the settings, above the environment."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(Settings)}
+    overrides: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise click.BadParameter(f"{item!r}: give name=value with a setting's name (see `score-plugins config`)",
+                                     param_hint="--set")
+        overrides[name] = value
+    return overrides
 
 
 DEBUG = False
@@ -113,11 +164,15 @@ DEBUG = False
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="more log lines on stderr")
 @click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
+@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="a setting for this command, above the site file and the environment (repeatable)")
 @click.version_option(package_name="score-plugins")
-def main(verbose: bool, debug: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, debug: bool, overrides: tuple[str, ...]) -> None:
     """Score model and benchmark plugins: detect, plan, render, submit, record, notify."""
     global DEBUG
     DEBUG = debug
+    ctx.obj = parse_overrides(overrides)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -131,8 +186,8 @@ def examples() -> None:
 
 @examples.command("create")
 @click.argument("dest", type=click.Path(path_type=Path))
-@common(fmt=False)
-def examples_create(dest: Path, profile: str) -> None:
+@common(formats=(), prod=False)
+def examples_create(cmd: Command, dest: Path) -> None:
     """Write a git repository of example plugins: base plugins, a new model, a new benchmark."""
     from pipeline import examples as ex
 
@@ -176,15 +231,6 @@ def require_one_mode(base: str | None, all_: bool) -> None:
         raise BadInput("give either --base REV (with --head) or --all")
 
 
-def emit_mapping(data: dict, fmt: str) -> None:
-    """A flat result: one JSON object, or `key: value` lines for people."""
-    if fmt == "json":
-        emit_json(data)
-    else:
-        for key, value in data.items():
-            out.print(f"{key}: {value}", highlight=False)
-
-
 def _ids(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
@@ -203,22 +249,23 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
 @click.option("--base", required=True)
 @click.option("--head", default="HEAD", show_default=True)
 @click.option("--domain-root")
-@common()
-def detect(repo: Path, base: str, head: str, domain_root: str | None, profile: str, fmt: str) -> None:
+@common(prod=False)
+def detect(cmd: Command, repo: Path, base: str, head: str, domain_root: str | None) -> None:
     """What the change base..head touches (Brain-Score's get_scoring_info, as JSON)."""
     from pipeline.detect import detect as run_detect
 
-    change, _ = run_detect(repo, base, head, domain_root, settings_from().state_dir / "cache")
+    change, _ = run_detect(repo, base, head, domain_root, cmd.settings.cache_dir)
     data = change.to_json()
     report_issues(change.issues)
-    if fmt == "json":
-        emit_json(data)
-    else:
+
+    def people() -> None:
         table = Table("key", "value")
         for key, value in data.items():
             if key != "issues":
                 table.add_row(key, _plain(value))
         out.print(table)
+
+    cmd.emit(data, people)
     sys.exit(2 if change.errors else 0)
 
 
@@ -258,13 +305,13 @@ def report_issues(issues: list[dict]) -> None:
 
 
 @contextmanager
-def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = True, read_only: bool = False
-             ) -> Iterator:
+def database(profile: str, settings: Settings, yes_prod: bool = False, *, migrate_schema: bool = True,
+             read_only: bool = False) -> Iterator:
     """The profile's database for one command, closed when the command ends. A read-only command on the local
     profile never creates an empty database: it says where it looked."""
     from pipeline.database import open_database
 
-    state_dir = settings_from().state_dir
+    state_dir = settings.state_dir
     if read_only and profile == "local" and not (state_dir / "local.db").exists() \
             and "SCORE_PLUGINS_DB_LOCAL" not in os.environ:
         raise BadInput(f"no local database at {state_dir / 'local.db'} (looked for .score-plugins in "
@@ -280,29 +327,29 @@ def database(profile: str, yes_prod: bool = False, *, migrate_schema: bool = Tru
 @main.command()
 @change_options
 @click.option("--pairs", "with_pairs", is_flag=True, help="JSON: list every pair (default: a compact summary)")
-@click.option("--yes-prod", is_flag=True, help="confirm a run against the prod database")
 @common()
-def plan(profile: str, fmt: str, yes_prod: bool, with_pairs: bool, **opts: Any) -> None:
+def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     """The pairs to score, minus those already scored for the same code and environment."""
     from pipeline.run import detect_and_plan
 
-    settings = settings_from()
-    with database(profile, yes_prod) as db:
-        change, _, the_plan = detect_and_plan(settings, db, _request(**opts))
+    with cmd.database() as db:
+        change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
     data = the_plan.to_json(pairs=with_pairs)
     data["issues"] = change.issues
     report_issues(change.issues)
-    if fmt == "json":
-        emit_json(data)
-        sys.exit(2 if change.errors else 0)
-    table = Table("model", "benchmark", "status", "why")
-    for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
-                          ("cannot run", the_plan.cannot_run)):
-        for p in pairs:
-            table.add_row(p.model, p.benchmark, status, "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
-    out.print(table)
-    err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
-              f"{len(the_plan.cannot_run)} cannot run", highlight=False)
+
+    def people() -> None:
+        table = Table("model", "benchmark", "status", "why")
+        for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
+                              ("cannot run", the_plan.cannot_run)):
+            for p in pairs:
+                table.add_row(p.model, p.benchmark, status,
+                              "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
+        out.print(table)
+        err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
+                  f"{len(the_plan.cannot_run)} cannot run", highlight=False)
+
+    cmd.emit(data, people)
     sys.exit(2 if change.errors else 0)
 
 
@@ -317,36 +364,24 @@ def plan(profile: str, fmt: str, yes_prod: bool, with_pairs: bool, **opts: Any) 
 @click.option("--submitter", "submitters", multiple=True, help="also email this address (Jenkins parameter)")
 @click.option("--jenkins-build", envvar="BUILD_TAG", help="Jenkins build id to record")
 @click.option("--build-url", envvar="BUILD_URL", help="link to the Jenkins build in emails")
-@click.option("--yes-prod", is_flag=True, help="confirm a run against the prod database")
 @common()
-def run(profile: str, fmt: str, dry_run: bool, yes_prod: bool, submitters: tuple[str, ...],
-        jenkins_build: str | None, build_url: str | None, **opts: Any) -> None:
+def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build: str | None,
+        build_url: str | None, **opts: Any) -> None:
     """Detect, plan, render, submit, wait, record and notify."""
     from pipeline import run as runner
 
-    settings = settings_from()
     req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters))
-    with database(profile, yes_prod) as db:
+    with cmd.database() as db:
         if dry_run:
-            change, _, the_plan = runner.detect_and_plan(settings, db, req)
+            change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
             try:
                 with ProgressReporter() as reporter:
-                    result = runner.execute(settings, db, req, on_progress=reporter.update)
+                    result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
             except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 130
                 result = stop.result
-    report_issues(result.change.issues)
-    if result.plan.in_flight:
-        runs = ", ".join(sorted(set(result.plan.in_flight.values())))
-        err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
-                  "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
-    for problem in result.problems:
-        err.print(Text(str(problem), style="yellow"))
-    if fmt == "json":
-        emit_json(result.to_json())
-    else:
-        _print_run(result, dry_run)
+    _report_run(cmd, result, dry_run)
     if result.interrupted:
         err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by Ctrl-C; finished "
                            "pairs are kept, the others are recorded CANCELLED and the submitters were told"))
@@ -369,7 +404,7 @@ class ProgressReporter:
             self.status.__enter__()
         return self
 
-    def update(self, progress) -> None:  # noqa: ANN001 - pipeline.run.Progress
+    def update(self, progress) -> None:  # noqa: ANN001 - pipeline.watch.Progress
         tasks = ", ".join(f"{k.lower()} {v}" for k, v in sorted(progress.tasks.items()))
         line = progress.line() + (f"; array tasks: {tasks}" if tasks else "")
         if self.live and self.status is not None:
@@ -383,6 +418,18 @@ class ProgressReporter:
     def __exit__(self, *exc: object) -> None:
         if self.status is not None:
             self.status.__exit__(None, None, None)
+
+
+def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: ANN001 - RunResult
+    """A run's outcome: problems on stderr, then the result as JSON or a table."""
+    report_issues(result.change.issues)
+    if result.plan.in_flight:
+        runs = ", ".join(sorted(set(result.plan.in_flight.values())))
+        err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
+                  "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
+    for problem in result.problems:
+        err.print(Text(str(problem), style="yellow"))
+    cmd.emit(result.to_json(), lambda: _print_run(result, dry_run))
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
@@ -410,38 +457,37 @@ def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
 @main.command()
 @change_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="bundle folder")
-@click.option("--yes-prod", is_flag=True)
 @common()
-def render(profile: str, fmt: str, out_dir: Path, yes_prod: bool, **opts: Any) -> None:
+def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     """Write standalone job scripts and manifest that an admin can `sbatch` by hand."""
     from pipeline.bundle import render_bundle
     from pipeline.run import detect_and_plan, record_run
+    from pipeline.repair import MANUAL
+    from db.states import State
 
-    settings = settings_from()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
                        "give a new or empty folder")
-    with database(profile, yes_prod) as db:
-        _, catalog, the_plan = detect_and_plan(settings, db, _request(**opts))
+    with cmd.database() as db:
+        _, catalog, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
     if not the_plan.to_run:
         raise BadInput("nothing to render: " + nothing_to_score(the_plan))
-    req = _request(**opts, executor="manual")
-    bundle = render_bundle(settings, the_plan, catalog.repo, "manual", out_dir=out_dir)
-    with database(profile, yes_prod) as db:
+    req = _request(**opts, executor=MANUAL)
+    bundle = render_bundle(cmd.settings, the_plan, catalog.repo, MANUAL, out_dir=out_dir)
+    with cmd.database() as db:
         # so `ingest DIR` has rows to complete; RENDERED pairs are not claimed: they never block a later run
-        record_run(db, bundle, the_plan, req, str(catalog.repo), state="RENDERED")
-    data = {"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
-            "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
-            "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"}
-    emit_mapping(data, fmt)
+        record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
+    cmd.emit({"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+              "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
+              "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"})
 
 
 @main.command("test-plugins")
 @revision_options
 @click.option("--junit", type=click.Path(path_type=Path), required=True, help="where to write the JUnit XML report")
-@common()
-def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, junit: Path,
-                 profile: str, fmt: str) -> None:
+@common(prod=False)
+def test_plugins(cmd: Command, repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None,
+                 junit: Path) -> None:
     """Run each changed plugin's test.py with pytest in the plugin's own environment (unittests_plugins)."""
     from pipeline.detect import detect as run_detect
     from pipeline.detect import detect_all
@@ -450,12 +496,13 @@ def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_roo
     require_one_mode(base, all_)
     change, catalog = detect_all(repo, head, domain_root) if all_ else run_detect(repo, base, head, domain_root)
     report_issues(change.issues)
-    results = run_plugin_tests(settings_from(), change, catalog, junit)
-    if fmt == "json":
-        emit_json([r.__dict__ for r in results])
-    else:
+    results = run_plugin_tests(cmd.settings, change, catalog, junit)
+
+    def people() -> None:
         for r in results:
             out.print(f"{r.plugin}: {r.status}", highlight=False)
+
+    cmd.emit([r.__dict__ for r in results], people)
     failed = [r.plugin for r in results if r.status in ("failed", "error")]
     if failed:
         err.print(f"plugin tests failed: {', '.join(failed)}", highlight=False)
@@ -465,202 +512,131 @@ def test_plugins(repo: Path, base: str | None, head: str, all_: bool, domain_roo
 
 @main.command()
 @click.argument("run", required=False)
-@click.option("--yes-prod", is_flag=True)
 @common()
-def ingest(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+def ingest(cmd: Command, run: str | None) -> None:
     """Load spooled results of RUN (a run id or a bundle folder; default: every run) into the database."""
-    from pipeline.ingest import ingest_spool
+    from pipeline.ingest import ingest_folders, run_folders
 
-    settings = settings_from()
-    if run and Path(run).is_dir():
-        folders = [Path(run)]
-    elif run:
-        folders = [settings.runs_dir / run]
-        if not folders[0].is_dir():
-            raise BadInput(f"no run {run!r} under {settings.runs_dir}")
-    else:
-        folders = sorted(p for p in settings.runs_dir.glob("*") if (p / "manifest.json").is_file()) \
-            if settings.runs_dir.exists() else []
-    totals = {"scores": 0, "duplicates": 0, "failures": 0}
-    with database(profile, yes_prod) as db:
-        for folder in folders:
-            counts, _ = ingest_spool(db, folder / "spool")
-            for k in totals:
-                totals[k] += counts[k]
-    data = {"runs": [str(f) for f in folders], **totals}
-    if fmt == "json":
-        emit_json(data)
-    else:
-        out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
-                  f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)", highlight=False)
+    folders = run_folders(cmd.settings.runs_dir, run)
+    with cmd.database() as db:
+        totals = ingest_folders(db, folders)
+    cmd.emit({"runs": [str(f) for f in folders], **totals},
+             lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
+                               f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)",
+                               highlight=False))
 
 
 # --- leaderboard / status -----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table",
-              show_default=True)
-@click.option("--yes-prod", is_flag=True)
-@common(fmt=False)
-def leaderboard(profile: str, fmt: str, yes_prod: bool) -> None:
+@common(formats=("table", "json", "csv", "html"))
+def leaderboard(cmd: Command) -> None:
     """The model x benchmark table of the newest scores (read-only: prod needs no --yes-prod)."""
-    from db.queries import leaderboard_rows
+    from pipeline.report import leaderboard as newest_scores
+    from pipeline.report import leaderboard_grid
 
-    with database(profile, True, read_only=True) as db:
-        with db.sessions() as session:
-            rows = leaderboard_rows(session)
-    if fmt == "json":
-        emit_json(rows)
-        return
-    if fmt == "html":
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        rows = newest_scores(db)
+    if cmd.fmt == "html":
         from pipeline.leaderboard import render_html
 
-        click.echo(render_html(rows, title=f"Leaderboard ({profile})"))
+        click.echo(render_html(rows, title=f"Leaderboard ({cmd.profile})"))
         return
-    if fmt == "csv":
-        import csv
 
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["model", "benchmark", "score"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return
-    benchmarks = sorted({r["benchmark"] for r in rows})
-    models = sorted({r["model"] for r in rows})
-    cell = {(r["model"], r["benchmark"]): r["score"] for r in rows}
-    table = Table("model", *benchmarks, title="leaderboard")
-    def mean(m: str) -> float:  # of the scores the model has: a missing score is unknown, not 0
-        present = [cell[(m, b)] for b in benchmarks if cell.get((m, b)) is not None]
-        return sum(present) / len(present) if present else 0.0
+    def people() -> None:
+        benchmarks, grid = leaderboard_grid(rows)
+        table = Table("model", *benchmarks, title="leaderboard")
+        for model, scores in grid:
+            table.add_row(model, *[f"{s:.4f}" if s is not None else "-" for s in scores])
+        out.print(table)
 
-    for m in sorted(models, key=lambda m: (-mean(m), m)):
-        table.add_row(m, *[f"{cell[(m, b)]:.4f}" if cell.get((m, b)) is not None else "-" for b in benchmarks])
-    out.print(table)
+    cmd.emit(rows, people, rows=rows)
 
 
 @main.command()
 @click.argument("run", required=False)
-@click.option("--yes-prod", is_flag=True)
 @common()
-def status(run: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
-    from db.queries import get_run, run_jobs
+    from pipeline.report import run_status
 
-    with database(profile, yes_prod) as db:
-        with db.sessions() as session:
-            the_run = get_run(session, run)
-            if the_run is None:
-                raise BadInput(f"no run {run!r}" if run else "no runs yet")
-            jobs = run_jobs(session, the_run.id)
-            counts: dict[str, int] = {}
-            for j in jobs:
-                counts[j.state] = counts.get(j.state, 0) + 1
-            cpus = _run_cpus(the_run.run_dir)
-            cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs
-                              if j.started_at and j.ended_at)
-            data = {"run_id": the_run.id, "status": the_run.status, "executor": the_run.executor,
-                    "cpu_hours": round(cpu_seconds / 3600, 4),
-                    "commit": the_run.head_commit, "created_at": the_run.created_at.isoformat(),
-                    "ended_at": the_run.ended_at.isoformat() if the_run.ended_at else None, "counts": counts,
-                    "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,
-                              "reason": j.reason, "job_id": j.slurm_job_id, "array_index": j.array_index,
-                              "score": j.score} for j in jobs]}
-    if fmt == "json":
-        emit_json(data)
-        return
-    table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
-    for j in data["jobs"]:
-        table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
-                      f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
-    out.print(table)
-    out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + f"; {data['cpu_hours']} CPU-hours",
-              highlight=False)
+    with cmd.database() as db:
+        data = run_status(db, run)
+
+    def people() -> None:
+        table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
+        for j in data["jobs"]:
+            table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
+                          f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
+        out.print(table)
+        out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
+                  + f"; {data['cpu_hours']} CPU-hours", highlight=False)
+
+    cmd.emit(data, people)
 
 
 @main.command()
-@click.option("--yes-prod", is_flag=True)
 @common()
-def reconcile(profile: str, fmt: str, yes_prod: bool) -> None:
+def reconcile(cmd: Command) -> None:
     """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
-    from pipeline.repair import open_runs, reconcile_run
+    from pipeline.repair import reconcile_all
 
-    with database(profile, yes_prod) as db:
-        data = {run.id: reconcile_run(db, run) for run in open_runs(db)}
-    if fmt == "json":
-        emit_json(data)
-    else:
+    with cmd.database() as db:
+        data = reconcile_all(cmd.settings, db)
+
+    def people() -> None:
         for run_id, changes in data.items():
             out.print(f"{run_id}: " + (", ".join(f"{n} {s.lower()}" for s, n in changes.items()) or "no change"),
                       highlight=False)
         if not data:
             out.print("no run has open jobs")
 
+    cmd.emit(data, people)
+
 
 @main.command()
 @click.argument("run_id")
-@click.option("--yes-prod", is_flag=True)
 @common()
-def cancel(run_id: str, profile: str, fmt: str, yes_prod: bool) -> None:
+def cancel(cmd: Command, run_id: str) -> None:
     """Cancel RUN's pending and running tasks; finished results are kept."""
     from pipeline.repair import cancel_run
 
-    with database(profile, yes_prod) as db:
-        n = cancel_run(db, run_id)
-    if fmt == "json":
-        emit_json({"run_id": run_id, "cancelled": n})
-    else:
-        out.print(f"run {run_id}: {n} pairs cancelled", highlight=False)
+    with cmd.database() as db:
+        n = cancel_run(cmd.settings, db, run_id)
+    cmd.emit({"run_id": run_id, "cancelled": n},
+             lambda: out.print(f"run {run_id}: {n} pairs cancelled", highlight=False))
 
 
 @main.command()
 @click.argument("run_id")
 @click.option("--failed", "failed_only", is_flag=True, required=True, help="rerun the pairs that did not complete")
 @click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]), help="default: the run's own")
-@click.option("--yes-prod", is_flag=True)
 @common()
-def rerun(run_id: str, failed_only: bool, executor: str | None, profile: str, fmt: str, yes_prod: bool) -> None:
+def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) -> None:
     """Run again, as a new run at the same commit, every pair of RUN that did not complete."""
     from pipeline import run as runner
     from pipeline.repair import failed_pairs
 
-    settings = settings_from()
-    with database(profile, yes_prod) as db:
+    with cmd.database() as db:
         old, pairs = failed_pairs(db, run_id)
-        if not pairs:
-            raise BadInput(f"run {run_id} has no failed pairs")
-        req = runner.Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
-                             models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
-                             executor=executor or old.executor, only_pairs=set(pairs),
-                             jenkins_build=old.jenkins_build, build_url=old.build_url)
-        result = runner.execute(settings, db, req)
-    if fmt == "json":
-        emit_json(result.to_json())
-    else:
-        _print_run(result, False)
+        result = runner.execute(cmd.settings, db, runner.rerun_request(old, pairs, executor))
+    _report_run(cmd, result)
     sys.exit(result.exit_code)
-
-
-def _run_cpus(run_dir: str) -> int:
-    try:
-        return int(json.loads((Path(run_dir) / "manifest.json").read_text()).get("cpus_per_task", 1))
-    except (OSError, ValueError):
-        return 1
 
 
 @main.command()
 @click.argument("score_id", type=int)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--yes-prod", is_flag=True)
 @common()
-def reproduce(score_id: int, out_dir: Path, profile: str, fmt: str, yes_prod: bool) -> None:
+def reproduce(cmd: Command, score_id: int, out_dir: Path) -> None:
     """Re-render the exact job (code at the score's commit, its lockfile) that produced SCORE_ID."""
     from pipeline.reproduce import reproduce_score
 
-    settings = settings_from()
-    with database(profile, yes_prod) as db:
-        bundle = reproduce_score(settings, db, score_id, out_dir)
-    data = {"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
-            "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}", "submit": f"sbatch {bundle.job_script}"}
-    emit_mapping(data, fmt)
+    with cmd.database() as db:
+        bundle = reproduce_score(cmd.settings, db, score_id, out_dir)
+    cmd.emit({"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+              "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}",
+              "submit": f"sbatch {bundle.job_script}"})
 
 
 # --- db / notify / config -----------------------------------------------------------------------------------
@@ -672,51 +648,45 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
-@click.option("--yes-prod", is_flag=True)
-@common(fmt=False)
-def db_upgrade(revision: str, yes_prod: bool, profile: str) -> None:
+@common(formats=())
+def db_upgrade(cmd: Command, revision: str) -> None:
     """Migrate the profile's database up to REVISION."""
     from db import migrate
 
-    with database(profile, yes_prod, migrate_schema=False) as db:
+    with cmd.database(migrate_schema=False) as db:
         migrate.upgrade(db.engine, revision)
-        click.echo(f"{profile}: at {migrate.current(db.engine)}")
+        click.echo(f"{cmd.profile}: at {migrate.current(db.engine)}")
 
 
 @db.command("downgrade")
 @click.option("--revision", required=True, help="the revision to go down to (`base` removes every table)")
 @click.option("--yes", is_flag=True, help="confirm: a downgrade drops what newer revisions added, data included")
-@click.option("--yes-prod", is_flag=True)
-@common(fmt=False)
-def db_downgrade(revision: str, yes: bool, yes_prod: bool, profile: str) -> None:
+@common(formats=())
+def db_downgrade(cmd: Command, revision: str, yes: bool) -> None:
     """Migrate the profile's database down to REVISION (destructive: needs --yes)."""
     from db import migrate
 
-    with database(profile, yes_prod, migrate_schema=False) as db:
+    with cmd.database(migrate_schema=False) as db:
         now = migrate.current(db.engine)
         what = ("every table and every score" if revision == "base"
                 else f"what the revisions after {revision} added")
         if not yes:
-            raise BadInput(f"db downgrade {profile} from {now} to {revision} would remove {what} "
+            raise BadInput(f"db downgrade {cmd.profile} from {now} to {revision} would remove {what} "
                            f"of {db.profile.safe_url}; add --yes to do it")
         migrate.downgrade(db.engine, revision)
-        click.echo(f"{profile}: at {migrate.current(db.engine)}")
+        click.echo(f"{cmd.profile}: at {migrate.current(db.engine)}")
 
 
 @db.command("current")
-@click.option("--yes-prod", is_flag=True)
 @common()
-def db_current(yes_prod: bool, profile: str, fmt: str) -> None:
+def db_current(cmd: Command) -> None:
     """The profile's schema revision, and the newest one this version knows."""
     from db import migrate
 
-    with database(profile, yes_prod, migrate_schema=False) as db:
-        data = {"profile": profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
+    with cmd.database(migrate_schema=False) as db:
+        data = {"profile": cmd.profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
                 "head": migrate.head()}
-    if fmt == "json":
-        emit_json(data)
-    else:
-        click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})")
+    cmd.emit(data, lambda: click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})"))
 
 
 @main.group()
@@ -725,16 +695,15 @@ def notify() -> None:
 
 
 @notify.command("flush")
-@common()
-def notify_flush(profile: str, fmt: str) -> None:
+@common(prod=False)
+def notify_flush(cmd: Command) -> None:
     """Send what waits in the outbox over SMTP (SCORE_PLUGINS_SMTP_URL or _<PROFILE>)."""
     from notify.outbox import Outbox
     from notify.smtp import SmtpConfigError, flush, smtp_from_environment
 
-    settings = settings_from()
-    outbox = Outbox(settings.outbox_dir)
+    outbox = Outbox(cmd.settings.outbox_dir)
     try:
-        smtp = smtp_from_environment(profile)
+        smtp = smtp_from_environment(cmd.profile)
     except SmtpConfigError as exc:
         raise BadInput(str(exc)) from None
     if smtp is None:
@@ -745,29 +714,30 @@ def notify_flush(profile: str, fmt: str) -> None:
         raise BadInput(f"no SMTP server configured (SCORE_PLUGINS_SMTP_URL); {_count(waiting, 'message')} "
                        f"wait in {outbox.root}")
     report = flush(outbox, smtp)
-    if fmt == "json":
-        emit_json(report.to_json())
-    else:
+
+    def people() -> None:
         out.print(f"sent {len(report.sent)} (of which {len(report.recovered)} left mid-send by an earlier flush), "
                   f"waiting {report.waiting}", highlight=False)
         for name, reason in report.failed.items():
             err.print(f"{name}: {reason}", highlight=False)
+
+    cmd.emit(report.to_json(), people)
     if report.waiting:
         sys.exit(3)
 
 
 @main.command("config")
-@common()
-def config_show(profile: str, fmt: str) -> None:
-    """The settings in force after every layer (defaults < site file < environment < flags)."""
-    settings = settings_from()
-    data = settings.public()
-    if fmt == "json":
-        emit_json(data)
-    else:  # TOML that can be pasted into the site file
+@common(prod=False)
+def config_show(cmd: Command) -> None:
+    """The settings in force after every layer (defaults < site file < environment < --set flags)."""
+    data = cmd.settings.public()
+
+    def people() -> None:  # TOML that can be pasted into the site file
         click.echo("[score-plugins]")
         for k, v in data.items():
             click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
+
+    cmd.emit(data, people)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from jobscripts.render import SlurmOptions
 from pipeline.errors import BadInput
 
 ENV_PREFIX = "SCORE_PLUGINS_"
@@ -142,6 +143,13 @@ class Settings:
     def cache_dir(self) -> Path:
         """Parsed-source facts (by git blob id): safe to delete, rebuilt on the next run."""
         return self.state_dir / "cache"
+
+    def slurm_options(self, job_name: str, array: str = "0") -> SlurmOptions:
+        """The Slurm request these settings make (the `#SBATCH` header, submitit's and pyslurm's parameters)."""
+        return SlurmOptions(job_name=job_name, array=array, partition=self.partition, account=self.account,
+                            qos=self.qos, time_minutes=self.time_minutes, mem=self.mem,
+                            cpus_per_task=self.cpus_per_task, gpus=self.gpus, extra=tuple(self.extra_sbatch),
+                            drop=tuple(self.drop_sbatch))
 
     def public(self) -> dict[str, Any]:
         """All fields as plain values (none of them is a secret)."""

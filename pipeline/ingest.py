@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from db.ingest import BATCH, ingest_results
-from db.models import TERMINAL_STATES
+from db.states import TERMINAL, State
 from db.session import session_scope
 from pipeline.database import Database
 from pipeline.errors import BadInput
+from pipeline.worker import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ class RejectedResult(ValueError):
     """A spool file that is not a result the worker could have written."""
 
 
-def load_manifest(run_dir: Path) -> dict:
+def load_manifest(run_dir: Path) -> Manifest:
     path = run_dir / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        return Manifest.load(path)
     except FileNotFoundError:
         raise BadInput(f"{run_dir} is not a run bundle (no manifest.json): nothing to ingest") from None
     except (OSError, ValueError) as exc:
@@ -74,7 +75,7 @@ def _time(value: object, name: str) -> str | None:
     return when.isoformat()
 
 
-def check_result(data: object, pair: dict, manifest: dict) -> dict:
+def check_result(data: object, pair: dict, manifest: Manifest) -> dict:
     """The result to ingest: identity from the manifest, outcome from the file, checked field by field."""
     if not isinstance(data, dict):
         raise RejectedResult("not a JSON object")
@@ -84,19 +85,19 @@ def check_result(data: object, pair: dict, manifest: dict) -> dict:
     if status not in ("ok", "error"):
         raise RejectedResult("status is neither ok nor error")
     state = data.get("state")
-    if state not in TERMINAL_STATES or (status == "ok") != (state == "COMPLETED"):
+    if state not in TERMINAL or (status == "ok") != (state == State.COMPLETED):
         raise RejectedResult(f"state {str(state)[:40]!r} does not fit status {status!r}")
     if data.get("stage") not in STAGES:
         raise RejectedResult("stage is not one of the pipeline's stages")
     result = {k: pair.get(k) for k in TRUSTED}
-    result.update({"pair_key": pair["key"], "run_id": manifest["run_id"], "commit": manifest["commit"],
-                   "domain": manifest["domain_root"], "status": status, "state": state, "stage": data.get("stage")})
+    result.update({"pair_key": pair["key"], "run_id": manifest.run_id, "commit": manifest.commit,
+                   "domain": manifest.domain_root, "status": status, "state": state, "stage": data.get("stage")})
     for key, cap in TEXT_CAPS.items():
         value = data.get(key)
         if value is not None and not isinstance(value, (str, int)):
             raise RejectedResult(f"{key} is not text")
         result[key] = None if value is None else str(value)[:cap]
-    result["executor"] = result["executor"] or manifest.get("executor", "")
+    result["executor"] = result["executor"] or manifest.executor
     if status == "ok":
         result["score_ceiled"] = _number(data.get("score_ceiled"), "score", 0.0, 1.0, optional=False)
         result["score_raw"] = _number(data.get("score_raw"), "raw score", optional=False)
@@ -116,13 +117,13 @@ def check_result(data: object, pair: dict, manifest: dict) -> dict:
     return result
 
 
-def _rejected(pair: dict, manifest: dict, reason: str) -> dict:
+def _rejected(pair: dict, manifest: Manifest, reason: str) -> dict:
     now = datetime.now(timezone.utc).isoformat()
     result = {k: pair.get(k) for k in TRUSTED}
-    result.update({"pair_key": pair["key"], "run_id": manifest["run_id"], "commit": manifest["commit"],
-                   "domain": manifest["domain_root"], "status": "error", "state": "FAILED", "stage": "persist",
+    result.update({"pair_key": pair["key"], "run_id": manifest.run_id, "commit": manifest.commit,
+                   "domain": manifest.domain_root, "status": "error", "state": "FAILED", "stage": "persist",
                    "reason": f"its result file was rejected and quarantined: {reason}", "started_at": now,
-                   "ended_at": now, "executor": manifest.get("executor", "")})
+                   "ended_at": now, "executor": manifest.executor})
     return result
 
 
@@ -131,7 +132,7 @@ def read_spool(spool_dir: Path, skip: set[str] | None = None) -> list[tuple[Path
     checked against the bundle's manifest; rejected ones are quarantined and come back as FAILED/persist."""
     spool_dir = Path(spool_dir)
     manifest = load_manifest(spool_dir.parent)
-    pairs = {p["key"]: p for t in manifest.get("tasks", []) for p in t["pairs"]}
+    pairs = {p["key"]: p for t in manifest.tasks for p in t["pairs"]}
     quarantine = spool_dir.parent / "quarantine"
     found = []
     for path in sorted(spool_dir.glob("*.json")):
@@ -185,3 +186,25 @@ def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None,
             for _, data in batch:
                 on_result(data)
     return totals, done
+
+
+def run_folders(runs_dir: Path, run: str | None) -> list[Path]:
+    """What `ingest [RUN]` reads: a bundle folder, a run id under `runs_dir`, or (no RUN) every run there."""
+    if run and Path(run).is_dir():
+        return [Path(run)]
+    if run:
+        folder = runs_dir / run
+        if not folder.is_dir():
+            raise BadInput(f"no run {run!r} under {runs_dir}")
+        return [folder]
+    return sorted(p for p in runs_dir.glob("*") if (p / "manifest.json").is_file()) if runs_dir.exists() else []
+
+
+def ingest_folders(db: Database, folders: list[Path]) -> dict[str, int]:
+    """Every folder's spool into the database; the totals of new scores, duplicates and failures."""
+    totals = {"scores": 0, "duplicates": 0, "failures": 0}
+    for folder in folders:
+        counts, _ = ingest_spool(db, folder / "spool")
+        for key in totals:
+            totals[key] += counts[key]
+    return totals

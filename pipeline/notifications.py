@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 from db.models import Job, Run
+from db.states import INFRASTRUCTURE
 from notify.compose import AddressError, PairOutcome, RunReport, compose
 from notify.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 
-INFRASTRUCTURE_STATES = ("NODE_FAIL", "PREEMPTED", "LOST")
 
 
 def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path, sender: str,
@@ -40,7 +40,7 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
             problems.append(f"not emailed: {exc}")
             log.warning("not emailed: %s", exc)
     infra = [PairOutcome(j.model, j.benchmark, j.state, j.score, j.stage, j.reason, j.log_tail) for j in jobs
-             if j.state in INFRASTRUCTURE_STATES]
+             if j.state in INFRASTRUCTURE]
     if infra and admin_email:
         report = RunReport(run.id, run.head_commit, run.domain, profile, infra, run.build_url or "", leaderboard_url)
         try:

@@ -12,6 +12,7 @@ from hashlib import sha256
 import gc
 import sys
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -63,6 +64,14 @@ class Plan:
     already_scored: list[PlannedPair] = field(default_factory=list)
     cannot_run: list[PlannedPair] = field(default_factory=list)
     in_flight: dict[str, str] = field(default_factory=dict)  # key -> the run still scoring it
+
+    def only(self, pairs: set[tuple[str, str]]) -> Plan:
+        """This plan narrowed to exactly these (model, benchmark) pairs (`rerun --failed`)."""
+        def keep(planned: list[PlannedPair]) -> list[PlannedPair]:
+            return [p for p in planned if (p.model, p.benchmark) in pairs]
+
+        return dataclasses.replace(self, to_run=keep(self.to_run), already_scored=keep(self.already_scored),
+                                   cannot_run=keep(self.cannot_run))
 
     def to_json(self, pairs: bool = True) -> dict:
         """The plan for programs; `pairs=False` gives the compact summary (a real repository's `--all` plans

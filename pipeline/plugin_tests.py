@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.lock import EnvError, EnvSpec, lock_environment, validate_requirements
-from jobscripts import PluginTestJob, PluginTestTask, SlurmOptions, render_env_builder, render_plugin_test_job
+from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render_plugin_test_job
 from pipeline import gitrepo
 from pipeline.config import Settings
 from pipeline.detect import Change
-from pipeline.executors.local import job_environment
+from pipeline.executors.base import job_environment
 from pipeline.plugins import PLUGIN_TYPES, Catalog, Plugin
 from pipeline.run import python_version
 
@@ -76,8 +76,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
         script.write_text(render_plugin_test_job(PluginTestJob(
             code_dir=str(code), report_dir=str(reports), build_env=str(builder),
             env_root=str(Path(settings.env_root).resolve()), tasks=tuple(tasks),
-            slurm=SlurmOptions(job_name="plugin-tests", array=f"0-{max(len(tasks) - 1, 0)}",
-                               time_minutes=settings.time_minutes, mem=settings.mem))))
+            slurm=settings.slurm_options("plugin-tests", f"0-{max(len(tasks) - 1, 0)}"))))
         for task in tasks:
             proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=settings.pair_timeout,
                                   env=job_environment({"SLURM_ARRAY_TASK_ID": str(task.index)}))

@@ -10,32 +10,26 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 
-from db.ingest import ensure_rows
-from db.models import BenchmarkType, Job, Model, Run, Submission, User
-from db.upsert import insert_for, insert_many
-from db.queries import in_flight_keys, run_jobs, scored_keys
-from db.session import session_scope
+from db.models import BenchmarkType, Model, Run
+from db.queries import in_flight_keys, scored_keys
+from db.states import State
+from pipeline import ledger
 from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
-from pipeline.executors import get_executor
-from pipeline.executors.base import TaskState
-from pipeline.ingest import ingest_spool
+from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog
-from pipeline.worker import tail
+from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -93,40 +87,6 @@ class RunResult:
         }
 
 
-@dataclass
-class Progress:
-    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair."""
-
-    total: int
-    done: int = 0
-    failed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    tasks: dict[str, int] = field(default_factory=dict)  # array tasks per state, as the executor sees them
-    slowest: tuple[str, str, float] | None = None  # model, benchmark, seconds (of the pairs finished)
-
-    @property
-    def left(self) -> int:
-        return max(self.total - self.done, 0)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def add(self, result: dict) -> None:
-        self.done += 1
-        self.failed += result.get("status") != "ok"
-        seconds = result.get("elapsed_seconds")
-        if isinstance(seconds, (int, float)) and (self.slowest is None or seconds > self.slowest[2]):
-            self.slowest = (str(result.get("model")), str(result.get("benchmark")), float(seconds))
-
-    def line(self) -> str:
-        text = (f"{self.done}/{self.total} pairs done ({self.failed} failed), {self.left} left, "
-                f"{int(self.elapsed) // 60:d}:{int(self.elapsed) % 60:02d} elapsed")
-        if self.slowest:
-            text += f"; slowest: {self.slowest[0]} on {self.slowest[1]} ({self.slowest[2]:.1f} s)"
-        return text
-
-
 def python_version(python: str, configured: str = "") -> str:
     """The jobs' Python version: the `python_version` setting, else asked of the job interpreter when it exists
     here (a cluster interpreter that exists only on the nodes needs the setting)."""
@@ -172,8 +132,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      progress=_lock_progress,
                      in_flight=running)
     if req.only_pairs is not None:
-        for name in ("to_run", "already_scored", "cannot_run"):
-            setattr(plan, name, [p for p in getattr(plan, name) if (p.model, p.benchmark) in req.only_pairs])
+        plan = plan.only(req.only_pairs)
     return change, catalog, plan
 
 
@@ -222,27 +181,19 @@ def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
 
 def execute(settings: Settings, db: Database, req: Request, *,
             on_progress: Callable[[Progress], None] | None = None) -> RunResult:
-    """Run the whole pipeline for one request and return what happened."""
+    """Run the whole pipeline for one request and return what happened:
+    detect -> plan -> render -> submit -> watch -> ingest -> notify."""
     ensure_writable(settings.state_dir)
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
     if not plan.to_run and not plan.cannot_run:
-        if problems:  # nothing to score, but the submitters of refused plugins still hear why
-            run = Run(id=f"check-{plan.commit[:12]}", head_commit=plan.commit, domain=plan.domain_root,
-                      executor=req.executor, build_url=req.build_url)
-            paths, bad = queue_run_messages(run, [], profile=db.profile.name, outbox_dir=settings.outbox_dir,
-                                            sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
-                                            plugin_problems=problems)
-            result.emails, result.problems = [str(p) for p in paths], bad
-            result.delivery, more = deliver(settings.outbox_dir, db.profile.name)
-            result.problems.extend(more)
+        _tell_refused(settings, db, req, plan, result, problems)
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
-    interrupted = False
     run_id = new_run_id()
-    taken = claim_pairs(db, run_id, plan, req, str(catalog.repo))
+    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo)))
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
         plan.in_flight.update(taken)
         plan.to_run = [p for p in plan.to_run if p.key not in taken]
@@ -250,39 +201,75 @@ def execute(settings: Settings, db: Database, req: Request, *,
             executor.close()
             executor = None
         if not plan.to_run and not plan.cannot_run:
-            drop_run(db, run_id)
+            ledger.drop_run(db, run_id)
             return result
     bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
     result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
-    record_bundle(db, bundle)
+    ledger.record_bundle(db, bundle)
+    interrupted = False
     if executor is not None:
         try:
-            job_id = executor.submit(bundle)
-            with session_scope(db.sessions) as session:
-                session.execute(update(Run).where(Run.id == bundle.run_id).values(status="RUNNING"))
-                session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.state == "PENDING")
-                                .values(slurm_job_id=job_id))
-            progress = Progress(total=len(plan.to_run))
-            try:
-                states = watch(db, executor, job_id, bundle, on_progress, progress=progress)
-                states = retry_infrastructure_failures(db, executor, bundle, states, settings.max_retries,
-                                                       on_progress, progress=progress)
-            except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
-                interrupted = True
-                log.warning("interrupted: cancelling run %s", bundle.run_id)
-                executor.cancel(job_id)
-                states = _states_after_cancel(executor, job_id)
-                _ingest_when_reachable(db, bundle, set(), wait=10.0)
-            result.executor_stats = {k: getattr(executor, k) for k in ("poll_cycles", "sacct_calls")
-                                     if hasattr(executor, k)}
+            interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
         finally:
             executor.close()
-        close_missing(db, bundle, states, cancelled="interrupted by Ctrl-C" if interrupted else None)
     _finish(settings, db, bundle, plan, req, result, problems)
     if interrupted:
         result.interrupted = True
         raise Interrupted(result)
     return result
+
+
+def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bundle: Bundle,
+                      on_progress: Callable[[Progress], None] | None, result: RunResult) -> bool:
+    """Submit the bundle, watch it to the end (retrying infrastructure failures), and close every pair left
+    without a result. Ctrl-C cancels what was started and keeps what finished; returns whether it came."""
+    job_id = executor.submit(bundle)
+    ledger.submitted(db, bundle.run_id, job_id)
+    watcher = Watcher(db, executor, bundle, on_progress)
+    cancelled = None
+    try:
+        states = watcher.wait(job_id)
+        states = watcher.retry_infrastructure_failures(states, settings.max_retries)
+    except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
+        log.warning("interrupted: cancelling run %s", bundle.run_id)
+        executor.cancel(job_id)
+        states = watcher.after_cancel(job_id)
+        cancelled = "interrupted by Ctrl-C"
+    result.executor_stats = watcher.stats()
+    ledger.close_unfinished(db, bundle, states, cancelled=cancelled)
+    return cancelled is not None
+
+
+def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None = None) -> Request:
+    """A new run, at the old run's commit, of exactly these of its pairs (`rerun --failed`)."""
+    if not pairs:
+        raise BadInput(f"run {old.id} has no failed pairs")
+    return Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
+                   models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
+                   executor=executor or old.executor, only_pairs=set(pairs), jenkins_build=old.jenkins_build,
+                   build_url=old.build_url)
+
+
+def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:
+    """What the run row records about a request."""
+    return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
+                          base=None if req.all else req.base, jenkins_build=req.jenkins_build,
+                          build_url=req.build_url)
+
+
+def _tell_refused(settings: Settings, db: Database, req: Request, plan: Plan, result: RunResult,
+                  problems: dict[str, list[str]]) -> None:
+    """Nothing to score, but the submitters of refused plugins still hear why."""
+    if not problems:
+        return
+    run = Run(id=f"check-{plan.commit[:12]}", head_commit=plan.commit, domain=plan.domain_root,
+              executor=req.executor, build_url=req.build_url)
+    paths, bad = queue_run_messages(run, [], profile=db.profile.name, outbox_dir=settings.outbox_dir,
+                                    sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
+                                    plugin_problems=problems)
+    result.emails, result.problems = [str(p) for p in paths], bad
+    result.delivery, more = deliver(settings.outbox_dir, db.profile.name)
+    result.problems.extend(more)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -291,16 +278,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, result: "RunResult"):
         super().__init__("interrupted")
         self.result = result
-
-
-def _states_after_cancel(executor, job_id: str, wait: float = 30.0) -> dict[int, TaskState]:  # noqa: ANN001
-    """The tasks' states once the cancel took effect (or after `wait` seconds)."""
-    deadline = time.monotonic() + wait
-    while True:
-        states = executor.poll(job_id)
-        if (states and all(s.done for s in states.values())) or time.monotonic() > deadline:
-            return states
-        time.sleep(0.5)
 
 
 def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list[str]]:
@@ -314,204 +291,28 @@ def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list
     return found
 
 
-def watch(db: Database, executor, job_id: str, bundle: Bundle,  # noqa: ANN001 - Executor
-          on_progress: Callable[[Progress], None] | None = None, spool_interval: float = 0.5,
-          expect: list[str] | None = None, progress: Progress | None = None) -> dict[int, TaskState]:
-    """Wait for a run: the executor is polled once per cycle, with back-off (one sacct call on Slurm);
-    the spool, a local folder, is read more often, and the run is done as soon as every pair has
-    a result there, or every task has ended."""
-    ingested: set[str] = set()
-    wanted = {f"{k}.json" for k in (expect or [p["key"] for p in bundle.pairs()])}
-    delay, max_delay = executor.poll_interval
-    states = executor.poll(job_id)
-    next_poll = time.monotonic() + delay
-    progress = progress or Progress(total=len(wanted))
-    while True:
-        try:
-            before = progress.done
-            _, names = ingest_spool(db, bundle.spool_dir, ingested, on_result=progress.add)
-            ingested |= names
-            if on_progress and progress.done != before:
-                on_progress(progress)
-        except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on
-            log.warning("cannot ingest results now (%s); they wait in %s", type(exc).__name__, bundle.spool_dir)
-        if wanted <= ingested:
-            return states
-        if time.monotonic() >= next_poll:
-            states = executor.poll(job_id)
-            counts: dict[str, int] = {}
-            for s in states.values():
-                counts[s.state] = counts.get(s.state, 0) + 1
-            progress.tasks = counts
-            if on_progress:
-                on_progress(progress)
-            if states and all(s.done for s in states.values()):
-                _ingest_when_reachable(db, bundle, ingested)
-                return states
-            delay = min(delay * 1.5, max_delay)
-            next_poll = time.monotonic() + delay
-        time.sleep(spool_interval)
-
-
-RETRYABLE = ("NODE_FAIL", "PREEMPTED")  # the infrastructure's fault; a plugin's own failure is never retried
-
-
-def retry_infrastructure_failures(db: Database, executor, bundle: Bundle,  # noqa: ANN001 - Executor
-                                  states: dict[int, TaskState], max_retries: int,
-                                  on_progress: Callable[[Progress], None] | None = None,
-                                  progress: Progress | None = None) -> dict[int, TaskState]:
-    """Resubmit tasks that ended NODE_FAIL or PREEMPTED without results, at most `max_retries` times."""
-    if not hasattr(executor, "resubmit"):
-        return states
-    for attempt in range(2, max_retries + 2):
-        done = {p.stem for p in bundle.spool_dir.glob("*.json")}
-        by_task: dict[int, list[str]] = {}
-        for key, index in bundle.task_of().items():
-            by_task.setdefault(index, []).append(key)
-        retry = [i for i, s in states.items() if s.state in RETRYABLE and not set(by_task.get(i, [])) <= done]
-        if not retry:
-            return states
-        log.warning("resubmitting %d task(s) after %s (attempt %d)", len(retry),
-                    ", ".join(sorted({states[i].state for i in retry})), attempt)
-        job_id = executor.resubmit(bundle, retry)
-        keys = [k for i in retry for k in by_task.get(i, [])]
-        with session_scope(db.sessions) as session:
-            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key.in_(keys))
-                            .values(slurm_job_id=job_id, attempt=attempt, state="PENDING"))
-        states = {**states, **watch(db, executor, job_id, bundle, on_progress, expect=keys, progress=progress)}
-    return states
-
-
-def _ingest_when_reachable(db: Database, bundle: Bundle, ingested: set[str], wait: float = 300.0) -> None:
-    """The last ingest of a run: if the database is down, wait for it (with back-off) before giving up;
-    given up, the results stay in the spool for `score-plugins ingest` / `reconcile`."""
-    deadline = time.monotonic() + wait
-    delay = 1.0
-    while True:
-        try:
-            ingest_spool(db, bundle.spool_dir, ingested)
-            return
-        except SQLAlchemyError:
-            if time.monotonic() > deadline:
-                raise InfrastructureError(f"the database stayed unreachable; results wait in {bundle.spool_dir} "
-                                          "(score-plugins reconcile loads them)") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-
-def close_missing(db: Database, bundle: Bundle, states: dict[int, TaskState], cancelled: str | None = None) -> None:
-    """Every pair whose task ended without a result gets a terminal state and a reason (`cancelled`: why the
-    run was cancelled, for the pairs it stopped)."""
-    task_of = bundle.task_of()
-    with session_scope(db.sessions) as session:
-        open_jobs = session.scalars(select(Job).where(Job.run_id == bundle.run_id,
-                                                      Job.state.in_(("PENDING", "RUNNING")))).all()
-        for job in open_jobs:
-            index = task_of.get(job.pair_key)
-            state = states.get(index) if index is not None else None
-            task_log = bundle.log_dir / f"task-{index}.out"
-            if cancelled and (state is None or state.state in ("CANCELLED", "PENDING", "RUNNING")):
-                job.state, job.reason = "CANCELLED", cancelled
-            elif state is None:
-                job.state, job.reason = "LOST", "the executor does not know this task"
-            elif state.state == "COMPLETED":
-                job.state, job.reason = "LOST", "the task finished without writing a result for this pair"
-            else:
-                job.state = state.state
-                job.reason = state.reason or f"array task {index} ended as {state.state}"
-            job.log_path = str(task_log)
-            job.log_tail = tail(task_log)
-            job.array_index = index
-            job.ended_at = datetime.now(timezone.utc)
-
-
-def claim_pairs(db: Database, run_id: str, plan: Plan, req: Request, repo: str, state: str = "PENDING",
-                executor: str | None = None) -> dict[str, str]:
-    """Open the run and claim its pairs, atomically: a pair's PENDING row can exist in one run only
-    (a partial unique index), so of two coordinators started at once on the same change, each pair goes
-    to exactly one. Returns the pairs another run holds (key -> that run), which this run must not score.
-    `state="RENDERED"` records a hand-submitted bundle's pairs without claiming them."""
-    now = datetime.now(timezone.utc)
-    with session_scope(db.sessions) as session:
-        session.add(Run(id=run_id, status="PENDING", repo=repo, base_commit=None if req.all else req.base,
-                        head_commit=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
-                        run_dir="", jenkins_build=req.jenkins_build, build_url=req.build_url))
-        session.flush()
-        rows = [{"run_id": run_id, "pair_key": p.key, "model": p.model, "benchmark": p.benchmark,
-                 "submitters": p.submitters, "state": state, "attempt": 1} for p in plan.to_run]
-        if rows:
-            stmt = insert_for(session, Job).on_conflict_do_nothing()
-            session.connection().execute(stmt, rows)
-        for pair in plan.cannot_run:
-            session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
-                            submitters=pair.submitters, state="FAILED", stage="env_build", reason=pair.problem,
-                            started_at=now, ended_at=now))
-        session.flush()
-        mine = set(session.scalars(select(Job.pair_key).where(Job.run_id == run_id)))
-        lost = [p.key for p in plan.to_run if p.key not in mine]
-        holders = {key: run for key, run in session.execute(select(Job.pair_key, Job.run_id).where(
-            Job.pair_key.in_(lost), Job.state.in_(("PENDING", "RUNNING")))).all()} if lost else {}
-    return {key: holders.get(key, "another run") for key in lost}
-
-
-def record_bundle(db: Database, bundle: Bundle) -> None:
-    """The run's folder and each claimed pair's array task, once the bundle is rendered."""
-    with session_scope(db.sessions) as session:
-        session.execute(update(Run).where(Run.id == bundle.run_id).values(run_dir=str(bundle.run_dir)))
-        for key, index in bundle.task_of().items():
-            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key)
-                            .values(array_index=index))
-
-
-def drop_run(db: Database, run_id: str) -> None:
-    """A run that claimed nothing (every pair was taken by another coordinator) leaves no trace."""
-    with session_scope(db.sessions) as session:
-        session.execute(delete(Job).where(Job.run_id == run_id))
-        session.execute(delete(Run).where(Run.id == run_id))
-
-
-def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str, state: str = "PENDING") -> None:
+def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str,
+               state: State = State.PENDING) -> None:
     """Open a run for an already rendered bundle (render, reproduce): its pairs recorded in `state`."""
-    claim_pairs(db, bundle.run_id, plan, req, repo, state=state, executor=bundle.executor)
-    record_bundle(db, bundle)
-
-
-def record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str | None) -> None:  # noqa: ANN001
-    """One submission row per submitter of the run (Brain-Score's submission table), with its outcome."""
-    outcome: dict[str, bool] = {}
-    for job in jobs:
-        for email in job.submitters or []:
-            outcome[email] = outcome.get(email, True) and job.state == "COMPLETED"
-    if not outcome:
-        return
-    users = ensure_rows(session, User, "email", {e: {"email": e, "display_name": ""} for e in outcome})
-    now = datetime.now(timezone.utc)
-    insert_many(session, Submission, [
-        {"run_id": run.id, "user_id": users[email], "jenkins_build": jenkins_build,
-         "status": "COMPLETED" if ok else "COMPLETED_WITH_FAILURES", "created_at": run.created_at, "ended_at": now}
-        for email, ok in sorted(outcome.items())], conflict=["run_id", "user_id"], update=["status", "ended_at"])
+    ledger.open_run(db, bundle.run_id, plan, run_info(req, plan, repo, executor=bundle.executor), state=state)
+    ledger.record_bundle(db, bundle)
 
 
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
-    with session_scope(db.sessions) as session:
-        run = session.get(Run, bundle.run_id)
-        jobs = run_jobs(session, bundle.run_id)
-        for job in jobs:
-            result.states[job.state] = result.states.get(job.state, 0) + 1
-        result.pairs = [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "score": j.score,
-                         "stage": j.stage, "reason": j.reason, "job_id": j.slurm_job_id} for j in jobs]
-        run.status = "COMPLETED" if result.failed == 0 else "COMPLETED_WITH_FAILURES"
-        run.ended_at = datetime.now(timezone.utc)
-        skipped: dict[str, int] = {}
-        for pair in plan.already_scored:
-            for s in pair.submitters:
-                skipped[s] = skipped.get(s, 0) + 1
-        record_submissions(session, run, jobs, req.jenkins_build)
-        paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
-                                             sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
-                                             skipped=skipped, extra_recipients=req.extra_recipients,
-                                             admin_email=settings.admin_email, plugin_problems=problems)
+    run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build)
+    for job in jobs:
+        result.states[job.state] = result.states.get(job.state, 0) + 1
+    result.pairs = [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "score": j.score,
+                     "stage": j.stage, "reason": j.reason, "job_id": j.slurm_job_id} for j in jobs]
+    skipped: dict[str, int] = {}
+    for pair in plan.already_scored:
+        for s in pair.submitters:
+            skipped[s] = skipped.get(s, 0) + 1
+    paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
+                                         sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
+                                         skipped=skipped, extra_recipients=req.extra_recipients,
+                                         admin_email=settings.admin_email, plugin_problems=problems)
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

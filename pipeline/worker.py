@@ -25,10 +25,84 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
-SCHEMA = 1
+SCHEMA = 1  # of a result file in the spool (docs/spool.md)
+MANIFEST_SCHEMA = 1
+
+
+class ManifestError(ValueError):
+    """A manifest this worker cannot read: another schema, a missing or unknown field, a wrong type."""
+
+
+@dataclass
+class Manifest:
+    """A run's manifest (`manifest.json`): written by the coordinator (`pipeline.bundle`), read here in the
+    job. One typed schema for both sides; a field added on one side and not the other fails loudly."""
+
+    run_id: str
+    commit: str
+    domain_root: str
+    executor: str
+    code_dir: str
+    spool_dir: str
+    log_dir: str
+    worker: str
+    env_root: str
+    env_mode: str
+    env_backend: str
+    state_dir: str
+    created_at: str
+    tasks: list  # [{"index": int, "lock": {...}, "pairs": [{"key", "model", "benchmark", ...}]}]
+    pair_timeout: int = 1800
+    cpus_per_task: int = 1
+    array_throttle: int = 0
+    sandbox: str = "auto"  # auto | bwrap | off
+    mem_limit_bytes: Optional[int] = None  # the plugin's data limit (local executor; Slurm enforces its own)
+    shared_cache: Optional[str] = None
+    plugin_env: dict = field(default_factory=dict)
+    sandbox_extra_paths: list = field(default_factory=list)
+    uv: str = ""  # installs what a dynamic setup.py asks for, inside the job's sandbox
+    schema: int = MANIFEST_SCHEMA
+    path: str = field(default="", compare=False)  # where it was read from; never written
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        del data["path"]
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str = "") -> "Manifest":
+        if not isinstance(data, dict):
+            raise ManifestError("a manifest is a JSON object")
+        if data.get("schema") != MANIFEST_SCHEMA:
+            raise ManifestError(f"manifest schema {data.get('schema')!r}; this worker reads schema "
+                                f"{MANIFEST_SCHEMA} (render the bundle again)")
+        known = {f.name: f for f in fields(cls) if f.name != "path"}
+        unknown = sorted(set(data) - set(known))
+        missing = sorted(n for n, f in known.items() if n not in data and f.default is MISSING
+                         and f.default_factory is MISSING)
+        if unknown or missing:
+            raise ManifestError("manifest fields " + "; ".join(
+                x for x in (f"unknown: {', '.join(unknown)}" if unknown else "",
+                            f"missing: {', '.join(missing)}" if missing else "") if x))
+        for name, value in data.items():
+            kinds = _MANIFEST_TYPES[str(known[name].type)]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ManifestError(f"manifest field {name}: {type(value).__name__} is not {known[name].type}")
+        return cls(**data, path=path)
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "Manifest":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f), str(Path(path).resolve()))
+
+
+_MANIFEST_TYPES = {"str": (str,), "int": (int,), "list": (list,), "dict": (dict,),
+                   "Optional[int]": (int, type(None)), "Optional[str]": (str, type(None))}
 LOG_CAP_BYTES = 2_000_000  # a pair's log beyond this keeps its head and tail
 TAIL_CHARS = 3000
 CHILD_ENV_KEEP = ("LANG", "LC_ALL", "TZ")
@@ -98,32 +172,32 @@ def job_context() -> dict:
     }
 
 
-def base_result(manifest: dict, pair: dict) -> dict:
+def base_result(manifest: Manifest, pair: dict) -> dict:
     keys = ("key", "model", "benchmark", "model_plugin", "benchmark_plugin", "model_code_hash",
             "benchmark_code_hash", "lock_hash", "env_hash", "submitters", "model_owner", "benchmark_owner")
     result = {k: pair.get(k) for k in keys}
     result["pair_key"] = result.pop("key")
-    result.update({"schema": SCHEMA, "run_id": manifest["run_id"], "commit": manifest["commit"],
-                   "domain": manifest["domain_root"], "executor": manifest.get("executor", "")})
+    result.update({"schema": SCHEMA, "run_id": manifest.run_id, "commit": manifest.commit,
+                   "domain": manifest.domain_root, "executor": manifest.executor})
     result.update(job_context())
     return result
 
 
-def child_env(manifest: dict, workdir: Path) -> dict:
+def child_env(manifest: Manifest, workdir: Path) -> dict:
     """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
     env.update({
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
         "TMPDIR": str(workdir),
-        "PYTHONPATH": manifest["code_dir"] + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
+        "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
         "PYTHONHASHSEED": "0",
         "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
-        "OPENBLAS_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
-        "MKL_NUM_THREADS": str(manifest.get("cpus_per_task", 1)),
+        "OMP_NUM_THREADS": str(manifest.cpus_per_task),
+        "OPENBLAS_NUM_THREADS": str(manifest.cpus_per_task),
+        "MKL_NUM_THREADS": str(manifest.cpus_per_task),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
     })
     # site CPU workarounds and the site's TLS and proxy settings (paths and hosts, not secrets): plugins may
@@ -132,11 +206,11 @@ def child_env(manifest: dict, workdir: Path) -> dict:
               "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
         if k in os.environ and "@" not in os.environ[k]:  # a proxy URL with a password stays out of reach
             env[k] = os.environ[k]
-    cache = manifest.get("shared_cache")
+    cache = manifest.shared_cache
     if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
         for name, sub in CACHE_HOMES.items():
             env[name] = str(Path(cache) / sub)
-    env.update(manifest.get("plugin_env") or {})
+    env.update(manifest.plugin_env)
     return env
 
 
@@ -157,20 +231,16 @@ SYSTEM_PATHS = (
 NOBODY = 65534
 
 
-def sandbox_identity(manifest: dict) -> tuple[int, int] | None:
-    """(uid, gid) the plugin process runs as when the worker is root (a dedicated unprivileged user), else None."""
-    if os.getuid() != 0:
-        return None
-    uid = int(manifest.get("sandbox_uid") or NOBODY)
-    gid = int(manifest.get("sandbox_gid") or NOBODY)
-    return uid, gid
+def sandbox_identity() -> tuple[int, int] | None:
+    """(uid, gid) the plugin process runs as when the worker is root (nobody), else None (already unprivileged)."""
+    return (NOBODY, NOBODY) if os.getuid() == 0 else None
 
 
-def sandbox_prepare(manifest: dict, workdir: Path) -> None:
+def sandbox_prepare(manifest: Manifest, workdir: Path) -> None:
     """Give the unprivileged plugin user its work folder and the shared cache (nothing else is writable)."""
-    identity = sandbox_identity(manifest) if manifest.get("sandbox", "auto") != "off" and shutil.which("bwrap") \
+    identity = sandbox_identity() if manifest.sandbox != "off" and shutil.which("bwrap") \
         else None
-    cache = manifest.get("shared_cache")
+    cache = manifest.shared_cache
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
     if identity is None:
@@ -226,21 +296,21 @@ def seccomp_program() -> bytes | None:
     return b"".join(struct.pack("<HBBI", *i) for i in prog)
 
 
-def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
+def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
               extra_ro: tuple[str, ...] = (), cwd: Path | None = None) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
     environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
     and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
     UTS namespaces; a dedicated unprivileged user with no capability when started as root; no_new_privs and
     a seccomp filter. Returns (argv, what was done, file descriptors the child must inherit)."""
-    mode = manifest.get("sandbox", "auto")
+    mode = manifest.sandbox
     bwrap = shutil.which("bwrap") if mode != "off" else None
     if bwrap is None:
         if mode == "bwrap":
             raise StageError("import", "sandbox=bwrap but bubblewrap (bwrap) is not installed on this node")
         return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)"), ()
-    code = Path(manifest["code_dir"])
-    root = code / manifest["domain_root"]
+    code = Path(manifest.code_dir)
+    root = code / manifest.domain_root
     env_dir = Path(env_python_dir(env_python or cmd[0]))
     args = [bwrap]
     made: set[str] = set()
@@ -256,7 +326,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
         parents(path)
         args.extend([kind, path, path])
 
-    for path in (*SYSTEM_PATHS, *(manifest.get("sandbox_extra_paths") or ()), *extra_ro):
+    for path in (*SYSTEM_PATHS, *(manifest.sandbox_extra_paths), *extra_ro):
         if os.path.lexists(path):
             bind("--ro-bind", path)
     args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
@@ -288,9 +358,9 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
         path = root / folder
         if path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    for path in (manifest["manifest_path"], manifest["worker"]):
+    for path in (manifest.path, manifest.worker):
         bind("--ro-bind", path)
-    cache = manifest.get("shared_cache")
+    cache = manifest.shared_cache
     if cache and Path(cache).is_dir():
         bind("--bind", cache)
     bind("--bind", str(workdir))
@@ -305,7 +375,7 @@ def sandboxed(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_pyt
         args += ["--seccomp", str(fd)]
         fds = (fd,)
         how += ", seccomp"
-    identity = sandbox_identity(manifest)
+    identity = sandbox_identity()
     if identity is None:
         args += ["--unshare-user", "--cap-drop", "ALL", "--"]
         how += ", user namespace"
@@ -330,9 +400,9 @@ def symlink_chain(path: str) -> tuple[list[tuple[str, str]], str]:
     return hops, os.path.realpath(path)
 
 
-def child_setup(manifest: dict):  # noqa: ANN201 - a preexec function or None
+def child_setup(manifest: Manifest):  # noqa: ANN201 - a preexec function or None
     """Limits applied in the child before it starts (see memory_limit)."""
-    return memory_limit(manifest.get("mem_limit_bytes"))
+    return memory_limit(manifest.mem_limit_bytes)
 
 
 def memory_limit(limit: int | None):  # noqa: ANN201 - a preexec function or None
@@ -354,7 +424,7 @@ def env_python_dir(python: str) -> str:
     return str(Path(python).parent.parent)
 
 
-def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
     """Score one pair in a child process; whatever happens, return a result dict.
 
     The child reports through a pipe this process owns (stages, then one result), never through a file
@@ -365,7 +435,7 @@ def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
-    timeout = int(manifest.get("pair_timeout", 1800))
+    timeout = int(manifest.pair_timeout)
     with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
         workdir = Path(tmp)
         sandbox_prepare(manifest, workdir)
@@ -373,7 +443,7 @@ def run_pair(manifest: dict, pair: dict, env_python: str, log: Path) -> dict:
         if installed is not None:
             result["installed_in_job"] = installed.get("installed")
         read_fd, write_fd = os.pipe()
-        cmd = [env_python, manifest["worker"], "score-pair", "--manifest", manifest["manifest_path"],
+        cmd = [env_python, manifest.worker, "score-pair", "--manifest", manifest.path,
                "--pair", pair["key"], "--report-fd", str(write_fd)]
         fds: tuple[int, ...] = ()
         try:
@@ -453,13 +523,13 @@ print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
 REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
 
 
-def install_in_job(manifest: dict, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
+def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
     """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
     (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
     pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
     {"failure": ...}."""
-    root = Path(manifest["code_dir"]) / manifest["domain_root"]
-    uv = manifest.get("uv") or shutil.which("uv") or "uv"
+    root = Path(manifest.code_dir) / manifest.domain_root
+    uv = manifest.uv or shutil.which("uv") or "uv"
     requirements: list[str] = []
     with open(log, "ab") as logf:
         for folder in pair["setup_in_job"]:
@@ -487,7 +557,7 @@ def install_in_job(manifest: dict, pair: dict, env_python: str, workdir: Path, l
         logf.flush()
         site = workdir / "site"
         site.mkdir(exist_ok=True)
-        identity = sandbox_identity(manifest)
+        identity = sandbox_identity()
         if identity is not None:
             os.chown(site, *identity)
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
@@ -500,7 +570,7 @@ def install_in_job(manifest: dict, pair: dict, env_python: str, workdir: Path, l
     return {"installed": installed}
 
 
-def _sandboxed_run(manifest: dict, pair: dict, workdir: Path, cmd: list[str], env_python: str,
+def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,
                    extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
     """One helper command in the pair's sandbox (same view, same user), with a time limit."""
     args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd)
@@ -509,7 +579,7 @@ def _sandboxed_run(manifest: dict, pair: dict, workdir: Path, cmd: list[str], en
     try:
         proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=fds,
                               stdout=subprocess.PIPE if capture else logf, stderr=logf,
-                              timeout=int(manifest.get("pair_timeout", 1800)))
+                              timeout=int(manifest.pair_timeout))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 1, str(exc)
     finally:
@@ -686,7 +756,7 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object
         delay = min(delay * 2, 0.2)
 
 
-def env_failure_result(manifest: dict, pair: dict, env_log: Path, status: int) -> dict:
+def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: int) -> dict:
     result = base_result(manifest, pair)
     result.update({"status": "error", "state": "FAILED", "stage": "env_build",
                    "reason": f"building the environment failed (exit {status})", "log_path": str(env_log),
@@ -696,9 +766,9 @@ def env_failure_result(manifest: dict, pair: dict, env_log: Path, status: int) -
 
 def cmd_run_task(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
-    task = manifest["tasks"][args.task]
-    spool = Path(manifest["spool_dir"])
-    logs = Path(manifest["log_dir"])
+    task = manifest.tasks[args.task]
+    spool = Path(manifest.spool_dir)
+    logs = Path(manifest.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
     failures = 0
     for pair in task["pairs"]:
@@ -727,11 +797,8 @@ def _already_ok(path: Path) -> bool:
         return False
 
 
-def load_manifest(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    manifest["manifest_path"] = str(Path(path).resolve())
-    return manifest
+def load_manifest(path: str) -> Manifest:
+    return Manifest.load(path)
 
 
 class StageError(Exception):
@@ -838,8 +905,8 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
     stage("import")
     try:
         manifest = load_manifest(args.manifest)
-        pair = next(p for t in manifest["tasks"] for p in t["pairs"] if p["key"] == args.pair)
-        root = manifest["domain_root"]
+        pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
+        root = manifest.domain_root
         domain = importlib.import_module(root)
         try:
             importlib.import_module(f"{root}.models.{pair['model_plugin']}")

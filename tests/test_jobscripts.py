@@ -14,7 +14,7 @@ from jobscripts import RenderError, ScoreJob, SlurmOptions, TaskLine, render_env
 from pipeline.bundle import render_bundle
 from pipeline.config import load_settings
 from pipeline.detect import detect_all
-from pipeline.executors.local import job_environment
+from pipeline.executors.base import job_environment
 from pipeline.plan import make_plan
 
 HOSTILE = "we'ird \"dir\" $(touch PWNED) `touch PWNED2`; touch PWNED3 \\ end"

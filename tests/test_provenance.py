@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 
-from pipeline.executors.local import job_environment
+from pipeline.executors.base import job_environment
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"

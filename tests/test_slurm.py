@@ -137,7 +137,7 @@ def test_pyslurm_state_mapping():
     stood in for by SimpleNamespace here, and only our mapping of them is tested."""
     from types import SimpleNamespace as FakePyslurmJob
 
-    from pipeline.executors.pyslurm_executor import states_from_jobs
+    from pipeline.executors.slurm.pyslurm_executor import states_from_jobs
 
     jobs = [FakePyslurmJob(array_id=7, array_task_id=0, state="COMPLETED", state_reason="None", batch_host="n1"),
             FakePyslurmJob(array_id=7, array_task_id=1, state="NODE_FAIL", state_reason="NodeDown", batch_host="n2"),

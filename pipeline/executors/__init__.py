@@ -1,34 +1,60 @@
-"""Executors run a bundle's array tasks: locally as subprocesses, or on Slurm (one interface)."""
+"""Executors run a bundle's array tasks: locally as subprocesses, or on Slurm (one interface, one registry).
+
+`get_executor` is the only place an executor is chosen by name: run uses it to submit, reconcile and
+cancel use it (with `attach`) to reach a run's jobs from their stored ids.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 from pipeline.errors import BadInput
-from pipeline.executors.base import Executor, TaskState
+from pipeline.executors.base import Executor, TaskState, job_environment
 from pipeline.executors.local import LocalExecutor
 
-EXECUTORS = ("local", "slurm", "submitit", "pyslurm")
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
-def get_executor(name: str, settings) -> Executor:  # noqa: ANN001 - Settings, kept loose to avoid a cycle
-    if name == "local":
-        return LocalExecutor(workers=settings.local_workers)
-    if name in ("slurm", "submitit", "pyslurm"):
-        from pipeline.executors.limits import check_request
-
-        check_request(settings.partition, settings.time_minutes, settings.mem)  # before anything is submitted
-    if name == "slurm":
-        from pipeline.executors.slurm import SlurmExecutor
-
-        return SlurmExecutor()
-    if name == "submitit":
-        from pipeline.executors.submitit_executor import SubmititExecutor
-
-        return SubmititExecutor(settings)
-    if name == "pyslurm":
-        from pipeline.executors.pyslurm_executor import PyslurmExecutor
-
-        return PyslurmExecutor()
-    raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+def _local(settings: Settings) -> Executor:
+    return LocalExecutor(workers=settings.local_workers)
 
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "TaskState", "get_executor"]
+def _slurm(settings: Settings) -> Executor:
+    from pipeline.executors.slurm import SlurmExecutor
+
+    return SlurmExecutor()
+
+
+def _submitit(settings: Settings) -> Executor:
+    from pipeline.executors.slurm.submitit_executor import SubmititExecutor
+
+    return SubmititExecutor(settings.slurm_options("score"), settings.array_throttle)
+
+
+def _pyslurm(settings: Settings) -> Executor:
+    from pipeline.executors.slurm.pyslurm_executor import PyslurmExecutor
+
+    return PyslurmExecutor(settings.slurm_options("score"), settings.array_throttle)
+
+
+REGISTRY: dict[str, Callable[[Settings], Executor]] = {
+    "local": _local, "slurm": _slurm, "submitit": _submitit, "pyslurm": _pyslurm}
+EXECUTORS = tuple(REGISTRY)
+SLURM_EXECUTORS = ("slurm", "submitit", "pyslurm")
+
+
+def get_executor(name: str, settings: Settings, *, check_limits: bool = True) -> Executor:
+    """The executor called `name`. For a new submission to Slurm (`check_limits`), the request is checked
+    against the partition first: a request that can never run is refused before any trace is left."""
+    factory = REGISTRY.get(name)
+    if factory is None:
+        raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    if check_limits and name in SLURM_EXECUTORS:
+        from pipeline.executors.slurm.limits import check_request
+
+        check_request(settings.partition, settings.time_minutes, settings.mem)
+    return factory(settings)
+
+
+__all__ = ["EXECUTORS", "REGISTRY", "Executor", "LocalExecutor", "TaskState", "get_executor", "job_environment"]

@@ -1,18 +1,39 @@
-"""The executor interface (after submitit's): submit a bundle, poll its tasks, cancel them."""
+"""The executor interface (after submitit's), and what every executor shares: task states and the job's
+environment allow-list.
+
+Everything a caller (run, watch, reconcile, cancel) does with an executor is declared here, so no caller
+probes for a method or an attribute.
+"""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-# Our own state names, shared by every executor and stored on job rows.
-PENDING, RUNNING = "PENDING", "RUNNING"
-TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PREEMPTED", "LOST")
+from db.states import TERMINAL, State
+
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
+
+# Site plumbing a job needs to reach the package index (certificates, proxies) and nothing else.
+JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
+                "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "UV_CACHE_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def job_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The variables a job sees: a short allow-list, never SCORE_PLUGINS_* or anything else inherited."""
+    env = {k: os.environ[k] for k in JOB_ENV_KEEP if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
 
 
 @dataclass
 class TaskState:
-    """One array task as the executor sees it."""
+    """One array task as the executor sees it (`state` is one of `db.states.State`)."""
 
     index: int
     state: str
@@ -26,11 +47,15 @@ class TaskState:
 
 
 class Executor(ABC):
+    """Runs a bundle's array tasks. A job id is the text this executor returns from `submit`; it is stored on
+    the job rows, and `attach` lets a later process (reconcile, cancel) poll and cancel it again."""
+
     name: str = ""
     poll_interval: tuple[float, float] = (0.5, 10.0)  # first and longest wait between polls, seconds
+    can_resubmit: bool = False  # whether `resubmit` can run single tasks again (after NODE_FAIL, PREEMPTED)
 
     @abstractmethod
-    def submit(self, bundle) -> str:  # noqa: ANN001 - pipeline.bundle.Bundle
+    def submit(self, bundle: Bundle) -> str:
         """Start every array task of the bundle; return the job id."""
 
     @abstractmethod
@@ -41,5 +66,20 @@ class Executor(ABC):
     def cancel(self, job_id: str) -> None:
         """Stop every task of the job that is still pending or running."""
 
+    def attach(self, bundle: Bundle, job_id: str) -> None:
+        """Know a job another (perhaps dead) process submitted, from its stored id, so that `poll` and `cancel`
+        work on it. Executors whose ids say everything need nothing."""
+
+    def resubmit(self, bundle: Bundle, indices: list[int]) -> str:
+        """Run some tasks of the bundle again; returns the new job id (only when `can_resubmit`)."""
+        raise NotImplementedError(f"the {self.name} executor does not resubmit tasks")
+
+    def stats(self) -> dict[str, int]:
+        """Counters worth reporting (e.g. Slurm's sacct calls)."""
+        return {}
+
     def close(self) -> None:
         """Release resources (threads, connections)."""
+
+
+PENDING, RUNNING = State.PENDING, State.RUNNING

@@ -11,24 +11,14 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.executors.base import PENDING, RUNNING, Executor, TaskState
+from db.states import State
+from pipeline.executors.base import Executor, TaskState, job_environment
 
-# Site plumbing a job needs to reach the package index (certificates, proxies) and nothing else.
-JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
-                "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "UV_CACHE_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
-                "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 _counter = itertools.count(1)
-
-
-def job_environment(extra: dict[str, str]) -> dict[str, str]:
-    """The variables a job sees: a short allow-list, never SCORE_PLUGINS_* or anything else inherited."""
-    env = {k: os.environ[k] for k in JOB_ENV_KEEP if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(extra)
-    return env
 
 
 class LocalExecutor(Executor):
@@ -40,11 +30,12 @@ class LocalExecutor(Executor):
         self._procs: dict[str, dict[int, subprocess.Popen]] = {}
         self._futures: dict[str, list[Future]] = {}
         self._cancelled: set[str] = set()
+        self._attached: dict[str, object] = {}  # job id -> bundle, for jobs another process started
         self._lock = threading.Lock()
 
     def submit(self, bundle) -> str:  # noqa: ANN001
         job_id = f"local-{os.getpid()}-{next(_counter)}"
-        states = {i: TaskState(i, PENDING) for i in range(bundle.n_tasks)}
+        states = {i: TaskState(i, State.PENDING) for i in range(bundle.n_tasks)}
         with self._lock:
             self._jobs[job_id] = states
             self._procs[job_id] = {}
@@ -54,9 +45,9 @@ class LocalExecutor(Executor):
     def _run_task(self, job_id: str, bundle, index: int) -> None:  # noqa: ANN001
         with self._lock:
             if job_id in self._cancelled:
-                self._jobs[job_id][index] = TaskState(index, "CANCELLED", "cancelled before it started")
+                self._jobs[job_id][index] = TaskState(index, State.CANCELLED, "cancelled before it started")
                 return
-            self._jobs[job_id][index] = TaskState(index, RUNNING, node="localhost")
+            self._jobs[job_id][index] = TaskState(index, State.RUNNING, node="localhost")
         env = job_environment({
             "SLURM_ARRAY_TASK_ID": str(index), "SLURM_ARRAY_JOB_ID": job_id, "SLURM_JOB_ID": f"{job_id}_{index}",
             "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost",
@@ -73,19 +64,34 @@ class LocalExecutor(Executor):
             pid_file.unlink(missing_ok=True)
         with self._lock:
             if job_id in self._cancelled:
-                state = TaskState(index, "CANCELLED", "cancelled", "localhost", code)
+                state = TaskState(index, State.CANCELLED, "cancelled", "localhost", code)
             elif code == 0:
-                state = TaskState(index, "COMPLETED", "", "localhost", code)
+                state = TaskState(index, State.COMPLETED, "", "localhost", code)
             else:
-                state = TaskState(index, "FAILED", f"job script exited with code {code}", "localhost", code)
+                state = TaskState(index, State.FAILED, f"job script exited with code {code}", "localhost", code)
             self._jobs[job_id][index] = state
 
+    def attach(self, bundle, job_id: str) -> None:  # noqa: ANN001
+        """A local job's tasks outlive their coordinator only as processes: their pid files tell."""
+        if job_id not in self._jobs:
+            self._attached[job_id] = bundle
+
     def poll(self, job_id: str) -> dict[int, TaskState]:
+        bundle = self._attached.get(job_id)
+        if bundle is not None:
+            return local_task_states(bundle.log_dir, bundle.n_tasks, bundle.job_script)
         with self._lock:
             return {i: TaskState(s.index, s.state, s.reason, s.node, s.exit_code)
                     for i, s in self._jobs.get(job_id, {}).items()}
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str, wait: float = 30.0) -> None:
+        bundle = self._attached.get(job_id)
+        if bundle is not None:  # started by another coordinator on this machine: stop its tasks for real
+            if cancel_local_tasks(bundle.log_dir, bundle.n_tasks, bundle.job_script):
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and not all(s.done for s in self.poll(job_id).values()):
+                    time.sleep(0.2)
+            return
         with self._lock:
             self._cancelled.add(job_id)
             procs = list(self._procs.get(job_id, {}).values())
@@ -109,13 +115,13 @@ def local_task_states(log_dir: Path, n_tasks: int, job_script: Path | None = Non
         pid_file = Path(log_dir) / f"task-{index}.pid"
         pid = _live_task_pid(pid_file, job_script)
         if pid is not None:
-            states[index] = TaskState(index, RUNNING, node="localhost")
+            states[index] = TaskState(index, State.RUNNING, node="localhost")
             continue
         pid_file.unlink(missing_ok=True)
         if (Path(log_dir) / f"task-{index}.out").exists():
-            states[index] = TaskState(index, "COMPLETED", "ended (its launcher is gone: outcome from its results)")
+            states[index] = TaskState(index, State.COMPLETED, "ended (its launcher is gone: outcome from its results)")
         else:
-            states[index] = TaskState(index, "LOST", "never started: its coordinator stopped before launching it")
+            states[index] = TaskState(index, State.LOST, "never started: its coordinator stopped before launching it")
     return states
 
 

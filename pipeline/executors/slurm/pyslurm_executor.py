@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from pipeline.errors import InfrastructureError
-from pipeline.executors.base import PENDING, RUNNING, Executor, TaskState
-from pipeline.executors.local import job_environment
-from pipeline.executors.slurm import STATE_MAP
+from db.states import State
+from jobscripts.render import SlurmOptions
+from pipeline.executors.base import Executor, TaskState, job_environment
+from pipeline.executors.slurm.states import slurm_state
 
 
 def _pyslurm() -> Any:
@@ -34,11 +35,11 @@ def states_from_jobs(jobs: Iterable[Any], array_job_id: int, n_tasks: int) -> di
         if index is None:
             continue
         word = str(getattr(job, "state", "PENDING")).split()[0].upper()
-        ours = STATE_MAP.get(word, RUNNING)
-        reason = "" if ours in (PENDING, RUNNING, "COMPLETED") else f"{word} ({getattr(job, 'state_reason', '')})"
+        ours = slurm_state(word)
+        reason = "" if ours in (State.PENDING, State.RUNNING, State.COMPLETED) else f"{word} ({getattr(job, 'state_reason', '')})"
         states[int(index)] = TaskState(int(index), ours, reason, str(getattr(job, "batch_host", "") or ""))
     for index in range(n_tasks):
-        states.setdefault(index, TaskState(index, PENDING))
+        states.setdefault(index, TaskState(index, State.PENDING))
     return states
 
 
@@ -46,18 +47,27 @@ class PyslurmExecutor(Executor):
     name = "pyslurm"
     poll_interval = (2.0, 60.0)
 
-    def __init__(self) -> None:
+    def __init__(self, options: SlurmOptions, throttle: int = 0) -> None:
+        self.options = options
+        self.throttle = throttle
         self._tasks: dict[str, int] = {}
 
     def submit(self, bundle) -> str:  # noqa: ANN001
         pyslurm = _pyslurm()
         desc = pyslurm.JobSubmitDescription(
-            name=f"score-{bundle.run_id}", script=str(bundle.job_script), array=f"0-{bundle.n_tasks - 1}",
+            name=f"score-{bundle.run_id}", script=str(bundle.job_script),
+            array=f"0-{bundle.n_tasks - 1}" + (f"%{self.throttle}" if self.throttle else ""),
+            time_limit=self.options.time_minutes, memory_per_node=self.options.mem,
+            cpus_per_task=self.options.cpus_per_task, partition=self.options.partition or None,
+            account=self.options.account or None, qos=self.options.qos or None,
             environment=job_environment({"SCORE_PLUGINS_TASK_OFFSET": "0"}), requeue=False,
             standard_output=f"{bundle.log_dir}/slurm-%A_%a.out")
         job_id = str(desc.submit())
         self._tasks[job_id] = bundle.n_tasks
         return job_id
+
+    def attach(self, bundle, job_id: str) -> None:  # noqa: ANN001
+        self._tasks.setdefault(job_id, bundle.n_tasks)
 
     def poll(self, job_id: str) -> dict[int, TaskState]:
         pyslurm = _pyslurm()

@@ -1,0 +1,40 @@
+"""Slurm job ids as we store them: `<array job>@<first task>+<count>`, comma-separated when a run's tasks
+were cut into several array jobs (MaxArraySize) or resubmitted one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArrayPart:
+    """One submitted array job: Slurm's job id, and which of our task indices it covers."""
+
+    job_id: str
+    offset: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.offset}+{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> ArrayPart:
+        job_id, _, rest = text.partition("@")
+        offset, _, count = rest.partition("+")
+        return cls(job_id, int(offset or 0), int(count or 0))
+
+
+def parse_parts(job_id: str) -> list[ArrayPart]:
+    """A stored job id -> its array jobs (a bare id is one job of unknown size: see `stored_id`)."""
+    return [ArrayPart.parse(p) for p in job_id.split(",") if p]
+
+
+def array_chunks(n_tasks: int, max_array_size: int) -> list[tuple[int, int]]:
+    """(offset, count) pieces of at most MaxArraySize tasks (indices 0..MaxArraySize-1)."""
+    size = max(1, max_array_size)
+    return [(offset, min(size, n_tasks - offset)) for offset in range(0, n_tasks, size)]
+
+
+def stored_id(job_id: str, n_tasks: int) -> str:
+    """A bare array job id (as submitit returns it) in our stored form, covering `n_tasks` tasks."""
+    return job_id if "@" in job_id else str(ArrayPart(job_id, 0, n_tasks))
