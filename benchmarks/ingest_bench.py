@@ -2,9 +2,12 @@
 
 Ours: `db.ingest.ingest_results`, batches of 2,000 rows, one transaction per batch.
 Baseline (the Brain-Score way): for each score, get-or-create its model, benchmark type and
-instance, then get-or-create the score, committing each row. The baseline runs on
-`--baseline-rows` rows (default 10,000, to keep the run short) and its per-row time is
-scaled to the full count; both are printed. ratio = baseline seconds / ours seconds (target >= 20).
+instance, then get-or-create the score, committing each row. It runs on `--baseline-rows` rows
+(default 10,000, to keep the run short) and its per-row time is scaled to the full count.
+Cached baseline (what a competent engineer writes): one loop over every row, model, benchmark type and
+instance ids cached in dicts (one lookup each), one ORM insert per score, one commit at the end; on all rows,
+and its rows are checked to be the same as ours.
+ratio = cached baseline seconds / ours seconds (the honest one); ratio_get_or_create likewise.
 """
 
 from __future__ import annotations
@@ -53,6 +56,38 @@ def baseline(engine, rows: list[dict]) -> None:  # noqa: ANN001
                           lock_hash=r["lock_hash"], env_hash=r["env_hash"])
 
 
+def cached_baseline(engine, rows: list[dict]) -> None:  # noqa: ANN001
+    models: dict[str, int] = {}
+    types: dict[str, int] = {}
+    instances: dict[tuple[int, str], int] = {}
+    with Session(engine) as s, s.begin():
+        for r in rows:
+            if r["model"] not in models:
+                models[r["model"]] = get_or_create(s, Model, identifier=r["model"], plugin=r["model_plugin"],
+                                                   domain=r["domain"]).id
+            if r["benchmark"] not in types:
+                types[r["benchmark"]] = get_or_create(s, BenchmarkType, identifier=r["benchmark"],
+                                                      plugin=r["benchmark_plugin"], domain=r["domain"]).id
+            ikey = (types[r["benchmark"]], r["benchmark_code_hash"])
+            if ikey not in instances:
+                instances[ikey] = get_or_create(s, BenchmarkInstance, benchmark_type_id=ikey[0], version=ikey[1]).id
+            s.add(Score(model_id=models[r["model"]], benchmark_instance_id=instances[ikey], pair_key=r["pair_key"],
+                        score_raw=r["score_raw"], score_ceiled=r["score_ceiled"], commit=r["commit"],
+                        model_code_hash=r["model_code_hash"], benchmark_code_hash=r["benchmark_code_hash"],
+                        lock_hash=r["lock_hash"], env_hash=r["env_hash"]))
+
+
+def score_rows(engine) -> set[tuple]:  # noqa: ANN001
+    """Every score as (pair key, model id text, benchmark id text, version, ceiled score): to compare databases."""
+    stmt = (select(Score.pair_key, Model.identifier, BenchmarkType.identifier, BenchmarkInstance.version,
+                   Score.score_ceiled)
+            .join(Model, Score.model_id == Model.id)
+            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id))
+    with Session(engine) as s:
+        return set(s.execute(stmt).all())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -66,8 +101,9 @@ def main() -> None:
         try:
             ours_engine = create_engine(server.create_database("ours"))
             base_engine = create_engine(server.create_database("base"))
-            migrate.upgrade(ours_engine)
-            migrate.upgrade(base_engine)
+            cached_engine = create_engine(server.create_database("cached"))
+            for engine in (ours_engine, base_engine, cached_engine):
+                migrate.upgrade(engine)
             data = results(args.rows, "k")
             with timed(out, "ours_seconds"), Session(ours_engine) as s:
                 for i in range(0, len(data), 2000):
@@ -80,20 +116,26 @@ def main() -> None:
             assert again["scores"] == 0 and again["duplicates"] == args.rows
             print(f"ours: {args.rows} scores in {out['ours_seconds']} s; ingesting them again added 0 "
                   f"in {out['ours_again_seconds']} s")
+            with timed(out, "cached_baseline_seconds"):
+                cached_baseline(cached_engine, data)
+            assert score_rows(cached_engine) == score_rows(ours_engine), "the cached baseline wrote other rows"
+            print(f"cached baseline: {args.rows} scores in {out['cached_baseline_seconds']} s (same rows as ours)")
             subset = results(args.baseline_rows, "k")
             with timed(out, "baseline_measured_seconds"):
                 baseline(base_engine, subset)
-            out["baseline_seconds"] = round(out["baseline_measured_seconds"] * args.rows / args.baseline_rows, 2)
-            print(f"baseline: {args.baseline_rows} rows in {out['baseline_measured_seconds']} s, "
-                  f"scaled to {args.rows}: {out['baseline_seconds']} s")
-            ours_engine.dispose()
-            base_engine.dispose()
+            out["get_or_create_baseline_seconds"] = round(out["baseline_measured_seconds"] * args.rows
+                                                          / args.baseline_rows, 2)
+            print(f"get-or-create baseline: {args.baseline_rows} rows in {out['baseline_measured_seconds']} s, "
+                  f"scaled to {args.rows}: {out['get_or_create_baseline_seconds']} s")
+            for engine in (ours_engine, base_engine, cached_engine):
+                engine.dispose()
         finally:
             server.stop()
-    out["ratio"] = round(out["baseline_seconds"] / out["ours_seconds"], 1)
+    out["ratio"] = round(out["cached_baseline_seconds"] / out["ours_seconds"], 1)
+    out["ratio_get_or_create"] = round(out["get_or_create_baseline_seconds"] / out["ours_seconds"], 1)
     out["rows_per_second_ours"] = round(args.rows / out["ours_seconds"])
-    out["ratio_definition"] = "baseline_seconds / ours_seconds (higher is better); target >= 20"
-    print(f"ratio {out['ratio']}")
+    out["ratio_definition"] = "cached_baseline_seconds / ours_seconds (higher is better)"
+    print(f"ratio {out['ratio']} against the cached loop, {out['ratio_get_or_create']} against get-or-create")
     last_line(out)
 
 

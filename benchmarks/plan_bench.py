@@ -1,8 +1,11 @@
 """Plan 1,000 models x 100 benchmarks with half of the pairs already scored, on SQLite and Postgres.
 
 Ours: `make_plan`, whose "already scored?" step is one set query (Postgres: `= ANY(:keys)`).
-Baseline: the same plan with one query per pair. Measured in the same run, on the same data.
-ratio = baseline seconds / ours seconds (target >= 50); ours should stay under 1 s.
+Baselines, measured in the same run on the same data, each giving the same plan:
+- prepared: what a competent engineer writes first: one SQLAlchemy Core statement, built once, executed per pair
+  on one connection (the compiled statement is cached; only the parameter changes);
+- orm: a new ORM `select` per pair in a session (the naive version).
+ratio = prepared baseline seconds / ours seconds (the honest one); ratio_orm likewise; ours should stay under 1 s.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from _common import last_line, synthetic_repo, timed
-from sqlalchemy import create_engine, select
+from sqlalchemy import bindparam, create_engine, select
 from sqlalchemy.orm import Session
 
 from db import migrate
@@ -55,16 +58,30 @@ def run(engine, catalog, change, locks_dir: Path, uv: str, pyver: str) -> dict:
                     found.add(key)
         return found
 
+    prepared_stmt = select(Score.pair_key).where(Score.pair_key == bindparam("key")).limit(1)
+
+    def prepared(keys):
+        with engine.connect() as conn:
+            return {key for key in keys if conn.execute(prepared_stmt, {"key": key}).first() is not None}
+
     plan_with(ours)  # warm caches and connections
     with timed(figures, "ours_seconds"):
         mine = plan_with(ours)
-    with timed(figures, "baseline_seconds"):
+    with timed(figures, "prepared_baseline_seconds"):
+        fair = plan_with(prepared)
+    with timed(figures, "orm_baseline_seconds"):
         base = plan_with(per_pair)
-    assert len(mine.to_run) == len(base.to_run) == len(empty.to_run) - len(half)
-    assert {p.key for p in mine.to_run} == {p.key for p in base.to_run}
+    assert len(mine.to_run) == len(base.to_run) == len(fair.to_run) == len(empty.to_run) - len(half)
+    assert {p.key for p in mine.to_run} == {p.key for p in base.to_run} == {p.key for p in fair.to_run}
     figures.update(pairs=len(empty.to_run), already_scored=len(mine.already_scored),
-                   ratio=round(figures["baseline_seconds"] / figures["ours_seconds"], 1))
+                   ratio=round(figures["prepared_baseline_seconds"] / figures["ours_seconds"], 1),
+                   ratio_orm=round(figures["orm_baseline_seconds"] / figures["ours_seconds"], 1))
     return figures
+
+
+def report(backend: str, f: dict) -> None:
+    print(f"{backend}: ours {f['ours_seconds']} s; per-pair prepared statement {f['prepared_baseline_seconds']} s "
+          f"(ratio {f['ratio']}); per-pair ORM select {f['orm_baseline_seconds']} s (ratio {f['ratio_orm']})")
 
 
 def main() -> None:
@@ -86,8 +103,7 @@ def main() -> None:
         engine = create_engine(f"sqlite:///{tmp_path}/plan.db")
         out["sqlite"] = run(engine, catalog, change, locks, settings.uv, pyver)
         engine.dispose()
-        print(f"sqlite: ours {out['sqlite']['ours_seconds']} s, per-pair baseline "
-              f"{out['sqlite']['baseline_seconds']} s, ratio {out['sqlite']['ratio']}")
+        report("sqlite", out["sqlite"])
         if not args.no_postgres:
             from tests.services import Postgres
 
@@ -98,12 +114,12 @@ def main() -> None:
                 engine.dispose()
             finally:
                 server.stop()
-            print(f"postgres: ours {out['postgres']['ours_seconds']} s, per-pair baseline "
-                  f"{out['postgres']['baseline_seconds']} s, ratio {out['postgres']['ratio']}")
+            report("postgres", out["postgres"])
     backends = [out[k] for k in ("sqlite", "postgres") if k in out]
     out["ratio"] = min(b["ratio"] for b in backends)
     out["ours_seconds"] = max(b["ours_seconds"] for b in backends)
-    out["ratio_definition"] = "baseline_seconds / ours_seconds (higher is better); target >= 50, ours < 1 s"
+    out["ratio_definition"] = ("prepared_baseline_seconds / ours_seconds, the smaller of both backends (higher is "
+                               "better); ours < 1 s")
     last_line(out)
 
 

@@ -1,13 +1,22 @@
-"""40 trivial pairs through the pipeline on Slurm against one sbatch job per pair, same cluster, same run.
+"""40 trivial pairs on the one-node Slurm cluster: our pipeline against three baselines, same cluster, same run.
 
-Ours: `score-plugins run --executor slurm` (pairs packed 4 per array task, one environment built once
-and reused, one sacct call per poll cycle). Baseline, the Brain-Score way: one sbatch job per pair,
-each building its environment afresh, then scoring. Both use the same rendered job script and worker.
-Needs the cluster: scripts/slurm-cluster up. ratio = ours / baseline seconds (target < 0.5).
+Every timer starts at the same point (a plan in hand, nothing rendered) and stops when every pair's result
+exists; every side's results are checked (status ok, score 0.5 each).
+- ours: render the bundle (pairs packed 4 per array task, grouped by environment), one array job, the
+  environment built once and reused (built beforehand: the cache is warm), watched with one sacct call per poll
+  cycle, results ingested into the database as they arrive;
+- per_pair: the same, but one sbatch job per pair (the Brain-Score way), environment cache warm;
+- fresh_env: ours, but every task builds its environment afresh (env_mode=fresh);
+- floor: one hand-written `sbatch --array=0-39` whose tasks write a result file and nothing else: the
+  scheduler's own cost, no pipeline around it.
+Figures: ratio_packing = ours / per_pair (the effect of arrays and packing), ratio_env_cache = ours / fresh_env
+(the effect of the cache), floor_ratio = ours / floor (our own overhead over the scheduler; 1.0 would be none).
+The last line's `ratio` is ratio_packing. Needs the cluster: scripts/slurm-cluster up.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -16,13 +25,16 @@ from pathlib import Path
 
 from _common import last_line, synthetic_repo
 
-from pipeline.bundle import render_bundle
-from pipeline.config import load_settings
+from pipeline import ledger
+from pipeline.bundle import Bundle, render_bundle
+from pipeline.config import Settings, load_settings
 from pipeline.database import open_database
 from pipeline.detect import detect_all
 from pipeline.executors.base import job_environment
-from pipeline.plan import make_plan
-from pipeline.run import Request, execute, python_version
+from pipeline.executors.slurm import SlurmExecutor
+from pipeline.plan import Plan, make_plan
+from pipeline.run import python_version
+from pipeline.watch import Watcher
 
 PAIRS = 40
 
@@ -51,49 +63,102 @@ def wait_for(job_ids: list[str]) -> None:
         time.sleep(0.5)
 
 
+def check_results(spool: Path) -> None:
+    results = [json.loads(p.read_text()) for p in spool.glob("*.json")]
+    assert len(results) == PAIRS, len(results)
+    assert all(r["status"] == "ok" and r["score_ceiled"] == 0.5 for r in results), results[:1]
+
+
+def plan_for(settings: Settings, repo: Path) -> Plan:
+    change, catalog = detect_all(repo, "HEAD")
+    return make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.coordinator_uv,
+                     python_version=python_version(settings.python), scored=lambda keys: set())
+
+
+def ours(settings: Settings, repo: Path, plan: Plan, out: dict, name: str) -> None:
+    db = open_database("local", settings.state_dir)
+    try:
+        start = time.perf_counter()
+        run_id = f"bench-{name}"
+        ledger.open_run(db, run_id, plan, ledger.RunInfo(repo=str(repo), head=plan.commit, domain=plan.domain_root,
+                                                         executor="slurm"))
+        bundle = render_bundle(settings, plan, repo, "slurm", run_id=run_id)
+        ledger.record_bundle(db, bundle)
+        executor = SlurmExecutor()
+        job_id = executor.submit(bundle)
+        ledger.submitted(db, run_id, job_id)
+        watcher = Watcher(db, executor, bundle)
+        watcher.wait(job_id)
+        out[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
+        out[f"{name}_poll_cycles"] = watcher.stats()["poll_cycles"]
+        out[f"{name}_sacct_calls"] = watcher.stats()["sacct_calls"]
+        check_results(bundle.spool_dir)
+    finally:
+        db.close()
+
+
+def per_pair(settings: Settings, repo: Path, plan: Plan, out: dict) -> None:
+    start = time.perf_counter()
+    bundle: Bundle = render_bundle(settings, plan, repo, "slurm")
+    ids = []
+    for index in range(bundle.n_tasks):
+        env = job_environment({"SCORE_PLUGINS_TASK_OFFSET": str(index)})
+        proc = subprocess.run(["sbatch", "--parsable", "--array=0", f"--output={bundle.log_dir}/b-%j.out",
+                               str(bundle.job_script)], capture_output=True, text=True, env=env, check=True)
+        ids.append(proc.stdout.strip())
+    wait_for(ids)
+    out["per_pair_seconds"] = round(time.perf_counter() - start, 2)
+    check_results(bundle.spool_dir)
+
+
+def floor(tmp: Path, out: dict) -> None:
+    spool = tmp / "floor-spool"
+    spool.mkdir()
+    script = tmp / "floor.sh"
+    script.write_text("#!/bin/bash\n"
+                      f"echo '{{\"status\": \"ok\", \"score_ceiled\": 0.5}}' > {spool}/$SLURM_ARRAY_TASK_ID.json\n")
+    start = time.perf_counter()
+    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{PAIRS - 1}", "--output=/dev/null", str(script)],
+                         capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
+    wait_for([job])
+    out["floor_seconds"] = round(time.perf_counter() - start, 2)
+    check_results(spool)
+
+
 def main() -> None:
     subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts/slurm-cluster"), "up"], check=True)
     out: dict = {"pairs": PAIRS}
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp_path = Path(tmp)
-        Path(tmp).chmod(0o755)
+        tmp_path.chmod(0o755)
         repo = trivial_repo(tmp_path / "repo")
-        settings = load_settings({"state_dir": str(tmp_path / "state"), "env_root": str(tmp_path / "envs")})
-        db = open_database("local", settings.state_dir)
-        try:
-            start = time.perf_counter()
-            result = execute(settings, db, Request(repo=repo, all=True, executor="slurm"))
-            out["ours_seconds"] = round(time.perf_counter() - start, 2)
-            assert result.states == {"COMPLETED": PAIRS}, result.states
-            stats = result.executor_stats
-            out["poll_cycles"] = stats["poll_cycles"]
-            out["sacct_calls_per_poll_cycle"] = stats["sacct_calls"] / max(1, stats["poll_cycles"])
-            print(f"ours: {PAIRS} pairs in {out['ours_seconds']} s, {out['poll_cycles']} poll cycles, "
-                  f"{out['sacct_calls_per_poll_cycle']} sacct call per cycle")
+        envs = str(tmp_path / "envs")
 
-            # baseline: one job per pair, each with a fresh environment
-            fresh = load_settings({"state_dir": str(tmp_path / "state-base"), "pairs_per_task": 1,
-                                   "env_mode": "fresh"})
-            change, catalog = detect_all(repo, "HEAD")
-            plan = make_plan(change, catalog, locks_dir=fresh.locks_dir, uv=fresh.uv,
-                             python_version=python_version(fresh.python), scored=lambda keys: set())
-            bundle = render_bundle(fresh, plan, repo, "slurm")
-            start = time.perf_counter()
-            ids = []
-            for index in range(bundle.n_tasks):
-                env = job_environment({"SCORE_PLUGINS_TASK_OFFSET": str(index)})
-                proc = subprocess.run(["sbatch", "--parsable", "--array=0", f"--output={bundle.log_dir}/b-%j.out",
-                                       str(bundle.job_script)], capture_output=True, text=True, env=env, check=True)
-                ids.append(proc.stdout.strip())
-            wait_for(ids)
-            out["baseline_seconds"] = round(time.perf_counter() - start, 2)
-            done = len(list(bundle.spool_dir.glob("*.json")))
-            assert done == PAIRS, done
-            print(f"baseline: {PAIRS} sbatch jobs in {out['baseline_seconds']} s")
-        finally:
-            db.close()
-    out["ratio"] = round(out["ours_seconds"] / out["baseline_seconds"], 3)
-    out["ratio_definition"] = "ours_seconds / baseline_seconds (lower is better); target < 0.5"
+        def settings(name: str, **extra: object) -> Settings:
+            return load_settings({"state_dir": str(tmp_path / name), "env_root": envs, **extra})
+
+        plan = plan_for(settings("ours"), repo)
+        warm = render_bundle(settings("warm"), plan, repo, "slurm")  # build the one environment beforehand
+        for task in warm.manifest.tasks[:1]:
+            subprocess.run(["bash", str(warm.run_dir / "build_env.sh"), f"{envs}/{task['env_key']}",
+                            task["lockfile"]], check=True, capture_output=True)
+        ours(settings("ours"), repo, plan, out, "ours")
+        print(f"ours: {PAIRS} pairs in {out['ours_seconds']} s ({out['ours_poll_cycles']} poll cycles, "
+              f"{out['ours_sacct_calls']} sacct calls)")
+        per_pair(settings("per-pair", pairs_per_task=1), repo, plan, out)
+        print(f"per_pair: {PAIRS} sbatch jobs in {out['per_pair_seconds']} s")
+        ours(settings("fresh", env_mode="fresh"), repo, plan, out, "fresh_env")
+        print(f"fresh_env: {out['fresh_env_seconds']} s")
+        floor(tmp_path, out)
+        print(f"floor: one hand-written array of {PAIRS} trivial tasks in {out['floor_seconds']} s")
+    out["ratio_packing"] = round(out["ours_seconds"] / out["per_pair_seconds"], 3)
+    out["ratio_env_cache"] = round(out["ours_seconds"] / out["fresh_env_seconds"], 3)
+    out["floor_ratio"] = round(out["ours_seconds"] / out["floor_seconds"], 2)
+    out["ratio"] = out["ratio_packing"]
+    out["ratio_definition"] = ("ours_seconds / per_pair_seconds (lower is better); ratio_env_cache = ours / "
+                               "fresh_env; floor_ratio = ours / a bare sbatch array")
+    print(f"ratio_packing {out['ratio_packing']}, ratio_env_cache {out['ratio_env_cache']}, "
+          f"floor_ratio {out['floor_ratio']}")
     last_line(out)
 
 

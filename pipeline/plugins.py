@@ -54,10 +54,15 @@ class Issue:
 
     def plugin_key(self) -> tuple[str, str] | None:
         """(type, folder) of the plugin this issue is about, if it is about one."""
-        parts = self.file.split("/")
-        if len(parts) >= 3 and parts[1] in PLUGIN_TYPES:
-            return (parts[1], parts[2])
-        return None
+        return plugin_key_of(self.file)
+
+
+def plugin_key_of(path: str) -> tuple[str, str] | None:
+    """(type, folder) of the plugin a repository path `<root>/<type>/<folder>/...` belongs to, else None."""
+    parts = path.split("/")
+    if len(parts) >= 3 and parts[1] in PLUGIN_TYPES:
+        return (parts[1], parts[2])
+    return None
 
 
 @dataclass

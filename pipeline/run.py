@@ -28,7 +28,7 @@ from pipeline.errors import BadInput, InfrastructureError
 from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
-from pipeline.plugins import Catalog
+from pipeline.plugins import Catalog, plugin_key_of
 from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -284,8 +284,8 @@ def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list
     """Errors found at detection (syntax errors, refused identifiers), grouped by the plugin's submitter."""
     found: dict[str, list[str]] = {}
     for issue in change.errors:
-        parts = issue["file"].split("/")
-        plugin = catalog.plugins.get((parts[1], parts[2])) if len(parts) >= 3 else None
+        key = plugin_key_of(issue["file"])
+        plugin = catalog.plugins.get(key) if key else None
         if plugin is not None and plugin.owner:
             found.setdefault(plugin.owner, []).append(f"{issue['file']}:{issue['line']}: {issue['message']}")
     return found

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,11 @@ def write(repo: Path, rel: str, text: str) -> Path:
     return path
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="record the rendered job scripts as tests/golden/ files instead of comparing")
+
+
 @dataclass
 class Workspace:
     """A working directory with its own state folder (database, runs, outbox), sharing the env cache."""
@@ -66,6 +74,57 @@ class Workspace:
         proc = self.cli(*args, "--format", "json")
         assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return json.loads(proc.stdout)
+
+    def rows(self, sql: str, *params: object) -> list[tuple]:
+        """Rows of the local SQLite database, read-only: what was recorded, not what a report shows."""
+        import sqlite3
+
+        with sqlite3.connect(f"file:{self.state / 'local.db'}?mode=ro", uri=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def log_slurm_calls(self, fail_first_sbatch: str = "") -> Path:
+        """Put passthrough wrappers of sacct, sbatch and squeue first on this workspace's PATH: each real call is
+        logged (time, command, arguments) to the file returned, then the real tool runs. `fail_first_sbatch`:
+        an injected fault (named so): the first sbatch prints this error and fails without reaching Slurm."""
+        bin_dir = self.path / "slurm-wrappers"
+        bin_dir.mkdir(exist_ok=True)
+        log = self.path / "slurm-calls.log"
+        log.touch()
+        for tool in ("sacct", "sbatch", "squeue"):
+            real = shutil.which(tool)
+            assert real, f"{tool} is not installed"
+            wrapper = bin_dir / tool
+            fault = ""
+            if tool == "sbatch" and fail_first_sbatch:
+                once = shlex.quote(str(bin_dir / "sbatch-failed-once"))
+                fault = (f"if [ ! -e {once} ]; then touch {once}; echo {shlex.quote(fail_first_sbatch)} >&2; "
+                         "exit 1; fi\n")
+            wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {tool} $*" >> {shlex.quote(str(log))}\n'
+                               f'{fault}exec {shlex.quote(real)} "$@"\n')
+            wrapper.chmod(0o755)
+        self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', os.defpath)}"
+        return log
+
+
+def calls(log: Path, tool: str) -> list[str]:
+    """The logged calls of one Slurm tool (see `Workspace.log_slurm_calls`)."""
+    return [line.split(" ", 2)[2] if line.count(" ") >= 2 else "" for line in log.read_text().splitlines()
+            if line.split(" ")[1:2] == [tool]]
+
+
+def call_times(log: Path, tool: str) -> list[float]:
+    return [float(line.split(" ")[0]) for line in log.read_text().splitlines() if line.split(" ")[1:2] == [tool]]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
+    """Poll `condition` until it returns something true (returned), or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -173,6 +173,22 @@ def test_cli_profiles_on_real_postgres(workspace, pg_url, tmp_path):
     assert "--yes-prod" not in proc.stderr and "db upgrade --profile prod" in proc.stderr
 
 
+def test_prod_and_dev_are_never_migrated_automatically(workspace, pg_url, postgres):
+    """A command on dev or prod whose schema is behind says so and changes nothing; only `db upgrade` migrates
+    them (local and test are migrated on first use)."""
+    workspace.env["SCORE_PLUGINS_DB_DEV"] = pg_url
+    for profile, extra in (("dev", ()), ("prod", ("--yes-prod",))):
+        workspace.env[f"SCORE_PLUGINS_DB_{profile.upper()}"] = pg_url if profile == "dev" else postgres.create_database()
+        proc = workspace.cli("status", "--profile", profile, *extra)
+        assert proc.returncode == 2 and f"db upgrade --profile {profile}" in proc.stderr, proc.stderr
+        assert workspace.json("db", "current", "--profile", profile, *extra)["current"] is None  # still empty
+    workspace.cli("db", "upgrade", "--profile", "dev", check=True)
+    assert workspace.json("db", "current", "--profile", "dev")["current"] == migrate.head()
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = postgres.create_database()
+    assert workspace.cli("status", "--profile", "test").returncode == 2  # "no runs yet": but migrated on the way
+    assert workspace.json("db", "current", "--profile", "test")["current"] == migrate.head()
+
+
 def test_unreachable_database_exit_3_without_password(workspace, tmp_path):
     password = "s3cret-Pa55word"
     workspace.env["SCORE_PLUGINS_DB_TEST"] = f"postgresql://scorer:{password}@127.0.0.1:9/scores_db"

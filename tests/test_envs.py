@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -54,21 +55,31 @@ def test_unsolvable_requirements_are_a_clear_error(tmp_path):
         lock_environment(EnvSpec(("no-such-package-score-plugins-test==1.0",), "3.11"), tmp_path, SETTINGS.uv)
 
 
-def test_build_once_reuse_and_rebuild_after_a_killed_build(builder, small_lock, tmp_path):
+def test_build_once_reuse_and_rebuild_after_a_killed_build(small_lock, tmp_path):
     target = tmp_path / "envs" / small_lock.env_hash
-    # killed half-way: no completion marker, so nothing will use it
-    proc = subprocess.Popen(["bash", str(builder), str(target), str(small_lock.path)], stdout=subprocess.PIPE,
+    # killed half-way, for certain: a uv that creates the venv for real, then stops inside `pip sync` (its
+    # readiness file says so) until it is killed; the kill hits a build that has not finished
+    ready = tmp_path / "inside-pip-sync"
+    stalling_uv = tmp_path / "uv-that-stalls"
+    stalling_uv.write_text(f"#!/bin/sh\nif [ \"$1\" = pip ]; then touch {ready}; exec sleep 600; fi\n"
+                           f"exec {SETTINGS.uv} \"$@\"\n")
+    stalling_uv.chmod(0o755)
+    stalling = tmp_path / "build_env_stalling.sh"
+    stalling.write_text(render_env_builder(backend="uv", uv=str(stalling_uv), python=SETTINGS.python))
+    proc = subprocess.Popen(["bash", str(stalling), str(target), str(small_lock.path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 30
-    while not (target / "pyvenv.cfg").exists() and time.time() < deadline:
-        time.sleep(0.01)
-    import os
-
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ready.exists() and proc.poll() is None, "the build never reached pip sync"
+    assert (target / "pyvenv.cfg").exists()  # half-built: a venv without its packages
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (target / ".score-plugins-complete").exists()
+    builder = tmp_path / "build_env.sh"
+    builder.write_text(render_env_builder(backend="uv", uv=SETTINGS.uv, python=SETTINGS.python))
     first = build(builder, target, small_lock.path)
-    assert first.returncode == 0 and "building environment" in first.stdout, first.stderr
+    assert first.returncode == 0 and "building environment" in first.stdout, first.stderr  # not "reusing"
     assert (target / ".score-plugins-complete").exists()
     check = subprocess.run([str(target / "bin/python"), "-c", "import six; print(six.__version__)"],
                            capture_output=True, text=True)

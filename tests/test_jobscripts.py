@@ -88,7 +88,13 @@ def test_hostile_paths_run_exactly_as_intended(tmp_path, example_repo, env_cache
                           timeout=600)
     assert proc.returncode == 0, proc.stderr + (bundle.log_dir / "task-0.out").read_text()
     [result] = [json.loads(p.read_text()) for p in bundle.spool_dir.glob("*.json")]
-    assert result["status"] == "ok" and result["score_ceiled"] == pytest.approx(0.96)
+    # the value scikit-learn gives in the same environment, computed here without the pipeline
+    env_python = Path(env_cache) / bundle.manifest.tasks[0]["pairs"][0]["env_hash"] / "bin" / "python"
+    direct = subprocess.run([str(env_python), "-c", "from sklearn_scores import score; "
+                             "print(repr(float(score('logreg', 'iris-accuracy'))))"],
+                            env={"PYTHONPATH": bundle.manifest.code_dir, "PATH": os.environ["PATH"]},
+                            capture_output=True, text=True, check=True).stdout
+    assert result["status"] == "ok" and result["score_ceiled"] == float(direct)
     for root in (tmp_path, hostile, Path.cwd(), bundle.run_dir):
         assert not any(root.glob("PWNED*")), root
 

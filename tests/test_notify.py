@@ -7,7 +7,7 @@ import json
 import signal
 import socket
 import subprocess
-import time
+from pathlib import Path
 from email import policy
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from notify.compose import AddressError, PairOutcome, RunReport, compose, parse_address
 from notify.outbox import Outbox
 from notify.smtp import flush, parse_smtp_url
-from tests.conftest import CLI
+from tests.conftest import CLI, wait_for
 from tests.services import SmtpServer
 
 
@@ -138,22 +138,57 @@ def test_flush_killed_mid_send_sends_nothing_twice_and_loses_nothing(workspace, 
         for who in ("ada", "bob", "cyd"):
             box.put(compose(report([]), f"{who}@example.org", "scores@example.org"))
         workspace.env["SCORE_PLUGINS_SMTP_URL"] = server.url()
+        ids = {who: message_id(next(p for p in box.pending() if f"{who}@" in p.read_text())) for who in ("ada", "bob")}
         proc = subprocess.Popen([str(CLI), "notify", "flush"], cwd=workspace.path, env=workspace.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 30
-        while not (len(list(box.sent_dir.glob("*.eml"))) == 1 and box.uncertain()) and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # the 2nd message is on the wire; the server has not answered yet
+        # readiness: the server holds the 2nd message's DATA and has not answered (it waits `delay`)
+        wait_for(lambda: server.receiving == 2, 30, "the 2nd message to reach the server")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert len(box.uncertain()) == 1 and len(box.pending()) == 1
-        time.sleep(2.0)
+        wait_for(lambda: server.aborted == 1, 30, "the server to see the client go")
         assert len(server.messages) == 1
         again = workspace.json("notify", "flush")
         assert len(again["sent"]) == 2 and len(again["recovered"]) == 1 and again["waiting"] == 0
         assert sorted(m["to"][0] for m in server.messages) == ["ada@example.org", "bob@example.org",
                                                                "cyd@example.org"]
         assert workspace.json("notify", "flush")["sent"] == []
+        # the message sent again after the crash is the same message: its Message-ID did not change
+        received = {m["to"][0].split("@")[0]: message_id_of(m["data"]) for m in server.messages}
+        assert received["bob"] == ids["bob"] and received["ada"] == ids["ada"]
+    finally:
+        server.stop()
+
+
+def message_id_of(data: bytes) -> str:
+    from email import message_from_bytes
+
+    return message_from_bytes(data)["Message-ID"]
+
+
+def message_id(path: Path) -> str:
+    return message_id_of(path.read_bytes())
+
+
+def test_smtps_profile_url_and_flush_exit_codes(workspace, tmp_path):
+    """smtps:// (TLS from the first byte), SCORE_PLUGINS_SMTP_<PROFILE> chosen over SCORE_PLUGINS_SMTP_URL,
+    and `notify flush` exits 0 (sent or nothing to send), 2 (messages wait, no server configured), 3 (the
+    server is down: they keep waiting)."""
+    box = Outbox(workspace.state / "outbox")
+    assert workspace.cli("notify", "flush").returncode == 0  # nothing waits: nothing is wrong
+    box.put(compose(report([]), "ada@example.org", "scores@example.org"))
+    unconfigured = workspace.cli("notify", "flush")
+    assert unconfigured.returncode == 2 and "1 message wait" in unconfigured.stderr
+    workspace.env["SCORE_PLUGINS_SMTP_URL"] = f"smtp://localhost:{closed_port()}?timeout=2"
+    down = workspace.cli("notify", "flush", "--format", "json")
+    assert down.returncode == 3 and json.loads(down.stdout)["waiting"] == 1
+    server = SmtpServer(tmp_path / "smtps", implicit_tls=True)
+    try:
+        workspace.env["SCORE_PLUGINS_SMTP_TEST"] = server.url()  # the test profile's own server wins
+        sent = workspace.cli("notify", "flush", "--profile", "test", "--format", "json")
+        assert sent.returncode == 0, sent.stderr
+        assert len(json.loads(sent.stdout)["sent"]) == 1 and [m["to"] for m in server.messages] == [["ada@example.org"]]
+        assert server.PASSWORD not in sent.stdout + sent.stderr
     finally:
         server.stop()
 

@@ -4,6 +4,7 @@ rendered in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -58,6 +59,22 @@ def test_html_leaderboard_in_headless_chromium(workspace, example_repo, tmp_path
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
                          text=True, timeout=120).stdout
     assert dom.count("<tr>") == 3  # header + two models
-    for text in ("logreg", "gaussian-nb", "iris-accuracy", "wine-accuracy", "0.9832", "hsl("):
+    shown = [f"{r['score']:.4f}" for r in workspace.json("leaderboard")]  # as recorded in this environment
+    assert len(shown) == 4
+    for text in ("logreg", "gaussian-nb", "iris-accuracy", "wine-accuracy", *shown, "hsl("):
         assert text in dom, text
     assert "title=\"score id " in dom and "commit " in dom and "lock " in dom  # provenance on hover
+    # sorting: the page's own script, driven by real clicks on its headers in the browser
+    rows = workspace.json("leaderboard")
+    by_score = sorted({r["model"] for r in rows}, key=lambda m: next(
+        r["score"] for r in rows if r["model"] == m and r["benchmark"] == "iris-accuracy"))
+    header = {"model": 0, "iris-accuracy": 2}  # model, average, then the benchmarks in name order
+    for clicks, expected in ((("model",), sorted(by_score)), (("model", "model"), sorted(by_score, reverse=True)),
+                             (("iris-accuracy",), by_score), (("iris-accuracy", "iris-accuracy"), by_score[::-1])):
+        script = "".join(f"document.querySelectorAll('#leaderboard th')[{header[c]}].click();" for c in clicks)
+        clicked = tmp_path / "clicked.html"
+        clicked.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+        dom = subprocess.run([chromium, *flags, "--dump-dom", clicked.as_uri()], check=True, capture_output=True,
+                             text=True, timeout=120).stdout
+        order = re.findall(r"<tr><td>([^<]+)</td>", dom)
+        assert order == expected, (clicks, order, expected)

@@ -41,7 +41,11 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     # every pair is exactly one of: still held by the first run, already scored, or (having failed) run again;
     # none that the first run still holds is submitted twice
     assert again_data["in_flight"]
-    assert len(again_data["in_flight"]) + again_data["already_scored"] + again_data["planned"] == 8
+    held = set(again_data["in_flight"])  # pair keys the first run held when the second one planned
+    second = {k for (k,) in workspace.rows("SELECT pair_key FROM jobs WHERE run_id = ?", again_data["run_id"])}
+    first_keys = {k for (k,) in workspace.rows("SELECT pair_key FROM jobs WHERE run_id = ?", first)}
+    assert held <= first_keys and not held & second, "a pair the first run held was submitted again"
+    assert all(v == first for v in again_data["in_flight"].values())
     assert all(p["state"] != "COMPLETED" or p["benchmark"] != "raises" for p in again_data["pairs"])
     assert "still being scored" in again.stderr
 
@@ -73,11 +77,17 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     rerun = workspace.cli("rerun", status["run_id"], "--failed", "--format", "json")
     assert rerun.returncode == 1, rerun.stderr  # the raising benchmark fails again
     result = json.loads(rerun.stdout)
+    assert result["commit"] == status["commit"]  # at the same commit as the run it repeats
     not_completed = {(j["model"], j["benchmark"]) for j in status["jobs"] if j["state"] != "COMPLETED"}
     assert {(p["model"], p["benchmark"]) for p in result["pairs"]} == not_completed
     board = workspace.json("leaderboard")
     assert sorted(r["model"] for r in board if r["benchmark"] == "slow") == [
-        "gaussian-nb", "knn-5", "logreg", "random-forest"]  # each once: no duplicate scores
+        "gaussian-nb", "knn-5", "logreg", "random-forest"]
+    # each pair scored once, counted where duplicates would be (the scores table; the leaderboard keeps one row)
+    assert workspace.rows("SELECT pair_key, COUNT(*) FROM scores GROUP BY pair_key HAVING COUNT(*) > 1") == []
+    # and at most one run ever completed each pair
+    assert workspace.rows("SELECT pair_key FROM jobs WHERE state = 'COMPLETED' GROUP BY pair_key "
+                          "HAVING COUNT(*) > 1") == []
     assert {(r["model"], r["benchmark"]) for r in board} >= scored_before
     assert all(p["stage"] == "score" and "flaky" in p["reason"] for p in result["pairs"]
                if p["benchmark"] == "raises")

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.executors.base import TaskState
 from pipeline.executors.slurm import ArrayPart, array_chunks, parse_sacct
-from tests.conftest import ROOT, CLI, commit_all, write
+from tests.conftest import ROOT, CLI, call_times, calls, commit_all, wait_for, write
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +46,30 @@ def test_sacct_parsing_and_chunking():
 
 
 def test_score_through_slurm_and_submitit(slurm_cluster, workspace, example_repo):
+    log = workspace.log_slurm_calls()
+    workspace.env.update({"SCORE_PLUGINS_ARRAY_THROTTLE": "1", "SCORE_PLUGINS_PAIRS_PER_TASK": "4"})
     result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "slurm",
                             "--models", "logreg,knn-5")
     assert result["states"] == {"COMPLETED": 8}
+    # one real sacct call per poll cycle (counted by a passthrough wrapper, not by our own counters)
+    stats = result["executor_stats"]
+    assert len(calls(log, "sacct")) == stats["sacct_calls"] == stats["poll_cycles"] > 0, (calls(log, "sacct"), stats)
+    # the %N throttle reaches Slurm, and Slurm honours it: the two array tasks never overlap
+    [submitted] = calls(log, "sbatch")
+    assert "--array=0-1%1" in submitted.split() and "--no-requeue" in submitted.split()
+    job_id = result["pairs"][0]["job_id"].split("@")[0]
+    spans = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=JobID,Start,End"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    times = sorted(tuple(line.split("|")[1:]) for line in spans)
+    assert len(times) == 2 and times[0][1] <= times[1][0], times
+    # sacct is asked less and less often while the run goes on (back-off), never in a busy loop
+    at = call_times(log, "sacct")
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert gaps and min(gaps) >= 1.5, gaps
+    assert all(later >= earlier - 0.5 for earlier, later in zip(gaps, gaps[1:])), gaps
+    if len(gaps) >= 3:
+        assert gaps[-1] > gaps[0] * 1.5, gaps
+    workspace.env.pop("SCORE_PLUGINS_ARRAY_THROTTLE")
     result = workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "submitit",
                             "--models", "gaussian-nb")
     assert result["states"] == {"COMPLETED": 4}
@@ -100,8 +121,7 @@ def test_time_limit_memory_limit_and_a_cancelled_task(slurm_cluster, workspace, 
             if manifest["tasks"][index]["pairs"][0]["benchmark"] == "sleepy" and "as array task" in text:
                 target = text.split("as array task ")[1].split()[0]  # JOBID_INDEX: this task only
     assert target, "the sleepy task never started"
-    time.sleep(2)
-    subprocess.run(["scancel", target], check=True)
+    subprocess.run(["scancel", target], check=True)  # it sleeps 40 s: it is running now
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 1, err
     pairs = {p["benchmark"]: p for p in json.loads(out)["pairs"]}
@@ -147,8 +167,11 @@ def test_pyslurm_state_mapping():
     assert states[1].reason == "NODE_FAIL (NodeDown)" and states[1].node == "n2"
 
 
-def test_node_failure_is_retried(slurm_cluster, workspace, example_repo):
-    """A node that goes down mid-task: the task ends NODE_FAIL, is resubmitted (bounded), and completes."""
+@pytest.mark.parametrize("max_retries", [2, 0])
+def test_node_failure_is_retried(slurm_cluster, workspace, example_repo, max_retries):
+    """A node that goes down mid-task: the task ends NODE_FAIL, is resubmitted (at most `max_retries` times),
+    and completes; with no retries allowed, the pair ends NODE_FAIL with its reason, on its first attempt."""
+    workspace.env["SCORE_PLUGINS_MAX_RETRIES"] = str(max_retries)
     add_benchmark(example_repo, "slowish", "slowish", "import time\ntime.sleep(15)\nreturn 0.5")
     commit_all(example_repo, "a slow benchmark")
     node = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
@@ -156,21 +179,33 @@ def test_node_failure_is_retried(slurm_cluster, workspace, example_repo):
                              "--models", "logreg", "--format", "json"], cwd=workspace.path, env=workspace.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(workspace.state.glob("runs/*/logs/task-0.out")):
-            time.sleep(0.5)
-        time.sleep(3)
+        # readiness, not sleeps: the pair is being scored (its benchmark sleeps 15 s) when the node goes down
+        [pair_log] = wait_for(lambda: [p for p in workspace.state.glob("runs/*/logs/*.log")
+                                       if not p.name.startswith("env-")], 180, "the pair's plugin process to start")
+        run_id = pair_log.parents[1].name
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=score-plugins-test"],
                        check=True)
-        time.sleep(3)
+        wait_for(lambda: "NODE_FAIL" in subprocess.run(["sacct", "-X", "-n", "-P", "--format=State", "-S", "now-1hour",
+                                                         "--name", f"score-{run_id}"],
+                                                        capture_output=True, text=True).stdout,
+                 60, "Slurm to record the task as NODE_FAIL")
     finally:
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False)
     out, err = proc.communicate(timeout=400)
+    if max_retries == 0:
+        assert proc.returncode == 1, err
+        [job] = workspace.json("status", expect=0)["jobs"]
+        assert job["state"] == "NODE_FAIL" and "NODE_FAIL" in job["reason"] and "resubmitting" not in err
+        assert workspace.rows("SELECT attempt FROM jobs") == [(1,)]
+        return
     assert proc.returncode == 0, err
     assert json.loads(out)["states"] == {"COMPLETED": 1}
     [job] = workspace.json("status")["jobs"]
     assert job["state"] == "COMPLETED"
     assert "resubmitting 1 task(s) after NODE_FAIL" in err
+    # the retry is recorded: a second attempt, under the resubmitted job's id
+    [(attempt, job_id)] = workspace.rows("SELECT attempt, slurm_job_id FROM jobs")
+    assert attempt == 2 and job_id.endswith("@0+1"), (attempt, job_id)
 
 
 def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
@@ -179,16 +214,17 @@ def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
     add_benchmark(example_repo, "steady", "steady", "import time\ntime.sleep(12)\nreturn 0.5")
     commit_all(example_repo, "a steady benchmark")
     workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "2"
+    log = workspace.log_slurm_calls()
     proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--executor", "slurm",
                              "--format", "json"], cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(workspace.state.glob("runs/*/logs/task-*.out")):
-            time.sleep(0.5)
-        time.sleep(2)
+        wait_for(lambda: list(workspace.state.glob("runs/*/logs/task-*.out")), 180, "a task to start")
         subprocess.run(["pkill", "-x", "slurmctld"], check=True)
-        time.sleep(8)  # the run polls while the controller is gone
+        wait_for(lambda: subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("DOWN"),
+                 30, "the controller to be down")
+        polls = len(calls(log, "sacct"))
+        wait_for(lambda: len(calls(log, "sacct")) > polls, 120, "the run to poll while the controller is gone")
     finally:
         subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
     out, err = proc.communicate(timeout=600)
@@ -198,3 +234,75 @@ def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
     board = workspace.json("leaderboard")
     assert sorted(r["model"] for r in board if r["benchmark"] == "steady") == [
         "gaussian-nb", "knn-5", "logreg", "random-forest"]
+    # every pair once: one score row per pair, and Slurm ran each array task once (nothing resubmitted)
+    assert workspace.rows("SELECT COUNT(*), COUNT(DISTINCT pair_key) FROM scores") == [(4, 4)]
+    assert len(calls(log, "sbatch")) == 1  # submitted once, never again
+
+
+@pytest.mark.parametrize("executor", ["slurm", "submitit"])
+def test_reconcile_and_cancel_a_live_run_whose_coordinator_died(slurm_cluster, workspace, example_repo, executor):
+    """The coordinator of a Slurm run is killed while its tasks run: `reconcile` leaves live tasks open (it
+    reads their state from the stored job id), `cancel` stops them on Slurm and closes their rows."""
+    add_benchmark(example_repo, "sleepy", "sleepy", "import time\ntime.sleep(600)\nreturn 0.5")
+    commit_all(example_repo, "a benchmark that takes ten minutes")
+    workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "1"
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--executor", executor,
+                             "--models", "logreg,knn-5"], cwd=workspace.path, env=workspace.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 120,
+                               "the run to be submitted")
+
+        def running() -> int:
+            out = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-n", f"score-{run_id}", "-o", "%i"],
+                                 capture_output=True, text=True).stdout
+            return len(out.split())
+
+        wait_for(lambda: running() == 2, 180, "both array tasks to run on Slurm")
+    finally:
+        proc.kill()  # the coordinator dies; its tasks run on
+        proc.wait()
+    assert workspace.json("reconcile") == {run_id: {"RUNNING": 2}}  # alive: open, and now known to run
+    status = workspace.json("status", run_id)
+    assert status["status"] == "RUNNING" and status["counts"] == {"RUNNING": 2}
+    assert workspace.json("cancel", run_id) == {"run_id": run_id, "cancelled": 2}
+    wait_for(lambda: running() == 0, 60, "Slurm to stop the tasks")
+    status = workspace.json("status", run_id)
+    assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}
+    assert workspace.json("reconcile") == {}
+
+
+def test_transient_sbatch_failure_is_retried_and_squeue_stands_in_for_accounting(slurm_cluster, workspace,
+                                                                                   example_repo):
+    """The first sbatch fails as a busy controller would (an injected fault, named so: the wrapper prints
+    Slurm's own message without reaching Slurm); the run tries again. With the accounting daemon stopped,
+    sacct fails and squeue answers instead; the run ends with its results."""
+    log = workspace.log_slurm_calls(
+        fail_first_sbatch="sbatch: error: Batch job submission failed: Socket timed out on send/recv operation")
+    subprocess.run(["pkill", "-x", "slurmdbd"], check=True)
+    try:
+        wait_for(lambda: subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0, 30,
+                 "sacct to fail without its daemon")
+        proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--executor", "slurm", "--models", "logreg",
+                             "--benchmarks", "iris-accuracy", "--format", "json")
+    finally:
+        subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["states"] == {"COMPLETED": 1}
+    assert len(calls(log, "sbatch")) == 2 and "trying again" in proc.stderr
+    stats = result["executor_stats"]
+    assert stats["squeue_calls"] == len(calls(log, "squeue")) >= 1, (stats, calls(log, "squeue"))
+
+
+def test_reproduce_through_sbatch_gives_the_identical_score(slurm_cluster, workspace, example_repo):
+    workspace.json("run", "--repo", str(example_repo), "--all", "--executor", "slurm", "--models", "knn-5",
+                   "--benchmarks", "wine-accuracy")
+    [row] = workspace.json("leaderboard")
+    data = workspace.json("reproduce", str(row["id"]), "--out", str(workspace.path / "again"))
+    subprocess.run(["sbatch", "--parsable", "--wait", data["job_script"]], cwd=workspace.path, check=True,
+                   capture_output=True, text=True, timeout=600)
+    [result] = [json.loads(p.read_text()) for p in (workspace.path / "again" / "spool").glob("*.json")]
+    assert result["status"] == "ok" and result["score_ceiled"] == row["score"]
+    assert (result["lock_hash"], result["env_hash"], result["commit"]) == (row["lock_hash"], row["env_hash"],
+                                                                          row["commit"])

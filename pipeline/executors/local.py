@@ -58,6 +58,9 @@ class LocalExecutor(Executor):
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             with self._lock:
                 self._procs[job_id][index] = proc
+                cancelled = job_id in self._cancelled
+            if cancelled:  # cancel came between this task's start and its registration: it saw no process
+                _terminate(proc.pid)
             pid_file = Path(bundle.log_dir) / f"task-{index}.pid"
             pid_file.write_text(str(proc.pid))  # lets `reconcile` see the task after this process is gone
             code = proc.wait()
@@ -97,13 +100,18 @@ class LocalExecutor(Executor):
             procs = list(self._procs.get(job_id, {}).values())
         for proc in procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                _terminate(proc.pid)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM to a task's whole process group (the job script leads its own session)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def local_task_states(log_dir: Path, n_tasks: int, job_script: Path | None = None) -> dict[int, TaskState]:
@@ -147,9 +155,6 @@ def cancel_local_tasks(log_dir: Path, n_tasks: int, job_script: Path) -> int:
     for index in range(n_tasks):
         pid = _live_task_pid(Path(log_dir) / f"task-{index}.pid", job_script)
         if pid is not None:
-            try:
-                os.killpg(pid, signal.SIGTERM)  # the job script leads its own session (start_new_session)
-                stopped += 1
-            except ProcessLookupError:
-                pass
+            _terminate(pid)
+            stopped += 1
     return stopped

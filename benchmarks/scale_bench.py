@@ -1,0 +1,129 @@
+"""How the coordinator's cost grows with the work: 100, 1,000 and 10,000 trivial pairs, local and Slurm.
+
+Each size is one `score-plugins run --all` (a fresh state folder, a synthetic repository of M models x B
+benchmarks whose plugins return 0.5 at once), the environment built beforehand. Measured on the coordinator
+process alone (sampled from /proc while it runs; its tasks are not counted): wall seconds, CPU seconds, peak
+memory (VmHWM); then the rows the run wrote to the database, its sacct calls, and the files in its run folder.
+The last line's `ratio` is the coordinator CPU seconds per pair at the largest size over those at the smallest
+(flat is 1.0), the larger of both executors. Needs the cluster for Slurm: scripts/slurm-cluster up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT, last_line, synthetic_repo
+
+SIZES = {100: (10, 10), 1000: (100, 10), 10000: (100, 100)}  # pairs -> (models, benchmarks)
+CLI = ROOT / ".venv/bin/score-plugins"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def trivial_repo(dest: Path, models: int, benchmarks: int) -> Path:
+    repo = synthetic_repo(dest, models, benchmarks)
+    base = repo / "bench_domain"
+    (base / "__init__.py").write_text("model_registry = {}\nbenchmark_registry = {}\ndata_registry = {}\n"
+                                      "metric_registry = {}\n")
+    for d in (base / "benchmarks").iterdir():
+        ident = (d / "__init__.py").read_text().split("benchmark_registry['")[1].split("']")[0]
+        (d / "__init__.py").write_text(
+            "from bench_domain import benchmark_registry\n\nclass Trivial:\n    ceiling = 1.0\n"
+            f"    def __call__(self, model):\n        return 0.5\n\nbenchmark_registry['{ident}'] = Trivial\n")
+    for d in [*(base / "models").iterdir(), *(base / "benchmarks").iterdir()]:
+        (d / "requirements.txt").write_text("six==1.16.0\n")
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "trivial plugins"], check=True,
+                   env={"GIT_AUTHOR_NAME": "B", "GIT_AUTHOR_EMAIL": "b@example.org", "GIT_COMMITTER_NAME": "B",
+                        "GIT_COMMITTER_EMAIL": "b@example.org", "PATH": "/usr/bin:/bin"})
+    return repo
+
+
+def sample(pid: int) -> tuple[float, int] | None:
+    """(own CPU seconds, peak resident kB) of a live process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    cpu = (int(stat[11]) + int(stat[12])) / TICK  # utime + stime: this process only, not its children
+    hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return cpu, hwm
+
+
+def one_run(executor: str, pairs: int, repo: Path, work: Path, env_root: Path, pairs_per_task: int) -> dict:
+    work.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}
+    env.update({"SCORE_PLUGINS_ENV_ROOT": str(env_root), "SCORE_PLUGINS_PAIRS_PER_TASK": str(pairs_per_task),
+                "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(repo), "--all", "--executor", executor, "--format", "json"],
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    last = (0.0, 0)
+    while proc.poll() is None:
+        now = sample(proc.pid)
+        if now:
+            last = now
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, out[-2000:]
+    result = json.loads(out)
+    assert result["states"] == {"COMPLETED": pairs}, result["states"]
+    with sqlite3.connect(work / ".score-plugins/local.db") as conn:
+        rows = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - our own table names
+                   for t in ("runs", "jobs", "scores", "models", "benchmark_types", "benchmark_instances",
+                             "users", "submissions"))
+    files = sum(len(names) for _, _, names in os.walk(result["run_dir"]))
+    return {"pairs": pairs, "wall_seconds": round(wall, 2), "coordinator_cpu_seconds": round(last[0], 2),
+            "cpu_ms_per_pair": round(1000 * last[0] / pairs, 3), "peak_rss_mb": round(last[1] / 1024, 1),
+            "db_rows": rows, "sacct_calls": result["executor_stats"].get("sacct_calls", 0),
+            "poll_cycles": result["executor_stats"].get("poll_cycles", 0), "run_folder_files": files}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000", help=f"pairs per run, of {sorted(SIZES)}")
+    parser.add_argument("--executors", default="local,slurm")
+    parser.add_argument("--pairs-per-task", type=int, default=50)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    executors = args.executors.split(",")
+    if "slurm" in executors:
+        subprocess.run([str(ROOT / "scripts/slurm-cluster"), "up"], check=True, capture_output=True)
+    out: dict = {"sizes": sizes, "pairs_per_task": args.pairs_per_task, "curves": {}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        tmp_path = Path(tmp)
+        tmp_path.chmod(0o755)
+        env_root = tmp_path / "envs"
+        repos = {n: trivial_repo(tmp_path / f"repo-{n}", *SIZES[n]) for n in sizes}
+        one_run("local", sizes[0], repos[sizes[0]], tmp_path / "warm-up", env_root, args.pairs_per_task)  # builds the env
+        for executor in executors:
+            curve = []
+            for n in sizes:
+                figures = one_run(executor, n, repos[n], tmp_path / f"work-{executor}-{n}", env_root,
+                                  args.pairs_per_task)
+                curve.append(figures)
+                print(f"{executor:6s} {n:6d} pairs: wall {figures['wall_seconds']:8.2f} s, coordinator CPU "
+                      f"{figures['coordinator_cpu_seconds']:7.2f} s ({figures['cpu_ms_per_pair']:.2f} ms/pair), "
+                      f"peak {figures['peak_rss_mb']:6.1f} MB, {figures['db_rows']} rows, "
+                      f"{figures['sacct_calls']} sacct calls, {figures['run_folder_files']} files", flush=True)
+            out["curves"][executor] = curve
+    out["total_seconds"] = round(time.perf_counter() - started, 1)
+    ratios = {e: round(c[-1]["cpu_ms_per_pair"] / c[0]["cpu_ms_per_pair"], 2) for e, c in out["curves"].items()}
+    out["ratio_per_executor"] = ratios
+    out["ratio"] = max(ratios.values())
+    out["ratio_definition"] = ("coordinator CPU per pair at the largest size / at the smallest (flat is 1.0), the "
+                               "larger of the executors")
+    last_line(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+#!/bin/bash
+# score-plugins environment step (rattler backend): build, or reuse, one environment.
+# Usage: build_env.sh TARGET LOCKFILE
+# Built at its final path under flock and marked complete last, so concurrent
+# jobs wait for one build and a half-built environment is never used.
+# Every value below is single-quoted on purpose: a '$(...)' in a path stays text.
+# shellcheck disable=SC2016
+set -euo pipefail
+target="${1:?usage: build_env.sh TARGET LOCKFILE}"
+lockfile="${2:?usage: build_env.sh TARGET LOCKFILE}"
+RATTLER_PYTHON=/usr/bin/python3
+RATTLER_TOOL=/runs/r1/rattler_tool.py
+marker="$target/.score-plugins-complete"
+
+if [ -f "$marker" ]; then
+  echo "score-plugins: reusing environment $target"
+  exit 0
+fi
+mkdir -p "$(dirname "$target")"
+exec 9>"$target.lock"
+flock 9
+if [ -f "$marker" ]; then
+  echo "score-plugins: environment $target was built by another job"
+  exit 0
+fi
+echo "score-plugins: building environment $target from $lockfile"
+rm -rf -- "$target"
+# py-rattler installs from the conda-lock.yml; a rare crash after a finished install was seen,
+# so the result is verified rather than the installer's exit code trusted.
+"$RATTLER_PYTHON" "$RATTLER_TOOL" install "$lockfile" "$target" || echo "score-plugins: installer exited $?"
+"$RATTLER_PYTHON" "$RATTLER_TOOL" verify "$lockfile" "$target"
+cp -- "$lockfile" "$target/score-plugins.lock"
+date -u +%Y-%m-%dT%H:%M:%SZ > "$marker"
+echo "score-plugins: environment $target complete"

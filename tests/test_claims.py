@@ -1,0 +1,70 @@
+"""README claims about what a user sees, each exercised once: --dry-run, plan's compact summary and --pairs,
+leaderboard CSV, the --set flags layer, pairs grouped by environment, and environments that include what
+data and metric plugins declare."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from tests.conftest import commit_all, write
+
+
+def test_dry_run_plans_and_records_nothing(workspace, example_repo):
+    data = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--dry-run")
+    assert data["planned"] == 4 and data["run_id"] is None and data["states"] == {}
+    assert not list(workspace.state.glob("runs/*")), "a dry run renders nothing"
+    assert workspace.rows("SELECT COUNT(*) FROM runs") == [(0,)] and workspace.rows("SELECT COUNT(*) FROM jobs") == [(0,)]
+    people = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--dry-run")
+    assert people.returncode == 0 and "dry run: 4 pairs would be scored" in people.stdout
+
+
+def test_plan_is_a_summary_unless_pairs_are_asked_for(workspace, example_repo):
+    summary = workspace.json("plan", "--repo", str(example_repo), "--all")
+    assert summary["counts"]["to_run"] == 16 and "to_run" not in summary
+    full = workspace.json("plan", "--repo", str(example_repo), "--all", "--pairs")
+    assert len(full["to_run"]) == 16 and {p["model"] for p in full["to_run"]} == {
+        "logreg", "knn-5", "random-forest", "gaussian-nb"}
+    assert full["counts"] == summary["counts"]
+
+
+def test_leaderboard_csv_has_every_json_row(workspace, example_repo):
+    workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg,knn-5",
+                   "--benchmarks", "iris-accuracy")
+    rows = workspace.json("leaderboard")
+    text = workspace.cli("leaderboard", "--format", "csv", check=True).stdout
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["model"], r["benchmark"], float(r["score"])) for r in table] == [
+        (r["model"], r["benchmark"], r["score"]) for r in rows]
+    assert {"commit", "lock_hash", "env_hash", "job_id"} <= set(table[0])
+
+
+def test_set_is_the_top_layer_of_settings(workspace):
+    workspace.env["SCORE_PLUGINS_TIME_MINUTES"] = "30"
+    assert workspace.json("config")["time_minutes"] == 30
+    assert workspace.json("--set", "time_minutes=45", "config")["time_minutes"] == 45  # flags win
+    bad = workspace.cli("--set", "time_minutes=soon", "config")
+    assert bad.returncode == 2 and "time_minutes" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = workspace.cli("--set", "no_such_setting=1", "config")
+    assert unknown.returncode == 2 and "no_such_setting" in unknown.stderr
+
+
+def test_pairs_are_grouped_by_environment_and_data_requirements_count(workspace, example_repo):
+    """A model with an extra requirement gets its own environment; tasks never mix environments; a data
+    plugin's requirement reaches the environment of every benchmark that loads it."""
+    write(example_repo, "sklearn_scores/models/knn/requirements.txt", "scikit-learn>=1.3\nsix>=1.16\n")
+    write(example_repo, "sklearn_scores/data/sklearn_toy/requirements.txt", "scikit-learn>=1.3\npackaging>=23\n")
+    commit_all(example_repo, "knn needs six; the toy data needs packaging")
+    workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "8"
+    data = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg,knn-5",
+                          "--out", str(workspace.path / "bundle"))
+    manifest = json.loads((workspace.path / "bundle" / "manifest.json").read_text())
+    envs = {t["index"]: {p["env_hash"] for p in t["pairs"]} for t in manifest["tasks"]}
+    assert all(len(e) == 1 for e in envs.values()), envs  # one environment per task
+    by_model = {p["model"]: p["env_hash"] for t in manifest["tasks"] for p in t["pairs"]}
+    assert by_model["logreg"] != by_model["knn-5"] and data["array_tasks"] == 2  # 4 pairs each, one task each
+    for task in manifest["tasks"]:
+        lock = (workspace.path / "bundle" / "locks" / f"{task['env_key']}.txt").read_text()
+        assert "packaging==" in lock  # from the data plugin every benchmark here loads
+        assert ("six==" in lock) == (task["pairs"][0]["model"] == "knn-5")

@@ -1,0 +1,217 @@
+"""Pure parts, no service: parsers of Slurm's output, sizes and times, stored job ids, the state names,
+registry facts read from source, the manifest schema, and one golden file per job-script template.
+
+Golden files are the rendered scripts as recorded in `tests/golden/`; a template change shows up as a diff.
+After a deliberate change, record the new output with `pytest tests/test_units.py --update-golden` and review
+the diff in git.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from db.states import OPEN, RETRYABLE, TERMINAL, State
+from jobscripts import (PluginTestJob, PluginTestTask, ScoreJob, SlurmOptions, TaskLine, render_env_builder,
+                        render_plugin_test_job, render_score_job)
+from pipeline.executors.slurm import ArrayPart, array_chunks, parse_parts, parse_sacct, parse_squeue, slurm_state
+from pipeline.executors.slurm.limits import mem_mb, time_minutes
+from pipeline.executors.slurm.ids import stored_id
+from pipeline.sourcefacts import read_facts
+from pipeline.units import size_bytes
+from pipeline.worker import Manifest, ManifestError
+
+GOLDEN = Path(__file__).with_name("golden")
+
+
+# --- Slurm ---------------------------------------------------------------------------------------------------
+
+def test_sacct_lines_become_our_states():
+    parts = [ArrayPart("100", 0, 2), ArrayPart("101", 2, 3)]
+    text = "\n".join([
+        "100_0|COMPLETED|0:0|n1|00:00:05|None||4G",
+        "100_0.batch|COMPLETED|0:0|n1|00:00:05||2000K|",
+        "100_1|TIMEOUT|0:0|n1|00:10:00|None||4G",
+        "101_0|CANCELLED by 0|0:0|n2|00:00:01|None||4G",
+        "101_[1-2%1]|PENDING|0:0|None assigned|00:00:00|JobArrayTaskLimit||4G",
+        "999_0|FAILED|1:0|n1|00:00:01|None||4G",  # another job: ignored
+        "garbage",
+    ])
+    states = parse_sacct(text, parts)
+    assert {i: s.state for i, s in states.items()} == {0: "COMPLETED", 1: "TIMEOUT", 2: "CANCELLED", 3: "PENDING",
+                                                     4: "PENDING"}
+    assert states[0].node == "n1" and states[3].node == ""
+    assert states[2].reason.startswith("CANCELLED by 0")
+    failed = parse_sacct("100_1|FAILED|3:0|n1|00:00:01|NonZeroExitCode||4G\n", parts)[1]
+    assert failed.state == "FAILED" and "exit code 3:0" in failed.reason
+    node_fail = parse_sacct("100_0|NODE_FAIL|0:0|n1|00:00:01|NodeDown||4G\n", parts)[0]
+    assert node_fail.state == "NODE_FAIL" and node_fail.reason == "NODE_FAIL (NodeDown)"
+    preempted = parse_sacct("100_0|PREEMPTED|0:15|n1|00:00:01|None||4G\n", parts)[0]
+    assert preempted.state == "PREEMPTED" and preempted.state in RETRYABLE and preempted.exit_code == 15
+
+
+def test_memory_kill_without_cgroups_is_out_of_memory_only_near_the_limit():
+    parts = [ArrayPart("7", 0, 1)]
+    near = parse_sacct("7_0|FAILED|0:9|n|00:00:08|None||800M\n7_0.batch|CANCELLED|0:9|n|00:00:08||790000K|\n",
+                       parts)[0]
+    assert near.state == "OUT_OF_MEMORY" and "MB used of 800 MB" in near.reason
+    far = parse_sacct("7_0|FAILED|0:9|n|00:00:08|None||800M\n7_0.batch|CANCELLED|0:9|n|00:00:08||1000K|\n",
+                      parts)[0]
+    assert far.state == "FAILED"  # killed by signal 9 far below its limit: not a memory kill
+
+
+def test_squeue_lists_what_is_alive_the_rest_has_ended():
+    parts = [ArrayPart("5", 0, 3)]
+    states = parse_squeue("5_0|RUNNING|n1\n5_2|PENDING|\n", parts)
+    assert {i: s.state for i, s in states.items()} == {0: "RUNNING", 1: "COMPLETED", 2: "PENDING"}
+    assert "no accounting" in states[1].reason
+    assert {s.state for s in parse_squeue("", parts).values()} == {"COMPLETED"}
+
+
+def test_slurm_words_map_to_ours():
+    assert slurm_state("CANCELLED by 1234") == State.CANCELLED
+    assert slurm_state("BOOT_FAIL") == State.NODE_FAIL and slurm_state("DEADLINE") == State.TIMEOUT
+    assert slurm_state("REQUEUED") == State.PENDING and slurm_state("COMPLETING") == State.RUNNING
+    assert slurm_state("SOMETHING_NEW") == State.RUNNING  # unknown: still running, never "over"
+    assert slurm_state("") == State.PENDING
+
+
+def test_stored_job_ids_round_trip():
+    assert parse_parts("12@0+1000,13@1000+7") == [ArrayPart("12", 0, 1000), ArrayPart("13", 1000, 7)]
+    assert str(ArrayPart("12", 3, 1)) == "12@3+1"
+    assert stored_id("77", 4) == "77@0+4" and stored_id("77@0+4", 9) == "77@0+4"
+    assert array_chunks(7, 3) == [(0, 3), (3, 3), (6, 1)] and array_chunks(0, 3) == []
+
+
+@pytest.mark.parametrize(("text", "mb"), [("4G", 4096), ("800M", 800), ("21694", 21694), ("UNLIMITED", None),
+                                          ("2Gn", 2048), ("1T", 1024 * 1024)])
+def test_memory_sizes(text, mb):
+    assert mem_mb(text) == mb
+
+
+def test_sizes_and_times():
+    assert size_bytes("957728K", default_unit="") == 957728 * 1024
+    assert size_bytes("123", default_unit="") == 123 and size_bytes("", default_unit="") is None
+    assert time_minutes("UNLIMITED") is None and time_minutes("30") == 30
+    assert time_minutes("1:30:00") == 90 and time_minutes("2-00:00:00") == 2880 and time_minutes("10:30") == 10
+
+
+# --- states --------------------------------------------------------------------------------------------------
+
+def test_state_names_are_plain_text_and_partition_cleanly():
+    assert json.dumps({"s": State.COMPLETED}) == '{"s": "COMPLETED"}'
+    assert State.COMPLETED == "COMPLETED" and State.LOST.done and not State.RUNNING.done
+    assert not set(OPEN) & TERMINAL and State.RENDERED not in TERMINAL
+    assert set(State) == set(OPEN) | TERMINAL | {State.RENDERED}
+
+
+# --- registry facts -------------------------------------------------------------------------------------------
+
+def test_registry_facts_read_from_source():
+    facts = read_facts(b"from brainscore_vision import benchmark_registry, load_dataset\n"
+                       b"def build(split):\n"
+                       b"    return load_dataset(f'MajajHong2015.{split}')\n"
+                       b"benchmark_registry['MajajHong2015.IT-pls'] = lambda: build('public')\n"
+                       b"benchmark_registry[f'dyn-{1}'] = lambda: build('private')\n")
+    assert [(r.registry, r.key) for r in facts.registrations] == [("benchmark_registry", "MajajHong2015.IT-pls"),
+                                                                 ("benchmark_registry", None)]
+    [load] = facts.loads
+    assert load.loader == "load_dataset" and sorted(load.patterns) == [r"MajajHong2015\.private", r"MajajHong2015\.public"]
+    assert read_facts(b"def broken(:\n").syntax_error[0] == 1
+
+
+# --- the manifest ----------------------------------------------------------------------------------------------
+
+def manifest_data(**changes) -> dict:
+    data = {"run_id": "r", "commit": "c" * 40, "domain_root": "d", "executor": "local", "code_dir": "/c",
+            "spool_dir": "/s", "log_dir": "/l", "worker": "/w.py", "env_root": "/e", "env_mode": "cached",
+            "env_backend": "uv", "state_dir": "/st", "created_at": "2026-01-01T00:00:00+00:00", "tasks": [],
+            "schema": 1}
+    data.update(changes)
+    return data
+
+
+def test_manifest_schema_is_checked_on_both_sides(tmp_path):
+    manifest = Manifest.from_dict(manifest_data(pair_timeout=60))
+    assert manifest.pair_timeout == 60 and manifest.sandbox == "auto"
+    path = tmp_path / "manifest.json"
+    path.write_text(manifest.to_json())
+    assert Manifest.load(path) == manifest and Manifest.load(path).path == str(path.resolve())
+    assert "path" not in json.loads(path.read_text())
+    for bad, words in [(manifest_data(schema=2), "schema 2"), (manifest_data(scratch_dir="/x"), "unknown: scratch_dir"),
+                       ({k: v for k, v in manifest_data().items() if k != "worker"}, "missing: worker"),
+                       (manifest_data(pair_timeout="60"), "pair_timeout"), (manifest_data(pair_timeout=True), "bool")]:
+        with pytest.raises(ManifestError, match=words):
+            Manifest.from_dict(bad)
+
+
+# --- golden job scripts -------------------------------------------------------------------------------------------
+
+def _score_job(**changes) -> ScoreJob:
+    base = dict(run_id="r1", run_dir="/runs/r1", manifest="/runs/r1/manifest.json", worker="/runs/r1/worker.py",
+                python="/usr/bin/python3", build_env="/runs/r1/build_env.sh", log_dir="/runs/r1/logs",
+                env_root="/envs", env_mode="cached",
+                tasks=(TaskLine(0, "abc123", "/runs/r1/locks/abc123.txt"), TaskLine(1, "def456", "/locks/d.txt")),
+                n_pairs=3, slurm=SlurmOptions(job_name="score-r1", array="0-1%1", partition="debug", account="lab",
+                                              time_minutes=90, mem="8G", cpus_per_task=2))
+    base.update(changes)
+    return ScoreJob(**base)
+
+
+TEMPLATES = {
+    "score_job_cached.sh": lambda: render_score_job(_score_job()),
+    "score_job_fresh_modules.sh": lambda: render_score_job(_score_job(env_mode="fresh", modules=("python/3.11",))),
+    "build_env_uv.sh": lambda: render_env_builder(backend="uv", uv="/opt/uv", python="/usr/bin/python3",
+                                                  package_cache="/cache"),
+    "build_env_rattler.sh": lambda: render_env_builder(backend="rattler", rattler_python="/usr/bin/python3",
+                                                       rattler_tool="/runs/r1/rattler_tool.py"),
+    "build_env_micromamba.sh": lambda: render_env_builder(backend="micromamba", micromamba="/opt/micromamba"),
+    "build_env_conda.sh": lambda: render_env_builder(backend="conda", conda="/opt/conda/bin/conda"),
+    "plugin_test_job.sh": lambda: render_plugin_test_job(PluginTestJob(
+        code_dir="/code", report_dir="/reports", build_env="/b.sh", env_root="/envs",
+        tasks=(PluginTestTask(0, "models/logreg", "abc", "/locks/abc.txt", ("/code/models/logreg/test.py",)),),
+        slurm=SlurmOptions(job_name="plugin-tests", array="0-0"))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_job_script_templates_match_their_golden_files(name, request):
+    text = TEMPLATES[name]()
+    golden = GOLDEN / name
+    if request.config.getoption("--update-golden"):
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file {golden}: record it with --update-golden"
+    assert text == golden.read_text(), f"{name} differs from {golden} (re-record with --update-golden if meant)"
+
+
+# --- executors ---------------------------------------------------------------------------------------------------
+
+def test_every_executor_is_built_by_the_one_registry_and_attaches(tmp_path):
+    """reconcile and cancel reach any run's jobs through `get_executor` + `attach`; pyslurm, which this machine
+    cannot load (no pyslurm for Slurm 22.05), says so in one line instead of failing later."""
+    from types import SimpleNamespace
+
+    from pipeline.config import load_settings
+    from pipeline.errors import BadInput, InfrastructureError
+    from pipeline.executors import EXECUTORS, Executor, get_executor
+
+    settings = load_settings({"state_dir": str(tmp_path)}, environ={})
+    bundle = SimpleNamespace(n_tasks=3, log_dir=tmp_path, job_script=tmp_path / "job.sh")
+    for name in EXECUTORS:
+        executor = get_executor(name, settings, check_limits=False)
+        assert isinstance(executor, Executor) and executor.name == name
+        executor.attach(bundle, "42")
+        executor.close()
+    assert get_executor("slurm", settings, check_limits=False).can_resubmit
+    assert not get_executor("local", settings, check_limits=False).can_resubmit
+    local = get_executor("local", settings, check_limits=False)
+    local.attach(bundle, "local-1-1")  # a local run whose coordinator is gone: no pid files, no output
+    assert {s.state for s in local.poll("local-1-1").values()} == {"LOST"}
+    pyslurm = get_executor("pyslurm", settings, check_limits=False)
+    pyslurm.attach(bundle, "42")
+    with pytest.raises(InfrastructureError, match="pyslurm"):
+        pyslurm.poll("42")
+    with pytest.raises(BadInput, match="unknown executor"):
+        get_executor("kubernetes", settings)
