@@ -152,8 +152,10 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
     counts["failures"] += len(results) - len(ok)
 
     job_rows = [_job_row(r) for r in results if r.get("run_id") in known]  # e.g. a reproduced job has no run
+    # `attempt` is not overwritten: the coordinator counts its resubmissions (the ledger's `retried`); a job
+    # only knows Slurm's own requeues, and a retried task's result would say 1 again.
     insert_many(session, Job, job_rows, conflict=["run_id", "pair_key"], update=[
-        "state", "stage", "reason", "slurm_job_id", "array_index", "node", "attempt", "log_path", "log_tail", "score",
+        "state", "stage", "reason", "slurm_job_id", "array_index", "node", "log_path", "log_tail", "score",
         "started_at", "ended_at"])
     session.flush()
 

@@ -79,8 +79,15 @@ class Workspace:
         """Rows of the local SQLite database, read-only: what was recorded, not what a report shows."""
         import sqlite3
 
+        if not (self.state / "local.db").exists():
+            return []  # nothing recorded yet
         with sqlite3.connect(f"file:{self.state / 'local.db'}?mode=ro", uri=True) as conn:
-            return conn.execute(sql, params).fetchall()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []  # the schema is being created
+                raise
 
     def log_slurm_calls(self, fail_first_sbatch: str = "") -> Path:
         """Put passthrough wrappers of sacct, sbatch and squeue first on this workspace's PATH: each real call is

@@ -203,9 +203,10 @@ def test_node_failure_is_retried(slurm_cluster, workspace, example_repo, max_ret
     [job] = workspace.json("status")["jobs"]
     assert job["state"] == "COMPLETED"
     assert "resubmitting 1 task(s) after NODE_FAIL" in err
-    # the retry is recorded: a second attempt, under the resubmitted job's id
+    # the retry is recorded: a second attempt (the result may come from either: a task on a node marked DOWN
+    # can still finish; the job id recorded is the one of the Slurm job that wrote the result)
     [(attempt, job_id)] = workspace.rows("SELECT attempt, slurm_job_id FROM jobs")
-    assert attempt == 2 and job_id.endswith("@0+1"), (attempt, job_id)
+    assert attempt == 2 and job_id.isdigit(), (attempt, job_id)
 
 
 def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
@@ -246,27 +247,37 @@ def test_reconcile_and_cancel_a_live_run_whose_coordinator_died(slurm_cluster, w
     add_benchmark(example_repo, "sleepy", "sleepy", "import time\ntime.sleep(600)\nreturn 0.5")
     commit_all(example_repo, "a benchmark that takes ten minutes")
     workspace.env["SCORE_PLUGINS_PAIRS_PER_TASK"] = "1"
+    assert not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(), "the cluster is busy"
     proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--executor", executor,
                              "--models", "logreg,knn-5"], cwd=workspace.path, env=workspace.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = ""
+
+    def running() -> int:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-n", f"score-{run_id}", "-o", "%i"],
+                             capture_output=True, text=True).stdout
+        return len(out.split())
+
     try:
         [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 120,
                                "the run to be submitted")
-
-        def running() -> int:
-            out = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-n", f"score-{run_id}", "-o", "%i"],
-                                 capture_output=True, text=True).stdout
-            return len(out.split())
-
         wait_for(lambda: running() == 2, 180, "both array tasks to run on Slurm")
-    finally:
+        # and accounting (what reconcile asks, through sacct) has caught up with the controller
+        wait_for(lambda: subprocess.run(["sacct", "-X", "-n", "-P", "--format=State", "-S", "now-1hour", "--name",
+                                         f"score-{run_id}"], capture_output=True, text=True).stdout.split()
+                 == ["RUNNING", "RUNNING"], 60, "sacct to list both tasks as running")
         proc.kill()  # the coordinator dies; its tasks run on
         proc.wait()
-    assert workspace.json("reconcile") == {run_id: {"RUNNING": 2}}  # alive: open, and now known to run
-    status = workspace.json("status", run_id)
-    assert status["status"] == "RUNNING" and status["counts"] == {"RUNNING": 2}
-    assert workspace.json("cancel", run_id) == {"run_id": run_id, "cancelled": 2}
-    wait_for(lambda: running() == 0, 60, "Slurm to stop the tasks")
+        assert workspace.json("reconcile") == {run_id: {"RUNNING": 2}}  # alive: open, and now known to run
+        status = workspace.json("status", run_id)
+        assert status["status"] == "RUNNING" and status["counts"] == {"RUNNING": 2}
+        assert workspace.json("cancel", run_id) == {"run_id": run_id, "cancelled": 2}
+        wait_for(lambda: running() == 0, 60, "Slurm to stop the tasks")
+    finally:
+        proc.kill()
+        proc.wait()
+        if run_id:  # never leave ten-minute tasks behind for the next test
+            subprocess.run(["scancel", "-n", f"score-{run_id}"], check=False)
     status = workspace.json("status", run_id)
     assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}
     assert workspace.json("reconcile") == {}
