@@ -110,9 +110,12 @@ def start_two_slow_pairs(workspace, example_repo) -> tuple[subprocess.Popen, lis
           "benchmark_registry['slow'] = Bench\n")
     commit_all(example_repo, "a slow benchmark")
     workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
+    # SIGINT as in a terminal: a test session started in the background (CI, `cmd &`) inherits SIGINT ignored,
+    # and a process that starts with SIGINT ignored never sees Ctrl-C (Python leaves SIG_IGN in place)
     proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
                              "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stderr:  # the readiness signal: both slow pairs are running
         lines.append(line)
