@@ -95,11 +95,17 @@ def _number(value: object) -> float | None:
 
 
 def _record_moves(session: Session, model: Any, plugins: dict[str, tuple[str, int | None]]) -> None:
-    """A plugin moved to another folder (allowed only when the old one is gone): its row follows it."""
-    for identifier, (plugin, owner) in plugins.items():
-        if plugin:
-            session.execute(update(model).where(model.identifier == identifier, model.plugin != plugin)
-                            .values(plugin=plugin, owner_id=owner))
+    """A plugin moved to another folder (allowed only when the old one is gone): its row follows it.
+    One read per 900 ids finds the rows that moved (almost always none); only those are updated."""
+    wanted = {identifier: moved for identifier, moved in plugins.items() if moved[0]}
+    keys = list(wanted)
+    recorded: dict[str, str] = {}
+    for i in range(0, len(keys), 900):
+        recorded.update(dict(session.execute(select(model.identifier, model.plugin)
+                                             .where(model.identifier.in_(keys[i:i + 900]))).all()))
+    for identifier, (plugin, owner) in wanted.items():
+        if recorded.get(identifier, plugin) != plugin:
+            session.execute(update(model).where(model.identifier == identifier).values(plugin=plugin, owner_id=owner))
 
 
 def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int]) -> None:

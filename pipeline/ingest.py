@@ -38,10 +38,21 @@ class RejectedResult(ValueError):
     """A spool file that is not a result the worker could have written."""
 
 
+_manifests: dict[Path, tuple[tuple[int, int], Manifest]] = {}
+
+
 def load_manifest(run_dir: Path) -> Manifest:
+    """The run's manifest, read again only when the file changed: the watch loop asks for it every half second,
+    and a run of 10,000 pairs has a manifest of megabytes."""
     path = run_dir / "manifest.json"
     try:
-        return Manifest.load(path)
+        stat = path.stat()
+        cached = _manifests.get(path)
+        if cached and cached[0] == (stat.st_mtime_ns, stat.st_size):
+            return cached[1]
+        manifest = Manifest.load(path)
+        _manifests[path] = ((stat.st_mtime_ns, stat.st_size), manifest)
+        return manifest
     except FileNotFoundError:
         raise BadInput(f"{run_dir} is not a run bundle (no manifest.json): nothing to ingest") from None
     except (OSError, ValueError) as exc:
