@@ -21,7 +21,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _common import last_line, timed  # noqa: E402  (puts the project on sys.path)

@@ -22,29 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, last_line, synthetic_repo
+from _common import ROOT, last_line, trivial_repo
 
 SIZES = {100: (10, 10), 1000: (100, 10), 10000: (100, 100)}  # pairs -> (models, benchmarks)
 CLI = ROOT / ".venv/bin/score-plugins"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def trivial_repo(dest: Path, models: int, benchmarks: int) -> Path:
-    repo = synthetic_repo(dest, models, benchmarks)
-    base = repo / "bench_domain"
-    (base / "__init__.py").write_text("model_registry = {}\nbenchmark_registry = {}\ndata_registry = {}\n"
-                                      "metric_registry = {}\n")
-    for d in (base / "benchmarks").iterdir():
-        ident = (d / "__init__.py").read_text().split("benchmark_registry['")[1].split("']")[0]
-        (d / "__init__.py").write_text(
-            "from bench_domain import benchmark_registry\n\nclass Trivial:\n    ceiling = 1.0\n"
-            f"    def __call__(self, model):\n        return 0.5\n\nbenchmark_registry['{ident}'] = Trivial\n")
-    for d in [*(base / "models").iterdir(), *(base / "benchmarks").iterdir()]:
-        (d / "requirements.txt").write_text("six==1.16.0\n")
-    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "trivial plugins"], check=True,
-                   env={"GIT_AUTHOR_NAME": "B", "GIT_AUTHOR_EMAIL": "b@example.org", "GIT_COMMITTER_NAME": "B",
-                        "GIT_COMMITTER_EMAIL": "b@example.org", "PATH": "/usr/bin:/bin"})
-    return repo
 
 
 def sample(pid: int) -> tuple[float, int] | None:

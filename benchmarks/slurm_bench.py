@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import last_line, synthetic_repo
+from _common import last_line, trivial_repo
 
 from pipeline import ledger
 from pipeline.bundle import Bundle, render_bundle
@@ -37,22 +37,6 @@ from pipeline.run import python_version
 from pipeline.watch import Watcher
 
 PAIRS = 40
-
-
-def trivial_repo(dest: Path) -> Path:
-    repo = synthetic_repo(dest, PAIRS, 1)
-    base = repo / "bench_domain"
-    (base / "__init__.py").write_text("model_registry = {}\nbenchmark_registry = {}\ndata_registry = {}\n"
-                                      "metric_registry = {}\n")
-    (base / "benchmarks/b0000/__init__.py").write_text(
-        "from bench_domain import benchmark_registry\n\nclass Trivial:\n    ceiling = 1.0\n"
-        "    def __call__(self, model):\n        return 0.5\n\nbenchmark_registry['bench-0000'] = Trivial\n")
-    for d in list((base / "models").iterdir()) + [base / "benchmarks/b0000"]:
-        (d / "requirements.txt").write_text("six==1.16.0\n")
-    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "trivial plugins"], check=True,
-                   env={"GIT_AUTHOR_NAME": "B", "GIT_AUTHOR_EMAIL": "b@example.org", "GIT_COMMITTER_NAME": "B",
-                        "GIT_COMMITTER_EMAIL": "b@example.org", "PATH": "/usr/bin:/bin"})
-    return repo
 
 
 def wait_for(job_ids: list[str]) -> None:
@@ -138,7 +122,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp_path = Path(tmp)
         tmp_path.chmod(0o755)
-        repo = trivial_repo(tmp_path / "repo")
+        repo = trivial_repo(tmp_path / "repo", PAIRS, 1)
         envs = str(tmp_path / "envs")
 
         def settings(name: str, **extra: object) -> Settings:

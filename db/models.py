@@ -9,7 +9,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
                         UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.states import TERMINAL, RunStatus, State
+from db.states import RunStatus, State
 
 
 def utcnow() -> datetime:
@@ -151,5 +151,3 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     run: Mapped[Run] = relationship(back_populates="jobs")
 
-
-TERMINAL_STATES = tuple(sorted(TERMINAL))  # kept for readers of the models; the names live in db.states

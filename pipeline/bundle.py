@@ -187,16 +187,32 @@ def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: AN
     return lockfile
 
 
-def load_bundle(run_dir: Path) -> Bundle:
-    """A rendered bundle from its folder (BadInput when it is not one this version can read)."""
+_manifests: dict[Path, tuple[tuple[int, int], Manifest]] = {}
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    """A bundle's manifest (BadInput when it is not one this version can read), read again only when the file
+    changed: the watch loop asks for it every half second, and a run of 10,000 pairs has a manifest of megabytes."""
     path = run_dir / "manifest.json"
     try:
+        stat = path.stat()
+        cached = _manifests.get(path)
+        if cached and cached[0] == (stat.st_mtime_ns, stat.st_size):
+            return cached[1]
         manifest = Manifest.load(path)
     except FileNotFoundError:
         raise BadInput(f"{run_dir} is not a run bundle (no manifest.json)") from None
     except (OSError, ValueError) as exc:  # ManifestError is a ValueError, as is bad JSON
         raise BadInput(f"{path} cannot be read ({exc})") from None
-    return Bundle(manifest.run_id, run_dir, run_dir / "job.sh", path, manifest, manifest.executor)
+    _manifests[path] = ((stat.st_mtime_ns, stat.st_size), manifest)
+    return manifest
+
+
+def load_bundle(run_dir: Path) -> Bundle:
+    """A rendered bundle from its folder."""
+    manifest = read_manifest(run_dir)
+    return Bundle(manifest.run_id, run_dir, run_dir / "job.sh", run_dir / "manifest.json", manifest,
+                  manifest.executor)
 
 
 def _write(path: Path, text: str, executable: bool = False) -> None:

@@ -22,6 +22,7 @@ from db.states import TERMINAL, State
 from db.session import session_scope
 from pipeline.database import Database
 from pipeline.errors import BadInput
+from pipeline.bundle import read_manifest
 from pipeline.worker import Manifest
 
 log = logging.getLogger(__name__)
@@ -36,27 +37,6 @@ TEXT_CAPS = {"reason": 4000, "log_tail": 8000, "log_path": 1000, "job_id": 64, "
 
 class RejectedResult(ValueError):
     """A spool file that is not a result the worker could have written."""
-
-
-_manifests: dict[Path, tuple[tuple[int, int], Manifest]] = {}
-
-
-def load_manifest(run_dir: Path) -> Manifest:
-    """The run's manifest, read again only when the file changed: the watch loop asks for it every half second,
-    and a run of 10,000 pairs has a manifest of megabytes."""
-    path = run_dir / "manifest.json"
-    try:
-        stat = path.stat()
-        cached = _manifests.get(path)
-        if cached and cached[0] == (stat.st_mtime_ns, stat.st_size):
-            return cached[1]
-        manifest = Manifest.load(path)
-        _manifests[path] = ((stat.st_mtime_ns, stat.st_size), manifest)
-        return manifest
-    except FileNotFoundError:
-        raise BadInput(f"{run_dir} is not a run bundle (no manifest.json): nothing to ingest") from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path} cannot be read ({exc})") from None
 
 
 def _number(value: object, name: str, low: float | None = None, high: float | None = None,
@@ -142,7 +122,7 @@ def read_spool(spool_dir: Path, skip: set[str] | None = None) -> list[tuple[Path
     """Complete result files (temporary `.tmp-*` files are still being written), minus `skip` names, each
     checked against the bundle's manifest; rejected ones are quarantined and come back as FAILED/persist."""
     spool_dir = Path(spool_dir)
-    manifest = load_manifest(spool_dir.parent)
+    manifest = read_manifest(spool_dir.parent)
     pairs = {p["key"]: p for t in manifest.tasks for p in t["pairs"]}
     quarantine = spool_dir.parent / "quarantine"
     found = []

@@ -8,14 +8,14 @@ from pathlib import Path
 from db.queries import get_run, leaderboard_rows, run_jobs
 from pipeline.database import Database
 from pipeline.errors import BadInput
-from pipeline.worker import Manifest
+from pipeline.bundle import read_manifest
 
 
 def run_cpus(run_dir: str) -> int:
     """CPUs each task of the run asked for (1 when its manifest is gone or unreadable)."""
     try:
-        return Manifest.load(Path(run_dir) / "manifest.json").cpus_per_task
-    except (OSError, ValueError):
+        return read_manifest(Path(run_dir)).cpus_per_task
+    except BadInput:
         return 1
 
 

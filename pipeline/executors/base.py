@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from db.states import TERMINAL, State
+from db.states import TERMINAL
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
@@ -81,5 +81,3 @@ class Executor(ABC):
     def close(self) -> None:
         """Release resources (threads, connections)."""
 
-
-PENDING, RUNNING = State.PENDING, State.RUNNING

@@ -63,7 +63,7 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
         if ours is None:
             log.warning("unknown Slurm state %r for job %s; treating it as running", state, job)
             ours = RUNNING
-        why = state if ours not in (PENDING, RUNNING, "COMPLETED") else ""
+        why = state if ours not in (PENDING, RUNNING, State.COMPLETED) else ""
         if reason and reason not in ("None",) and ours in ("FAILED", "NODE_FAIL", "PREEMPTED", "CANCELLED"):
             why = f"{state} ({reason})"
         if ours == "FAILED" and exit_code:
