@@ -26,7 +26,7 @@ from pipeline import gitrepo
 from pipeline.domainreqs import parse_requirements, setup_py_requirements, split_stdlib
 from pipeline.errors import BadInput
 from pipeline.ids import folder_problem, identifier_problem
-from pipeline.sourcefacts import FactsCache, FileFacts, Load, read_facts
+from pipeline.sourcefacts import Declaration, FactsCache, FileFacts, Load, read_facts
 
 PLUGIN_TYPES: tuple[str, ...] = ("models", "benchmarks", "data", "metrics")
 REGISTRY_NAMES = {t: t.rstrip("s") + "_registry" for t in PLUGIN_TYPES}  # the registry that names a plugin's ids
@@ -82,6 +82,9 @@ class Plugin:
     conda_specs: list[str] = field(default_factory=list)
     env_problem: str | None = None  # an environment.yml that cannot be used
     setup_dynamic: str | None = None  # a setup.py whose install_requires cannot be read statically: why
+    parents: dict[str, str | None] = field(default_factory=dict)  # benchmark id -> declared parent (None: none)
+    versions: dict[str, int | None] = field(default_factory=dict)  # benchmark id -> declared version
+    parent_problems: dict[str, str] = field(default_factory=dict)  # benchmark id -> why its parent is unknown
 
     @property
     def key(self) -> tuple[str, str]:
@@ -288,6 +291,10 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
                 elif f.path == init_path:
                     _read_registrations(plugin, fact, f.path, issues)
         plugin.requirements = sorted(set(plugin.requirements))
+        if plugin.type == "benchmarks":
+            declared = [d for f in files if f.sha in facts and not facts[f.sha].syntax_error
+                        for d in facts[f.sha].declarations]
+            read_parents(plugin, declared)
 
     loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
     catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused)
@@ -322,6 +329,45 @@ def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list
         if reg.key not in ids:
             ids.append(reg.key)
     plugin.identifiers = list(plugin.registered.get(own, []))
+
+
+def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
+    """Each registered benchmark's `parent=` and `version=`, from the constructor calls of its plugin.
+
+    One parent value in the whole plugin: every benchmark gets it. Several (e.g. `parent=region` called with
+    'V4' and 'IT'): a benchmark gets the one its identifier names as a whole word ('MajajHong2015.IT-pls' ->
+    'IT'). Otherwise, or when a parent is computed (an f-string of a loop variable), it cannot be read: the
+    benchmark is listed unattached, with the reason."""
+    values: dict[str, list[Declaration]] = {}
+    computed = [d for d in declarations if d.parents is None or any(_unescape(p) is None for p in d.parents)]
+    for d in declarations:
+        for pattern in d.parents or []:
+            literal = _unescape(pattern)
+            if literal is not None:
+                values.setdefault(literal, []).append(d)
+        if d.parents == []:
+            values.setdefault("", []).append(d)  # parent=None
+    for identifier in plugin.identifiers:
+        chosen: str | None = None
+        if not declarations:
+            plugin.parent_problems[identifier] = "no benchmark constructor in its plugin passes parent="
+        elif len(values) == 1 and not computed:
+            chosen = next(iter(values))
+        else:
+            named = [v for v in values if v and re.search(rf"(?<![A-Za-z0-9]){re.escape(v)}(?![A-Za-z0-9])",
+                                                          identifier)]
+            if len(named) == 1:
+                chosen = named[0]
+            else:
+                options = sorted(values)[:6] + [d.text for d in computed][:3]
+                plugin.parent_problems[identifier] = (
+                    f"its plugin passes parent= {len(values) + len(computed)} ways ({', '.join(map(repr, options))})"
+                    " and the identifier names none of them alone" if len(values) + len(computed) > 1 else
+                    f"parent={computed[0].text} is computed; it cannot be read without running the plugin")
+        if chosen is not None:
+            plugin.parents[identifier] = chosen or None
+            versions = {d.version for d in values[chosen]}
+            plugin.versions[identifier] = versions.pop() if len(versions) == 1 else None
 
 
 def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, issues: list[Issue]) -> None:

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PARSER_VERSION = 4
+PARSER_VERSION = 5
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
 MAX_DEPTH = 6
 WILDCARD = ".*"
@@ -56,11 +56,22 @@ class ImportRef:
 
 
 @dataclass
+class Declaration:
+    """A benchmark constructor call with `parent=` (Brain-Score's `BenchmarkBase(..., version=1, parent='V4')`)."""
+
+    parents: list[str] | None  # regular expressions (full match) the parent may take; None: cannot be bounded
+    version: int | None  # the `version=` constant of the same call, None when absent or not a constant
+    line: int
+    text: str  # the parent argument's source, for messages
+
+
+@dataclass
 class FileFacts:
     registrations: list[Registration] = field(default_factory=list)
     loads: list[Load] = field(default_factory=list)
     imports: list[ImportRef] = field(default_factory=list)
     loader_defs: dict[str, str] = field(default_factory=dict)  # load_x -> "registry:r" | "loader:l" | "type:t"
+    declarations: list[Declaration] = field(default_factory=list)
     syntax_error: tuple[int, str] | None = None
 
     def to_json(self) -> dict:
@@ -73,6 +84,7 @@ class FileFacts:
             loads=[Load(**x) for x in data["loads"]],
             imports=[ImportRef(**i) for i in data["imports"]],
             loader_defs=dict(data["loader_defs"]),
+            declarations=[Declaration(**d) for d in data.get("declarations", [])],
             syntax_error=tuple(data["syntax_error"]) if data["syntax_error"] else None,  # type: ignore[arg-type]
         )
 
@@ -112,6 +124,7 @@ class _Reader:
             self._record(node, stack)
         self.facts_.registrations.sort(key=lambda r: r.line)
         self.facts_.loads.sort(key=lambda x: x.line)
+        self.facts_.declarations.sort(key=lambda d: d.line)
         self._loader_defs()
         return self.facts_
 
@@ -177,6 +190,7 @@ class _Reader:
                                 Registration(registry, None, target.lineno, _source(key)))
             return
         if isinstance(node, ast.Call):
+            self._declaration(node, stack)
             func = node.func
             if isinstance(func, ast.Attribute) and _registry_name(func.value) and \
                     func.attr in ("update", "setdefault", "__setitem__"):
@@ -216,6 +230,20 @@ class _Reader:
                 base = self.module_aliases.get(head, head) + ("." + rest if rest else "")
                 return func.attr, base
         return None, ""
+
+    def _declaration(self, node: ast.Call, stack: tuple[ast.AST, ...]) -> None:
+        """A call with `parent=`: where the benchmark hangs in the leaderboard's tree, and its version."""
+        parent = next((k.value for k in node.keywords if k.arg == "parent"), None)
+        if parent is None:
+            return
+        version_arg = next((k.value for k in node.keywords if k.arg == "version"), None)
+        version = version_arg.value if isinstance(version_arg, ast.Constant) and \
+            isinstance(version_arg.value, int) and not isinstance(version_arg.value, bool) else None
+        if isinstance(parent, ast.Constant) and parent.value is None:
+            patterns: list[str] | None = []  # parent=None: explicitly no parent
+        else:
+            patterns = self._patterns(parent, stack, 0)
+        self.facts_.declarations.append(Declaration(patterns, version, node.lineno, _source(parent)))
 
     # -- argument resolution --------------------------------------------------------------------------------
     def _patterns(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
