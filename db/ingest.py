@@ -46,8 +46,8 @@ def ensure_rows(session: Session, model: Any, key: str, rows: dict[Any, dict]) -
     return found
 
 
-def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tuple[int, str], float | None]
-               ) -> dict[tuple[int, str], int]:
+def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tuple[int, str], float | None],
+               versions: dict[tuple[int, str], int | None] | None = None) -> dict[tuple[int, str], int]:
     if not pairs:
         return {}
     cols = (BenchmarkInstance.benchmark_type_id, BenchmarkInstance.version)
@@ -61,8 +61,9 @@ def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tup
         return out
 
     found = lookup()
-    missing = [{"benchmark_type_id": t, "version": v, "ceiling": ceilings.get((t, v))} for t, v in wanted
-               if (t, v) not in found]
+    versions = versions or {}
+    missing = [{"benchmark_type_id": t, "version": v, "ceiling": ceilings.get((t, v)),
+                "declared_version": versions.get((t, v))} for t, v in wanted if (t, v) not in found]
     if missing:
         insert_many(session, BenchmarkInstance, missing)
         found = lookup()
@@ -129,8 +130,10 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
     ok = [r for r in results if r.get("status") == "ok"]
     run_ids = {r["run_id"] for r in results if r.get("run_id")}
     known = set(session.scalars(select(Run.id).where(Run.id.in_(run_ids)))) if run_ids else set()
+    _record_tree(session, results)
     ceilings = {(types[r["benchmark"]], r["benchmark_code_hash"]): r.get("ceiling") for r in ok}
-    instances = _instances(session, set(ceilings), ceilings)
+    versions = {(types[r["benchmark"]], r["benchmark_code_hash"]): r.get("benchmark_version") for r in ok}
+    instances = _instances(session, set(ceilings), ceilings, versions)
 
     score_rows = []
     for r in ok:
@@ -164,6 +167,25 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         "state", "stage", "reason", "slurm_job_id", "array_index", "node", "log_path", "log_tail", "score",
         "started_at", "ended_at"])
     session.flush()
+
+
+def _record_tree(session: Session, results: list[dict]) -> None:
+    """Each benchmark type's parent as the newest manifest declares it (results of older bundles, which name
+    no parent, leave it as it is). One read for the batch; only the rows that changed are written."""
+    declared = {r["benchmark"]: (r.get("benchmark_parent"), r.get("parent_note")) for r in results
+                if "benchmark_parent" in r}
+    if not declared:
+        return
+    keys = list(declared)
+    recorded: dict[str, tuple] = {}
+    for i in range(0, len(keys), 900):
+        recorded.update({k: (p, n) for k, p, n in session.execute(
+            select(BenchmarkType.identifier, BenchmarkType.parent, BenchmarkType.parent_note)
+            .where(BenchmarkType.identifier.in_(keys[i:i + 900])))})
+    for identifier, (parent, note) in declared.items():
+        if recorded.get(identifier) != (parent, note):
+            session.execute(update(BenchmarkType).where(BenchmarkType.identifier == identifier)
+                            .values(parent=parent, parent_note=note))
 
 
 def _existing_score_keys(session: Session, keys: list[str]) -> set[tuple[int, int, str]]:

@@ -79,6 +79,8 @@ class BenchmarkType(Base):
     plugin: Mapped[str] = mapped_column(String(100))
     domain: Mapped[str] = mapped_column(String(100))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    parent: Mapped[str | None] = mapped_column(String(200))  # as its plugin declares it (`parent=`), latest run
+    parent_note: Mapped[str | None] = mapped_column(Text)  # why the parent could not be read, when it could not
 
 
 class BenchmarkInstance(Base):
@@ -90,6 +92,7 @@ class BenchmarkInstance(Base):
     benchmark_type_id: Mapped[int] = mapped_column(ForeignKey("benchmark_types.id"))
     version: Mapped[str] = mapped_column(String(64))
     ceiling: Mapped[float | None] = mapped_column(Float)
+    declared_version: Mapped[int | None] = mapped_column(Integer)  # Brain-Score's `version=` (None: unread)
 
 
 class Score(Base):

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score
-from db.states import OPEN
+from db.states import OPEN, TERMINAL
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -89,3 +89,40 @@ def get_run(session: Session, run_id: str | None) -> Run | None:
     if run_id:
         return session.get(Run, run_id)
     return session.scalars(select(Run).order_by(Run.created_at.desc()).limit(1)).first()
+
+
+def benchmark_tree_rows(session: Session) -> list[tuple[str, str, str | None, str | None, int | None]]:
+    """Every benchmark type: identifier, domain, declared parent, why it is unknown, its latest declared version."""
+    latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
+              .group_by(BenchmarkInstance.benchmark_type_id).subquery())
+    stmt = (select(BenchmarkType.identifier, BenchmarkType.domain, BenchmarkType.parent, BenchmarkType.parent_note,
+                   latest.c.v).outerjoin(latest, latest.c.benchmark_type_id == BenchmarkType.id)
+            .order_by(BenchmarkType.identifier))
+    return [tuple(row) for row in session.execute(stmt)]  # type: ignore[misc]
+
+
+def latest_version_scores(session: Session) -> list[tuple[str, str, str, float | None, float | None, int]]:
+    """Each model x benchmark's newest score on the benchmark's latest declared version (an instance whose
+    version could not be read counts as the latest only when no instance of that benchmark has one):
+    model, model domain, benchmark, ceiled, raw, score id."""
+    latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
+              .group_by(BenchmarkInstance.benchmark_type_id).subquery())
+    stmt = (select(Model.identifier, Model.domain, BenchmarkType.identifier, Score.score_ceiled, Score.score_raw,
+                   Score.id)
+            .join(Model, Score.model_id == Model.id)
+            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+            .join(latest, latest.c.benchmark_type_id == BenchmarkType.id)
+            .where((latest.c.v.is_(None)) | (BenchmarkInstance.declared_version == latest.c.v))
+            .order_by(Score.end_timestamp, Score.id))
+    newest: dict[tuple[str, str], tuple] = {}
+    for model, domain, benchmark, ceiled, raw, score_id in session.execute(stmt):
+        newest[(model, benchmark)] = (model, domain, benchmark, ceiled, raw, score_id)
+    return list(newest.values())
+
+
+def newest_job_states(session: Session) -> dict[tuple[str, str], tuple[str, str | None, str | None]]:
+    """model x benchmark -> the state, stage and reason of its newest ended job (any run)."""
+    stmt = (select(Job.model, Job.benchmark, Job.state, Job.stage, Job.reason)
+            .where(Job.state.in_(list(TERMINAL))).order_by(Job.ended_at, Job.id))
+    return {(m, b): (s, stage, reason) for m, b, s, stage, reason in session.execute(stmt)}

@@ -97,6 +97,8 @@ def pair_entry(pair: PlannedPair) -> dict:
         "lock_hash": pair.lock.lock_hash, "env_hash": pair.lock.env_hash,
         "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
         "reasons": pair.reasons, "folders": list(pair.folders), "setup_in_job": list(pair.setup_in_job),
+        "benchmark_parent": pair.benchmark_parent, "benchmark_version": pair.benchmark_version,
+        "parent_note": pair.parent_note,
     }
 
 

@@ -529,18 +529,27 @@ def ingest(cmd: Command, run: str | None) -> None:
 # --- leaderboard / status -----------------------------------------------------------------------------------
 
 @main.command()
+@click.option("--view", type=click.Choice(["scores", "models"]), default="scores", show_default=True,
+              help="scores: one row per model x benchmark; models: Brain-Score's aggregates, rank and coverage")
 @common(formats=("table", "json", "csv", "html"))
-def leaderboard(cmd: Command) -> None:
-    """The model x benchmark table of the newest scores (read-only: prod needs no --yes-prod)."""
+def leaderboard(cmd: Command, view: str) -> None:
+    """The newest scores, or by model Brain-Score's tree of aggregates and ranks (read-only: prod needs no
+    --yes-prod). The HTML page always shows the tree, with every score's provenance."""
     from pipeline.report import leaderboard as newest_scores
     from pipeline.report import leaderboard_grid
 
     with cmd.database(read_only=True, allow_prod=True) as db:
         rows = newest_scores(db)
-    if cmd.fmt == "html":
-        from pipeline.leaderboard import render_html
+        if view == "models" or cmd.fmt == "html":
+            from pipeline.leaderboard import emit_models, render_html
+            from pipeline.standings import standings
 
-        click.echo(render_html(rows, title=f"Leaderboard ({cmd.profile})"))
+            boards = standings(db, cmd.settings.hierarchy)
+    if cmd.fmt == "html":
+        click.echo(render_html(boards, rows, title=f"Leaderboard ({cmd.profile})"))
+        return
+    if view == "models":
+        emit_models(cmd, boards)
         return
 
     def people() -> None:

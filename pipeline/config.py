@@ -78,6 +78,8 @@ class Settings:
     lock_workers: int = field(default=4, metadata={"help": "environments solved at once while planning"})
     plugin_env: list[str] = field(default_factory=lambda: ["BS_INSTALL_DEPENDENCIES=no"], metadata={
         "help": "NAME=value variables given to the plugin process (Brain-Score: do not pip-install at import)"})
+    hierarchy: Path | None = field(default=None, metadata={
+        "help": "TOML file of leaderboard levels per domain, merged over Brain-Score's (see README)"})
     shared_cache: Path | None = field(default=None, metadata={
         "help": "persistent cache for data, weights and activations, shared by pairs, writable by plugins "
                 "(default: <state_dir>/shared-cache)"})

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 MAX_SPOOL_BYTES = 2_000_000
 STAGES = (None, "env_build", "import", "score", "persist")
 TRUSTED = ("model", "benchmark", "model_plugin", "benchmark_plugin", "model_code_hash", "benchmark_code_hash",
-           "lock_hash", "env_hash", "submitters", "model_owner", "benchmark_owner")
+           "lock_hash", "env_hash", "submitters", "model_owner", "benchmark_owner", "benchmark_parent",
+           "benchmark_version", "parent_note")
+TREE = ("benchmark_parent", "benchmark_version", "parent_note")  # absent from bundles made before the tree
 TEXT_CAPS = {"reason": 4000, "log_tail": 8000, "log_path": 1000, "job_id": 64, "node": 200, "executor": 32,
              "comment": 2000}
 
@@ -80,7 +82,7 @@ def check_result(data: object, pair: dict, manifest: Manifest) -> dict:
         raise RejectedResult(f"state {str(state)[:40]!r} does not fit status {status!r}")
     if data.get("stage") not in STAGES:
         raise RejectedResult("stage is not one of the pipeline's stages")
-    result = {k: pair.get(k) for k in TRUSTED}
+    result = {k: pair.get(k) for k in TRUSTED if k in pair or k not in TREE}
     result.update({"pair_key": pair["key"], "run_id": manifest.run_id, "commit": manifest.commit,
                    "domain": manifest.domain_root, "status": status, "state": state, "stage": data.get("stage")})
     for key, cap in TEXT_CAPS.items():
@@ -110,7 +112,7 @@ def check_result(data: object, pair: dict, manifest: Manifest) -> dict:
 
 def _rejected(pair: dict, manifest: Manifest, reason: str) -> dict:
     now = datetime.now(timezone.utc).isoformat()
-    result = {k: pair.get(k) for k in TRUSTED}
+    result = {k: pair.get(k) for k in TRUSTED if k in pair or k not in TREE}
     result.update({"pair_key": pair["key"], "run_id": manifest.run_id, "commit": manifest.commit,
                    "domain": manifest.domain_root, "status": "error", "state": "FAILED", "stage": "persist",
                    "reason": f"its result file was rejected and quarantined: {reason}", "started_at": now,

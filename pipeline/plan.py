@@ -40,6 +40,9 @@ class PlannedPair:
     problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
     folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
     setup_in_job: tuple[str, ...] = ()  # folders whose setup.py cannot be read statically: installed in the job
+    benchmark_parent: str | None = None  # the leaderboard tree: the parent its plugin declares (`parent=`)
+    benchmark_version: int | None = None  # and its declared `version=`
+    parent_note: str | None = None  # why the parent could not be read
 
     @property
     def submitters(self) -> list[str]:
@@ -261,6 +264,9 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
                                  pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk],
                                  tuple(dict.fromkeys(dynamic[mk] + dynamic[bk]))))
+        bp = bench_plugins[b]
+        pairs[-1].benchmark_parent, pairs[-1].benchmark_version = bp.parents.get(b), bp.versions.get(b)
+        pairs[-1].parent_note = bp.parent_problems.get(b)
     done = set() if force else scored([p.key for p in pairs])
     for pair in pairs:
         (plan.already_scored if pair.key in done else plan.to_run).append(pair)

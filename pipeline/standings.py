@@ -1,0 +1,107 @@
+"""The leaderboard by model, as brain-score.org computes it: each domain's tree (pipeline/hierarchy), each
+model's leaf values from the database (newest score on the benchmark's latest version; X when its newest
+job failed through the plugin's fault), aggregates and ranks (pipeline/aggregate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from db.queries import benchmark_tree_rows, latest_version_scores, newest_job_states
+from db.states import State
+from pipeline import aggregate as agg
+from pipeline.database import Database
+from pipeline.hierarchy import Tree, hierarchy_for, load_hierarchies
+
+# A pair that ended in one of these did not fail through its plugins: it counts as never scored (and
+# `plan --backfill` takes it again), not as X.
+INFRASTRUCTURE_ENDS = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.CANCELLED)
+
+
+@dataclass
+class DomainBoard:
+    domain: str
+    tree: Tree
+    leaves: list[str]  # the leaves that count: some model has a result for them
+    nodes: list[str]  # every counted node, depth-first from the roots (the page's column order)
+    models: list[dict] = field(default_factory=list)
+
+
+def _values(db: Database) -> tuple[list[tuple], dict[tuple[str, str], agg.Value], dict[str, str]]:
+    with db.sessions() as session:
+        types = benchmark_tree_rows(session)
+        scores = latest_version_scores(session)
+        jobs = newest_job_states(session)
+    values: dict[tuple[str, str], agg.Value] = {}
+    model_domain: dict[str, str] = {}
+    for model, domain, benchmark, ceiled, raw, _ in scores:
+        values[(model, benchmark)] = (ceiled, raw)  # type: ignore[assignment]  # resolved per tree below
+        model_domain[model] = domain
+    for (model, benchmark), (state, _, _) in jobs.items():
+        if (model, benchmark) not in values and state != State.COMPLETED and state not in INFRASTRUCTURE_ENDS:
+            values[(model, benchmark)] = agg.X
+    return types, values, model_domain
+
+
+def standings(db: Database, hierarchy_file: Path | None = None) -> list[DomainBoard]:
+    """One board per domain that has benchmarks, each with its models ranked."""
+    hierarchies = load_hierarchies(hierarchy_file)
+    types, raw_values, model_domain = _values(db)
+    by_domain: dict[str, list[tuple]] = {}
+    for identifier, domain, parent, note, _ in types:
+        by_domain.setdefault(domain, []).append((identifier, parent, note))
+    boards = []
+    for domain, rows in sorted(by_domain.items()):
+        tree = hierarchy_for(domain, hierarchies).tree({i: p for i, p, _ in rows}, {i: n for i, _, n in rows})
+        leaf_ids = {i for i, _, _ in rows}
+        per_model: dict[str, dict[str, agg.Value]] = {}
+        for (model, benchmark), value in raw_values.items():
+            if benchmark not in leaf_ids:
+                continue
+            if isinstance(value, tuple):
+                value = agg.leaf_value(value[0], value[1], engineering=benchmark in tree.engineering)
+            per_model.setdefault(model, {})[benchmark] = value
+        counted = sorted({b for vals in per_model.values() for b, v in vals.items() if v is not None})
+        children = tree.children()
+        keep = agg.included_nodes(children, tree.roots, counted)
+        nodes: list[str] = []
+
+        def walk(node: str) -> None:
+            if node in keep and node not in nodes:
+                nodes.append(node)
+                for child in children.get(node, ()):
+                    if node not in tree.leaves:
+                        walk(child)
+
+        for root in tree.roots:
+            walk(root)
+        board = DomainBoard(domain, tree, counted, nodes)
+        results = {}
+        for model, vals in per_model.items():
+            if not any(v is not None for v in vals.values()):
+                continue  # no score at all in this domain: not listed
+            results[model] = agg.aggregate(children, tree.roots, vals, counted)
+        ranks = agg.rank({m: values.get(tree.average) if tree.average else None for m, values in results.items()})
+        for model, values in results.items():
+            vals = per_model[model]
+            board.models.append({
+                "model": model, "domain": domain, "rank": ranks.get(model),
+                "average": _out(agg.rounded(values.get(tree.average))) if tree.average else None,
+                "aggregates": {n: _out(values.get(n)) for n in nodes},
+                "coverage": agg.coverage(vals, counted),
+                "never_scored": [b for b in counted if vals.get(b) is None],
+                "failed": [b for b in counted if vals.get(b) == agg.X],
+            })
+        board.models.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
+        boards.append(board)
+    return boards
+
+
+def _out(value: agg.Value) -> agg.Value:
+    """A value as JSON shows it: numbers to 6 decimals (no float noise like 0.30000000000000004)."""
+    return round(value, 6) if agg.is_number(value) else value
+
+
+def model_rows(boards: list[DomainBoard]) -> list[dict]:
+    """`leaderboard --view models --format json`: one object per model, every domain."""
+    return [row for board in boards for row in board.models]
