@@ -269,6 +269,31 @@ def detect(cmd: Command, repo: Path, base: str, head: str, domain_root: str | No
     sys.exit(2 if change.errors else 0)
 
 
+@main.command()
+@click.option("--repo", type=click.Path(path_type=Path), required=True)
+@click.option("--rev", default="HEAD", show_default=True)
+@click.option("--domain-root")
+@common(prod=False)
+def tree(cmd: Command, repo: Path, rev: str, domain_root: str | None) -> None:
+    """Where each benchmark hangs in the leaderboard: its parent= (or why it cannot be read statically), and
+    how many benchmarks each parent has."""
+    from pipeline.treeview import repository_tree
+
+    data = repository_tree(repo, rev, domain_root, cmd.settings.cache_dir, cmd.settings.hierarchy)
+
+    def people() -> None:
+        for row in data["benchmarks"]:
+            where = row["parent"] if row["parent"] else f"unreadable: {row['unreadable'] or 'no parent'}"
+            out.print(f"{row['benchmark']}: {where}", highlight=False)
+        for parent, n in data["leaves_per_parent"].items():
+            out.print(f"{parent}: {n} benchmark(s)", highlight=False)
+        c = data["counts"]
+        out.print(f"{c['benchmarks']} benchmarks, parent read for {c['parent_read']}, {c['under_a_level']} under a "
+                  f"level of the {data['domain']} hierarchy", highlight=False)
+
+    cmd.emit(data, people)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 

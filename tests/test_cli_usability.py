@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from pipeline.leaderboard import render_html
+from pipeline.leaderboard import colour
 
 
 def one_line_exit_2(proc) -> None:  # noqa: ANN001
@@ -74,14 +74,12 @@ def test_read_only_commands_say_where_they_looked_and_render_needs_an_empty_fold
     assert [r["model"] for r in json.loads(board.stdout)] == ["logreg"]
 
 
-def test_leaderboard_page_averages_present_scores_and_colours_absolutely():
-    rows = [{"id": 1, "model": "a", "benchmark": "b1", "score": 0.85, "commit": "c" * 40, "lock_hash": "l",
-             "env_hash": "e", "job_id": "1", "array_index": 0, "node": "n", "executor": "local", "start": "", "end": ""},
-            {"id": 2, "model": "b", "benchmark": "b1", "score": 0.8, "commit": "c" * 40, "lock_hash": "l",
-             "env_hash": "e", "job_id": "1", "array_index": 0, "node": "n", "executor": "local", "start": "", "end": ""},
-            {"id": 3, "model": "b", "benchmark": "b2", "score": 0.9, "commit": "c" * 40, "lock_hash": "l",
-             "env_hash": "e", "job_id": "1", "array_index": 0, "node": "n", "executor": "local", "start": "", "end": ""}]
-    html = render_html(rows)
-    assert "0.4250" not in html and 'title="mean of 1 of 2 benchmarks">0.8500' in html  # a's one score, not 0.425
-    assert "hsl(102, " in html  # 0.85 is green on the absolute scale, whatever else is in the table
-    assert "score id 3 (score-plugins reproduce 3)" in html
+def test_leaderboard_colours_are_absolute_and_tell_the_top_of_the_scale_apart():
+    """0.85 and 0.98 (where good models differ) get clearly different hues; the scale is absolute and its
+    hue never goes back down as the score rises; beyond [0, 1] (engineering raw scores) is clamped."""
+    def hue(value: float) -> int:
+        return int(colour(value).split("(")[1].split(",")[0])
+
+    assert hue(0.98) - hue(0.85) >= 40 and hue(0.0) == 0 and hue(0.85) == 110
+    hues = [hue(i / 100) for i in range(101)]
+    assert hues == sorted(hues) and colour(7.5) == colour(1.0) and colour(-1) == colour(0.0)

@@ -58,26 +58,27 @@ def test_html_leaderboard_in_headless_chromium(workspace, example_repo, tmp_path
     assert shot.stat().st_size > 5000
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
                          text=True, timeout=120).stdout
-    assert dom.count("<tr>") == 3  # header + two models
+    assert len(re.findall(r'<tr data-model="', dom)) == 2  # two models
     shown = [f"{r['score']:.4f}" for r in workspace.json("leaderboard")]  # as recorded in this environment
     assert len(shown) == 4
     for text in ("logreg", "gaussian-nb", "iris-accuracy", "wine-accuracy", *shown, "hsl("):
         assert text in dom, text
-    assert "title=\"score id " in dom and "commit " in dom and "lock " in dom  # provenance on hover
+    # provenance is visible, not only on hover: a table of every score with its commit, lock, env and job
+    assert 'id="provenance"' in dom and dom.count("score-plugins reproduce ") == 4 and "Generated at " in dom
     # sorting: the page's own script, driven by real clicks on its headers in the browser (a stable sort: ties
     # keep the order they had, as in the page)
     rows = workspace.json("leaderboard")
-    initial = re.findall(r"<tr><td>([^<]+)</td>", dom)
+    initial = re.findall(r'<tr data-model="([^"]+)"', dom)
     iris = {r["model"]: r["score"] for r in rows if r["benchmark"] == "iris-accuracy"}
     by_name, by_score = sorted(initial), sorted(initial, key=iris.__getitem__)
-    header = {"model": 0, "iris-accuracy": 2}  # model, average, then the benchmarks in name order
+    header = {"model": 1, "iris-accuracy": 2}  # rank, model, then the benchmarks (no parents: unattached roots)
     for clicks, expected in ((("model",), by_name), (("model", "model"), by_name[::-1]),
-                             (("iris-accuracy",), by_score),
-                             (("iris-accuracy", "iris-accuracy"), sorted(by_score, key=lambda m: -iris[m]))):
-        script = "".join(f"document.querySelectorAll('#leaderboard th')[{header[c]}].click();" for c in clicks)
+                             (("iris-accuracy",), sorted(by_score, key=lambda m: -iris[m])),  # best first
+                             (("iris-accuracy", "iris-accuracy"), by_score)):
+        script = "".join(f"document.querySelectorAll('table.board th')[{header[c]}].click();" for c in clicks)
         clicked = tmp_path / "clicked.html"
         clicked.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
         after = subprocess.run([chromium, *flags, "--dump-dom", clicked.as_uri()], check=True, capture_output=True,
                                text=True, timeout=120).stdout
-        order = re.findall(r"<tr><td>([^<]+)</td>", after)
+        order = re.findall(r'<tr data-model="([^"]+)"', after)
         assert order == expected, (clicks, order, expected, iris)

@@ -6,6 +6,9 @@ SQLite and from Postgres. The scores are the issue's tree example (Brain-Score's
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -106,3 +109,57 @@ def test_models_view_gives_brain_scores_numbers(workspace, tmp_path, database, r
     rows = workspace.json("leaderboard", *extra)
     assert len(rows) == 8 and {"model", "benchmark", "score", "commit", "lock_hash", "env_hash",
                                "job_id"} <= set(rows[0])
+    if database == "sqlite":  # the page once (the numbers behind it are the same on both databases)
+        page = tmp_path / "leaderboard.html"
+        page.write_text(workspace.cli("leaderboard", "--format", "html", check=True).stdout)
+        check_page_in_chromium(page, tmp_path)
+
+
+def dump(page: Path, tmp_path: Path, script: str = "") -> str:
+    """The page's DOM after its own scripts ran in headless Chromium, and then `script` (real clicks)."""
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is installed by scripts/test (Debian package chromium)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    return subprocess.run([chromium, *flags, "--dump-dom", clicked.as_uri()], check=True, capture_output=True,
+                          text=True, timeout=120).stdout
+
+
+def cell(dom: str, model: str, node: str) -> tuple[str, str]:
+    """(class, text) of a model's cell in a node's column."""
+    row = re.search(rf'<tr data-model="{model}">(.*?)</tr>', dom, re.S).group(1)
+    found = re.search(rf'<td class="([^"]*)" data-node="{re.escape(node)}"[^>]*>([^<]*)</td>', row)
+    return found.group(1), found.group(2)
+
+
+def check_page_in_chromium(page: Path, tmp_path: Path) -> None:
+    dom = dump(page, tmp_path)
+    order = re.findall(r'<tr data-model="([^"]+)"', dom)
+    assert order == ["m1", "m3", "m2"]  # by rank
+    # the tree: levels and leaves as columns under their parent; deeper levels start collapsed
+    assert cell(dom, "m1", "average_vision") == ("score", "0.30")
+    assert cell(dom, "m1", "neural_vision") == ("score", "0.35")
+    assert cell(dom, "m1", "V1")[0] == "score hidden"
+    # X and empty are told apart
+    assert cell(dom, "m1", "e") == ("failed hidden", "X") and cell(dom, "m1", "b") == ("empty hidden", "")
+    assert cell(dom, "m3", "V1") == ("empty hidden", "")
+    # opening neural_vision shows its regions, not yet their benchmarks
+    toggle = "document.querySelector('th[data-node=\"neural_vision\"] button.toggle').click();"
+    opened = dump(page, tmp_path, toggle)
+    assert cell(opened, "m1", "V1") == ("score", "0.30") and cell(opened, "m1", "a")[0] == "score hidden"
+    closed = dump(page, tmp_path, toggle * 2)
+    assert cell(closed, "m1", "V1")[0] == "score hidden"
+    # sorting by the average follows the ranks; the arrow says which way
+    head = "document.querySelector('table.board th[data-node=\"average_vision\"]').click();"
+    by_average = dump(page, tmp_path, head)
+    assert re.findall(r'<tr data-model="([^"]+)"', by_average) == ["m1", "m3", "m2"]
+    assert 'aria-sort="descending"' in by_average
+    again = dump(page, tmp_path, head * 2)
+    assert re.findall(r'<tr data-model="([^"]+)"', again) == ["m2", "m3", "m1"] and 'aria-sort="ascending"' in again
+    # X sorts after every number in both directions, an empty cell after X
+    behavior = "document.querySelector('table.board th[data-node=\"e\"]').click();"
+    for clicks in (1, 2):
+        rows = re.findall(r'<tr data-model="([^"]+)"', dump(page, tmp_path, behavior * clicks))
+        assert rows[-1] == "m2", rows  # m2 never scored e; m1 and m3 failed it
