@@ -126,3 +126,15 @@ def newest_job_states(session: Session) -> dict[tuple[str, str], tuple[str, str 
     stmt = (select(Job.model, Job.benchmark, Job.state, Job.stage, Job.reason)
             .where(Job.state.in_(list(TERMINAL))).order_by(Job.ended_at, Job.id))
     return {(m, b): (s, stage, reason) for m, b, s, stage, reason in session.execute(stmt)}
+
+
+def scored_versions(session: Session) -> dict[tuple[str, str], set[int | None]]:
+    """model x benchmark -> the declared versions it has a score on."""
+    stmt = (select(Model.identifier, BenchmarkType.identifier, BenchmarkInstance.declared_version).distinct()
+            .select_from(Score).join(Model, Score.model_id == Model.id)
+            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id))
+    found: dict[tuple[str, str], set[int | None]] = {}
+    for model, benchmark, version in session.execute(stmt):
+        found.setdefault((model, benchmark), set()).add(version)
+    return found

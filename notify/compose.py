@@ -66,6 +66,7 @@ class RunReport:
     leaderboard_url: str = ""
     skipped: int = 0
     plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
+    standings: list[dict] = field(default_factory=list)  # the submitter's models on the leaderboard after the run
 
 
 def message_id(run_id: str, recipient: str) -> str:

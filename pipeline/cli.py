@@ -223,6 +223,8 @@ def change_options(func: Callable) -> Callable:
                      "implies none (or with --all), score exactly the pairs these name"),
         click.option("--benchmarks", help="benchmark ids (comma-separated), narrowing like --models"),
         click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
+        click.option("--backfill", is_flag=True, help="every plugin at --head, only the pairs the leaderboard "
+                     "misses: never scored, lost to the infrastructure, or scored on an older version"),
     ]))
 
 
@@ -239,6 +241,10 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
              benchmarks: str | None, force: bool, executor: str = "local", **extra: Any):
     from pipeline.run import Request
 
+    if extra.get("backfill"):
+        if base:
+            raise BadInput("--backfill takes every plugin at --head: leave out --base")
+        all_ = True
     require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
                    benchmarks=_ids(benchmarks), force=force, executor=executor, **extra)

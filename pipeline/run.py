@@ -51,6 +51,7 @@ class Request:
     build_url: str | None = None
     extra_recipients: list[str] = field(default_factory=list)
     only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
+    backfill: bool = False  # only what the leaderboard misses (pipeline/backfill)
 
 
 @dataclass
@@ -124,15 +125,27 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         with db.sessions() as session:
             return in_flight_keys(session, keys)
 
+    wanted, models, benchmarks = None, req.models, req.benchmarks
+    if req.backfill:
+        from pipeline.backfill import missing_pairs
+
+        wanted = missing_pairs(db, catalog, models, benchmarks)
+        if not wanted:
+            return change, catalog, Plan(catalog.commit, catalog.domain_root)
+        models, benchmarks = sorted({m for m, _ in wanted}), sorted({b for _, b in wanted})
     plan = make_plan(change, catalog, locks_dir=settings.locks_dir, uv=settings.coordinator_uv,
                      python_version=python_version(settings.python, settings.python_version), scored=already, force=req.force,
-                     models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
+                     models=models, benchmarks=benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
                      progress=_lock_progress,
                      in_flight=running)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
+    if wanted is not None:
+        plan = plan.only(set(wanted))
+        for pair in (*plan.to_run, *plan.already_scored, *plan.cannot_run):
+            pair.reasons = (wanted[(pair.model, pair.benchmark)],)
     return change, catalog, plan
 
 
@@ -298,6 +311,17 @@ def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str
     ledger.record_bundle(db, bundle)
 
 
+def _standings(settings: Settings, db: Database, result: RunResult) -> dict[str, dict]:
+    """Each model's aggregate, rank and what it still misses, for the emails; never fails the run."""
+    from pipeline.standings import standing_of, standings
+
+    try:
+        return standing_of(standings(db, settings.hierarchy))
+    except BadInput as exc:  # e.g. an unreadable hierarchy file: the emails go out without standings
+        result.problems.append(f"emails name no leaderboard standing: {exc}")
+        return {}
+
+
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
     run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build)
@@ -312,7 +336,8 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
     paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                          sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                          skipped=skipped, extra_recipients=req.extra_recipients,
-                                         admin_email=settings.admin_email, plugin_problems=problems)
+                                         admin_email=settings.admin_email, plugin_problems=problems,
+                                         standings=_standings(settings, db, result))
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

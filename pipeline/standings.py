@@ -102,6 +102,19 @@ def _out(value: agg.Value) -> agg.Value:
     return round(value, 6) if agg.is_number(value) else value
 
 
+def standing_of(boards: list[DomainBoard]) -> dict[str, dict]:
+    """model -> what its submitter hears: the domain average and its name, rank among how many, coverage and
+    what is still missing or failed."""
+    out = {}
+    for board in boards:
+        for row in board.models:
+            out[row["model"]] = {"model": row["model"], "node": board.tree.average, "average": row["average"],
+                                 "rank": row["rank"], "ranked": sum(1 for r in board.models if r["rank"]),
+                                 "coverage": row["coverage"], "never_scored": row["never_scored"],
+                                 "failed": row["failed"]}
+    return out
+
+
 def model_rows(boards: list[DomainBoard]) -> list[dict]:
     """`leaderboard --view models --format json`: one object per model, every domain."""
     return [row for board in boards for row in board.models]

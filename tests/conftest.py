@@ -146,6 +146,9 @@ def workspace(tmp_path: Path, env_cache: Path) -> Workspace:
     env.update({"SCORE_PLUGINS_ENV_ROOT": str(env_cache), "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
     work = tmp_path / "work"
     work.mkdir()
+    # its own state folder from the start: the lookup of `.score-plugins` in parent folders never reaches a
+    # stray one in /tmp (which would share one database between every test on the machine)
+    (work / ".score-plugins").mkdir()
     return Workspace(work, env)
 
 

@@ -5,11 +5,13 @@ SQLite and from Postgres. The scores are the issue's tree example (Brain-Score's
 
 from __future__ import annotations
 
+import email
 import json
 import re
 import shutil
 import subprocess
 import textwrap
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,8 @@ SCORES = {
 }
 
 
-def ingest_scores(workspace, repo: Path, bundle: Path, scores: dict, *extra: str) -> None:
-    workspace.json("render", "--repo", str(repo), "--all", "--out", str(bundle), *extra)
+def ingest_scores(workspace, repo: Path, bundle: Path, scores: dict, *extra: str, narrow: tuple = ()) -> None:
+    workspace.json("render", "--repo", str(repo), "--all", "--out", str(bundle), *extra, *narrow)
     manifest = json.loads((bundle / "manifest.json").read_text())
     minute = 0
     for pair in (p for t in manifest["tasks"] for p in t["pairs"]):
@@ -163,3 +165,149 @@ def check_page_in_chromium(page: Path, tmp_path: Path) -> None:
     for clicks in (1, 2):
         rows = re.findall(r'<tr data-model="([^"]+)"', dump(page, tmp_path, behavior * clicks))
         assert rows[-1] == "m2", rows  # m2 never scored e; m1 and m3 failed it
+
+
+def test_backfill_takes_exactly_what_the_leaderboard_misses(workspace, tmp_path):
+    """Never scored, lost to the infrastructure, or scored on an older version: taken. Scored on the latest
+    version, or failed in the plugin (X): not taken. `render --backfill` and `run --backfill` take the same."""
+    repo = make_repo(tmp_path / "vision")
+    scores = {m: dict(v) for m, v in SCORES.items()}
+    ingest_scores(workspace, repo, tmp_path / "bundle", scores)
+    # m2 x c: its job was lost to a node failure
+    bundle = tmp_path / "bundle2"
+    workspace.json("render", "--repo", str(repo), "--all", "--models", "m2", "--benchmarks", "c", "--out",
+                   str(bundle))
+    [pair] = [p for t in json.loads((bundle / "manifest.json").read_text())["tasks"] for p in t["pairs"]]
+    (bundle / "spool" / f"{pair['key']}.json").write_text(json.dumps({
+        "pair_key": pair["key"], "status": "error", "state": "NODE_FAIL", "stage": None, "reason": "node died",
+        "started_at": "2026-01-01T01:00:00+00:00", "ended_at": "2026-01-01T01:01:00+00:00", "attempt": 1}))
+    workspace.json("ingest", str(bundle))
+    # benchmark a moves to version 3: m1's score of version 2 no longer counts
+    write(repo, f"{ROOT}/benchmarks/a/__init__.py", textwrap.dedent(BENCHMARK).format(name="a", version=3,
+                                                                                     parent="'V1'"))
+    commit_all(repo, "a: version 3")
+    plan = workspace.json("plan", "--repo", str(repo), "--backfill", "--pairs")
+    taken = {(p["model"], p["benchmark"]): p["reasons"][0] for p in plan["to_run"]}
+    expected = {("m1", "a"), ("m1", "b"),
+                ("m2", "a"), ("m2", "c"), ("m2", "d"), ("m2", "e"), ("m2", "f"), ("m2", "g"),
+                ("m3", "a"), ("m3", "b"), ("m3", "f"), ("m3", "g")}
+    assert set(taken) == expected, sorted(set(taken) ^ expected)
+    assert taken[("m1", "a")] == "scored on version 2 only, the latest is 3"
+    assert taken[("m2", "c")].startswith("its last job ended NODE_FAIL") and taken[("m1", "b")] == "never scored"
+    # run and render take exactly those pairs
+    out = tmp_path / "backfill-bundle"
+    workspace.json("render", "--repo", str(repo), "--backfill", "--out", str(out))
+    rendered = {(p["model"], p["benchmark"]) for t in json.loads((out / "manifest.json").read_text())["tasks"]
+                for p in t["pairs"]}
+    assert rendered == expected
+    dry = workspace.json("run", "--repo", str(repo), "--backfill", "--dry-run")
+    assert dry["planned"] == len(expected)
+    narrowed = workspace.json("plan", "--repo", str(repo), "--backfill", "--models", "m1", "--pairs")
+    assert {(p["model"], p["benchmark"]) for p in narrowed["to_run"]} == {("m1", "a"), ("m1", "b")}
+    bad = workspace.cli("plan", "--repo", str(repo), "--backfill", "--base", "HEAD~1")
+    assert bad.returncode == 2 and "--backfill takes every plugin" in bad.stderr and "Traceback" not in bad.stderr
+    # once a score of version 3 is recorded, only version 3 counts: m1's score of version 2 is gone from the board
+    before = {r["model"]: r for r in workspace.json("leaderboard", "--view", "models")}
+    assert before["m1"]["aggregates"]["a"] == 0.6
+    ingest_scores(workspace, repo, tmp_path / "v3", {"m2": {"a": (0.8, 0.8)}}, narrow=("--models", "m2",
+                                                                                     "--benchmarks", "a"))
+    board = {r["model"]: r for r in workspace.json("leaderboard", "--view", "models")}
+    assert board["m1"]["aggregates"]["a"] is None and board["m1"]["aggregates"]["V1"] is None
+    assert board["m2"]["aggregates"]["a"] == 0.8
+    # each submitter's email names their model's aggregate and rank after the run, and what is still missing
+    emails = mails_after_run(workspace, tmp_path)
+    text = emails["author@example.org"]
+    # now: m1 0.225 (its a is of version 2), m3 0.225, m2 0.2125: shown and ranked half-up, ties share rank 1
+    assert "m1: average_vision 0.23, rank 1 of 3" in text and "m3: average_vision 0.23, rank 1 of 3" in text
+    assert "m2: average_vision 0.21, rank 3 of 3" in text
+    assert "4 of 7 benchmarks scored, 1 failed (e)" in text and "still missing (2): a, b" in text
+
+
+def mails_after_run(workspace, tmp_path: Path) -> dict[str, str]:
+    """The messages a run of m1, m2 and m3 queues (plain text, by recipient), with the database as it is."""
+    from db.models import Job, Run
+    from pipeline.database import open_database
+    from pipeline.notifications import queue_run_messages
+    from pipeline.standings import standing_of, standings
+
+    db = open_database("local", workspace.state)
+    try:
+        board = standing_of(standings(db))
+    finally:
+        db.close()
+    run = Run(id="run-x", head_commit="c" * 40, domain=ROOT, executor="local")
+    jobs = [Job(model=m, benchmark="a", state="COMPLETED", score=0.5, submitters=["author@example.org"])
+            for m in ("m1", "m2", "m3")]
+    paths, problems = queue_run_messages(run, jobs, profile="local", outbox_dir=tmp_path / "outbox",
+                                         sender="sp@example.org", standings=board)
+    assert not problems, problems
+    found = {}
+    for path in paths:
+        msg = email.message_from_bytes(Path(path).read_bytes(), policy=policy.default)
+        found[str(msg["To"])] = msg.get_body(("plain",)).get_content()
+    return found
+
+
+def test_standings_in_an_email_are_literal_text():
+    """A model id is data: the text part shows it as it is, the HTML part escapes it."""
+    from notify.compose import PairOutcome, RunReport, compose
+
+    name = "<b>x</b>{{ 7*7 }}"
+    standing = {"model": name, "node": "average_vision", "average": 0.195, "rank": 1, "ranked": 2,
+                "coverage": {"scored": 1, "failed": 0, "never_scored": 1, "total": 2}, "never_scored": ["<i>b"],
+                "failed": []}
+    report = RunReport("run-1", "a" * 40, "vision", "test", [PairOutcome(name, "a", "COMPLETED", 0.5)],
+                       standings=[standing])
+    msg = compose(report, "ada@example.org", "sp@example.org")
+    text, html = msg.get_body(("plain",)).get_content(), msg.get_body(("html",)).get_content()
+    assert f"{name}: average_vision 0.20, rank 1 of 2" in text and "still missing (1): <i>b" in text
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;{{ 7*7 }}" in html and "&lt;i&gt;b" in html
+
+
+REGIONS = '''
+from brainscore_vision import benchmark_registry
+
+
+def _Region(region, access):
+    return NeuralBenchmark(identifier=f'Data.{region}-pls', version=3, parent=region, bibtex=None)
+
+
+def DataV4():
+    return _Region(region='V4', access='private')
+
+
+def DataIT():
+    return _Region('IT', 'private')
+
+
+def Loop():
+    for region in load_regions():
+        yield NeuralBenchmark(identifier=region, version=1, parent=f'Loop.{region}')
+
+
+benchmark_registry['Data.V4-pls'] = DataV4
+benchmark_registry['Data.IT-pls'] = DataIT
+'''
+
+
+def test_tree_command_reads_parents_statically(tmp_path, workspace):
+    """`tree`: each benchmark's parent= and version= read with ast (no plugin runs), several values told apart by
+    the identifier, a computed one listed as unreadable with its reason, and the leaves per parent."""
+    repo = make_repo(tmp_path / "vision")
+    write(repo, f"{ROOT}/benchmarks/regions/__init__.py", REGIONS)
+    write(repo, f"{ROOT}/benchmarks/loop/__init__.py", REGIONS.replace("'Data.", "'Loopy.").replace(
+        "return _Region(", "return Loop(") + "benchmark_registry['Loopy.x'] = Loop\n")
+    write(repo, f"{ROOT}/benchmarks/none/__init__.py", BENCHMARK.format(name="n", version=1, parent=None))
+    commit_all(repo, "more benchmarks")
+    data = workspace.json("tree", "--repo", str(repo))
+    rows = {r["benchmark"]: r for r in data["benchmarks"]}
+    assert (rows["Data.V4-pls"]["parent"], rows["Data.IT-pls"]["parent"]) == ("V4", "IT")
+    assert rows["Data.V4-pls"]["version"] == 3 and rows["a"]["version"] == 2
+    assert rows["d"]["parent"] == "behavior" and rows["d"]["attached_to"] == "behavior_vision"  # in its domain
+    assert rows["g"]["parent"] is None and "parent=compute_parent() is computed" in rows["g"]["unreadable"]
+    assert rows["Loopy.x"]["parent"] is None and "ways" in rows["Loopy.x"]["unreadable"]
+    assert rows["n"]["parent"] is None and rows["n"]["unreadable"] is None  # parent=None: declared none
+    assert data["leaves_per_parent"]["V1"] == 2 and data["leaves_per_parent"]["IT"] == 2
+    assert data["leaves_per_parent"]["(unattached)"] == 5  # g, n and the three Loopy benchmarks
+    text = workspace.cli("tree", "--repo", str(repo), check=True).stdout
+    assert "g: unreadable: parent=compute_parent() is computed" in text and "V1: 2 benchmark(s)" in text
