@@ -338,16 +338,16 @@ def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
     'V4' and 'IT'): a benchmark gets the one its identifier names as a whole word ('MajajHong2015.IT-pls' ->
     'IT'). Otherwise, or when a parent is computed (an f-string of a loop variable), it cannot be read: the
     benchmark is listed unattached, with the reason."""
-    values: dict[str, list[Declaration]] = {}
-    computed = [d for d in declarations if d.parents is None or any(_unescape(p) is None for p in d.parents)]
-    for d in declarations:
-        for pattern in d.parents or []:
-            literal = _unescape(pattern)
-            if literal is not None:
-                values.setdefault(literal, []).append(d)
-        if d.parents == []:
-            values.setdefault("", []).append(d)  # parent=None
     for identifier in plugin.identifiers:
+        # the constructor calls whose own `identifier=` can be this id decide; if none can, every call does
+        own = [d for d in declarations if d.identifiers and any(
+            re.fullmatch(p, identifier, re.DOTALL) for p in d.identifiers)]
+        values, computed = _parent_values(own or declarations)
+        slots = {m.group("parent") for d in (own or declarations) if d.parent_in_identifier
+                 for m in [re.fullmatch(d.parent_in_identifier, identifier, re.DOTALL)] if m}
+        if len(slots) == 1 and (len(values) != 1 or computed):
+            values = {slots.pop(): [d for d in own or declarations if d.parent_in_identifier]}
+            computed = []
         chosen: str | None = None
         if not declarations:
             plugin.parent_problems[identifier] = "no benchmark constructor in its plugin passes parent="
@@ -368,6 +368,20 @@ def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
             plugin.parents[identifier] = chosen or None
             versions = {d.version for d in values[chosen]}
             plugin.versions[identifier] = versions.pop() if len(versions) == 1 else None
+
+
+def _parent_values(declarations: list[Declaration]) -> tuple[dict[str, list[Declaration]], list[Declaration]]:
+    """Literal parent -> the calls that pass it ("" for parent=None), and the calls whose parent is computed."""
+    values: dict[str, list[Declaration]] = {}
+    computed = [d for d in declarations if d.parents is None or any(_unescape(p) is None for p in d.parents)]
+    for d in declarations:
+        for pattern in d.parents or []:
+            literal = _unescape(pattern)
+            if literal is not None:
+                values.setdefault(literal, []).append(d)
+        if d.parents == []:
+            values.setdefault("", []).append(d)
+    return values, computed
 
 
 def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, issues: list[Issue]) -> None:

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PARSER_VERSION = 5
+PARSER_VERSION = 6
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
 MAX_DEPTH = 6
 WILDCARD = ".*"
@@ -63,6 +63,10 @@ class Declaration:
     version: int | None  # the `version=` constant of the same call, None when absent or not a constant
     line: int
     text: str  # the parent argument's source, for messages
+    identifiers: list[str] | None = None  # patterns of the same call's `identifier=` (or first argument)
+    # `parent=region` with `identifier=f'X.{region}-pls'`: a regular expression whose group `parent` is the
+    # part of the identifier the parent variable fills (the id then says the parent)
+    parent_in_identifier: str | None = None
 
 
 @dataclass
@@ -243,7 +247,12 @@ class _Reader:
             patterns: list[str] | None = []  # parent=None: explicitly no parent
         else:
             patterns = self._patterns(parent, stack, 0)
-        self.facts_.declarations.append(Declaration(patterns, version, node.lineno, _source(parent)))
+        ident = next((k.value for k in node.keywords if k.arg == "identifier"), None)
+        if ident is None and node.args and not isinstance(node.args[0], ast.Starred):
+            ident = node.args[0]
+        identifiers = self._patterns(ident, stack, 0) if ident is not None else None
+        self.facts_.declarations.append(Declaration(patterns, version, node.lineno, _source(parent), identifiers,
+                                                    _parent_slot(parent, ident)))
 
     # -- argument resolution --------------------------------------------------------------------------------
     def _patterns(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
@@ -412,6 +421,24 @@ def _local_assignments(func: ast.AST, name: str) -> list[ast.expr] | None:
             bound = True
         todo.extend(ast.iter_child_nodes(node))
     return values if bound else None
+
+
+def _parent_slot(parent: ast.expr, ident: ast.expr | None) -> str | None:
+    """For `parent=name` and an f-string identifier that contains `{name}` once: the identifier as a regular
+    expression with that slot as group `parent` (a word: V1, IT, behavior), the rest as wildcards."""
+    if not isinstance(parent, ast.Name) or not isinstance(ident, ast.JoinedStr):
+        return None
+    parts, slots = [], 0
+    for value in ident.values:
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            parts.append(re.escape(value.value))
+        elif isinstance(value, ast.FormattedValue) and isinstance(value.value, ast.Name) \
+                and value.value.id == parent.id and value.format_spec is None:
+            parts.append(r"(?P<parent>[A-Za-z0-9_]+)")
+            slots += 1
+        else:
+            parts.append(".*?")
+    return "".join(parts) if slots == 1 else None
 
 
 def _literal_prefix(pattern: str) -> str:

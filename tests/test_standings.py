@@ -290,6 +290,39 @@ benchmark_registry['Data.IT-pls'] = DataIT
 '''
 
 
+GEIRHOS_AND_ALLEN = {
+    "geirhos/__init__.py": """
+from brainscore_vision import benchmark_registry
+from . import benchmark
+
+benchmark_registry['Gcolour-top1'] = getattr(benchmark, "GcolourAccuracy")
+benchmark_registry['Gcolour-error_consistency'] = getattr(benchmark, "GcolourErrorConsistency")
+""",
+    "geirhos/benchmark.py": """
+class _ErrorConsistency(BenchmarkBase):
+    def __init__(self, dataset):
+        super(_ErrorConsistency, self).__init__(identifier=f'G{dataset}-error_consistency', version=1,
+                                                parent='G')
+
+
+class _Accuracy(BenchmarkBase):
+    def __init__(self, dataset):
+        super(_Accuracy, self).__init__(identifier=f'G{dataset}-top1', version=1, parent='G-top1')
+""",
+    "allen/__init__.py": """
+from brainscore_vision import benchmark_registry
+from .benchmark import Allen
+
+benchmark_registry['A.V4-ridge'] = lambda: Allen('V4')
+benchmark_registry['A4.IT-ridge'] = lambda: Allen('IT', dataset_prefix='A4')
+""",
+    "allen/benchmark.py": """
+def Allen(region, dataset_prefix='A'):
+    return TrainTestNeuralBenchmark(identifier=f'{dataset_prefix}.{region}-ridge', version=1, parent=region)
+""",
+}
+
+
 def test_tree_command_reads_parents_statically(tmp_path, workspace):
     """`tree`: each benchmark's parent= and version= read with ast (no plugin runs), several values told apart by
     the identifier, a computed one listed as unreadable with its reason, and the leaves per parent."""
@@ -298,6 +331,8 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
     write(repo, f"{ROOT}/benchmarks/loop/__init__.py", REGIONS.replace("'Data.", "'Loopy.").replace(
         "return _Region(", "return Loop(") + "benchmark_registry['Loopy.x'] = Loop\n")
     write(repo, f"{ROOT}/benchmarks/none/__init__.py", BENCHMARK.format(name="n", version=1, parent=None))
+    for path, text in GEIRHOS_AND_ALLEN.items():
+        write(repo, f"{ROOT}/benchmarks/{path}", text)
     commit_all(repo, "more benchmarks")
     data = workspace.json("tree", "--repo", str(repo))
     rows = {r["benchmark"]: r for r in data["benchmarks"]}
@@ -306,8 +341,16 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
     assert rows["d"]["parent"] == "behavior" and rows["d"]["attached_to"] == "behavior_vision"  # in its domain
     assert rows["g"]["parent"] is None and "parent=compute_parent() is computed" in rows["g"]["unreadable"]
     assert rows["Loopy.x"]["parent"] is None and "ways" in rows["Loopy.x"]["unreadable"]
+    assert rows["Loopy.IT-pls"]["parent"] == "IT"  # parent=region, and the identifier f'Loopy.{region}-pls'
     assert rows["n"]["parent"] is None and rows["n"]["unreadable"] is None  # parent=None: declared none
-    assert data["leaves_per_parent"]["V1"] == 2 and data["leaves_per_parent"]["IT"] == 2
-    assert data["leaves_per_parent"]["(unattached)"] == 5  # g, n and the three Loopy benchmarks
+    # two constructors, each with its own identifier pattern and parent (geirhos2021's shape)
+    assert (rows["Gcolour-top1"]["parent"], rows["Gcolour-error_consistency"]["parent"]) == ("G-top1", "G")
+    # parent=region, called from another file: the identifier says which region (allen2022_fmri's shape)
+    assert (rows["A.V4-ridge"]["parent"], rows["A4.IT-ridge"]["parent"]) == ("V4", "IT")
+    assert data["leaves_per_parent"]["V1"] == 2 and data["leaves_per_parent"]["IT"] == 4
+    assert data["leaves_per_parent"]["(unattached)"] == 3  # g, n, Loopy.x
+    assert data["leaves_per_parent"]["G"] == data["leaves_per_parent"]["G-top1"] == 1  # nodes no level places:
+    assert data["unattached_nodes"] == {"G": "'G' is not a level of the vision hierarchy",
+                                        "G-top1": "'G-top1' is not a level of the vision hierarchy"}
     text = workspace.cli("tree", "--repo", str(repo), check=True).stdout
     assert "g: unreadable: parent=compute_parent() is computed" in text and "V1: 2 benchmark(s)" in text
