@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PARSER_VERSION = 6
+PARSER_VERSION = 7
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
 MAX_DEPTH = 6
 WILDCARD = ".*"
@@ -120,6 +120,7 @@ class _Reader:
         self.imported_from: dict[str, str] = {}  # local name of a load_* -> the module it was imported from
         self.module_aliases: dict[str, str] = {}  # `import dom as d`: d -> dom
         self.facts_ = FileFacts()
+        self._declaring = False
         self._candidates: list[tuple[ast.AST, tuple[ast.AST, ...]]] = []
 
     def facts(self) -> FileFacts:
@@ -250,7 +251,11 @@ class _Reader:
         ident = next((k.value for k in node.keywords if k.arg == "identifier"), None)
         if ident is None and node.args and not isinstance(node.args[0], ast.Starred):
             ident = node.args[0]
-        identifiers = self._patterns(ident, stack, 0) if ident is not None else None
+        self._declaring = True  # an __init__'s parameters come from its class's callers, not super().__init__
+        try:
+            identifiers = self._patterns(ident, stack, 0) if ident is not None else None
+        finally:
+            self._declaring = False
         self.facts_.declarations.append(Declaration(patterns, version, node.lineno, _source(parent), identifiers,
                                                     _parent_slot(parent, ident)))
 
@@ -343,6 +348,8 @@ class _Reader:
         defaults = dict(zip(positional[len(positional) - len(func.args.defaults):], func.args.defaults))
         defaults.update({a.arg: d for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults) if d is not None})
         sites = self.calls.get(func.name, [])
+        if func.name == "__init__" and self._declaring:
+            return None  # its callers name the class; `super().__init__(...)` calls are another __init__
         if not sites:
             return None  # called from elsewhere: its callers are not in this file
         is_method = bool(positional) and positional[0] in ("self", "cls")

@@ -316,6 +316,23 @@ from .benchmark import Allen
 benchmark_registry['A.V4-ridge'] = lambda: Allen('V4')
 benchmark_registry['A4.IT-ridge'] = lambda: Allen('IT', dataset_prefix='A4')
 """,
+    "gym/__init__.py": """
+from brainscore_vision import benchmark_registry
+from .benchmark import Single
+
+benchmark_registry['gym-a'] = lambda: Single(identifier='a')
+""",
+    "gym/benchmark.py": """
+class Collection(BenchmarkBase):
+    def __init__(self, suites):
+        super(Collection, self).__init__(identifier='Gym', version=1, parent='engineering')
+        self.subs = [Single(identifier=name) for name in suites]
+
+
+class Single(BenchmarkBase):
+    def __init__(self, identifier):
+        super(Single, self).__init__(identifier=f'gym-{identifier}', version=1, parent='Gym')
+""",
     "allen/benchmark.py": """
 def Allen(region, dataset_prefix='A'):
     return TrainTestNeuralBenchmark(identifier=f'{dataset_prefix}.{region}-ridge', version=1, parent=region)
@@ -347,10 +364,13 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
     assert (rows["Gcolour-top1"]["parent"], rows["Gcolour-error_consistency"]["parent"]) == ("G-top1", "G")
     # parent=region, called from another file: the identifier says which region (allen2022_fmri's shape)
     assert (rows["A.V4-ridge"]["parent"], rows["A4.IT-ridge"]["parent"]) == ("V4", "IT")
+    # an __init__'s identifier parameter comes from its class's callers, not from super().__init__ (syntaxgym)
+    assert rows["gym-a"]["parent"] == "Gym"
     assert data["leaves_per_parent"]["V1"] == 2 and data["leaves_per_parent"]["IT"] == 4
     assert data["leaves_per_parent"]["(unattached)"] == 3  # g, n, Loopy.x
     assert data["leaves_per_parent"]["G"] == data["leaves_per_parent"]["G-top1"] == 1  # nodes no level places:
     assert data["unattached_nodes"] == {"G": "'G' is not a level of the vision hierarchy",
-                                        "G-top1": "'G-top1' is not a level of the vision hierarchy"}
+                                        "G-top1": "'G-top1' is not a level of the vision hierarchy",
+                                        "Gym": "'Gym' is not a level of the vision hierarchy"}
     text = workspace.cli("tree", "--repo", str(repo), check=True).stdout
     assert "g: unreadable: parent=compute_parent() is computed" in text and "V1: 2 benchmark(s)" in text
