@@ -27,26 +27,25 @@ class DomainBoard:
     models: list[dict] = field(default_factory=list)
 
 
-def _values(db: Database) -> tuple[list[tuple], dict[tuple[str, str], agg.Value], dict[str, str]]:
+Pair = tuple[str, str]  # (model, benchmark)
+
+
+def _results(db: Database) -> tuple[list[tuple], dict[Pair, tuple[float | None, float | None]], set[Pair]]:
+    """Benchmark types, each pair's newest score of the latest version (ceiled, raw), and the pairs without one
+    whose newest job failed through its plugins."""
     with db.sessions() as session:
         types = benchmark_tree_rows(session)
-        scores = latest_version_scores(session)
+        scores = {(m, b): (ceiled, raw) for m, _, b, ceiled, raw, _ in latest_version_scores(session)}
         jobs = newest_job_states(session)
-    values: dict[tuple[str, str], agg.Value] = {}
-    model_domain: dict[str, str] = {}
-    for model, domain, benchmark, ceiled, raw, _ in scores:
-        values[(model, benchmark)] = (ceiled, raw)  # type: ignore[assignment]  # resolved per tree below
-        model_domain[model] = domain
-    for (model, benchmark), (state, _, _) in jobs.items():
-        if (model, benchmark) not in values and state != State.COMPLETED and state not in INFRASTRUCTURE_ENDS:
-            values[(model, benchmark)] = agg.X
-    return types, values, model_domain
+    failed = {pair for pair, (state, _, _) in jobs.items() if pair not in scores and state != State.COMPLETED
+              and state not in INFRASTRUCTURE_ENDS}
+    return types, scores, failed
 
 
 def standings(db: Database, hierarchy_file: Path | None = None) -> list[DomainBoard]:
     """One board per domain that has benchmarks, each with its models ranked."""
     hierarchies = load_hierarchies(hierarchy_file)
-    types, raw_values, model_domain = _values(db)
+    types, scores, failed = _results(db)
     by_domain: dict[str, list[tuple]] = {}
     for identifier, domain, parent, note, _ in types:
         by_domain.setdefault(domain, []).append((identifier, parent, note))
@@ -55,12 +54,13 @@ def standings(db: Database, hierarchy_file: Path | None = None) -> list[DomainBo
         tree = hierarchy_for(domain, hierarchies).tree({i: p for i, p, _ in rows}, {i: n for i, _, n in rows})
         leaf_ids = {i for i, _, _ in rows}
         per_model: dict[str, dict[str, agg.Value]] = {}
-        for (model, benchmark), value in raw_values.items():
-            if benchmark not in leaf_ids:
-                continue
-            if isinstance(value, tuple):
-                value = agg.leaf_value(value[0], value[1], engineering=benchmark in tree.engineering)
-            per_model.setdefault(model, {})[benchmark] = value
+        for (model, benchmark), (ceiled, raw) in scores.items():
+            if benchmark in leaf_ids:
+                per_model.setdefault(model, {})[benchmark] = agg.leaf_value(
+                    ceiled, raw, engineering=benchmark in tree.engineering)
+        for model, benchmark in failed:
+            if benchmark in leaf_ids:
+                per_model.setdefault(model, {})[benchmark] = agg.X
         counted = sorted({b for vals in per_model.values() for b, v in vals.items() if v is not None})
         children = tree.children()
         keep = agg.included_nodes(children, tree.roots, counted)

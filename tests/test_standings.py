@@ -374,3 +374,12 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
                                         "Gym": "'Gym' is not a level of the vision hierarchy"}
     text = workspace.cli("tree", "--repo", str(repo), check=True).stdout
     assert "g: unreadable: parent=compute_parent() is computed" in text and "V1: 2 benchmark(s)" in text
+    # the hierarchy setting: a TOML file merged over the shipped levels places what they do not
+    override = tmp_path / "levels.toml"
+    override.write_text('[vision.parents]\nG = "behavior_vision"\n"G-top1" = "engineering_vision"\n')
+    placed = workspace.json("--set", f"hierarchy={override}", "tree", "--repo", str(repo))
+    assert set(placed["unattached_nodes"]) == {"Gym"}
+    assert {r["benchmark"]: r["attached_to"] for r in placed["benchmarks"]}["Gcolour-top1"] == "G-top1"
+    override.write_text("[vision]\nroot = 3\n")
+    bad = workspace.cli("--set", f"hierarchy={override}", "tree", "--repo", str(repo))
+    assert bad.returncode == 2 and "root (text)" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
