@@ -10,7 +10,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from pipeline.aggregate import X, is_number
+from pipeline.aggregate import X, is_number, rounded
 from pipeline.standings import DomainBoard, model_rows
 
 _env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=StrictUndefined,
@@ -33,8 +33,9 @@ def colour(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A value as brain-score.org shows it: 2 decimals, rounded half-up (0.125 -> 0.13); X; empty."""
     if is_number(value):
-        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{rounded(value):.2f}" if abs(value) < 10 else f"{rounded(value, 1):.1f}"
     return "X" if value == X else ""
 
 
