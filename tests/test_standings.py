@@ -383,3 +383,36 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
     override.write_text("[vision]\nroot = 3\n")
     bad = workspace.cli("--set", f"hierarchy={override}", "tree", "--repo", str(repo))
     assert bad.returncode == 2 and "root (text)" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+FLAT = {"n": "'neural'", "h": "'behavior_vision'", "e": "'engineering_vision'"}
+FLAT_SCORES = {"p": {"n": (0.33, 0.33), "h": (0.53, 0.53), "e": (0.1, 0.63)},
+               "q": {"n": (0.28, 0.28), "h": (0.11, 0.11)},
+               "r": {"n": (0.2, 0.2), "h": (0.2, 0.2)}}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_models_view_averages_and_ranks_like_brain_score(workspace, tmp_path, database, request):
+    """The issue's other examples through the command: neural 0.33 and behavior 0.53 give 0.43 (engineering 0.63
+    raw, not counted); 0.28 and 0.11 give 0.195, shown and ranked as 0.20, level with a model at 0.20."""
+    extra: tuple[str, ...] = ()
+    if database == "postgres":
+        workspace.env["SCORE_PLUGINS_DB_TEST"] = request.getfixturevalue("pg_url")
+        extra = ("--profile", "test")
+    repo = tmp_path / "flat"
+    git(tmp_path, "init", "--quiet", "-b", "main", str(repo))
+    write(repo, f"{ROOT}/__init__.py", "benchmark_registry = {}\nmodel_registry = {}\n")
+    for model in FLAT_SCORES:
+        write(repo, f"{ROOT}/models/{model}/__init__.py",
+              f"from brainscore_vision import model_registry\nmodel_registry[{model!r}] = lambda: None\n")
+    for name, parent in FLAT.items():
+        write(repo, f"{ROOT}/benchmarks/{name}/__init__.py",
+              textwrap.dedent(BENCHMARK).format(name=name, version=1, parent=parent))
+    commit_all(repo, "flat benchmarks")
+    ingest_scores(workspace, repo, tmp_path / "bundle", FLAT_SCORES, *extra)
+    board = {r["model"]: r for r in workspace.json("leaderboard", "--view", "models", *extra)}
+    p, q = board["p"]["aggregates"], board["q"]["aggregates"]
+    assert (p["neural_vision"], p["behavior_vision"], p["average_vision"]) == (0.33, 0.53, 0.43)
+    assert p["engineering_vision"] == 0.63 and board["p"]["average"] == 0.43
+    assert q["average_vision"] == 0.195 and board["q"]["average"] == 0.2 == board["r"]["average"]
+    assert [board[m]["rank"] for m in "pqr"] == [1, 2, 2]
