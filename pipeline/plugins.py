@@ -295,6 +295,11 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
             declared = [d for f in files if f.sha in facts and not facts[f.sha].syntax_error
                         for d in facts[f.sha].declarations]
             read_parents(plugin, declared)
+            if declared and plugin.parent_problems:  # a plugin that passes no parent= at all hangs nowhere, quietly
+                first = sorted(plugin.parent_problems)[0]
+                issues.append(Issue(init_path, 0, f"the leaderboard parent of {len(plugin.parent_problems)} "
+                                    f"benchmark(s) cannot be read statically (e.g. {first}: "
+                                    f"{plugin.parent_problems[first]}); they are listed unattached", "warning"))
 
     loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
     catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused)
@@ -334,10 +339,11 @@ def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list
 def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
     """Each registered benchmark's `parent=` and `version=`, from the constructor calls of its plugin.
 
-    One parent value in the whole plugin: every benchmark gets it. Several (e.g. `parent=region` called with
-    'V4' and 'IT'): a benchmark gets the one its identifier names as a whole word ('MajajHong2015.IT-pls' ->
-    'IT'). Otherwise, or when a parent is computed (an f-string of a loop variable), it cannot be read: the
-    benchmark is listed unattached, with the reason."""
+    The calls that decide are those whose own `identifier=` can be the benchmark's id (all calls when none
+    can). A `parent=region` whose identifier is `f'X.{region}-pls'` takes the part of the id in that slot. One
+    parent value left: the benchmark gets it; several (`parent=region` called with 'V4' and 'IT'): the one its
+    identifier names as a whole word ('MajajHong2015.IT-pls' -> 'IT'). Otherwise, or when the parent is
+    computed, it cannot be read: the benchmark is listed unattached, with the reason."""
     for identifier in plugin.identifiers:
         # the constructor calls whose own `identifier=` can be this id decide; if none can, every call does
         own = [d for d in declarations if d.identifiers and any(
@@ -361,7 +367,7 @@ def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
             else:
                 options = sorted(values)[:6] + [d.text for d in computed][:3]
                 plugin.parent_problems[identifier] = (
-                    f"its plugin passes parent= {len(values) + len(computed)} ways ({', '.join(map(repr, options))})"
+                    f"parent= is passed {len(values) + len(computed)} ways ({', '.join(map(repr, options))})"
                     " and the identifier names none of them alone" if len(values) + len(computed) > 1 else
                     f"parent={computed[0].text} is computed; it cannot be read without running the plugin")
         if chosen is not None:

@@ -358,6 +358,10 @@ def test_tree_command_reads_parents_statically(tmp_path, workspace):
     assert rows["d"]["parent"] == "behavior" and rows["d"]["attached_to"] == "behavior_vision"  # in its domain
     assert rows["g"]["parent"] is None and "parent=compute_parent() is computed" in rows["g"]["unreadable"]
     assert rows["Loopy.x"]["parent"] is None and "ways" in rows["Loopy.x"]["unreadable"]
+    # an unreadable parent is a warning of `detect` too, once per plugin; a plugin that passes none is quiet
+    change = workspace.cli("detect", "--repo", str(repo), "--base", "HEAD~1", "--format", "json", check=True)
+    warned = [i for i in json.loads(change.stdout)["issues"] if "leaderboard parent" in i["message"]]
+    assert sorted(i["file"] for i in warned) == [f"{ROOT}/benchmarks/{p}/__init__.py" for p in ("g", "loop")]
     assert rows["Loopy.IT-pls"]["parent"] == "IT"  # parent=region, and the identifier f'Loopy.{region}-pls'
     assert rows["n"]["parent"] is None and rows["n"]["unreadable"] is None  # parent=None: declared none
     # two constructors, each with its own identifier pattern and parent (geirhos2021's shape)
