@@ -96,10 +96,13 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
             except RenderError as exc:  # a setting that cannot go into a job script
                 err.print(coloured("error:", "red", f"cannot render the job script: {exc}"))
                 sys.exit(2)
-            except KeyboardInterrupt:
-                err.print(coloured("interrupted:", "yellow", "stopped by Ctrl-C; what finished is kept "
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP during a run (pipeline.signals)
+                from pipeline.signals import stopped_from
+
+                stop = stopped_from(exc)
+                err.print(coloured("interrupted:", "yellow", f"stopped by {stop.name}; what finished is kept "
                                    "(`score-plugins reconcile` closes what was left open)"))
-                sys.exit(130)
+                sys.exit(stop.exit_code)
             except OSError as exc:  # a path the user gave: not writable, a file where a folder was meant...
                 if DEBUG:
                     raise
@@ -376,18 +379,31 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
-            try:
-                with ProgressReporter() as reporter:
-                    result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
-            except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 130
-                result = stop.result
+            result = _execute(cmd, db, req)
     _report_run(cmd, result, dry_run)
+    _exit_run(result)
+
+
+def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request -> RunResult
+    """Execute a run with progress on stderr; Ctrl-C, SIGTERM and SIGHUP cancel it (recorded and emailed)."""
+    from pipeline import run as runner
+    from pipeline.signals import stop_on_signals
+
+    try:
+        with stop_on_signals(), ProgressReporter() as reporter:
+            return runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+    except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 128 + signal
+        return stop.result
+
+
+def _exit_run(result, refused_is_error: bool = True) -> None:  # noqa: ANN001 - RunResult
     if result.interrupted:
-        err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by Ctrl-C; finished "
+        name = result.stop.name if result.stop else "Ctrl-C"
+        err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by {name}; finished "
                            "pairs are kept, the others are recorded CANCELLED and the submitters were told"))
-        sys.exit(130)
+        sys.exit(result.exit_code)
     # failed pairs (1) outrank refused plugins (2): the run itself did its work
-    sys.exit(result.exit_code or (2 if result.change.errors else 0))
+    sys.exit(result.exit_code or (2 if refused_is_error and result.change.errors else 0))
 
 
 class ProgressReporter:
@@ -619,9 +635,9 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
 
     with cmd.database() as db:
         old, pairs = failed_pairs(db, run_id)
-        result = runner.execute(cmd.settings, db, runner.rerun_request(old, pairs, executor))
+        result = _execute(cmd, db, runner.rerun_request(old, pairs, executor))
     _report_run(cmd, result)
-    sys.exit(result.exit_code)
+    _exit_run(result, refused_is_error=False)
 
 
 @main.command()

@@ -29,6 +29,7 @@ from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog, plugin_key_of
+from pipeline.signals import Stopped, mark_cancel, stopped_from
 from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     delivery: dict | None = None  # what SMTP did with the outbox, when configured
     executor_stats: dict = field(default_factory=dict)  # e.g. Slurm poll cycles and sacct calls
-    interrupted: bool = False  # stopped by Ctrl-C: what was started was cancelled and recorded
+    interrupted: bool = False  # stopped by Ctrl-C, SIGTERM or SIGHUP: what was started was cancelled and recorded
+    stop: Stopped | None = None  # which signal stopped it
 
     @property
     def failed(self) -> int:
@@ -73,6 +75,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        if self.stop is not None:
+            return self.stop.exit_code
         return 1 if self.failed else 0
 
     def to_json(self) -> dict:
@@ -83,6 +87,7 @@ class RunResult:
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
+            "stopped_by": self.stop.name if self.stop else None,
             "issues": self.change.issues,
         }
 
@@ -203,9 +208,15 @@ def execute(settings: Settings, db: Database, req: Request, *,
         if not plan.to_run and not plan.cannot_run:
             ledger.drop_run(db, run_id)
             return result
-    bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
-    result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
-    ledger.record_bundle(db, bundle)
+    try:
+        bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
+        result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
+        ledger.record_bundle(db, bundle)
+    except KeyboardInterrupt as exc:  # stopped before anything was submitted: the run is over, cancelled
+        if executor is not None:
+            executor.close()
+        ledger.cancelled(db, run_id, stopped_from(exc).reason)
+        raise
     interrupted = False
     if executor is not None:
         try:
@@ -223,18 +234,24 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                       on_progress: Callable[[Progress], None] | None, result: RunResult) -> bool:
     """Submit the bundle, watch it to the end (retrying infrastructure failures), and close every pair left
     without a result. Ctrl-C cancels what was started and keeps what finished; returns whether it came."""
-    job_id = executor.submit(bundle)
-    ledger.submitted(db, bundle.run_id, job_id)
     watcher = Watcher(db, executor, bundle, on_progress)
-    cancelled = None
+    cancelled, job_id = None, None
     try:
+        job_id = executor.submit(bundle)
+        ledger.submitted(db, bundle.run_id, job_id)
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
-    except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
-        log.warning("interrupted: cancelling run %s", bundle.run_id)
-        executor.cancel(job_id)
-        states = watcher.after_cancel(job_id)
-        cancelled = "interrupted by Ctrl-C"
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: stop what we started, keep what finished, tell
+        stop = stopped_from(exc)
+        cancelled = stop.reason
+        mark_cancel(bundle.run_dir, cancelled)  # first: a second signal still leaves a run reconcile cancels
+        result.stop = stop
+        log.warning("%s: cancelling run %s", stop.name, bundle.run_id)
+        print(f"score-plugins: {stop.name}: cancelling run {bundle.run_id}", file=sys.stderr, flush=True)
+        states = {}
+        if job_id is not None:
+            executor.cancel(job_id)
+            states = watcher.after_cancel(job_id)
     result.executor_stats = watcher.stats()
     ledger.close_unfinished(db, bundle, states, cancelled=cancelled)
     return cancelled is not None
@@ -300,7 +317,8 @@ def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str
 
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
-    run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build)
+    cancelled = result.stop.reason if result.stop is not None else None
+    run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build, cancelled=cancelled)
     for job in jobs:
         result.states[job.state] = result.states.get(job.state, 0) + 1
     result.pairs = [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "score": j.score,
@@ -312,7 +330,8 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
     paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                          sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                          skipped=skipped, extra_recipients=req.extra_recipients,
-                                         admin_email=settings.admin_email, plugin_problems=problems)
+                                         admin_email=settings.admin_email, plugin_problems=problems,
+                                         cancelled=cancelled)
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)
