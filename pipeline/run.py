@@ -19,7 +19,7 @@ from sqlalchemy import select
 from db.models import BenchmarkType, Model, Run
 from db.queries import in_flight_keys, scored_keys
 from db.states import State
-from pipeline import ledger
+from pipeline import gitrepo, ledger
 from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
@@ -270,7 +270,8 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
 def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
-                          base=None if req.all else req.base, jenkins_build=req.jenkins_build,
+                          base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
+                          jenkins_build=req.jenkins_build,
                           build_url=req.build_url)
 
 

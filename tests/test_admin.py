@@ -34,3 +34,44 @@ def test_a_forced_score_is_the_score_in_force_and_the_old_one_is_history(workspa
     workspace.json("ingest")
     assert [r["score"] for r in workspace.json("leaderboard") if r["benchmark"] == "noisy"] == [new["score"]]
     assert len(workspace.rows("SELECT id FROM score_history")) == 1
+
+
+def cli_in(workspace, cwd: Path, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """`score-plugins` run from another folder than the workspace (same environment)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([str(CLI), *args], cwd=cwd, env=workspace.env, capture_output=True, text=True, timeout=900)
+
+
+def test_runs_record_where_and_what_so_rerun_and_reproduce_work_from_any_folder(workspace, example_repo):
+    write(example_repo, "sklearn_scores/benchmarks/raises/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\n"
+          "class Raises:\n    def __call__(self, model):\n        raise ValueError('flaky benchmark')\n\n"
+          "benchmark_registry['raises'] = Raises\n")
+    commit_all(example_repo, "a failing benchmark")
+    relative = os.path.relpath(example_repo, workspace.path)
+    first = workspace.cli("run", "--repo", relative, "--base", "HEAD~1", "--models", "logreg", "--format", "json")
+    assert first.returncode == 1, first.stderr
+    run_id = json.loads(first.stdout)["run_id"]
+    [(repo, base, head)] = workspace.rows("SELECT repo, base_commit, head_commit FROM runs WHERE id = ?", run_id)
+    sha = subprocess.run(["git", "-C", str(example_repo), "rev-parse", "HEAD~1"], capture_output=True,
+                         text=True).stdout.strip()
+    assert repo == str(example_repo.resolve()) and base == sha and len(head) == 40
+    elsewhere = workspace.path / "reports" / "deeper"  # the state folder is found from here; the repo is not
+    rerun = cli_in(workspace, elsewhere, "rerun", run_id, "--failed", "--format", "json")
+    assert rerun.returncode == 1, rerun.stderr  # the benchmark raises again: it ran
+    assert [(p["model"], p["benchmark"]) for p in json.loads(rerun.stdout)["pairs"]] == [("logreg", "raises")]
+    good = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
+                          "iris-accuracy")
+    [score_id] = [r["id"] for r in workspace.json("leaderboard") if r["run_id"] == good["run_id"]]
+    again = cli_in(workspace, elsewhere, "reproduce", str(score_id), "--out", str(workspace.path / "again"),
+                   "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert Path(json.loads(again.stdout)["job_script"]).exists()
+
+
+def test_repo_dot_from_a_subfolder_of_the_plugin_repository(workspace, example_repo):
+    workspace.env["SCORE_PLUGINS_STATE_DIR"] = str(workspace.state)
+    proc = cli_in(workspace, example_repo / "sklearn_scores" / "models", "plan", "--repo", ".", "--all",
+                  "--models", "logreg", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["counts"]["to_run"] == 4
