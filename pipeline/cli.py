@@ -534,7 +534,7 @@ def ingest(cmd: Command, run: str | None) -> None:
     from pipeline.ingest import ingest_folders, run_folders
 
     folders = run_folders(cmd.settings.runs_dir, run)
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         totals = ingest_folders(db, folders)
     cmd.emit({"runs": [str(f) for f in folders], **totals},
              lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
@@ -576,7 +576,7 @@ def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
     from pipeline.report import run_status
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         data = run_status(db, run)
 
     def people() -> None:
@@ -597,7 +597,7 @@ def reconcile(cmd: Command) -> None:
     """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
     from pipeline.repair import reconcile_all
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         data = reconcile_all(cmd.settings, db)
 
     def people() -> None:
@@ -617,7 +617,7 @@ def cancel(cmd: Command, run_id: str) -> None:
     """Cancel RUN's pending and running tasks; finished results are kept."""
     from pipeline.repair import cancel_run
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         n = cancel_run(cmd.settings, db, run_id)
     cmd.emit({"run_id": run_id, "cancelled": n},
              lambda: out.print(f"run {run_id}: {n} pairs cancelled", highlight=False))
@@ -633,7 +633,7 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
     from pipeline import run as runner
     from pipeline.repair import failed_pairs
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         old, pairs = failed_pairs(db, run_id)
         result = _execute(cmd, db, runner.rerun_request(old, pairs, executor))
     _report_run(cmd, result)
@@ -648,7 +648,7 @@ def reproduce(cmd: Command, score_id: int, out_dir: Path) -> None:
     """Re-render the exact job (code at the score's commit, its lockfile) that produced SCORE_ID."""
     from pipeline.reproduce import reproduce_score
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         bundle = reproduce_score(cmd.settings, db, score_id, out_dir)
     cmd.emit({"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
               "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}",
@@ -699,7 +699,7 @@ def db_current(cmd: Command) -> None:
     """The profile's schema revision, and the newest one this version knows."""
     from db import migrate
 
-    with cmd.database(migrate_schema=False) as db:
+    with cmd.database(migrate_schema=False, read_only=True) as db:
         data = {"profile": cmd.profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
                 "head": migrate.head()}
     cmd.emit(data, lambda: click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})"))

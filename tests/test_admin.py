@@ -75,3 +75,15 @@ def test_repo_dot_from_a_subfolder_of_the_plugin_repository(workspace, example_r
                   "--models", "logreg", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["counts"]["to_run"] == 4
+
+
+def test_read_only_commands_in_an_empty_folder_create_nothing_and_say_where_they_looked(workspace, tmp_path):
+    empty = tmp_path / "empty"
+    for args in (["status"], ["status", "--format", "json"], ["db", "current"], ["reproduce", "3", "--out", "x"],
+                 ["leaderboard"], ["leaderboard", "--format", "csv"], ["reconcile"], ["cancel", "abc"],
+                 ["rerun", "abc", "--failed"], ["ingest"]):
+        proc = cli_in(workspace, empty, *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert f"looked for .score-plugins in {empty}" in proc.stderr, (args, proc.stderr)
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        assert list(empty.iterdir()) == [], f"{args} created {list(empty.iterdir())}"
