@@ -634,8 +634,11 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
     from pipeline.repair import failed_pairs
 
     with cmd.database(read_only=True) as db:
+        from pipeline.rerun import original_recipients
+
         old, pairs = failed_pairs(db, run_id)
-        result = _execute(cmd, db, runner.rerun_request(old, pairs, executor))
+        result = _execute(cmd, db, runner.rerun_request(old, pairs, executor,
+                                                        original_recipients(db, old.id, pairs)))
     _report_run(cmd, result)
     _exit_run(result, refused_is_error=False)
 

@@ -29,6 +29,7 @@ from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog, plugin_key_of
+from pipeline.rerun import keep_scope
 from pipeline.signals import Stopped, mark_cancel, stopped_from
 from pipeline.watch import Progress, Watcher
 
@@ -52,6 +53,7 @@ class Request:
     build_url: str | None = None
     extra_recipients: list[str] = field(default_factory=list)
     only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
+    only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
 
 
 @dataclass
@@ -138,6 +140,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      in_flight=running)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
+        keep_scope(change, plan)
     return change, catalog, plan
 
 
@@ -257,14 +260,16 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
     return cancelled is not None
 
 
-def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None = None) -> Request:
-    """A new run, at the old run's commit, of exactly these of its pairs (`rerun --failed`)."""
+def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None = None,
+                  recipients: set[str] | None = None) -> Request:
+    """A new run, at the old run's commit, of exactly these of its pairs (`rerun --failed`), mailing only
+    `recipients` (whom the old run mailed about them)."""
     if not pairs:
         raise BadInput(f"run {old.id} has no failed pairs")
     return Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
                    models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
                    executor=executor or old.executor, only_pairs=set(pairs), jenkins_build=old.jenkins_build,
-                   build_url=old.build_url)
+                   build_url=old.build_url, only_to=recipients)
 
 
 def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:
@@ -332,7 +337,7 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
                                          sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                          skipped=skipped, extra_recipients=req.extra_recipients,
                                          admin_email=settings.admin_email, plugin_problems=problems,
-                                         cancelled=cancelled)
+                                         cancelled=cancelled, only_to=req.only_to)
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

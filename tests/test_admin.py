@@ -87,3 +87,33 @@ def test_read_only_commands_in_an_empty_folder_create_nothing_and_say_where_they
         assert f"looked for .score-plugins in {empty}" in proc.stderr, (args, proc.stderr)
         assert proc.stdout == "" and "Traceback" not in proc.stderr
         assert list(empty.iterdir()) == [], f"{args} created {list(empty.iterdir())}"
+
+
+def _recipients(paths: list[str]) -> set[str]:
+    import email
+
+    return {str(email.message_from_bytes(Path(p).read_bytes())["To"]) for p in paths}
+
+
+def test_rerun_keeps_the_original_scope_and_recipients(workspace, example_repo):
+    write(example_repo, "sklearn_scores/models/broken/__init__.py", "def oops(:\n")
+    commit_all(example_repo, "a broken model elsewhere", author="Bea Broken <broken@example.org>")
+    write(example_repo, "sklearn_scores/benchmarks/raises/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\n"
+          "class Raises:\n    def __call__(self, model):\n        raise ValueError('flaky benchmark')\n\n"
+          "benchmark_registry['raises'] = Raises\n")
+    commit_all(example_repo, "a failing benchmark", author="Rae Raises <raises@example.org>")
+    first = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                          "--format", "json")
+    assert first.returncode == 1, first.stderr
+    original = json.loads(first.stdout)
+    assert "broken/__init__.py" in first.stderr and "warning" in first.stderr  # not this change's plugin
+    mailed = _recipients(original["emails"])
+    assert "broken@example.org" not in mailed
+    rerun = workspace.cli("rerun", original["run_id"], "--failed", "--format", "json")
+    assert rerun.returncode == 1, rerun.stderr  # the benchmark fails again; the broken model is no error of it
+    again = json.loads(rerun.stdout)
+    assert [(p["model"], p["benchmark"]) for p in again["pairs"]] == [("logreg", "raises")]
+    assert not [i for i in again["issues"] if i["severity"] == "error"], again["issues"]
+    assert ": error: " not in rerun.stderr, rerun.stderr
+    assert _recipients(again["emails"]) <= mailed and _recipients(again["emails"])
