@@ -117,3 +117,17 @@ def test_rerun_keeps_the_original_scope_and_recipients(workspace, example_repo):
     assert not [i for i in again["issues"] if i["severity"] == "error"], again["issues"]
     assert ": error: " not in rerun.stderr, rerun.stderr
     assert _recipients(again["emails"]) <= mailed and _recipients(again["emails"])
+
+
+def test_a_change_whose_only_plugin_is_broken_says_nothing_was_scored(workspace, example_repo):
+    import email
+    import email.policy
+
+    write(example_repo, "sklearn_scores/models/broken/__init__.py", "def oops(:\n")
+    commit_all(example_repo, "a broken model", author="Bea Broken <broken@example.org>")
+    proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert proc.returncode == 2, proc.stderr
+    [path] = json.loads(proc.stdout)["emails"]
+    msg = email.message_from_bytes(Path(path).read_bytes(), policy=email.policy.default)
+    assert str(msg["To"]) == "broken@example.org"
+    assert str(msg["Subject"]).endswith(": plugin problems, nothing scored"), msg["Subject"]
