@@ -536,6 +536,9 @@ def ingest(cmd: Command, run: str | None) -> None:
     folders = run_folders(cmd.settings.runs_dir, run)
     with cmd.database(read_only=True) as db:
         totals = ingest_folders(db, folders)
+        from pipeline.runs import close_ingested_renders
+
+        close_ingested_renders(db, folders)
     cmd.emit({"runs": [str(f) for f in folders], **totals},
              lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
                                f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)",
@@ -576,8 +579,10 @@ def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
     from pipeline.report import run_status
 
+    from pipeline.runs import resolve_run_id
+
     with cmd.database(read_only=True) as db:
-        data = run_status(db, run)
+        data = run_status(db, resolve_run_id(db, run) if run else None)
 
     def people() -> None:
         table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
@@ -589,6 +594,27 @@ def status(cmd: Command, run: str | None) -> None:
                   + f"; {data['cpu_hours']} CPU-hours", highlight=False)
 
     cmd.emit(data, people)
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="how many runs, newest first")
+@common(prod=False)
+def runs(cmd: Command, limit: int) -> None:
+    """The newest runs: id, status, executor, when, commit and pairs per state (any unique prefix of an id names
+    its run in status, cancel and rerun)."""
+    from pipeline.runs import list_runs
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        data = list_runs(db, limit)
+
+    def people() -> None:
+        table = Table("run", "status", "executor", "created", "commit", "pairs", title="runs")
+        for r in data:
+            table.add_row(r["run_id"], r["status"], r["executor"], r["created_at"][:19], (r["commit"] or "")[:12],
+                          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
+        out.print(table)
+
+    cmd.emit(data, people, rows=[{k: v for k, v in r.items() if k != "counts"} for r in data])
 
 
 @main.command()
@@ -617,7 +643,10 @@ def cancel(cmd: Command, run_id: str) -> None:
     """Cancel RUN's pending and running tasks; finished results are kept."""
     from pipeline.repair import cancel_run
 
+    from pipeline.runs import resolve_run_id
+
     with cmd.database(read_only=True) as db:
+        run_id = resolve_run_id(db, run_id)
         n = cancel_run(cmd.settings, db, run_id)
     cmd.emit({"run_id": run_id, "cancelled": n},
              lambda: out.print(f"run {run_id}: {n} pairs cancelled", highlight=False))
@@ -636,7 +665,9 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
     with cmd.database(read_only=True) as db:
         from pipeline.rerun import original_recipients
 
-        old, pairs = failed_pairs(db, run_id)
+        from pipeline.runs import resolve_run_id
+
+        old, pairs = failed_pairs(db, resolve_run_id(db, run_id))
         result = _execute(cmd, db, runner.rerun_request(old, pairs, executor,
                                                         original_recipients(db, old.id, pairs)))
     _report_run(cmd, result)

@@ -109,6 +109,14 @@ def retried(db: Database, run_id: str, keys: Iterable[str], job_id: str, attempt
                         .values(slurm_job_id=job_id, attempt=attempt, state=State.PENDING))
 
 
+def running(db: Database, run_id: str, keys: Iterable[str], node: str | None = None) -> None:
+    """Pairs whose task the executor reports running: RUNNING (so `status` agrees with the executor)."""
+    with session_scope(db.sessions) as session:
+        session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key.in_(list(keys)),
+                                          Job.state == State.PENDING)
+                        .values(state=State.RUNNING, node=node or None, started_at=_now()))
+
+
 def open_job_ids(db: Database, run_id: str) -> set[str]:
     """The executor job ids of a run's pairs that are still open."""
     with db.sessions() as session:

@@ -131,3 +131,35 @@ def test_a_change_whose_only_plugin_is_broken_says_nothing_was_scored(workspace,
     msg = email.message_from_bytes(Path(path).read_bytes(), policy=email.policy.default)
     assert str(msg["To"]) == "broken@example.org"
     assert str(msg["Subject"]).endswith(": plugin problems, nothing scored"), msg["Subject"]
+
+
+def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspace, example_repo):
+    import signal
+
+    from tests.test_repair import start_two_slow_pairs
+
+    proc, _ = start_two_slow_pairs(workspace, example_repo)
+    try:
+        status = workspace.json("status")
+        assert status["counts"] == {"RUNNING": 2}, status  # the coordinator's own line says "running 2"
+        run_id = status["run_id"]
+        assert workspace.json("status", run_id[:-3])["run_id"] == run_id  # a unique prefix names the run
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    # a rendered run, submitted by hand and ingested, is over (not PENDING forever)
+    bundle = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
+                            "iris-accuracy", "--out", str(workspace.path / "bundle"))
+    assert workspace.json("status", bundle["run_id"])["status"] == "PENDING"
+    env = {**workspace.env, "SLURM_ARRAY_TASK_ID": "0"}
+    subprocess.run(["bash", bundle["job_script"]], cwd=bundle["run_dir"], env=env, check=True, timeout=600,
+                   capture_output=True)
+    assert workspace.json("ingest", bundle["run_dir"])["scores"] == 1
+    assert workspace.json("status", bundle["run_id"])["status"] == "COMPLETED"
+    listed = workspace.json("runs")
+    assert [r["run_id"] for r in listed] == [bundle["run_id"], run_id]
+    assert listed[1]["status"] == "CANCELLED" and listed[1]["counts"] == {"CANCELLED": 2}
+    common = os.path.commonprefix([run_id, bundle["run_id"]])
+    ambiguous = workspace.cli("status", common)
+    assert ambiguous.returncode == 2 and run_id in ambiguous.stderr and bundle["run_id"] in ambiguous.stderr
+    assert workspace.cli("status", "nope").returncode == 2
