@@ -103,6 +103,8 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
                 err.print(coloured("interrupted:", "yellow", f"stopped by {stop.name}; what finished is kept "
                                    "(`score-plugins reconcile` closes what was left open)"))
                 sys.exit(stop.exit_code)
+            except BrokenPipeError:  # `| head`: the reader has what it wanted; end quietly, exit 0
+                _quiet_after_broken_pipe()
             except OSError as exc:  # a path the user gave: not writable, a file where a folder was meant...
                 if DEBUG:
                     raise
@@ -130,6 +132,20 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
                             help="database profile: prod, dev, test or local")(wrapper)
 
     return decorate
+
+
+def _quiet_after_broken_pipe() -> None:
+    """The reader of stdout went away (`| head -2`): no error line, exit 0 (a `set -o pipefail` script goes on);
+    stdout points at /dev/null so the interpreter's final flush cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(0)
+
+
+out.on_broken_pipe = _quiet_after_broken_pipe  # rich's own default exits 1
 
 
 STANDARD_PROFILES = ("local", "prod", "dev", "test")
@@ -703,6 +719,7 @@ def db_upgrade(cmd: Command, revision: str) -> None:
     """Migrate the profile's database up to REVISION."""
     from db import migrate
 
+    migrate.check_revision(revision)
     with cmd.database(migrate_schema=False) as db:
         migrate.upgrade(db.engine, revision)
         click.echo(f"{cmd.profile}: at {migrate.current(db.engine)}")
@@ -716,6 +733,7 @@ def db_downgrade(cmd: Command, revision: str, yes: bool) -> None:
     """Migrate the profile's database down to REVISION (destructive: needs --yes)."""
     from db import migrate
 
+    migrate.check_revision(revision)
     with cmd.database(migrate_schema=False) as db:
         now = migrate.current(db.engine)
         what = ("every table and every score" if revision == "base"

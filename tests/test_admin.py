@@ -163,3 +163,20 @@ def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspa
     ambiguous = workspace.cli("status", common)
     assert ambiguous.returncode == 2 and run_id in ambiguous.stderr and bundle["run_id"] in ambiguous.stderr
     assert workspace.cli("status", "nope").returncode == 2
+
+
+def test_a_closed_pipe_ends_quietly_and_a_mistyped_revision_lists_the_known_ones(workspace):
+    workspace.cli("db", "upgrade", check=True)
+    for args in (["leaderboard", "--format", "csv"], ["leaderboard", "--format", "json"], ["runs"], ["config"]):
+        proc = subprocess.Popen([str(CLI), *args], cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # the reader is gone before anything is written: every write is a broken pipe
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0, (args, err)
+        assert err == "", (args, err)
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", f"{CLI} leaderboard --format csv | head -c 0"],
+                           cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    typo = workspace.cli("db", "downgrade", "--revision", "nonsense", "--yes")
+    assert typo.returncode == 2 and "unknown revision 'nonsense'" in typo.stderr and "0001" in typo.stderr
+    assert "please report" not in typo.stderr
