@@ -242,6 +242,8 @@ def change_options(func: Callable) -> Callable:
                      "implies none (or with --all), score exactly the pairs these name"),
         click.option("--benchmarks", help="benchmark ids (comma-separated), narrowing like --models"),
         click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
+        click.option("--retry-failed-solves", is_flag=True, help="solve again environments whose solve failed "
+                     "recently (failures are otherwise cached for an hour)"),
     ]))
 
 
@@ -255,12 +257,14 @@ def _ids(text: str | None) -> list[str] | None:
 
 
 def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, models: str | None,
-             benchmarks: str | None, force: bool, executor: str = "local", **extra: Any):
+             benchmarks: str | None, force: bool, executor: str = "local", retry_failed_solves: bool = False,
+             dry: bool = False, **extra: Any):
     from pipeline.run import Request
 
     require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
-                   benchmarks=_ids(benchmarks), force=force, executor=executor, **extra)
+                   benchmarks=_ids(benchmarks), force=force, executor=executor,
+                   failed_solves="retry" if retry_failed_solves else "plan" if dry else "use", **extra)
 
 
 @main.command()
@@ -352,7 +356,7 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     from pipeline.run import detect_and_plan
 
     with cmd.database() as db:
-        change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
+        change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts, dry=True))
     data = the_plan.to_json(pairs=with_pairs)
     data["issues"] = change.issues
     report_issues(change.issues)
@@ -389,7 +393,8 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
     """Detect, plan, render, submit, wait, record and notify."""
     from pipeline import run as runner
 
-    req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters))
+    req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters),
+                   dry=dry_run)
     with cmd.database() as db:
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)

@@ -54,6 +54,7 @@ class Request:
     extra_recipients: list[str] = field(default_factory=list)
     only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
     only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
+    failed_solves: str = "use"  # cached solve failures: "use" (a run), "plan" (plan, --dry-run), "retry"
 
 
 @dataclass
@@ -137,7 +138,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
                      progress=_lock_progress,
-                     in_flight=running)
+                     in_flight=running, failed_solves=req.failed_solves)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
         keep_scope(change, plan)
@@ -269,7 +270,7 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
     return Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
                    models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
                    executor=executor or old.executor, only_pairs=set(pairs), jenkins_build=old.jenkins_build,
-                   build_url=old.build_url, only_to=recipients)
+                   build_url=old.build_url, only_to=recipients, failed_solves="retry")
 
 
 def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:

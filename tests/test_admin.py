@@ -180,3 +180,31 @@ def test_a_closed_pipe_ends_quietly_and_a_mistyped_revision_lists_the_known_ones
     typo = workspace.cli("db", "downgrade", "--revision", "nonsense", "--yes")
     assert typo.returncode == 2 and "unknown revision 'nonsense'" in typo.stderr and "0001" in typo.stderr
     assert "please report" not in typo.stderr
+
+
+def test_a_failed_solve_is_retried_by_the_first_run_rerun_and_the_flag_with_honest_words(workspace, example_repo):
+    write(example_repo, "sklearn_scores/benchmarks/unsolvable/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\nclass B:\n    def __call__(self, model):\n"
+          "        return 0.5\n\nbenchmark_registry['unsolvable'] = B\n")
+    write(example_repo, "sklearn_scores/benchmarks/unsolvable/requirements.txt",
+          "no-such-package-score-plugins-test==1.0\n")
+    commit_all(example_repo, "a benchmark whose requirements do not solve")
+    args = ("--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+
+    def reasons(proc: subprocess.CompletedProcess) -> list[str]:
+        assert proc.returncode == 1, proc.stderr
+        return [p["reason"] for p in json.loads(proc.stdout)["pairs"]]
+
+    planned = workspace.json("plan", *args, "--pairs")
+    assert "cannot solve" in planned["cannot_run"][0]["problem"]
+    # the plan's failure is its own: the first real run solves again and says so plainly
+    [first] = reasons(workspace.cli("run", *args, "--format", "json"))
+    assert "cannot solve" in first and "cached" not in first and "min ago" not in first, first
+    # a run straight after reports the cached failure honestly: when, and how to retry now
+    second_run = workspace.cli("run", *args, "--format", "json")
+    [second] = reasons(second_run)
+    assert "solve failed 0 min ago and is not tried again for" in second and "--retry-failed-solves" in second
+    [flagged] = reasons(workspace.cli("run", *args, "--retry-failed-solves", "--format", "json"))
+    assert "cannot solve" in flagged and "cached" not in flagged and "min ago" not in flagged, flagged
+    [again] = reasons(workspace.cli("rerun", json.loads(second_run.stdout)["run_id"], "--failed", "--format", "json"))
+    assert "cannot solve" in again and "cached" not in again and "min ago" not in again, again
