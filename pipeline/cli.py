@@ -802,12 +802,17 @@ def notify_flush(cmd: Command) -> None:
 @main.command("config")
 @common(prod=False)
 def config_show(cmd: Command) -> None:
-    """The settings in force after every layer (defaults < site file < environment < --set flags)."""
-    data = cmd.settings.public()
+    """The settings in force after every layer (defaults < site file < environment < --set flags); the table
+    format is TOML for the site file, each setting with its meaning and the layer it came from."""
+    from pipeline.settings_info import setting_help, setting_sources
 
-    def people() -> None:  # TOML that can be pasted into the site file
+    data = cmd.settings.public()
+    helps, sources = setting_help(), setting_sources(click.get_current_context().find_root().obj or {})
+
+    def people() -> None:  # TOML that can be pasted into the site file; each setting's meaning and layer as comments
         click.echo("[score-plugins]")
         for k, v in data.items():
+            click.echo(f"# {helps.get(k) or k} [from: {sources.get(k, 'default')}]".replace("\n", " "))
             click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
 
     cmd.emit(data, people)

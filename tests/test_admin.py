@@ -208,3 +208,30 @@ def test_a_failed_solve_is_retried_by_the_first_run_rerun_and_the_flag_with_hone
     assert "cannot solve" in flagged and "cached" not in flagged and "min ago" not in flagged, flagged
     [again] = reasons(workspace.cli("rerun", json.loads(second_run.stdout)["run_id"], "--failed", "--format", "json"))
     assert "cannot solve" in again and "cached" not in again and "min ago" not in again, again
+
+
+def test_config_says_what_each_setting_means_and_where_it_came_from(workspace, tmp_path):
+    import tomllib
+
+    site = tmp_path / "site.toml"
+    site.write_text('[score-plugins]\npartition = "gpu"\n')
+    workspace.env.update({"SCORE_PLUGINS_CONFIG": str(site), "SCORE_PLUGINS_MEM": "8G"})
+    printed = workspace.cli("--set", "time_minutes=30", "config", check=True).stdout
+    assert tomllib.loads(printed)["score-plugins"]["time_minutes"] == 30  # still TOML for the site file
+    lines = printed.splitlines()
+    comment = {line.split(" = ")[0]: lines[i - 1] for i, line in enumerate(lines) if " = " in line
+               and not line.startswith("#")}
+    assert comment["mem"] == "# memory of one array task [from: environment SCORE_PLUGINS_MEM]"
+    assert comment["time_minutes"].endswith("[from: --set]")
+    assert comment["partition"].endswith(f"[from: site file {site}]")
+    assert comment["cpus_per_task"] == "# CPUs of one array task [from: default]"
+    assert all(c.startswith("# ") and not c.startswith("# [") for c in comment.values())  # every one explained
+
+
+def test_misspelt_and_lower_case_variables_are_refused_with_the_right_name(workspace):
+    env = dict(workspace.env, SCORE_PLUGINS_PAIRS_PER_TSK="2")
+    proc = subprocess.run([str(CLI), "config"], cwd=workspace.path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "did you mean SCORE_PLUGINS_PAIRS_PER_TASK?" in proc.stderr, proc.stderr
+    env = dict(workspace.env, score_plugins_sandbox="off")
+    proc = subprocess.run([str(CLI), "config"], cwd=workspace.path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "SCORE_PLUGINS_SANDBOX" in proc.stderr and "upper-case" in proc.stderr
