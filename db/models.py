@@ -96,7 +96,8 @@ class Score(Base):
     """One successful score, with everything needed to trace and re-run it."""
 
     __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("model_id", "benchmark_instance_id", "pair_key", name="uq_score_key"),)
+    __table_args__ = (UniqueConstraint("model_id", "benchmark_instance_id", "pair_key", name="uq_score_key"),
+                      {"sqlite_autoincrement": True})  # ids are never reused (a removed score keeps its id)
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     benchmark_instance_id: Mapped[int] = mapped_column(ForeignKey("benchmark_instances.id"))

@@ -710,6 +710,60 @@ def reproduce(cmd: Command, score_id: int, out_dir: Path) -> None:
               "submit": f"sbatch {bundle.job_script}"})
 
 
+@main.group()
+def scores() -> None:
+    """Scores in force and their history (replaced by a forced re-score, or removed by an administrator)."""
+
+
+@scores.command("remove")
+@click.argument("score_id", type=int)
+@click.option("--reason", required=True, help="why (kept with the score in its history)")
+@click.option("--by", "who", help="who removes it (default: the login name)")
+@common()
+def scores_remove(cmd: Command, score_id: int, reason: str, who: str | None) -> None:
+    """Take SCORE_ID off the leaderboard (a test score, a wrong one): it moves to the score history with who,
+    when and why. A later run that asks for the pair may score it again."""
+    import getpass
+
+    from db.history import move_to_history
+    from db.session import session_scope
+
+    who = who or getpass.getuser()
+    with cmd.database(read_only=True) as db, session_scope(db.sessions) as session:
+        if not move_to_history(session, [score_id], f"removed by {who}: {reason}"):
+            raise BadInput(f"no score with id {score_id} in force (`score-plugins scores history` lists removed ones)")
+    cmd.emit({"score_id": score_id, "removed_by": who, "reason": reason},
+             lambda: out.print(f"score {score_id} removed by {who}: {reason}", highlight=False))
+
+
+@scores.command("history")
+@common(prod=False)
+def scores_history(cmd: Command) -> None:
+    """Scores no longer in force: when, why, and the score that replaced each (if any)."""
+    from sqlalchemy import select
+
+    from db.models import BenchmarkInstance, BenchmarkType, Model, ScoreHistory
+
+    with cmd.database(read_only=True, allow_prod=True) as db, db.sessions() as session:
+        rows = [{"id": h.id, "model": m, "benchmark": b, "score": h.score_ceiled, "run_id": h.run_id,
+                 "superseded_at": h.superseded_at.isoformat(), "superseded_by": h.superseded_by, "reason": h.reason}
+                for h, m, b in session.execute(
+                    select(ScoreHistory, Model.identifier, BenchmarkType.identifier)
+                    .join(Model, ScoreHistory.model_id == Model.id)
+                    .join(BenchmarkInstance, ScoreHistory.benchmark_instance_id == BenchmarkInstance.id)
+                    .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+                    .order_by(ScoreHistory.superseded_at, ScoreHistory.id))]
+
+    def people() -> None:
+        table = Table("id", "model", "benchmark", "score", "when", "why", title="score history")
+        for r in rows:
+            table.add_row(str(r["id"]), r["model"], r["benchmark"], "" if r["score"] is None else f"{r['score']:.4f}",
+                          r["superseded_at"][:19], r["reason"])
+        out.print(table)
+
+    cmd.emit(rows, people)
+
+
 # --- db / notify / config -----------------------------------------------------------------------------------
 
 @main.group()

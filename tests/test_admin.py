@@ -34,6 +34,14 @@ def test_a_forced_score_is_the_score_in_force_and_the_old_one_is_history(workspa
     workspace.json("ingest")
     assert [r["score"] for r in workspace.json("leaderboard") if r["benchmark"] == "noisy"] == [new["score"]]
     assert len(workspace.rows("SELECT id FROM score_history")) == 1
+    # an administrator takes a (test) score off the board: it goes to the history with who and why
+    removed = workspace.json("scores", "remove", str(board[0]["id"]), "--reason", "a test score", "--by", "ada")
+    assert removed["removed_by"] == "ada"
+    assert [r for r in workspace.json("leaderboard") if r["benchmark"] == "noisy"] == []
+    history = workspace.json("scores", "history")
+    assert [(h["id"], h["reason"]) for h in history][-1] == (board[0]["id"], "removed by ada: a test score")
+    assert history[0]["superseded_by"] == board[0]["id"]
+    assert workspace.cli("scores", "remove", str(board[0]["id"]), "--reason", "again").returncode == 2
 
 
 def cli_in(workspace, cwd: Path, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001

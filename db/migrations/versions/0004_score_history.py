@@ -48,6 +48,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_score_history_pair_key', 'score_history', ['pair_key'], unique=False)
+    if op.get_bind().dialect.name == 'sqlite':
+        # A score's id names it for good (history, `reproduce`): SQLite must never hand a removed id out again,
+        # which it does for a rowid table without AUTOINCREMENT (Postgres sequences never do).
+        with op.batch_alter_table('scores', recreate='always', table_kwargs={'sqlite_autoincrement': True}):
+            pass
 
 
 def downgrade() -> None:
