@@ -516,7 +516,17 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
         record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
     cmd.emit({"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
               "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
-              "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"})
+              **hand_commands(bundle)})
+
+
+def hand_commands(bundle) -> dict[str, str]:  # noqa: ANN001 - pipeline.bundle.Bundle
+    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`)."""
+    import shlex
+
+    script, folder = shlex.quote(str(bundle.job_script)), shlex.quote(str(bundle.run_dir))
+    last = max(bundle.n_tasks - 1, 0)
+    return {"run_locally": f"cd {folder} && for i in $(seq 0 {last}); do SLURM_ARRAY_TASK_ID=$i bash {script}; done",
+            "submit": f"sbatch {script}", "ingest": f"score-plugins ingest {folder}"}
 
 
 @main.command("test-plugins")
@@ -703,11 +713,24 @@ def reproduce(cmd: Command, score_id: int, out_dir: Path) -> None:
     """Re-render the exact job (code at the score's commit, its lockfile) that produced SCORE_ID."""
     from pipeline.reproduce import reproduce_score
 
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
+                       "give a new or empty folder")
     with cmd.database(read_only=True) as db:
         bundle = reproduce_score(cmd.settings, db, score_id, out_dir)
-    cmd.emit({"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
-              "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}",
-              "submit": f"sbatch {bundle.job_script}"})
+        original = original_score(db, score_id)
+    cmd.emit({"score_id": score_id, "original": original, "run_dir": str(bundle.run_dir),
+              "job_script": str(bundle.job_script), **hand_commands(bundle)})
+
+
+def original_score(db, score_id: int) -> dict:  # noqa: ANN001 - Database
+    """What the reproduced score was, to compare the new one with."""
+    from db.models import Score
+
+    with db.sessions() as session:
+        s = session.get(Score, score_id)
+        return {"score": s.score_ceiled, "score_raw": s.score_raw, "commit": s.commit, "run_id": s.run_id,
+                "env_hash": s.env_hash, "job_id": s.job_id}
 
 
 @main.group()

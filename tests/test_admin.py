@@ -74,7 +74,13 @@ def test_runs_record_where_and_what_so_rerun_and_reproduce_work_from_any_folder(
     again = cli_in(workspace, elsewhere, "reproduce", str(score_id), "--out", str(workspace.path / "again"),
                    "--format", "json")
     assert again.returncode == 0, again.stderr
-    assert Path(json.loads(again.stdout)["job_script"]).exists()
+    reproduced = json.loads(again.stdout)
+    assert Path(reproduced["job_script"]).exists()
+    [scored] = [r for r in workspace.json("leaderboard") if r["id"] == score_id]
+    assert reproduced["original"]["score"] == scored["score"]  # what to compare the new score with
+    assert reproduced["submit"] == f"sbatch {reproduced['job_script']}"
+    busy = cli_in(workspace, elsewhere, "reproduce", str(score_id), "--out", str(workspace.path / "again"))
+    assert busy.returncode == 2 and "not empty" in busy.stderr  # never writes into a used folder
 
 
 def test_repo_dot_from_a_subfolder_of_the_plugin_repository(workspace, example_repo):
@@ -159,9 +165,9 @@ def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspa
     bundle = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
                             "iris-accuracy", "--out", str(workspace.path / "bundle"))
     assert workspace.json("status", bundle["run_id"])["status"] == "PENDING"
-    env = {**workspace.env, "SLURM_ARRAY_TASK_ID": "0"}
-    subprocess.run(["bash", bundle["job_script"]], cwd=bundle["run_dir"], env=env, check=True, timeout=600,
-                   capture_output=True)
+    assert bundle["submit"] == f"sbatch {bundle['job_script']}"
+    subprocess.run(["bash", "-c", bundle["run_locally"]], env=workspace.env, check=True, timeout=600,
+                   capture_output=True)  # the printed local command runs the bundle
     assert workspace.json("ingest", bundle["run_dir"])["scores"] == 1
     assert workspace.json("status", bundle["run_id"])["status"] == "COMPLETED"
     listed = workspace.json("runs")
@@ -243,3 +249,15 @@ def test_misspelt_and_lower_case_variables_are_refused_with_the_right_name(works
     env = dict(workspace.env, score_plugins_sandbox="off")
     proc = subprocess.run([str(CLI), "config"], cwd=workspace.path, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "SCORE_PLUGINS_SANDBOX" in proc.stderr and "upper-case" in proc.stderr
+
+
+def test_reversed_revisions_and_uncommitted_plugin_edits_are_warned_about(workspace, example_repo):
+    swapped = workspace.cli("detect", "--repo", str(example_repo), "--base", "HEAD", "--head", "HEAD~1")
+    assert "warning: --base HEAD is newer than --head HEAD~1 (revisions reversed?)" in swapped.stderr, swapped.stderr
+    assert "did you mean --base HEAD~1 --head HEAD?" in swapped.stderr
+    write(example_repo, "sklearn_scores/models/logreg/__init__.py", "# edited, not committed\n")
+    dirty = workspace.cli("detect", "--repo", str(example_repo), "--base", "HEAD~1")
+    assert "uncommitted edits in plugin folders are not scored" in dirty.stderr, dirty.stderr
+    assert "sklearn_scores/models/logreg/__init__.py" in dirty.stderr
+    clean = workspace.cli("detect", "--repo", str(example_repo), "--base", "HEAD~1", "--head", "HEAD~1")
+    assert "uncommitted" not in clean.stderr and "reversed" not in clean.stderr  # an explicit --head: no warning
