@@ -74,7 +74,24 @@ class Command:
                 out.print(f"{key}: {_plain(value)}", highlight=False)
 
 
-def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> Callable:
+FORMAT_HELP = {"table": "table for people", "json": "json for programs", "csv": "csv for spreadsheets",
+               "html": "html: one static page"}
+
+
+class FullHelpGroup(click.Group):
+    """`--help` lists each command with its whole first sentence (click cuts it to the terminal's width)."""
+
+    group_class = type  # subgroups list their commands the same way
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=300)) for name in self.list_commands(ctx)
+                for cmd in [self.get_command(ctx, name)] if cmd is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def common(formats: tuple[str, ...] = ("table", "json"), prod: bool | str = True) -> Callable:
     """Options every command shares, declared once: --profile, --format (where it prints data), --yes-prod
     (where it writes to a database). The command gets one `Command`; errors map to the contract's exit codes."""
 
@@ -122,12 +139,12 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
                 err.print(coloured("error:", "red", f"unexpected {type(exc).__name__}: {exc} "
                                    "(run with --debug for the traceback, and please report it)"))
                 sys.exit(1)
-        if prod:
-            wrapper = click.option("--yes-prod", is_flag=True, help="confirm a command that writes to the prod "
-                                   "database")(wrapper)
+        if prod:  # "hidden": a read-only command accepts the flag (scripts pass it) but does not offer it
+            wrapper = click.option("--yes-prod", is_flag=True, hidden=prod == "hidden",
+                                   help="confirm a command that writes to the prod database")(wrapper)
         if formats:
             wrapper = click.option("--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
-                                   show_default=True, help="table for people, json for programs")(wrapper)
+                                   show_default=True, help=", ".join(FORMAT_HELP[f] for f in formats))(wrapper)
         return click.option("--profile", default="local", show_default=True, envvar="SCORE_PLUGINS_PROFILE",
                             help="database profile: prod, dev, test or local")(wrapper)
 
@@ -180,7 +197,7 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
 DEBUG = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FullHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="more log lines on stderr")
 @click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
@@ -227,7 +244,8 @@ def _apply(func: Callable, decorators: list[Callable]) -> Callable:
 def revision_options(func: Callable) -> Callable:
     """Which plugins: a change (--base/--head) or every plugin (--all), in a repository."""
     return _apply(func, [
-        click.option("--repo", type=click.Path(path_type=Path), required=True, help="plugins git repository"),
+        click.option("--repo", type=click.Path(path_type=Path), required=True,
+                     help="plugins git repository (any folder inside it)"),
         click.option("--base", help="revision before the change"),
         click.option("--head", default="HEAD", show_default=True, help="revision after the change"),
         click.option("--all", "all_", is_flag=True, help="every plugin at --head, not a change"),
@@ -268,10 +286,11 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
 
 
 @main.command()
-@click.option("--repo", type=click.Path(path_type=Path), required=True)
-@click.option("--base", required=True)
-@click.option("--head", default="HEAD", show_default=True)
-@click.option("--domain-root")
+@click.option("--repo", type=click.Path(path_type=Path), required=True,
+              help="plugins git repository (any folder inside it)")
+@click.option("--base", required=True, help="revision before the change")
+@click.option("--head", default="HEAD", show_default=True, help="revision after the change")
+@click.option("--domain-root", help="top-level plugin folder (default: found from the repository)")
 @common(prod=False)
 def detect(cmd: Command, repo: Path, base: str, head: str, domain_root: str | None) -> None:
     """What the change base..head touches (Brain-Score's get_scoring_info, as JSON)."""
@@ -579,7 +598,7 @@ def ingest(cmd: Command, run: str | None) -> None:
 # --- leaderboard / status -----------------------------------------------------------------------------------
 
 @main.command()
-@common(formats=("table", "json", "csv", "html"))
+@common(formats=("table", "json", "csv", "html"), prod="hidden")
 def leaderboard(cmd: Command) -> None:
     """The model x benchmark table of the newest scores (read-only: prod needs no --yes-prod)."""
     from pipeline.report import leaderboard as newest_scores
@@ -605,14 +624,14 @@ def leaderboard(cmd: Command) -> None:
 
 @main.command()
 @click.argument("run", required=False)
-@common()
+@common(prod="hidden")
 def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
     from pipeline.report import run_status
 
     from pipeline.runs import resolve_run_id
 
-    with cmd.database(read_only=True) as db:
+    with cmd.database(read_only=True, allow_prod=True) as db:
         data = run_status(db, resolve_run_id(db, run) if run else None)
 
     def people() -> None:
@@ -828,12 +847,12 @@ def db_downgrade(cmd: Command, revision: str, yes: bool) -> None:
 
 
 @db.command("current")
-@common()
+@common(prod="hidden")
 def db_current(cmd: Command) -> None:
     """The profile's schema revision, and the newest one this version knows."""
     from db import migrate
 
-    with cmd.database(migrate_schema=False, read_only=True) as db:
+    with cmd.database(migrate_schema=False, read_only=True, allow_prod=True) as db:
         data = {"profile": cmd.profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
                 "head": migrate.head()}
     cmd.emit(data, lambda: click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})"))

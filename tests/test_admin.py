@@ -261,3 +261,22 @@ def test_reversed_revisions_and_uncommitted_plugin_edits_are_warned_about(worksp
     assert "sklearn_scores/models/logreg/__init__.py" in dirty.stderr
     clean = workspace.cli("detect", "--repo", str(example_repo), "--base", "HEAD~1", "--head", "HEAD~1")
     assert "uncommitted" not in clean.stderr and "reversed" not in clean.stderr  # an explicit --head: no warning
+
+
+def test_help_says_everything_and_offers_only_what_applies(workspace):
+    def text(*args: str) -> str:
+        out = workspace.cli(*args, "--help", check=True).stdout
+        return " ".join(out.split())  # as one line: wrapping does not matter
+
+    top = text()
+    commands = top.split("Commands:")[1]
+    assert "..." not in commands and "own environment (unittests_plugins)" in commands  # whole sentences
+    detect = text("detect")
+    for words in ("plugins git repository", "revision before the change", "revision after the change"):
+        assert words in detect
+    board = text("leaderboard")
+    assert "csv for spreadsheets" in board and "html: one static page" in board
+    for args in (("leaderboard",), ("status",), ("db", "current"), ("runs",), ("scores", "history")):
+        options = text(*args).split("Options:")[1]
+        assert "--yes-prod" not in options, args  # reading prod needs no confirmation: not offered
+    assert all("--yes-prod" in text(*args).split("Options:")[1] for args in (("ingest",), ("scores", "remove")))
