@@ -752,6 +752,32 @@ def original_score(db, score_id: int) -> dict:  # noqa: ANN001 - Database
                 "env_hash": s.env_hash, "job_id": s.job_id}
 
 
+@main.command()
+@click.option("--older-than", "days", type=float, required=True, metavar="DAYS",
+              help="environments no run used for DAYS, and finished runs that ended DAYS ago")
+@click.option("--yes", is_flag=True, help="remove them (without it: list what would go and what it frees)")
+@common(prod="hidden")
+def prune(cmd: Command, days: float, yes: bool) -> None:
+    """Free disk: unused environments and the logs, spool and code copy of old finished runs (database rows,
+    manifests and lockfiles stay, so every score can still be reproduced)."""
+    from pipeline.prune import prune as run_prune
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        report = run_prune(cmd.settings, db, days, remove=yes)
+
+    def people() -> None:
+        verb = "removed" if yes else "would remove"
+        for e in report.environments:
+            out.print(f"{verb} environment {e['path']} ({e['bytes'] / 2**20:.1f} MiB)", highlight=False)
+        for r in report.runs:
+            out.print(f"{verb} logs, spool and code of run {r['run_id']} ({r['bytes'] / 2**20:.1f} MiB)",
+                      highlight=False)
+        out.print(f"{verb} {report.freed_bytes / 2**20:.1f} MiB" + ("" if yes else "; add --yes to do it"),
+                  highlight=False)
+
+    cmd.emit(report.to_json(), people)
+
+
 @main.group()
 def scores() -> None:
     """Scores in force and their history (replaced by a forced re-score, or removed by an administrator)."""

@@ -280,3 +280,26 @@ def test_help_says_everything_and_offers_only_what_applies(workspace):
         options = text(*args).split("Options:")[1]
         assert "--yes-prod" not in options, args  # reading prod needs no confirmation: not offered
     assert all("--yes-prod" in text(*args).split("Options:")[1] for args in (("ingest",), ("scores", "remove")))
+
+
+def test_prune_frees_unused_environments_and_old_run_folders_but_keeps_what_reproduces(workspace, example_repo):
+    workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(workspace.path / "envs")  # private: the shared cache stays
+    done = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
+                          "iris-accuracy")
+    run_dir = Path(done["run_dir"])
+    [env] = [p for p in (workspace.path / "envs").iterdir() if p.is_dir()]
+    assert workspace.json("prune", "--older-than", "1") == {"environments": [], "runs": [], "freed_bytes": 0,
+                                                            "removed": False}  # used today: kept
+    listed = workspace.json("prune", "--older-than", "0")
+    assert [e["path"] for e in listed["environments"]] == [str(env)] and listed["freed_bytes"] > 10 * 2**20
+    assert [r["run_id"] for r in listed["runs"]] == [done["run_id"]]
+    assert env.exists() and (run_dir / "logs").exists()  # without --yes nothing goes
+    removed = workspace.json("prune", "--older-than", "0", "--yes")
+    assert removed["removed"] and removed["freed_bytes"] == listed["freed_bytes"]
+    assert not env.exists() and not (run_dir / "logs").exists() and not (run_dir / "spool").exists()
+    assert (run_dir / "manifest.json").exists() and list((run_dir / "locks").iterdir())
+    [row] = workspace.json("leaderboard")
+    assert workspace.json("status", done["run_id"])["status"] == "COMPLETED"
+    again = workspace.json("reproduce", str(row["id"]), "--out", str(workspace.path / "again"))
+    assert Path(again["job_script"]).exists()  # the lockfile kept is enough to score it again
+    assert workspace.json("prune", "--older-than", "0", "--yes")["freed_bytes"] == 0  # idempotent
