@@ -251,7 +251,10 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
         mark_cancel(bundle.run_dir, cancelled)  # first: a second signal still leaves a run reconcile cancels
         result.stop = stop
         log.warning("%s: cancelling run %s", stop.name, bundle.run_id)
-        print(f"score-plugins: {stop.name}: cancelling run {bundle.run_id}", file=sys.stderr, flush=True)
+        try:  # after SIGHUP the terminal may be gone: the cancel matters more than the line
+            print(f"score-plugins: {stop.name}: cancelling run {bundle.run_id}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
         states = {}
         if job_id is not None:
             executor.cancel(job_id)
