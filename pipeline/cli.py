@@ -414,6 +414,8 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
 
     req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters),
                    dry=dry_run)
+    if req.executor != "local":
+        warn_time_budget(cmd.settings)
     with cmd.database() as db:
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
@@ -444,6 +446,15 @@ def _exit_run(result, refused_is_error: bool = True) -> None:  # noqa: ANN001 - 
         sys.exit(result.exit_code)
     # failed pairs (1) outrank refused plugins (2): the run itself did its work
     sys.exit(result.exit_code or (2 if refused_is_error and result.change.errors else 0))
+
+
+def warn_time_budget(settings: Settings) -> None:
+    """One warning line when a Slurm task's worst case does not fit its time limit."""
+    from pipeline.settings_info import time_budget_problem
+
+    problem = time_budget_problem(settings)
+    if problem:
+        err.print(coloured("warning:", "yellow", problem))
 
 
 class ProgressReporter:
@@ -524,6 +535,7 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
                        "give a new or empty folder")
+    warn_time_budget(cmd.settings)
     with cmd.database() as db:
         _, catalog, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
     if not the_plan.to_run:

@@ -65,7 +65,8 @@ class Settings:
         "help": "plugin sandbox: auto (bubblewrap when installed), bwrap (required), off"})
     sandbox_extra_paths: list[str] = field(default_factory=list, metadata={
         "help": "more node paths the plugin process may read (e.g. /opt/cuda); the rest of the node is hidden"})
-    pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
+    pair_timeout: int = field(default=900, metadata={
+        "help": "seconds one pair may score before it is stopped (pairs_per_task x pair_timeout fits time_minutes)"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
     modules: list[str] = field(default_factory=list, metadata={"help": "environment modules to load"})

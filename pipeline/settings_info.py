@@ -38,3 +38,14 @@ def setting_sources(overrides: Mapping[str, object] | None = None,
 
 def setting_help() -> dict[str, str]:
     return {f.name: str(f.metadata.get("help", "")) for f in fields(Settings)}
+
+
+def time_budget_problem(settings: Settings) -> str | None:
+    """A task packs `pairs_per_task` pairs, each allowed `pair_timeout` seconds, into `time_minutes`: when the
+    worst case does not fit, Slurm may stop a task (TIMEOUT) before its last pairs had their chance."""
+    worst = settings.pairs_per_task * settings.pair_timeout
+    if worst <= settings.time_minutes * 60:
+        return None
+    return (f"pairs_per_task ({settings.pairs_per_task}) x pair_timeout ({settings.pair_timeout} s) = "
+            f"{worst // 60} min exceeds time_minutes ({settings.time_minutes}): Slurm may stop a task before its "
+            f"last pairs are scored; lower pairs_per_task or pair_timeout, or raise time_minutes")

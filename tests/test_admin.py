@@ -303,3 +303,12 @@ def test_prune_frees_unused_environments_and_old_run_folders_but_keeps_what_repr
     again = workspace.json("reproduce", str(row["id"]), "--out", str(workspace.path / "again"))
     assert Path(again["job_script"]).exists()  # the lockfile kept is enough to score it again
     assert workspace.json("prune", "--older-than", "0", "--yes")["freed_bytes"] == 0  # idempotent
+
+
+def test_a_task_whose_pairs_cannot_fit_its_time_limit_is_warned_about(workspace, example_repo):
+    args = ("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks", "iris-accuracy")
+    fits = workspace.cli(*args, "--out", str(workspace.path / "a"))
+    assert fits.returncode == 0 and "exceeds time_minutes" not in fits.stderr, fits.stderr  # the defaults fit
+    tight = workspace.cli("--set", "time_minutes=30", *args, "--out", str(workspace.path / "b"))
+    assert tight.returncode == 0, tight.stderr
+    assert "warning: pairs_per_task (4) x pair_timeout (900 s) = 60 min exceeds time_minutes (30)" in tight.stderr
