@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
+from db.history import forced_replacements, link_successors
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
 from db.upsert import insert_many
 
@@ -154,8 +155,12 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
         existing = _existing_score_keys(session, [row["pair_key"] for row in score_rows])
         fresh = [row for row in score_rows
                  if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) not in existing]
+        forced = forced_replacements(session, [
+            row for row in score_rows if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) in existing])
+        fresh += forced  # a forced re-score is the score in force; the one it replaces is kept in history
         if fresh:  # ON CONFLICT still guards against a concurrent ingest of the same spool
             insert_many(session, Score, fresh, conflict=["model_id", "benchmark_instance_id", "pair_key"])
+            link_successors(session, forced)
         counts["scores"] += len(fresh)
         counts["duplicates"] += len(score_rows) - len(fresh)
     counts["failures"] += len(results) - len(ok)

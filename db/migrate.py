@@ -39,3 +39,18 @@ def head() -> str | None:
 
 def is_current(engine: Engine) -> bool:
     return current(engine) == head()
+
+
+def known_revisions() -> list[str]:
+    """Every revision this version knows, oldest first."""
+    script = ScriptDirectory.from_config(_config(None))  # type: ignore[arg-type]
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def check_revision(revision: str) -> None:
+    """A revision the user typed: `base`, `head` or a known id; anything else is bad input, the known ones listed."""
+    from pipeline.errors import BadInput
+
+    known = known_revisions()
+    if revision not in ("base", "head", *known):
+        raise BadInput(f"unknown revision {revision!r}: known are base, {', '.join(known)} and head")

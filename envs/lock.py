@@ -115,25 +115,38 @@ def lock_from_file(spec: EnvSpec, path: Path) -> Lock:
 FAILURE_TTL = 3600.0  # a set that did not solve is not tried again for this long (it may be a network outage)
 
 
+FAILED_SOLVES = ("use", "plan", "retry")
+
+
 def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600,
-                     failure_ttl: float = FAILURE_TTL) -> Lock:
+                     failure_ttl: float = FAILURE_TTL, failed_solves: str = "use") -> Lock:
     """Solve `spec` with `uv pip compile --generate-hashes`, cached by the spec's hash (failures too, for
-    `failure_ttl` seconds: a real repository has dozens of sets that do not solve, and each costs a solve)."""
+    `failure_ttl` seconds: a real repository has dozens of sets that do not solve, and each costs a solve).
+
+    `failed_solves`: "use" (a run) trusts failures a run cached; "plan" (`plan`, `--dry-run`) also trusts its
+    own and caches its failures apart, so a plan never makes the first real run report a cached failure;
+    "retry" (`--retry-failed-solves`, `rerun --failed`) solves again whatever was cached."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / f"{spec.spec_hash}.txt"
     if path.exists():
         return lock_from_file(spec, path)
     failed = locks_dir / f"{spec.spec_hash}.failed"
-    try:
-        if failed.exists() and (time.time() - failed.stat().st_mtime) < failure_ttl:
-            raise EnvError(failed.read_text().strip() + " (cached failure; tried again after an hour)")
-    except OSError:
-        pass
+    mine = locks_dir / f"{spec.spec_hash}.plan-failed" if failed_solves == "plan" else failed
+    trusted = {"use": [failed], "plan": [failed, mine], "retry": []}[failed_solves]
+    for cached in trusted:
+        try:
+            age = time.time() - cached.stat().st_mtime
+            if age < failure_ttl:
+                raise EnvError(f"{cached.read_text().strip()} (solve failed {int(age // 60)} min ago and is "
+                               f"not tried again for {int((failure_ttl - age) // 60) + 1} min; "
+                               "--retry-failed-solves or `rerun --failed` tries now)")
+        except OSError:
+            pass
     try:
         return _solve(spec, path, uv, timeout)
     except EnvError as exc:
         try:
-            failed.write_text(str(exc)[:4000] + "\n")
+            mine.write_text(str(exc)[:4000] + "\n")
         except OSError:
             pass
         raise

@@ -67,6 +67,7 @@ class RunReport:
     skipped: int = 0
     plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
     standings: list[dict] = field(default_factory=list)  # the submitter's models on the leaderboard after the run
+    cancelled: str = ""  # why an administrator's signal stopped the run (Ctrl-C, SIGTERM, SIGHUP)
 
 
 def message_id(run_id: str, recipient: str) -> str:
@@ -91,17 +92,28 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg = EmailMessage()
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
-    status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
-    if report.plugin_problems:
-        status += f", {len(report.plugin_problems)} plugin problem(s)"
     msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
-                      if alert else f"[score-plugins] run {report.run_id}: {status}")
+                      if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}")
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)
     msg["X-Score-Plugins-Run"] = report.run_id
     msg.set_content(_env.get_template("run_report.txt.j2").render(**context))
     msg.add_alternative(_env.get_template("run_report.html.j2").render(**context), subtype="html")
     return msg
+
+
+def subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:
+    """What happened, in the subject's words: cancelled by an administrator; plugin problems with nothing
+    scored; all scored; or how many failed."""
+    scored = len(rows) - len(failed)
+    if report.cancelled:
+        return f"cancelled by an administrator; {scored} of {len(rows)} scored" if rows else \
+            "cancelled by an administrator"
+    problems = f"{len(report.plugin_problems)} plugin problem(s)" if report.plugin_problems else ""
+    if not rows:
+        return "plugin problems, nothing scored" if problems else "nothing scored"
+    status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
+    return f"{status}, {problems}" if problems else status
 
 
 def _tail(text: str | None, lines: int) -> str:

@@ -74,7 +74,24 @@ class Command:
                 out.print(f"{key}: {_plain(value)}", highlight=False)
 
 
-def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> Callable:
+FORMAT_HELP = {"table": "table for people", "json": "json for programs", "csv": "csv for spreadsheets",
+               "html": "html: one static page"}
+
+
+class FullHelpGroup(click.Group):
+    """`--help` lists each command with its whole first sentence (click cuts it to the terminal's width)."""
+
+    group_class = type  # subgroups list their commands the same way
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=300)) for name in self.list_commands(ctx)
+                for cmd in [self.get_command(ctx, name)] if cmd is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def common(formats: tuple[str, ...] = ("table", "json"), prod: bool | str = True) -> Callable:
     """Options every command shares, declared once: --profile, --format (where it prints data), --yes-prod
     (where it writes to a database). The command gets one `Command`; errors map to the contract's exit codes."""
 
@@ -96,10 +113,15 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
             except RenderError as exc:  # a setting that cannot go into a job script
                 err.print(coloured("error:", "red", f"cannot render the job script: {exc}"))
                 sys.exit(2)
-            except KeyboardInterrupt:
-                err.print(coloured("interrupted:", "yellow", "stopped by Ctrl-C; what finished is kept "
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP during a run (pipeline.signals)
+                from pipeline.signals import stopped_from
+
+                stop = stopped_from(exc)
+                err.print(coloured("interrupted:", "yellow", f"stopped by {stop.name}; what finished is kept "
                                    "(`score-plugins reconcile` closes what was left open)"))
-                sys.exit(130)
+                sys.exit(stop.exit_code)
+            except BrokenPipeError:  # `| head`: the reader has what it wanted; end quietly, exit 0
+                _quiet_after_broken_pipe()
             except OSError as exc:  # a path the user gave: not writable, a file where a folder was meant...
                 if DEBUG:
                     raise
@@ -117,16 +139,30 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
                 err.print(coloured("error:", "red", f"unexpected {type(exc).__name__}: {exc} "
                                    "(run with --debug for the traceback, and please report it)"))
                 sys.exit(1)
-        if prod:
-            wrapper = click.option("--yes-prod", is_flag=True, help="confirm a command that writes to the prod "
-                                   "database")(wrapper)
+        if prod:  # "hidden": a read-only command accepts the flag (scripts pass it) but does not offer it
+            wrapper = click.option("--yes-prod", is_flag=True, hidden=prod == "hidden",
+                                   help="confirm a command that writes to the prod database")(wrapper)
         if formats:
             wrapper = click.option("--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
-                                   show_default=True, help="table for people, json for programs")(wrapper)
+                                   show_default=True, help=", ".join(FORMAT_HELP[f] for f in formats))(wrapper)
         return click.option("--profile", default="local", show_default=True, envvar="SCORE_PLUGINS_PROFILE",
                             help="database profile: prod, dev, test or local")(wrapper)
 
     return decorate
+
+
+def _quiet_after_broken_pipe() -> None:
+    """The reader of stdout went away (`| head -2`): no error line, exit 0 (a `set -o pipefail` script goes on);
+    stdout points at /dev/null so the interpreter's final flush cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(0)
+
+
+out.on_broken_pipe = _quiet_after_broken_pipe  # rich's own default exits 1
 
 
 STANDARD_PROFILES = ("local", "prod", "dev", "test")
@@ -161,7 +197,7 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
 DEBUG = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FullHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="more log lines on stderr")
 @click.option("--debug", is_flag=True, help="show the traceback of an unexpected error")
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
@@ -208,7 +244,8 @@ def _apply(func: Callable, decorators: list[Callable]) -> Callable:
 def revision_options(func: Callable) -> Callable:
     """Which plugins: a change (--base/--head) or every plugin (--all), in a repository."""
     return _apply(func, [
-        click.option("--repo", type=click.Path(path_type=Path), required=True, help="plugins git repository"),
+        click.option("--repo", type=click.Path(path_type=Path), required=True,
+                     help="plugins git repository (any folder inside it)"),
         click.option("--base", help="revision before the change"),
         click.option("--head", default="HEAD", show_default=True, help="revision after the change"),
         click.option("--all", "all_", is_flag=True, help="every plugin at --head, not a change"),
@@ -225,6 +262,8 @@ def change_options(func: Callable) -> Callable:
         click.option("--force", is_flag=True, help="score even pairs already scored under the same key"),
         click.option("--backfill", is_flag=True, help="every plugin at --head, only the pairs the leaderboard "
                      "misses: never scored, lost to the infrastructure, or scored on an older version"),
+        click.option("--retry-failed-solves", is_flag=True, help="solve again environments whose solve failed "
+                     "recently (failures are otherwise cached for an hour)"),
     ]))
 
 
@@ -238,7 +277,8 @@ def _ids(text: str | None) -> list[str] | None:
 
 
 def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, models: str | None,
-             benchmarks: str | None, force: bool, executor: str = "local", **extra: Any):
+             benchmarks: str | None, force: bool, executor: str = "local", retry_failed_solves: bool = False,
+             dry: bool = False, **extra: Any):
     from pipeline.run import Request
 
     if extra.get("backfill"):
@@ -247,14 +287,16 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
         all_ = True
     require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
-                   benchmarks=_ids(benchmarks), force=force, executor=executor, **extra)
+                   benchmarks=_ids(benchmarks), force=force, executor=executor,
+                   failed_solves="retry" if retry_failed_solves else "plan" if dry else "use", **extra)
 
 
 @main.command()
-@click.option("--repo", type=click.Path(path_type=Path), required=True)
-@click.option("--base", required=True)
-@click.option("--head", default="HEAD", show_default=True)
-@click.option("--domain-root")
+@click.option("--repo", type=click.Path(path_type=Path), required=True,
+              help="plugins git repository (any folder inside it)")
+@click.option("--base", required=True, help="revision before the change")
+@click.option("--head", default="HEAD", show_default=True, help="revision after the change")
+@click.option("--domain-root", help="top-level plugin folder (default: found from the repository)")
 @common(prod=False)
 def detect(cmd: Command, repo: Path, base: str, head: str, domain_root: str | None) -> None:
     """What the change base..head touches (Brain-Score's get_scoring_info, as JSON)."""
@@ -364,7 +406,7 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     from pipeline.run import detect_and_plan
 
     with cmd.database() as db:
-        change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
+        change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts, dry=True))
     data = the_plan.to_json(pairs=with_pairs)
     data["issues"] = change.issues
     report_issues(change.issues)
@@ -401,24 +443,49 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
     """Detect, plan, render, submit, wait, record and notify."""
     from pipeline import run as runner
 
-    req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters))
+    req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters),
+                   dry=dry_run)
+    if req.executor != "local":
+        warn_time_budget(cmd.settings)
     with cmd.database() as db:
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
-            try:
-                with ProgressReporter() as reporter:
-                    result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
-            except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 130
-                result = stop.result
+            result = _execute(cmd, db, req)
     _report_run(cmd, result, dry_run)
+    _exit_run(result)
+
+
+def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request -> RunResult
+    """Execute a run with progress on stderr; Ctrl-C, SIGTERM and SIGHUP cancel it (recorded and emailed)."""
+    from pipeline import run as runner
+    from pipeline.signals import stop_on_signals
+
+    try:
+        with stop_on_signals(), ProgressReporter() as reporter:
+            return runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+    except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 128 + signal
+        return stop.result
+
+
+def _exit_run(result, refused_is_error: bool = True) -> None:  # noqa: ANN001 - RunResult
     if result.interrupted:
-        err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by Ctrl-C; finished "
+        name = result.stop.name if result.stop else "Ctrl-C"
+        err.print(coloured("interrupted:", "yellow", f"run {result.run_id} was cancelled by {name}; finished "
                            "pairs are kept, the others are recorded CANCELLED and the submitters were told"))
-        sys.exit(130)
+        sys.exit(result.exit_code)
     # failed pairs (1) outrank refused plugins (2): the run itself did its work
-    sys.exit(result.exit_code or (2 if result.change.errors else 0))
+    sys.exit(result.exit_code or (2 if refused_is_error and result.change.errors else 0))
+
+
+def warn_time_budget(settings: Settings) -> None:
+    """One warning line when a Slurm task's worst case does not fit its time limit."""
+    from pipeline.settings_info import time_budget_problem
+
+    problem = time_budget_problem(settings)
+    if problem:
+        err.print(coloured("warning:", "yellow", problem))
 
 
 class ProgressReporter:
@@ -499,6 +566,7 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
                        "give a new or empty folder")
+    warn_time_budget(cmd.settings)
     with cmd.database() as db:
         _, catalog, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
     if not the_plan.to_run:
@@ -510,7 +578,17 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
         record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
     cmd.emit({"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
               "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
-              "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"})
+              **hand_commands(bundle)})
+
+
+def hand_commands(bundle) -> dict[str, str]:  # noqa: ANN001 - pipeline.bundle.Bundle
+    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`)."""
+    import shlex
+
+    script, folder = shlex.quote(str(bundle.job_script)), shlex.quote(str(bundle.run_dir))
+    last = max(bundle.n_tasks - 1, 0)
+    return {"run_locally": f"cd {folder} && for i in $(seq 0 {last}); do SLURM_ARRAY_TASK_ID=$i bash {script}; done",
+            "submit": f"sbatch {script}", "ingest": f"score-plugins ingest {folder}"}
 
 
 @main.command("test-plugins")
@@ -549,8 +627,11 @@ def ingest(cmd: Command, run: str | None) -> None:
     from pipeline.ingest import ingest_folders, run_folders
 
     folders = run_folders(cmd.settings.runs_dir, run)
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         totals = ingest_folders(db, folders)
+        from pipeline.runs import close_ingested_renders
+
+        close_ingested_renders(db, folders)
     cmd.emit({"runs": [str(f) for f in folders], **totals},
              lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
                                f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)",
@@ -562,7 +643,7 @@ def ingest(cmd: Command, run: str | None) -> None:
 @main.command()
 @click.option("--view", type=click.Choice(["scores", "models"]), default="scores", show_default=True,
               help="scores: one row per model x benchmark; models: Brain-Score's aggregates, rank and coverage")
-@common(formats=("table", "json", "csv", "html"))
+@common(formats=("table", "json", "csv", "html"), prod="hidden")
 def leaderboard(cmd: Command, view: str) -> None:
     """The newest scores, or by model Brain-Score's tree of aggregates and ranks (read-only: prod needs no
     --yes-prod). The HTML page always shows the tree, with every score's provenance."""
@@ -595,13 +676,15 @@ def leaderboard(cmd: Command, view: str) -> None:
 
 @main.command()
 @click.argument("run", required=False)
-@common()
+@common(prod="hidden")
 def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
     from pipeline.report import run_status
 
-    with cmd.database() as db:
-        data = run_status(db, run)
+    from pipeline.runs import resolve_run_id
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        data = run_status(db, resolve_run_id(db, run) if run else None)
 
     def people() -> None:
         table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
@@ -616,12 +699,33 @@ def status(cmd: Command, run: str | None) -> None:
 
 
 @main.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="how many runs, newest first")
+@common(prod=False)
+def runs(cmd: Command, limit: int) -> None:
+    """The newest runs: id, status, executor, when, commit and pairs per state (any unique prefix of an id names
+    its run in status, cancel and rerun)."""
+    from pipeline.runs import list_runs
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        data = list_runs(db, limit)
+
+    def people() -> None:
+        table = Table("run", "status", "executor", "created", "commit", "pairs", title="runs")
+        for r in data:
+            table.add_row(r["run_id"], r["status"], r["executor"], r["created_at"][:19], (r["commit"] or "")[:12],
+                          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
+        out.print(table)
+
+    cmd.emit(data, people, rows=[{k: v for k, v in r.items() if k != "counts"} for r in data])
+
+
+@main.command()
 @common()
 def reconcile(cmd: Command) -> None:
     """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
     from pipeline.repair import reconcile_all
 
-    with cmd.database() as db:
+    with cmd.database(read_only=True) as db:
         data = reconcile_all(cmd.settings, db)
 
     def people() -> None:
@@ -641,7 +745,10 @@ def cancel(cmd: Command, run_id: str) -> None:
     """Cancel RUN's pending and running tasks; finished results are kept."""
     from pipeline.repair import cancel_run
 
-    with cmd.database() as db:
+    from pipeline.runs import resolve_run_id
+
+    with cmd.database(read_only=True) as db:
+        run_id = resolve_run_id(db, run_id)
         n = cancel_run(cmd.settings, db, run_id)
     cmd.emit({"run_id": run_id, "cancelled": n},
              lambda: out.print(f"run {run_id}: {n} pairs cancelled", highlight=False))
@@ -657,11 +764,16 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
     from pipeline import run as runner
     from pipeline.repair import failed_pairs
 
-    with cmd.database() as db:
-        old, pairs = failed_pairs(db, run_id)
-        result = runner.execute(cmd.settings, db, runner.rerun_request(old, pairs, executor))
+    with cmd.database(read_only=True) as db:
+        from pipeline.rerun import original_recipients
+
+        from pipeline.runs import resolve_run_id
+
+        old, pairs = failed_pairs(db, resolve_run_id(db, run_id))
+        result = _execute(cmd, db, runner.rerun_request(old, pairs, executor,
+                                                        original_recipients(db, old.id, pairs)))
     _report_run(cmd, result)
-    sys.exit(result.exit_code)
+    _exit_run(result, refused_is_error=False)
 
 
 @main.command()
@@ -672,11 +784,104 @@ def reproduce(cmd: Command, score_id: int, out_dir: Path) -> None:
     """Re-render the exact job (code at the score's commit, its lockfile) that produced SCORE_ID."""
     from pipeline.reproduce import reproduce_score
 
-    with cmd.database() as db:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
+                       "give a new or empty folder")
+    with cmd.database(read_only=True) as db:
         bundle = reproduce_score(cmd.settings, db, score_id, out_dir)
-    cmd.emit({"score_id": score_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
-              "run_locally": f"SLURM_ARRAY_TASK_ID=0 bash {bundle.job_script}",
-              "submit": f"sbatch {bundle.job_script}"})
+        original = original_score(db, score_id)
+    cmd.emit({"score_id": score_id, "original": original, "run_dir": str(bundle.run_dir),
+              "job_script": str(bundle.job_script), **hand_commands(bundle)})
+
+
+def original_score(db, score_id: int) -> dict:  # noqa: ANN001 - Database
+    """What the reproduced score was, to compare the new one with."""
+    from db.models import Score
+
+    with db.sessions() as session:
+        s = session.get(Score, score_id)
+        return {"score": s.score_ceiled, "score_raw": s.score_raw, "commit": s.commit, "run_id": s.run_id,
+                "env_hash": s.env_hash, "job_id": s.job_id}
+
+
+@main.command()
+@click.option("--older-than", "days", type=float, required=True, metavar="DAYS",
+              help="environments no run used for DAYS, and finished runs that ended DAYS ago")
+@click.option("--yes", is_flag=True, help="remove them (without it: list what would go and what it frees)")
+@common(prod="hidden")
+def prune(cmd: Command, days: float, yes: bool) -> None:
+    """Free disk: unused environments and the logs, spool and code copy of old finished runs (database rows,
+    manifests and lockfiles stay, so every score can still be reproduced)."""
+    from pipeline.prune import prune as run_prune
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        report = run_prune(cmd.settings, db, days, remove=yes)
+
+    def people() -> None:
+        verb = "removed" if yes else "would remove"
+        for e in report.environments:
+            out.print(f"{verb} environment {e['path']} ({e['bytes'] / 2**20:.1f} MiB)", highlight=False)
+        for r in report.runs:
+            out.print(f"{verb} logs, spool and code of run {r['run_id']} ({r['bytes'] / 2**20:.1f} MiB)",
+                      highlight=False)
+        out.print(f"{verb} {report.freed_bytes / 2**20:.1f} MiB" + ("" if yes else "; add --yes to do it"),
+                  highlight=False)
+
+    cmd.emit(report.to_json(), people)
+
+
+@main.group()
+def scores() -> None:
+    """Scores in force and their history (replaced by a forced re-score, or removed by an administrator)."""
+
+
+@scores.command("remove")
+@click.argument("score_id", type=int)
+@click.option("--reason", required=True, help="why (kept with the score in its history)")
+@click.option("--by", "who", help="who removes it (default: the login name)")
+@common()
+def scores_remove(cmd: Command, score_id: int, reason: str, who: str | None) -> None:
+    """Take SCORE_ID off the leaderboard (a test score, a wrong one): it moves to the score history with who,
+    when and why. A later run that asks for the pair may score it again."""
+    import getpass
+
+    from db.history import move_to_history
+    from db.session import session_scope
+
+    who = who or getpass.getuser()
+    with cmd.database(read_only=True) as db, session_scope(db.sessions) as session:
+        if not move_to_history(session, [score_id], f"removed by {who}: {reason}"):
+            raise BadInput(f"no score with id {score_id} in force (`score-plugins scores history` lists removed ones)")
+    cmd.emit({"score_id": score_id, "removed_by": who, "reason": reason},
+             lambda: out.print(f"score {score_id} removed by {who}: {reason}", highlight=False))
+
+
+@scores.command("history")
+@common(prod=False)
+def scores_history(cmd: Command) -> None:
+    """Scores no longer in force: when, why, and the score that replaced each (if any)."""
+    from sqlalchemy import select
+
+    from db.models import BenchmarkInstance, BenchmarkType, Model, ScoreHistory
+
+    with cmd.database(read_only=True, allow_prod=True) as db, db.sessions() as session:
+        rows = [{"id": h.id, "model": m, "benchmark": b, "score": h.score_ceiled, "run_id": h.run_id,
+                 "superseded_at": h.superseded_at.isoformat(), "superseded_by": h.superseded_by, "reason": h.reason}
+                for h, m, b in session.execute(
+                    select(ScoreHistory, Model.identifier, BenchmarkType.identifier)
+                    .join(Model, ScoreHistory.model_id == Model.id)
+                    .join(BenchmarkInstance, ScoreHistory.benchmark_instance_id == BenchmarkInstance.id)
+                    .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+                    .order_by(ScoreHistory.superseded_at, ScoreHistory.id))]
+
+    def people() -> None:
+        table = Table("id", "model", "benchmark", "score", "when", "why", title="score history")
+        for r in rows:
+            table.add_row(str(r["id"]), r["model"], r["benchmark"], "" if r["score"] is None else f"{r['score']:.4f}",
+                          r["superseded_at"][:19], r["reason"])
+        out.print(table)
+
+    cmd.emit(rows, people)
 
 
 # --- db / notify / config -----------------------------------------------------------------------------------
@@ -693,6 +898,7 @@ def db_upgrade(cmd: Command, revision: str) -> None:
     """Migrate the profile's database up to REVISION."""
     from db import migrate
 
+    migrate.check_revision(revision)
     with cmd.database(migrate_schema=False) as db:
         migrate.upgrade(db.engine, revision)
         click.echo(f"{cmd.profile}: at {migrate.current(db.engine)}")
@@ -706,6 +912,7 @@ def db_downgrade(cmd: Command, revision: str, yes: bool) -> None:
     """Migrate the profile's database down to REVISION (destructive: needs --yes)."""
     from db import migrate
 
+    migrate.check_revision(revision)
     with cmd.database(migrate_schema=False) as db:
         now = migrate.current(db.engine)
         what = ("every table and every score" if revision == "base"
@@ -718,12 +925,12 @@ def db_downgrade(cmd: Command, revision: str, yes: bool) -> None:
 
 
 @db.command("current")
-@common()
+@common(prod="hidden")
 def db_current(cmd: Command) -> None:
     """The profile's schema revision, and the newest one this version knows."""
     from db import migrate
 
-    with cmd.database(migrate_schema=False) as db:
+    with cmd.database(migrate_schema=False, read_only=True, allow_prod=True) as db:
         data = {"profile": cmd.profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
                 "head": migrate.head()}
     cmd.emit(data, lambda: click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})"))
@@ -769,12 +976,17 @@ def notify_flush(cmd: Command) -> None:
 @main.command("config")
 @common(prod=False)
 def config_show(cmd: Command) -> None:
-    """The settings in force after every layer (defaults < site file < environment < --set flags)."""
-    data = cmd.settings.public()
+    """The settings in force after every layer (defaults < site file < environment < --set flags); the table
+    format is TOML for the site file, each setting with its meaning and the layer it came from."""
+    from pipeline.settings_info import setting_help, setting_sources
 
-    def people() -> None:  # TOML that can be pasted into the site file
+    data = cmd.settings.public()
+    helps, sources = setting_help(), setting_sources(click.get_current_context().find_root().obj or {})
+
+    def people() -> None:  # TOML that can be pasted into the site file; each setting's meaning and layer as comments
         click.echo("[score-plugins]")
         for k, v in data.items():
+            click.echo(f"# {helps.get(k) or k} [from: {sources.get(k, 'default')}]".replace("\n", " "))
             click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
 
     cmd.emit(data, people)

@@ -65,7 +65,8 @@ class Settings:
         "help": "plugin sandbox: auto (bubblewrap when installed), bwrap (required), off"})
     sandbox_extra_paths: list[str] = field(default_factory=list, metadata={
         "help": "more node paths the plugin process may read (e.g. /opt/cuda); the rest of the node is hidden"})
-    pair_timeout: int = field(default=1800, metadata={"help": "seconds one pair may score before it is stopped"})
+    pair_timeout: int = field(default=900, metadata={
+        "help": "seconds one pair may score before it is stopped (pairs_per_task x pair_timeout fits time_minutes)"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
     modules: list[str] = field(default_factory=list, metadata={"help": "environment modules to load"})
@@ -212,10 +213,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and name.upper() not in RESERVED_ENV:
             values[name] = _coerce(name, raw, str(f.type))
-    unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and not _known_variable(
-        k[len(ENV_PREFIX):], known))
-    if unknown_env:
-        raise BadInput(f"unknown variable(s) {', '.join(unknown_env)}: not a setting (see `score-plugins config`)")
+    check_variable_names(environ, known)
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value, str(known[name].type))
@@ -224,6 +222,24 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
 
 # Variables of ours that are not settings: credentials per profile, the profile, and what job scripts read.
 OTHER_VARIABLES = re.compile(r"(DB|SMTP)_[A-Z0-9_]+|SMTP_URL|SECRETS|CONFIG|PROFILE|TASK_OFFSET|BIN|HOME")
+
+
+def check_variable_names(environ: Mapping[str, str], known: Mapping[str, Any]) -> None:
+    """Our variables are upper-case and name a setting (or a credential, the profile...): a lower-case one would be
+    silently ignored, so it is refused; an unknown one is refused with the nearest setting's name."""
+    import difflib
+
+    wrong_case = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and not k.startswith(ENV_PREFIX))
+    if wrong_case:
+        raise BadInput(f"variable(s) {', '.join(wrong_case)}: names are upper-case "
+                       f"({', '.join(k.upper() for k in wrong_case)})")
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and not _known_variable(k[len(ENV_PREFIX):], known))
+    if unknown:
+        hints = []
+        for k in unknown:
+            near = difflib.get_close_matches(k[len(ENV_PREFIX):].lower(), list(known), n=1, cutoff=0.6)
+            hints.append(f"{k} (did you mean {ENV_PREFIX}{near[0].upper()}?)" if near else k)
+        raise BadInput(f"unknown variable(s) {', '.join(hints)}: not a setting (see `score-plugins config`)")
 
 
 def _known_variable(suffix: str, known: Mapping[str, Any]) -> bool:

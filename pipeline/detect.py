@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline import gitrepo
+from pipeline.revision_checks import reversed_revisions, uncommitted_edits
 from pipeline.plugins import PLUGIN_TYPES, Catalog, Issue, load_catalog
 
 METADATA_FILES = ("metadata.yaml", "metadata.yml")
@@ -89,8 +90,10 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None = None, cac
                 related_types.add(plugin_type)
             else:
                 other_files += 1
-    return _summarise(catalog, changed, metadata_touched, related_types, other_files, any_plugin_file,
-                      base_commit), catalog
+    change = _summarise(catalog, changed, metadata_touched, related_types, other_files, any_plugin_file, base_commit)
+    change.issues += reversed_revisions(repo, base_commit, catalog.commit, base, head)
+    change.issues += uncommitted_edits(catalog.repo, catalog.domain_root, head)
+    return change, catalog
 
 
 def detect_all(repo: Path, head: str, domain_root: str | None = None, cache_dir: Path | None = None
@@ -103,6 +106,7 @@ def detect_all(repo: Path, head: str, domain_root: str | None = None, cache_dir:
     empty: dict[str, set[str]] = {t: set() for t in PLUGIN_TYPES}
     change = _summarise(catalog, changed, empty, set(), 0, True, None)
     change.test_all_plugins = list(PLUGIN_TYPES)
+    change.issues += uncommitted_edits(catalog.repo, catalog.domain_root, head)
     return change, catalog
 
 

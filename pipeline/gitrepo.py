@@ -31,7 +31,8 @@ def git(repo: Path | str, *args: str, input: bytes | None = None) -> bytes:
 
 
 def ensure_repository(repo: Path | str) -> Path:
-    """Return the repository path, or a clear error when it is not a git repository."""
+    """The repository's top folder as an absolute path (so `--repo .` works from a subfolder and a run records
+    where it can be found from anywhere), or a clear error when it is not a git repository."""
     path = Path(repo)
     if not path.exists():
         raise BadInput(f"{path} does not exist")
@@ -39,7 +40,11 @@ def ensure_repository(repo: Path | str) -> Path:
         git(path, "rev-parse", "--git-dir")
     except BadInput as exc:
         raise BadInput(f"{path} is not a git repository") from exc
-    return path
+    try:
+        top = git(path, "rev-parse", "--show-toplevel").decode().strip()
+    except BadInput:  # a bare repository has no work tree: the folder itself
+        top = ""
+    return Path(top) if top else path.resolve()
 
 
 def resolve(repo: Path | str, rev: str) -> str:

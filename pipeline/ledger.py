@@ -109,6 +109,14 @@ def retried(db: Database, run_id: str, keys: Iterable[str], job_id: str, attempt
                         .values(slurm_job_id=job_id, attempt=attempt, state=State.PENDING))
 
 
+def running(db: Database, run_id: str, keys: Iterable[str], node: str | None = None) -> None:
+    """Pairs whose task the executor reports running: RUNNING (so `status` agrees with the executor)."""
+    with session_scope(db.sessions) as session:
+        session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key.in_(list(keys)),
+                                          Job.state == State.PENDING)
+                        .values(state=State.RUNNING, node=node or None, started_at=_now()))
+
+
 def open_job_ids(db: Database, run_id: str) -> set[str]:
     """The executor job ids of a run's pairs that are still open."""
     with db.sessions() as session:
@@ -175,14 +183,17 @@ def cancelled(db: Database, run_id: str, reason: str) -> int:
     return n
 
 
-def finish(db: Database, run_id: str, jenkins_build: str | None) -> tuple[Run, list[Job]]:
-    """The run is over: COMPLETED or COMPLETED_WITH_FAILURES, and one submission row per submitter with its
-    outcome (Brain-Score's submission table). Returns the run and its pairs, for the report and the emails."""
+def finish(db: Database, run_id: str, jenkins_build: str | None, cancelled: str | None = None
+           ) -> tuple[Run, list[Job]]:
+    """The run is over: COMPLETED or COMPLETED_WITH_FAILURES (CANCELLED when `cancelled` says why: a signal
+    stopped it), and one submission row per submitter with its outcome (Brain-Score's submission table).
+    Returns the run and its pairs, for the report and the emails."""
     with session_scope(db.sessions) as session:
         run = session.get(Run, run_id)
         jobs = run_jobs(session, run_id)
         ok = all(j.state == State.COMPLETED for j in jobs)
-        run.status = RunStatus.COMPLETED if ok else RunStatus.COMPLETED_WITH_FAILURES
+        run.status = (RunStatus.CANCELLED if cancelled else
+                      RunStatus.COMPLETED if ok else RunStatus.COMPLETED_WITH_FAILURES)
         run.ended_at = _now()
         _record_submissions(session, run, jobs, jenkins_build)
     return run, jobs
@@ -199,7 +210,8 @@ def _record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str |
     now = _now()
     insert_many(session, Submission, [
         {"run_id": run.id, "user_id": users[email], "jenkins_build": jenkins_build,
-         "status": RunStatus.COMPLETED if ok else RunStatus.COMPLETED_WITH_FAILURES, "created_at": run.created_at,
+         "status": RunStatus.COMPLETED if ok else RunStatus.CANCELLED if run.status == RunStatus.CANCELLED
+         else RunStatus.COMPLETED_WITH_FAILURES, "created_at": run.created_at,
          "ended_at": now}
         for email, ok in sorted(outcome.items())], conflict=["run_id", "user_id"], update=["status", "ended_at"])
 

@@ -19,7 +19,8 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
                        leaderboard_url: str = "", skipped: dict[str, int] | None = None,
                        extra_recipients: list[str] | None = None, admin_email: str = "",
                        plugin_problems: dict[str, list[str]] | None = None,
-                       standings: dict[str, dict] | None = None) -> tuple[list[Path], list[str]]:
+                       standings: dict[str, dict] | None = None, cancelled: str | None = None,
+                       only_to: set[str] | None = None) -> tuple[list[Path], list[str]]:
     """Queue one message per submitter; returns the queued paths and the problems (bad addresses).
 
     Never raises for a bad address: it is reported, and everyone else still gets their message.
@@ -32,11 +33,14 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
     outbox = Outbox(outbox_dir)
     paths, problems = [], []
     for submitter, outcomes in sorted(by_submitter.items()):
+        if only_to is not None and submitter not in only_to:  # a rerun mails whom its original run mailed
+            continue
         models = sorted({o.model for o in outcomes})
         report = RunReport(run.id, run.head_commit, run.domain, profile, outcomes, run.build_url or "",
                            leaderboard_url, (skipped or {}).get(submitter, 0),
                            (plugin_problems or {}).get(submitter, []),
-                           [(standings or {})[m] for m in models if m in (standings or {})])
+                           standings=[(standings or {})[m] for m in models if m in (standings or {})],
+                           cancelled=cancelled or "")
         try:
             paths.append(outbox.put(compose(report, submitter, sender)))
         except AddressError as exc:

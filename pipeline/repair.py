@@ -17,6 +17,8 @@ from pipeline.database import Database
 from pipeline.errors import BadInput
 from pipeline.executors import Executor, TaskState, get_executor
 from pipeline.ingest import ingest_spool
+from pipeline.signals import cancel_reason
+from db.states import State
 
 MANUAL = "manual"  # a bundle an admin submits by hand (`render`): we do not know its Slurm job
 
@@ -46,6 +48,9 @@ def reconcile_run(settings: Settings, db: Database, run: Run) -> dict[str, int]:
     ingest_spool(db, bundle.spool_dir)
     if run.executor == MANUAL:
         return {}
+    reason = cancel_reason(run.run_dir)
+    if reason is not None:  # a signal stopped its coordinator mid-cancel: finish the cancel it started
+        return {State.CANCELLED: cancel_run(settings, db, run.id, reason)}
     job_ids = ledger.open_job_ids(db, run.id)
     executor = attached_executor(settings, run, bundle, job_ids)
     try:
@@ -62,7 +67,8 @@ def reconcile_all(settings: Settings, db: Database) -> dict[str, dict[str, int]]
     return {run.id: reconcile_run(settings, db, run) for run in ledger.open_runs(db)}
 
 
-def cancel_run(settings: Settings, db: Database, run_id: str) -> int:
+def cancel_run(settings: Settings, db: Database, run_id: str,
+               reason: str = "cancelled with score-plugins cancel") -> int:
     """Cancel a run's tasks on its executor (whoever started them), keep what finished, close its open rows
     as CANCELLED; returns how many."""
     run = ledger.get_run(db, run_id)
@@ -78,7 +84,7 @@ def cancel_run(settings: Settings, db: Database, run_id: str) -> int:
         finally:
             executor.close()
     ingest_spool(db, bundle.spool_dir)  # keep whatever finished before the cancel
-    return ledger.cancelled(db, run_id, "cancelled with score-plugins cancel")
+    return ledger.cancelled(db, run_id, reason)
 
 
 def failed_pairs(db: Database, run_id: str) -> tuple[Run, list[tuple[str, str]]]:

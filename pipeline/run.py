@@ -19,7 +19,7 @@ from sqlalchemy import select
 from db.models import BenchmarkType, Model, Run
 from db.queries import in_flight_keys, scored_keys
 from db.states import State
-from pipeline import ledger
+from pipeline import gitrepo, ledger
 from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
 from pipeline.database import Database
@@ -29,6 +29,8 @@ from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog, plugin_key_of
+from pipeline.rerun import keep_scope
+from pipeline.signals import Stopped, mark_cancel, stopped_from
 from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class Request:
     extra_recipients: list[str] = field(default_factory=list)
     only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
     backfill: bool = False  # only what the leaderboard misses (pipeline/backfill)
+    only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
+    failed_solves: str = "use"  # cached solve failures: "use" (a run), "plan" (plan, --dry-run), "retry"
 
 
 @dataclass
@@ -66,7 +70,8 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     delivery: dict | None = None  # what SMTP did with the outbox, when configured
     executor_stats: dict = field(default_factory=dict)  # e.g. Slurm poll cycles and sacct calls
-    interrupted: bool = False  # stopped by Ctrl-C: what was started was cancelled and recorded
+    interrupted: bool = False  # stopped by Ctrl-C, SIGTERM or SIGHUP: what was started was cancelled and recorded
+    stop: Stopped | None = None  # which signal stopped it
 
     @property
     def failed(self) -> int:
@@ -74,6 +79,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        if self.stop is not None:
+            return self.stop.exit_code
         return 1 if self.failed else 0
 
     def to_json(self) -> dict:
@@ -84,6 +91,7 @@ class RunResult:
             "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
+            "stopped_by": self.stop.name if self.stop else None,
             "issues": self.change.issues,
         }
 
@@ -139,9 +147,10 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
                      progress=_lock_progress,
-                     in_flight=running)
+                     in_flight=running, failed_solves=req.failed_solves)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
+        keep_scope(change, plan)
     if wanted is not None:
         plan = plan.only(set(wanted))
         for pair in (*plan.to_run, *plan.already_scored, *plan.cannot_run):
@@ -216,9 +225,15 @@ def execute(settings: Settings, db: Database, req: Request, *,
         if not plan.to_run and not plan.cannot_run:
             ledger.drop_run(db, run_id)
             return result
-    bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
-    result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
-    ledger.record_bundle(db, bundle)
+    try:
+        bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
+        result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
+        ledger.record_bundle(db, bundle)
+    except KeyboardInterrupt as exc:  # stopped before anything was submitted: the run is over, cancelled
+        if executor is not None:
+            executor.close()
+        ledger.cancelled(db, run_id, stopped_from(exc).reason)
+        raise
     interrupted = False
     if executor is not None:
         try:
@@ -236,37 +251,49 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                       on_progress: Callable[[Progress], None] | None, result: RunResult) -> bool:
     """Submit the bundle, watch it to the end (retrying infrastructure failures), and close every pair left
     without a result. Ctrl-C cancels what was started and keeps what finished; returns whether it came."""
-    job_id = executor.submit(bundle)
-    ledger.submitted(db, bundle.run_id, job_id)
     watcher = Watcher(db, executor, bundle, on_progress)
-    cancelled = None
+    cancelled, job_id = None, None
     try:
+        job_id = executor.submit(bundle)
+        ledger.submitted(db, bundle.run_id, job_id)
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
-    except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
-        log.warning("interrupted: cancelling run %s", bundle.run_id)
-        executor.cancel(job_id)
-        states = watcher.after_cancel(job_id)
-        cancelled = "interrupted by Ctrl-C"
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: stop what we started, keep what finished, tell
+        stop = stopped_from(exc)
+        cancelled = stop.reason
+        mark_cancel(bundle.run_dir, cancelled)  # first: a second signal still leaves a run reconcile cancels
+        result.stop = stop
+        log.warning("%s: cancelling run %s", stop.name, bundle.run_id)
+        try:  # after SIGHUP the terminal may be gone: the cancel matters more than the line
+            print(f"score-plugins: {stop.name}: cancelling run {bundle.run_id}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+        states = {}
+        if job_id is not None:
+            executor.cancel(job_id)
+            states = watcher.after_cancel(job_id)
     result.executor_stats = watcher.stats()
     ledger.close_unfinished(db, bundle, states, cancelled=cancelled)
     return cancelled is not None
 
 
-def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None = None) -> Request:
-    """A new run, at the old run's commit, of exactly these of its pairs (`rerun --failed`)."""
+def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None = None,
+                  recipients: set[str] | None = None) -> Request:
+    """A new run, at the old run's commit, of exactly these of its pairs (`rerun --failed`), mailing only
+    `recipients` (whom the old run mailed about them)."""
     if not pairs:
         raise BadInput(f"run {old.id} has no failed pairs")
     return Request(repo=Path(old.repo), head=old.head_commit, all=True, domain_root=old.domain,
                    models=sorted({m for m, _ in pairs}), benchmarks=sorted({b for _, b in pairs}),
                    executor=executor or old.executor, only_pairs=set(pairs), jenkins_build=old.jenkins_build,
-                   build_url=old.build_url)
+                   build_url=old.build_url, only_to=recipients, failed_solves="retry")
 
 
 def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
-                          base=None if req.all else req.base, jenkins_build=req.jenkins_build,
+                          base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
+                          jenkins_build=req.jenkins_build,
                           build_url=req.build_url)
 
 
@@ -324,7 +351,8 @@ def _standings(settings: Settings, db: Database, result: RunResult) -> dict[str,
 
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
-    run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build)
+    cancelled = result.stop.reason if result.stop is not None else None
+    run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build, cancelled=cancelled)
     for job in jobs:
         result.states[job.state] = result.states.get(job.state, 0) + 1
     result.pairs = [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "score": j.score,
@@ -337,7 +365,8 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
                                          sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                          skipped=skipped, extra_recipients=req.extra_recipients,
                                          admin_email=settings.admin_email, plugin_problems=problems,
-                                         standings=_standings(settings, db, result))
+                                         standings=_standings(settings, db, result),
+                                         cancelled=cancelled, only_to=req.only_to)
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

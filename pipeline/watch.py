@@ -71,13 +71,31 @@ class Watcher:
         self.progress = Progress(total=len(bundle.pairs()))
         self.poll_cycles = 0
         self._ingested: set[str] = set()
+        self._running: set[tuple[str, int]] = set()  # (job id, task) already recorded RUNNING
 
     def stats(self) -> dict[str, int]:
         return {"poll_cycles": self.poll_cycles, **self.executor.stats()}
 
     def poll(self, job_id: str) -> dict[int, TaskState]:
         self.poll_cycles += 1
-        return self.executor.poll(job_id)
+        states = self.executor.poll(job_id)
+        self._record_running(job_id, states)
+        return states
+
+    def _record_running(self, job_id: str, states: dict[int, TaskState]) -> None:
+        """Tasks the executor newly reports running: their pairs become RUNNING in the database."""
+        started = [i for i, s in states.items() if s.state == "RUNNING" and (job_id, i) not in self._running]
+        if not started:
+            return
+        by_task: dict[int, list[str]] = {}
+        for key, index in self.bundle.task_of().items():
+            by_task.setdefault(index, []).append(key)
+        try:
+            for index in started:
+                ledger.running(self.db, self.bundle.run_id, by_task.get(index, []), states[index].node)
+                self._running.add((job_id, index))
+        except SQLAlchemyError as exc:  # the database is down: the rows catch up at the next poll
+            log.warning("cannot record running tasks now (%s)", type(exc).__name__)
 
     def wait(self, job_id: str, expect: list[str] | None = None) -> dict[int, TaskState]:
         """Until every expected pair has a result in the spool, or every task of `job_id` has ended."""
