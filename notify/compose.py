@@ -66,6 +66,8 @@ class RunReport:
     leaderboard_url: str = ""
     skipped: int = 0
     plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
+    usage: dict = field(default_factory=dict)  # this submitter's attempts, escalations, hours used vs requested
+    attempt_notes: list[str] = field(default_factory=list)  # "model on benchmark: small OOM -> medium ..."
 
 
 def message_id(run_id: str, recipient: str) -> str:

@@ -339,11 +339,11 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     report_issues(change.issues)
 
     def people() -> None:
-        table = Table("model", "benchmark", "status", "why")
+        table = Table("model", "benchmark", "status", "tier", "why")
         for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
                               ("cannot run", the_plan.cannot_run)):
             for p in pairs:
-                table.add_row(p.model, p.benchmark, status,
+                table.add_row(p.model, p.benchmark, status, f"{p.tier} ({p.tier_why})" if p.tier else "",
                               "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
         out.print(table)
         err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
@@ -571,6 +571,21 @@ def status(cmd: Command, run: str | None) -> None:
         out.print(table)
         out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
                   + f"; {data['cpu_hours']} CPU-hours", highlight=False)
+        if data["attempts"]:
+            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "elapsed", "job",
+                          title="attempts")
+            for a in data["attempts"]:
+                peak = f"{a['max_rss_bytes'] / 2**30:.2f} GB" if a["max_rss_bytes"] else ""
+                tries.add_row(a["model"], a["benchmark"], str(a["attempt"]), a["tier"],
+                              a["failure_kind"] or "COMPLETED", peak,
+                              f"{a['elapsed_seconds']:.0f} s" if a["elapsed_seconds"] is not None else "",
+                              str(a["job_id"] or ""))
+            out.print(tries)
+            u = data["usage"]
+            out.print(f"{u['attempts']} attempts, {u['escalations']} escalations; CPU-hours {u['cpu_hours_used']} "
+                      f"used of {u['cpu_hours_requested']} requested, GB-hours {u['gb_hours_used']} used of "
+                      f"{u['gb_hours_requested']} requested, GPU-hours {u['gpu_hours_requested']} requested",
+                      highlight=False)
 
     cmd.emit(data, people)
 
@@ -735,7 +750,12 @@ def config_show(cmd: Command) -> None:
     def people() -> None:  # TOML that can be pasted into the site file
         click.echo("[score-plugins]")
         for k, v in data.items():
-            click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
+            if k != "tiers":
+                click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
+        for tier in data.get("tiers") or []:  # tables after the plain keys, as TOML wants
+            click.echo("\n[[score-plugins.tiers]]")
+            for k, v in tier.items():
+                click.echo(f"{k} = {json.dumps(v)}")
 
     cmd.emit(data, people)
 

@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path, sender: str,
                        leaderboard_url: str = "", skipped: dict[str, int] | None = None,
                        extra_recipients: list[str] | None = None, admin_email: str = "",
-                       plugin_problems: dict[str, list[str]] | None = None) -> tuple[list[Path], list[str]]:
+                       plugin_problems: dict[str, list[str]] | None = None,
+                       resources: dict[str, tuple[dict, list[str]]] | None = None) -> tuple[list[Path], list[str]]:
     """Queue one message per submitter; returns the queued paths and the problems (bad addresses).
+    `resources`: per submitter, the usage of their pairs' attempts and one line per escalated pair.
 
     Never raises for a bad address: it is reported, and everyone else still gets their message.
     """
@@ -33,7 +35,7 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
     for submitter, outcomes in sorted(by_submitter.items()):
         report = RunReport(run.id, run.head_commit, run.domain, profile, outcomes, run.build_url or "",
                            leaderboard_url, (skipped or {}).get(submitter, 0),
-                           (plugin_problems or {}).get(submitter, []))
+                           (plugin_problems or {}).get(submitter, []), *(resources or {}).get(submitter, ({}, [])))
         try:
             paths.append(outbox.put(compose(report, submitter, sender)))
         except AddressError as exc:

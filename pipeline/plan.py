@@ -40,6 +40,8 @@ class PlannedPair:
     problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
     folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
     setup_in_job: tuple[str, ...] = ()  # folders whose setup.py cannot be read statically: installed in the job
+    tier: str = ""  # the tier it starts on (pipeline.sizing)
+    tier_why: str = ""  # measured / declared / default, and from what
 
     @property
     def submitters(self) -> list[str]:
@@ -52,7 +54,8 @@ class PlannedPair:
             "model_code_hash": self.model_code_hash, "benchmark_code_hash": self.benchmark_code_hash,
             "lock_hash": self.lock.lock_hash if self.lock else None,
             "env_hash": self.lock.env_hash if self.lock else None,
-            "submitters": self.submitters, "problem": self.problem,
+            "submitters": self.submitters, "problem": self.problem, "tier": self.tier or None,
+            "tier_why": self.tier_why or None,
         }
 
 
@@ -85,6 +88,7 @@ class Plan:
                        "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
             "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
             "cannot_run_reasons": reasons,
+            "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
         }
         if pairs:

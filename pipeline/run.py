@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,10 +26,13 @@ from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
+from pipeline.attempts import resources_by_submitter, run_attempts
+from pipeline.escalation import escalate, recorder
 from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog, plugin_key_of
+from pipeline.sizing import assign_tiers
 from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      in_flight=running)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
+    assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100)
     return change, catalog, plan
 
 
@@ -223,16 +228,20 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                       on_progress: Callable[[Progress], None] | None, result: RunResult) -> bool:
     """Submit the bundle, watch it to the end (retrying infrastructure failures), and close every pair left
     without a result. Ctrl-C cancels what was started and keeps what finished; returns whether it came."""
+    started = time.time()
     job_id = executor.submit(bundle)
     ledger.submitted(db, bundle.run_id, job_id)
     watcher = Watcher(db, executor, bundle, on_progress)
+    watcher.on_retry = recorder(settings, db, bundle)
     cancelled = None
     try:
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
+        states = escalate(settings, db, executor, watcher, bundle, states, started)
     except KeyboardInterrupt:  # Ctrl-C: stop what we started, keep what finished, tell everyone
         log.warning("interrupted: cancelling run %s", bundle.run_id)
-        executor.cancel(job_id)
+        for started_job in dict.fromkeys([job_id, *watcher.job_ids]):  # retries and escalations too
+            executor.cancel(started_job)
         states = watcher.after_cancel(job_id)
         cancelled = "interrupted by Ctrl-C"
     result.executor_stats = watcher.stats()
@@ -312,7 +321,8 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
     paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
                                          sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
                                          skipped=skipped, extra_recipients=req.extra_recipients,
-                                         admin_email=settings.admin_email, plugin_problems=problems)
+                                         admin_email=settings.admin_email, plugin_problems=problems,
+                                         resources=resources_by_submitter(run_attempts(db, run.id)))
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

@@ -40,6 +40,8 @@ class TaskState:
     reason: str = ""
     node: str = ""
     exit_code: int | None = None
+    max_rss_bytes: int | None = None  # the task's peak memory, when the executor measures it (sacct MaxRSS)
+    elapsed_seconds: float | None = None
 
     @property
     def done(self) -> bool:
