@@ -4,6 +4,9 @@ plugin's metadata file when the change touches it), not hours later on the clust
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from sqlalchemy import case, func, select
 
 from db.models import Attempt
@@ -25,17 +28,50 @@ def measured_peaks(db: Database) -> dict[tuple[str, str], int]:
     return {(m, b): int(n) for m, b, n in rows if n is not None}
 
 
-def peak_for(peaks: dict[tuple[str, str], int], by_model: dict[str, int], by_benchmark: dict[str, int],
-             model: str, benchmark: str) -> tuple[int | None, str]:
-    """The peak a pair is sized from: its own, else the larger of its model's and its benchmark's."""
-    own = peaks.get((model, benchmark))
-    if own is not None:
-        return own, "this pair"
-    known = [(v, w) for v, w in ((by_model.get(model), "its model"), (by_benchmark.get(benchmark), "its benchmark"))
-             if v is not None]
-    if not known:
-        return None, ""
-    return max(known)
+QUANTILE = 0.9  # what an unseen model (or benchmark) is assumed to need: 90 % of those measured need no more
+
+
+@dataclass
+class Estimates:
+    """Peaks as the sum of a model's part and a benchmark's fixed cost, learnt from measured pairs.
+
+    A benchmark's fixed cost is the least any model needed on it; a model's part is the most it needed beyond a
+    benchmark's fixed cost. Taken raw, "the model's largest benchmark" puts every model on the 70 GB tier once
+    one benchmark costs 70 GB by itself (benchmarks/tier_bench.py measures both): the fixed cost is subtracted
+    first. The side never measured counts as the 90th percentile of those measured (or its declaration)."""
+
+    pairs: dict[tuple[str, str], int]
+    fixed: dict[str, int]
+    model_part: dict[str, int]
+    q: float = QUANTILE
+
+    @classmethod
+    def learn(cls, peaks: dict[tuple[str, str], int], q: float = QUANTILE) -> "Estimates":
+        fixed: dict[str, int] = {}
+        for (_, b), n in peaks.items():
+            fixed[b] = min(fixed.get(b, n), n)
+        part: dict[str, int] = {}
+        for (m, b), n in peaks.items():
+            part[m] = max(part.get(m, 0), n - fixed[b])
+        return cls(peaks, fixed, part, q)
+
+    def estimate(self, model: str, benchmark: str) -> tuple[int | None, str]:
+        """(bytes, whose measurement) for a pair; (None, '') when neither plugin was ever measured."""
+        own = self.pairs.get((model, benchmark))
+        if own is not None:
+            return own, "this pair"
+        known_m, known_b = model in self.model_part, benchmark in self.fixed
+        if not (known_m or known_b):
+            return None, ""
+        part = self.model_part[model] if known_m else quantile(self.model_part.values(), self.q)
+        fixed = self.fixed[benchmark] if known_b else quantile(self.fixed.values(), self.q)
+        whose = "its model and its benchmark" if known_m and known_b else "its model" if known_m else "its benchmark"
+        return part + fixed, whose
+
+
+def quantile(values, q: float = QUANTILE) -> int:  # noqa: ANN001 - any iterable of ints
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * (len(ordered) - 1)))] if ordered else 0
 
 
 def declared(plugin: Plugin, identifier: str) -> Need:
@@ -46,12 +82,7 @@ def assign_tiers(plan: Plan, catalog: Catalog, change: Change, db: Database, tie
                  margin: float) -> None:
     """Set each pair's `tier` and `tier_why`; pairs whose declaration exceeds every tier leave the plan, and
     the declaring plugin gets the reason as an issue."""
-    peaks = measured_peaks(db)
-    by_model: dict[str, int] = {}
-    by_benchmark: dict[str, int] = {}
-    for (m, b), n in peaks.items():
-        by_model[m] = max(by_model.get(m, 0), n)
-        by_benchmark[b] = max(by_benchmark.get(b, 0), n)
+    estimates = Estimates.learn(measured_peaks(db))
     models, benchmarks = catalog.by_identifier("models"), catalog.by_identifier("benchmarks")
     refused: set[tuple[str, str]] = set()
     kept: list[PlannedPair] = []
@@ -73,8 +104,8 @@ def assign_tiers(plan: Plan, catalog: Catalog, change: Change, db: Database, tie
             need = need.merge(own)
         if need is None:
             continue
-        peak, whose = peak_for(peaks, by_model, by_benchmark, pair.model, pair.benchmark)
-        tier, why = first_tier(tiers, peak, need, margin)
+        peak, whose = estimates.estimate(pair.model, pair.benchmark)
+        tier, why = first_tier(tiers, peak, need, margin, exact=whose == "this pair")
         pair.tier, pair.tier_why = tier.name, why + (f" ({whose})" if whose else "")
         kept.append(pair)
     plan.to_run = kept

@@ -142,11 +142,17 @@ def too_large(tiers: list[Tier], need: Need) -> str | None:
     return f"declares {what}; the largest tier is {top.describe()}"
 
 
-def first_tier(tiers: list[Tier], measured: int | None, declared: Need, margin: float) -> tuple[Tier, str]:
-    """The tier a pair starts on, and why: `measured` (the highest peak seen for it or its plugins, bytes)
-    wins over the declaration; either beyond every tier starts on the largest that meets the rest."""
+def first_tier(tiers: list[Tier], measured: int | None, declared: Need, margin: float,
+               exact: bool = False) -> tuple[Tier, str]:
+    """The tier a pair starts on, and why. A peak measured for the pair itself (`exact`) wins over everything;
+    a peak measured only for its model or its benchmark wins unless the declaration asks for more (a model
+    measured at 2 GB elsewhere still needs a benchmark's declared 70 GB of fixed cost). A need beyond every
+    tier starts on the largest that meets the rest."""
     constraint = Need(None, declared.gpus, declared.time_minutes)
     eligible = [t for t in tiers if fits(t, constraint)] or tiers
+    if measured is not None and not exact and declared.mem_bytes is not None \
+            and declared.mem_bytes > measured * (1 + margin):
+        measured = None  # the declaration is the larger, and nothing measured this very pair
     if measured is not None:
         need = Need(measured, declared.gpus, declared.time_minutes)
         chosen = next((t for t in eligible if fits(t, need, margin)), eligible[-1])

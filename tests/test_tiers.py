@@ -1,6 +1,5 @@
 """Memory tiers: settings, the first tier (measured, declared, default), one array per tier with its own header,
-out-of-memory escalation on the local executor, and refusals at plan time. The Slurm acceptance run is in
-tests/test_slurm.py (test_tiers_escalate_on_slurm...)."""
+out-of-memory escalation on the local executor and on the one-node Slurm cluster, and refusals at plan time."""
 
 from __future__ import annotations
 
@@ -158,3 +157,42 @@ def test_a_pair_larger_than_the_largest_tier_fails_after_one_attempt_per_tier(wo
     assert pair["state"] == "FAILED" and pair["reason"].startswith("needs more than the largest tier (large: 2 GB)")
     status = workspace.json("status", result["run_id"])
     assert [(a["tier"], a["failure_kind"]) for a in status["attempts"]] == [("small", "OOM"), ("large", "OOM")]
+
+
+@pytest.mark.integration
+def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_out(slurm_cluster, workspace,
+                                                                                  example_repo):
+    """The one-node Slurm cluster kills a task over its memory (OverMemoryKill): the pair that was running goes
+    one tier up and completes there (two attempt rows, the first with the peak sacct measured); its packed
+    neighbours, which never started, run again on their own tier and keep their results; a MemoryError is OOM
+    too, and at the largest tier ends FAILED after one attempt per tier. A later run of the same model on a new
+    benchmark starts on the tier that fitted."""
+    add_benchmark(example_repo, "a_hog", "a-hog", "import time\nblocks = []\nfor _ in range(12):\n"
+                  "    blocks.append(bytearray(100 * 2**20))\n    time.sleep(0.05)\ntime.sleep(4)\nreturn 0.5")
+    add_benchmark(example_repo, "b_quiet", "b-quiet", "return 0.6")
+    add_benchmark(example_repo, "c_bottomless", "c-bottomless", "raise MemoryError('wants everything')")
+    commit_all(example_repo, "a 1.2 GB benchmark, a small one, one no tier can hold")
+    site_tiers(workspace, {"name": "small", "mem": "800M", "time_minutes": 10},
+               {"name": "large", "mem": "3G", "time_minutes": 10}, pairs_per_task=4)
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                            "--executor", "slurm", expect=1)
+    pairs = {p["benchmark"]: p for p in result["pairs"]}
+    assert pairs["a-hog"]["state"] == "COMPLETED" and pairs["b-quiet"]["state"] == "COMPLETED", pairs
+    assert pairs["c-bottomless"]["state"] == "FAILED"
+    assert pairs["c-bottomless"]["reason"].startswith("needs more than the largest tier (large: 3 GB)")
+    status = workspace.json("status", result["run_id"], expect=0)
+    tries: dict[str, list] = {}
+    for a in status["attempts"]:
+        tries.setdefault(a["benchmark"], []).append(a)
+    assert [(a["tier"], a["failure_kind"]) for a in tries["a-hog"]] == [("small", "OOM"), ("large", None)]
+    assert tries["a-hog"][0]["max_rss_bytes"] > 700 * 2**20  # sacct's MaxRSS of the killed task
+    assert tries["a-hog"][0]["job_id"] != tries["a-hog"][1]["job_id"]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["b-quiet"]] == [("small", None)]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["c-bottomless"]] == [("small", "OOM"), ("large", "OOM")]
+
+    add_benchmark(example_repo, "d_new", "d-new", "return 0.7")
+    commit_all(example_repo, "a new benchmark")
+    later = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                           "--executor", "slurm")
+    [attempt] = workspace.json("status", later["run_id"])["attempts"]
+    assert (attempt["benchmark"], attempt["tier"], attempt["failure_kind"]) == ("d-new", "large", None)
