@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -477,9 +478,12 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     with cmd.database() as db:
         # so `ingest DIR` has rows to complete; RENDERED pairs are not claimed: they never block a later run
         record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
+    scripts = [str(script) for script, _, _ in bundle.arrays()] or [str(bundle.job_script)]  # one per tier
     cmd.emit({"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+              "job_scripts": scripts,
               "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
-              "submit": f"sbatch {bundle.job_script}", "ingest": f"score-plugins ingest {bundle.run_dir}"})
+              "submit": "; ".join(f"sbatch {shlex.quote(script)}" for script in scripts),
+              "ingest": f"score-plugins ingest {bundle.run_dir}"})
 
 
 @main.command("test-plugins")

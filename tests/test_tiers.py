@@ -10,6 +10,7 @@ import pytest
 from pipeline.attempts import failure_kind
 from pipeline.config import load_settings
 from pipeline.errors import BadInput
+from pipeline.sizing import Estimates
 from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 from tests.conftest import commit_all, write
 
@@ -78,6 +79,14 @@ def test_first_tier_next_tier_and_failure_kinds():
     assert failure_kind("FAILED", None, "FAILED: exit code 0:9", 3_900 * 2**20, 4 * GB) == "OOM"
     assert failure_kind("FAILED", None, "FAILED: exit code 0:9", 100 * 2**20, 4 * GB) == "UNKNOWN"
     assert failure_kind("COMPLETED", None, None) is None
+    # learnt peaks: a model's part beyond each benchmark's fixed cost, plus the benchmark's fixed cost
+    est = Estimates.learn({("small", "heavy"): 70 * GB, ("big", "heavy"): 78 * GB, ("small", "light"): 1 * GB,
+                           ("big", "light"): 9 * GB})
+    assert est.estimate("small", "light") == (1 * GB, "this pair")
+    assert est.fixed == {"heavy": 70 * GB, "light": 1 * GB} and est.model_part == {"small": 0, "big": 8 * GB}
+    assert est.estimate("small", "new") == (0 + 70 * GB, "its model")  # unseen benchmark: 90th percentile cost
+    assert est.estimate("new", "light") == (8 * GB + 1 * GB, "its benchmark")
+    assert est.estimate("new", "newer") == (None, "")
 
 
 GPU_TIERS = ({"name": "small", "mem": "1G", "time_minutes": 20}, {"name": "gpu", "mem": "8G", "gpus": 1,
@@ -101,7 +110,7 @@ def test_each_tier_is_its_own_array_and_a_gpu_declaration_renders_gres(workspace
     assert "#SBATCH --gres=gpu:a100:1" in gpu and "#SBATCH --mem=8G" in gpu and "#SBATCH --time=120" in gpu
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [(t["tier"], t["script"]) for t in manifest["tasks"]] == [("small", "job.sh"), ("gpu", "job-gpu.sh")]
-    assert bundle["array_tasks"] == 2
+    assert bundle["array_tasks"] == 2 and bundle["job_scripts"] == [str(run_dir / "job.sh"), str(run_dir / "job-gpu.sh")]
 
 
 def test_a_declaration_larger_than_every_tier_is_refused_at_plan_time(workspace, example_repo):
@@ -196,3 +205,18 @@ def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_
                            "--executor", "slurm")
     [attempt] = workspace.json("status", later["run_id"])["attempts"]
     assert (attempt["benchmark"], attempt["tier"], attempt["failure_kind"]) == ("d-new", "large", None)
+
+
+def test_a_timeout_at_the_tier_limit_moves_to_the_next_tier_with_a_longer_limit(workspace, example_repo):
+    """The local executor stops a task at its tier's time limit, as Slurm would (TIMEOUT); the pair runs again
+    on the next tier with a longer limit, and completes there."""
+    add_benchmark(example_repo, "slow", "slow", "import time\ntime.sleep(75)\nreturn 0.5")
+    commit_all(example_repo, "a benchmark that takes 75 s")
+    site_tiers(workspace, {"name": "quick", "mem": "2G", "time_minutes": 1},
+               {"name": "roomy", "mem": "2G", "time_minutes": 5}, pairs_per_task=4)
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert result["states"] == {"COMPLETED": 1}, result["pairs"]
+    status = workspace.json("status", result["run_id"])
+    assert [(a["tier"], a["failure_kind"], a["req_time_minutes"]) for a in status["attempts"]] == [
+        ("quick", "TIMEOUT", 1), ("roomy", None, 5)]
+    assert "time limit of 1 minutes" in status["attempts"][0]["reason"]
