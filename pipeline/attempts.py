@@ -71,19 +71,19 @@ class Outcome:
     has_result: bool
 
 
-def spool_result(bundle, key: str) -> dict | None:  # noqa: ANN001 - pipeline.bundle.Bundle
+def spool_result(bundle, pair: dict) -> dict | None:  # noqa: ANN001 - pipeline.bundle.Bundle
     """This pair's result file, checked like ingest checks it (None: none, or not one the worker wrote)."""
-    path = bundle.spool_dir / f"{key}.json"
-    pair = next((p for p in bundle.pairs() if p["key"] == key), None)
+    path = bundle.spool_dir / f"{pair['key']}.json"
     try:
-        return check_result(json.loads(path.read_text(encoding="utf-8")), pair, bundle.manifest) if pair else None
+        return check_result(json.loads(path.read_text(encoding="utf-8")), pair, bundle.manifest)
     except (OSError, ValueError, RejectedResult):
         return None
 
 
-def outcome(bundle, key: str, job: Job | None, task: TaskState | None) -> Outcome:  # noqa: ANN001
+def outcome(bundle, pair: dict, job: Job | None, task: TaskState | None) -> Outcome:  # noqa: ANN001
     """The result file when the pair wrote one, else its closed job row, else its task's state."""
-    result = spool_result(bundle, key)
+    key = pair["key"]
+    result = spool_result(bundle, pair)
     peak = task.max_rss_bytes if task else None
     elapsed = task.elapsed_seconds if task else None
     code = task.exit_code if task else None
@@ -108,9 +108,10 @@ def collect(db: Database, bundle, keys: Iterable[str], states: dict[int, TaskSta
     keys = list(keys)
     task_of = bundle.task_of()
     tasks = {t["index"]: t for t in bundle.manifest.tasks}
-    with db.sessions() as session:
-        jobs = {j.pair_key: j for j in session.scalars(select(Job).where(Job.run_id == bundle.run_id,
-                                                                            Job.pair_key.in_(keys)))}
+    wanted = set(keys)
+    with db.sessions() as session:  # the run's rows (no IN list of thousands of keys)
+        jobs = {j.pair_key: j for j in session.scalars(select(Job).where(Job.run_id == bundle.run_id))
+                if j.pair_key in wanted}
     rows = []
     pairs = {p["key"]: p for p in bundle.pairs()}
     now = datetime.now(timezone.utc)
@@ -119,8 +120,8 @@ def collect(db: Database, bundle, keys: Iterable[str], states: dict[int, TaskSta
         task = tasks.get(index, {})
         tier = tiers.get(task.get("tier", ""))
         job = jobs.get(key)
-        got = outcome(bundle, key, job, states.get(index) if index is not None else None)
-        pair = pairs.get(key, {})
+        pair = pairs.get(key, {"key": key})
+        got = outcome(bundle, pair, job, states.get(index) if index is not None else None)
         limit = tier.mem_bytes if tier else None
         if got.has_result and got.max_rss_bytes and limit:
             got.max_rss_bytes = min(got.max_rss_bytes, limit)  # a plugin's own report cannot claim more than it had

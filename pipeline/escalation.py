@@ -130,7 +130,8 @@ def recorder(settings: Settings, db: Database, bundle: Bundle):  # noqa: ANN201 
     by_name = {t.name: t for t in settings.tier_list}
 
     def on_retry(keys: list[str], states: dict[int, TaskState]) -> None:
-        unfinished = [k for k in keys if (attempts.spool_result(bundle, k) or {}).get("status") != "ok"]
+        pairs = {p["key"]: p for p in bundle.pairs()}
+        unfinished = [k for k in keys if (attempts.spool_result(bundle, pairs[k]) or {}).get("status") != "ok"]
         attempts.save(db, attempts.collect(db, bundle, unfinished, states, by_name, settings.cpus_per_task))
 
     return on_retry

@@ -87,23 +87,19 @@ def assign_tiers(plan: Plan, catalog: Catalog, change: Change, db: Database, tie
     refused: set[tuple[str, str]] = set()
     kept: list[PlannedPair] = []
     for pair in plan.to_run:
-        need = Need()
-        for plugin, identifier in ((models[pair.model], pair.model), (benchmarks[pair.benchmark], pair.benchmark)):
-            own = declared(plugin, identifier)
-            problem = too_large(tiers, own)
-            if problem:
-                if plugin.key not in refused:
-                    refused.add(plugin.key)
-                    touched = change.base is None or plugin.name in change.changed_plugins.get(plugin.type, [])
-                    change.issues.append({"file": f"{plugin.path}/metadata.yml", "line": 0,
-                                          "severity": "error" if touched else "warning",
-                                          "message": f"resources: {identifier} {problem}; its pairs are not "
-                                                     "scored"})
-                need = None  # type: ignore[assignment]
-                break
-            need = need.merge(own)
-        if need is None:
+        sides = ((models[pair.model], pair.model), (benchmarks[pair.benchmark], pair.benchmark))
+        refusals = [(plugin, identifier, why) for plugin, identifier in sides
+                    if (why := too_large(tiers, declared(plugin, identifier)))]
+        for plugin, identifier, why in refusals:
+            if plugin.key not in refused:
+                refused.add(plugin.key)
+                touched = change.base is None or plugin.name in change.changed_plugins.get(plugin.type, [])
+                change.issues.append({"file": f"{plugin.path}/metadata.yml", "line": 0,
+                                      "severity": "error" if touched else "warning",
+                                      "message": f"resources: {identifier} {why}; its pairs are not scored"})
+        if refusals:
             continue
+        need = declared(*sides[0]).merge(declared(*sides[1]))
         peak, whose = estimates.estimate(pair.model, pair.benchmark)
         tier, why = first_tier(tiers, peak, need, margin, exact=whose == "this pair")
         pair.tier, pair.tier_why = tier.name, why + (f" ({whose})" if whose else "")

@@ -110,7 +110,8 @@ def test_each_tier_is_its_own_array_and_a_gpu_declaration_renders_gres(workspace
     assert "#SBATCH --gres=gpu:a100:1" in gpu and "#SBATCH --mem=8G" in gpu and "#SBATCH --time=120" in gpu
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [(t["tier"], t["script"]) for t in manifest["tasks"]] == [("small", "job.sh"), ("gpu", "job-gpu.sh")]
-    assert bundle["array_tasks"] == 2 and bundle["job_scripts"] == [str(run_dir / "job.sh"), str(run_dir / "job-gpu.sh")]
+    assert bundle["array_tasks"] == 2
+    assert bundle["job_scripts"] == [str(run_dir / "job.sh"), str(run_dir / "job-gpu.sh")]
 
 
 def test_a_declaration_larger_than_every_tier_is_refused_at_plan_time(workspace, example_repo):
