@@ -10,6 +10,7 @@ import pytest
 from pipeline.attempts import failure_kind
 from pipeline.config import load_settings
 from pipeline.errors import BadInput
+from pipeline.executors.slurm import ArrayPart, parse_sacct
 from pipeline.sizing import Estimates
 from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 from tests.conftest import commit_all, write
@@ -79,6 +80,10 @@ def test_first_tier_next_tier_and_failure_kinds():
     assert failure_kind("FAILED", None, "FAILED: exit code 0:9", 3_900 * 2**20, 4 * GB) == "OOM"
     assert failure_kind("FAILED", None, "FAILED: exit code 0:9", 100 * 2**20, 4 * GB) == "UNKNOWN"
     assert failure_kind("COMPLETED", None, None) is None
+    # what an attempt row takes from sacct for a task killed without a result: its peak and its time
+    killed = parse_sacct("100_1|FAILED|0:9|vm|00:01:08|None||800M\n"
+                         "100_1.batch|CANCELLED by 0|0:9|vm|00:01:08||957728K|\n", [ArrayPart("100", 0, 3)])[1]
+    assert (killed.state, killed.max_rss_bytes, killed.elapsed_seconds) == ("OUT_OF_MEMORY", 957728 * 1024, 68.0)
     # learnt peaks: a model's part beyond each benchmark's fixed cost, plus the benchmark's fixed cost
     est = Estimates.learn({("small", "heavy"): 70 * GB, ("big", "heavy"): 78 * GB, ("small", "light"): 1 * GB,
                            ("big", "light"): 9 * GB})
