@@ -187,3 +187,37 @@ class ScoreHistory(Base):
     superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     superseded_by: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text, default="")
+class Attempt(Base):
+    """One try of one pair: on which tier, what it asked for, what it used, how it ended (failure kind), where.
+    A pair escalated after running out of memory has one row per tier it tried."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("run_id", "pair_key", "attempt", name="uq_attempt"),
+                      Index("ix_attempts_model_benchmark", "model", "benchmark"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    pair_key: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    benchmark: Mapped[str] = mapped_column(String(200))
+    submitters: Mapped[list] = mapped_column(JSON, default=list)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    tier: Mapped[str] = mapped_column(String(64))
+    req_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    req_time_minutes: Mapped[int | None] = mapped_column(Integer)
+    req_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    req_cpus: Mapped[int] = mapped_column(Integer, default=1)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    commit: Mapped[str | None] = mapped_column(String(64))
+    model_code_hash: Mapped[str | None] = mapped_column(String(64))
+    benchmark_code_hash: Mapped[str | None] = mapped_column(String(64))
+    escalated_to: Mapped[str | None] = mapped_column(String(64))  # the tier of the next attempt, if any
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -48,6 +48,7 @@ class SlurmOptions:
     mem: str = "4G"
     cpus_per_task: int = 1
     gpus: int = 0
+    gres: str = ""  # e.g. gpu:1 or gpu:a100:1 (a tier's GPUs)
     extra: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
 
@@ -59,7 +60,7 @@ def sbatch_lines(opts: SlurmOptions) -> list[str]:
     pairs = [("job-name", opts.job_name), ("array", opts.array),
              ("partition", opts.partition), ("account", opts.account), ("qos", opts.qos),
              ("time", str(opts.time_minutes)), ("mem", opts.mem), ("cpus-per-task", str(opts.cpus_per_task)),
-             ("gpus", str(opts.gpus) if opts.gpus else "")]
+             ("gpus", str(opts.gpus) if opts.gpus else ""), ("gres", opts.gres)]
     dropped = {d.lstrip("-").split("=")[0] for d in opts.drop}
     lines = []
     for name, value in pairs:
@@ -106,6 +107,7 @@ class ScoreJob:
     n_pairs: int
     slurm: SlurmOptions
     modules: tuple[str, ...] = field(default=())
+    first_task: int = 0  # this script's array task 0 is the run's task `first_task` (one array per tier)
 
 
 def render_score_job(job: ScoreJob) -> str:

@@ -68,6 +68,8 @@ class RunReport:
     plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
     standings: list[dict] = field(default_factory=list)  # the submitter's models on the leaderboard after the run
     cancelled: str = ""  # why an administrator's signal stopped the run (Ctrl-C, SIGTERM, SIGHUP)
+    usage: dict = field(default_factory=dict)  # this submitter's attempts, escalations, hours used vs requested
+    attempt_notes: list[str] = field(default_factory=list)  # "model on benchmark: small OOM -> medium ..."
 
 
 def message_id(run_id: str, recipient: str) -> str:

@@ -20,6 +20,7 @@ from pipeline import gitrepo
 from pipeline.config import Settings
 from pipeline.errors import BadInput
 from pipeline.plan import Plan, PlannedPair
+from pipeline.tiers import Tier
 from pipeline.units import size_bytes
 from pipeline.worker import Manifest
 
@@ -49,10 +50,26 @@ class Bundle:
         return len(self.manifest.tasks)
 
     def pairs(self) -> list[dict]:
-        return [p for t in self.manifest.tasks for p in t["pairs"]]
+        """Each pair of the run once (a pair an escalation ran again is in several tasks)."""
+        return list({p["key"]: p for t in self.manifest.tasks for p in t["pairs"]}.values())
 
     def task_of(self) -> dict[str, int]:
+        """Each pair's task (its latest, when an escalation ran it again)."""
         return {p["key"]: t["index"] for t in self.manifest.tasks for p in t["pairs"]}
+
+    def script_for(self, index: int) -> tuple[Path, int]:
+        """The job script that runs task `index`, and the task's index within that script's array."""
+        task = self.manifest.tasks[index]
+        script = task.get("script", "job.sh")
+        first = next(t["index"] for t in self.manifest.tasks if t.get("script", "job.sh") == script)
+        return self.run_dir / script, index - first
+
+    def arrays(self) -> list[tuple[Path, int, int]]:
+        """(job script, first task, task count) of each array, in task order."""
+        found: dict[str, list[int]] = {}
+        for task in self.manifest.tasks:
+            found.setdefault(task.get("script", "job.sh"), []).append(task["index"])
+        return [(self.run_dir / name, ids[0], len(ids)) for name, ids in found.items()]
 
 
 def new_run_id() -> str:
@@ -116,24 +133,26 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     worker = run_dir / "worker.py"
     shutil.copyfile(WORKER_SOURCE, worker)
 
-    tasks = []
-    task_lines = []
     conda_builder = run_dir / "build_env_conda.sh"
-    for index, group in enumerate(pack_tasks(plan.to_run, settings.pairs_per_task)):
-        lock = group[0].lock
-        assert lock is not None
-        if getattr(lock, "kind", "pip") == "conda":
-            lockfile = conda_lockfile(settings, lock, run_dir)
-            builder = str(conda_builder)
-        else:
-            lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
-            if not lockfile.exists():
-                shutil.copyfile(lock.path, lockfile)
-            builder = ""
-        tasks.append({"index": index, "env_key": lock.env_hash, "lockfile": str(lockfile),
-                      "pairs": [pair_entry(p) for p in group]})
-        task_lines.append(TaskLine(index, lock.env_hash, str(lockfile), builder))
-    if any(t.builder for t in task_lines):
+    tiers = settings.tier_list
+    default = tiers[0].name
+    groups = [(t, [p for p in plan.to_run if (p.tier or default) == t.name]) for t in tiers]
+    tasks: list[dict] = []
+    for tier, group in groups:
+        for chunk in pack_tasks(group, settings.pairs_per_task):
+            lock = chunk[0].lock
+            assert lock is not None
+            if getattr(lock, "kind", "pip") == "conda":
+                lockfile = conda_lockfile(settings, lock, run_dir)
+                builder = str(conda_builder)
+            else:
+                lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
+                if not lockfile.exists():
+                    shutil.copyfile(lock.path, lockfile)
+                builder = ""
+            tasks.append(task_entry(settings, executor, tier, len(tasks), lock.env_hash, str(lockfile), builder,
+                                    [pair_entry(p) for p in chunk]))
+    if any(t["builder"] for t in tasks):
         _write(conda_builder, render_env_builder(
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
@@ -156,23 +175,83 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
     )
     manifest_path = run_dir / "manifest.json"
-    _write(manifest_path, manifest.to_json())
     manifest.path = str(manifest_path.resolve())
 
-    build_env = run_dir / "build_env.sh"
-    _write(build_env, render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
-                                         package_cache=str(settings.package_cache or "")), executable=True)
-    array = f"0-{max(len(tasks) - 1, 0)}" + (f"%{settings.array_throttle}" if settings.array_throttle else "")
-    job = ScoreJob(
-        run_id=run_id, run_dir=str(run_dir), manifest=str(manifest_path), worker=str(worker),
-        python=settings.python, build_env=str(build_env), log_dir=str(run_dir / "logs"), env_root=str(env_root),
-        env_mode=settings.env_mode, tasks=tuple(task_lines), n_pairs=len(plan.to_run),
-        modules=tuple(settings.modules),
-        slurm=settings.slurm_options(f"score-{run_id}", array),
-    )
+    _write(run_dir / "build_env.sh", render_env_builder(
+        backend=settings.env_backend, uv=settings.uv, python=settings.python,
+        package_cache=str(settings.package_cache or "")), executable=True)
     job_script = run_dir / "job.sh"
-    _write(job_script, render_score_job(job), executable=True)
+    write_scripts(settings, run_dir, manifest, tasks, "")
+    if not tasks:  # an empty plan still leaves a job script an admin can read
+        _write(job_script, render_score_job(score_job(settings, manifest, run_dir, [], tiers[0], 0)),
+               executable=True)
+    _write(manifest_path, manifest.to_json())
     return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+
+
+def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_key: str, lockfile: str, builder: str,
+               pairs: list[dict]) -> dict:
+    """One array task of the manifest: its pairs, environment, and the tier it runs on (the local executor
+    enforces that tier's memory on the plugin and its time on the task; Slurm enforces its own)."""
+    return {"index": index, "env_key": env_key, "lockfile": lockfile, "builder": builder, "pairs": pairs,
+            "tier": tier.name, "time_minutes": tier.time_minutes,
+            "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
+
+
+def score_job(settings: Settings, manifest: Manifest, run_dir: Path, tasks: list[dict], tier: Tier,
+              first: int) -> ScoreJob:
+    throttle = f"%{settings.array_throttle}" if settings.array_throttle else ""
+    return ScoreJob(
+        run_id=manifest.run_id, run_dir=str(run_dir), manifest=str(run_dir / "manifest.json"),
+        worker=manifest.worker, python=settings.python, build_env=str(run_dir / "build_env.sh"),
+        log_dir=manifest.log_dir, env_root=manifest.env_root, env_mode=manifest.env_mode,
+        tasks=tuple(TaskLine(t["index"], t["env_key"], t["lockfile"], t["builder"]) for t in tasks),
+        n_pairs=sum(len(t["pairs"]) for t in tasks), modules=tuple(settings.modules),
+        slurm=settings.slurm_options(f"score-{manifest.run_id}", f"0-{max(len(tasks) - 1, 0)}{throttle}", tier),
+        first_task=first)
+
+
+def write_scripts(settings: Settings, run_dir: Path, manifest: Manifest, tasks: list[dict], label: str) -> None:
+    """One job script per tier among `tasks` (consecutive in the manifest), each an array with that tier's
+    request in its header: job.sh for the run's first array, job-<tier>.sh (job-<label>-<tier>.sh for an
+    escalation) for the others. Each task records its script."""
+    tiers = {t.name: t for t in settings.tier_list}
+    start = 0
+    while start < len(tasks):
+        tier = tasks[start]["tier"]
+        end = start
+        while end < len(tasks) and tasks[end]["tier"] == tier:
+            end += 1
+        first = tasks[start]["index"]
+        name = "job.sh" if first == 0 else f"job-{label + '-' if label else ''}{tier}.sh"
+        _write(run_dir / name, render_score_job(score_job(settings, manifest, run_dir, tasks[start:end],
+                                                          tiers[tier], first)), executable=True)
+        for task in tasks[start:end]:
+            task["script"] = name
+        start = end
+
+
+def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[dict]]], label: str) -> list[int]:
+    """Append tasks to a run (an escalation: pairs on a larger tier, or the neighbours of a pair that ran out of
+    memory), each tier its own new array script; the manifest is rewritten. Returns the new task indices."""
+    tiers = {t.name: t for t in settings.tier_list}
+    by_key = {p["key"]: t for t in bundle.manifest.tasks for p in t["pairs"]}
+    new: list[dict] = []
+    for tier_name, pairs in placed:
+        by_env: dict[str, list[dict]] = {}
+        for pair in pairs:
+            by_env.setdefault(by_key[pair["key"]]["env_key"], []).append(pair)
+        for env_key in sorted(by_env):
+            group = by_env[env_key]
+            source = by_key[group[0]["key"]]
+            for i in range(0, len(group), settings.pairs_per_task):
+                new.append(task_entry(settings, bundle.executor, tiers[tier_name],
+                                      len(bundle.manifest.tasks) + len(new), env_key, source["lockfile"],
+                                      source.get("builder", ""), group[i:i + settings.pairs_per_task]))
+    write_scripts(settings, bundle.run_dir, bundle.manifest, new, label)
+    bundle.manifest.tasks.extend(new)
+    _write(bundle.manifest_path, bundle.manifest.to_json())
+    return [t["index"] for t in new]
 
 
 def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock

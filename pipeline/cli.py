@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -412,11 +413,11 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     report_issues(change.issues)
 
     def people() -> None:
-        table = Table("model", "benchmark", "status", "why")
+        table = Table("model", "benchmark", "status", "tier", "why")
         for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
                               ("cannot run", the_plan.cannot_run)):
             for p in pairs:
-                table.add_row(p.model, p.benchmark, status,
+                table.add_row(p.model, p.benchmark, status, f"{p.tier} ({p.tier_why})" if p.tier else "",
                               "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
         out.print(table)
         err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
@@ -576,19 +577,23 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     with cmd.database() as db:
         # so `ingest DIR` has rows to complete; RENDERED pairs are not claimed: they never block a later run
         record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
+    scripts = [str(script) for script, _, _ in bundle.arrays()] or [str(bundle.job_script)]  # one per tier
     cmd.emit({"run_id": bundle.run_id, "run_dir": str(bundle.run_dir), "job_script": str(bundle.job_script),
+              "job_scripts": scripts,
               "manifest": str(bundle.manifest_path), "array_tasks": bundle.n_tasks, "pairs": len(bundle.pairs()),
-              **hand_commands(bundle)})
+              **hand_commands(bundle, scripts)})
 
 
-def hand_commands(bundle) -> dict[str, str]:  # noqa: ANN001 - pipeline.bundle.Bundle
-    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`)."""
+def hand_commands(bundle, scripts: list[str] | None = None) -> dict[str, str]:  # noqa: ANN001 - pipeline.bundle.Bundle
+    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`); one sbatch
+    line per tier's job script."""
     import shlex
 
     script, folder = shlex.quote(str(bundle.job_script)), shlex.quote(str(bundle.run_dir))
+    scripts = scripts or [str(bundle.job_script)]
     last = max(bundle.n_tasks - 1, 0)
     return {"run_locally": f"cd {folder} && for i in $(seq 0 {last}); do SLURM_ARRAY_TASK_ID=$i bash {script}; done",
-            "submit": f"sbatch {script}", "ingest": f"score-plugins ingest {folder}"}
+            "submit": "; ".join(f"sbatch {shlex.quote(s)}" for s in scripts), "ingest": f"score-plugins ingest {folder}"}
 
 
 @main.command("test-plugins")
@@ -694,6 +699,21 @@ def status(cmd: Command, run: str | None) -> None:
         out.print(table)
         out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
                   + f"; {data['cpu_hours']} CPU-hours", highlight=False)
+        if data["attempts"]:
+            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "elapsed", "job",
+                          title="attempts")
+            for a in data["attempts"]:
+                peak = f"{a['max_rss_bytes'] / 2**30:.2f} GB" if a["max_rss_bytes"] else ""
+                tries.add_row(a["model"], a["benchmark"], str(a["attempt"]), a["tier"],
+                              a["failure_kind"] or "COMPLETED", peak,
+                              f"{a['elapsed_seconds']:.0f} s" if a["elapsed_seconds"] is not None else "",
+                              str(a["job_id"] or ""))
+            out.print(tries)
+            u = data["usage"]
+            out.print(f"{u['attempts']} attempts, {u['escalations']} escalations; CPU-hours {u['cpu_hours_used']} "
+                      f"used of {u['cpu_hours_requested']} requested, GB-hours {u['gb_hours_used']} used of "
+                      f"{u['gb_hours_requested']} requested, GPU-hours {u['gpu_hours_requested']} requested",
+                      highlight=False)
 
     cmd.emit(data, people)
 
@@ -986,8 +1006,13 @@ def config_show(cmd: Command) -> None:
     def people() -> None:  # TOML that can be pasted into the site file; each setting's meaning and layer as comments
         click.echo("[score-plugins]")
         for k, v in data.items():
-            click.echo(f"# {helps.get(k) or k} [from: {sources.get(k, 'default')}]".replace("\n", " "))
-            click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
+            if k != "tiers":
+                click.echo(f"# {helps.get(k) or k} [from: {sources.get(k, 'default')}]".replace("\n", " "))
+                click.echo(f"{k} = {json.dumps(v)}" if v is not None else f"# {k} is not set")
+        for tier in data.get("tiers") or []:  # tables after the plain keys, as TOML wants
+            click.echo("\n[[score-plugins.tiers]]")
+            for k, v in tier.items():
+                click.echo(f"{k} = {json.dumps(v)}")
 
     cmd.emit(data, people)
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from jobscripts.render import SlurmOptions
 from pipeline.errors import BadInput
+from pipeline.tiers import Tier, parse_tiers
 
 ENV_PREFIX = "SCORE_PLUGINS_"
 # Variables that name credentials or the layering itself, never a settings field.
@@ -58,6 +59,11 @@ class Settings:
     mem: str = field(default="4G", metadata={"help": "memory of one array task"})
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs of one array task"})
     gpus: int = field(default=0, metadata={"help": "GPUs of one array task"})
+    tiers: list[dict] = field(default_factory=list, metadata={
+        "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, "
+                "partition, qos (none: one tier of mem, time_minutes, gpus)"})
+    tier_margin_percent: int = field(default=20, metadata={
+        "help": "head room over a measured peak when choosing a pair's first tier"})
     pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
     array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
     max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
@@ -122,8 +128,9 @@ class Settings:
         for name in ("time_minutes", "cpus_per_task", "max_retries", "pair_timeout", "lock_workers"):
             if getattr(self, name) < (0 if name == "max_retries" else 1):
                 raise BadInput(f"setting {name}: {getattr(self, name)} is too small")
-        if self.gpus < 0 or self.array_throttle < 0:
-            raise BadInput("settings gpus and array_throttle cannot be negative")
+        if self.gpus < 0 or self.array_throttle < 0 or self.tier_margin_percent < 0:
+            raise BadInput("settings gpus, array_throttle and tier_margin_percent cannot be negative")
+        self.tier_list  # checked now: a bad [[tiers]] table is one clear line before anything runs
 
     @property
     def runs_dir(self) -> Path:
@@ -147,12 +154,23 @@ class Settings:
         """Parsed-source facts (by git blob id): safe to delete, rebuilt on the next run."""
         return self.state_dir / "cache"
 
-    def slurm_options(self, job_name: str, array: str = "0") -> SlurmOptions:
-        """The Slurm request these settings make (the `#SBATCH` header, submitit's and pyslurm's parameters)."""
-        return SlurmOptions(job_name=job_name, array=array, partition=self.partition, account=self.account,
+    @property
+    def tier_list(self) -> list[Tier]:
+        """The tiers, smallest first (one `default` tier of mem/time_minutes/gpus when none is configured)."""
+        return parse_tiers(self.tiers, mem=self.mem, time_minutes=self.time_minutes, gpus=self.gpus,
+                           partition=self.partition, qos=self.qos)
+
+    def slurm_options(self, job_name: str, array: str = "0", tier: Tier | None = None) -> SlurmOptions:
+        """The Slurm request these settings make (the `#SBATCH` header, submitit's and pyslurm's parameters);
+        with a configured `tier`, that tier's memory, time, GPUs (as --gres), partition and QOS."""
+        opts = SlurmOptions(job_name=job_name, array=array, partition=self.partition, account=self.account,
                             qos=self.qos, time_minutes=self.time_minutes, mem=self.mem,
                             cpus_per_task=self.cpus_per_task, gpus=self.gpus, extra=tuple(self.extra_sbatch),
                             drop=tuple(self.drop_sbatch))
+        if tier is None or not self.tiers:
+            return opts
+        return dataclasses.replace(opts, partition=tier.partition, qos=tier.qos, time_minutes=tier.time_minutes,
+                                   mem=tier.mem, gpus=0, gres=tier.gres)
 
     def public(self) -> dict[str, Any]:
         """All fields as plain values (none of them is a secret)."""
@@ -179,6 +197,10 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     try:
         if annotation.startswith("int"):
             return int(value)
+        if annotation.startswith("list[dict"):  # [[tiers]] tables; in the environment, their JSON
+            import json
+
+            return json.loads(value) if isinstance(value, str) else list(value)
         if annotation.startswith("list"):
             if isinstance(value, str):
                 return [v for v in (s.strip() for s in value.split(",")) if v]

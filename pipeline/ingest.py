@@ -98,7 +98,7 @@ def check_result(data: object, pair: dict, manifest: Manifest) -> dict:
         if result["ceiling"] == 0.0:
             raise RejectedResult("ceiling is 0")
         result["error"] = _number(data.get("error"), "error")
-    for key in ("elapsed_seconds",):
+    for key in ("elapsed_seconds", "cpu_seconds"):
         result[key] = _number(data.get(key), key, 0.0)
     for key, high in (("max_rss_bytes", 2**62), ("array_index", 10**7), ("attempt", 1000)):
         value = data.get(key)

@@ -103,10 +103,11 @@ def submitted(db: Database, run_id: str, job_id: str) -> None:
 
 
 def retried(db: Database, run_id: str, keys: Iterable[str], job_id: str, attempt: int) -> None:
-    """Pairs resubmitted after an infrastructure failure: PENDING again under the new job id and attempt."""
+    """Pairs resubmitted after an infrastructure failure: PENDING again under the new job id, their attempt
+    counted up (`attempt` is the retry round; a pair a tier escalation already moved counts from where it is)."""
     with session_scope(db.sessions) as session:
         session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key.in_(list(keys)))
-                        .values(slurm_job_id=job_id, attempt=attempt, state=State.PENDING))
+                        .values(slurm_job_id=job_id, attempt=Job.attempt + 1, state=State.PENDING))
 
 
 def running(db: Database, run_id: str, keys: Iterable[str], node: str | None = None) -> None:

@@ -20,8 +20,10 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
                        extra_recipients: list[str] | None = None, admin_email: str = "",
                        plugin_problems: dict[str, list[str]] | None = None,
                        standings: dict[str, dict] | None = None, cancelled: str | None = None,
-                       only_to: set[str] | None = None) -> tuple[list[Path], list[str]]:
+                       only_to: set[str] | None = None,
+                       resources: dict[str, tuple[dict, list[str]]] | None = None) -> tuple[list[Path], list[str]]:
     """Queue one message per submitter; returns the queued paths and the problems (bad addresses).
+    `resources`: per submitter, the usage of their pairs' attempts and one line per escalated pair.
 
     Never raises for a bad address: it is reported, and everyone else still gets their message.
     """
@@ -41,6 +43,7 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
                            (plugin_problems or {}).get(submitter, []),
                            standings=[(standings or {})[m] for m in models if m in (standings or {})],
                            cancelled=cancelled or "")
+        report.usage, report.attempt_notes = (resources or {}).get(submitter, ({}, []))
         try:
             paths.append(outbox.put(compose(report, submitter, sender)))
         except AddressError as exc:

@@ -43,6 +43,8 @@ class PlannedPair:
     benchmark_parent: str | None = None  # the leaderboard tree: the parent its plugin declares (`parent=`)
     benchmark_version: int | None = None  # and its declared `version=`
     parent_note: str | None = None  # why the parent could not be read
+    tier: str = ""  # the tier it starts on (pipeline.sizing)
+    tier_why: str = ""  # measured / declared / default, and from what
 
     @property
     def submitters(self) -> list[str]:
@@ -55,7 +57,8 @@ class PlannedPair:
             "model_code_hash": self.model_code_hash, "benchmark_code_hash": self.benchmark_code_hash,
             "lock_hash": self.lock.lock_hash if self.lock else None,
             "env_hash": self.lock.env_hash if self.lock else None,
-            "submitters": self.submitters, "problem": self.problem,
+            "submitters": self.submitters, "problem": self.problem, "tier": self.tier or None,
+            "tier_why": self.tier_why or None,
         }
 
 
@@ -88,6 +91,7 @@ class Plan:
                        "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
             "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
             "cannot_run_reasons": reasons,
+            "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
         }
         if pairs:

@@ -36,7 +36,7 @@ DEFAULT_LOADERS = {
     "load_metric": "metric_registry", "load_ceiling": "metric_registry", "load_benchmark": "benchmark_registry",
     "load_model": "model_registry",
 }
-REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py")
+REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py", "metadata.yml", "metadata.yaml")
 TEST_FILE = re.compile(r"(^|/)(tests?/|test\.py$|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
 
 
@@ -85,6 +85,7 @@ class Plugin:
     parents: dict[str, str | None] = field(default_factory=dict)  # benchmark id -> declared parent (None: none)
     versions: dict[str, int | None] = field(default_factory=dict)  # benchmark id -> declared version
     parent_problems: dict[str, str] = field(default_factory=dict)  # benchmark id -> why its parent is unknown
+    resources: dict = field(default_factory=dict)  # metadata.yml `resources:`: '' (folder) or id -> tiers.Need
 
     @property
     def key(self) -> tuple[str, str]:
@@ -399,6 +400,12 @@ def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, is
             plugin.conda_channels, plugin.conda_specs = read_environment_yml(text, path)
         except EnvError as exc:
             plugin.env_problem = str(exc)
+    elif name in ("metadata.yml", "metadata.yaml"):
+        from pipeline.resources import read_resources
+
+        plugin.resources, problem = read_resources(text, plugin.type)
+        if problem:
+            issues.append(Issue(path, 0, f"metadata: {problem}"))
     elif name == "setup.py":
         requirements, why = setup_py_requirements(text)
         _add_requirements(plugin, requirements, path, issues)

@@ -8,6 +8,7 @@ from pathlib import Path
 from db.queries import get_run, leaderboard_rows, run_jobs
 from pipeline.database import Database
 from pipeline.errors import BadInput
+from pipeline.attempts import by_submitter, run_attempts, usage
 from pipeline.bundle import read_manifest
 
 
@@ -31,7 +32,9 @@ def run_status(db: Database, run_id: str | None) -> dict:
         counts[j.state] = counts.get(j.state, 0) + 1
     cpus = run_cpus(run.run_dir)
     cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs if j.started_at and j.ended_at)
+    tries = run_attempts(db, run.id)
     return {"run_id": run.id, "status": run.status, "executor": run.executor, "cpu_hours": round(cpu_seconds / 3600, 4),
+            "attempts": tries, "usage": usage(tries, cpus), "usage_by_submitter": by_submitter(tries),
             "commit": run.head_commit, "created_at": run.created_at.isoformat(),
             "ended_at": run.ended_at.isoformat() if run.ended_at else None, "counts": counts,
             "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,

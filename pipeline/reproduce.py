@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from db.models import BenchmarkInstance, BenchmarkType, Model, Run, Score
+from sqlalchemy import select
+
+from db.models import Attempt, BenchmarkInstance, BenchmarkType, Model, Run, Score
 from envs.lock import EnvSpec, validate_requirements
 from pipeline.bundle import Bundle, render_bundle
 from pipeline.config import Settings, replace
@@ -47,4 +49,9 @@ def reproduce_score(settings: Settings, db: Database, score_id: int, out_dir: Pa
     [pair] = plan.to_run
     if pair.key != score.pair_key:
         raise BadInput(f"score {score_id} cannot be reproduced exactly: its key {score.pair_key} is now {pair.key}")
+    with db.sessions() as session:  # the tier it succeeded on, when that tier is still configured
+        tier = session.scalar(select(Attempt.tier).where(Attempt.run_id == run.id, Attempt.pair_key == pair.key,
+                                                         Attempt.failure_kind.is_(None)).limit(1))
+    if tier in {t.name for t in settings.tier_list}:
+        pair.tier = tier
     return render_bundle(mine, plan, catalog.repo, "reproduce", out_dir=out_dir)

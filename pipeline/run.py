@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,12 +26,15 @@ from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
+from pipeline.attempts import resources_by_submitter, run_attempts
+from pipeline.escalation import escalate, recorder
 from pipeline.executors import Executor, get_executor
 from pipeline.notifications import deliver, queue_run_messages
 from pipeline.plan import Plan, make_plan
 from pipeline.plugins import Catalog, plugin_key_of
 from pipeline.rerun import keep_scope
 from pipeline.signals import Stopped, mark_cancel, stopped_from
+from pipeline.sizing import assign_tiers
 from pipeline.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -155,6 +159,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         plan = plan.only(set(wanted))
         for pair in (*plan.to_run, *plan.already_scored, *plan.cannot_run):
             pair.reasons = (wanted[(pair.model, pair.benchmark)],)
+    assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100)
     return change, catalog, plan
 
 
@@ -251,13 +256,16 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                       on_progress: Callable[[Progress], None] | None, result: RunResult) -> bool:
     """Submit the bundle, watch it to the end (retrying infrastructure failures), and close every pair left
     without a result. Ctrl-C cancels what was started and keeps what finished; returns whether it came."""
+    started = time.time()
     watcher = Watcher(db, executor, bundle, on_progress)
+    watcher.on_retry = recorder(settings, db, bundle)
     cancelled, job_id = None, None
     try:
         job_id = executor.submit(bundle)
         ledger.submitted(db, bundle.run_id, job_id)
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
+        states = escalate(settings, db, executor, watcher, bundle, states, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: stop what we started, keep what finished, tell
         stop = stopped_from(exc)
         cancelled = stop.reason
@@ -270,7 +278,8 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
             pass
         states = {}
         if job_id is not None:
-            executor.cancel(job_id)
+            for started_job in dict.fromkeys([job_id, *watcher.job_ids]):  # retries and escalations too
+                executor.cancel(started_job)
             states = watcher.after_cancel(job_id)
     result.executor_stats = watcher.stats()
     ledger.close_unfinished(db, bundle, states, cancelled=cancelled)
@@ -366,7 +375,8 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
                                          skipped=skipped, extra_recipients=req.extra_recipients,
                                          admin_email=settings.admin_email, plugin_problems=problems,
                                          standings=_standings(settings, db, result),
-                                         cancelled=cancelled, only_to=req.only_to)
+                                         cancelled=cancelled, only_to=req.only_to,
+                                         resources=resources_by_submitter(run_attempts(db, run.id)))
     result.emails = [str(p) for p in paths]
     result.problems.extend(problems)
     result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)

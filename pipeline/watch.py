@@ -72,6 +72,13 @@ class Watcher:
         self.poll_cycles = 0
         self._ingested: set[str] = set()
         self._running: set[tuple[str, int]] = set()  # (job id, task) already recorded RUNNING
+        self.job_ids: list[str] = []  # every job this watcher waited for (retries and escalations too)
+        # called with the keys and task states of tasks about to be resubmitted (their attempts are recorded)
+        self.on_retry: Callable[[list[str], dict[int, TaskState]], None] | None = None
+
+    def forget(self, key: str) -> None:
+        """A pair runs again (an escalation): its next result is new, to be ingested."""
+        self._ingested.discard(f"{key}.json")
 
     def stats(self) -> dict[str, int]:
         return {"poll_cycles": self.poll_cycles, **self.executor.stats()}
@@ -99,6 +106,7 @@ class Watcher:
 
     def wait(self, job_id: str, expect: list[str] | None = None) -> dict[int, TaskState]:
         """Until every expected pair has a result in the spool, or every task of `job_id` has ended."""
+        self.job_ids.append(job_id)
         wanted = {f"{k}.json" for k in (expect or [p["key"] for p in self.bundle.pairs()])}
         delay, max_delay = self.executor.poll_interval
         states = self.poll(job_id)
@@ -147,8 +155,10 @@ class Watcher:
                 return states
             log.warning("resubmitting %d task(s) after %s (attempt %d)", len(retry),
                         ", ".join(sorted({states[i].state for i in retry})), attempt)
-            job_id = self.executor.resubmit(self.bundle, retry)
             keys = [k for i in retry for k in by_task.get(i, [])]
+            if self.on_retry:
+                self.on_retry(keys, states)
+            job_id = self.executor.resubmit(self.bundle, retry)
             ledger.retried(self.db, self.bundle.run_id, keys, job_id, attempt)
             states = {**states, **self.wait(job_id, expect=keys)}
         return states

@@ -496,7 +496,10 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
                 code, usage, timed_out = wait_with_usage(proc, timeout)
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
+                result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3) if usage else None
                 stage, reported, problem = reader.outcome()
+                if reported and reported.get("max_rss_bytes"):  # the plugin's own, behind the sandbox's PID namespace
+                    result["max_rss_bytes"] = max(result["max_rss_bytes"] or 0, reported["max_rss_bytes"])
                 if timed_out:
                     failure = {"state": "TIMEOUT", "stage": stage,
                                "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
@@ -703,7 +706,7 @@ def check_report(message: dict) -> tuple[dict | None, str | None]:
         stage = message.get("stage") if message.get("stage") in STAGES else "score"
         reason = message.get("reason")
         reason = reason[:REASON_CAP] if isinstance(reason, str) else "the plugin failed without a readable reason"
-        return {"status": "error", "stage": stage, "reason": reason}, None
+        return {"status": "error", "stage": stage, "reason": reason, "max_rss_bytes": _peak(message)}, None
     if status != "ok":
         return None, "the plugin side sent a report with no valid status"
     score = _finite(message.get("score_ceiled"), 0.0, 1.0)
@@ -722,7 +725,23 @@ def check_report(message: dict) -> tuple[dict | None, str | None]:
             return None, "the plugin side reported raw values that are not a list of at most 1000 numbers"
         values = [_finite(v) for v in values]
     return {"status": "ok", "score_ceiled": score, "score_raw": raw, "ceiling": ceiling, "error": error,
-            "raw_values": values}, None
+            "raw_values": values, "max_rss_bytes": _peak(message)}, None
+
+
+def _peak(message: dict) -> Optional[int]:
+    """The plugin process's own peak memory, as it reported it: a whole number of bytes, else None. (Behind
+    bubblewrap's PID namespace the worker's wait4 sees only bubblewrap's own peak; a plugin that under-reports
+    only starts its next run on too small a tier, and the coordinator caps it at what the tier allowed.)"""
+    value = message.get("max_rss_bytes")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**50 else None
+
+
+def own_peak() -> int:
+    """This process's peak resident memory and its finished children's, in bytes (Linux reports KiB)."""
+    import resource
+
+    return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def _child_outcome(code: int | None, stage: str, reported: dict | None, problem: str | None, result: dict
@@ -744,7 +763,8 @@ def _child_outcome(code: int | None, stage: str, reported: dict | None, problem:
                 "reason": f"plugin process exited with code {code} without a valid result{why}"}
     if reported["status"] != "ok":
         reason = reported["reason"]
-        state = "OUT_OF_MEMORY" if reason.startswith("MemoryError") else "FAILED"
+        # Python's MemoryError, numpy's _ArrayMemoryError (a subclass) and the like: the plugin ran out of memory
+        state = "OUT_OF_MEMORY" if re.match(r"_?\w*MemoryError\b", reason) else "FAILED"
         return {"state": state, "stage": reported["stage"], "reason": reason}
     if code != 0:
         return {"state": "FAILED", "stage": "persist",
@@ -786,6 +806,8 @@ def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: in
 def cmd_run_task(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     task = manifest.tasks[args.task]
+    if "mem_limit_bytes" in task:  # the task's tier (the local executor's memory limit; None under Slurm)
+        manifest = dc_replace(manifest, mem_limit_bytes=task["mem_limit_bytes"])
     spool = Path(manifest.spool_dir)
     logs = Path(manifest.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -946,7 +968,7 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
                 ceiling_attr = None
         reported = read_score(value, ceiling_attr)
         stage("persist")
-        send({"status": "ok", **reported})
+        send({"status": "ok", **reported, "max_rss_bytes": own_peak()})
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
@@ -954,6 +976,7 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         traceback.print_exc()
         report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    report["max_rss_bytes"] = own_peak()  # a MemoryError's peak tells the next run where to start
     send(report)
     return 1
 

@@ -29,13 +29,13 @@ def _slurm(settings: Settings) -> Executor:
 def _submitit(settings: Settings) -> Executor:
     from pipeline.executors.slurm.submitit_executor import SubmititExecutor
 
-    return SubmititExecutor(settings.slurm_options("score"), settings.array_throttle)
+    return SubmititExecutor(settings.slurm_options("score", tier=settings.tier_list[0]), settings.array_throttle)
 
 
 def _pyslurm(settings: Settings) -> Executor:
     from pipeline.executors.slurm.pyslurm_executor import PyslurmExecutor
 
-    return PyslurmExecutor(settings.slurm_options("score"), settings.array_throttle)
+    return PyslurmExecutor(settings.slurm_options("score", tier=settings.tier_list[0]), settings.array_throttle)
 
 
 REGISTRY: dict[str, Callable[[Settings], Executor]] = {
@@ -50,10 +50,16 @@ def get_executor(name: str, settings: Settings, *, check_limits: bool = True) ->
     factory = REGISTRY.get(name)
     if factory is None:
         raise BadInput(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    tiers = settings.tier_list
+    if name in ("submitit", "pyslurm") and len(tiers) > 1:
+        raise BadInput(f"the {name} executor submits one request per run; with {len(tiers)} tiers use "
+                       "--executor slurm (one array per tier)")
     if check_limits and name in SLURM_EXECUTORS:
         from pipeline.executors.slurm.limits import check_request
 
-        check_request(settings.partition, settings.time_minutes, settings.mem)
+        for tier in tiers:  # every tier must be able to run: an escalation may need any of them
+            check_request(tier.partition or settings.partition, tier.time_minutes, tier.mem,
+                          f" (tier {tier.name})" if settings.tiers else "")
     return factory(settings)
 
 

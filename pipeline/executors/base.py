@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from db.states import TERMINAL
@@ -40,6 +40,9 @@ class TaskState:
     reason: str = ""
     node: str = ""
     exit_code: int | None = None
+    # measurements, when the executor has them (sacct's MaxRSS and Elapsed): not part of what a state is
+    max_rss_bytes: int | None = field(default=None, compare=False)
+    elapsed_seconds: float | None = field(default=None, compare=False)
 
     @property
     def done(self) -> bool:
@@ -52,7 +55,7 @@ class Executor(ABC):
 
     name: str = ""
     poll_interval: tuple[float, float] = (0.5, 10.0)  # first and longest wait between polls, seconds
-    can_resubmit: bool = False  # whether `resubmit` can run single tasks again (after NODE_FAIL, PREEMPTED)
+    can_resubmit: bool = False  # whether `resubmit` can run tasks again (NODE_FAIL, PREEMPTED; a tier escalation)
 
     @abstractmethod
     def submit(self, bundle: Bundle) -> str:

@@ -33,9 +33,14 @@ class LocalExecutor(Executor):
         self._attached: dict[str, object] = {}  # job id -> bundle, for jobs another process started
         self._lock = threading.Lock()
 
+    can_resubmit = True  # an escalation runs new tasks of the bundle (never a NODE_FAIL here)
+
     def submit(self, bundle) -> str:  # noqa: ANN001
+        return self.resubmit(bundle, list(range(bundle.n_tasks)))
+
+    def resubmit(self, bundle, indices: list[int]) -> str:  # noqa: ANN001
         job_id = f"local-{os.getpid()}-{next(_counter)}"
-        states = {i: TaskState(i, State.PENDING) for i in range(bundle.n_tasks)}
+        states = {i: TaskState(i, State.PENDING) for i in indices}
         with self._lock:
             self._jobs[job_id] = states
             self._procs[job_id] = {}
@@ -52,9 +57,12 @@ class LocalExecutor(Executor):
             "SLURM_ARRAY_TASK_ID": str(index), "SLURM_ARRAY_JOB_ID": job_id, "SLURM_JOB_ID": f"{job_id}_{index}",
             "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost",
         })
+        script, relative = bundle.script_for(index)
+        env["SLURM_ARRAY_TASK_ID"] = str(relative)  # the task's place in its tier's array
+        minutes = bundle.manifest.tasks[index].get("time_minutes")
         log = Path(bundle.log_dir) / f"launcher-{index}.out"  # the script writes task-<index>.out itself
         with open(log, "ab") as out:
-            proc = subprocess.Popen(["bash", str(bundle.job_script)], cwd=bundle.run_dir, env=env, stdout=out,
+            proc = subprocess.Popen(["bash", str(script)], cwd=bundle.run_dir, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             with self._lock:
                 self._procs[job_id][index] = proc
@@ -63,10 +71,19 @@ class LocalExecutor(Executor):
                 _terminate(proc.pid)
             pid_file = Path(bundle.log_dir) / f"task-{index}.pid"
             pid_file.write_text(str(proc.pid))  # lets `reconcile` see the task after this process is gone
-            code = proc.wait()
+            timed_out = False
+            try:  # the tier's time limit, as Slurm would enforce it
+                code = proc.wait(timeout=minutes * 60 if minutes else None)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _terminate(proc.pid, signal.SIGKILL)
+                code = proc.wait()
             pid_file.unlink(missing_ok=True)
         with self._lock:
-            if job_id in self._cancelled:
+            if timed_out:
+                state = TaskState(index, State.TIMEOUT, f"TIMEOUT: the task exceeded its tier's time limit of "
+                                  f"{minutes} minutes", "localhost", code)
+            elif job_id in self._cancelled:
                 state = TaskState(index, State.CANCELLED, "cancelled", "localhost", code)
             elif code == 0:
                 state = TaskState(index, State.COMPLETED, "", "localhost", code)
@@ -106,10 +123,10 @@ class LocalExecutor(Executor):
         self._pool.shutdown(wait=True)
 
 
-def _terminate(pid: int) -> None:
-    """SIGTERM to a task's whole process group (the job script leads its own session)."""
+def _terminate(pid: int, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM (or `sig`) to a task's whole process group (the job script leads its own session)."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         pass
 
@@ -144,7 +161,8 @@ def _live_task_pid(pid_file: Path, job_script: Path | None) -> int | None:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
-        if str(job_script).encode() not in cmdline:
+        folder = str(Path(job_script).parent) + "/job"  # job.sh, or another tier's job-<tier>.sh beside it
+        if not any(a.startswith(folder.encode()) and a.endswith(b".sh") for a in cmdline):
             return None  # the pid was reused by something else
     return pid
 

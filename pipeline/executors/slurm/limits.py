@@ -52,14 +52,14 @@ def partition_limits(partition: str = "") -> dict[str, object] | None:
             "max_mem_mb": min(x for x in (per_node, node_mem) if x) if (per_node or node_mem) else None}
 
 
-def check_request(partition: str, minutes: int, mem: str) -> None:
+def check_request(partition: str, minutes: int, mem: str, what: str = "") -> None:
     """Bad input when the request can never run in the partition (sbatch would queue it forever or refuse)."""
     limits = partition_limits(partition)
     if limits is None:
         return
     if limits["max_minutes"] is not None and minutes > limits["max_minutes"]:
-        raise BadInput(f"time_minutes={minutes} exceeds partition {limits['name']}'s MaxTime of "
+        raise BadInput(f"time_minutes={minutes}{what} exceeds partition {limits['name']}'s MaxTime of "
                        f"{limits['max_minutes']} minutes")
     wanted = mem_mb(mem)
     if wanted is not None and limits["max_mem_mb"] is not None and wanted > limits["max_mem_mb"]:
-        raise BadInput(f"mem={mem} exceeds the {limits['max_mem_mb']} MB a node of partition {limits['name']} has")
+        raise BadInput(f"mem={mem}{what} exceeds the {limits['max_mem_mb']} MB a node of partition {limits['name']} has")

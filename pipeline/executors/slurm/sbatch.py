@@ -83,19 +83,24 @@ class SlurmExecutor(Executor):
         raise InfrastructureError("sbatch failed")  # pragma: no cover - loop always returns or raises
 
     def submit(self, bundle) -> str:  # noqa: ANN001
+        """Each array of the bundle (one per tier), cut at MaxArraySize; our task indices run on."""
         throttle = bundle.manifest.array_throttle
         parts = []
-        for offset, count in array_chunks(bundle.n_tasks, max_array_size()):
-            array = f"0-{count - 1}" + (f"%{throttle}" if throttle else "")
-            job_id = self.sbatch(str(bundle.job_script), array, str(bundle.log_dir), offset)
-            parts.append(ArrayPart(job_id, offset, count))
+        size = max_array_size()
+        for script, first, n in bundle.arrays():
+            for offset, count in array_chunks(n, size):
+                array = f"0-{count - 1}" + (f"%{throttle}" if throttle else "")
+                job_id = self.sbatch(str(script), array, str(bundle.log_dir), offset)
+                parts.append(ArrayPart(job_id, first + offset, count))
         return ",".join(str(p) for p in parts)
 
     def resubmit(self, bundle, indices: list[int]) -> str:  # noqa: ANN001
-        """Run some tasks again (after NODE_FAIL or PREEMPTED): one single-task array job each."""
+        """Run some tasks again (after NODE_FAIL or PREEMPTED, or new tasks of an escalation): one single-task
+        array job each, under its own array's script (its tier's request)."""
         parts = []
         for index in sorted(indices):
-            job_id = self.sbatch(str(bundle.job_script), "0", str(bundle.log_dir), index)
+            script, relative = bundle.script_for(index)
+            job_id = self.sbatch(str(script), "0", str(bundle.log_dir), relative)
             parts.append(ArrayPart(job_id, index, 1))
         return ",".join(str(p) for p in parts)
 

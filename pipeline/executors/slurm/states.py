@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from db.states import State
@@ -47,7 +48,7 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
         if len(fields) < 6:
             continue
         fields += [""] * (8 - len(fields))
-        job, state, exit_code, node, _elapsed, reason, max_rss, mem = fields[:8]
+        job, state, exit_code, node, elapsed, reason, max_rss, mem = fields[:8]
         allocation, _, step = job.partition(".")
         base, _, idx = allocation.partition("_")
         part = offsets.get(base)
@@ -70,14 +71,27 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
             why = f"{state}: exit code {exit_code}"
         for i in _indices(idx, part.count):
             states[part.offset + i] = TaskState(part.offset + i, ours, why, node if node != "None assigned" else "",
-                                                exit_code=_signal(exit_code))
+                                                exit_code=_signal(exit_code), elapsed_seconds=_seconds(elapsed))
             req_mem[part.offset + i] = size_bytes(mem)
     for i, state in states.items():
         limit, used = req_mem.get(i), peak.get(i)
         if state.state == State.FAILED and state.exit_code == 9 and limit and used and used >= 0.9 * limit:
-            states[i] = TaskState(i, State.OUT_OF_MEMORY, f"exceeded its memory limit ({used // 2**20} MB used of "
-                                  f"{limit // 2**20} MB) and was killed", state.node, 9)
+            states[i] = dataclasses.replace(state, state=State.OUT_OF_MEMORY, exit_code=9, reason=(
+                f"exceeded its memory limit ({used // 2**20} MB used of {limit // 2**20} MB) and was killed"))
+        states[i] = dataclasses.replace(states[i], max_rss_bytes=used)
     return states
+
+
+def _seconds(elapsed: str) -> float | None:
+    """sacct's Elapsed ('[D-]HH:MM:SS') in seconds."""
+    days, _, clock = elapsed.rpartition("-")
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3 or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return float(seconds + int(days or 0) * 86400)
 
 
 def _signal(exit_code: str) -> int | None:
