@@ -66,6 +66,7 @@ class RunReport:
     leaderboard_url: str = ""
     skipped: int = 0
     plugin_problems: list[str] = field(default_factory=list)  # found before scoring (syntax errors, bad ids)
+    sandbox: str = "bwrap"  # off: the plugins ran unconfined, and the message says so
 
 
 def message_id(run_id: str, recipient: str) -> str:
@@ -93,6 +94,8 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
     if report.plugin_problems:
         status += f", {len(report.plugin_problems)} plugin problem(s)"
+    if report.sandbox == "off":
+        status += " (sandbox off)"
     msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
                       if alert else f"[score-plugins] run {report.run_id}: {status}")
     msg["Date"] = formatdate(localtime=False)

@@ -24,6 +24,7 @@ from pipeline.units import size_bytes
 from pipeline.worker import Manifest
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
+SANDBOX_SOURCE = Path(__file__).with_name("sandbox.py")  # imported by the worker, run by the env builders
 RATTLER_TOOL = Path(rattler_tool())
 
 
@@ -113,6 +114,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         gitrepo.export_tree(repo, plan.commit, code_paths(repo, plan), code_dir)
     worker = run_dir / "worker.py"
     shutil.copyfile(WORKER_SOURCE, worker)
+    shutil.copyfile(SANDBOX_SOURCE, run_dir / "sandbox.py")
 
     tasks = []
     task_lines = []
@@ -150,6 +152,9 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         shared_cache=str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
         plugin_env=dict(item.split("=", 1) for item in settings.plugin_env),
         sandbox_extra_paths=list(settings.sandbox_extra_paths),
+        sandbox_network=settings.sandbox_network, max_processes=settings.pair_max_processes,
+        disk_limit_bytes=size_bytes(settings.pair_disk_limit), output_limit_bytes=size_bytes(settings.pair_output_limit),
+        shm_bytes=size_bytes(settings.pair_shm) or (512 << 20), uid_base=settings.sandbox_uid_base,
         uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
     )

@@ -89,6 +89,9 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool = True) -> C
                 check_profile(profile or "local")
                 overrides = click.get_current_context().find_root().obj or {}
                 cmd = Command(profile or "local", fmt, load_settings(overrides), yes_prod)
+                from pipeline.confine import refuse_unconfined_prod
+
+                refuse_unconfined_prod(cmd.profile, cmd.settings)
                 return func(cmd, *args, **kwargs)
             except PipelineError as exc:
                 err.print(coloured("error:", "red", str(exc)))
@@ -564,7 +567,9 @@ def status(cmd: Command, run: str | None) -> None:
         data = run_status(db, run)
 
     def people() -> None:
-        table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
+        unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
+        table = Table("model", "benchmark", "state", "job", "reason",
+                      title=f"run {data['run_id']} ({data['status']}{unconfined})")
         for j in data["jobs"]:
             table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
                           f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))

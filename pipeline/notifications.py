@@ -33,7 +33,7 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
     for submitter, outcomes in sorted(by_submitter.items()):
         report = RunReport(run.id, run.head_commit, run.domain, profile, outcomes, run.build_url or "",
                            leaderboard_url, (skipped or {}).get(submitter, 0),
-                           (plugin_problems or {}).get(submitter, []))
+                           (plugin_problems or {}).get(submitter, []), getattr(run, "sandbox", None) or "bwrap")
         try:
             paths.append(outbox.put(compose(report, submitter, sender)))
         except AddressError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from envs.conda import CondaLock, lock_conda
-from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, lock_environment, validate_requirements
+from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lock_environment, validate_requirements
 from pipeline.detect import Change
 from pipeline.errors import BadInput
 from pipeline.plugins import Catalog
@@ -157,13 +157,14 @@ def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, pyt
               benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
               rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None,
               url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES, lock_workers: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> Plan:
+              progress: Callable[[int, int], None] | None = None, jail: LockJail = LockJail()) -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
                           conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
-                          url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress)
+                          url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress,
+                          jail=jail)
 
 
 def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
@@ -182,14 +183,15 @@ def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: 
 
 def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: str, python_version: str,
               backend: str, url_schemes: tuple[str, ...], workers: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, ...], Lock | str]:
+              progress: Callable[[int, int], None] | None = None,
+              jail: LockJail = LockJail()) -> dict[tuple[str, ...], Lock | str]:
     """Lock every distinct requirement set, `workers` solver processes at a time (each set once; a lock cached on
     disk costs a file read). A set that cannot be solved maps to the reason, as a string."""
 
     def one(requirements: tuple[str, ...]) -> Lock | str:
         try:
             spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
-            return lock_environment(spec, locks_dir, uv)
+            return lock_environment(spec, locks_dir, uv, jail=jail)
         except EnvError as exc:
             return str(exc)
 
@@ -215,7 +217,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
                benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
                in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...],
-               lock_workers: int, progress: Callable[[int, int], None] | None) -> Plan:
+               lock_workers: int, progress: Callable[[int, int], None] | None, jail: LockJail = LockJail()) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -233,7 +235,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     needed = {tuple(sorted(set(m_info[m][3]) | set(b_info[b][3]))) for m, b in candidates
               if not any(conda[k][1] or conda[k][2] for k in (model_plugins[m].key, bench_plugins[b].key))}
     solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
-                       url_schemes=url_schemes, workers=lock_workers, progress=progress)
+                       url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail)
     pairs: list[PlannedPair] = []
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))

@@ -18,6 +18,7 @@ from envs.lock import EnvError, EnvSpec, lock_environment, validate_requirements
 from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render_plugin_test_job
 from pipeline import gitrepo
 from pipeline.config import Settings
+from pipeline.confine import lock_jail
 from pipeline.detect import Change
 from pipeline.executors.base import job_environment
 from pipeline.plugins import PLUGIN_TYPES, Catalog, Plugin
@@ -66,7 +67,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             try:
                 spec = EnvSpec(validate_requirements([*catalog.requirements(plugin), TEST_REQUIREMENT], settings.requirement_url_schemes), pyver,
                                settings.env_backend)
-                lock = lock_environment(spec, settings.locks_dir, settings.coordinator_uv)
+                lock = lock_environment(spec, settings.locks_dir, settings.coordinator_uv, jail=lock_jail(settings))
             except EnvError as exc:
                 results.append(PluginTestResult(name, "error", f"env_build: {exc}"))
                 _error_suite(suites, name, f"env_build: {exc}")

@@ -31,7 +31,8 @@ def run_status(db: Database, run_id: str | None) -> dict:
         counts[j.state] = counts.get(j.state, 0) + 1
     cpus = run_cpus(run.run_dir)
     cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs if j.started_at and j.ended_at)
-    return {"run_id": run.id, "status": run.status, "executor": run.executor, "cpu_hours": round(cpu_seconds / 3600, 4),
+    return {"run_id": run.id, "status": run.status, "executor": run.executor,
+            "sandbox": run.sandbox or "bwrap", "cpu_hours": round(cpu_seconds / 3600, 4),
             "commit": run.head_commit, "created_at": run.created_at.isoformat(),
             "ended_at": run.ended_at.isoformat() if run.ended_at else None, "counts": counts,
             "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import stat
 import time
 import traceback
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -30,6 +31,11 @@ from dataclasses import replace as dc_replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
+
+if __package__:  # imported as pipeline.worker (the coordinator, tests)
+    from . import sandbox as sb
+else:  # run as a script in a job bundle: the copy of pipeline/sandbox.py next to this file
+    import sandbox as sb  # type: ignore[no-redef]
 
 SCHEMA = 1  # of a result file in the spool (docs/spool.md)
 MANIFEST_SCHEMA = 1
@@ -61,7 +67,13 @@ class Manifest:
     pair_timeout: int = 1800
     cpus_per_task: int = 1
     array_throttle: int = 0
-    sandbox: str = "auto"  # auto | bwrap | off
+    sandbox: str = "auto"  # auto (= bwrap) | bwrap | off
+    sandbox_network: str = "on"  # on | off (loopback only)
+    max_processes: Optional[int] = 512  # per pair (a per-pair user when the worker is root)
+    disk_limit_bytes: Optional[int] = None  # per pair: its work folder, and any one file it writes
+    output_limit_bytes: Optional[int] = None  # per pair: what it prints; the pair is stopped past it
+    shm_bytes: int = 256 << 20  # its private /dev/shm
+    uid_base: int = sb.UID_BASE
     mem_limit_bytes: Optional[int] = None  # the plugin's data limit (local executor; Slurm enforces its own)
     shared_cache: Optional[str] = None
     plugin_env: dict = field(default_factory=dict)
@@ -187,10 +199,13 @@ def base_result(manifest: Manifest, pair: dict) -> dict:
 def child_env(manifest: Manifest, workdir: Path) -> dict:
     """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
+    home = workdir / "home" if (workdir / "home").is_dir() else workdir
     env.update({
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
         "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
@@ -221,15 +236,8 @@ CACHE_HOMES = {
 }
 
 
-# Read-only system paths the plugin process sees (when present); everything else of the node is absent.
-SYSTEM_PATHS = (
-    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/sys",
-    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
-    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone",
-    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/mime.types",
-    "/etc/fonts", "/etc/os-release", "/etc/machine-id",
-)
-NOBODY = 65534
+SYSTEM_PATHS = sb.SYSTEM_PATHS
+NOBODY = sb.NOBODY
 
 
 def sandbox_identity() -> tuple[int, int] | None:
@@ -237,173 +245,77 @@ def sandbox_identity() -> tuple[int, int] | None:
     return (NOBODY, NOBODY) if os.getuid() == 0 else None
 
 
-def sandbox_prepare(manifest: Manifest, workdir: Path) -> None:
-    """Give the unprivileged plugin user its work folder and the shared cache (nothing else is writable)."""
-    identity = sandbox_identity() if manifest.sandbox != "off" and shutil.which("bwrap") \
-        else None
+def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> None:
+    """The pair's work folder: root's own (so nothing in it can be replaced by the plugin), holding `home` (HOME,
+    TMPDIR, working directory) and `site` (what a setup.py installs), both the pair user's; and the shared cache,
+    writable by every pair's user through the shared group (setgid folder, umask 002)."""
+    os.chmod(workdir, 0o755)
+    for name in ("home", "site"):
+        (workdir / name).mkdir(mode=0o755)
+        if manifest.sandbox != "off":
+            sb.give(str(workdir / name), uid)
     cache = manifest.shared_cache
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
-    if identity is None:
-        return
-    os.chown(workdir, *identity)
-    if cache and os.stat(cache).st_uid == 0:
-        os.chown(cache, *identity)
-
-
-def seccomp_program() -> bytes | None:
-    """A seccomp BPF filter (x86-64) refusing what a plugin never needs: mount and friends, ptrace, kexec,
-    module loading, namespaces, keyrings, bpf, userfaultfd, process_vm_*; other ABIs are killed."""
-    import platform
-    import struct
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
-    allow, kill = 0x7FFF0000, 0x80000000
-    denied = (101, 155, 161, 165, 166, 167, 168, 169, 170, 171, 175, 176, 246, 248, 249, 250, 272, 298, 304, 308,
-              310, 311, 313, 320, 321, 323, 428, 429, 430, 431, 432, 433, 442)
-    new_namespaces = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-    prog: list[tuple[int, int, int, int]] = []
-
-    def ins(code: int, jt: int = 0, jf: int = 0, k: int = 0) -> None:
-        prog.append((code, jt, jf, k))
-
-    ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    # Layout: header, one test per denied call, the clone checks, then the return blocks at the end.
-    n_tests = len(denied)
-    ins(ld_abs, k=4)                                   # arch
-    ins(jeq, 1, 0, 0xC000003E)                        # x86-64? skip the kill
-    ins(ret, k=kill)
-    ins(ld_abs, k=0)                                   # syscall number
-    tail_from = 4 + 1 + 1 + n_tests + 1 + 3           # index of the first return block (computed below)
-    # the return blocks: [allow, eperm, enosys]
-    def to(target: int) -> int:
-        return target - (len(prog) + 1)
-
-    allow_at, eperm_at, enosys_at = tail_from, tail_from + 1, tail_from + 2
-    ins(jge, to(eperm_at), 0, 0x40000000)             # x32 ABI
-    ins(jeq, to(enosys_at), 0, 435)                    # clone3: glibc falls back to clone
-    for nr in denied:
-        ins(jeq, to(eperm_at), 0, nr)
-    ins(jeq, 0, to(allow_at), 56)                      # clone: look at its flags
-    ins(ld_abs, k=16)                                  # args[0], low 32 bits
-    ins(jset, to(eperm_at), 0, new_namespaces)
-    ins(ret, k=allow)
-    assert len(prog) == allow_at
-    ins(ret, k=allow)
-    ins(ret, k=eperm)
-    ins(ret, k=enosys)
-    return b"".join(struct.pack("<HBBI", *i) for i in prog)
+        if manifest.sandbox != "off" and sb.running_as_root():
+            info = os.lstat(cache)
+            if stat.S_ISDIR(info.st_mode) and (info.st_gid != NOBODY or stat.S_IMODE(info.st_mode) != 0o2775):
+                os.lchown(cache, 0, NOBODY)
+                os.chmod(cache, 0o2775)
 
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
-              extra_ro: tuple[str, ...] = (), cwd: Path | None = None) -> tuple[list[str], str, tuple[int, ...]]:
-    """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
-    environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
-    and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
-    UTS namespaces; a dedicated unprivileged user with no capability when started as root; no_new_privs and
-    a seccomp filter. Returns (argv, what was done, file descriptors the child must inherit)."""
-    mode = manifest.sandbox
-    bwrap = shutil.which("bwrap") if mode != "off" else None
-    if bwrap is None:
-        if mode == "bwrap":
-            raise StageError("import", "sandbox=bwrap but bubblewrap (bwrap) is not installed on this node")
-        return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)"), ()
+              extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY
+              ) -> tuple[list[str], str, tuple[int, ...]]:
+    """Wrap a pair's process in the sandbox (pipeline/sandbox.py), as an attacker's: an empty root with only the
+    system folders, its environment and its base interpreter, the domain package with the pair's own plugin
+    folders, the worker and its manifest (all read-only), its work folder and the shared cache (read-write); its
+    own PID, IPC and UTS namespaces (and network when `sandbox_network` is off); a private /dev/shm; a per-pair
+    unprivileged user with no capability when started as root; no_new_privs and a libseccomp filter.
+    Returns (argv, what was done, file descriptors the child must inherit). Fails closed: StageError when the
+    sandbox cannot be set up; only `sandbox = "off"` runs the command as it is."""
+    if manifest.sandbox == "off":
+        return cmd, "no sandbox (sandbox=off: plugin code ran unconfined)", ()
     code = Path(manifest.code_dir)
     root = code / manifest.domain_root
     env_dir = Path(env_python_dir(env_python or cmd[0]))
-    args = [bwrap]
-    made: set[str] = set()
-
-    def parents(path: str) -> None:
-        # bubblewrap would copy each parent's mode (a 0700 state folder would lock the plugin user out)
-        for parent in (str(p) for p in reversed(Path(path).parents) if str(p) != "/"):
-            if parent not in made:
-                made.add(parent)
-                args.extend(["--perms", "0755", "--dir", parent])
-
-    def bind(kind: str, path: str) -> None:
-        parents(path)
-        args.extend([kind, path, path])
-
-    for path in (*SYSTEM_PATHS, *(manifest.sandbox_extra_paths), *extra_ro):
-        if os.path.lexists(path):
-            bind("--ro-bind", path)
-    args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
-             "--unshare-uts", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
-    bind("--ro-bind", str(env_dir))
-    # the environment's interpreter is a chain of symlinks to a base installation: recreate each link that
-    # lies outside the folders bound here, and bind the base installation's prefix (never its whole home)
-    links, real_python = symlink_chain(str(env_dir / "bin" / "python"))
-    prefix = str(Path(real_python).parent.parent)
-    for target, link in links:
-        if not link.startswith(str(env_dir) + "/") and not link.startswith(prefix + "/") and \
-                not any(link == p or link.startswith(p + "/") for p in SYSTEM_PATHS):
-            parents(link)
-            args.extend(["--symlink", target, link])
-    if not any(prefix == p or prefix.startswith(p + "/") for p in SYSTEM_PATHS):
-        bind("--ro-bind", prefix)
-
-    bind("--ro-bind", str(code))
+    view = sb.View(ro=[str(env_dir)], cwd=str(cwd or workdir / "home"), network=manifest.sandbox_network != "off",
+                   shm_bytes=manifest.shm_bytes, uid=uid)
+    sb.python_view(str(env_dir / "bin" / "python"), view)
+    view.ro.append(str(code))
     # Other plugins' folders are hidden; the domain package stays whole: its __init__.py files, helpers and
     # every file directly in a type folder (`benchmarks/__init__.py` defines BenchmarkBase in Brain-Score).
     for plugin_type in ("models", "benchmarks", "data", "metrics"):
         folder = root / plugin_type
         if folder.is_dir() and not folder.is_symlink():
-            args += ["--tmpfs", str(folder)]
-            for entry in sorted(folder.iterdir()):
-                if entry.is_file() and not entry.is_symlink():
-                    args += ["--ro-bind", str(entry), str(entry)]
+            view.tmpfs.append(str(folder))
+            view.ro_over.extend(str(e) for e in sorted(folder.iterdir()) if e.is_file() and not e.is_symlink())
     for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
-        path = root / folder
-        if path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
-    for path in (manifest.path, manifest.worker):
-        bind("--ro-bind", path)
+        if (root / folder).is_dir():
+            view.ro_over.append(str(root / folder))
+    module = str(Path(manifest.worker).with_name("sandbox.py"))
+    view.ro.extend(p for p in (manifest.path, manifest.worker, module) if os.path.exists(p))
     cache = manifest.shared_cache
     if cache and Path(cache).is_dir():
-        bind("--bind", cache)
-    bind("--bind", str(workdir))
-    args += ["--chdir", str(cwd or workdir), "--remount-ro", "/"]
-    fds: tuple[int, ...] = ()
-    program = seccomp_program()
-    how = "sandbox: bubblewrap"
-    if program is not None:
-        fd = os.memfd_create("score-plugins-seccomp", 0)
-        os.write(fd, program)
-        os.lseek(fd, 0, os.SEEK_SET)
-        args += ["--seccomp", str(fd)]
-        fds = (fd,)
-        how += ", seccomp"
-    identity = sandbox_identity()
-    if identity is None:
-        args += ["--unshare-user", "--cap-drop", "ALL", "--"]
-        how += ", user namespace"
-    else:  # root: become a dedicated unprivileged user, with every capability gone, before the plugin starts
-        uid, gid = identity
-        args += ["--", shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}",
-                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-        how += f", uid {uid}"
-    return args + cmd, how, fds
+        view.rw.append(cache)
+    view.rw.append(str(workdir))
+    try:
+        argv, fds, how = sb.command(view, cmd, extra_ro=(*manifest.sandbox_extra_paths, *extra_ro))
+    except sb.SandboxUnavailable as exc:
+        raise StageError("import", f"the sandbox cannot be set up on this node, nothing was run: {exc}") from None
+    return argv, how, fds
 
 
 def symlink_chain(path: str) -> tuple[list[tuple[str, str]], str]:
-    """The (target, link) hops from `path` to the file it finally names, and that file's real path."""
-    hops = []
-    current = path
-    for _ in range(40):
-        if not os.path.islink(current):
-            break
-        target = os.readlink(current)
-        hops.append((target, current))
-        current = target if os.path.isabs(target) else os.path.normpath(os.path.join(os.path.dirname(current), target))
-    return hops, os.path.realpath(path)
+    return sb.symlink_chain(path)
 
 
-def child_setup(manifest: Manifest):  # noqa: ANN201 - a preexec function or None
-    """Limits applied in the child before it starts (see memory_limit)."""
-    return memory_limit(manifest.mem_limit_bytes)
+def child_setup(manifest: Manifest, processes: int | None = None):  # noqa: ANN201 - a preexec function
+    """Limits applied in the child before it starts: memory (see memory_limit), processes, bytes per file."""
+    if manifest.sandbox == "off":
+        return memory_limit(manifest.mem_limit_bytes)
+    return sb.Limits(processes=processes, file_bytes=manifest.disk_limit_bytes,
+                     data_bytes=manifest.mem_limit_bytes).preexec()
 
 
 def memory_limit(limit: int | None):  # noqa: ANN201 - a preexec function or None
@@ -452,11 +364,38 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
+    try:
+        slot = sb.UidSlot(base=manifest.uid_base) if manifest.sandbox != "off" and sb.running_as_root() else None
+        if slot is not None:
+            slot.__enter__()
+    except (sb.SandboxUnavailable, OSError) as exc:
+        result.update({"status": "error", "state": "FAILED", "stage": "import", "ended_at": now(),
+                       "reason": f"the sandbox cannot be set up on this node, nothing was run: {exc}",
+                       "log_tail": "", "elapsed_seconds": 0.0})
+        return result
+    try:
+        failure = _run_pair_as(manifest, pair, env_python, log, result, slot.uid if slot else NOBODY)
+    finally:
+        if slot is not None:
+            slot.__exit__()
+    result["ended_at"] = now()
+    result["elapsed_seconds"] = round(time.time() - started, 3)
+    if failure:
+        result.update({"status": "error", **failure, "log_tail": tail(log)})
+    else:
+        result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
+    return result
+
+
+def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict, uid: int) -> dict | None:
+    """run_pair's body, as user `uid` (when root); None when the pair scored, else its failure."""
     timeout = int(manifest.pair_timeout)
+    failure: dict | None = None
     with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
         workdir = Path(tmp)
-        sandbox_prepare(manifest, workdir)
-        installed = install_in_job(manifest, pair, env_python, workdir, log) if pair.get("setup_in_job") else None
+        sandbox_prepare(manifest, workdir, uid)
+        installed = install_in_job(manifest, pair, env_python, workdir, log, uid=uid) if pair.get("setup_in_job") \
+            else None
         if installed is not None:
             result["installed_in_job"] = installed.get("installed")
         read_fd, write_fd = os.pipe()
@@ -465,26 +404,30 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
                "--pair", pair["key"], "--report-fd", str(write_fd)]
         fds: tuple[int, ...] = ()
         try:
-            cmd, how, fds = sandboxed(own, pair, workdir, cmd)
+            cmd, how, fds = sandboxed(own, pair, workdir, cmd, uid=uid)
         except StageError as exc:
             cmd, how = [], exc.reason
         reader = ReportReader(read_fd)
-        failure: dict | None = None
+        processes = _process_limit(manifest)
         with open(log, "ab") as logf:
             logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
             logf.flush()
             proc = None
+            output = LogWriter(logf, manifest.output_limit_bytes)
             try:
                 if not cmd:
-                    raise OSError(how)
-                proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                        pass_fds=(write_fd, *fds), preexec_fn=child_setup(manifest))
+                    failure = {"state": "FAILED", "stage": "import", "reason": how}
+                else:
+                    proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=output.fd,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, pass_fds=(write_fd, *fds),
+                                            preexec_fn=child_setup(manifest, processes))
             except OSError as exc:
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
             finally:
                 for fd in (write_fd, *fds):
                     os.close(fd)
+                output.started()
             reader.start()
             if installed is not None and installed.get("failure"):
                 if proc is not None:
@@ -493,25 +436,110 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
                     proc = None
                 failure = installed["failure"]
             if proc is not None:
-                code, usage, timed_out = wait_with_usage(proc, timeout)
+                watch = PairWatch(manifest, workdir, uid, output)
+                code, usage, stopped = wait_with_usage(proc, timeout, watch.check)
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
                 stage, reported, problem = reader.outcome()
-                if timed_out:
+                if stopped == "timeout":
                     failure = {"state": "TIMEOUT", "stage": stage,
                                "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
+                elif stopped:
+                    failure = {"state": "FAILED", "stage": stage, "reason": stopped}
                 else:
                     failure = _child_outcome(code, stage, reported, problem, result)
+                    if failure and code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+                        failure["reason"] = (f"pair wrote a file larger than its disk limit of "
+                                             f"{manifest.disk_limit_bytes} bytes and was stopped (SIGXFSZ)")
+            output.finish()
             reader.close()
         cap_log(log)
         Path(own.path).unlink(missing_ok=True)
-    result["ended_at"] = now()
-    result["elapsed_seconds"] = round(time.time() - started, 3)
-    if failure:
-        result.update({"status": "error", **failure, "log_tail": tail(log)})
-    else:
-        result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
-    return result
+    return failure
+
+
+def _process_limit(manifest: Manifest) -> int | None:
+    """RLIMIT_NPROC for the pair. As root each pair has its own user, so the limit is the pair's own; otherwise
+    the limit counts every process of the user running the worker, so it is raised by what that user runs now."""
+    if manifest.sandbox == "off" or not manifest.max_processes:
+        return None
+    if sb.running_as_root():
+        return manifest.max_processes
+    return manifest.max_processes + sb.count_processes(os.getuid())
+
+
+class LogWriter:
+    """The pair's stdout and stderr, capped while they are written: the first half of LOG_CAP_BYTES goes to the
+    log as it comes, then only the last half is kept (in memory) and written with a marker at the end. Past
+    `limit` bytes in all, `flooded` is set and the pair is stopped."""
+
+    def __init__(self, logf, limit: int | None):  # noqa: ANN001 - a binary file
+        import threading
+
+        self.logf, self.limit = logf, limit
+        read_fd, self.fd = os.pipe()
+        self.read_fd = read_fd
+        self.total = 0
+        self.head_room = LOG_CAP_BYTES // 2
+        self.tail = bytearray()
+        self.flooded = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def started(self) -> None:
+        os.close(self.fd)  # the child holds the write end now
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.total += len(chunk)
+            if self.limit and self.total > self.limit:
+                self.flooded = True
+            if self.head_room > 0:
+                head, chunk = chunk[:self.head_room], chunk[self.head_room:]
+                self.head_room -= len(head)
+                self.logf.write(head)
+                self.logf.flush()
+            if chunk:
+                self.tail.extend(chunk)
+                if len(self.tail) > LOG_CAP_BYTES // 2:
+                    del self.tail[:len(self.tail) - LOG_CAP_BYTES // 2]
+
+    def finish(self) -> None:
+        self.thread.join(REPORT_DRAIN_SECONDS)  # a grandchild holding the pipe open cannot keep us waiting
+        dropped = self.total - LOG_CAP_BYTES // 2 - len(self.tail)
+        if dropped > 0:
+            self.logf.write(f"\n[... {dropped} bytes cut by score-plugins ...]\n".encode())
+        self.logf.write(bytes(self.tail))
+        self.logf.flush()
+        os.close(self.read_fd)
+
+
+class PairWatch:
+    """Checks, while the pair runs, the limits no rlimit enforces for the pair as a whole: its output, its
+    processes (per-pair user, root only) and the bytes in its work folder. Returns the reason to stop it."""
+
+    def __init__(self, manifest: Manifest, workdir: Path, uid: int, output: LogWriter):
+        self.manifest, self.workdir, self.uid, self.output = manifest, workdir, uid, output
+        self.next_slow = 0.0
+
+    def check(self) -> str | None:
+        m = self.manifest
+        if self.output.flooded:
+            return f"pair printed more than its output limit of {m.output_limit_bytes} bytes and was stopped"
+        if m.sandbox == "off" or time.monotonic() < self.next_slow:
+            return None
+        self.next_slow = time.monotonic() + 1.0
+        if m.max_processes and sb.running_as_root() and sb.count_processes(self.uid) >= m.max_processes:
+            return f"pair reached its limit of {m.max_processes} processes and was stopped"
+        if m.disk_limit_bytes and sb.tree_size(str(self.workdir), m.disk_limit_bytes) > m.disk_limit_bytes:
+            return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
+        return None
 
 
 STAGES = ("env_build", "import", "score", "persist")
@@ -542,7 +570,8 @@ print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
 REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
 
 
-def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
+def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path, *,
+                   uid: int = NOBODY) -> dict:
     """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
     (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
     pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
@@ -554,7 +583,7 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
         for folder in pair["setup_in_job"]:
             plugin_dir = root / folder
             proc = _sandboxed_run(manifest, pair, workdir, [env_python, "-c", SETUP_READER], env_python, (),
-                                  plugin_dir, logf, capture=True)
+                                  plugin_dir, logf, capture=True, uid=uid)
             lines = [line for line in proc[1].splitlines() if line.startswith("SCORE_PLUGINS_REQUIRES ")]
             try:
                 found = json.loads(lines[-1].split(" ", 1)[1]) if lines else None
@@ -574,31 +603,38 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
         logf.write(f"[score-plugins] installing in the job (setup.py not readable statically): "
                    f"{', '.join(requirements)}\n".encode())
         logf.flush()
+        # `site` was made by root in a root-owned work folder before any plugin code ran (sandbox_prepare): the
+        # plugin cannot have replaced it with a symlink, and nothing here changes an owner or follows a link
         site = workdir / "site"
-        site.mkdir(exist_ok=True)
-        identity = sandbox_identity()
-        if identity is not None:
-            os.chown(site, *identity)
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
                                                            "--target", str(site), *requirements],
-                                 env_python, (uv,), workdir, logf)
+                                 env_python, (uv,), workdir / "home", logf, uid=uid)
     if code != 0:
         return {"failure": {"state": "FAILED", "stage": "env_build",
                             "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
-    installed = sorted(p.name[:-len(".dist-info")].replace("-", "==", 1) for p in site.glob("*.dist-info"))
+    installed = sorted(name[:-len(".dist-info")].replace("-", "==", 1) for name in os.listdir(site)
+                       if name.endswith(".dist-info"))
     return {"installed": installed}
 
 
 def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,
-                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
-    """One helper command in the pair's sandbox (same view, same user), with a time limit."""
-    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd)
+                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False,  # noqa: ANN001
+                   uid: int = NOBODY) -> tuple[int, str]:
+    """One helper command in the pair's sandbox (same view, same user, same limits), with a time limit."""
+    try:
+        args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd,
+                                    uid=uid)
+    except StageError as exc:
+        logf.write(f"[score-plugins] {exc.reason}\n".encode())
+        return 1, ""
     env = child_env(manifest, workdir)
-    env.update({"UV_CACHE_DIR": str(workdir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy"})
+    env.update({"UV_CACHE_DIR": str(workdir / "home" / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
+                "UV_LINK_MODE": "copy"})
     try:
         proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=fds,
                               stdout=subprocess.PIPE if capture else logf, stderr=logf,
-                              timeout=int(manifest.pair_timeout))
+                              timeout=int(manifest.pair_timeout), preexec_fn=child_setup(manifest, _process_limit(
+                                  manifest)))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 1, str(exc)
     finally:
@@ -754,23 +790,25 @@ def _child_outcome(code: int | None, stage: str, reported: dict | None, problem:
     return None
 
 
-def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object, bool]:
-    """Wait for the child, killing its process group at `timeout`; return its own rusage (peak memory)."""
+def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple[int, object, str | None]:  # noqa: ANN001
+    """Wait for the child, killing its process group at `timeout` ("timeout") or when `check()` returns a reason
+    (that reason); return its exit code, its own rusage (peak memory) and why it was stopped (None: it ended)."""
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, False
-        if time.monotonic() > deadline:
+            return proc.returncode, usage, None
+        stopped = "timeout" if time.monotonic() > deadline else (check() if check else None)
+        if stopped:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, True
+            return proc.returncode, usage, stopped
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
 
