@@ -187,6 +187,18 @@ def count_processes(uid: int) -> int:
     return n
 
 
+def count_processes_in_range(base: int, count: int) -> int:
+    """Processes of any per-pair user (none should outlive its pair)."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                n += base <= entry.stat(follow_symlinks=False).st_uid < base + count
+            except OSError:
+                pass
+    return n
+
+
 def tree_size(path: str, stop_at: int | None = None) -> int:
     """Bytes allocated under `path`, never following a symlink (a plugin's folder may hold any)."""
     total = 0

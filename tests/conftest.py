@@ -146,6 +146,8 @@ def workspace(tmp_path: Path, env_cache: Path) -> Workspace:
     env.update({"SCORE_PLUGINS_ENV_ROOT": str(env_cache), "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
     work = tmp_path / "work"
     work.mkdir()
+    # its own state folder, named: never one another process left in a parent folder (e.g. /tmp/.score-plugins)
+    env["SCORE_PLUGINS_STATE_DIR"] = str(work / ".score-plugins")
     return Workspace(work, env)
 
 
