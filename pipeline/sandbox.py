@@ -409,6 +409,18 @@ def give(path: str, uid: int) -> None:
         os.lchown(path, uid, NOBODY)
 
 
+def hand_over(path: str, uid: int) -> None:
+    """A cache the sandboxed user keeps writing (root only): everything in it that user's, never through a link."""
+    if not running_as_root() or os.lstat(path).st_uid == uid:
+        return
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in [*dirnames, *filenames, ""]:
+            try:
+                os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, NOBODY)
+            except OSError:
+                continue
+
+
 def reclaim(path: str) -> None:
     """After a build as an unprivileged user: every file of `path` owned by root again, never through a symlink,
     and nothing group- or world-writable (later sandboxed users only read what was built)."""
@@ -445,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exec")
     ex.add_argument("--rw", action="append", default=[])
     ex.add_argument("--ro", action="append", default=[])
+    ex.add_argument("--cache", action="append", default=[], help="a shared cache: writable, handed over, kept so")
     ex.add_argument("--python", action="append", default=[], help="an interpreter to make runnable inside")
     ex.add_argument("--setenv", action="append", default=[], help="NAME=value given to the command")
     ex.add_argument("--no-network", action="store_true")
@@ -460,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in rw:
             os.makedirs(path, exist_ok=True)
             give(path, NOBODY)
-        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw, cwd=rw[0] if rw else "/",
+        caches = [os.path.abspath(p) for p in args.cache]
+        for path in caches:
+            os.makedirs(path, exist_ok=True)
+            hand_over(path, NOBODY)
+        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw + caches, cwd=rw[0] if rw else "/",
                     network=not args.no_network)
         for python in args.python:
             python_view(python, view)

@@ -815,8 +815,12 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple
 
 def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: int) -> dict:
     result = base_result(manifest, pair)
+    said = [line for line in tail(env_log).splitlines() if line.startswith("score-plugins: ")]
+    reason = f"building the environment failed (exit {status})"
+    if status == 3 and said:  # the sandbox could not be set up: nothing was built or run; say what is missing
+        reason = f"{reason}: {said[-1][len('score-plugins: '):][:500]}"
     result.update({"status": "error", "state": "FAILED", "stage": "env_build",
-                   "reason": f"building the environment failed (exit {status})", "log_path": str(env_log),
+                   "reason": reason, "log_path": str(env_log),
                    "log_tail": tail(env_log), "started_at": now(), "ended_at": now()})
     return result
 

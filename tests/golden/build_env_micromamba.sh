@@ -25,6 +25,8 @@ fi
 echo "score-plugins: building environment $target from $lockfile"
 rm -rf -- "$target"
 "$MICROMAMBA" create -y -p "$target" -f "$lockfile"
+# the build ran as another user: never write through a name it could have planted (a symlink)
+rm -f -- "$target/score-plugins.lock" "$marker"
 cp -- "$lockfile" "$target/score-plugins.lock"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$marker"
 echo "score-plugins: environment $target complete"

@@ -29,6 +29,8 @@ rm -rf -- "$target"
 # so the result is verified rather than the installer's exit code trusted.
 "$RATTLER_PYTHON" "$RATTLER_TOOL" install "$lockfile" "$target" || echo "score-plugins: installer exited $?"
 "$RATTLER_PYTHON" "$RATTLER_TOOL" verify "$lockfile" "$target"
+# the build ran as another user: never write through a name it could have planted (a symlink)
+rm -f -- "$target/score-plugins.lock" "$marker"
 cp -- "$lockfile" "$target/score-plugins.lock"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$marker"
 echo "score-plugins: environment $target complete"
