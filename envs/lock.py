@@ -173,6 +173,7 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
             cache.mkdir(mode=0o755, exist_ok=True)
             try:
                 os.chmod(tmp, 0o755)
+                sb.write_gitconfig(tmp)
                 sb.give(tmp, sb.NOBODY)
                 sb.give(str(cache), sb.NOBODY)
                 python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
@@ -183,10 +184,7 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
             except sb.SandboxUnavailable as exc:
                 raise InfrastructureError(f"locking runs build scripts of plugin requirements, and the sandbox "
                                           f"cannot be set up: {exc}; nothing was run") from None
-            env = sb.clean_env(tmp, {"UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1",
-                                     # the sandbox user reads repositories other users own (git+file, tests)
-                                     "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
-                                     "GIT_CONFIG_VALUE_0": "*"})
+            env = sb.clean_env(tmp, {"UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"})
             preexec = sb.Limits(processes=4096 if sb.running_as_root() else None, file_bytes=4 << 30).preexec()
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}

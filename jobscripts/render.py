@@ -119,7 +119,7 @@ def render_score_job(job: ScoreJob) -> str:
 
 def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3", package_cache: str = "",
                        rattler_python: str = "python3", rattler_tool: str = "", micromamba: str = "micromamba",
-                       conda: str = "conda", sandbox: str = "bwrap") -> str:
+                       conda: str = "conda", sandbox: str = "bwrap", extra_ro: tuple[str, ...] = ()) -> str:
     """The environment step: build (or reuse) one environment from a lockfile, under flock.
 
     uv: a hashed requirements lock; rattler, micromamba: a conda-lock.yml; conda: an explicit
@@ -127,7 +127,8 @@ def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3",
     """
     if backend == "uv":
         return _env.get_template("build_env_uv.sh.j2").render(backend=backend, uv=uv, python=python,
-                                                              package_cache=package_cache, sandbox=sandbox)
+                                                              package_cache=package_cache, sandbox=sandbox,
+                                                              extra_ro=extra_ro)
     if backend in ("rattler", "micromamba", "conda"):
         return _env.get_template("build_env_conda.sh.j2").render(
             backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
@@ -154,6 +155,8 @@ class PluginTestJob:
     env_root: str
     tasks: tuple[PluginTestTask, ...]
     slurm: SlurmOptions
+    python: str = "python3"  # the base interpreter that runs sandbox.py (never the plugin environment's)
+    sandbox: str = "bwrap"  # off: pytest runs unconfined (an explicit setting)
 
 
 def render_plugin_test_job(job: PluginTestJob) -> str:

@@ -165,7 +165,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     build_env = run_dir / "build_env.sh"
     _write(build_env, render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
                                          package_cache=str(settings.package_cache or ""),
-                                         sandbox=settings.sandbox), executable=True)
+                                         sandbox=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths)),
+           executable=True)
     array = f"0-{max(len(tasks) - 1, 0)}" + (f"%{settings.array_throttle}" if settings.array_throttle else "")
     job = ScoreJob(
         run_id=run_id, run_dir=str(run_dir), manifest=str(manifest_path), worker=str(worker),

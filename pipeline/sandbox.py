@@ -400,6 +400,14 @@ def clean_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def write_gitconfig(home: str) -> None:
+    """`$HOME/.gitconfig` of a fresh home root made: the sandbox user may read repositories other users own (a
+    git+file requirement, bound read-only); git's dubious-ownership check would refuse them, even for upload-pack."""
+    fd = os.open(os.path.join(home, ".gitconfig"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write("[safe]\n\tdirectory = *\n")
+
+
 def give(path: str, uid: int) -> None:
     """Hand a folder root made (never one a sandboxed user could have planted: lstat, no symlink) to `uid`."""
     info = os.lstat(path)
@@ -473,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in rw:
             os.makedirs(path, exist_ok=True)
             give(path, NOBODY)
+        if rw and not os.path.lexists(os.path.join(rw[0], ".gitconfig")):
+            write_gitconfig(rw[0])
         caches = [os.path.abspath(p) for p in args.cache]
         for path in caches:
             os.makedirs(path, exist_ok=True)
