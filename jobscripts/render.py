@@ -132,7 +132,7 @@ def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3",
     if backend in ("rattler", "micromamba", "conda"):
         return _env.get_template("build_env_conda.sh.j2").render(
             backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
-            conda=conda, package_cache=package_cache)
+            conda=conda, package_cache=package_cache, sandbox=sandbox, extra_ro=extra_ro, python=python)
     raise RenderError(f"unknown environment backend {backend!r}")
 
 

@@ -137,7 +137,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         _write(conda_builder, render_env_builder(
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
-            package_cache=str(settings.package_cache or "")), executable=True)
+            package_cache=str(settings.package_cache or ""), sandbox=settings.sandbox, python=settings.python,
+            extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
         shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,10 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     lock = lock_conda([conda_channel], ["spdemo-data", "python"], tmp_path / "locks", "rattler")
     builder = tmp_path / "build_env_conda.sh"
     tool = Path(__file__).resolve().parents[1] / "envs/rattler_tool.py"
-    builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable, rattler_tool=str(tool)))
+    channel = conda_channel.removeprefix("file://")  # a local channel: the sandboxed installer reads it
+    builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable, rattler_tool=str(tool),
+                                          python=BASE_PYTHON, extra_ro=(channel,)))
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "pipeline/sandbox.py", tmp_path / "sandbox.py")
     target = tmp_path / "envs" / lock.env_hash
     proc = subprocess.run(["bash", str(builder), str(target), str(lock.path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -104,7 +108,9 @@ def test_conda_plugins_are_scored_in_their_environment(conda_channel, workspace,
           "        return 0.25 if text.strip() == 'spdemo 2.0.0' else 0.0\n\n"
           "benchmark_registry['conda-bench'] = Bench\n")
     # this channel's `python` is a shim that runs the machine's interpreter: the sandbox must show it
-    workspace.env["SCORE_PLUGINS_SANDBOX_EXTRA_PATHS"] = str(Path(BASE_PYTHON).parent.parent)
+    # (and the sandboxed installer reads the local channel)
+    workspace.env["SCORE_PLUGINS_SANDBOX_EXTRA_PATHS"] = (f"{Path(BASE_PYTHON).parent.parent},"
+                                                          f"{conda_channel.removeprefix('file://')}")
     write(example_repo, "sklearn_scores/benchmarks/conda_bench/environment.yml", env_yml)
     commit_all(example_repo, "plugins with conda environments")
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "conda-model",

@@ -87,7 +87,8 @@ LIMITS = {
                   "        time.sleep(0.01)", "limit of 64 processes"),
     "disk_filler": ("import os\nchunk = b'x' * (1 << 20)\nfor i in range(100000):\n"
                     "    open(os.path.join(os.environ['HOME'], f'f{i}'), 'wb').write(chunk)", "disk limit of"),
-    "big_file": ("import os\nf = open(os.path.join(os.environ['XDG_CACHE_HOME'], 'big'), 'wb')\nwhile True:\n"
+    "big_file": ("import os\nos.makedirs(os.environ['XDG_CACHE_HOME'], exist_ok=True)\n"
+                 "f = open(os.path.join(os.environ['XDG_CACHE_HOME'], 'big'), 'wb')\nwhile True:\n"
                  "    f.write(b'x' * (1 << 20))\n    f.flush()", "larger than its disk limit"),
     "output_flood": ("import sys\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')", "output limit of"),
     "site_symlink": ("import os\nsite = os.path.join(os.path.dirname(os.environ['HOME']), 'site')\nos.rmdir(site)\n"
@@ -175,3 +176,29 @@ def test_worker_pools_and_the_network_setting(workspace, example_repo):
                             "--benchmarks", "network", "--force")
     assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", 0.0)], result["pairs"]
     listener.close()
+
+
+def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, example_repo, tmp_path):
+    """The coordinator had bubblewrap; the node that runs the job does not: each pair fails with what is missing
+    (the environment build and the worker both refuse), and no plugin code runs unconfined."""
+    marker = tmp_path / "plugin-code-ran"
+    write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
+          f"try:\n    open({str(marker)!r}, 'w').write('ran')\nexcept OSError:\n    pass  # in the sandbox\n"
+          "from sklearn_scores import benchmark_registry\n"
+          "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
+    write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a marker")
+    bundle = tmp_path / "bundle"
+    rendered = workspace.json("render", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg,knn-5",
+                              "--out", str(bundle))
+    bwrap = sb.bwrap_path()
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "0", "HOME": str(tmp_path)}
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f"mount --bind /dev/null {shlex.quote(bwrap)} && exec bash {shlex.quote(str(bundle))}/job.sh"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    workspace.json("ingest", str(bundle))
+    jobs = workspace.json("status", rendered["run_id"])["jobs"]
+    assert len(jobs) == 2 and all(j["state"] == "FAILED" and "bubblewrap (bwrap) is not installed" in j["reason"]
+                                  for j in jobs), jobs
+    assert not marker.exists()

@@ -9,6 +9,9 @@ set -euo pipefail
 target="${1:?usage: build_env.sh TARGET LOCKFILE}"
 lockfile="${2:?usage: build_env.sh TARGET LOCKFILE}"
 CONDA=/opt/conda/bin/conda
+# the shared sandbox (a copy of pipeline/sandbox.py next to this script): packages' link scripts are submitter code
+SANDBOX="$(dirname -- "$0")/sandbox.py"
+SANDBOX_PYTHON=python3
 marker="$target/.score-plugins-complete"
 
 if [ -f "$marker" ]; then
@@ -24,7 +27,18 @@ if [ -f "$marker" ]; then
 fi
 echo "score-plugins: building environment $target from $lockfile"
 rm -rf -- "$target"
-"$CONDA" create -y -p "$target" --file "$lockfile"
+# The installer (and any link script of a package) runs in the sandbox as an unprivileged user, with only this
+# environment (and the package cache) writable; root owns the result after.
+scratch=$(mktemp -d)
+trap 'rm -rf -- "$scratch"' EXIT
+sandboxed=("$SANDBOX_PYTHON" "$SANDBOX" exec --rw "$scratch" --rw "$target" --ro "$lockfile")
+sandboxed+=(--ro "$(dirname -- "$(dirname -- "$(readlink -f -- "$CONDA")")")" --)
+"${sandboxed[@]}" "$CONDA" create -y -p "$target" --file "$lockfile"
+# the environment's interpreter must be its own (root later reads where it points)
+case "$(readlink -f -- "$target/bin/python")" in
+  "$(readlink -f -- "$target")"/*) ;;
+  *) echo "score-plugins: the environment's python points outside it; refused" >&2; exit 1 ;;
+esac
 # the build ran as another user: never write through a name it could have planted (a symlink)
 rm -f -- "$target/score-plugins.lock" "$marker"
 cp -- "$lockfile" "$target/score-plugins.lock"
