@@ -451,6 +451,9 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                     if failure and code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
                         failure["reason"] = (f"pair wrote a file larger than its disk limit of "
                                              f"{manifest.disk_limit_bytes} bytes and was stopped (SIGXFSZ)")
+                    elif failure and "[Errno 27]" in failure["reason"]:  # Python ignores SIGXFSZ: EFBIG instead
+                        failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
+                                              " bytes)")
             output.finish()
             reader.close()
         cap_log(log)

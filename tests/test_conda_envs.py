@@ -47,6 +47,8 @@ def conda_channel(tmp_path_factory) -> str:
     for version in ("1.0.0", "2.0.0"):
         build_package(root / "recipes", channel, "spdemo-data", version, [
             "mkdir -p $PREFIX/share/spdemo", f"echo 'spdemo {version}' > $PREFIX/share/spdemo/version.txt"])
+    for package in channel.rglob("*.conda"):  # rattler-build writes 0600; the sandboxed installer is another user
+        package.chmod(0o644)
     return channel.as_uri()
 
 

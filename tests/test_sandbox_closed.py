@@ -89,7 +89,7 @@ LIMITS = {
                     "    open(os.path.join(os.environ['HOME'], f'f{i}'), 'wb').write(chunk)", "disk limit of"),
     "big_file": ("import os\nos.makedirs(os.environ['XDG_CACHE_HOME'], exist_ok=True)\n"
                  "f = open(os.path.join(os.environ['XDG_CACHE_HOME'], 'big'), 'wb')\nwhile True:\n"
-                 "    f.write(b'x' * (1 << 20))\n    f.flush()", "larger than its disk limit"),
+                 "    f.write(b'x' * (1 << 20))\n    f.flush()", "reached the pair's disk limit"),
     "output_flood": ("import sys\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')", "output limit of"),
     "site_symlink": ("import os\nsite = os.path.join(os.path.dirname(os.environ['HOME']), 'site')\nos.rmdir(site)\n"
                      "os.symlink('/', site)", "PermissionError"),
@@ -202,3 +202,56 @@ def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, e
     assert len(jobs) == 2 and all(j["state"] == "FAILED" and "bubblewrap (bwrap) is not installed" in j["reason"]
                                   for j in jobs), jobs
     assert not marker.exists()
+
+
+UNPRIVILEGED_PROBE = r"""
+import ctypes, multiprocessing, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+with multiprocessing.Pool(2) as pool:
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+assert libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1  # CLONE_NEWUSER: EPERM from the filter
+assert not os.path.exists(SECRET)
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+    print("network reached")
+except OSError:
+    print("network refused")
+print("contained")
+"""
+
+
+def test_the_sandbox_as_an_unprivileged_user():
+    """The same module, started by an ordinary user (here nobody, with the system's Python): a user namespace
+    instead of a per-pair user; the filter, /dev/shm, the hidden node and the network setting hold the same."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-unprivileged-", dir="/tmp"))  # pytest's folders are root-only
+    try:
+        _as_nobody(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _as_nobody(folder: Path) -> None:
+    folder.chmod(0o777)
+    module = folder / "sandbox.py"
+    module.write_text(Path(sb.__file__).read_text())
+    secret = folder / "secret"
+    secret.write_text("Pa55")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(4)], daemon=True).start()
+    script = folder / "probe.py"
+    script.write_text(UNPRIVILEGED_PROBE.replace("SECRET", repr(str(secret)))
+                      .replace("PORT", str(listener.getsockname()[1])))
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin",
+                 "HOME=/tmp", "/usr/bin/python3", str(module)]
+    probe = subprocess.run([*as_nobody, "probe"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and "user namespace" in probe.stdout and "seccomp" in probe.stdout, probe
+    for flag, outcome in (([], "network reached"), (["--no-network"], "network refused")):
+        proc = subprocess.run([*as_nobody, "exec", *flag, "--rw", str(folder / "work"), "--ro", str(script), "--",
+                               "/usr/bin/python3", str(script)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and outcome in proc.stdout and "contained" in proc.stdout, proc
+    listener.close()
