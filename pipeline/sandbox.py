@@ -187,6 +187,19 @@ def count_processes(uid: int) -> int:
     return n
 
 
+def count_tasks(uid: int) -> int:
+    """Processes and threads of `uid` (what RLIMIT_NPROC counts)."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    n += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass
+    return n
+
+
 def count_processes_in_range(base: int, count: int) -> int:
     """Processes of any per-pair user (none should outlive its pair)."""
     n = 0

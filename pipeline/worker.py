@@ -468,7 +468,7 @@ def _process_limit(manifest: Manifest) -> int | None:
         return None
     if sb.running_as_root():
         return manifest.max_processes
-    return manifest.max_processes + sb.count_processes(os.getuid())
+    return manifest.max_processes + sb.count_tasks(os.getuid())
 
 
 class LogWriter:

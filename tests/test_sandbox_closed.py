@@ -52,6 +52,10 @@ def test_run_refuses_when_bubblewrap_is_missing(workspace, example_repo, tmp_pat
         assert not marker.exists()
         assert workspace.rows("SELECT state FROM jobs") == [] and workspace.rows("SELECT id FROM runs") == []
         assert not list(workspace.state.glob("runs/*"))
+    # planning alone locks, and locking runs build scripts of requirements: it refuses the same way
+    proc = without_bwrap(workspace, "plan", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert proc.returncode == 3 and "locking runs build scripts" in proc.stderr, proc.stderr
+    assert "apt-get install bubblewrap" in proc.stderr and "Traceback" not in proc.stderr
     # the same machine with bubblewrap visible runs it, sandboxed
     workspace.env["SCORE_PLUGINS_SANDBOX"] = "bwrap"
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
