@@ -206,7 +206,7 @@ def child_env(manifest: Manifest, workdir: Path) -> dict:
         "TMPDIR": str(home),
         "USER": "sandbox",
         "LOGNAME": "sandbox",
-        "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
+        "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if _has_entries(workdir / "site") else ""),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
         "PYTHONHASHSEED": "0",
@@ -228,6 +228,15 @@ def child_env(manifest: Manifest, workdir: Path) -> dict:
             env[name] = str(Path(cache) / sub)
     env.update(manifest.plugin_env)
     return env
+
+
+def _has_entries(folder: Path) -> bool:
+    """Whether a setup.py installed anything into the pair's `site` folder (made empty by root beforehand)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 CACHE_HOMES = {
