@@ -31,6 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+if __package__:  # imported by the coordinator as pipeline.worker
+    from pipeline import boundary
+else:  # run as a script in a job: the bundle's copy next to this file (first on sys.path)
+    import boundary  # type: ignore[no-redef]
+
 SCHEMA = 1  # of a result file in the spool (docs/spool.md)
 MANIFEST_SCHEMA = 1
 
@@ -64,6 +69,8 @@ class Manifest:
     sandbox: str = "auto"  # auto | bwrap | off
     mem_limit_bytes: Optional[int] = None  # the plugin's data limit (local executor; Slurm enforces its own)
     shared_cache: Optional[str] = None
+    trusted_caches: list = field(default_factory=list)  # cache variables an admin shares between all plugins
+    boundary_cap_bytes: int = boundary.DEFAULT_CAP  # largest message between the model's and benchmark's process
     plugin_env: dict = field(default_factory=dict)
     sandbox_extra_paths: list = field(default_factory=list)
     uv: str = ""  # installs what a dynamic setup.py asks for, inside the job's sandbox
@@ -184,8 +191,9 @@ def base_result(manifest: Manifest, pair: dict) -> dict:
     return result
 
 
-def child_env(manifest: Manifest, workdir: Path) -> dict:
-    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
+def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None) -> dict:
+    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours.
+    `caches` (variable -> folder, see plugin_caches) replaces the shared cache's one folder per variable."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
     env.update({
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -208,7 +216,9 @@ def child_env(manifest: Manifest, workdir: Path) -> dict:
         if k in os.environ and "@" not in os.environ[k]:  # a proxy URL with a password stays out of reach
             env[k] = os.environ[k]
     cache = manifest.shared_cache
-    if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
+    if caches is not None:
+        env.update(caches)
+    elif cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
         for name, sub in CACHE_HOMES.items():
             env[name] = str(Path(cache) / sub)
     env.update(manifest.plugin_env)
@@ -219,6 +229,31 @@ CACHE_HOMES = {
     "BRAINIO_HOME": "brainio", "BRAINSCORE_HOME": "brainscore", "RESULTCACHING_HOME": "result_caching",
     "TORCH_HOME": "torch", "HF_HOME": "huggingface", "XDG_CACHE_HOME": "xdg", "KERAS_HOME": "keras",
 }
+
+
+def plugin_caches(manifest: Manifest, kind: str, plugin: str) -> dict[str, str]:
+    """Cache variable -> folder for one plugin's process: `<shared_cache>/<kind>/<plugin>/<sub>`, its own, so
+    that no plugin can change a file another plugin's pair reads (weights, hub code, data, activations).
+    Data and metric plugins write into the cache of the process that loads them (the benchmark's, or the
+    model's own copy). A variable the admin listed in `trusted_caches` is `<shared_cache>/shared/<sub>` for all."""
+    if not manifest.shared_cache:
+        return {}
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", plugin) or kind not in ("models", "benchmarks"):
+        raise StageError("import", f"plugin folder {plugin[:80]!r} cannot name a cache folder")
+    root = Path(manifest.shared_cache)
+    return {name: str(root / "shared" / sub if name in manifest.trusted_caches else root / kind / plugin / sub)
+            for name, sub in CACHE_HOMES.items()}
+
+
+def cache_folders(caches: dict[str, str]) -> tuple[str, ...]:
+    """The folders to bind read-write for these caches (each made and given to the plugin user)."""
+    folders = sorted({str(Path(p).parent) if "/shared/" not in p else p for p in caches.values()})
+    identity = sandbox_identity()
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if identity is not None and os.stat(folder).st_uid == 0:
+            os.chown(folder, *identity)
+    return tuple(folders)
 
 
 # Read-only system paths the plugin process sees (when present); everything else of the node is absent.
@@ -298,12 +333,15 @@ def seccomp_program() -> bytes | None:
 
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
-              extra_ro: tuple[str, ...] = (), cwd: Path | None = None) -> tuple[list[str], str, tuple[int, ...]]:
+              extra_ro: tuple[str, ...] = (), cwd: Path | None = None, folders: list[str] | None = None,
+              writable: tuple[str, ...] | None = None) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
     environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
     and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
     UTS namespaces; a dedicated unprivileged user with no capability when started as root; no_new_privs and
-    a seccomp filter. Returns (argv, what was done, file descriptors the child must inherit)."""
+    a seccomp filter. `folders` narrows the plugin folders to one side of the pair (the model's process sees
+    its own); `writable` replaces the shared cache with these folders (its own caches, the hand-off folder).
+    Returns (argv, what was done, file descriptors the child must inherit)."""
     mode = manifest.sandbox
     bwrap = shutil.which("bwrap") if mode != "off" else None
     if bwrap is None:
@@ -355,15 +393,17 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
             for entry in sorted(folder.iterdir()):
                 if entry.is_file() and not entry.is_symlink():
                     args += ["--ro-bind", str(entry), str(entry)]
-    for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
+    if folders is None:
+        folders = pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]
+    for folder in folders:
         path = root / folder
         if path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
     for path in (manifest.path, manifest.worker):
         bind("--ro-bind", path)
     cache = manifest.shared_cache
-    if cache and Path(cache).is_dir():
-        bind("--bind", cache)
+    for path in (writable if writable is not None else (cache,) if cache and Path(cache).is_dir() else ()):
+        bind("--bind", path)
     bind("--bind", str(workdir))
     args += ["--chdir", str(cwd or workdir), "--remount-ro", "/"]
     fds: tuple[int, ...] = ()
@@ -441,59 +481,100 @@ def pair_manifest(manifest: Manifest, pair: dict) -> Manifest:
     return own
 
 
-def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
-    """Score one pair in a child process; whatever happens, return a result dict.
+def split_folders(pair: dict) -> tuple[list[str], list[str]]:
+    """(what the model's process sees, what the benchmark's process sees): each plugin with what it uses."""
+    folders = list(pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"])
+    own = pair.get("model_folders")
+    if own is None:  # a manifest written before the split: the model's part comes first
+        bench = f"benchmarks/{pair['benchmark_plugin']}"
+        own = folders[:folders.index(bench)] if bench in folders else [f"models/{pair['model_plugin']}"]
+    return list(own), [f for f in folders if f not in own or not f.startswith("models/")]
 
-    The child reports through a pipe this process owns (stages, then one result), never through a file
-    in a folder the plugin can write: nothing it could plant there (a symlink, a FIFO, a forged result)
-    is ever opened. Every message is size-capped and checked against a schema (`check_report`).
+
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
+    """Score one pair in two child processes; whatever happens, return a result dict.
+
+    The model runs in its own sandboxed process (boundary.py serve-model) that sees only its own plugin
+    folders and caches; the benchmark's process sees the benchmark's, and talks to the model through a
+    socket (boundary.RemoteModel). Only the benchmark's process holds the report pipe this process owns:
+    stages, then one result, never a file in a folder a plugin can write. Every message is size-capped and
+    checked against a schema (`check_report`).
     """
     result = base_result(manifest, pair)
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
+    if manifest.trusted_caches:
+        result["trusted_caches"] = list(manifest.trusted_caches)
     timeout = int(manifest.pair_timeout)
+    model_folders, bench_folders = split_folders(pair)
     with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
-        workdir = Path(tmp)
-        sandbox_prepare(manifest, workdir)
-        installed = install_in_job(manifest, pair, env_python, workdir, log) if pair.get("setup_in_job") else None
-        if installed is not None:
+        bench_dir, model_dir, handoff = Path(tmp) / "benchmark", Path(tmp) / "model", Path(tmp) / "handoff"
+        for folder in (bench_dir, model_dir, handoff):
+            folder.mkdir()
+            sandbox_prepare(manifest, folder)
+        failure: dict | None = None
+        installed: dict | None = {"installed": []}
+        for side_dir, side_folders in ((model_dir, model_folders), (bench_dir, bench_folders)):
+            wanted = [f for f in pair.get("setup_in_job") or [] if f in side_folders]
+            if wanted and not installed.get("failure"):
+                done = install_in_job(manifest, pair, env_python, side_dir, log, wanted, side_folders)
+                installed = {"installed": installed["installed"] + done.get("installed", []), **(
+                    {"failure": done["failure"]} if done.get("failure") else {})}
+        if pair.get("setup_in_job"):
             result["installed_in_job"] = installed.get("installed")
         read_fd, write_fd = os.pipe()
+        bench_end, model_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         own = pair_manifest(manifest, pair)
-        cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path,
-               "--pair", pair["key"], "--report-fd", str(write_fd)]
-        fds: tuple[int, ...] = ()
+        sides = []
+        seccomp_fds: list[int] = []
         try:
-            cmd, how, fds = sandboxed(own, pair, workdir, cmd)
+            model_caches = plugin_caches(manifest, "models", pair["model_plugin"])
+            bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
+            boundary_py = str(Path(manifest.worker).with_name("boundary.py"))
+            model_cmd = [env_python, boundary_py, "serve-model", "--manifest", own.path, "--pair", pair["key"],
+                         "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
+            bench_cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path, "--pair", pair["key"],
+                         "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
+                         "--handoff", str(handoff)]
+            model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(boundary_py, str(handoff)),
+                                                   folders=model_folders, writable=cache_folders(model_caches))
+            seccomp_fds += model_fds
+            sides.append((model_argv, model_dir, model_caches, (model_end.fileno(), *model_fds)))
+            bench_argv, how, bench_fds = sandboxed(own, pair, bench_dir, bench_cmd, extra_ro=(boundary_py,),
+                                                   folders=bench_folders,
+                                                   writable=(*cache_folders(bench_caches), str(handoff)))
+            seccomp_fds += bench_fds
+            sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds)))
         except StageError as exc:
-            cmd, how = [], exc.reason
+            how = exc.reason
+            failure = {"state": "FAILED", "stage": exc.stage, "reason": exc.reason}
         reader = ReportReader(read_fd)
-        failure: dict | None = None
+        procs: list[subprocess.Popen] = []
         with open(log, "ab") as logf:
-            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
+            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how}; the model "
+                       f"in its own process)\n".encode())
+            if manifest.trusted_caches:
+                logf.write(f"[score-plugins] caches shared by every plugin (trusted_caches): "
+                           f"{', '.join(manifest.trusted_caches)}\n".encode())
             logf.flush()
-            proc = None
+            failure = failure or installed.get("failure")
             try:
-                if not cmd:
-                    raise OSError(how)
-                proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                        pass_fds=(write_fd, *fds), preexec_fn=child_setup(manifest))
+                for argv, side_dir, caches, pass_fds in sides if failure is None else ():
+                    procs.append(subprocess.Popen(
+                        argv, cwd=side_dir, env=child_env(manifest, side_dir, caches), stdout=logf,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        pass_fds=pass_fds, preexec_fn=child_setup(manifest)))
             except OSError as exc:
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
             finally:
-                for fd in (write_fd, *fds):
+                for fd in (write_fd, *seccomp_fds):
                     os.close(fd)
+                bench_end.close()
+                model_end.close()
             reader.start()
-            if installed is not None and installed.get("failure"):
-                if proc is not None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    proc = None
-                failure = installed["failure"]
-            if proc is not None:
-                code, usage, timed_out = wait_with_usage(proc, timeout)
+            if failure is None and len(procs) == 2:
+                code, usage, timed_out = wait_with_usage(procs[1], timeout)
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
                 stage, reported, problem = reader.outcome()
@@ -502,6 +583,17 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
                                "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
                 else:
                     failure = _child_outcome(code, stage, reported, problem, result)
+            for proc in procs:  # the model's process ends when the benchmark's side hangs up; else it is stopped
+                try:
+                    proc.wait(2 if proc is procs[0] and failure is None else 0.01)
+                except subprocess.TimeoutExpired:
+                    pass
+                if proc.returncode is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
             reader.close()
         cap_log(log)
         Path(own.path).unlink(missing_ok=True)
@@ -542,19 +634,20 @@ print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
 REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
 
 
-def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
+def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path,
+                   wanted: list[str] | None = None, visible: list[str] | None = None) -> dict:
     """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
     (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
     pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
-    {"failure": ...}."""
+    {"failure": ...}. `wanted`: these folders only, in a sandbox that sees `visible` (one side of the pair)."""
     root = Path(manifest.code_dir) / manifest.domain_root
     uv = manifest.uv or shutil.which("uv") or "uv"
     requirements: list[str] = []
     with open(log, "ab") as logf:
-        for folder in pair["setup_in_job"]:
+        for folder in pair["setup_in_job"] if wanted is None else wanted:
             plugin_dir = root / folder
             proc = _sandboxed_run(manifest, pair, workdir, [env_python, "-c", SETUP_READER], env_python, (),
-                                  plugin_dir, logf, capture=True)
+                                  plugin_dir, logf, capture=True, folders=visible)
             lines = [line for line in proc[1].splitlines() if line.startswith("SCORE_PLUGINS_REQUIRES ")]
             try:
                 found = json.loads(lines[-1].split(" ", 1)[1]) if lines else None
@@ -581,7 +674,7 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
             os.chown(site, *identity)
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
                                                            "--target", str(site), *requirements],
-                                 env_python, (uv,), workdir, logf)
+                                 env_python, (uv,), workdir, logf, folders=visible)
     if code != 0:
         return {"failure": {"state": "FAILED", "stage": "env_build",
                             "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
@@ -590,10 +683,12 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
 
 
 def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,
-                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
-    """One helper command in the pair's sandbox (same view, same user), with a time limit."""
-    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd)
-    env = child_env(manifest, workdir)
+                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False,  # noqa: ANN001
+                   folders: list[str] | None = None) -> tuple[int, str]:
+    """One helper command in the pair's sandbox (same view, same user, no cache), with a time limit."""
+    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd,
+                                folders=folders, writable=())
+    env = child_env(manifest, workdir, {})
     env.update({"UV_CACHE_DIR": str(workdir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy"})
     try:
         proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=fds,
@@ -904,7 +999,8 @@ def read_score(value: object, benchmark_ceiling: object = None) -> dict:
 
 
 def cmd_score_pair(args: argparse.Namespace) -> int:
-    """Inside the plugins' environment: import both plugins, score, report through the pipe. Never raises."""
+    """Inside the plugins' environment, the benchmark's side: import the benchmark plugin, score it against the
+    model's process (a boundary.RemoteModel), report through the pipe. Never raises."""
     import importlib
 
     report_fd = os.fdopen(args.report_fd, "w", encoding="utf-8", closefd=True)
@@ -922,22 +1018,27 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         send({"stage": name})
 
     stage("import")
+    channel = None
     try:
         manifest = load_manifest(args.manifest)
         pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
+        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff))
         root = manifest.domain_root
         domain = importlib.import_module(root)
         try:
-            importlib.import_module(f"{root}.models.{pair['model_plugin']}")
-            model_factory = getattr(domain, "model_registry")[pair["model"]]
             importlib.import_module(f"{root}.benchmarks.{pair['benchmark_plugin']}")
             benchmark_factory = getattr(domain, "benchmark_registry")[pair["benchmark"]]
         except KeyError as exc:
             raise StageError("import", f"{exc} is not registered after importing its plugin") from None
+        boundary.wait_for_model(channel, "imported")  # the model's process imports its plugin meanwhile
         stage("score")
-        model = model_factory()
+        boundary.wait_for_model(channel, "ready")
+        model = boundary.RemoteModel(channel, pair["model"])
         benchmark = benchmark_factory()
         value = benchmark(model)
+        violation = boundary.violation(model)
+        if violation:  # a benchmark that caught the error still fails its pair with it
+            raise StageError("score", violation)
         ceiling_attr = None
         if not isinstance(getattr(value, "attrs", None), dict) or "ceiling" not in value.attrs:
             try:  # a Score that carries its ceiling is enough; else the benchmark's own, for the record
@@ -950,10 +1051,17 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.ModelFailed as exc:
+        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.BoundaryError as exc:
+        report = {"status": "error", "stage": current["stage"], "reason": str(exc)}
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
         traceback.print_exc()
         report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    finally:
+        if channel is not None:
+            channel.close()  # the model's process sees the end and exits
     send(report)
     return 1
 
@@ -971,6 +1079,8 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("--manifest", required=True)
     pair.add_argument("--pair", required=True)
     pair.add_argument("--report-fd", type=int, required=True, help="pipe to the worker (stages, then the result)")
+    pair.add_argument("--model-fd", type=int, required=True, help="socket to the model's process")
+    pair.add_argument("--handoff", required=True, help="folder for stimulus files the model may read")
     args = parser.parse_args(argv)
     if args.command == "run-task":
         return cmd_run_task(args)
