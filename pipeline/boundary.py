@@ -42,6 +42,7 @@ MAX_HANDLES = 100_000  # copies of the model one pair may ask for
 ALIGN = 64
 DTYPE_KINDS = "biufcmMSU"  # bool, integers, floats, complex, timedelta, datetime, bytes/str arrays
 SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
+PLAIN_ITEMS = {str, int, bool, type(None)}  # an object array of only these is sent as one JSON list
 ALLOWED = ("None, bool, int, float, str, path, list, tuple, dict with str keys, numpy arrays of plain dtypes, "
            "pandas DataFrames and xarray DataArrays")
 # exceptions a model may raise that the benchmark sees as the same type (hasattr() needs AttributeError)
@@ -158,9 +159,12 @@ class Encoder:
     def array(self, arr: Any, depth: int) -> dict:
         np = _np()
         if arr.dtype == object:
-            flat = arr.reshape(-1)
-            self._grow(8 * flat.size)
-            items = [self.encode(x, depth + 1) for x in flat.tolist()]
+            flat = arr.reshape(-1).tolist()
+            self._grow(8 * len(flat))
+            if set(map(type, flat)) <= PLAIN_ITEMS:  # the usual coordinate: strings (and ints), sent as they are
+                self._grow(sum(len(x) for x in flat if type(x) is str))
+                return {"$": "objarray", "shape": list(arr.shape), "v": flat}
+            items = [self.encode(x, depth + 1) for x in flat]
             if any(isinstance(x, (list, dict)) for x in items):
                 raise BoundaryError("an object array holding containers cannot cross the model boundary")
             return {"$": "objarray", "shape": list(arr.shape), "v": items}
@@ -368,11 +372,14 @@ class Decoder:
         count = math.prod(shape)
         if node["$"] == "objarray":
             items = self._list(node.get("v"))
-            if len(items) != count or any(isinstance(x, (list, dict)) for x in items):
+            if len(items) != count:
                 raise BoundaryError("a malformed object array")
+            if not set(map(type, items)) <= PLAIN_ITEMS:
+                items = [self.decode(x, depth + 1) for x in items]
+                if any(isinstance(x, (list, dict, tuple)) for x in items):
+                    raise BoundaryError("a malformed object array")
             out = np.empty(count, dtype=object)
-            for i, item in enumerate(items):
-                out[i] = item
+            out[:] = items
             return out.reshape(shape)
         try:
             dtype = np.dtype(str(node.get("dtype")))
@@ -447,11 +454,28 @@ class Decoder:
         attrs = self.decode(node.get("attrs"), depth + 1)
         name = self.decode(node.get("name"), depth + 1)
         try:
+            import pandas as pd
+
+            # a multi-index is rebuilt as one (also with a single level, as brainio's gather_indexes makes them)
+            indexes = {}
+            for dim, levels in multi.items():
+                if not isinstance(levels, list) or not all(isinstance(v, str) and v in coords for v in levels):
+                    raise BoundaryError("a malformed multi-index")
+                indexes[dim] = pd.MultiIndex.from_arrays([coords.pop(level)[1] for level in levels], names=levels)
+            new_style = hasattr(getattr(xr, "Coordinates", None), "from_pandas_multiindex")
+            if not new_style:
+                coords.update(indexes)
             plain = xr.DataArray(values, coords=coords, dims=dims, name=name,
                                  attrs=attrs if isinstance(attrs, dict) else None)
-            for dim, levels in multi.items():
-                plain = plain.set_index({dim: list(levels)})
-            return plain if cls is xr.DataArray else cls(plain)
+            for dim, index in indexes.items() if new_style else ():
+                plain = plain.assign_coords(xr.Coordinates.from_pandas_multiindex(index, dim))
+            if cls is xr.DataArray:
+                return plain
+            try:  # xarray's own way to re-type an array (DataArray._replace): no second gathering of indexes
+                return cls(plain.variable, coords=plain._coords, name=plain.name, indexes=plain._indexes,
+                           fastpath=True)
+            except (AttributeError, TypeError, AssertionError):
+                return cls(plain)
         except (ValueError, TypeError, KeyError) as exc:
             raise BoundaryError(f"an assembly that cannot be rebuilt: {str(exc)[:200]}") from None
 
