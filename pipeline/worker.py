@@ -595,6 +595,8 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
                         pass
                     proc.wait()
             reader.close()
+            if failure and len(procs) == 2 and "closed the channel" in str(failure.get("reason")):
+                failure = _model_died(procs[0].returncode, failure)
         cap_log(log)
         Path(own.path).unlink(missing_ok=True)
     result["ended_at"] = now()
@@ -604,6 +606,16 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
     else:
         result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
     return result
+
+
+def _model_died(code: int | None, failure: dict) -> dict:
+    """The benchmark's side lost the model: say how the model's process ended (a signal, e.g. the OOM killer)."""
+    if code is not None and code > 128 and (code - 128) in set(signal.Signals):
+        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
+    if code is None or code >= 0:
+        return {**failure, "reason": f"{failure['reason']} (the model's process exited with code {code})"}
+    died = _child_outcome(code, failure["stage"], None, None, {}) or failure
+    return {**died, "reason": died["reason"].replace("plugin process", "the model's process was", 1)}
 
 
 STAGES = ("env_build", "import", "score", "persist")

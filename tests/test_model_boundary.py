@@ -89,8 +89,9 @@ def test_what_may_not_cross_fails_its_pair_with_one_reason(boundary_workspace):
         "        if self.what == 'object':\n            return Payload()\n"
         "        if self.what == 'pickle':\n            return pickle.dumps(Payload())\n"
         "        return np.zeros((600, 600))  # 2.9 MB, over a cap of 1 MB\n\n\n"
-        "for what in ('object', 'pickle', 'big'):\n"
-        "    model_registry[f'smuggle-{what}'] = lambda what=what: Smuggler(f'smuggle-{what}', what)\n"))
+        "model_registry['smuggle-object'] = lambda: Smuggler('smuggle-object', 'object')\n"
+        "model_registry['smuggle-pickle'] = lambda: Smuggler('smuggle-pickle', 'pickle')\n"
+        "model_registry['smuggle-big'] = lambda: Smuggler('smuggle-big', 'big')\n"))
     commit_all(repo, "models that return what may not cross")
     workspace.env.update({"SCORE_PLUGINS_BOUNDARY_CAP": "1M", "SCORE_PLUGINS_TRUSTED_CACHES": "KERAS_HOME"})
     result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~2", "--benchmarks", "Cached-acc",
