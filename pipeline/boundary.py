@@ -605,8 +605,7 @@ class RemoteModel:
 
     def _answer(self, reply: dict, decoder: "Decoder") -> Any:
         if "refused" in reply:
-            raise BoundaryError(f"the model sent something that may not cross the boundary: "
-                                f"{str(reply['refused'])[:500]}")
+            raise BoundaryError(f"refused at the model boundary: {str(reply['refused'])[:600]}")
         if "raise" in reply:
             info = reply["raise"] if isinstance(reply["raise"], dict) else {}
             kind = EXCEPTIONS.get(str(info.get("type")), RuntimeError)
@@ -769,7 +768,8 @@ def serve_model(args: argparse.Namespace) -> int:
                 channel.send({}, value=value)
             except BoundaryError as exc:
                 print(f"[score-plugins] refused at the model boundary: {exc}", file=sys.stderr, flush=True)
-                channel.send({"refused": str(exc)})
+                channel.send({"refused": f"what the model's {name or op} {'returned' if op == 'call' else 'is'}: "
+                                         f"{exc}"})
         except BoundaryError as exc:
             print(f"[score-plugins] model boundary: {exc}", file=sys.stderr, flush=True)
             try:
