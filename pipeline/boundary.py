@@ -432,7 +432,7 @@ class Decoder:
         meta = node.get("meta")
         allowed = set(getattr(cls, "_metadata", ()) or ())
         for name, value in (meta.items() if isinstance(meta, dict) else ()):
-            if name in allowed:
+            if name in allowed and not callable(getattr(cls, name, None)):  # data, never a method's name
                 object.__setattr__(out, name, self.decode(value, depth + 1))
         return out
 
@@ -476,7 +476,7 @@ class Decoder:
                            fastpath=True)
             except (AttributeError, TypeError, AssertionError):
                 return cls(plain)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise BoundaryError(f"an assembly that cannot be rebuilt: {str(exc)[:200]}") from None
 
 
@@ -620,7 +620,13 @@ class RemoteModel:
             return RemoteModel(object.__getattribute__(self, "_channel"), object.__getattribute__(self, "_label"),
                                handle)
         if "value" in reply:
-            return decoder.decode(reply["value"])
+            try:
+                return decoder.decode(reply["value"])
+            except BoundaryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - numpy, pandas or xarray refusing what the model sent
+                raise BoundaryError(f"a value the model sent cannot be rebuilt ({type(exc).__name__}: "
+                                    f"{str(exc)[:300]})") from None
         raise BoundaryError("the model's process sent a reply of no known kind")
 
     def __getattr__(self, name: str) -> Any:
