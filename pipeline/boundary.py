@@ -17,7 +17,6 @@ reason, and the pair fails with it.
 from __future__ import annotations
 
 import argparse
-import array
 import fcntl
 import json
 import math
