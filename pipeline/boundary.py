@@ -485,8 +485,10 @@ class Decoder:
 class Channel:
     """Length-prefixed messages over a Unix stream socket; memfds ride as SCM_RIGHTS with the prefix."""
 
-    def __init__(self, fd: int, cap: int = DEFAULT_CAP, handoff: Path | None = None, may_import: bool = False):
+    def __init__(self, fd: int, cap: int = DEFAULT_CAP, handoff: Path | None = None, may_import: bool = False,
+                 peer: str = "the other side of the model boundary"):
         self.sock = socket.socket(fileno=fd)
+        self.peer = peer  # who is at the other end, for the reasons
         self.cap = cap
         self.handoff = handoff
         self.may_import = may_import
@@ -513,7 +515,7 @@ class Channel:
             if enc.inline:
                 self.sock.sendall(enc.inline)
         except OSError as exc:
-            raise BoundaryError(f"the other side of the model boundary is gone ({exc.strerror or exc})") from None
+            raise BoundaryError(f"{self.peer} is gone ({exc.strerror or exc})") from None
         finally:
             enc.close()
 
@@ -524,7 +526,7 @@ class Channel:
         while got < n:
             k = self.sock.recv_into(view[got:], n - got)
             if k == 0:
-                raise BoundaryError("the other side of the model boundary closed the channel")
+                raise BoundaryError(f"{self.peer} closed the channel")
             got += k
         return out
 
@@ -534,7 +536,7 @@ class Channel:
         try:
             data, fds, flags, _addr = socket.recv_fds(self.sock, PREFIX.size, MAX_FDS)
             if not data:
-                raise BoundaryError("the other side of the model boundary closed the channel")
+                raise BoundaryError(f"{self.peer} closed the channel")
             if flags & getattr(socket, "MSG_CTRUNC", 8):
                 raise BoundaryError(f"a message with more than {MAX_FDS} descriptors")
             prefix = bytearray(data)
@@ -542,7 +544,7 @@ class Channel:
                 prefix += self._exact(PREFIX.size - len(prefix))
             magic, header_len, inline_len, n_fds = PREFIX.unpack(bytes(prefix))
             if magic != MAGIC:
-                raise BoundaryError("the other side sent something that is not a boundary message")
+                raise BoundaryError(f"{self.peer} sent something that is not a boundary message")
             if n_fds != len(fds):
                 raise BoundaryError("a message whose descriptors do not match its prefix")
             if header_len > HEADER_CAP or inline_len > self.cap:
@@ -696,7 +698,7 @@ def serve_model(args: argparse.Namespace) -> int:
     """The model's process: import its plugin, build it, answer the benchmark's requests until it hangs up."""
     import importlib
 
-    channel = Channel(args.channel_fd, cap=args.cap, may_import=True)
+    channel = Channel(args.channel_fd, cap=args.cap, may_import=True, peer="the benchmark's process")
 
     def fail(stage: str, exc: BaseException) -> int:
         traceback.print_exc()

@@ -1034,7 +1034,8 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
         pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
-        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff))
+        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff),
+                                   peer="the model's process")
         root = manifest.domain_root
         domain = importlib.import_module(root)
         try:
