@@ -25,6 +25,7 @@ from pipeline.worker import Manifest
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
 SANDBOX_SOURCE = Path(__file__).with_name("sandbox.py")  # imported by the worker, run by the env builders
+BOUNDARY_SOURCE = Path(__file__).with_name("boundary.py")  # the model's process and its stand-in, next to the worker
 RATTLER_TOOL = Path(rattler_tool())
 
 
@@ -98,6 +99,7 @@ def pair_entry(pair: PlannedPair) -> dict:
         "lock_hash": pair.lock.lock_hash, "env_hash": pair.lock.env_hash,
         "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
         "reasons": pair.reasons, "folders": list(pair.folders), "setup_in_job": list(pair.setup_in_job),
+        "model_folders": list(pair.model_folders),
     }
 
 
@@ -115,6 +117,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     worker = run_dir / "worker.py"
     shutil.copyfile(WORKER_SOURCE, worker)
     shutil.copyfile(SANDBOX_SOURCE, run_dir / "sandbox.py")
+    shutil.copyfile(BOUNDARY_SOURCE, run_dir / "boundary.py")
 
     tasks = []
     task_lines = []
@@ -151,6 +154,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         mem_limit_bytes=size_bytes(settings.mem) if executor == "local" else None,
         state_dir=str(settings.state_dir.resolve()),
         shared_cache=str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
+        trusted_caches=list(settings.trusted_caches), boundary_cap_bytes=size_bytes(settings.boundary_cap) or 0,
         plugin_env=dict(item.split("=", 1) for item in settings.plugin_env),
         sandbox_extra_paths=list(settings.sandbox_extra_paths),
         sandbox_network=settings.sandbox_network, max_processes=settings.pair_max_processes,

@@ -93,7 +93,12 @@ class Settings:
         "help": "NAME=value variables given to the plugin process (Brain-Score: do not pip-install at import)"})
     shared_cache: Path | None = field(default=None, metadata={
         "help": "persistent cache for data, weights and activations, shared by pairs, writable by plugins "
-                "(default: <state_dir>/shared-cache)"})
+                "(default: <state_dir>/shared-cache); each model and benchmark plugin has its own folder in it"})
+    trusted_caches: list[str] = field(default_factory=list, metadata={
+        "help": "cache variables (e.g. BRAINIO_HOME) an admin trusts to be shared read-write by every plugin; "
+                "each run's manifest and result files name them"})
+    boundary_cap: str = field(default="4G", metadata={
+        "help": "largest message between a model's process and its benchmark's (e.g. 4G)"})
 
     def __post_init__(self) -> None:
         self.state_dir = find_state_dir(Path(self.state_dir))
@@ -130,6 +135,13 @@ class Settings:
                 raise BadInput(f"setting {name}: {getattr(self, name)!r} is not a size (e.g. 4G, 800M)")
         if not 0 < self.sandbox_uid_base <= 2**32 - 2 - 4096:
             raise BadInput(f"setting sandbox_uid_base: {self.sandbox_uid_base} is not a user id with 4096 after it")
+        from pipeline.worker import CACHE_HOMES
+
+        unknown = sorted(set(self.trusted_caches) - set(CACHE_HOMES))
+        if unknown:
+            raise BadInput(f"setting trusted_caches: {', '.join(unknown)} not among {', '.join(CACHE_HOMES)}")
+        if not size_bytes(self.boundary_cap):
+            raise BadInput(f"setting boundary_cap: {self.boundary_cap!r} is not a size (e.g. 4G, 800M)")
         for name in ("partition", "account", "qos"):
             value = getattr(self, name)
             if value and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):

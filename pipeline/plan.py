@@ -40,6 +40,7 @@ class PlannedPair:
     problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
     folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
     setup_in_job: tuple[str, ...] = ()  # folders whose setup.py cannot be read statically: installed in the job
+    model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
 
     @property
     def submitters(self) -> list[str]:
@@ -262,7 +263,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
             continue
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
                                  pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk],
-                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk]))))
+                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk])), visible[mk]))
     done = set() if force else scored([p.key for p in pairs])
     for pair in pairs:
         (plan.already_scored if pair.key in done else plan.to_run).append(pair)

@@ -36,6 +36,10 @@ if __package__:  # imported as pipeline.worker (the coordinator, tests)
     from . import sandbox as sb
 else:  # run as a script in a job bundle: the copy of pipeline/sandbox.py next to this file
     import sandbox as sb  # type: ignore[no-redef]
+if __package__:  # the model's process and its stand-in (pipeline/boundary.py; the bundle's copy in a job)
+    from pipeline import boundary
+else:
+    import boundary  # type: ignore[no-redef]
 
 SCHEMA = 1  # of a result file in the spool (docs/spool.md)
 MANIFEST_SCHEMA = 1
@@ -76,6 +80,8 @@ class Manifest:
     uid_base: int = sb.UID_BASE
     mem_limit_bytes: Optional[int] = None  # the plugin's data limit (local executor; Slurm enforces its own)
     shared_cache: Optional[str] = None
+    trusted_caches: list = field(default_factory=list)  # cache variables an admin shares between all plugins
+    boundary_cap_bytes: int = boundary.DEFAULT_CAP  # largest message between the model's and benchmark's process
     plugin_env: dict = field(default_factory=dict)
     sandbox_extra_paths: list = field(default_factory=list)
     uv: str = ""  # installs what a dynamic setup.py asks for, inside the job's sandbox
@@ -196,8 +202,9 @@ def base_result(manifest: Manifest, pair: dict) -> dict:
     return result
 
 
-def child_env(manifest: Manifest, workdir: Path) -> dict:
-    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
+def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None) -> dict:
+    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours.
+    `caches` (variable -> folder, see plugin_caches) replaces the shared cache's one folder per variable."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
     home = workdir / "home" if (workdir / "home").is_dir() else workdir
     env.update({
@@ -223,7 +230,9 @@ def child_env(manifest: Manifest, workdir: Path) -> dict:
         if k in os.environ and "@" not in os.environ[k]:  # a proxy URL with a password stays out of reach
             env[k] = os.environ[k]
     cache = manifest.shared_cache
-    if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
+    if caches is not None:
+        env.update(caches)
+    elif cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
         for name, sub in CACHE_HOMES.items():
             env[name] = str(Path(cache) / sub)
     env.update(manifest.plugin_env)
@@ -249,38 +258,66 @@ SYSTEM_PATHS = sb.SYSTEM_PATHS
 NOBODY = sb.NOBODY
 
 
+def plugin_caches(manifest: Manifest, kind: str, plugin: str) -> dict[str, str]:
+    """Cache variable -> folder for one plugin's process: `<shared_cache>/<kind>/<plugin>/<sub>`, its own, so
+    that no plugin can change a file another plugin's pair reads (weights, hub code, data, activations).
+    Data and metric plugins write into the cache of the process that loads them (the benchmark's, or the
+    model's own copy). A variable the admin listed in `trusted_caches` is `<shared_cache>/shared/<sub>` for all."""
+    if not manifest.shared_cache:
+        return {}
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", plugin) or kind not in ("models", "benchmarks"):
+        raise StageError("import", f"plugin folder {plugin[:80]!r} cannot name a cache folder")
+    root = Path(manifest.shared_cache)
+    return {name: str(root / "shared" / sub if name in manifest.trusted_caches else root / kind / plugin / sub)
+            for name, sub in CACHE_HOMES.items()}
+
+
+def cache_folders(manifest: Manifest, caches: dict[str, str]) -> tuple[str, ...]:
+    """The folders to bind read-write for these caches: made by root below the root-owned cache root (no plugin
+    sees a parent, so none can plant a link there), group-writable by the sandbox users' shared group (setgid,
+    umask 002): every pair of the same plugin has a user of its own, and keeps writing the same cache."""
+    folders = sorted({str(Path(p).parent) if "/shared/" not in p else p for p in caches.values()})
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if manifest.sandbox != "off" and sb.running_as_root():
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode):
+                raise StageError("import", f"cache folder {folder} is not a folder")
+            if info.st_gid != NOBODY or stat.S_IMODE(info.st_mode) != 0o2775:
+                os.lchown(folder, info.st_uid if info.st_uid != 0 else 0, NOBODY)
+                os.chmod(folder, 0o2775)
+    return tuple(folders)
+
+
 def sandbox_identity() -> tuple[int, int] | None:
     """(uid, gid) the plugin process runs as when the worker is root (nobody), else None (already unprivileged)."""
     return (NOBODY, NOBODY) if os.getuid() == 0 else None
 
 
 def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> None:
-    """The pair's work folder: root's own (so nothing in it can be replaced by the plugin), holding `home` (HOME,
-    TMPDIR, working directory) and `site` (what a setup.py installs), both the pair user's; and the shared cache,
-    writable by every pair's user through the shared group (setgid folder, umask 002)."""
+    """One side's work folder: root's own (so nothing in it can be replaced by the plugin), holding `home` (HOME,
+    TMPDIR, working directory) and `site` (what a setup.py installs), both the side's user's. The cache root
+    stays root's and is never bound whole: each plugin's cache folders are (see cache_folders)."""
     os.chmod(workdir, 0o755)
     for name in ("home", "site"):
         (workdir / name).mkdir(mode=0o755)
         if manifest.sandbox != "off":
             sb.give(str(workdir / name), uid)
-    cache = manifest.shared_cache
-    if cache:
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        if manifest.sandbox != "off" and sb.running_as_root():
-            info = os.lstat(cache)
-            if stat.S_ISDIR(info.st_mode) and (info.st_gid != NOBODY or stat.S_IMODE(info.st_mode) != 0o2775):
-                os.lchown(cache, 0, NOBODY)
-                os.chmod(cache, 0o2775)
+    if manifest.shared_cache:
+        Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
-              extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY
+              extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY,
+              folders: list[str] | None = None, writable: tuple[str, ...] | None = None
               ) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap a pair's process in the sandbox (pipeline/sandbox.py), as an attacker's: an empty root with only the
     system folders, its environment and its base interpreter, the domain package with the pair's own plugin
     folders, the worker and its manifest (all read-only), its work folder and the shared cache (read-write); its
     own PID, IPC and UTS namespaces (and network when `sandbox_network` is off); a private /dev/shm; a per-pair
     unprivileged user with no capability when started as root; no_new_privs and a libseccomp filter.
+    `folders` narrows the plugin folders to one side of the pair (the model's process sees its own); `writable`
+    replaces the shared cache with these folders (its own caches, the hand-off folder).
     Returns (argv, what was done, file descriptors the child must inherit). Fails closed: StageError when the
     sandbox cannot be set up; only `sandbox = "off"` runs the command as it is."""
     if manifest.sandbox == "off":
@@ -299,14 +336,15 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
         if folder.is_dir() and not folder.is_symlink():
             view.tmpfs.append(str(folder))
             view.ro_over.extend(str(e) for e in sorted(folder.iterdir()) if e.is_file() and not e.is_symlink())
-    for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
+    if folders is None:
+        folders = pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]
+    for folder in folders:
         if (root / folder).is_dir():
             view.ro_over.append(str(root / folder))
-    module = str(Path(manifest.worker).with_name("sandbox.py"))
-    view.ro.extend(p for p in (manifest.path, manifest.worker, module) if os.path.exists(p))
+    modules = (str(Path(manifest.worker).with_name(name)) for name in ("sandbox.py", "boundary.py"))
+    view.ro.extend(p for p in (manifest.path, manifest.worker, *modules) if os.path.exists(p))
     cache = manifest.shared_cache
-    if cache and Path(cache).is_dir():
-        view.rw.append(cache)
+    view.rw.extend(writable if writable is not None else (cache,) if cache and Path(cache).is_dir() else ())
     view.rw.append(str(workdir))
     try:
         argv, fds, how = sb.command(view, cmd, extra_ro=(*manifest.sandbox_extra_paths, *extra_ro))
@@ -362,30 +400,49 @@ def pair_manifest(manifest: Manifest, pair: dict) -> Manifest:
     return own
 
 
-def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
-    """Score one pair in a child process; whatever happens, return a result dict.
+def split_folders(pair: dict) -> tuple[list[str], list[str]]:
+    """(what the model's process sees, what the benchmark's process sees): each plugin with what it uses."""
+    folders = list(pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"])
+    own = pair.get("model_folders")
+    if own is None:  # a manifest written before the split: the model's part comes first
+        bench = f"benchmarks/{pair['benchmark_plugin']}"
+        own = folders[:folders.index(bench)] if bench in folders else [f"models/{pair['model_plugin']}"]
+    return list(own), [f for f in folders if f not in own or not f.startswith("models/")]
 
-    The child reports through a pipe this process owns (stages, then one result), never through a file
-    in a folder the plugin can write: nothing it could plant there (a symlink, a FIFO, a forged result)
-    is ever opened. Every message is size-capped and checked against a schema (`check_report`).
+
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
+    """Score one pair in two sandboxed child processes; whatever happens, return a result dict.
+
+    The model runs in its own process (boundary.py serve-model) that sees only its own plugin folders and
+    caches; the benchmark's process sees the benchmark's, and talks to the model through a socket
+    (boundary.RemoteModel). Started as root, each side runs as a user of its own (two node-wide slots), so
+    neither can signal, trace or count as the other. Only the benchmark's process holds the report pipe this
+    process owns: stages, then one result, never a file in a folder a plugin can write. Every message is
+    size-capped and checked against a schema (`check_report`).
     """
     result = base_result(manifest, pair)
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
+    if manifest.trusted_caches:
+        result["trusted_caches"] = list(manifest.trusted_caches)
+    slots: list = []
     try:
-        slot = sb.UidSlot(base=manifest.uid_base) if manifest.sandbox != "off" and sb.running_as_root() else None
-        if slot is not None:
-            slot.__enter__()
+        if manifest.sandbox != "off" and sb.running_as_root():
+            for _side in ("model", "benchmark"):
+                slots.append(sb.UidSlot(base=manifest.uid_base).__enter__())
     except (sb.SandboxUnavailable, OSError) as exc:
+        for slot in slots:
+            slot.__exit__()
         result.update({"status": "error", "state": "FAILED", "stage": "import", "ended_at": now(),
                        "reason": f"the sandbox cannot be set up on this node, nothing was run: {exc}",
                        "log_tail": "", "elapsed_seconds": 0.0})
         return result
+    uids = (slots[0].uid, slots[1].uid) if slots else (NOBODY, NOBODY)
     try:
-        failure = _run_pair_as(manifest, pair, env_python, log, result, slot.uid if slot else NOBODY)
+        failure = _run_pair_as(manifest, pair, env_python, log, result, uids)
     finally:
-        if slot is not None:
+        for slot in slots:
             slot.__exit__()
     result["ended_at"] = now()
     result["elapsed_seconds"] = round(time.time() - started, 3)
@@ -396,57 +453,90 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
     return result
 
 
-def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict, uid: int) -> dict | None:
-    """run_pair's body, as user `uid` (when root); None when the pair scored, else its failure."""
+def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict,
+                 uids: tuple[int, int]) -> dict | None:
+    """run_pair's body, the model's side as uids[0] and the benchmark's as uids[1] (when root); None when the
+    pair scored, else its failure."""
     timeout = int(manifest.pair_timeout)
+    model_uid, bench_uid = uids
+    model_folders, bench_folders = split_folders(pair)
     failure: dict | None = None
     with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
-        workdir = Path(tmp)
-        sandbox_prepare(manifest, workdir, uid)
-        installed = install_in_job(manifest, pair, env_python, workdir, log, uid=uid) if pair.get("setup_in_job") \
-            else None
-        if installed is not None:
+        os.chmod(tmp, 0o755)
+        bench_dir, model_dir, handoff = Path(tmp) / "benchmark", Path(tmp) / "model", Path(tmp) / "handoff"
+        for folder, uid in ((bench_dir, bench_uid), (model_dir, model_uid)):
+            folder.mkdir()
+            sandbox_prepare(manifest, folder, uid)
+        handoff.mkdir(mode=0o755)  # the benchmark's side writes stimulus files here; the model's reads them
+        if manifest.sandbox != "off":
+            sb.give(str(handoff), bench_uid)
+        installed: dict = {"installed": []}
+        for side_dir, side_folders, uid in ((model_dir, model_folders, model_uid), (bench_dir, bench_folders, bench_uid)):
+            wanted = [f for f in pair.get("setup_in_job") or [] if f in side_folders]
+            if wanted and not installed.get("failure"):
+                done = install_in_job(manifest, pair, env_python, side_dir, log, wanted, side_folders, uid=uid)
+                installed = {"installed": installed["installed"] + done.get("installed", []), **(
+                    {"failure": done["failure"]} if done.get("failure") else {})}
+        if pair.get("setup_in_job"):
             result["installed_in_job"] = installed.get("installed")
         read_fd, write_fd = os.pipe()
+        bench_end, model_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         own = pair_manifest(manifest, pair)
-        cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path,
-               "--pair", pair["key"], "--report-fd", str(write_fd)]
-        fds: tuple[int, ...] = ()
+        sides = []
+        seccomp_fds: list[int] = []
+        how = ""
         try:
-            cmd, how, fds = sandboxed(own, pair, workdir, cmd, uid=uid)
+            model_caches = plugin_caches(manifest, "models", pair["model_plugin"])
+            bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
+            boundary_py = str(Path(manifest.worker).with_name("boundary.py"))
+            model_cmd = [env_python, boundary_py, "serve-model", "--manifest", own.path, "--pair", pair["key"],
+                         "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
+            bench_cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path, "--pair", pair["key"],
+                         "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
+                         "--handoff", str(handoff)]
+            model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(str(handoff),),
+                                                   uid=model_uid, folders=model_folders,
+                                                   writable=cache_folders(manifest, model_caches))
+            seccomp_fds += model_fds
+            sides.append((model_argv, model_dir, model_caches, (model_end.fileno(), *model_fds)))
+            bench_argv, how, bench_fds = sandboxed(own, pair, bench_dir, bench_cmd, uid=bench_uid,
+                                                   folders=bench_folders,
+                                                   writable=(*cache_folders(manifest, bench_caches), str(handoff)))
+            seccomp_fds += bench_fds
+            sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds)))
         except StageError as exc:
-            cmd, how = [], exc.reason
+            how = how or exc.reason
+            failure = {"state": "FAILED", "stage": exc.stage, "reason": exc.reason}
         reader = ReportReader(read_fd)
         processes = _process_limit(manifest)
+        procs: list[subprocess.Popen] = []
         with open(log, "ab") as logf:
-            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
+            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how}; the model "
+                       f"in its own process)\n".encode())
+            if manifest.trusted_caches:
+                logf.write(f"[score-plugins] caches shared by every plugin (trusted_caches): "
+                           f"{', '.join(manifest.trusted_caches)}\n".encode())
             logf.flush()
-            proc = None
             output = LogWriter(logf, manifest.output_limit_bytes)
+            failure = failure or installed.get("failure")
             try:
-                if not cmd:
-                    failure = {"state": "FAILED", "stage": "import", "reason": how}
-                else:
-                    proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=output.fd,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, pass_fds=(write_fd, *fds),
-                                            preexec_fn=child_setup(manifest, processes))
+                for argv, side_dir, caches, pass_fds in sides if failure is None else ():
+                    procs.append(subprocess.Popen(
+                        argv, cwd=side_dir, env=child_env(manifest, side_dir, caches), stdout=output.fd,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        pass_fds=pass_fds, preexec_fn=child_setup(manifest, processes)))
             except OSError as exc:
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
             finally:
-                for fd in (write_fd, *fds):
+                for fd in (write_fd, *seccomp_fds):
                     os.close(fd)
+                bench_end.close()
+                model_end.close()
                 output.started()
             reader.start()
-            if installed is not None and installed.get("failure"):
-                if proc is not None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    proc = None
-                failure = installed["failure"]
-            if proc is not None:
-                watch = PairWatch(manifest, workdir, uid, output)
-                code, usage, stopped = wait_with_usage(proc, timeout, watch.check)
+            if failure is None and len(procs) == 2:
+                watch = PairWatch(manifest, Path(tmp), uids, output)
+                code, usage, stopped = wait_with_usage(procs[1], timeout, watch.check)
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
                 stage, reported, problem = reader.outcome()
@@ -463,11 +553,55 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                     elif failure and "[Errno 27]" in failure["reason"]:  # Python ignores SIGXFSZ: EFBIG instead
                         failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
                                               " bytes)")
+            model_usage = _end_model(procs, failure is None and len(procs) == 2)
+            if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
+                result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
             output.finish()
             reader.close()
+            if failure and len(procs) == 2 and "closed the channel" in str(failure.get("reason")):
+                failure = _model_died(procs[0].returncode, failure)
         cap_log(log)
         Path(own.path).unlink(missing_ok=True)
     return failure
+
+
+def _end_model(procs: list[subprocess.Popen], scored: bool):  # noqa: ANN202 - a resource usage or None
+    """Every process of the pair ends: the model's when the benchmark's side hangs up (2 s after a score), else
+    it is stopped. Returns the model's process's resource usage (its peak memory), when it had one."""
+    usage = None
+    for proc in procs:
+        deadline = time.monotonic() + (2 if proc is procs[0] and scored else 0.01)
+        while proc.returncode is None:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                usage = rusage if proc is procs[0] else usage
+                break
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _pid, status, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                usage = rusage if proc is procs[0] else usage
+                break
+            time.sleep(0.01)
+        try:  # nothing of the pair outlives it (bubblewrap's own children too)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return usage
+
+
+def _model_died(code: int | None, failure: dict) -> dict:
+    """The benchmark's side lost the model: say how the model's process ended (a signal, e.g. the OOM killer)."""
+    if code is not None and code > 128 and (code - 128) in set(signal.Signals):
+        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
+    if code is None or code >= 0:
+        return {**failure, "reason": f"{failure['reason']} (the model's process exited with code {code})"}
+    died = _child_outcome(code, failure["stage"], None, None, {}) or failure
+    return {**died, "reason": died["reason"].replace("plugin process", "the model's process was", 1)}
 
 
 def _process_limit(manifest: Manifest) -> int | None:
@@ -536,8 +670,8 @@ class PairWatch:
     """Checks, while the pair runs, the limits no rlimit enforces for the pair as a whole: its output, its
     processes (per-pair user, root only) and the bytes in its work folder. Returns the reason to stop it."""
 
-    def __init__(self, manifest: Manifest, workdir: Path, uid: int, output: LogWriter):
-        self.manifest, self.workdir, self.uid, self.output = manifest, workdir, uid, output
+    def __init__(self, manifest: Manifest, workdir: Path, uids: tuple[int, ...], output: LogWriter):
+        self.manifest, self.workdir, self.uids, self.output = manifest, workdir, tuple(set(uids)), output
         self.next_slow = 0.0
 
     def check(self) -> str | None:
@@ -547,7 +681,8 @@ class PairWatch:
         if m.sandbox == "off" or time.monotonic() < self.next_slow:
             return None
         self.next_slow = time.monotonic() + 1.0
-        if m.max_processes and sb.running_as_root() and sb.count_processes(self.uid) >= m.max_processes:
+        if m.max_processes and sb.running_as_root() and \
+                max(sb.count_processes(uid) for uid in self.uids) >= m.max_processes:
             return f"pair reached its limit of {m.max_processes} processes and was stopped"
         if m.disk_limit_bytes and sb.tree_size(str(self.workdir), m.disk_limit_bytes) > m.disk_limit_bytes:
             return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
@@ -582,20 +717,20 @@ print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
 REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
 
 
-def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path, *,
-                   uid: int = NOBODY) -> dict:
+def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path,
+                   wanted: list[str] | None = None, visible: list[str] | None = None, *, uid: int = NOBODY) -> dict:
     """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
     (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
     pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
-    {"failure": ...}."""
+    {"failure": ...}. `wanted`: these folders only, in a sandbox that sees `visible` (one side of the pair)."""
     root = Path(manifest.code_dir) / manifest.domain_root
     uv = manifest.uv or shutil.which("uv") or "uv"
     requirements: list[str] = []
     with open(log, "ab") as logf:
-        for folder in pair["setup_in_job"]:
+        for folder in pair["setup_in_job"] if wanted is None else wanted:
             plugin_dir = root / folder
             proc = _sandboxed_run(manifest, pair, workdir, [env_python, "-c", SETUP_READER], env_python, (),
-                                  plugin_dir, logf, capture=True, uid=uid)
+                                  plugin_dir, logf, capture=True, uid=uid, folders=visible)
             lines = [line for line in proc[1].splitlines() if line.startswith("SCORE_PLUGINS_REQUIRES ")]
             try:
                 found = json.loads(lines[-1].split(" ", 1)[1]) if lines else None
@@ -620,7 +755,7 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
         site = workdir / "site"
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
                                                            "--target", str(site), *requirements],
-                                 env_python, (uv,), workdir / "home", logf, uid=uid)
+                                 env_python, (uv,), workdir / "home", logf, uid=uid, folders=visible)
     if code != 0:
         return {"failure": {"state": "FAILED", "stage": "env_build",
                             "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
@@ -631,15 +766,16 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
 
 def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,
                    extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False,  # noqa: ANN001
-                   uid: int = NOBODY) -> tuple[int, str]:
-    """One helper command in the pair's sandbox (same view, same user, same limits), with a time limit."""
+                   uid: int = NOBODY, folders: list[str] | None = None) -> tuple[int, str]:
+    """One helper command in one side's sandbox (same view, same user, same limits, no cache), with a time
+    limit."""
     try:
         args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd,
-                                    uid=uid)
+                                    uid=uid, folders=folders, writable=())
     except StageError as exc:
         logf.write(f"[score-plugins] {exc.reason}\n".encode())
         return 1, ""
-    env = child_env(manifest, workdir)
+    env = child_env(manifest, workdir, {})
     env.update({"UV_CACHE_DIR": str(workdir / "home" / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
                 "UV_LINK_MODE": "copy"})
     try:
@@ -958,7 +1094,8 @@ def read_score(value: object, benchmark_ceiling: object = None) -> dict:
 
 
 def cmd_score_pair(args: argparse.Namespace) -> int:
-    """Inside the plugins' environment: import both plugins, score, report through the pipe. Never raises."""
+    """Inside the plugins' environment, the benchmark's side: import the benchmark plugin, score it against the
+    model's process (a boundary.RemoteModel), report through the pipe. Never raises."""
     import importlib
 
     report_fd = os.fdopen(args.report_fd, "w", encoding="utf-8", closefd=True)
@@ -976,22 +1113,28 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         send({"stage": name})
 
     stage("import")
+    channel = None
     try:
         manifest = load_manifest(args.manifest)
         pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
+        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff),
+                                   peer="the model's process")
         root = manifest.domain_root
         domain = importlib.import_module(root)
         try:
-            importlib.import_module(f"{root}.models.{pair['model_plugin']}")
-            model_factory = getattr(domain, "model_registry")[pair["model"]]
             importlib.import_module(f"{root}.benchmarks.{pair['benchmark_plugin']}")
             benchmark_factory = getattr(domain, "benchmark_registry")[pair["benchmark"]]
         except KeyError as exc:
             raise StageError("import", f"{exc} is not registered after importing its plugin") from None
+        boundary.wait_for_model(channel, "imported")  # the model's process imports its plugin meanwhile
         stage("score")
-        model = model_factory()
+        boundary.wait_for_model(channel, "ready")
+        model = boundary.RemoteModel(channel, pair["model"])
         benchmark = benchmark_factory()
         value = benchmark(model)
+        violation = boundary.violation(model)
+        if violation:  # a benchmark that caught the error still fails its pair with it
+            raise StageError("score", violation)
         ceiling_attr = None
         if not isinstance(getattr(value, "attrs", None), dict) or "ceiling" not in value.attrs:
             try:  # a Score that carries its ceiling is enough; else the benchmark's own, for the record
@@ -1004,10 +1147,17 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.ModelFailed as exc:
+        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.BoundaryError as exc:
+        report = {"status": "error", "stage": current["stage"], "reason": str(exc)}
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
         traceback.print_exc()
         report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    finally:
+        if channel is not None:
+            channel.close()  # the model's process sees the end and exits
     send(report)
     return 1
 
@@ -1025,6 +1175,8 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("--manifest", required=True)
     pair.add_argument("--pair", required=True)
     pair.add_argument("--report-fd", type=int, required=True, help="pipe to the worker (stages, then the result)")
+    pair.add_argument("--model-fd", type=int, required=True, help="socket to the model's process")
+    pair.add_argument("--handoff", required=True, help="folder for stimulus files the model may read")
     args = parser.parse_args(argv)
     if args.command == "run-task":
         return cmd_run_task(args)
