@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.conda import conda_lock_from_file, lock_conda, render_explicit
+from envs.conda import conda_lock_from_file, lock_conda, render_explicit, stage_lockfile
 from envs.lock import EnvError
 from jobscripts import render_env_builder
 from pipeline.config import load_settings
@@ -30,19 +30,22 @@ def build_package(recipes: Path, channel: Path, name: str, version: str, script:
     lines = "\n".join(f"    - {json.dumps(line)}" for line in script)
     (folder / "recipe.yaml").write_text(f"package:\n  name: {name}\n  version: \"{version}\"\n"
                                         f"build:\n  noarch: generic\n  script:\n{lines}\n")
-    rattler_build.build_recipes([str(folder / "recipe.yaml")], output_dir=str(channel), test="skip")
+    rattler_build.build_recipes([str(folder / "recipe.yaml")], output_dir=str(channel), test="skip",
+                                allow_symlinks_on_windows=True)
 
 
 @pytest.fixture(scope="session")
 def conda_channel(tmp_path_factory) -> str:
-    """A real conda channel: a `python` that runs this machine's interpreter with CONDA_PREFIX set
-    (as activation would), and a data package in two versions."""
+    """A real conda channel: a `python` (a stand-in, named so: conda-forge cannot be reached from here) whose
+    prefix is an environment of its own -- `bin/python` links this machine's interpreter and a `pyvenv.cfg`
+    makes the prefix its `sys.prefix`, so what uv installs lands in the prefix as in a real conda
+    environment -- and a data package in two versions."""
     root = tmp_path_factory.mktemp("channel")
     channel = root / "channel"
-    shim = ("#!/bin/sh\nCONDA_PREFIX=\"$(cd \"$(dirname \"$0\")/..\" && pwd)\"\nexport CONDA_PREFIX\n"
-            f"exec {BASE_PYTHON} \"$@\"\n")
+    home = os.path.dirname(BASE_PYTHON)
     build_package(root / "recipes", channel, "python", "3.11.99", [
-        "mkdir -p $PREFIX/bin", f"printf '%s' '{shim}' > $PREFIX/bin/python", "chmod 755 $PREFIX/bin/python"])
+        "mkdir -p $PREFIX/bin", f"ln -s {BASE_PYTHON} $PREFIX/bin/python",
+        f"printf 'home = {home}\\ninclude-system-site-packages = false\\nversion = 3.11.99\\n' > $PREFIX/pyvenv.cfg"])
     for version in ("1.0.0", "2.0.0"):
         build_package(root / "recipes", channel, "spdemo-data", version, [
             "mkdir -p $PREFIX/share/spdemo", f"echo 'spdemo {version}' > $PREFIX/share/spdemo/version.txt"])
@@ -66,8 +69,15 @@ def test_lock_is_keyed_by_the_solution_and_renders_with_conda_lock(conda_channel
 def test_micromamba_and_conda_lines_as_text(tmp_path):
     micromamba = render_env_builder(backend="micromamba", micromamba="/opt/mm/bin/micromamba")
     conda = render_env_builder(backend="conda", conda="/opt/conda/bin/conda")
-    assert '"$MICROMAMBA" create -y -p "$target" -f "$lockfile"' in micromamba
-    assert '"$CONDA" create -y -p "$target" --file "$lockfile"' in conda
+    assert '"$MICROMAMBA" create -y -p "$target" -f "$parts/conda-explicit.txt"' in micromamba
+    assert '"$CONDA" create -y -p "$target" --file "$parts/conda-explicit.txt"' in conda
+    for text in (micromamba, conda):  # both layers: conda packages by the node's tool, then the pip layer by uv
+        assert "grep -v '^# pip ' \"$explicit\" > \"$parts/conda-explicit.txt\"" in text
+        assert "sed -n 's/^# pip //p' \"$explicit\" > \"$parts/pip-requirements.txt\"" in text
+        assert ('"$UV" pip install --quiet --no-deps --python "$target/bin/python" "$hash_mode" '
+                '-r "$parts/pip-requirements.txt"') in text
+        # marked complete only after both layers are in
+        assert text.index("create -y -p") < text.index('"$UV" pip install') < text.index('> "$marker"')
     for name, text in (("mm.sh", micromamba), ("conda.sh", conda)):
         (tmp_path / name).write_text(text)
         proc = subprocess.run(["shellcheck", str(tmp_path / name)], capture_output=True, text=True)
@@ -80,13 +90,16 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     tool = Path(__file__).resolve().parents[1] / "envs/rattler_tool.py"
     builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable, rattler_tool=str(tool)))
     target = tmp_path / "envs" / lock.env_hash
-    proc = subprocess.run(["bash", str(builder), str(target), str(lock.path)], capture_output=True, text=True)
+    staged = stage_lockfile(lock.path, tmp_path / "run-locks")
+    proc = subprocess.run(["bash", str(builder), str(target), str(staged)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verified 2 packages" in proc.stdout
     assert (target / "share/spdemo/version.txt").read_text().strip() == "spdemo 2.0.0"
     assert conda_lock_from_file(target / "score-plugins.lock", "rattler").env_hash == lock.env_hash
-    corrupt = tmp_path / "corrupt.yml"
+    corrupt = tmp_path / "corrupt" / "conda-lock.yml"
+    corrupt.parent.mkdir()
     corrupt.write_text(lock.path.read_text().replace("2.0.0", "9.9.9"))
+    (corrupt.parent / "conda-linux-64.lock").write_text((staged.parent / "conda-linux-64.lock").read_text())
     bad = subprocess.run(["bash", str(builder), str(tmp_path / "envs/bad"), str(corrupt)], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and not (tmp_path / "envs/bad/.score-plugins-complete").exists()
