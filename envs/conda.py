@@ -147,15 +147,22 @@ def _complete(path: Path) -> bool:
 
 
 def conda_lock_from_file(path: Path, backend: str) -> CondaLock:
+    """The lock's identity: the conda part as before, the pip part (when there is one) added to both hashes."""
     data = yaml.safe_load(path.read_text())
     try:
-        packages = tuple(sorted(f"{p['name']}=={p['version']}={p['url'].rsplit('/', 1)[-1]}" for p in data["package"]))
-        digests = sorted(f"{p['name']}:{p['hash'].get('sha256') or p['hash'].get('md5')}" for p in data["package"])
-    except (KeyError, TypeError) as exc:
+        conda = [p for p in data["package"] if p.get("manager", "conda") == "conda"]
+        pip = [p for p in data["package"] if p.get("manager") == "pip"]
+        packages = tuple(sorted(f"{p['name']}=={p['version']}={p['url'].rsplit('/', 1)[-1]}" for p in conda))
+        pip_packages = tuple(sorted(f"{p['name']} @ {p['url']}" if (p.get("source") or {}).get("type") == "url"
+                                    else f"{p['name']}=={p['version']}" for p in pip))
+        digests = sorted(f"{p['name']}:{p['hash'].get('sha256') or p['hash'].get('md5')}" for p in conda)
+        digests += sorted(f"pip:{p['name']}:{p['hash'].get('sha256') or p['url']}" for p in pip)
+    except (KeyError, TypeError, AttributeError) as exc:
         raise EnvError(f"{path} is not a conda-lock file ({exc})") from None
     lock_hash = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
-    env_hash = hashlib.sha256("\n".join([backend, *packages]).encode()).hexdigest()[:16]
-    return CondaLock(path, packages, lock_hash, env_hash, backend)
+    solved = [backend, *packages] + (["--pip", *pip_packages] if pip_packages else [])
+    env_hash = hashlib.sha256("\n".join(solved).encode()).hexdigest()[:16]
+    return CondaLock(path, packages, lock_hash, env_hash, backend, pip_packages=pip_packages)
 
 
 def render_explicit(lockfile: Path, out_dir: Path, platform: str = "linux-64") -> Path:

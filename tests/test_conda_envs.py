@@ -19,7 +19,9 @@ from jobscripts import render_env_builder
 from pipeline.config import load_settings
 from tests.conftest import commit_all, write
 
-BASE_PYTHON = os.path.realpath(load_settings(environ={}).python)
+SETTINGS = load_settings(environ={})
+BASE_PYTHON = os.path.realpath(SETTINGS.python)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_package(recipes: Path, channel: Path, name: str, version: str, script: list[str]) -> None:
@@ -132,3 +134,49 @@ def test_conda_plugins_are_scored_in_their_environment(conda_channel, workspace,
     plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
                           "--benchmarks", "conda-bench")
     assert "mixing requirements.txt and environment.yml" in plan["cannot_run"][0]["problem"]
+
+
+def test_one_lockfile_holds_both_layers_and_the_node_installs_both(conda_channel, tmp_path):
+    """The conda part (interpreter, data package) and the pip part (an index package with its sha256, a git
+    requirement pinned to its commit) in ONE conda-lock file, which the real conda-lock reads; rattler builds
+    the prefix, uv installs the pip part into the prefix's own interpreter, hashes required."""
+    from tests.brainscore_like import make_git_package
+
+    git_req = make_git_package(tmp_path / "tinypkg")
+    lock = lock_conda([conda_channel], ["python 3.11.*", "spdemo-data"], tmp_path / "locks", "rattler",
+                      pip_requirements=("six==1.16.0", git_req), uv=SETTINGS.uv)
+    import yaml
+
+    entries = {p["name"]: p for p in yaml.safe_load(lock.path.read_text())["package"]}
+    assert {n: p["manager"] for n, p in entries.items()} == {
+        "python": "conda", "spdemo-data": "conda", "six": "pip", "tinypkg": "pip"}
+    six = entries["six"]
+    assert six["url"].endswith("six-1.16.0-py2.py3-none-any.whl") and len(six["hash"]["sha256"]) == 64
+    assert entries["tinypkg"]["url"].startswith("git+file://") and "@" in entries["tinypkg"]["url"].split("//")[1]
+    assert lock.pip_packages[0].startswith("six==1.16.0") and "tinypkg @ git+file://" in lock.pip_packages[1]
+    staged = stage_lockfile(lock.path, tmp_path / "run-locks")  # the real conda-lock renders our file
+    explicit = (staged.parent / "conda-linux-64.lock").read_text()
+    assert f"# pip six @ {six['url']}#sha256={six['hash']['sha256']}" in explicit
+    assert "# pip tinypkg @ git+file://" in explicit
+
+    builder = tmp_path / "build_env_conda.sh"
+    builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable,
+                                          rattler_tool=str(ROOT / "envs/rattler_tool.py"), uv=SETTINGS.uv))
+    target = tmp_path / "envs" / lock.env_hash
+    proc = subprocess.run(["bash", str(builder), str(target), str(staged)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pip layer of 2 packages installed" in proc.stdout
+    check = subprocess.run([str(target / "bin/python"), "-c", "import six, sys, tinypkg; "
+                            "print(sys.prefix, six.__file__, tinypkg.__file__)"], capture_output=True, text=True)
+    prefix, six_file, tiny_file = check.stdout.split()
+    assert Path(prefix) == target and six_file.startswith(str(target)) and tiny_file.startswith(str(target))
+
+    # a pip artifact whose hash is not the locked one: the build fails and the environment is not marked complete
+    tampered = tmp_path / "tampered" / "conda-lock.yml"
+    tampered.parent.mkdir()
+    tampered.write_text(staged.read_text())
+    (tampered.parent / "conda-linux-64.lock").write_text(explicit.replace(six["hash"]["sha256"], "0" * 64))
+    bad = subprocess.run(["bash", str(builder), str(tmp_path / "envs/tampered"), str(tampered)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "Hash mismatch" in bad.stderr, bad.stdout + bad.stderr
+    assert not (tmp_path / "envs/tampered/.score-plugins-complete").exists()
