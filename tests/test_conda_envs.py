@@ -107,33 +107,96 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     assert bad.returncode != 0 and not (tmp_path / "envs/bad/.score-plugins-complete").exists()
 
 
-def test_conda_plugins_are_scored_in_their_environment(conda_channel, workspace, example_repo):
-    env_yml = f"channels:\n  - {conda_channel}\ndependencies:\n  - python\n  - spdemo-data >=2\n"
+BENCH = """import sys
+from pathlib import Path
+
+from sklearn_scores import benchmark_registry
+
+
+class Bench:
+    def __call__(self, model):
+        import six  # the domain's pip dependency, installed into the conda prefix
+
+        if not six.__file__.startswith(sys.prefix):
+            return 0.0
+        data = Path(sys.prefix) / 'share/spdemo/version.txt'
+        if not data.exists():
+            return 0.5  # a pip-only pair in a conda environment (env_backend = conda)
+        return 0.25 if data.read_text().strip() == 'spdemo 2.0.0' else 0.0
+
+
+benchmark_registry['conda-bench'] = Bench
+"""
+
+
+def brainscore_shaped_pair(example_repo: Path, channel: str) -> None:
+    """Like a Brain-Score plugin repository: the domain's pip dependencies and interpreter in its root
+    `pyproject.toml`; a model plugin with an `environment.yml` (a conda package); a benchmark without one."""
+    write(example_repo, "pyproject.toml", '[project]\nname = "sklearn-scores"\nversion = "0.1"\n'
+          'requires-python = ">=3.11"\ndependencies = ["six==1.16.0"]\n')
     write(example_repo, "sklearn_scores/models/conda_model/__init__.py",
           "from sklearn_scores import model_registry\nmodel_registry['conda-model'] = lambda: object()\n")
-    write(example_repo, "sklearn_scores/models/conda_model/environment.yml", env_yml)
-    write(example_repo, "sklearn_scores/benchmarks/conda_bench/__init__.py",
-          "import os\nfrom pathlib import Path\nfrom sklearn_scores import benchmark_registry\n\n"
-          "class Bench:\n    def __call__(self, model):\n"
-          "        text = (Path(os.environ['CONDA_PREFIX']) / 'share/spdemo/version.txt').read_text()\n"
-          "        return 0.25 if text.strip() == 'spdemo 2.0.0' else 0.0\n\n"
-          "benchmark_registry['conda-bench'] = Bench\n")
-    # this channel's `python` is a shim that runs the machine's interpreter: the sandbox must show it
-    workspace.env["SCORE_PLUGINS_SANDBOX_EXTRA_PATHS"] = str(Path(BASE_PYTHON).parent.parent)
-    write(example_repo, "sklearn_scores/benchmarks/conda_bench/environment.yml", env_yml)
-    commit_all(example_repo, "plugins with conda environments")
-    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "conda-model",
-                            "--benchmarks", "conda-bench")
+    write(example_repo, "sklearn_scores/models/conda_model/environment.yml",
+          f"channels:\n  - {channel}\ndependencies:\n  - spdemo-data >=2\n")
+    write(example_repo, "sklearn_scores/benchmarks/conda_bench/__init__.py", BENCH)
+    commit_all(example_repo, "a model with a conda environment, a domain with pip dependencies")
+
+
+def check_one_environment_with_both_layers(workspace, repo: Path, executor: str) -> Path:
+    result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~1", "--models", "conda-model",
+                            "--benchmarks", "conda-bench", "--executor", executor)
     assert result["states"] == {"COMPLETED": 1}, result
     [row] = workspace.json("leaderboard")
-    assert row["score"] == 0.25
+    assert row["score"] == 0.25  # spdemo-data 2.0.0 from the conda part, six from the pip part, one prefix
     [run_dir] = list(workspace.state.glob("runs/*"))
-    assert (run_dir / "build_env_conda.sh").exists()
-    assert list(run_dir.glob("locks/*/conda-lock.yml"))
-    # a pip model on a conda benchmark cannot share one environment: a clear, recorded refusal
-    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
-                          "--benchmarks", "conda-bench")
-    assert "mixing requirements.txt and environment.yml" in plan["cannot_run"][0]["problem"]
+    [lockfile] = run_dir.glob("locks/*/conda-lock.yml")
+    import yaml
+
+    managers = {p["name"]: p["manager"] for p in yaml.safe_load(lockfile.read_text())["package"]}
+    assert managers == {"python": "conda", "spdemo-data": "conda", "six": "pip"}  # the lock records both layers
+    env = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]) / row["env_hash"]
+    assert (env / "score-plugins.lock").read_text() == lockfile.read_text()
+    assert "pip layer of 1 packages installed" in (run_dir / "logs/env-0.log").read_text()
+    [task] = json.loads((run_dir / "manifest.json").read_text())["tasks"]  # the run's provenance, by layer
+    assert task["packages"]["kind"] == "conda" and task["packages"]["pip"] == ["six==1.16.0"]
+    assert [p.split("==")[0] for p in task["packages"]["conda"]] == ["python", "spdemo-data"]
+    return env
+
+
+@pytest.fixture
+def conda_workspace(conda_channel, workspace, example_repo, tmp_path):
+    brainscore_shaped_pair(example_repo, conda_channel)
+    # this channel's `python` links the machine's interpreter: the sandbox must show it
+    workspace.env["SCORE_PLUGINS_SANDBOX_EXTRA_PATHS"] = str(Path(BASE_PYTHON).parent.parent)
+    workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(tmp_path / "envs")  # built by this test, not found ready
+    return workspace, example_repo
+
+
+def test_brainscore_shaped_pair_builds_one_conda_environment_with_both_layers(conda_workspace, conda_channel):
+    workspace, repo = conda_workspace
+    env = check_one_environment_with_both_layers(workspace, repo, "local")
+    # a second pair whose declarations differ but solve the same: the same environment, reused
+    write(repo, "sklearn_scores/models/conda_model_2/__init__.py",
+          "from sklearn_scores import model_registry\nmodel_registry['conda-model-2'] = lambda: object()\n")
+    write(repo, "sklearn_scores/models/conda_model_2/environment.yml",
+          f"channels:\n  - {conda_channel}\ndependencies:\n  - spdemo-data\n")
+    # env_backend = conda: a pair without environment.yml gets a conda environment too (default channels)
+    write(repo, "sklearn_scores/models/plain_model/__init__.py",
+          "from sklearn_scores import model_registry\nmodel_registry['plain-model'] = lambda: object()\n")
+    commit_all(repo, "two more models")
+    workspace.env.update({"SCORE_PLUGINS_ENV_BACKEND": "conda", "SCORE_PLUGINS_CONDA_CHANNELS": conda_channel})
+    result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~1", "--benchmarks", "conda-bench")
+    assert result["states"] == {"COMPLETED": 2}, result
+    rows = {r["model"]: r for r in workspace.json("leaderboard")}
+    assert rows["conda-model-2"]["env_hash"] == env.name and rows["conda-model-2"]["score"] == 0.25
+    assert rows["plain-model"]["score"] == 0.5 and rows["plain-model"]["env_hash"] != env.name
+    run_dir = max(workspace.state.glob("runs/*"), key=lambda p: p.stat().st_mtime)
+    logs = {p.read_text().split("\n")[0] for p in run_dir.glob("logs/env-*.log")}
+    assert f"score-plugins: reusing environment {env}" in logs, logs
+
+
+def test_brainscore_shaped_pair_on_slurm(slurm_cluster, conda_workspace):
+    check_one_environment_with_both_layers(*conda_workspace, "slurm")
 
 
 def test_one_lockfile_holds_both_layers_and_the_node_installs_both(conda_channel, tmp_path):
