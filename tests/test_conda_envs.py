@@ -16,6 +16,7 @@ import pytest
 from envs.conda import conda_lock_from_file, lock_conda, render_explicit, stage_lockfile
 from envs.lock import EnvError
 from jobscripts import render_env_builder
+from pipeline.executors.base import job_environment
 from pipeline.config import load_settings
 from tests.conftest import commit_all, write
 
@@ -175,6 +176,20 @@ def conda_workspace(conda_channel, workspace, example_repo, tmp_path):
 def test_brainscore_shaped_pair_builds_one_conda_environment_with_both_layers(conda_workspace, conda_channel):
     workspace, repo = conda_workspace
     env = check_one_environment_with_both_layers(workspace, repo, "local")
+    # reproduce: the run's own lockfile (both layers), a fresh environment root, the identical score
+    [row] = workspace.json("leaderboard")
+    out = workspace.path / "reproduced"
+    workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(workspace.path / "envs-again")
+    data = workspace.json("reproduce", str(row["id"]), "--out", str(out))
+    workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(env.parent)
+    [original] = workspace.state.glob("runs/*/locks/*/conda-lock.yml")
+    assert (out / "locks" / env.name / "conda-lock.yml").read_text() == original.read_text()
+    proc = subprocess.run(["bash", data["job_script"]], env=job_environment({"SLURM_ARRAY_TASK_ID": "0"}),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + (out / "logs/task-0.out").read_text()
+    assert (workspace.path / "envs-again" / env.name / ".score-plugins-complete").exists()  # rebuilt, same key
+    [result] = [json.loads(p.read_text()) for p in (out / "spool").glob("*.json")]
+    assert result["status"] == "ok" and result["score_ceiled"] == row["score"]
     # a second pair whose declarations differ but solve the same: the same environment, reused
     write(repo, "sklearn_scores/models/conda_model_2/__init__.py",
           "from sklearn_scores import model_registry\nmodel_registry['conda-model-2'] = lambda: object()\n")
