@@ -180,7 +180,12 @@ def test_brainscore_shaped_pair_builds_one_conda_environment_with_both_layers(co
     [row] = workspace.json("leaderboard")
     out = workspace.path / "reproduced"
     workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(workspace.path / "envs-again")
-    data = workspace.json("reproduce", str(row["id"]), "--out", str(out))
+    channel = Path(conda_channel.removeprefix("file://"))
+    channel.rename(channel.with_name("away"))  # nothing is solved again: with the channel gone, a solve would fail
+    try:
+        data = workspace.json("reproduce", str(row["id"]), "--out", str(out))
+    finally:
+        channel.with_name("away").rename(channel)
     workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(env.parent)
     [original] = workspace.state.glob("runs/*/locks/*/conda-lock.yml")
     assert (out / "locks" / env.name / "conda-lock.yml").read_text() == original.read_text()

@@ -10,6 +10,10 @@ target="${1:?usage: build_env.sh TARGET LOCKFILE}"
 lockfile="${2:?usage: build_env.sh TARGET LOCKFILE}"
 RATTLER_PYTHON=/usr/bin/python3
 RATTLER_TOOL=/runs/r1/rattler_tool.py
+# the pip layer is installed by uv into the environment's own interpreter
+UV=uv
+export UV_PYTHON_DOWNLOADS=never
+export UV_LINK_MODE=copy
 marker="$target/.score-plugins-complete"
 
 if [ -f "$marker" ]; then
@@ -25,10 +29,30 @@ if [ -f "$marker" ]; then
 fi
 echo "score-plugins: building environment $target from $lockfile"
 rm -rf -- "$target"
-# py-rattler installs from the conda-lock.yml; a rare crash after a finished install was seen,
+# One lockfile (conda-lock.yml) holds both layers; beside it, `conda-lock render --kind explicit` of the same
+# file: its conda URLs (with md5) are the conda part, its `# pip NAME @ URL#sha256=...` lines the pip part.
+explicit="$(dirname "$lockfile")/conda-linux-64.lock"
+parts="$(mktemp -d)"
+# shellcheck disable=SC2317  # called by the EXIT trap
+remove_parts() { rm -rf -- "$parts"; }
+trap remove_parts EXIT
+grep -v '^# pip ' "$explicit" > "$parts/conda-explicit.txt"
+sed -n 's/^# pip //p' "$explicit" > "$parts/pip-requirements.txt"
+# py-rattler installs the lock's conda packages; a rare crash after a finished install was seen,
 # so the result is verified rather than the installer's exit code trusted.
 "$RATTLER_PYTHON" "$RATTLER_TOOL" install "$lockfile" "$target" || echo "score-plugins: installer exited $?"
 "$RATTLER_PYTHON" "$RATTLER_TOOL" verify "$lockfile" "$target"
+if [ -s "$parts/pip-requirements.txt" ]; then
+  # Every index package carries its sha256; a VCS requirement is pinned to the commit it resolved to, which
+  # pip's hash mode cannot express, so such a layer is installed with its hashes verified where given.
+  hash_mode=--require-hashes
+  if grep -q ' @ git+' "$parts/pip-requirements.txt"; then
+    hash_mode=--verify-hashes
+  fi
+  "$UV" pip install --quiet --no-deps --python "$target/bin/python" "$hash_mode" -r "$parts/pip-requirements.txt"
+  echo "score-plugins: pip layer of $(wc -l < "$parts/pip-requirements.txt") packages installed"
+fi
+"$target/bin/python" -c 'import sys; print("score-plugins: environment python", sys.version.split()[0])'
 cp -- "$lockfile" "$target/score-plugins.lock"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$marker"
 echo "score-plugins: environment $target complete"
