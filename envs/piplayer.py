@@ -91,15 +91,3 @@ def _best_wheel(wheels: list[dict], rank: dict[Tag, int]) -> dict | None:
             best, best_rank = wheel, found
     return best
 
-
-def requirement_lines(entries: list[dict]) -> list[str]:
-    """What the node installs, as `conda-lock render --kind explicit` writes it after `# pip `:
-    `name @ url#sha256=...` (uv requires the hash), or `name @ git+...@commit`."""
-    lines = []
-    for entry in entries:
-        source = entry.get("source") or {}
-        if source.get("type") == "url":
-            lines.append(f"{entry['name']} @ {source['url']}")
-        else:
-            lines.append(f"{entry['name']} @ {entry['url']}#sha256={entry['hash']['sha256']}")
-    return lines

@@ -201,6 +201,24 @@ def _conda_lock(request: tuple[list[str], list[str], tuple[str, ...]] | str, loc
         return str(exc)
 
 
+def solve_conda_all(requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str], *, locks_dir: Path,
+                    conda_backend: str, rattler_python: str, uv: str, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, CondaLock | str]:
+    """The conda lock of every distinct request, `workers` at a time (py-rattler and uv run as subprocesses);
+    each cached on disk by its inputs, so a request already locked costs a file read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: dict[str, CondaLock | str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {memo: pool.submit(_conda_lock, request, locks_dir, conda_backend, rattler_python, uv)
+                   for memo, request in requests.items()}
+        for index, (memo, future) in enumerate(futures.items(), 1):
+            done[memo] = future.result()
+            if progress:
+                progress(index, len(futures))
+    return done
+
+
 def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: str, python_version: str,
               backend: str, url_schemes: tuple[str, ...], workers: int = 1,
               progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, ...], Lock | str]:
@@ -257,9 +275,21 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
 
     needed = {tuple(sorted(set(m_info[m][3]) | set(b_info[b][3]))) for m, b in candidates
               if not wants_conda(model_plugins[m].key, bench_plugins[b].key)}
-    conda_locks: dict[tuple, CondaLock | str] = {}
     solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
                        url_schemes=url_schemes, workers=lock_workers, progress=progress)
+    # conda pairs: one request per distinct (model facts, benchmark facts, pip set), each solved once
+    requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str] = {}
+    conda_of: dict[tuple[str, str], str] = {}
+    for m, b in candidates:
+        mk, bk = model_plugins[m].key, bench_plugins[b].key
+        if wants_conda(mk, bk):
+            reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
+            memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
+            if memo not in requests:
+                requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs, python_version,
+                                               conda_channels, url_schemes)
+    conda_locks = solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
+                                  rattler_python=rattler_python, uv=uv, workers=lock_workers, progress=progress)
     pairs: list[PlannedPair] = []
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
@@ -267,14 +297,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         m_name, m_hash, m_owner, m_reqs = m_info[m]
         b_name, b_hash, b_owner, b_reqs = b_info[b]
         mk, bk = model_plugins[m].key, bench_plugins[b].key
-        if wants_conda(mk, bk):
-            request = conda_request(catalog, (model_plugins[m], bench_plugins[b]),
-                                    tuple(sorted(set(m_reqs) | set(b_reqs))), python_version, conda_channels,
-                                    url_schemes)
-            memo = repr(request)  # its own file cache, keyed by the inputs; read once per distinct request
-            if memo not in conda_locks:
-                conda_locks[memo] = _conda_lock(request, locks_dir, conda_backend, rattler_python, uv)
-            lock = conda_locks[memo]
+        if (m, b) in conda_of:
+            lock = conda_locks[conda_of[(m, b)]]
         else:
             lock = locks.get((m_reqs, b_reqs))
         if lock is None:

@@ -263,3 +263,12 @@ def test_one_lockfile_holds_both_layers_and_the_node_installs_both(conda_channel
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "Hash mismatch" in bad.stderr, bad.stdout + bad.stderr
     assert not (tmp_path / "envs/tampered/.score-plugins-complete").exists()
+
+    # a node without uv: one clear line, and the environment is not marked complete
+    no_uv = tmp_path / "build_env_no_uv.sh"
+    no_uv.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable,
+                                        rattler_tool=str(ROOT / "envs/rattler_tool.py"), uv=str(tmp_path / "no/uv")))
+    missing = subprocess.run(["bash", str(no_uv), str(tmp_path / "envs/no-uv"), str(staged)], capture_output=True,
+                             text=True)
+    assert missing.returncode != 0 and f"no uv at '{tmp_path / 'no/uv'}'" in missing.stderr, missing.stderr
+    assert not (tmp_path / "envs/no-uv/.score-plugins-complete").exists()

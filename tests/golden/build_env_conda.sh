@@ -39,6 +39,10 @@ grep -v '^# pip ' "$explicit" > "$parts/conda-explicit.txt"
 sed -n 's/^# pip //p' "$explicit" > "$parts/pip-requirements.txt"
 "$CONDA" create -y -p "$target" --file "$parts/conda-explicit.txt"
 if [ -s "$parts/pip-requirements.txt" ]; then
+  if ! command -v "$UV" >/dev/null 2>&1; then
+    echo "score-plugins: no uv at '$UV' on $(hostname): the pip layer cannot be installed (setting uv)" >&2
+    exit 1
+  fi
   # Every index package carries its sha256; a VCS requirement is pinned to the commit it resolved to, which
   # pip's hash mode cannot express, so such a layer is installed with its hashes verified where given.
   hash_mode=--require-hashes

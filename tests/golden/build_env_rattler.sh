@@ -43,6 +43,10 @@ sed -n 's/^# pip //p' "$explicit" > "$parts/pip-requirements.txt"
 "$RATTLER_PYTHON" "$RATTLER_TOOL" install "$lockfile" "$target" || echo "score-plugins: installer exited $?"
 "$RATTLER_PYTHON" "$RATTLER_TOOL" verify "$lockfile" "$target"
 if [ -s "$parts/pip-requirements.txt" ]; then
+  if ! command -v "$UV" >/dev/null 2>&1; then
+    echo "score-plugins: no uv at '$UV' on $(hostname): the pip layer cannot be installed (setting uv)" >&2
+    exit 1
+  fi
   # Every index package carries its sha256; a VCS requirement is pinned to the commit it resolved to, which
   # pip's hash mode cannot express, so such a layer is installed with its hashes verified where given.
   hash_mode=--require-hashes
