@@ -210,6 +210,7 @@ def test_brainscore_shaped_pair_builds_one_conda_environment_with_both_layers(co
     rows = {r["model"]: r for r in workspace.json("leaderboard")}
     assert rows["conda-model-2"]["env_hash"] == env.name and rows["conda-model-2"]["score"] == 0.25
     assert rows["plain-model"]["score"] == 0.5 and rows["plain-model"]["env_hash"] != env.name
+    assert (env.parent / rows["plain-model"]["env_hash"] / "conda-meta").is_dir()  # a conda prefix, not a venv
     run_dir = max(workspace.state.glob("runs/*"), key=lambda p: p.stat().st_mtime)
     logs = {p.read_text().split("\n")[0] for p in run_dir.glob("logs/env-*.log")}
     assert f"score-plugins: reusing environment {env}" in logs, logs
