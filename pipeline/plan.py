@@ -270,6 +270,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
     candidates = candidate_pairs(change, catalog, models, benchmarks)
+
     def wants_conda(mk: tuple[str, str], bk: tuple[str, str]) -> bool:
         return backend == "conda" or any(conda[k][1] or conda[k][2] for k in (mk, bk))
 
