@@ -179,13 +179,16 @@ def render_explicit(lockfile: Path, out_dir: Path, platform: str = "linux-64") -
 
 def stage_lockfile(lockfile: Path, folder: Path, platform: str = "linux-64") -> Path:
     """`folder/conda-lock.yml` (a copy of the one lockfile) with its explicit rendering beside it, as the node's
-    build step reads them: the conda URLs for micromamba and conda, the `# pip` lines for uv."""
+    build step reads them: the conda URLs for micromamba and conda, the `# pip` lines for uv. The rendering is
+    made once per cached lock (beside it), not once per run."""
     folder.mkdir(parents=True, exist_ok=True)
-    staged = folder / "conda-lock.yml"
-    if not staged.exists():
-        tmp = folder / "conda-lock.yml.tmp"
-        tmp.write_text(lockfile.read_text())
-        os.replace(tmp, staged)
-    if not (folder / f"conda-{platform}.lock").exists():
-        render_explicit(staged, folder, platform)
-    return staged
+    rendered = lockfile.with_name(f"{lockfile.stem}.{platform}.explicit")
+    if not rendered.exists():
+        with tempfile.TemporaryDirectory(dir=lockfile.parent) as tmp:
+            os.replace(render_explicit(lockfile, Path(tmp), platform), rendered)
+    for source, name in ((lockfile, "conda-lock.yml"), (rendered, f"conda-{platform}.lock")):
+        if not (folder / name).exists():
+            tmp_copy = folder / f"{name}.tmp"
+            tmp_copy.write_text(source.read_text())
+            os.replace(tmp_copy, folder / name)
+    return folder / "conda-lock.yml"
