@@ -157,19 +157,32 @@ def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600
 def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = LockJail()) -> Lock:
     if spec.backend != "uv":
         raise EnvError(f"environment backend {spec.backend!r} cannot lock pip requirements")
+    text = compile_requirements(spec.requirements, uv, ["--python-version", spec.python_version],
+                                output="requirements.txt", cache=path.parent / ".sandbox-uv-cache", jail=jail,
+                                timeout=timeout, what="the plugins' requirements", step="locking")
+    tmp_final = path.with_suffix(".tmp")
+    tmp_final.write_text(text)
+    os.replace(tmp_final, path)
+    return lock_from_file(spec, path)
+
+
+def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, options: list[str], *, output: str,
+                         cache: Path, jail: LockJail, timeout: int, what: str, step: str) -> str:
+    """What `uv pip compile --generate-hashes OPTIONS` wrote for `requirements`, run confined by `jail` (it runs
+    the build backends of git and sdist requirements: submitter code). Every lock on the coordinator goes through
+    here: the uv backend's and the pip layer of a conda lock (envs/piplayer.py). `cache`: uv's cache when
+    confined (the unprivileged user's, kept beside the locks)."""
     from pipeline import sandbox as sb
 
-    confined = jail.mode != "off"
     with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         infile = Path(tmp) / "requirements.in"
-        infile.write_text("\n".join(spec.requirements) + "\n")
-        outfile = Path(tmp) / "requirements.txt"
-        cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--python-version",
-               spec.python_version, "-o", str(outfile), str(infile)]
+        infile.write_text("\n".join(requirements) + "\n")
+        outfile = Path(tmp) / output
+        cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", *options,
+               "-o", str(outfile), str(infile)]
         fds: tuple[int, ...] = ()
         preexec = None
-        if confined:
-            cache = path.parent / ".sandbox-uv-cache"
+        if jail.mode != "off":
             cache.mkdir(mode=0o755, exist_ok=True)
             try:
                 os.chmod(tmp, 0o755)
@@ -193,7 +206,7 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
                                   preexec_fn=preexec, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
-            raise EnvError(f"locking timed out after {timeout} s") from exc
+            raise EnvError(f"{step} timed out after {timeout} s") from exc
         except FileNotFoundError as exc:
             raise EnvError(f"uv not found at {uv}") from exc
         finally:
@@ -201,11 +214,8 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
                 os.close(fd)
         if proc.returncode != 0:
             message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
-            raise EnvError("cannot solve the plugins' requirements: " + " ".join(message[-6:]))
-        tmp_final = path.with_suffix(".tmp")
-        tmp_final.write_text(_read_own_file(outfile))
-        os.replace(tmp_final, path)
-    return lock_from_file(spec, path)
+            raise EnvError(f"cannot solve {what}: " + " ".join(message[-6:]))
+        return _read_own_file(outfile)
 
 
 def _read_own_file(path: Path, cap: int = 50 << 20) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from envs.conda import render_explicit, rattler_tool
+from envs.conda import rattler_tool, stage_lockfile
 from jobscripts import ScoreJob, TaskLine, render_env_builder, render_score_job
 from pipeline import gitrepo
 from pipeline.config import Settings
@@ -126,7 +126,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         lock = group[0].lock
         assert lock is not None
         if getattr(lock, "kind", "pip") == "conda":
-            lockfile = conda_lockfile(settings, lock, run_dir)
+            lockfile = conda_lockfile(lock, run_dir)
             builder = str(conda_builder)
         else:
             lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
@@ -134,14 +134,14 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
                 shutil.copyfile(lock.path, lockfile)
             builder = ""
         tasks.append({"index": index, "env_key": lock.env_hash, "lockfile": str(lockfile),
-                      "pairs": [pair_entry(p) for p in group]})
+                      "packages": env_packages(lock), "pairs": [pair_entry(p) for p in group]})
         task_lines.append(TaskLine(index, lock.env_hash, str(lockfile), builder))
     if any(t.builder for t in task_lines):
         _write(conda_builder, render_env_builder(
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
-            package_cache=str(settings.package_cache or ""), sandbox=settings.sandbox, python=settings.python,
-            extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
+            uv=settings.uv, package_cache=str(settings.package_cache or ""), sandbox=settings.sandbox,
+            python=settings.python, extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
         shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()
@@ -168,7 +168,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     manifest.path = str(manifest_path.resolve())
 
     build_env = run_dir / "build_env.sh"
-    _write(build_env, render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
+    # always uv: with env_backend = conda every pair has a conda lock and runs the conda builder instead
+    _write(build_env, render_env_builder(backend="uv", uv=settings.uv, python=settings.python,
                                          package_cache=str(settings.package_cache or ""),
                                          sandbox=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths)),
            executable=True)
@@ -185,18 +186,18 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
 
 
-def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock
-    """The task's lockfile for the conda backends: conda-lock.yml (rattler, micromamba), or the explicit
-    file `conda-lock render` makes from it (conda)."""
-    folder = run_dir / "locks" / lock.env_hash
-    folder.mkdir(parents=True, exist_ok=True)
-    lockfile = folder / "conda-lock.yml"
-    if not lockfile.exists():
-        shutil.copyfile(lock.path, lockfile)
-    if settings.conda_backend == "conda":
-        explicit = folder / "conda-linux-64.lock"
-        return explicit if explicit.exists() else render_explicit(lockfile, folder)
-    return lockfile
+def env_packages(lock) -> dict:  # noqa: ANN001 - envs.lock.Lock or envs.conda.CondaLock
+    """The run's record of what its environment holds, by layer (the lockfile beside it has the hashes)."""
+    if getattr(lock, "kind", "pip") == "conda":
+        return {"kind": "conda", "conda": list(lock.packages), "pip": list(lock.pip_packages)}
+    return {"kind": "pip", "conda": [], "pip": list(lock.packages)}
+
+
+def conda_lockfile(lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock
+    """The task's lockfile for the conda backends: the one conda-lock.yml (conda and pip layers), with the
+    explicit file `conda-lock render` makes from it beside it (the node's micromamba or conda reads its conda
+    URLs; every backend's uv reads its `# pip` lines)."""
+    return stage_lockfile(lock.path, run_dir / "locks" / lock.env_hash)
 
 
 _manifests: dict[Path, tuple[tuple[int, int], Manifest]] = {}

@@ -38,7 +38,11 @@ class Settings:
     """Everything a run needs to know about the site; every field can be set at each layer."""
 
     state_dir: Path = field(default=Path(".score-plugins"), metadata={"help": "runs, envs, outbox, local database"})
-    env_backend: str = field(default="uv", metadata={"help": "how job environments are built: uv"})
+    env_backend: str = field(default="uv", metadata={
+        "help": "job environments: uv (a venv on `python`; conda only for plugins with environment.yml) or conda "
+                "(every pair: one conda-lock file with the interpreter, conda packages and the pip layer)"})
+    conda_channels: list[str] = field(default_factory=lambda: ["conda-forge"], metadata={
+        "help": "conda channels of an environment whose plugins name none (env_backend = conda)"})
     conda_backend: str = field(default="rattler", metadata={
         "help": "how plugins with environment.yml are built: rattler (py-rattler), micromamba or conda"})
     rattler_python: str = field(default="", metadata={"help": "interpreter with py-rattler for the rattler backend"})
@@ -110,6 +114,8 @@ class Settings:
             self.uv = _default_uv()
         if not self.rattler_python:
             self.rattler_python = sys.executable  # the coordinator's own environment has py-rattler
+        if self.env_backend not in ("uv", "conda"):
+            raise BadInput(f"env_backend must be uv or conda, not {self.env_backend!r}")
         if self.conda_backend not in ("rattler", "micromamba", "conda"):
             raise BadInput(f"conda_backend must be rattler, micromamba or conda, not {self.conda_backend!r}")
         if self.local_workers <= 0:

@@ -60,7 +60,8 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
         code, reports = tmp_path / "code", tmp_path / "reports"
         gitrepo.export_tree(catalog.repo, catalog.commit, catalog.domain_root, code)
         builder = tmp_path / "build_env.sh"
-        builder.write_text(render_env_builder(backend=settings.env_backend, uv=settings.uv, python=settings.python,
+        # plugin tests run in uv environments on `python` whatever env_backend is (conda: scoring jobs only)
+        builder.write_text(render_env_builder(backend="uv", uv=settings.uv, python=settings.python,
                                               package_cache=str(settings.package_cache or ""),
                                               sandbox=settings.sandbox,
                                               extra_ro=tuple(settings.sandbox_extra_paths)))
@@ -74,7 +75,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
                 continue
             try:
                 spec = EnvSpec(validate_requirements([*catalog.requirements(plugin), TEST_REQUIREMENT], settings.requirement_url_schemes), pyver,
-                               settings.env_backend)
+                               "uv")
                 lock = lock_environment(spec, settings.locks_dir, settings.coordinator_uv, jail=lock_jail(settings))
             except EnvError as exc:
                 results.append(PluginTestResult(name, "error", f"env_build: {exc}"))

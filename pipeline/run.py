@@ -130,7 +130,7 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      models=req.models, benchmarks=req.benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
-                     progress=_lock_progress,
+                     progress=_lock_progress, conda_channels=tuple(settings.conda_channels),
                      in_flight=running, jail=lock_jail(settings))
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)

@@ -414,7 +414,7 @@ def descriptors():
 
 def forge_every_descriptor():
     held = descriptors()
-    print('DESCRIPTORS ' + json.dumps(sorted(held.values())), flush=True)
+    print('DESCRIPTORS ' + json.dumps([held[fd] for fd in sorted(held)]), flush=True)  # by number
     for fd in range(3, 1024):
         try:
             os.write(fd, FORGED)

@@ -65,7 +65,10 @@ def test_a_hostile_model_cannot_change_any_score(boundary_workspace):
     assert len(attempts) == 2 * 7, logs[-3000:]  # 3 imports, 3 reads, 1 write, by each hostile model
     assert [line for line in attempts if "SUCCEEDED" in line] == []
     held = [json.loads(line.split(" ", 1)[1]) for line in logs.splitlines() if line.startswith("DESCRIPTORS ")]
-    assert len(held) == 1 and not [d for d in held[0] if d.startswith("pipe:")], held  # no report pipe
+    # stdout and stderr are the worker's capped log pipe (one pipe, read only as log text); no other pipe: the
+    # report pipe is the benchmark's side's alone
+    assert len(held) == 1 and held[0][1] == held[0][2], held
+    assert not [d for d in held[0][3:] if d.startswith("pipe:")], held
     assert any(d.startswith("socket:") for d in held[0])  # its channel to the benchmark, nothing else
     # what they wrote stayed in their own cache folders
     cache = workspace.state / "shared-cache"
