@@ -45,6 +45,7 @@ class Run(Base):
     build_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sandbox: Mapped[str | None] = mapped_column(String(16))  # bwrap, or off: plugin code ran unconfined
     jobs: Mapped[list[Job]] = relationship(back_populates="run")
 
 

@@ -1,5 +1,8 @@
-"""Conda plugin environments: environment.yml -> conda-lock.yml (solved by py-rattler) -> solved hash.
+"""Conda environments: environment.yml + pip requirements -> ONE conda-lock.yml -> solved hash.
 
+The conda part (interpreter and conda packages) is solved by py-rattler; the pip part (the domain's and the
+plugins' pip requirements) by `uv pip compile` against the interpreter version the conda part locked, and
+written into the same file as conda-lock `manager: pip` entries (envs/piplayer.py).
 The environment key hashes the solved records (name, version, build, sha256), never
 conda-lock's `content_hash`, which hashes the inputs.
 """
@@ -16,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from envs.lock import EnvError
+from envs.lock import EnvError, LockJail
+from envs.piplayer import compile_pip_layer
 
 CONDA_BACKENDS = ("rattler", "micromamba", "conda")
 SPEC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[<>=!~]=?\s*[A-Za-z0-9_.*+!-]+(,\s*[<>=!~]=?\s*[A-Za-z0-9_.*+!-]+)*)?"
@@ -48,30 +53,58 @@ def read_environment_yml(text: str, where: str) -> tuple[list[str], list[str]]:
     return channels, specs
 
 
+def python_spec(requires_python: str, python_version: str) -> str:
+    """The interpreter's conda match spec: the domain's `requires-python` (PEP 440 specifiers read as conda's),
+    else the configured `python_version` (`3.11` -> `python 3.11.*`)."""
+    if requires_python.strip():
+        try:
+            specifiers = SpecifierSet(requires_python)
+        except InvalidSpecifier:
+            raise EnvError(f"requires-python {requires_python!r} is not a version specifier") from None
+        parts = sorted(str(s) for s in specifiers)
+        if parts:
+            return "python " + ",".join(parts)
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", python_version):
+        raise EnvError(f"python_version {python_version!r} is not a version like 3.11")
+    return f"python {python_version}.*"
+
+
 @dataclass(frozen=True)
 class CondaLock:
     path: Path  # conda-lock.yml
-    packages: tuple[str, ...]  # name==version=build, sorted
+    packages: tuple[str, ...]  # conda: name==version=file, sorted
     lock_hash: str
     env_hash: str
     backend: str
     kind: str = "conda"
+    pip_packages: tuple[str, ...] = ()  # the pip layer: name==version, or name @ git+...@commit, sorted
 
 
 def rattler_tool() -> str:
     return str(Path(__file__).with_name("rattler_tool.py"))
 
 
+def lock_path(locks_dir: Path, channels: list[str], specs: list[str], pip_requirements: tuple[str, ...] = (),
+              platform: str = "linux-64") -> Path:
+    """Where the lock of these inputs is cached (`reproduce` puts a run's own lockfile there)."""
+    parts = [platform, *channels, "--", *sorted(specs)]
+    if pip_requirements:
+        parts += ["--pip", *sorted(pip_requirements)]
+    return locks_dir / f"conda-{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:16]}.yml"
+
+
 def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: str, platform: str = "linux-64",
-               python: str = sys.executable) -> CondaLock:
-    """Solve with py-rattler in a subprocess; cached by the inputs' hash, keyed by the solution's."""
+               python: str = sys.executable, pip_requirements: tuple[str, ...] = (), uv: str = "uv",
+               jail: LockJail = LockJail()) -> CondaLock:
+    """Solve with py-rattler in a subprocess, then the pip layer with uv against the locked interpreter (in
+    `jail`, like every `uv pip compile`: it runs build backends); cached by the inputs' hash, keyed by the
+    solution's."""
     if backend not in CONDA_BACKENDS:
         raise EnvError(f"conda backend must be one of {', '.join(CONDA_BACKENDS)}, not {backend!r}")
     if not channels:
         raise EnvError("a conda environment needs at least one channel")
-    inputs = hashlib.sha256("\n".join([platform, *channels, "--", *sorted(specs)]).encode()).hexdigest()[:16]
     locks_dir.mkdir(parents=True, exist_ok=True)
-    path = locks_dir / f"conda-{inputs}.yml"
+    path = lock_path(locks_dir, channels, specs, pip_requirements, platform)
     if not path.exists():
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "conda-lock.yml"
@@ -85,10 +118,27 @@ def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: 
                 crashed = proc.returncode < 0 or "Fatal Python error" in proc.stderr
                 if attempt == 2 or not crashed:
                     raise EnvError("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:])
+            text = out.read_text()
+            if pip_requirements:
+                text = _with_pip_layer(text, pip_requirements, uv, platform, locks_dir, jail)
             tmp_final = path.with_suffix(".tmp")
-            tmp_final.write_text(out.read_text())
+            tmp_final.write_text(text)
             os.replace(tmp_final, path)
     return conda_lock_from_file(path, backend)
+
+
+def _with_pip_layer(text: str, pip_requirements: tuple[str, ...], uv: str, platform: str, locks_dir: Path,
+                    jail: LockJail) -> str:
+    """The conda lock with the pip layer added as `manager: pip` entries, solved for its interpreter."""
+    data = yaml.safe_load(text)
+    python = [p for p in data["package"] if p["name"] == "python" and p.get("manager", "conda") == "conda"]
+    if not python:
+        raise EnvError("the pip requirements need a python in the conda environment, and none was locked")
+    version = ".".join(str(python[0]["version"]).split(".")[:2])
+    data["package"].extend(compile_pip_layer(pip_requirements, version, uv, platform=platform,
+                                             cache=locks_dir / ".sandbox-uv-cache", jail=jail))
+    data["metadata"]["sources"] = ["environment.yml", "requirements (pip)"]
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _complete(path: Path) -> bool:
@@ -101,15 +151,22 @@ def _complete(path: Path) -> bool:
 
 
 def conda_lock_from_file(path: Path, backend: str) -> CondaLock:
+    """The lock's identity: the conda part as before, the pip part (when there is one) added to both hashes."""
     data = yaml.safe_load(path.read_text())
     try:
-        packages = tuple(sorted(f"{p['name']}=={p['version']}={p['url'].rsplit('/', 1)[-1]}" for p in data["package"]))
-        digests = sorted(f"{p['name']}:{p['hash'].get('sha256') or p['hash'].get('md5')}" for p in data["package"])
-    except (KeyError, TypeError) as exc:
+        conda = [p for p in data["package"] if p.get("manager", "conda") == "conda"]
+        pip = [p for p in data["package"] if p.get("manager") == "pip"]
+        packages = tuple(sorted(f"{p['name']}=={p['version']}={p['url'].rsplit('/', 1)[-1]}" for p in conda))
+        pip_packages = tuple(sorted(f"{p['name']} @ {p['url']}" if (p.get("source") or {}).get("type") == "url"
+                                    else f"{p['name']}=={p['version']}" for p in pip))
+        digests = sorted(f"{p['name']}:{p['hash'].get('sha256') or p['hash'].get('md5')}" for p in conda)
+        digests += sorted(f"pip:{p['name']}:{p['hash'].get('sha256') or p['url']}" for p in pip)
+    except (KeyError, TypeError, AttributeError) as exc:
         raise EnvError(f"{path} is not a conda-lock file ({exc})") from None
     lock_hash = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
-    env_hash = hashlib.sha256("\n".join([backend, *packages]).encode()).hexdigest()[:16]
-    return CondaLock(path, packages, lock_hash, env_hash, backend)
+    solved = [backend, *packages] + (["--pip", *pip_packages] if pip_packages else [])
+    env_hash = hashlib.sha256("\n".join(solved).encode()).hexdigest()[:16]
+    return CondaLock(path, packages, lock_hash, env_hash, backend, pip_packages=pip_packages)
 
 
 def render_explicit(lockfile: Path, out_dir: Path, platform: str = "linux-64") -> Path:
@@ -122,3 +179,20 @@ def render_explicit(lockfile: Path, out_dir: Path, platform: str = "linux-64") -
     if proc.returncode != 0 or not target.exists():
         raise EnvError(f"conda-lock render failed: {proc.stderr.strip()[-500:]}")
     return target
+
+
+def stage_lockfile(lockfile: Path, folder: Path, platform: str = "linux-64") -> Path:
+    """`folder/conda-lock.yml` (a copy of the one lockfile) with its explicit rendering beside it, as the node's
+    build step reads them: the conda URLs for micromamba and conda, the `# pip` lines for uv. The rendering is
+    made once per cached lock (beside it), not once per run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rendered = lockfile.with_name(f"{lockfile.stem}.{platform}.explicit")
+    if not rendered.exists():
+        with tempfile.TemporaryDirectory(dir=lockfile.parent) as tmp:
+            os.replace(render_explicit(lockfile, Path(tmp), platform), rendered)
+    for source, name in ((lockfile, "conda-lock.yml"), (rendered, f"conda-{platform}.lock")):
+        if not (folder / name).exists():
+            tmp_copy = folder / f"{name}.tmp"
+            tmp_copy.write_text(source.read_text())
+            os.replace(tmp_copy, folder / name)
+    return folder / "conda-lock.yml"

@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+
+from pipeline.errors import InfrastructureError
 
 
 class EnvError(Exception):
@@ -118,8 +122,20 @@ FAILURE_TTL = 3600.0  # a set that did not solve is not tried again for this lon
 FAILED_SOLVES = ("use", "plan", "retry")
 
 
+@dataclass(frozen=True)
+class LockJail:
+    """How `uv pip compile` is confined: it runs the build backends of git and sdist requirements, i.e. submitter
+    code. `bwrap` (the default; `auto` is the same): inside the sandbox as an unprivileged user, network on, with a
+    clean environment and only a scratch folder and the lock cache writable; `off`: unconfined (an explicit setting).
+    `extra_ro`: node paths the build may read (sandbox_extra_paths)."""
+
+    mode: str = "bwrap"
+    extra_ro: tuple[str, ...] = ()
+
+
 def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600,
-                     failure_ttl: float = FAILURE_TTL, failed_solves: str = "use") -> Lock:
+                     failure_ttl: float = FAILURE_TTL, jail: LockJail = LockJail(),
+                     failed_solves: str = "use") -> Lock:
     """Solve `spec` with `uv pip compile --generate-hashes`, cached by the spec's hash (failures too, for
     `failure_ttl` seconds: a real repository has dozens of sets that do not solve, and each costs a solve).
 
@@ -143,7 +159,7 @@ def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600
         except OSError:
             pass
     try:
-        return _solve(spec, path, uv, timeout)
+        return _solve(spec, path, uv, timeout, jail)
     except EnvError as exc:
         try:
             mine.write_text(str(exc)[:4000] + "\n")
@@ -152,27 +168,80 @@ def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600
         raise
 
 
-def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int) -> Lock:
+def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = LockJail()) -> Lock:
     if spec.backend != "uv":
         raise EnvError(f"environment backend {spec.backend!r} cannot lock pip requirements")
-    with tempfile.TemporaryDirectory() as tmp:
+    text = compile_requirements(spec.requirements, uv, ["--python-version", spec.python_version],
+                                output="requirements.txt", cache=path.parent / ".sandbox-uv-cache", jail=jail,
+                                timeout=timeout, what="the plugins' requirements", step="locking")
+    tmp_final = path.with_suffix(".tmp")
+    tmp_final.write_text(text)
+    os.replace(tmp_final, path)
+    return lock_from_file(spec, path)
+
+
+def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, options: list[str], *, output: str,
+                         cache: Path, jail: LockJail, timeout: int, what: str, step: str) -> str:
+    """What `uv pip compile --generate-hashes OPTIONS` wrote for `requirements`, run confined by `jail` (it runs
+    the build backends of git and sdist requirements: submitter code). Every lock on the coordinator goes through
+    here: the uv backend's and the pip layer of a conda lock (envs/piplayer.py). `cache`: uv's cache when
+    confined (the unprivileged user's, kept beside the locks)."""
+    from pipeline import sandbox as sb
+
+    with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         infile = Path(tmp) / "requirements.in"
-        infile.write_text("\n".join(spec.requirements) + "\n")
-        outfile = Path(tmp) / "requirements.txt"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}
-        env["UV_PYTHON_DOWNLOADS"] = "never"
-        cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", "--python-version",
-               spec.python_version, "-o", str(outfile), str(infile)]
+        infile.write_text("\n".join(requirements) + "\n")
+        outfile = Path(tmp) / output
+        cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", *options,
+               "-o", str(outfile), str(infile)]
+        fds: tuple[int, ...] = ()
+        preexec = None
+        if jail.mode != "off":
+            cache.mkdir(mode=0o755, exist_ok=True)
+            try:
+                os.chmod(tmp, 0o755)
+                sb.write_gitconfig(tmp)
+                sb.give(tmp, sb.NOBODY)
+                sb.give(str(cache), sb.NOBODY)
+                python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+                view = sb.View(ro=[os.path.realpath(uv)], rw=[tmp, str(cache)], cwd=tmp)
+                sb.python_view(python, view)
+                cmd, fds, _how = sb.command(view, [os.path.realpath(uv), *cmd[1:], "--python", python],
+                                            extra_ro=jail.extra_ro)
+            except sb.SandboxUnavailable as exc:
+                raise InfrastructureError(f"locking runs build scripts of plugin requirements, and the sandbox "
+                                          f"cannot be set up: {exc}; nothing was run") from None
+            env = sb.clean_env(tmp, {"UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"})
+            preexec = sb.Limits(processes=4096 if sb.running_as_root() else None, file_bytes=4 << 30).preexec()
+        else:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}
+            env["UV_PYTHON_DOWNLOADS"] = "never"
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
+                                  preexec_fn=preexec, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
-            raise EnvError(f"locking timed out after {timeout} s") from exc
+            raise EnvError(f"{step} timed out after {timeout} s") from exc
         except FileNotFoundError as exc:
             raise EnvError(f"uv not found at {uv}") from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
         if proc.returncode != 0:
-            message = proc.stderr.strip().splitlines()
-            raise EnvError("cannot solve the plugins' requirements: " + " ".join(message[-6:]))
-        tmp_final = path.with_suffix(".tmp")
-        tmp_final.write_text(outfile.read_text())
-        os.replace(tmp_final, path)
-    return lock_from_file(spec, path)
+            message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
+            raise EnvError(f"cannot solve {what}: " + " ".join(message[-6:]))
+        return _read_own_file(outfile)
+
+
+def _read_own_file(path: Path, cap: int = 50 << 20) -> str:
+    """The lockfile the sandboxed solver wrote, never through a link it could have planted instead."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EnvError(f"the solver wrote no lockfile ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise EnvError("the solver's lockfile is not a regular file")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise EnvError("the solver's lockfile is too large")
+    return data.decode("utf-8", "replace")

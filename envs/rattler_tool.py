@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Solve conda specs to a conda-lock.yml, and install a conda-lock.yml, with py-rattler (no conda binary).
+"""Solve conda specs to a conda-lock.yml, and install its conda part, with py-rattler (no conda binary).
 
 Run as a subprocess (`python -m envs.rattler_tool` or as a file): a rare crash of py-rattler
 after a finished install was seen, so the caller verifies the result instead of trusting the
@@ -26,6 +26,11 @@ def build_of(package: dict) -> str:
     for ext in (".conda", ".tar.bz2"):
         stem = stem[: -len(ext)] if stem.endswith(ext) else stem
     return stem.rsplit("-", 1)[-1]
+
+
+def conda_part(lock: dict) -> list[dict]:
+    """The lock's conda packages (its `manager: pip` entries are installed by uv afterwards)."""
+    return [p for p in lock["package"] if p.get("manager", "conda") == "conda"]
 
 
 def _records_to_lock(records, channels: list[str], platform: str, specs: list[str]) -> dict:  # noqa: ANN001
@@ -61,9 +66,10 @@ async def install(lockfile: Path, target: Path) -> None:
     lock = yaml.safe_load(lockfile.read_text())
     channels = [c["url"] for c in lock["metadata"]["channels"]]
     platform = lock["metadata"]["platforms"][0]
-    pins = [f"{p['name']} =={p['version']} {build_of(p)}" for p in lock["package"]]
+    conda = conda_part(lock)
+    pins = [f"{p['name']} =={p['version']} {build_of(p)}" for p in conda]
     records = await rattler.solve(channels, pins, platforms=[platform, "noarch"])
-    wanted = {p["name"]: p for p in lock["package"]}
+    wanted = {p["name"]: p for p in conda}
     got = {str(r.name.normalized): r for r in records}
     if set(got) != set(wanted):
         raise SystemExit(f"locked packages {sorted(wanted)} resolved to {sorted(got)}")
@@ -80,11 +86,12 @@ def verify(lockfile: Path, target: Path) -> None:
     import yaml
 
     lock = yaml.safe_load(lockfile.read_text())
-    missing = [p["name"] for p in lock["package"]
+    conda = conda_part(lock)
+    missing = [p["name"] for p in conda
                if not (target / "conda-meta" / f"{p['name']}-{p['version']}-{build_of(p)}.json").exists()]
     if missing:
         raise SystemExit(f"environment {target} lacks locked packages: {', '.join(missing)}")
-    print(f"score-plugins: verified {len(lock['package'])} packages in {target}")
+    print(f"score-plugins: verified {len(conda)} packages in {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

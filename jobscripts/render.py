@@ -121,19 +121,22 @@ def render_score_job(job: ScoreJob) -> str:
 
 def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3", package_cache: str = "",
                        rattler_python: str = "python3", rattler_tool: str = "", micromamba: str = "micromamba",
-                       conda: str = "conda") -> str:
+                       conda: str = "conda", sandbox: str = "bwrap", extra_ro: tuple[str, ...] = ()) -> str:
     """The environment step: build (or reuse) one environment from a lockfile, under flock.
 
-    uv: a hashed requirements lock; rattler, micromamba: a conda-lock.yml; conda: an explicit
-    `conda-linux-64.lock` (rendered by `conda-lock render`).
+    uv: a hashed requirements lock. rattler, micromamba, conda: a conda-lock.yml whose conda part the node
+    tool installs (rattler from the yml, micromamba and conda from the `conda-linux-64.lock` that
+    `conda-lock render --kind explicit` made beside it) and whose pip part uv installs into that prefix.
     """
     if backend == "uv":
         return _env.get_template("build_env_uv.sh.j2").render(backend=backend, uv=uv, python=python,
-                                                              package_cache=package_cache)
+                                                              package_cache=package_cache, sandbox=sandbox,
+                                                              extra_ro=extra_ro)
     if backend in ("rattler", "micromamba", "conda"):
         return _env.get_template("build_env_conda.sh.j2").render(
             backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
-            conda=conda, package_cache=package_cache)
+            conda=conda, uv=uv, package_cache=package_cache, sandbox=sandbox, extra_ro=extra_ro,
+            python=python)
     raise RenderError(f"unknown environment backend {backend!r}")
 
 
@@ -156,6 +159,8 @@ class PluginTestJob:
     env_root: str
     tasks: tuple[PluginTestTask, ...]
     slurm: SlurmOptions
+    python: str = "python3"  # the base interpreter that runs sandbox.py (never the plugin environment's)
+    sandbox: str = "bwrap"  # off: pytest runs unconfined (an explicit setting)
 
 
 def render_plugin_test_job(job: PluginTestJob) -> str:

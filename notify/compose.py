@@ -70,6 +70,7 @@ class RunReport:
     cancelled: str = ""  # why an administrator's signal stopped the run (Ctrl-C, SIGTERM, SIGHUP)
     usage: dict = field(default_factory=dict)  # this submitter's attempts, escalations, hours used vs requested
     attempt_notes: list[str] = field(default_factory=list)  # "model on benchmark: small OOM -> medium ..."
+    sandbox: str = "bwrap"  # off: the plugins ran unconfined, and the message says so
 
 
 def message_id(run_id: str, recipient: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from envs.conda import render_explicit, rattler_tool
+from envs.conda import rattler_tool, stage_lockfile
 from jobscripts import ScoreJob, TaskLine, render_env_builder, render_score_job
 from pipeline import gitrepo
 from pipeline.config import Settings
@@ -25,6 +25,8 @@ from pipeline.units import size_bytes
 from pipeline.worker import Manifest
 
 WORKER_SOURCE = Path(__file__).with_name("worker.py")
+SANDBOX_SOURCE = Path(__file__).with_name("sandbox.py")  # imported by the worker, run by the env builders
+BOUNDARY_SOURCE = Path(__file__).with_name("boundary.py")  # the model's process and its stand-in, next to the worker
 RATTLER_TOOL = Path(rattler_tool())
 
 
@@ -116,6 +118,7 @@ def pair_entry(pair: PlannedPair) -> dict:
         "reasons": pair.reasons, "folders": list(pair.folders), "setup_in_job": list(pair.setup_in_job),
         "benchmark_parent": pair.benchmark_parent, "benchmark_version": pair.benchmark_version,
         "parent_note": pair.parent_note,
+        "model_folders": list(pair.model_folders),
     }
 
 
@@ -132,6 +135,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         gitrepo.export_tree(repo, plan.commit, code_paths(repo, plan), code_dir)
     worker = run_dir / "worker.py"
     shutil.copyfile(WORKER_SOURCE, worker)
+    shutil.copyfile(SANDBOX_SOURCE, run_dir / "sandbox.py")
+    shutil.copyfile(BOUNDARY_SOURCE, run_dir / "boundary.py")
 
     conda_builder = run_dir / "build_env_conda.sh"
     tiers = settings.tier_list
@@ -143,7 +148,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
             lock = chunk[0].lock
             assert lock is not None
             if getattr(lock, "kind", "pip") == "conda":
-                lockfile = conda_lockfile(settings, lock, run_dir)
+                lockfile = conda_lockfile(lock, run_dir)
                 builder = str(conda_builder)
             else:
                 lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
@@ -151,12 +156,13 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
                     shutil.copyfile(lock.path, lockfile)
                 builder = ""
             tasks.append(task_entry(settings, executor, tier, len(tasks), lock.env_hash, str(lockfile), builder,
-                                    [pair_entry(p) for p in chunk]))
+                                    [pair_entry(p) for p in chunk], env_packages(lock)))
     if any(t["builder"] for t in tasks):
         _write(conda_builder, render_env_builder(
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
-            package_cache=str(settings.package_cache or "")), executable=True)
+            uv=settings.uv, package_cache=str(settings.package_cache or ""), sandbox=settings.sandbox,
+            python=settings.python, extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
         shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()
@@ -169,8 +175,12 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         mem_limit_bytes=size_bytes(settings.mem) if executor == "local" else None,
         state_dir=str(settings.state_dir.resolve()),
         shared_cache=str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
+        trusted_caches=list(settings.trusted_caches), boundary_cap_bytes=size_bytes(settings.boundary_cap) or 0,
         plugin_env=dict(item.split("=", 1) for item in settings.plugin_env),
         sandbox_extra_paths=list(settings.sandbox_extra_paths),
+        sandbox_network=settings.sandbox_network, max_processes=settings.pair_max_processes,
+        disk_limit_bytes=size_bytes(settings.pair_disk_limit), output_limit_bytes=size_bytes(settings.pair_output_limit),
+        shm_bytes=size_bytes(settings.pair_shm) or (512 << 20), uid_base=settings.sandbox_uid_base,
         uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
     )
@@ -178,8 +188,9 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     manifest.path = str(manifest_path.resolve())
 
     _write(run_dir / "build_env.sh", render_env_builder(
-        backend=settings.env_backend, uv=settings.uv, python=settings.python,
-        package_cache=str(settings.package_cache or "")), executable=True)
+        # always uv: with env_backend = conda every pair has a conda lock and runs the conda builder instead
+        backend="uv", uv=settings.uv, python=settings.python, package_cache=str(settings.package_cache or ""),
+        sandbox=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
     job_script = run_dir / "job.sh"
     write_scripts(settings, run_dir, manifest, tasks, "")
     if not tasks:  # an empty plan still leaves a job script an admin can read
@@ -190,11 +201,11 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
 
 
 def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_key: str, lockfile: str, builder: str,
-               pairs: list[dict]) -> dict:
+               pairs: list[dict], packages: dict | None = None) -> dict:
     """One array task of the manifest: its pairs, environment, and the tier it runs on (the local executor
     enforces that tier's memory on the plugin and its time on the task; Slurm enforces its own)."""
     return {"index": index, "env_key": env_key, "lockfile": lockfile, "builder": builder, "pairs": pairs,
-            "tier": tier.name, "time_minutes": tier.time_minutes,
+            "packages": packages or {}, "tier": tier.name, "time_minutes": tier.time_minutes,
             "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
 
 
@@ -247,25 +258,26 @@ def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[d
             for i in range(0, len(group), settings.pairs_per_task):
                 new.append(task_entry(settings, bundle.executor, tiers[tier_name],
                                       len(bundle.manifest.tasks) + len(new), env_key, source["lockfile"],
-                                      source.get("builder", ""), group[i:i + settings.pairs_per_task]))
+                                      source.get("builder", ""), group[i:i + settings.pairs_per_task],
+                                      source.get("packages")))
     write_scripts(settings, bundle.run_dir, bundle.manifest, new, label)
     bundle.manifest.tasks.extend(new)
     _write(bundle.manifest_path, bundle.manifest.to_json())
     return [t["index"] for t in new]
 
 
-def conda_lockfile(settings: Settings, lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock
-    """The task's lockfile for the conda backends: conda-lock.yml (rattler, micromamba), or the explicit
-    file `conda-lock render` makes from it (conda)."""
-    folder = run_dir / "locks" / lock.env_hash
-    folder.mkdir(parents=True, exist_ok=True)
-    lockfile = folder / "conda-lock.yml"
-    if not lockfile.exists():
-        shutil.copyfile(lock.path, lockfile)
-    if settings.conda_backend == "conda":
-        explicit = folder / "conda-linux-64.lock"
-        return explicit if explicit.exists() else render_explicit(lockfile, folder)
-    return lockfile
+def env_packages(lock) -> dict:  # noqa: ANN001 - envs.lock.Lock or envs.conda.CondaLock
+    """The run's record of what its environment holds, by layer (the lockfile beside it has the hashes)."""
+    if getattr(lock, "kind", "pip") == "conda":
+        return {"kind": "conda", "conda": list(lock.packages), "pip": list(lock.pip_packages)}
+    return {"kind": "pip", "conda": [], "pip": list(lock.packages)}
+
+
+def conda_lockfile(lock, run_dir: Path) -> Path:  # noqa: ANN001 - envs.conda.CondaLock
+    """The task's lockfile for the conda backends: the one conda-lock.yml (conda and pip layers), with the
+    explicit file `conda-lock render` makes from it beside it (the node's micromamba or conda reads its conda
+    URLs; every backend's uv reads its `# pip` lines)."""
+    return stage_lockfile(lock.path, run_dir / "locks" / lock.env_hash)
 
 
 _manifests: dict[Path, tuple[tuple[int, int], Manifest]] = {}

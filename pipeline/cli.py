@@ -107,6 +107,9 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool | str = True
                 check_profile(profile or "local")
                 overrides = click.get_current_context().find_root().obj or {}
                 cmd = Command(profile or "local", fmt, load_settings(overrides), yes_prod)
+                from pipeline.confine import refuse_unconfined_prod
+
+                refuse_unconfined_prod(cmd.profile, cmd.settings)
                 return func(cmd, *args, **kwargs)
             except PipelineError as exc:
                 err.print(coloured("error:", "red", str(exc)))
@@ -692,7 +695,9 @@ def status(cmd: Command, run: str | None) -> None:
         data = run_status(db, resolve_run_id(db, run) if run else None)
 
     def people() -> None:
-        table = Table("model", "benchmark", "state", "job", "reason", title=f"run {data['run_id']} ({data['status']})")
+        unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
+        table = Table("model", "benchmark", "state", "job", "reason",
+                      title=f"run {data['run_id']} ({data['status']}{unconfined})")
         for j in data["jobs"]:
             table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
                           f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))

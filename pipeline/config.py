@@ -39,7 +39,11 @@ class Settings:
     """Everything a run needs to know about the site; every field can be set at each layer."""
 
     state_dir: Path = field(default=Path(".score-plugins"), metadata={"help": "runs, envs, outbox, local database"})
-    env_backend: str = field(default="uv", metadata={"help": "how job environments are built: uv"})
+    env_backend: str = field(default="uv", metadata={
+        "help": "job environments: uv (a venv on `python`; conda only for plugins with environment.yml) or conda "
+                "(every pair: one conda-lock file with the interpreter, conda packages and the pip layer)"})
+    conda_channels: list[str] = field(default_factory=lambda: ["conda-forge"], metadata={
+        "help": "conda channels of an environment whose plugins name none (env_backend = conda)"})
     conda_backend: str = field(default="rattler", metadata={
         "help": "how plugins with environment.yml are built: rattler (py-rattler), micromamba or conda"})
     rattler_python: str = field(default="", metadata={"help": "interpreter with py-rattler for the rattler backend"})
@@ -67,8 +71,21 @@ class Settings:
     pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
     array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
     max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
-    sandbox: str = field(default="auto", metadata={
-        "help": "plugin sandbox: auto (bubblewrap when installed), bwrap (required), off"})
+    sandbox: str = field(default="bwrap", metadata={
+        "help": "untrusted code's sandbox: bwrap (required: nothing runs without it; 'auto' is the same), or off "
+                "(unconfined, named in every record; refused by the prod profile)"})
+    sandbox_network: str = field(default="on", metadata={
+        "help": "network inside the sandbox: on (plugins download weights and data) or off (loopback only)"})
+    pair_max_processes: int = field(default=512, metadata={
+        "help": "processes (and threads) one pair may have at once; past it the pair is stopped"})
+    pair_disk_limit: str = field(default="20G", metadata={
+        "help": "bytes one pair may write: its work folder in all, and any one file (also in the caches)"})
+    pair_output_limit: str = field(default="200M", metadata={
+        "help": "bytes one pair may print (its log keeps the first and last 1 MB); past it the pair is stopped"})
+    pair_shm: str = field(default="512M", metadata={
+        "help": "size of the pair's private /dev/shm (multiprocessing, joblib, DataLoader workers; counts as memory)"})
+    sandbox_uid_base: int = field(default=2_000_000_000, metadata={
+        "help": "first of 4096 user ids given one per running pair when the worker is root (never in /etc/passwd)"})
     sandbox_extra_paths: list[str] = field(default_factory=list, metadata={
         "help": "more node paths the plugin process may read (e.g. /opt/cuda); the rest of the node is hidden"})
     pair_timeout: int = field(default=900, metadata={
@@ -89,7 +106,12 @@ class Settings:
         "help": "TOML file of leaderboard levels per domain, merged over Brain-Score's (see README)"})
     shared_cache: Path | None = field(default=None, metadata={
         "help": "persistent cache for data, weights and activations, shared by pairs, writable by plugins "
-                "(default: <state_dir>/shared-cache)"})
+                "(default: <state_dir>/shared-cache); each model and benchmark plugin has its own folder in it"})
+    trusted_caches: list[str] = field(default_factory=list, metadata={
+        "help": "cache variables (e.g. BRAINIO_HOME) an admin trusts to be shared read-write by every plugin; "
+                "each run's manifest and result files name them"})
+    boundary_cap: str = field(default="4G", metadata={
+        "help": "largest message between a model's process and its benchmark's (e.g. 4G)"})
 
     def __post_init__(self) -> None:
         self.state_dir = find_state_dir(Path(self.state_dir))
@@ -101,6 +123,8 @@ class Settings:
             self.uv = _default_uv()
         if not self.rattler_python:
             self.rattler_python = sys.executable  # the coordinator's own environment has py-rattler
+        if self.env_backend not in ("uv", "conda"):
+            raise BadInput(f"env_backend must be uv or conda, not {self.env_backend!r}")
         if self.conda_backend not in ("rattler", "micromamba", "conda"):
             raise BadInput(f"conda_backend must be rattler, micromamba or conda, not {self.conda_backend!r}")
         if self.local_workers <= 0:
@@ -108,7 +132,9 @@ class Settings:
         if self.env_mode not in ("cached", "fresh"):
             raise BadInput(f"env_mode must be 'cached' or 'fresh', not {self.env_mode!r}")
         if self.sandbox not in ("auto", "bwrap", "off"):
-            raise BadInput(f"sandbox must be auto, bwrap or off, not {self.sandbox!r}")
+            raise BadInput(f"sandbox must be bwrap (or its alias auto) or off, not {self.sandbox!r}")
+        if self.sandbox_network not in ("on", "off"):
+            raise BadInput(f"sandbox_network must be on or off, not {self.sandbox_network!r}")
         if self.pairs_per_task < 1:
             raise BadInput("pairs_per_task must be at least 1")
         for item in self.plugin_env:
@@ -119,13 +145,24 @@ class Settings:
             self.shared_cache = self.state_dir / "shared-cache"
         from pipeline.units import size_bytes
 
-        if size_bytes(self.mem) is None:
-            raise BadInput(f"setting mem: {self.mem!r} is not a size (e.g. 4G, 800M)")
+        for name in ("mem", "pair_disk_limit", "pair_output_limit", "pair_shm"):
+            if size_bytes(getattr(self, name)) is None:
+                raise BadInput(f"setting {name}: {getattr(self, name)!r} is not a size (e.g. 4G, 800M)")
+        if not 0 < self.sandbox_uid_base <= 2**32 - 2 - 4096:
+            raise BadInput(f"setting sandbox_uid_base: {self.sandbox_uid_base} is not a user id with 4096 after it")
+        from pipeline.worker import CACHE_HOMES
+
+        unknown = sorted(set(self.trusted_caches) - set(CACHE_HOMES))
+        if unknown:
+            raise BadInput(f"setting trusted_caches: {', '.join(unknown)} not among {', '.join(CACHE_HOMES)}")
+        if not size_bytes(self.boundary_cap):
+            raise BadInput(f"setting boundary_cap: {self.boundary_cap!r} is not a size (e.g. 4G, 800M)")
         for name in ("partition", "account", "qos"):
             value = getattr(self, name)
             if value and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
                 raise BadInput(f"setting {name}: {value!r} is not a Slurm name (letters, digits, _ . , : + -)")
-        for name in ("time_minutes", "cpus_per_task", "max_retries", "pair_timeout", "lock_workers"):
+        for name in ("time_minutes", "cpus_per_task", "max_retries", "pair_timeout", "lock_workers",
+                     "pair_max_processes"):
             if getattr(self, name) < (0 if name == "max_retries" else 1):
                 raise BadInput(f"setting {name}: {getattr(self, name)} is too small")
         if self.gpus < 0 or self.array_throttle < 0 or self.tier_margin_percent < 0:

@@ -105,6 +105,21 @@ def domain_requirements(repo, commit: str) -> tuple[list[str], str, list[tuple[s
 
 
 
+def domain_requires_python(repo, commit: str) -> str:  # noqa: ANN001
+    """The domain's `[project].requires-python` at `commit` ("" when there is none): a conda environment's
+    interpreter is chosen from it."""
+    names = {e.path: e.sha for e in gitrepo.list_tree(repo, commit, "pyproject.toml")
+             if e.path == "pyproject.toml" and e.kind == "blob"}
+    if not names:
+        return ""
+    text = gitrepo.read_blobs(repo, [names["pyproject.toml"]])[names["pyproject.toml"]].decode("utf-8", "replace")
+    try:
+        value = (tomllib.loads(text).get("project") or {}).get("requires-python")
+    except tomllib.TOMLDecodeError:
+        return ""
+    return value.strip() if isinstance(value, str) else ""
+
+
 def split_stdlib(lines: list[str]) -> tuple[list[str], list[str]]:
     """(kept, dropped): a requirement naming a standard-library module (`imp`, `collections`) cannot be installed
     from an index; Brain-Score's pip goes on without it, and so do we (with a warning)."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from envs.conda import CondaLock, lock_conda
-from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, lock_environment, validate_requirements
+from envs.conda import CondaLock, lock_conda, python_spec
+from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lock_environment, validate_requirements
 from pipeline.detect import Change
 from pipeline.errors import BadInput
 from pipeline.plugins import Catalog
@@ -45,6 +45,7 @@ class PlannedPair:
     parent_note: str | None = None  # why the parent could not be read
     tier: str = ""  # the tier it starts on (pipeline.sizing)
     tier_why: str = ""  # measured / declared / default, and from what
+    model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
 
     @property
     def submitters(self) -> list[str]:
@@ -164,42 +165,83 @@ def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, pyt
               benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
               rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None,
               url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES, lock_workers: int = 1,
-              progress: Callable[[int, int], None] | None = None, failed_solves: str = "use") -> Plan:
+              progress: Callable[[int, int], None] | None = None,
+              conda_channels: tuple[str, ...] | list[str] = ("conda-forge",), jail: LockJail = LockJail(),
+              failed_solves: str = "use") -> Plan:
     """The pairs to score, each with its lock and key, minus those already scored under the same key.
-    `failed_solves`: how cached solve failures count (envs.lock.lock_environment's `failed_solves`)."""
+
+    `backend="conda"` gives every pair a conda environment; with `"uv"` only pairs whose plugins declare an
+    environment.yml get one. A conda environment's one lockfile holds the interpreter, the conda packages and
+    the pip layer (the domain's and the plugins' pip requirements). `jail` confines every `uv pip compile`
+    (the uv locks and the pip layers of conda locks alike). `failed_solves`: how cached solve failures count
+    (envs.lock.lock_environment's `failed_solves`)."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
                           conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
                           url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress,
-                          failed_solves=failed_solves)
+                          conda_channels=tuple(conda_channels), jail=jail, failed_solves=failed_solves)
 
 
-def _conda_lock(catalog: Catalog, mp, bp, pip_reqs: tuple[str, ...], locks_dir: Path,  # noqa: ANN001
-                conda_backend: str, rattler_python: str) -> CondaLock | str:
-    """The conda lock of a pair whose plugins declare environment.yml (a string: why it cannot run)."""
-    channels, specs, problem = catalog.conda(mp, bp)
+def conda_request(catalog: Catalog, plugins: tuple, pip_reqs: tuple[str, ...], python_version: str,  # noqa: ANN001
+                  conda_channels: tuple[str, ...], url_schemes: tuple[str, ...]
+                  ) -> tuple[list[str], list[str], tuple[str, ...]] | str:
+    """(channels, conda specs with the interpreter, validated pip requirements) of a pair's conda environment,
+    or why it cannot have one. The interpreter: the domain's `requires-python`, else `python_version`."""
+    channels, specs, problem = catalog.conda(*plugins)
     if problem:
         return problem
-    if set(pip_reqs) - set(catalog.domain_requirements):  # the domain's own pip requirements are not mixed in
-        return "mixing requirements.txt and environment.yml in one pair is not supported: declare both as conda"
     try:
-        return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python)
+        python = python_spec(catalog.domain_requires_python, python_version)
+        pip = validate_requirements(pip_reqs, url_schemes) if pip_reqs else ()
     except EnvError as exc:
         return str(exc)
+    return list(channels or conda_channels), sorted({*specs, python}), pip
+
+
+def _conda_lock(request: tuple[list[str], list[str], tuple[str, ...]] | str, locks_dir: Path, conda_backend: str,
+                rattler_python: str, uv: str, jail: LockJail = LockJail()) -> CondaLock | str:
+    """The one conda-lock file of a pair's conda environment (a string: why it cannot run)."""
+    if isinstance(request, str):
+        return request
+    channels, specs, pip = request
+    try:
+        return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python, pip_requirements=pip,
+                          uv=uv, jail=jail)
+    except EnvError as exc:
+        return str(exc)
+
+
+def solve_conda_all(requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str], *, locks_dir: Path,
+                    conda_backend: str, rattler_python: str, uv: str, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None,
+                    jail: LockJail = LockJail()) -> dict[str, CondaLock | str]:
+    """The conda lock of every distinct request, `workers` at a time (py-rattler and uv run as subprocesses);
+    each cached on disk by its inputs, so a request already locked costs a file read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: dict[str, CondaLock | str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {memo: pool.submit(_conda_lock, request, locks_dir, conda_backend, rattler_python, uv, jail)
+                   for memo, request in requests.items()}
+        for index, (memo, future) in enumerate(futures.items(), 1):
+            done[memo] = future.result()
+            if progress:
+                progress(index, len(futures))
+    return done
 
 
 def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: str, python_version: str,
               backend: str, url_schemes: tuple[str, ...], workers: int = 1,
               progress: Callable[[int, int], None] | None = None,
-              failed_solves: str = "use") -> dict[tuple[str, ...], Lock | str]:
+              jail: LockJail = LockJail(), failed_solves: str = "use") -> dict[tuple[str, ...], Lock | str]:
     """Lock every distinct requirement set, `workers` solver processes at a time (each set once; a lock cached on
     disk costs a file read). A set that cannot be solved maps to the reason, as a string."""
 
     def one(requirements: tuple[str, ...]) -> Lock | str:
         try:
             spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
-            return lock_environment(spec, locks_dir, uv, failed_solves=failed_solves)
+            return lock_environment(spec, locks_dir, uv, jail=jail, failed_solves=failed_solves)
         except EnvError as exc:
             return str(exc)
 
@@ -225,7 +267,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
                benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
                in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...],
-               lock_workers: int, progress: Callable[[int, int], None] | None, failed_solves: str = "use") -> Plan:
+               lock_workers: int, progress: Callable[[int, int], None] | None,
+               conda_channels: tuple[str, ...], jail: LockJail = LockJail(), failed_solves: str = "use") -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
@@ -240,11 +283,29 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
     candidates = candidate_pairs(change, catalog, models, benchmarks)
+
+    def wants_conda(mk: tuple[str, str], bk: tuple[str, str]) -> bool:
+        return backend == "conda" or any(conda[k][1] or conda[k][2] for k in (mk, bk))
+
     needed = {tuple(sorted(set(m_info[m][3]) | set(b_info[b][3]))) for m, b in candidates
-              if not any(conda[k][1] or conda[k][2] for k in (model_plugins[m].key, bench_plugins[b].key))}
+              if not wants_conda(model_plugins[m].key, bench_plugins[b].key)}
     solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
-                       url_schemes=url_schemes, workers=lock_workers, progress=progress,
+                       url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
                        failed_solves=failed_solves)
+    # conda pairs: one request per distinct (model facts, benchmark facts, pip set), each solved once
+    requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str] = {}
+    conda_of: dict[tuple[str, str], str] = {}
+    for m, b in candidates:
+        mk, bk = model_plugins[m].key, bench_plugins[b].key
+        if wants_conda(mk, bk):
+            reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
+            memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
+            if memo not in requests:
+                requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs, python_version,
+                                               conda_channels, url_schemes)
+    conda_locks = solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
+                                  rattler_python=rattler_python, uv=uv, workers=lock_workers, progress=progress,
+                                  jail=jail)
     pairs: list[PlannedPair] = []
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
@@ -252,9 +313,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         m_name, m_hash, m_owner, m_reqs = m_info[m]
         b_name, b_hash, b_owner, b_reqs = b_info[b]
         mk, bk = model_plugins[m].key, bench_plugins[b].key
-        if conda[mk][1] or conda[bk][1] or conda[mk][2] or conda[bk][2]:
-            lock = _conda_lock(catalog, model_plugins[m], bench_plugins[b], m_reqs + b_reqs, locks_dir, conda_backend,
-                               rattler_python)  # its own file cache, keyed by the conda inputs
+        if (m, b) in conda_of:
+            lock = conda_locks[conda_of[(m, b)]]
         else:
             lock = locks.get((m_reqs, b_reqs))
         if lock is None:
@@ -271,7 +331,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
             continue
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
                                  pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk],
-                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk]))))
+                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk])), model_folders=visible[mk]))
         bp = bench_plugins[b]
         pairs[-1].benchmark_parent, pairs[-1].benchmark_version = bp.parents.get(b), bp.versions.get(b)
         pairs[-1].parent_note = bp.parent_problems.get(b)

@@ -115,6 +115,7 @@ class Catalog:
     issues: list[Issue]
     domain_requirements: list[str] = field(default_factory=list)  # the repository's own (pyproject.toml...)
     domain_requirements_source: str = ""
+    domain_requires_python: str = ""  # [project].requires-python: a conda environment's interpreter
     unbounded: list[UnboundedLoad] = field(default_factory=list)
     load_calls: int = 0  # loader calls and registry reads seen (for measurements)
     refused_folders: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, folder) -> why
@@ -225,7 +226,7 @@ def find_domain_root(repo: Path, rev: str) -> str:
 
 def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir: Path | None = None) -> Catalog:
     """Read every plugin of the domain at `rev` from git objects (no checkout); facts cached under `cache_dir`."""
-    from pipeline.domainreqs import domain_requirements
+    from pipeline.domainreqs import domain_requirements, domain_requires_python
 
     repo = gitrepo.ensure_repository(repo)
     commit = gitrepo.resolve(repo, rev)
@@ -307,6 +308,7 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
     _resolve_uses(catalog, files_of, facts, loaders)
     domain_reqs, catalog.domain_requirements_source, problems = domain_requirements(repo, commit)
     catalog.domain_requirements, dropped = split_stdlib(domain_reqs)
+    catalog.domain_requires_python = domain_requires_python(repo, commit)
     problems += [(catalog.domain_requirements_source, f"requirement {line!r} names a standard-library module; "
                   "it is left out") for line in dropped]
     issues.extend(Issue(source, 0, message, "warning") for source, message in problems)

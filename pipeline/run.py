@@ -23,6 +23,7 @@ from db.states import State
 from pipeline import gitrepo, ledger
 from pipeline.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
+from pipeline.confine import lock_jail, require_sandbox
 from pipeline.database import Database
 from pipeline.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
@@ -150,8 +151,8 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      models=models, benchmarks=benchmarks, backend=settings.env_backend,
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
-                     progress=_lock_progress,
-                     in_flight=running, failed_solves=req.failed_solves)
+                     progress=_lock_progress, conda_channels=tuple(settings.conda_channels),
+                     in_flight=running, jail=lock_jail(settings), failed_solves=req.failed_solves)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
         keep_scope(change, plan)
@@ -211,6 +212,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     """Run the whole pipeline for one request and return what happened:
     detect -> plan -> render -> submit -> watch -> ingest -> notify."""
     ensure_writable(settings.state_dir)
+    require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
@@ -220,7 +222,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
     run_id = new_run_id()
-    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo)))
+    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings)))
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
         plan.in_flight.update(taken)
         plan.to_run = [p for p in plan.to_run if p.key not in taken]
@@ -298,12 +300,17 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
                    build_url=old.build_url, only_to=recipients, failed_solves="retry")
 
 
-def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None) -> ledger.RunInfo:
+def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None
+             ) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
                           base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
-                          jenkins_build=req.jenkins_build,
-                          build_url=req.build_url)
+                          jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox)
+
+
+def sandbox_mode(settings: Settings) -> str:
+    """What the run record says about confinement: bwrap ('auto' is its alias), or off."""
+    return "off" if settings.sandbox == "off" else "bwrap"
 
 
 def _tell_refused(settings: Settings, db: Database, req: Request, plan: Plan, result: RunResult,
@@ -343,7 +350,9 @@ def plugin_problems_by_owner(change: Change, catalog: Catalog) -> dict[str, list
 def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str,
                state: State = State.PENDING) -> None:
     """Open a run for an already rendered bundle (render, reproduce): its pairs recorded in `state`."""
-    ledger.open_run(db, bundle.run_id, plan, run_info(req, plan, repo, executor=bundle.executor), state=state)
+    ledger.open_run(db, bundle.run_id, plan, run_info(req, plan, repo, executor=bundle.executor,
+                                                      sandbox=bundle.manifest.sandbox.replace("auto", "bwrap")),
+                    state=state)
     ledger.record_bundle(db, bundle)
 
 

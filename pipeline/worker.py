@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import stat
 import time
 import traceback
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -30,6 +31,15 @@ from dataclasses import replace as dc_replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
+
+if __package__:  # imported as pipeline.worker (the coordinator, tests)
+    from . import sandbox as sb
+else:  # run as a script in a job bundle: the copy of pipeline/sandbox.py next to this file
+    import sandbox as sb  # type: ignore[no-redef]
+if __package__:  # the model's process and its stand-in (pipeline/boundary.py; the bundle's copy in a job)
+    from pipeline import boundary
+else:
+    import boundary  # type: ignore[no-redef]
 
 SCHEMA = 1  # of a result file in the spool (docs/spool.md)
 MANIFEST_SCHEMA = 1
@@ -61,9 +71,17 @@ class Manifest:
     pair_timeout: int = 1800
     cpus_per_task: int = 1
     array_throttle: int = 0
-    sandbox: str = "auto"  # auto | bwrap | off
+    sandbox: str = "auto"  # auto (= bwrap) | bwrap | off
+    sandbox_network: str = "on"  # on | off (loopback only)
+    max_processes: Optional[int] = 512  # per pair (a per-pair user when the worker is root)
+    disk_limit_bytes: Optional[int] = None  # per pair: its work folder, and any one file it writes
+    output_limit_bytes: Optional[int] = None  # per pair: what it prints; the pair is stopped past it
+    shm_bytes: int = 256 << 20  # its private /dev/shm
+    uid_base: int = sb.UID_BASE
     mem_limit_bytes: Optional[int] = None  # the plugin's data limit (local executor; Slurm enforces its own)
     shared_cache: Optional[str] = None
+    trusted_caches: list = field(default_factory=list)  # cache variables an admin shares between all plugins
+    boundary_cap_bytes: int = boundary.DEFAULT_CAP  # largest message between the model's and benchmark's process
     plugin_env: dict = field(default_factory=dict)
     sandbox_extra_paths: list = field(default_factory=list)
     uv: str = ""  # installs what a dynamic setup.py asks for, inside the job's sandbox
@@ -184,14 +202,18 @@ def base_result(manifest: Manifest, pair: dict) -> dict:
     return result
 
 
-def child_env(manifest: Manifest, workdir: Path) -> dict:
-    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours."""
+def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None) -> dict:
+    """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours.
+    `caches` (variable -> folder, see plugin_caches) replaces the shared cache's one folder per variable."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
+    home = workdir / "home" if (workdir / "home").is_dir() else workdir
     env.update({
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if (workdir / "site").is_dir() else ""),
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "PYTHONPATH": manifest.code_dir + (f":{workdir / 'site'}" if _has_entries(workdir / "site") else ""),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # the plugin's prints land in the log before its traceback, in order
         "PYTHONHASHSEED": "0",
@@ -208,11 +230,22 @@ def child_env(manifest: Manifest, workdir: Path) -> dict:
         if k in os.environ and "@" not in os.environ[k]:  # a proxy URL with a password stays out of reach
             env[k] = os.environ[k]
     cache = manifest.shared_cache
-    if cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
+    if caches is not None:
+        env.update(caches)
+    elif cache:  # data, weights and activations survive the pair (Brain-Score's and the usual libraries' homes)
         for name, sub in CACHE_HOMES.items():
             env[name] = str(Path(cache) / sub)
     env.update(manifest.plugin_env)
     return env
+
+
+def _has_entries(folder: Path) -> bool:
+    """Whether a setup.py installed anything into the pair's `site` folder (made empty by root beforehand)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 CACHE_HOMES = {
@@ -221,15 +254,39 @@ CACHE_HOMES = {
 }
 
 
-# Read-only system paths the plugin process sees (when present); everything else of the node is absent.
-SYSTEM_PATHS = (
-    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/sys",
-    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
-    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone",
-    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/mime.types",
-    "/etc/fonts", "/etc/os-release", "/etc/machine-id",
-)
-NOBODY = 65534
+SYSTEM_PATHS = sb.SYSTEM_PATHS
+NOBODY = sb.NOBODY
+
+
+def plugin_caches(manifest: Manifest, kind: str, plugin: str) -> dict[str, str]:
+    """Cache variable -> folder for one plugin's process: `<shared_cache>/<kind>/<plugin>/<sub>`, its own, so
+    that no plugin can change a file another plugin's pair reads (weights, hub code, data, activations).
+    Data and metric plugins write into the cache of the process that loads them (the benchmark's, or the
+    model's own copy). A variable the admin listed in `trusted_caches` is `<shared_cache>/shared/<sub>` for all."""
+    if not manifest.shared_cache:
+        return {}
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", plugin) or kind not in ("models", "benchmarks"):
+        raise StageError("import", f"plugin folder {plugin[:80]!r} cannot name a cache folder")
+    root = Path(manifest.shared_cache)
+    return {name: str(root / "shared" / sub if name in manifest.trusted_caches else root / kind / plugin / sub)
+            for name, sub in CACHE_HOMES.items()}
+
+
+def cache_folders(manifest: Manifest, caches: dict[str, str]) -> tuple[str, ...]:
+    """The folders to bind read-write for these caches: made by root below the root-owned cache root (no plugin
+    sees a parent, so none can plant a link there), group-writable by the sandbox users' shared group (setgid,
+    umask 002): every pair of the same plugin has a user of its own, and keeps writing the same cache."""
+    folders = sorted({str(Path(p).parent) if "/shared/" not in p else p for p in caches.values()})
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if manifest.sandbox != "off" and sb.running_as_root():
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode):
+                raise StageError("import", f"cache folder {folder} is not a folder")
+            if info.st_gid != NOBODY or stat.S_IMODE(info.st_mode) != 0o2775:
+                os.lchown(folder, info.st_uid if info.st_uid != 0 else 0, NOBODY)
+                os.chmod(folder, 0o2775)
+    return tuple(folders)
 
 
 def sandbox_identity() -> tuple[int, int] | None:
@@ -237,173 +294,75 @@ def sandbox_identity() -> tuple[int, int] | None:
     return (NOBODY, NOBODY) if os.getuid() == 0 else None
 
 
-def sandbox_prepare(manifest: Manifest, workdir: Path) -> None:
-    """Give the unprivileged plugin user its work folder and the shared cache (nothing else is writable)."""
-    identity = sandbox_identity() if manifest.sandbox != "off" and shutil.which("bwrap") \
-        else None
-    cache = manifest.shared_cache
-    if cache:
-        Path(cache).mkdir(parents=True, exist_ok=True)
-    if identity is None:
-        return
-    os.chown(workdir, *identity)
-    if cache and os.stat(cache).st_uid == 0:
-        os.chown(cache, *identity)
-
-
-def seccomp_program() -> bytes | None:
-    """A seccomp BPF filter (x86-64) refusing what a plugin never needs: mount and friends, ptrace, kexec,
-    module loading, namespaces, keyrings, bpf, userfaultfd, process_vm_*; other ABIs are killed."""
-    import platform
-    import struct
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
-    allow, kill = 0x7FFF0000, 0x80000000
-    denied = (101, 155, 161, 165, 166, 167, 168, 169, 170, 171, 175, 176, 246, 248, 249, 250, 272, 298, 304, 308,
-              310, 311, 313, 320, 321, 323, 428, 429, 430, 431, 432, 433, 442)
-    new_namespaces = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-    prog: list[tuple[int, int, int, int]] = []
-
-    def ins(code: int, jt: int = 0, jf: int = 0, k: int = 0) -> None:
-        prog.append((code, jt, jf, k))
-
-    ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    # Layout: header, one test per denied call, the clone checks, then the return blocks at the end.
-    n_tests = len(denied)
-    ins(ld_abs, k=4)                                   # arch
-    ins(jeq, 1, 0, 0xC000003E)                        # x86-64? skip the kill
-    ins(ret, k=kill)
-    ins(ld_abs, k=0)                                   # syscall number
-    tail_from = 4 + 1 + 1 + n_tests + 1 + 3           # index of the first return block (computed below)
-    # the return blocks: [allow, eperm, enosys]
-    def to(target: int) -> int:
-        return target - (len(prog) + 1)
-
-    allow_at, eperm_at, enosys_at = tail_from, tail_from + 1, tail_from + 2
-    ins(jge, to(eperm_at), 0, 0x40000000)             # x32 ABI
-    ins(jeq, to(enosys_at), 0, 435)                    # clone3: glibc falls back to clone
-    for nr in denied:
-        ins(jeq, to(eperm_at), 0, nr)
-    ins(jeq, 0, to(allow_at), 56)                      # clone: look at its flags
-    ins(ld_abs, k=16)                                  # args[0], low 32 bits
-    ins(jset, to(eperm_at), 0, new_namespaces)
-    ins(ret, k=allow)
-    assert len(prog) == allow_at
-    ins(ret, k=allow)
-    ins(ret, k=eperm)
-    ins(ret, k=enosys)
-    return b"".join(struct.pack("<HBBI", *i) for i in prog)
+def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> None:
+    """One side's work folder: root's own (so nothing in it can be replaced by the plugin), holding `home` (HOME,
+    TMPDIR, working directory) and `site` (what a setup.py installs), both the side's user's. The cache root
+    stays root's and is never bound whole: each plugin's cache folders are (see cache_folders)."""
+    os.chmod(workdir, 0o755)
+    for name in ("home", "site"):
+        (workdir / name).mkdir(mode=0o755)
+        if manifest.sandbox != "off":
+            sb.give(str(workdir / name), uid)
+    if manifest.shared_cache:
+        Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
-              extra_ro: tuple[str, ...] = (), cwd: Path | None = None) -> tuple[list[str], str, tuple[int, ...]]:
-    """Wrap the plugin process in bubblewrap, as an attacker's: an empty root with only the system folders, its
-    environment and its base interpreter, the domain package with the pair's own plugin folders, the worker
-    and its manifest (all read-only), its work folder and the shared cache (read-write); its own PID, IPC and
-    UTS namespaces; a dedicated unprivileged user with no capability when started as root; no_new_privs and
-    a seccomp filter. Returns (argv, what was done, file descriptors the child must inherit)."""
-    mode = manifest.sandbox
-    bwrap = shutil.which("bwrap") if mode != "off" else None
-    if bwrap is None:
-        if mode == "bwrap":
-            raise StageError("import", "sandbox=bwrap but bubblewrap (bwrap) is not installed on this node")
-        return cmd, "no sandbox" + (" (bubblewrap not installed)" if mode == "auto" else " (sandbox=off)"), ()
+              extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY,
+              folders: list[str] | None = None, writable: tuple[str, ...] | None = None
+              ) -> tuple[list[str], str, tuple[int, ...]]:
+    """Wrap a pair's process in the sandbox (pipeline/sandbox.py), as an attacker's: an empty root with only the
+    system folders, its environment and its base interpreter, the domain package with the pair's own plugin
+    folders, the worker and its manifest (all read-only), its work folder and the shared cache (read-write); its
+    own PID, IPC and UTS namespaces (and network when `sandbox_network` is off); a private /dev/shm; a per-pair
+    unprivileged user with no capability when started as root; no_new_privs and a libseccomp filter.
+    `folders` narrows the plugin folders to one side of the pair (the model's process sees its own); `writable`
+    replaces the shared cache with these folders (its own caches, the hand-off folder).
+    Returns (argv, what was done, file descriptors the child must inherit). Fails closed: StageError when the
+    sandbox cannot be set up; only `sandbox = "off"` runs the command as it is."""
+    if manifest.sandbox == "off":
+        return cmd, "no sandbox (sandbox=off: plugin code ran unconfined)", ()
     code = Path(manifest.code_dir)
     root = code / manifest.domain_root
     env_dir = Path(env_python_dir(env_python or cmd[0]))
-    args = [bwrap]
-    made: set[str] = set()
-
-    def parents(path: str) -> None:
-        # bubblewrap would copy each parent's mode (a 0700 state folder would lock the plugin user out)
-        for parent in (str(p) for p in reversed(Path(path).parents) if str(p) != "/"):
-            if parent not in made:
-                made.add(parent)
-                args.extend(["--perms", "0755", "--dir", parent])
-
-    def bind(kind: str, path: str) -> None:
-        parents(path)
-        args.extend([kind, path, path])
-
-    for path in (*SYSTEM_PATHS, *(manifest.sandbox_extra_paths), *extra_ro):
-        if os.path.lexists(path):
-            bind("--ro-bind", path)
-    args += ["--dev", "/dev", "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc",
-             "--unshare-uts", "--hostname", "sandbox", "--die-with-parent", "--new-session"]
-    bind("--ro-bind", str(env_dir))
-    # the environment's interpreter is a chain of symlinks to a base installation: recreate each link that
-    # lies outside the folders bound here, and bind the base installation's prefix (never its whole home)
-    links, real_python = symlink_chain(str(env_dir / "bin" / "python"))
-    prefix = str(Path(real_python).parent.parent)
-    for target, link in links:
-        if not link.startswith(str(env_dir) + "/") and not link.startswith(prefix + "/") and \
-                not any(link == p or link.startswith(p + "/") for p in SYSTEM_PATHS):
-            parents(link)
-            args.extend(["--symlink", target, link])
-    if not any(prefix == p or prefix.startswith(p + "/") for p in SYSTEM_PATHS):
-        bind("--ro-bind", prefix)
-
-    bind("--ro-bind", str(code))
+    view = sb.View(ro=[str(env_dir)], cwd=str(cwd or workdir / "home"), network=manifest.sandbox_network != "off",
+                   shm_bytes=manifest.shm_bytes, uid=uid)
+    sb.python_view(str(env_dir / "bin" / "python"), view)
+    view.ro.append(str(code))
     # Other plugins' folders are hidden; the domain package stays whole: its __init__.py files, helpers and
     # every file directly in a type folder (`benchmarks/__init__.py` defines BenchmarkBase in Brain-Score).
     for plugin_type in ("models", "benchmarks", "data", "metrics"):
         folder = root / plugin_type
         if folder.is_dir() and not folder.is_symlink():
-            args += ["--tmpfs", str(folder)]
-            for entry in sorted(folder.iterdir()):
-                if entry.is_file() and not entry.is_symlink():
-                    args += ["--ro-bind", str(entry), str(entry)]
-    for folder in pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]:
-        path = root / folder
-        if path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
-    for path in (manifest.path, manifest.worker):
-        bind("--ro-bind", path)
+            view.tmpfs.append(str(folder))
+            view.ro_over.extend(str(e) for e in sorted(folder.iterdir()) if e.is_file() and not e.is_symlink())
+    if folders is None:
+        folders = pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"]
+    for folder in folders:
+        if (root / folder).is_dir():
+            view.ro_over.append(str(root / folder))
+    modules = (str(Path(manifest.worker).with_name(name)) for name in ("sandbox.py", "boundary.py"))
+    view.ro.extend(p for p in (manifest.path, manifest.worker, *modules) if os.path.exists(p))
     cache = manifest.shared_cache
-    if cache and Path(cache).is_dir():
-        bind("--bind", cache)
-    bind("--bind", str(workdir))
-    args += ["--chdir", str(cwd or workdir), "--remount-ro", "/"]
-    fds: tuple[int, ...] = ()
-    program = seccomp_program()
-    how = "sandbox: bubblewrap"
-    if program is not None:
-        fd = os.memfd_create("score-plugins-seccomp", 0)
-        os.write(fd, program)
-        os.lseek(fd, 0, os.SEEK_SET)
-        args += ["--seccomp", str(fd)]
-        fds = (fd,)
-        how += ", seccomp"
-    identity = sandbox_identity()
-    if identity is None:
-        args += ["--unshare-user", "--cap-drop", "ALL", "--"]
-        how += ", user namespace"
-    else:  # root: become a dedicated unprivileged user, with every capability gone, before the plugin starts
-        uid, gid = identity
-        args += ["--", shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}",
-                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-        how += f", uid {uid}"
-    return args + cmd, how, fds
+    view.rw.extend(writable if writable is not None else (cache,) if cache and Path(cache).is_dir() else ())
+    view.rw.append(str(workdir))
+    try:
+        argv, fds, how = sb.command(view, cmd, extra_ro=(*manifest.sandbox_extra_paths, *extra_ro))
+    except sb.SandboxUnavailable as exc:
+        raise StageError("import", f"the sandbox cannot be set up on this node, nothing was run: {exc}") from None
+    return argv, how, fds
 
 
 def symlink_chain(path: str) -> tuple[list[tuple[str, str]], str]:
-    """The (target, link) hops from `path` to the file it finally names, and that file's real path."""
-    hops = []
-    current = path
-    for _ in range(40):
-        if not os.path.islink(current):
-            break
-        target = os.readlink(current)
-        hops.append((target, current))
-        current = target if os.path.isabs(target) else os.path.normpath(os.path.join(os.path.dirname(current), target))
-    return hops, os.path.realpath(path)
+    return sb.symlink_chain(path)
 
 
-def child_setup(manifest: Manifest):  # noqa: ANN201 - a preexec function or None
-    """Limits applied in the child before it starts (see memory_limit)."""
-    return memory_limit(manifest.mem_limit_bytes)
+def child_setup(manifest: Manifest, processes: int | None = None):  # noqa: ANN201 - a preexec function
+    """Limits applied in the child before it starts: memory (see memory_limit), processes, bytes per file."""
+    if manifest.sandbox == "off":
+        return memory_limit(manifest.mem_limit_bytes)
+    return sb.Limits(processes=processes, file_bytes=manifest.disk_limit_bytes,
+                     data_bytes=manifest.mem_limit_bytes).preexec()
 
 
 def memory_limit(limit: int | None):  # noqa: ANN201 - a preexec function or None
@@ -441,73 +400,50 @@ def pair_manifest(manifest: Manifest, pair: dict) -> Manifest:
     return own
 
 
-def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
-    """Score one pair in a child process; whatever happens, return a result dict.
+def split_folders(pair: dict) -> tuple[list[str], list[str]]:
+    """(what the model's process sees, what the benchmark's process sees): each plugin with what it uses."""
+    folders = list(pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"])
+    own = pair.get("model_folders")
+    if own is None:  # a manifest written before the split: the model's part comes first
+        bench = f"benchmarks/{pair['benchmark_plugin']}"
+        own = folders[:folders.index(bench)] if bench in folders else [f"models/{pair['model_plugin']}"]
+    return list(own), [f for f in folders if f not in own or not f.startswith("models/")]
 
-    The child reports through a pipe this process owns (stages, then one result), never through a file
-    in a folder the plugin can write: nothing it could plant there (a symlink, a FIFO, a forged result)
-    is ever opened. Every message is size-capped and checked against a schema (`check_report`).
+
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
+    """Score one pair in two sandboxed child processes; whatever happens, return a result dict.
+
+    The model runs in its own process (boundary.py serve-model) that sees only its own plugin folders and
+    caches; the benchmark's process sees the benchmark's, and talks to the model through a socket
+    (boundary.RemoteModel). Started as root, each side runs as a user of its own (two node-wide slots), so
+    neither can signal, trace or count as the other. Only the benchmark's process holds the report pipe this
+    process owns: stages, then one result, never a file in a folder a plugin can write. Every message is
+    size-capped and checked against a schema (`check_report`).
     """
     result = base_result(manifest, pair)
     started = time.time()
     result["started_at"] = now()
     result["log_path"] = str(log)
-    timeout = int(manifest.pair_timeout)
-    with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
-        workdir = Path(tmp)
-        sandbox_prepare(manifest, workdir)
-        installed = install_in_job(manifest, pair, env_python, workdir, log) if pair.get("setup_in_job") else None
-        if installed is not None:
-            result["installed_in_job"] = installed.get("installed")
-        read_fd, write_fd = os.pipe()
-        own = pair_manifest(manifest, pair)
-        cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path,
-               "--pair", pair["key"], "--report-fd", str(write_fd)]
-        fds: tuple[int, ...] = ()
-        try:
-            cmd, how, fds = sandboxed(own, pair, workdir, cmd)
-        except StageError as exc:
-            cmd, how = [], exc.reason
-        reader = ReportReader(read_fd)
-        failure: dict | None = None
-        with open(log, "ab") as logf:
-            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how})\n".encode())
-            logf.flush()
-            proc = None
-            try:
-                if not cmd:
-                    raise OSError(how)
-                proc = subprocess.Popen(cmd, cwd=workdir, env=child_env(manifest, workdir), stdout=logf,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                        pass_fds=(write_fd, *fds), preexec_fn=child_setup(manifest))
-            except OSError as exc:
-                failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
-            finally:
-                for fd in (write_fd, *fds):
-                    os.close(fd)
-            reader.start()
-            if installed is not None and installed.get("failure"):
-                if proc is not None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    proc = None
-                failure = installed["failure"]
-            if proc is not None:
-                code, usage, timed_out = wait_with_usage(proc, timeout)
-                reader.join(REPORT_DRAIN_SECONDS)
-                result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
-                result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3) if usage else None
-                stage, reported, problem = reader.outcome()
-                if reported and reported.get("max_rss_bytes"):  # the plugin's own, behind the sandbox's PID namespace
-                    result["max_rss_bytes"] = max(result["max_rss_bytes"] or 0, reported["max_rss_bytes"])
-                if timed_out:
-                    failure = {"state": "TIMEOUT", "stage": stage,
-                               "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
-                else:
-                    failure = _child_outcome(code, stage, reported, problem, result)
-            reader.close()
-        cap_log(log)
-        Path(own.path).unlink(missing_ok=True)
+    if manifest.trusted_caches:
+        result["trusted_caches"] = list(manifest.trusted_caches)
+    slots: list = []
+    try:
+        if manifest.sandbox != "off" and sb.running_as_root():
+            for _side in ("model", "benchmark"):
+                slots.append(sb.UidSlot(base=manifest.uid_base).__enter__())
+    except (sb.SandboxUnavailable, OSError) as exc:
+        for slot in slots:
+            slot.__exit__()
+        result.update({"status": "error", "state": "FAILED", "stage": "import", "ended_at": now(),
+                       "reason": f"the sandbox cannot be set up on this node, nothing was run: {exc}",
+                       "log_tail": "", "elapsed_seconds": 0.0})
+        return result
+    uids = (slots[0].uid, slots[1].uid) if slots else (NOBODY, NOBODY)
+    try:
+        failure = _run_pair_as(manifest, pair, env_python, log, result, uids)
+    finally:
+        for slot in slots:
+            slot.__exit__()
     result["ended_at"] = now()
     result["elapsed_seconds"] = round(time.time() - started, 3)
     if failure:
@@ -515,6 +451,245 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
     else:
         result.update({"status": "ok", "state": "COMPLETED", "stage": None, "reason": None})
     return result
+
+
+def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict,
+                 uids: tuple[int, int]) -> dict | None:
+    """run_pair's body, the model's side as uids[0] and the benchmark's as uids[1] (when root); None when the
+    pair scored, else its failure."""
+    timeout = int(manifest.pair_timeout)
+    model_uid, bench_uid = uids
+    model_folders, bench_folders = split_folders(pair)
+    failure: dict | None = None
+    with tempfile.TemporaryDirectory(prefix="pair-") as tmp:
+        os.chmod(tmp, 0o755)
+        bench_dir, model_dir, handoff = Path(tmp) / "benchmark", Path(tmp) / "model", Path(tmp) / "handoff"
+        for folder, uid in ((bench_dir, bench_uid), (model_dir, model_uid)):
+            folder.mkdir()
+            sandbox_prepare(manifest, folder, uid)
+        handoff.mkdir(mode=0o755)  # the benchmark's side writes stimulus files here; the model's reads them
+        if manifest.sandbox != "off":
+            sb.give(str(handoff), bench_uid)
+        installed: dict = {"installed": []}
+        for side_dir, side_folders, uid in ((model_dir, model_folders, model_uid), (bench_dir, bench_folders, bench_uid)):
+            wanted = [f for f in pair.get("setup_in_job") or [] if f in side_folders]
+            if wanted and not installed.get("failure"):
+                done = install_in_job(manifest, pair, env_python, side_dir, log, wanted, side_folders, uid=uid)
+                installed = {"installed": installed["installed"] + done.get("installed", []), **(
+                    {"failure": done["failure"]} if done.get("failure") else {})}
+        if pair.get("setup_in_job"):
+            result["installed_in_job"] = installed.get("installed")
+        read_fd, write_fd = os.pipe()
+        bench_end, model_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        own = pair_manifest(manifest, pair)
+        sides = []
+        seccomp_fds: list[int] = []
+        how = ""
+        try:
+            model_caches = plugin_caches(manifest, "models", pair["model_plugin"])
+            bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
+            boundary_py = str(Path(manifest.worker).with_name("boundary.py"))
+            model_cmd = [env_python, boundary_py, "serve-model", "--manifest", own.path, "--pair", pair["key"],
+                         "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
+            bench_cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path, "--pair", pair["key"],
+                         "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
+                         "--handoff", str(handoff)]
+            model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(str(handoff),),
+                                                   uid=model_uid, folders=model_folders,
+                                                   writable=cache_folders(manifest, model_caches))
+            seccomp_fds += model_fds
+            sides.append((model_argv, model_dir, model_caches, (model_end.fileno(), *model_fds)))
+            bench_argv, how, bench_fds = sandboxed(own, pair, bench_dir, bench_cmd, uid=bench_uid,
+                                                   folders=bench_folders,
+                                                   writable=(*cache_folders(manifest, bench_caches), str(handoff)))
+            seccomp_fds += bench_fds
+            sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds)))
+        except StageError as exc:
+            how = how or exc.reason
+            failure = {"state": "FAILED", "stage": exc.stage, "reason": exc.reason}
+        reader = ReportReader(read_fd)
+        processes = _process_limit(manifest)
+        procs: list[subprocess.Popen] = []
+        with open(log, "ab") as logf:
+            logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how}; the model "
+                       f"in its own process)\n".encode())
+            if manifest.trusted_caches:
+                logf.write(f"[score-plugins] caches shared by every plugin (trusted_caches): "
+                           f"{', '.join(manifest.trusted_caches)}\n".encode())
+            logf.flush()
+            output = LogWriter(logf, manifest.output_limit_bytes)
+            failure = failure or installed.get("failure")
+            try:
+                for argv, side_dir, caches, pass_fds in sides if failure is None else ():
+                    procs.append(subprocess.Popen(
+                        argv, cwd=side_dir, env=child_env(manifest, side_dir, caches), stdout=output.fd,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                        pass_fds=pass_fds, preexec_fn=child_setup(manifest, processes)))
+            except OSError as exc:
+                failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
+            finally:
+                for fd in (write_fd, *seccomp_fds):
+                    os.close(fd)
+                bench_end.close()
+                model_end.close()
+                output.started()
+            reader.start()
+            if failure is None and len(procs) == 2:
+                watch = PairWatch(manifest, Path(tmp), uids, output)
+                code, usage, stopped = wait_with_usage(procs[1], timeout, watch.check)
+                reader.join(REPORT_DRAIN_SECONDS)
+                result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
+                result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3) if usage else None
+                stage, reported, problem = reader.outcome()
+                if reported and reported.get("max_rss_bytes"):  # the plugins' own, behind the PID namespaces
+                    result["max_rss_bytes"] = max(result["max_rss_bytes"] or 0, reported["max_rss_bytes"])
+                if stopped == "timeout":
+                    failure = {"state": "TIMEOUT", "stage": stage,
+                               "reason": f"pair exceeded its time limit of {timeout} s and was stopped"}
+                elif stopped:
+                    failure = {"state": "FAILED", "stage": stage, "reason": stopped}
+                else:
+                    failure = _child_outcome(code, stage, reported, problem, result)
+                    if failure and code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+                        failure["reason"] = (f"pair wrote a file larger than its disk limit of "
+                                             f"{manifest.disk_limit_bytes} bytes and was stopped (SIGXFSZ)")
+                    elif failure and "[Errno 27]" in failure["reason"]:  # Python ignores SIGXFSZ: EFBIG instead
+                        failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
+                                              " bytes)")
+            model_usage = _end_model(procs, failure is None and len(procs) == 2)
+            if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
+                result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
+            output.finish()
+            reader.close()
+            if failure and len(procs) == 2 and "closed the channel" in str(failure.get("reason")):
+                failure = _model_died(procs[0].returncode, failure)
+        cap_log(log)
+        Path(own.path).unlink(missing_ok=True)
+    return failure
+
+
+def _end_model(procs: list[subprocess.Popen], scored: bool):  # noqa: ANN202 - a resource usage or None
+    """Every process of the pair ends: the model's when the benchmark's side hangs up (2 s after a score), else
+    it is stopped. Returns the model's process's resource usage (its peak memory), when it had one."""
+    usage = None
+    for proc in procs:
+        deadline = time.monotonic() + (2 if proc is procs[0] and scored else 0.01)
+        while proc.returncode is None:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                usage = rusage if proc is procs[0] else usage
+                break
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _pid, status, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                usage = rusage if proc is procs[0] else usage
+                break
+            time.sleep(0.01)
+        try:  # nothing of the pair outlives it (bubblewrap's own children too)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return usage
+
+
+def _model_died(code: int | None, failure: dict) -> dict:
+    """The benchmark's side lost the model: say how the model's process ended (a signal, e.g. the OOM killer)."""
+    if code is not None and code > 128 and (code - 128) in set(signal.Signals):
+        code = -(code - 128)  # bubblewrap reports a child killed by a signal as 128 + the signal
+    if code is None or code >= 0:
+        return {**failure, "reason": f"{failure['reason']} (the model's process exited with code {code})"}
+    died = _child_outcome(code, failure["stage"], None, None, {}) or failure
+    return {**died, "reason": died["reason"].replace("plugin process", "the model's process was", 1)}
+
+
+def _process_limit(manifest: Manifest) -> int | None:
+    """RLIMIT_NPROC for the pair. As root each pair has its own user, so the limit is the pair's own; otherwise
+    the limit counts every process of the user running the worker, so it is raised by what that user runs now."""
+    if manifest.sandbox == "off" or not manifest.max_processes:
+        return None
+    if sb.running_as_root():
+        return manifest.max_processes
+    return manifest.max_processes + sb.count_tasks(os.getuid())
+
+
+class LogWriter:
+    """The pair's stdout and stderr, capped while they are written: the first half of LOG_CAP_BYTES goes to the
+    log as it comes, then only the last half is kept (in memory) and written with a marker at the end. Past
+    `limit` bytes in all, `flooded` is set and the pair is stopped."""
+
+    def __init__(self, logf, limit: int | None):  # noqa: ANN001 - a binary file
+        import threading
+
+        self.logf, self.limit = logf, limit
+        read_fd, self.fd = os.pipe()
+        self.read_fd = read_fd
+        self.total = 0
+        self.head_room = LOG_CAP_BYTES // 2
+        self.tail = bytearray()
+        self.flooded = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def started(self) -> None:
+        os.close(self.fd)  # the child holds the write end now
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.total += len(chunk)
+            if self.limit and self.total > self.limit:
+                self.flooded = True
+            if self.head_room > 0:
+                head, chunk = chunk[:self.head_room], chunk[self.head_room:]
+                self.head_room -= len(head)
+                self.logf.write(head)
+                self.logf.flush()
+            if chunk:
+                self.tail.extend(chunk)
+                if len(self.tail) > LOG_CAP_BYTES // 2:
+                    del self.tail[:len(self.tail) - LOG_CAP_BYTES // 2]
+
+    def finish(self) -> None:
+        self.thread.join(REPORT_DRAIN_SECONDS)  # a grandchild holding the pipe open cannot keep us waiting
+        dropped = self.total - LOG_CAP_BYTES // 2 - len(self.tail)
+        if dropped > 0:
+            self.logf.write(f"\n[... {dropped} bytes cut by score-plugins ...]\n".encode())
+        self.logf.write(bytes(self.tail))
+        self.logf.flush()
+        os.close(self.read_fd)
+
+
+class PairWatch:
+    """Checks, while the pair runs, the limits no rlimit enforces for the pair as a whole: its output, its
+    processes (per-pair user, root only) and the bytes in its work folder. Returns the reason to stop it."""
+
+    def __init__(self, manifest: Manifest, workdir: Path, uids: tuple[int, ...], output: LogWriter):
+        self.manifest, self.workdir, self.uids, self.output = manifest, workdir, tuple(set(uids)), output
+        self.next_slow = 0.0
+
+    def check(self) -> str | None:
+        m = self.manifest
+        if self.output.flooded:
+            return f"pair printed more than its output limit of {m.output_limit_bytes} bytes and was stopped"
+        if m.sandbox == "off" or time.monotonic() < self.next_slow:
+            return None
+        self.next_slow = time.monotonic() + 1.0
+        if m.max_processes and sb.running_as_root() and \
+                max(sb.count_processes(uid) for uid in self.uids) >= m.max_processes:
+            return f"pair reached its limit of {m.max_processes} processes and was stopped"
+        if m.disk_limit_bytes and sb.tree_size(str(self.workdir), m.disk_limit_bytes) > m.disk_limit_bytes:
+            return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
+        return None
 
 
 STAGES = ("env_build", "import", "score", "persist")
@@ -545,19 +720,20 @@ print("SCORE_PLUGINS_REQUIRES " + json.dumps([str(r) for r in requires]))
 REQUIREMENT_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?\s*([<>=!~]=?[^;\s]*(\s*,\s*[<>=!~]=?[^;\s]*)*)?(\s*;.*)?$")
 
 
-def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path) -> dict:
+def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Path, log: Path,
+                   wanted: list[str] | None = None, visible: list[str] | None = None, *, uid: int = NOBODY) -> dict:
     """What a plugin's setup.py asks for, when that cannot be read statically: setup.py is run inside the sandbox
     (with `setup()` captured, nothing built), the requirements it names are checked, installed with uv into the
     pair's work folder (inside the sandbox too) and recorded as installed. Returns {"installed": [...]} or
-    {"failure": ...}."""
+    {"failure": ...}. `wanted`: these folders only, in a sandbox that sees `visible` (one side of the pair)."""
     root = Path(manifest.code_dir) / manifest.domain_root
     uv = manifest.uv or shutil.which("uv") or "uv"
     requirements: list[str] = []
     with open(log, "ab") as logf:
-        for folder in pair["setup_in_job"]:
+        for folder in pair["setup_in_job"] if wanted is None else wanted:
             plugin_dir = root / folder
             proc = _sandboxed_run(manifest, pair, workdir, [env_python, "-c", SETUP_READER], env_python, (),
-                                  plugin_dir, logf, capture=True)
+                                  plugin_dir, logf, capture=True, uid=uid, folders=visible)
             lines = [line for line in proc[1].splitlines() if line.startswith("SCORE_PLUGINS_REQUIRES ")]
             try:
                 found = json.loads(lines[-1].split(" ", 1)[1]) if lines else None
@@ -577,31 +753,39 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
         logf.write(f"[score-plugins] installing in the job (setup.py not readable statically): "
                    f"{', '.join(requirements)}\n".encode())
         logf.flush()
+        # `site` was made by root in a root-owned work folder before any plugin code ran (sandbox_prepare): the
+        # plugin cannot have replaced it with a symlink, and nothing here changes an owner or follows a link
         site = workdir / "site"
-        site.mkdir(exist_ok=True)
-        identity = sandbox_identity()
-        if identity is not None:
-            os.chown(site, *identity)
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
                                                            "--target", str(site), *requirements],
-                                 env_python, (uv,), workdir, logf)
+                                 env_python, (uv,), workdir / "home", logf, uid=uid, folders=visible)
     if code != 0:
         return {"failure": {"state": "FAILED", "stage": "env_build",
                             "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
-    installed = sorted(p.name[:-len(".dist-info")].replace("-", "==", 1) for p in site.glob("*.dist-info"))
+    installed = sorted(name[:-len(".dist-info")].replace("-", "==", 1) for name in os.listdir(site)
+                       if name.endswith(".dist-info"))
     return {"installed": installed}
 
 
 def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,
-                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False) -> tuple[int, str]:  # noqa: ANN001
-    """One helper command in the pair's sandbox (same view, same user), with a time limit."""
-    args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd)
-    env = child_env(manifest, workdir)
-    env.update({"UV_CACHE_DIR": str(workdir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy"})
+                   extra_ro: tuple[str, ...], cwd: Path, logf, capture: bool = False,  # noqa: ANN001
+                   uid: int = NOBODY, folders: list[str] | None = None) -> tuple[int, str]:
+    """One helper command in one side's sandbox (same view, same user, same limits, no cache), with a time
+    limit."""
+    try:
+        args, _how, fds = sandboxed(manifest, pair, workdir, cmd, env_python=env_python, extra_ro=extra_ro, cwd=cwd,
+                                    uid=uid, folders=folders, writable=())
+    except StageError as exc:
+        logf.write(f"[score-plugins] {exc.reason}\n".encode())
+        return 1, ""
+    env = child_env(manifest, workdir, {})
+    env.update({"UV_CACHE_DIR": str(workdir / "home" / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
+                "UV_LINK_MODE": "copy"})
     try:
         proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, pass_fds=fds,
                               stdout=subprocess.PIPE if capture else logf, stderr=logf,
-                              timeout=int(manifest.pair_timeout))
+                              timeout=int(manifest.pair_timeout), preexec_fn=child_setup(manifest, _process_limit(
+                                  manifest)))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 1, str(exc)
     finally:
@@ -744,6 +928,12 @@ def own_peak() -> int:
                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
+def pair_peak(channel: "boundary.Channel") -> int:
+    """The pair's peak memory: the benchmark's process's own, or the model's process's as it reports it (behind
+    its PID namespace nothing else can see it; a model that under-reports only starts its next run too small)."""
+    return max(own_peak(), boundary.model_peak(channel) or 0)
+
+
 def _child_outcome(code: int | None, stage: str, reported: dict | None, problem: str | None, result: dict
                    ) -> dict | None:
     """None when the child reported a valid score (copied into `result`), else the failure."""
@@ -774,31 +964,37 @@ def _child_outcome(code: int | None, stage: str, reported: dict | None, problem:
     return None
 
 
-def wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, object, bool]:
-    """Wait for the child, killing its process group at `timeout`; return its own rusage (peak memory)."""
+def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple[int, object, str | None]:  # noqa: ANN001
+    """Wait for the child, killing its process group at `timeout` ("timeout") or when `check()` returns a reason
+    (that reason); return its exit code, its own rusage (peak memory) and why it was stopped (None: it ended)."""
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, False
-        if time.monotonic() > deadline:
+            return proc.returncode, usage, None
+        stopped = "timeout" if time.monotonic() > deadline else (check() if check else None)
+        if stopped:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, True
+            return proc.returncode, usage, stopped
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
 
 
 def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: int) -> dict:
     result = base_result(manifest, pair)
+    said = [line for line in tail(env_log).splitlines() if line.startswith("score-plugins: ")]
+    reason = f"building the environment failed (exit {status})"
+    if status == 3 and said:  # the sandbox could not be set up: nothing was built or run; say what is missing
+        reason = f"{reason}: {said[-1][len('score-plugins: '):][:500]}"
     result.update({"status": "error", "state": "FAILED", "stage": "env_build",
-                   "reason": f"building the environment failed (exit {status})", "log_path": str(env_log),
+                   "reason": reason, "log_path": str(env_log),
                    "log_tail": tail(env_log), "started_at": now(), "ended_at": now()})
     return result
 
@@ -926,7 +1122,8 @@ def read_score(value: object, benchmark_ceiling: object = None) -> dict:
 
 
 def cmd_score_pair(args: argparse.Namespace) -> int:
-    """Inside the plugins' environment: import both plugins, score, report through the pipe. Never raises."""
+    """Inside the plugins' environment, the benchmark's side: import the benchmark plugin, score it against the
+    model's process (a boundary.RemoteModel), report through the pipe. Never raises."""
     import importlib
 
     report_fd = os.fdopen(args.report_fd, "w", encoding="utf-8", closefd=True)
@@ -944,22 +1141,29 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
         send({"stage": name})
 
     stage("import")
+    channel = None
+    peak = [0]
     try:
         manifest = load_manifest(args.manifest)
         pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
+        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff),
+                                   peer="the model's process")
         root = manifest.domain_root
         domain = importlib.import_module(root)
         try:
-            importlib.import_module(f"{root}.models.{pair['model_plugin']}")
-            model_factory = getattr(domain, "model_registry")[pair["model"]]
             importlib.import_module(f"{root}.benchmarks.{pair['benchmark_plugin']}")
             benchmark_factory = getattr(domain, "benchmark_registry")[pair["benchmark"]]
         except KeyError as exc:
             raise StageError("import", f"{exc} is not registered after importing its plugin") from None
+        boundary.wait_for_model(channel, "imported")  # the model's process imports its plugin meanwhile
         stage("score")
-        model = model_factory()
+        boundary.wait_for_model(channel, "ready")
+        model = boundary.RemoteModel(channel, pair["model"])
         benchmark = benchmark_factory()
         value = benchmark(model)
+        violation = boundary.violation(model)
+        if violation:  # a benchmark that caught the error still fails its pair with it
+            raise StageError("score", violation)
         ceiling_attr = None
         if not isinstance(getattr(value, "attrs", None), dict) or "ceiling" not in value.attrs:
             try:  # a Score that carries its ceiling is enough; else the benchmark's own, for the record
@@ -968,15 +1172,23 @@ def cmd_score_pair(args: argparse.Namespace) -> int:
                 ceiling_attr = None
         reported = read_score(value, ceiling_attr)
         stage("persist")
-        send({"status": "ok", **reported, "max_rss_bytes": own_peak()})
+        send({"status": "ok", **reported, "max_rss_bytes": pair_peak(channel)})
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.ModelFailed as exc:
+        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
+    except boundary.BoundaryError as exc:
+        report = {"status": "error", "stage": current["stage"], "reason": str(exc)}
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
         traceback.print_exc()
         report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
-    report["max_rss_bytes"] = own_peak()  # a MemoryError's peak tells the next run where to start
+    finally:
+        if channel is not None:
+            peak[0] = pair_peak(channel)  # a MemoryError's peak tells the next run where to start
+            channel.close()  # the model's process sees the end and exits
+    report["max_rss_bytes"] = peak[0] or own_peak()
     send(report)
     return 1
 
@@ -994,6 +1206,8 @@ def main(argv: list[str] | None = None) -> int:
     pair.add_argument("--manifest", required=True)
     pair.add_argument("--pair", required=True)
     pair.add_argument("--report-fd", type=int, required=True, help="pipe to the worker (stages, then the result)")
+    pair.add_argument("--model-fd", type=int, required=True, help="socket to the model's process")
+    pair.add_argument("--handoff", required=True, help="folder for stimulus files the model may read")
     args = parser.parse_args(argv)
     if args.command == "run-task":
         return cmd_run_task(args)

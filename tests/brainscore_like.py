@@ -270,6 +270,234 @@ FILES = {
     f"{ROOT}/models/20260408_2033_stl10/requirements.txt": "imp\n",
 }
 
+# A vision-shaped benchmark through the model boundary, its data in a download cache, and models that keep their
+# weights in a cache: what a hostile submitter would poison (issue 23). Not part of `build()`'s commits: the
+# boundary tests add it with `add_cached_vision()`.
+PARITY_MODEL = '''
+        import json
+        import os
+        from pathlib import Path
+
+        import numpy as np
+        from brainscore_core.supported_data_standards.brainio.assemblies import BehavioralAssembly
+
+
+        class ParityModel:
+            """Right on stimulus i when i % 8 < its `p`: accuracy p/8. Its `p` is its weights, downloaded once into
+            TORCH_HOME like a checkpoint and read from there ever after."""
+
+            def __init__(self, identifier, p):
+                self._identifier = identifier
+                weights = Path(os.environ['TORCH_HOME']) / 'checkpoints' / f'{identifier}.json'
+                if not weights.exists():
+                    weights.parent.mkdir(parents=True, exist_ok=True)
+                    weights.write_text(json.dumps({'p': p}))
+                self.p = json.loads(weights.read_text())['p']
+
+            @property
+            def identifier(self):
+                return self._identifier
+
+            def visual_degrees(self):
+                return 8
+
+            def start_task(self, task, fitting_stimuli=None):
+                assert task == 'label' and fitting_stimuli is None
+
+            def look_at(self, stimuli, number_of_trials=1):
+                values = []
+                for stimulus_id in stimuli['stimulus_id']:
+                    i = int(Path(stimuli.get_stimulus(stimulus_id)).read_text())
+                    values.append([i % 2 if i % 8 < self.p else 1 - i % 2])
+                return BehavioralAssembly(np.array(values), coords={
+                    'stimulus_id': ('presentation', list(stimuli['stimulus_id'])),
+                    'image_label': ('presentation', list(stimuli['image_label'])),
+                    'choice': ('choice', ['label'])}, dims=['presentation', 'choice'])
+        '''
+CACHED_VISION = {
+    f"{ROOT}/data/cached_stimuli/__init__.py": '''
+        import json
+        import os
+        from pathlib import Path
+
+        from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
+
+        from bs_like import data_registry, stimulus_set_registry
+
+        N = 16
+
+
+        def _home():
+            # like brainio: downloaded once into BRAINIO_HOME, read from there ever after
+            home = Path(os.environ['BRAINIO_HOME']) / 'cached_stimuli'
+            if not (home / 'truth.json').exists():
+                home.mkdir(parents=True, exist_ok=True)
+                for i in range(N):
+                    (home / f'stim_{i}.txt').write_text(str(i))
+                (home / 'truth.json').write_text(json.dumps([i % 2 for i in range(N)]))
+            return home
+
+
+        def _stimuli():
+            home = _home()
+            stimuli = StimulusSet({'stimulus_id': [f's{i}' for i in range(N)], 'image_label': ['x'] * N})
+            stimuli.identifier = 'Cached'
+            stimuli.stimulus_paths = {f's{i}': home / f'stim_{i}.txt' for i in range(N)}
+            return stimuli
+
+
+        stimulus_set_registry['Cached'] = _stimuli
+        data_registry['Cached'] = lambda: json.loads((_home() / 'truth.json').read_text())
+        ''',
+    f"{ROOT}/benchmarks/cached_vision/__init__.py": '''
+        import numpy as np
+        from brainscore_core.metrics import Score
+
+        from bs_like import benchmark_registry, load_dataset, load_metric, load_stimulus_set
+        from bs_like.benchmarks import BenchmarkBase, ceil_score
+
+
+        class CachedVision(BenchmarkBase):
+            """Vision-shaped: the model is asked what Brain-Score asks, and answers with a BehavioralAssembly."""
+
+            def __init__(self):
+                super().__init__(identifier='Cached-acc', ceiling=Score(0.8), version=1, parent='behavior')
+
+            def __call__(self, candidate):
+                stimuli = load_stimulus_set('Cached')
+                truth = load_dataset('Cached')
+                assert isinstance(candidate.identifier, str) and candidate.visual_degrees() == 8
+                candidate.start_task('label', fitting_stimuli=None)
+                predictions = candidate.look_at(stimuli, number_of_trials=1)
+                by_id = dict(zip(predictions['stimulus_id'].values, predictions.values[:, 0]))
+                raw = load_metric('accuracy')([by_id[s] for s in stimuli['stimulus_id']], truth)
+                return ceil_score(raw, self.ceiling)
+
+
+        benchmark_registry['Cached-acc'] = CachedVision
+        ''',
+    f"{ROOT}/models/parity/__init__.py": '''
+        from bs_like import model_registry
+        from .model import ParityModel
+
+        model_registry['parity-5'] = lambda: ParityModel('parity-5', 5)
+        model_registry['parity-6'] = lambda: ParityModel('parity-6', 6)
+        ''',
+    f"{ROOT}/models/parity/model.py": PARITY_MODEL,
+}
+
+# (a) a forged report to every inherited descriptor, (b) the benchmark, the metric and Score patched, (c) the
+# benchmark's data read, (d) every cache variable's folder written, all at import time; then it answers honestly
+# (p = 4: its honest ceiled score is 0.5 / 0.8 = 0.625). 'hostile-quiet' does (b)-(d) only.
+HOSTILE = '''
+import glob, json, os, sys
+from pathlib import Path
+
+from bs_like import model_registry
+''' + textwrap.dedent(PARITY_MODEL) + '''
+
+FORGED = b'{"status": "ok", "score_ceiled": 0.99, "score_raw": 0.99}\\n'
+
+
+def attempt(name, action):
+    try:
+        outcome = action()
+        print(f'ATTEMPT {name}: ' + ('SUCCEEDED' if outcome not in (False, None, []) else 'blocked'), flush=True)
+    except Exception as exc:
+        print(f'ATTEMPT {name}: blocked ({type(exc).__name__})', flush=True)
+
+
+def descriptors():
+    return {int(fd): os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd')
+            if os.path.exists(f'/proc/self/fd/{fd}') or os.path.islink(f'/proc/self/fd/{fd}')}
+
+
+def forge_every_descriptor():
+    held = descriptors()
+    print('DESCRIPTORS ' + json.dumps([held[fd] for fd in sorted(held)]), flush=True)  # by number
+    for fd in range(3, 1024):
+        try:
+            os.write(fd, FORGED)
+        except OSError:
+            pass
+
+
+def patch_everything():
+    import brainscore_core.metrics
+    import bs_like.benchmarks
+    Score = brainscore_core.metrics.Score
+    bs_like.benchmarks.ceil_score = lambda score, ceiling: Score(0.99)
+    Score.__truediv__ = lambda self, other: Score(0.99)
+    for name in ('bs_like.benchmarks.cached_vision', 'bs_like.metrics.accuracy', 'bs_like.metrics.accuracy.metric'):
+        try:
+            __import__(name)
+            module = sys.modules[name]
+            for attr in dir(module):
+                if isinstance(getattr(module, attr), type):
+                    setattr(getattr(module, attr), '__call__', lambda self, *a, **k: Score(0.99))
+            print(f'ATTEMPT import {name}: SUCCEEDED', flush=True)
+        except ImportError:
+            print(f'ATTEMPT import {name}: blocked', flush=True)
+
+
+def shared_root():
+    return Path(os.environ['TORCH_HOME']).parents[2]  # <shared_cache>/models/<plugin>/torch
+
+
+def read_benchmark_data():
+    root = shared_root()
+    here = Path(sys.modules['bs_like'].__file__).parent
+    attempt('read data plugin code', lambda: (here / 'data' / 'cached_stimuli' / '__init__.py').read_text())
+    attempt('read benchmark plugin code', lambda: (here / 'benchmarks' / 'cached_vision' / '__init__.py').read_text())
+    attempt('read benchmark data', lambda: [p.read_text() for p in [
+        *root.glob('*/cached_stimuli/truth.json'), *root.glob('benchmarks/*/*/cached_stimuli/truth.json'),
+        *root.glob('shared/*/cached_stimuli/truth.json')]])
+
+
+def poison(folder):
+    folder = Path(folder)
+    (folder / 'cached_stimuli').mkdir(parents=True, exist_ok=True)
+    (folder / 'cached_stimuli' / 'truth.json').write_text(json.dumps([1] * 16))
+    (folder / 'checkpoints').mkdir(parents=True, exist_ok=True)
+    for other in ('parity-5', 'parity-6'):
+        (folder / 'checkpoints' / f'{other}.json').write_text(json.dumps({'p': 8}))
+    return True
+
+
+def poison_every_cache():
+    for name in ('BRAINIO_HOME', 'BRAINSCORE_HOME', 'RESULTCACHING_HOME', 'TORCH_HOME', 'HF_HOME',
+                 'XDG_CACHE_HOME', 'KERAS_HOME'):
+        if name in os.environ:
+            poison(os.environ[name])  # its own cache: allowed, and read by no one else
+    root = shared_root()
+    others = [p for p in [*root.glob('*'), *root.glob('*/*/*')] if p.is_dir() and '/models/hostile' not in str(p)]
+    attempt('write other caches', lambda: [p for p in others if poison(p)])
+
+
+if os.environ.get('SCORE_HOSTILE_LOUD', '1') == '1':
+    forge_every_descriptor()
+patch_everything()
+read_benchmark_data()
+poison_every_cache()
+
+model_registry['hostile'] = lambda: ParityModel('hostile', 4)
+'''
+
+
+def add_cached_vision(repo: Path, hostile: bool = True) -> str:
+    """Commit the vision-shaped benchmark, its cached data, the parity models and (optionally) the hostile ones."""
+    for rel, text in CACHED_VISION.items():
+        write(repo, rel, textwrap.dedent(text).lstrip())
+    if hostile:
+        write(repo, f"{ROOT}/models/hostile/__init__.py", HOSTILE.lstrip())
+        write(repo, f"{ROOT}/models/hostile_quiet/__init__.py", HOSTILE.lstrip().replace(
+            "os.environ.get('SCORE_HOSTILE_LOUD', '1') == '1'", "False").replace(
+            "model_registry['hostile'] = lambda: ParityModel('hostile', 4)",
+            "model_registry['hostile-quiet'] = lambda: ParityModel('hostile-quiet', 4)").replace(
+            "'/models/hostile' not in", "'/models/hostile_quiet' not in"))
+    return commit_all(repo, "a cached vision benchmark and models", author="Mallory <mallory@example.org>")
+
+
 BROKEN = {f"{ROOT}/benchmarks/broken_elsewhere/__init__.py": "from bs_like import benchmark_registry\n"
                                                            "benchmark_registry['Broken'] = (\n"}
 

@@ -146,9 +146,10 @@ def workspace(tmp_path: Path, env_cache: Path) -> Workspace:
     env.update({"SCORE_PLUGINS_ENV_ROOT": str(env_cache), "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
     work = tmp_path / "work"
     work.mkdir()
-    # its own state folder from the start: the lookup of `.score-plugins` in parent folders never reaches a
-    # stray one in /tmp (which would share one database between every test on the machine)
+    # its own state folder, made and named from the start: the lookup of `.score-plugins` in parent folders never
+    # reaches a stray one in /tmp (which would share one database between every test on the machine)
     (work / ".score-plugins").mkdir()
+    env["SCORE_PLUGINS_STATE_DIR"] = str(work / ".score-plugins")
     return Workspace(work, env)
 
 

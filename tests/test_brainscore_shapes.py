@@ -130,7 +130,9 @@ def bs_workspace(workspace, tmp_path):
     git_req = make_git_package(tmp_path / "tinypkg")
     repo = build(tmp_path / "bs-scored", git_requirement=git_req)
     workspace.env.update({"SCORE_PLUGINS_SANDBOX": "bwrap", "SCORE_PLUGINS_REQUIREMENT_URL_SCHEMES": "git+https,git+file",
-                          "SCORE_PLUGINS_PAIR_TIMEOUT": "600"})
+                          "SCORE_PLUGINS_PAIR_TIMEOUT": "600",
+                          # locking and building run in the sandbox: it reads a git+file repository only if let
+                          "SCORE_PLUGINS_SANDBOX_EXTRA_PATHS": str(tmp_path / "tinypkg")})
     return workspace, repo
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,11 +18,16 @@ from pipeline.config import load_settings
 SETTINGS = load_settings(environ={})
 
 
+def write_builder(path: Path, **kw: object) -> Path:
+    """A builder as a bundle holds it: the script, and the sandbox module it runs the build in beside it."""
+    path.write_text(render_env_builder(backend="uv", **{"uv": SETTINGS.uv, "python": SETTINGS.python, **kw}))
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "pipeline" / "sandbox.py", path.with_name("sandbox.py"))
+    return path
+
+
 @pytest.fixture
 def builder(tmp_path) -> Path:
-    path = tmp_path / "build_env.sh"
-    path.write_text(render_env_builder(backend="uv", uv=SETTINGS.uv, python=SETTINGS.python))
-    return path
+    return write_builder(tmp_path / "build_env.sh")
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +65,14 @@ def test_build_once_reuse_and_rebuild_after_a_killed_build(small_lock, tmp_path)
     target = tmp_path / "envs" / small_lock.env_hash
     # killed half-way, for certain: a uv that creates the venv for real, then stops inside `pip sync` (its
     # readiness file says so) until it is killed; the kill hits a build that has not finished
-    ready = tmp_path / "inside-pip-sync"
+    # (the build runs in the sandbox: the readiness file goes into the environment, the one folder it may write)
+    ready = target / ".inside-pip-sync"
     stalling_uv = tmp_path / "uv-that-stalls"
     stalling_uv.write_text(f"#!/bin/sh\nif [ \"$1\" = pip ]; then touch {ready}; exec sleep 600; fi\n"
-                           f"exec {SETTINGS.uv} \"$@\"\n")
+                           f"exec {os.path.realpath(SETTINGS.uv)} \"$@\"\n")
     stalling_uv.chmod(0o755)
-    stalling = tmp_path / "build_env_stalling.sh"
-    stalling.write_text(render_env_builder(backend="uv", uv=str(stalling_uv), python=SETTINGS.python))
+    stalling = write_builder(tmp_path / "build_env_stalling.sh", uv=str(stalling_uv),
+                             extra_ro=(os.path.realpath(SETTINGS.uv),))
     proc = subprocess.Popen(["bash", str(stalling), str(target), str(small_lock.path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
@@ -76,8 +83,7 @@ def test_build_once_reuse_and_rebuild_after_a_killed_build(small_lock, tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (target / ".score-plugins-complete").exists()
-    builder = tmp_path / "build_env.sh"
-    builder.write_text(render_env_builder(backend="uv", uv=SETTINGS.uv, python=SETTINGS.python))
+    builder = write_builder(tmp_path / "build_env.sh")
     first = build(builder, target, small_lock.path)
     assert first.returncode == 0 and "building environment" in first.stdout, first.stderr  # not "reusing"
     assert (target / ".score-plugins-complete").exists()

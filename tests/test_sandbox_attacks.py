@@ -23,6 +23,7 @@ manifest = json.load(open(manifest_path))
 run_dir = pathlib.Path(manifest_path).parent
 env_dir = pathlib.Path(sys.executable).parent.parent
 code = pathlib.Path(manifest['code_dir'])
+boundary_py = str(pathlib.Path(manifest['worker']).with_name('boundary.py'))  # ours, next to the worker
 results = {}
 
 def attempt(name, action):
@@ -59,7 +60,7 @@ attempt('read coordinator home', lambda: read(HOME_SECRET))
 attempt('read state database', lambda: read(os.path.join(manifest['state_dir'], 'local.db')))
 attempt('files in the state folder', lambda: [
     f for f in pathlib.Path(manifest['state_dir']).rglob('*') if f.is_file() and not (
-        str(f).startswith(str(code)) or str(f) in (manifest_path, manifest['worker'])
+        str(f).startswith(str(code)) or str(f) in (manifest_path, manifest['worker'], boundary_py, manifest['worker'][:-len('worker.py')] + 'sandbox.py')
         or str(f).startswith(str(manifest['shared_cache'])))] or False)
 attempt('write own spool', lambda: write(run_dir / 'spool' / 'forged.json', b'{"status": "ok"}'))
 attempt('write old run spool', lambda: write(pathlib.Path(manifest['state_dir']) / 'runs' / 'x.json'))
@@ -108,7 +109,7 @@ def test_every_escape_is_blocked_and_nothing_leaks(workspace, example_repo, tmp_
     assert len(attempts) == 2 * 26, logs[-3000:]
     escaped = [line for line in attempts if "SUCCEEDED" in line]
     assert escaped == [], escaped
-    assert "uid 65534" in logs and "seccomp" in logs
+    assert "uid 20000" in logs and "seccomp" in logs  # a per-pair user from the sandbox's range
     # nothing planted survives: no forged spool file, no poisoned environment, untouched code and worker
     assert not list(workspace.state.rglob("forged.json")) and not list(workspace.state.rglob("evil.pth"))
     assert not list(Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]).rglob("evil.pth"))

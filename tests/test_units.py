@@ -215,3 +215,71 @@ def test_every_executor_is_built_by_the_one_registry_and_attaches(tmp_path):
         pyslurm.poll("42")
     with pytest.raises(BadInput, match="unknown executor"):
         get_executor("kubernetes", settings)
+
+
+# --- the sandbox's seccomp filter (libseccomp) -------------------------------------------------------------------
+
+SECCOMP_CHILD = r"""
+import ctypes, errno, json, os, sys
+from pipeline import sandbox as sb
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+lib = sb._libseccomp()
+fd = sb.seccomp_filter_fd()
+program = os.read(fd, 1 << 20)
+# a world of its own first: a call the filter failed to refuse must not touch this machine's hostname or mounts
+libc.unshare(0x00020000 | 0x04000000 | 0x40000000)  # CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+prog = SockFprog(len(program) // 8, program)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, FILTER
+seen = {}
+def call(name, *args):
+    nr = lib.seccomp_syscall_resolve_name(name.encode())
+    if nr < 0:
+        return "unknown"
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args] or [ctypes.c_long(0)] * 5)
+    if rc == 0 and name == "clone":
+        os._exit(0)  # a child the filter let through
+    return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())) if rc == -1 else f"returned {rc}"
+for name in sb.DENIED_CALLS:
+    seen[name] = call(name, 0, 0, 0, 0, 0)
+seen["clone3"] = call("clone3", 0, 0, 0, 0, 0)
+for flag in sb.NEW_NAMESPACES:
+    seen[f"clone {flag:#x}"] = call("clone", flag | 17, 0, 0, 0, 0)  # | SIGCHLD
+seen["getpid"] = call("getpid")
+print(json.dumps(seen))
+"""
+
+
+def test_seccomp_filter_refuses_each_call_with_eperm(tmp_path):
+    """The filter libseccomp builds, loaded in a child process: every refused call returns EPERM (clone3 ENOSYS so
+    glibc falls back to clone, whose namespace flags are refused), and ordinary calls still work."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline import sandbox as sb
+
+    assert os.getuid() == 0, "as root, an unfiltered call would not fail with EPERM on its own"
+    proc = subprocess.run([sys.executable, "-c", SECCOMP_CHILD], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    expected = {name: "EPERM" for name in sb.DENIED_CALLS if name in seen}
+    expected.update({f"clone {flag:#x}": "EPERM" for flag in sb.NEW_NAMESPACES})
+    expected.update({"clone3": "ENOSYS"})
+    assert {k: v for k, v in seen.items() if k != "getpid" and v != "unknown"} == \
+        {k: v for k, v in expected.items() if seen.get(k) != "unknown"}
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "ptrace", "bpf", "unshare"):
+        assert seen.get(name) == "EPERM", (name, seen.get(name))
+    assert seen["getpid"].startswith("returned ")
+    # built for both architectures cluster nodes have: each one's AUDIT_ARCH constant is compared in the program
+    fd = sb.seccomp_filter_fd()
+    program = os.read(fd, 1 << 20)
+    os.close(fd)
+    for arch in (0xC000003E, 0xC00000B7):  # AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64
+        assert arch.to_bytes(4, "little") in program, hex(arch)

@@ -10,6 +10,8 @@ target="${1:?usage: build_env.sh TARGET LOCKFILE}"
 lockfile="${2:?usage: build_env.sh TARGET LOCKFILE}"
 UV=/opt/uv
 BASE_PYTHON=/usr/bin/python3
+# the shared sandbox (a copy of pipeline/sandbox.py next to this script): builds run submitters' build scripts
+SANDBOX="$(dirname -- "$0")/sandbox.py"
 export UV_PYTHON_DOWNLOADS=never
 # Copies, not hard links into uv's cache: no file of an environment is shared with the cache or another one.
 export UV_LINK_MODE=copy
@@ -29,15 +31,32 @@ if [ -f "$marker" ]; then
 fi
 echo "score-plugins: building environment $target from $lockfile"
 rm -rf -- "$target"
-"$UV" venv --quiet --python "$BASE_PYTHON" "$target"
 # Every index package is pinned with its hashes; a VCS requirement is pinned to the commit it resolved to,
 # which pip's hash mode cannot express, so such a lockfile is installed with its hashes verified where given.
 hash_mode=--require-hashes
 if grep -Eq '^[A-Za-z0-9._-]+ @ git\+' "$lockfile"; then
   hash_mode=--verify-hashes
 fi
-"$UV" pip sync --quiet --python "$target/bin/python" "$hash_mode" "$lockfile"
-"$target/bin/python" -c 'import sys; print("score-plugins: environment python", sys.version.split()[0])'
+# shellcheck disable=SC2154  # $1..$4 of the inner shell
+build='"$1" venv --quiet --python "$2" "$3" && "$1" pip sync --quiet --python "$3/bin/python" "$4" "$5" && "$3/bin/python" -c "import sys; print(\"score-plugins: environment python\", sys.version.split()[0])"'
+# Build scripts of sdists and git requirements are submitter code: the whole build runs in the sandbox as an
+# unprivileged user, with only this environment (and the package cache) writable; root owns the result after.
+scratch=$(mktemp -d)
+trap 'rm -rf -- "$scratch"' EXIT
+status=0
+"$BASE_PYTHON" "$SANDBOX" exec --rw "$scratch" --rw "$target" --cache "$UV_CACHE_DIR" \
+  --ro "$lockfile" --ro "$UV" --python "$BASE_PYTHON" \
+  -- /bin/sh -c "$build" sh "$UV" "$BASE_PYTHON" "$target" "$hash_mode" "$lockfile" || status=$?
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+# the environment's interpreter must still be the base interpreter (root later reads where it points)
+if [ "$(readlink -f -- "$target/bin/python")" != "$(readlink -f -- "$BASE_PYTHON")" ]; then
+  echo "score-plugins: the build changed the environment's interpreter; refused" >&2
+  exit 1
+fi
+# the build ran as another user: never write through a name it could have planted (a symlink)
+rm -f -- "$target/score-plugins.lock" "$marker"
 cp -- "$lockfile" "$target/score-plugins.lock"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$marker"
 echo "score-plugins: environment $target complete"

@@ -14,6 +14,8 @@ CODE_DIR=/code
 REPORT_DIR=/reports
 BUILD_ENV=/b.sh
 ENV_ROOT=/envs
+BASE_PYTHON=python3
+SANDBOX="$(dirname -- "$BUILD_ENV")/sandbox.py"
 
 task=$(( ${SCORE_PLUGINS_TASK_OFFSET:-0} + ${SLURM_ARRAY_TASK_ID:?run this script as a Slurm array task} ))
 case "$task" in
@@ -27,7 +29,10 @@ if ! bash "$BUILD_ENV" "$env_path" "$lockfile" >"$REPORT_DIR/env-$task.log" 2>&1
   echo "score-plugins: the environment of $plugin could not be built" >&2
   exit 3
 fi
-cd "$CODE_DIR"
-export PYTHONPATH="$CODE_DIR" PYTHONDONTWRITEBYTECODE=1 HOME="$REPORT_DIR"
-exec "$env_path/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$REPORT_DIR/task-$task.xml" \
+out="$REPORT_DIR/task-$task"
+# The plugin's tests are submitter code: pytest runs in the sandbox as an unprivileged user, with the code and
+# its environment read-only and only its own report folder writable (root reads the report without following links).
+exec "$BASE_PYTHON" "$SANDBOX" exec --rw "$out" --ro "$CODE_DIR" --ro "$env_path" --python "$env_path/bin/python" \
+  --setenv "PYTHONPATH=$CODE_DIR" --setenv PYTHONDONTWRITEBYTECODE=1 --setenv MPLBACKEND=Agg \
+  -- "$env_path/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/junit.xml" \
   -o "junit_suite_name=$plugin" "${tests[@]}"

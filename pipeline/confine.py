@@ -1,0 +1,30 @@
+"""The coordinator's side of the sandbox: refuse before anything is claimed when untrusted code could not be
+confined, and tell the lock step how to confine the solver (pipeline/sandbox.py builds the sandbox itself)."""
+
+from __future__ import annotations
+
+from envs.lock import LockJail
+from pipeline import sandbox as sb
+from pipeline.config import Settings
+from pipeline.errors import BadInput, InfrastructureError
+
+
+def lock_jail(settings: Settings) -> LockJail:
+    return LockJail(mode=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths))
+
+
+def require_sandbox(settings: Settings) -> str:
+    """Set the sandbox up for real here (bwrap with the scoring flags, `true` inside) unless `sandbox = "off"`;
+    its description, or InfrastructureError (exit 3) with the one line saying what is missing."""
+    if settings.sandbox == "off":
+        return "sandbox=off"
+    try:
+        return sb.probe(settings.sandbox_network != "off")
+    except sb.SandboxUnavailable as exc:
+        raise InfrastructureError(f"{exc}. Nothing was claimed or run (or set sandbox = \"off\" to run plugins "
+                                  "unconfined, never on prod)") from None
+
+
+def refuse_unconfined_prod(profile: str, settings: Settings) -> None:
+    if profile == "prod" and settings.sandbox == "off":
+        raise BadInput("the prod profile refuses sandbox = \"off\": untrusted code runs only in the sandbox there")

@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""One sandbox for every place submitter code runs: scoring, locking, environment builds, setup.py, plugin tests.
+
+Standard library only: it is copied into every job bundle next to worker.py (and run by the job scripts as
+`python sandbox.py exec ...`), so a node needs neither our package nor any credential. Everything here fails
+closed: when bubblewrap, user namespaces, setpriv (as root) or libseccomp is missing, `SandboxUnavailable` says
+what, in one line, and nothing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import functools
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install bubblewrap; RHEL/Fedora: dnf install bubblewrap)"
+NOBODY = 65534
+UID_BASE = 2_000_000_000  # per-pair users (root only): UID_BASE .. UID_BASE + UID_COUNT - 1, never in /etc/passwd
+UID_COUNT = 4096
+
+# Read-only system paths a sandboxed process sees (when present); everything else of the node is absent.
+SYSTEM_PATHS = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/sys",
+    "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
+    "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone",
+    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/mime.types",
+    "/etc/fonts", "/etc/os-release", "/etc/machine-id",
+)
+
+
+class SandboxUnavailable(Exception):
+    """The sandbox cannot be set up on this machine; the message is one line saying what is missing and how to fix it."""
+
+
+# --- seccomp, built with libseccomp (through ctypes) --------------------------------------------------------------
+
+# Calls a sandboxed process never needs: mounts, namespaces, tracing, kernel modules and kexec, keyrings, bpf,
+# userfaultfd, other processes' memory, io_uring (its own syscall-free interface would bypass this filter).
+DENIED_CALLS = (
+    "mount", "umount2", "pivot_root", "chroot", "swapon", "swapoff", "reboot", "sethostname", "setdomainname",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "add_key", "request_key",
+    "keyctl", "unshare", "setns", "ptrace", "perf_event_open", "open_by_handle_at", "name_to_handle_at",
+    "process_vm_readv", "process_vm_writev", "bpf", "userfaultfd", "open_tree", "move_mount", "fsopen",
+    "fsconfig", "fsmount", "fspick", "mount_setattr", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "acct", "quotactl", "lookup_dcookie", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+)
+ENOSYS_CALLS = ("clone3",)  # its flags sit in memory a filter cannot read: glibc falls back to clone, checked below
+NEW_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # AUDIT_ARCH_*: the architectures cluster nodes have
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_CMP_MASKED_EQ = 7
+
+
+def SCMP_ACT_ERRNO(code: int) -> int:  # noqa: N802 - libseccomp's macro
+    return 0x00050000 | (code & 0xFFFF)
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+@functools.lru_cache(maxsize=1)
+def _libseccomp() -> ctypes.CDLL:
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        raise SandboxUnavailable("libseccomp cannot be loaded: install it (Debian/Ubuntu: apt-get install "
+                                 "libseccomp2; RHEL/Fedora: dnf install libseccomp)") from None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def seccomp_filter_fd() -> int:
+    """A memfd holding the BPF program bwrap loads with `--seccomp FD` (positioned at 0). The caller closes it."""
+    lib = _libseccomp()
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if not ctx:
+        raise SandboxUnavailable("libseccomp cannot create a filter (seccomp_init failed)")
+    try:
+        for arch in ARCHES.values():
+            rc = lib.seccomp_arch_add(ctx, arch)
+            if rc not in (0, -errno.EEXIST):
+                raise SandboxUnavailable(f"libseccomp cannot add architecture {arch:#x} ({os.strerror(-rc)})")
+
+        def rule(action: int, name: str, *cmps: _ArgCmp) -> None:
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr == -1:  # __NR_SCMP_ERROR: unknown to this libseccomp (an older one): nothing to filter
+                return
+            array = (_ArgCmp * len(cmps))(*cmps) if cmps else None
+            rc = lib.seccomp_rule_add_array(ctx, action, nr, len(cmps), array)
+            if rc != 0:
+                raise SandboxUnavailable(f"libseccomp refused the rule for {name} ({os.strerror(-rc)})")
+
+        for name in DENIED_CALLS:
+            rule(SCMP_ACT_ERRNO(errno.EPERM), name)
+        for name in ENOSYS_CALLS:
+            rule(SCMP_ACT_ERRNO(errno.ENOSYS), name)
+        for flag in NEW_NAMESPACES:  # clone with any new-namespace flag (rules for one call are OR-ed)
+            rule(SCMP_ACT_ERRNO(errno.EPERM), "clone", _ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag))
+        fd = os.memfd_create("score-plugins-seccomp", 0)
+        rc = lib.seccomp_export_bpf(ctx, fd)
+        if rc != 0:
+            os.close(fd)
+            raise SandboxUnavailable(f"libseccomp cannot export the filter ({os.strerror(-rc)})")
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    finally:
+        lib.seccomp_release(ctx)
+
+
+# --- identity: who the sandboxed process is ---------------------------------------------------------------------
+
+
+def running_as_root() -> bool:
+    return os.getuid() == 0
+
+
+class UidSlot:
+    """A node-wide unique user for one sandboxed pair (root only), held by a lock file for as long as the pair
+    runs: the process limit (RLIMIT_NPROC counts a user's processes) and the process count then belong to this
+    pair alone. Lock files live in a root-only folder (checked with lstat: a folder someone else made is refused)."""
+
+    def __init__(self, base: int = UID_BASE, count: int = UID_COUNT, folder: str | None = None):
+        self.base, self.count = base, count
+        self.folder = folder or ("/run/score-plugins-uids" if os.access("/run", os.W_OK) else
+                                 "/tmp/.score-plugins-uids")
+        self.fd: int | None = None
+        self.uid = NOBODY
+
+    def __enter__(self) -> "UidSlot":
+        try:
+            os.mkdir(self.folder, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(self.folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+            raise SandboxUnavailable(f"{self.folder} is not a folder only root can write: remove it")
+        start = os.getpid() % self.count
+        for i in range(self.count):
+            n = (start + i) % self.count
+            fd = os.open(f"{self.folder}/{n}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.fd, self.uid = fd, self.base + n
+            return self
+        raise SandboxUnavailable(f"all {self.count} sandbox users are in use on this node")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def count_processes(uid: int) -> int:
+    """Processes of `uid` on this node (a per-pair user's: its pair's processes)."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+def count_tasks(uid: int) -> int:
+    """Processes and threads of `uid` (what RLIMIT_NPROC counts)."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    n += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                pass
+    return n
+
+
+def count_processes_in_range(base: int, count: int) -> int:
+    """Processes of any per-pair user (none should outlive its pair)."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                n += base <= entry.stat(follow_symlinks=False).st_uid < base + count
+            except OSError:
+                pass
+    return n
+
+
+def tree_size(path: str, stop_at: int | None = None) -> int:
+    """Bytes allocated under `path`, never following a symlink (a plugin's folder may hold any)."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_blocks * 512
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                if stop_at is not None and total > stop_at:
+                    return total
+    return total
+
+
+# --- limits -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    """Per-process limits set before bwrap starts (inherited by everything inside): None leaves one unset."""
+
+    processes: int | None = None  # RLIMIT_NPROC (per user: isolated per pair only with per-pair users)
+    file_bytes: int | None = None  # RLIMIT_FSIZE: no single file written grows past this (SIGXFSZ)
+    data_bytes: int | None = None  # RLIMIT_DATA: allocations past this raise MemoryError
+    umask: int = 0o002  # files in shared caches stay writable by the other pairs' users (same group)
+
+    def preexec(self):  # noqa: ANN201 - a function for subprocess' preexec_fn
+        def apply() -> None:
+            import resource
+
+            os.umask(self.umask)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            for kind, value in ((resource.RLIMIT_NPROC, self.processes), (resource.RLIMIT_FSIZE, self.file_bytes),
+                                (resource.RLIMIT_DATA, self.data_bytes)):
+                if value:
+                    resource.setrlimit(kind, (value, value))
+
+        return apply
+
+
+# --- the bwrap command line -------------------------------------------------------------------------------------
+
+
+@dataclass
+class View:
+    """What one sandboxed process sees and may do. Paths absent on the node are skipped."""
+
+    ro: list[str] = field(default_factory=list)  # read-only binds (source == destination)
+    rw: list[str] = field(default_factory=list)  # read-write binds
+    symlinks: list[tuple[str, str]] = field(default_factory=list)  # (target, link) recreated inside
+    tmpfs: list[str] = field(default_factory=list)  # empty folders (e.g. hiding other plugins)
+    ro_over: list[str] = field(default_factory=list)  # read-only binds applied after `tmpfs` (what stays visible)
+    cwd: str = "/"
+    network: bool = True  # False: a network namespace of its own, loopback only
+    shm_bytes: int = 256 << 20  # a private, writable /dev/shm (multiprocessing, joblib, DataLoader workers)
+    uid: int = NOBODY  # as root: become this user (gid nobody, no groups, no capability) before the command
+
+
+def _under(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in folders)
+
+
+def bwrap_path() -> str:
+    found = shutil.which("bwrap")
+    if found is None:
+        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed on this machine: {INSTALL_HINT}")
+    return found
+
+
+def setpriv_path() -> str:
+    found = shutil.which("setpriv") or ("/usr/bin/setpriv" if os.path.exists("/usr/bin/setpriv") else None)
+    if found is None:
+        raise SandboxUnavailable("setpriv is missing (needed to drop root inside the sandbox): install it "
+                                 "(Debian/Ubuntu: apt-get install util-linux)")
+    return found
+
+
+def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple[list[str], tuple[int, ...], str]:
+    """(argv, file descriptors the child must inherit, a short description) for `cmd` inside `view`.
+    Raises SandboxUnavailable when bwrap, setpriv (as root) or libseccomp is missing."""
+    args = [bwrap_path()]
+    made: set[str] = set()
+
+    def parents(path: str) -> None:
+        # bubblewrap would copy each parent's mode (a 0700 state folder would lock the sandbox user out)
+        for parent in (str(p) for p in reversed(Path(path).parents) if str(p) != "/"):
+            if parent not in made:
+                made.add(parent)
+                args.extend(["--perms", "0755", "--dir", parent])
+
+    for path in (*SYSTEM_PATHS, *extra_ro, *view.ro):
+        if os.path.lexists(path):
+            parents(path)
+            args.extend(["--ro-bind", path, path])
+    for target, link in view.symlinks:
+        if not _under(link, SYSTEM_PATHS):
+            parents(link)
+            args.extend(["--symlink", target, link])
+    for path in view.tmpfs:
+        args.extend(["--tmpfs", path])
+    for path in view.ro_over:
+        if os.path.lexists(path):
+            args.extend(["--ro-bind", path, path])
+    for path in view.rw:
+        parents(path)
+        args.extend(["--bind", path, path])
+    args += ["--dev", "/dev", "--perms", "1777", "--size", str(view.shm_bytes), "--tmpfs", "/dev/shm",
+             "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+             "--hostname", "sandbox", "--die-with-parent", "--new-session"]
+    how = "sandbox: bubblewrap"
+    if not view.network:
+        args.append("--unshare-net")
+        how += ", no network"
+    args += ["--chdir", view.cwd, "--remount-ro", "/"]
+    fd = seccomp_filter_fd()
+    args += ["--seccomp", str(fd)]
+    how += ", seccomp"
+    if running_as_root():  # become an unprivileged user, with every capability gone, before the command starts
+        args += ["--", setpriv_path(), f"--reuid={view.uid}", f"--regid={NOBODY}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        how += f", uid {view.uid}"
+    else:
+        args += ["--unshare-user", "--cap-drop", "ALL", "--"]
+        how += ", user namespace"
+    return args + cmd, (fd,), how
+
+
+@functools.lru_cache(maxsize=4)
+def probe(network: bool = True) -> str:
+    """Set the sandbox up for real (same flags, `true` inside) once per process; return its description, or raise
+    SandboxUnavailable with the one line that says what is missing."""
+    true = shutil.which("true") or "/bin/true"
+    argv, fds, how = command(View(network=network), [true])
+    try:
+        proc = subprocess.run(argv, pass_fds=fds, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxUnavailable(f"bubblewrap cannot be started: {exc}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if proc.returncode != 0:
+        why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        hint = why[-1] if why else f"exit {proc.returncode}"
+        raise SandboxUnavailable(f"bubblewrap cannot set up the sandbox here ({hint[:300]}); it needs user "
+                                 "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) "
+                                 "or root, and seccomp")
+    return how
+
+
+def python_view(python: str, view: View) -> None:
+    """Make `python` (an environment's interpreter, a chain of symlinks to a base installation) runnable inside:
+    each link outside the bound folders is recreated, and the base installation's prefix is bound (never a home)."""
+    hops, real = symlink_chain(python)
+    prefix = str(Path(real).parent.parent)
+    for target, link in hops:
+        if not _under(link, (*view.ro, *view.rw, prefix)):
+            view.symlinks.append((target, link))
+    if not _under(prefix, SYSTEM_PATHS):
+        view.ro.append(prefix)
+
+
+def symlink_chain(path: str) -> tuple[list[tuple[str, str]], str]:
+    """The (target, link) hops from `path` to the file it finally names, and that file's real path."""
+    hops = []
+    current = path
+    for _ in range(40):
+        if not os.path.islink(current):
+            break
+        target = os.readlink(current)
+        hops.append((target, current))
+        current = target if os.path.isabs(target) else os.path.normpath(os.path.join(os.path.dirname(current), target))
+    return hops, os.path.realpath(path)
+
+
+# Variables a sandboxed process may inherit (site TLS and proxy settings, package indexes), never one holding a
+# password (a URL with '@' stays out), never anything of ours.
+PASS_ENV = ("LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+            "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX",
+            "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_PYTHON_DOWNLOADS", "UV_LINK_MODE", "CONDA_PKGS_DIRS",
+            "UV_CACHE_DIR")
+
+
+def clean_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An allow-listed environment: none of the caller's credentials, database or SMTP URLs, or home."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ and "@" not in os.environ[k]}
+    env.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "USER": "sandbox",
+                "LOGNAME": "sandbox", "LANG": os.environ.get("LANG", "C.UTF-8")})
+    env.update(extra or {})
+    return env
+
+
+def write_gitconfig(home: str) -> None:
+    """`$HOME/.gitconfig` of a fresh home root made: the sandbox user may read repositories other users own (a
+    git+file requirement, bound read-only); git's dubious-ownership check would refuse them, even for upload-pack."""
+    fd = os.open(os.path.join(home, ".gitconfig"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write("[safe]\n\tdirectory = *\n")
+
+
+def give(path: str, uid: int) -> None:
+    """Hand a folder root made (never one a sandboxed user could have planted: lstat, no symlink) to `uid`."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise SandboxUnavailable(f"{path} is not a folder")
+    if running_as_root():
+        os.lchown(path, uid, NOBODY)
+
+
+def hand_over(path: str, uid: int) -> None:
+    """A cache the sandboxed user keeps writing (root only): everything in it that user's, never through a link."""
+    if not running_as_root() or os.lstat(path).st_uid == uid:
+        return
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in [*dirnames, *filenames, ""]:
+            try:
+                os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, NOBODY)
+            except OSError:
+                continue
+
+
+def reclaim(path: str) -> None:
+    """After a build as an unprivileged user: every file of `path` owned by root again, never through a symlink,
+    and nothing group- or world-writable (later sandboxed users only read what was built)."""
+    if not running_as_root():
+        return
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in [*dirnames, *filenames, ""]:
+            p = os.path.join(dirpath, name) if name else dirpath
+            try:
+                info = os.lstat(p)
+                os.lchown(p, 0, 0)
+                if not stat.S_ISLNK(info.st_mode):
+                    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (
+                        os.O_DIRECTORY if stat.S_ISDIR(info.st_mode) else 0) | os.O_NONBLOCK) \
+                        if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode) else None
+                    if fd is not None:
+                        try:
+                            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o7022)
+                        finally:
+                            os.close(fd)
+            except OSError:
+                continue
+
+
+# --- command line, for job scripts ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--no-network] -- CMD...`: run CMD sandboxed as an
+    unprivileged user with only the --rw folders writable (handed to that user for the run, and back to root
+    after), a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
+    parser = argparse.ArgumentParser(prog="sandbox.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("exec")
+    ex.add_argument("--rw", action="append", default=[])
+    ex.add_argument("--ro", action="append", default=[])
+    ex.add_argument("--cache", action="append", default=[], help="a shared cache: writable, handed over, kept so")
+    ex.add_argument("--python", action="append", default=[], help="an interpreter to make runnable inside")
+    ex.add_argument("--setenv", action="append", default=[], help="NAME=value given to the command")
+    ex.add_argument("--no-network", action="store_true")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    sub.add_parser("probe")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "probe":
+            print(probe())
+            return 0
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        rw = [os.path.abspath(p) for p in args.rw]
+        for path in rw:
+            os.makedirs(path, exist_ok=True)
+            give(path, NOBODY)
+        if rw and not os.path.lexists(os.path.join(rw[0], ".gitconfig")):
+            write_gitconfig(rw[0])
+        caches = [os.path.abspath(p) for p in args.cache]
+        for path in caches:
+            os.makedirs(path, exist_ok=True)
+            hand_over(path, NOBODY)
+        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw + caches, cwd=rw[0] if rw else "/",
+                    network=not args.no_network)
+        for python in args.python:
+            python_view(python, view)
+        argv_, fds, how = command(view, cmd)
+    except SandboxUnavailable as exc:
+        print(f"score-plugins: {exc}", file=sys.stderr)
+        return 3
+    print(f"score-plugins: {how}", file=sys.stderr)
+    env = clean_env(rw[0] if rw else "/tmp", dict(item.split("=", 1) for item in args.setenv))
+    try:
+        return subprocess.run(argv_, pass_fds=fds, env=env, preexec_fn=Limits().preexec()).returncode
+    finally:
+        for path in rw:
+            reclaim(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The sandbox fails closed, and each pair's limits end only that pair (issue 22; /dev/shm: issue 29 item 1).
+
+Run as root, as CI runs: bubblewrap is hidden from the pipeline with a private mount namespace (`unshare -m` and
+/dev/null bound over the binary), never uninstalled; every other part is real.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+from pipeline import sandbox as sb
+from tests.conftest import CLI, commit_all, write
+
+
+def benchmark(repo: Path, folder: str, body: str, requirements: str = "scikit-learn>=1.3\n") -> None:
+    identifier = folder.replace("_", "-")
+    write(repo, f"sklearn_scores/benchmarks/{folder}/__init__.py",
+          "from sklearn_scores import benchmark_registry\n\nclass Bench:\n    def __call__(self, model):\n"
+          + "".join(f"        {line}\n" for line in body.splitlines())
+          + f"\nbenchmark_registry['{identifier}'] = Bench\n")
+    write(repo, f"sklearn_scores/benchmarks/{folder}/requirements.txt", requirements)
+
+
+def without_bwrap(workspace, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a mount namespace of its own where /usr/bin/bwrap is /dev/null (not executable: not found)."""
+    bwrap = sb.bwrap_path()
+    script = f"mount --bind /dev/null {shlex.quote(bwrap)} && exec \"$@\""
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(CLI), *args],
+                          cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=600)
+
+
+def test_run_refuses_when_bubblewrap_is_missing(workspace, example_repo, tmp_path):
+    marker = tmp_path / "plugin-code-ran"
+    write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
+          f"try:\n    open({str(marker)!r}, 'w').write('ran')\nexcept OSError:\n    pass  # in the sandbox\n"
+          "from sklearn_scores import benchmark_registry\n"
+          "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
+    write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a marker")
+    for setting in ("bwrap", "auto"):  # auto is an alias of bwrap: never a silent fallback
+        workspace.env["SCORE_PLUGINS_SANDBOX"] = setting
+        proc = without_bwrap(workspace, "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+        assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "bubblewrap (bwrap) is not installed" in lines[0], proc.stderr
+        assert "apt-get install bubblewrap" in lines[0] and "Traceback" not in proc.stderr
+        assert not marker.exists()
+        assert workspace.rows("SELECT state FROM jobs") == [] and workspace.rows("SELECT id FROM runs") == []
+        assert not list(workspace.state.glob("runs/*"))
+    # planning alone locks, and locking runs build scripts of requirements: it refuses the same way
+    proc = without_bwrap(workspace, "plan", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert proc.returncode == 3 and "locking runs build scripts" in proc.stderr, proc.stderr
+    assert "apt-get install bubblewrap" in proc.stderr and "Traceback" not in proc.stderr
+    # the same machine with bubblewrap visible runs it, sandboxed
+    workspace.env["SCORE_PLUGINS_SANDBOX"] = "bwrap"
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert result["states"] == {"COMPLETED": 1}, result
+    assert workspace.json("status")["sandbox"] == "bwrap"
+
+
+def test_sandbox_off_is_explicit_and_named_everywhere(workspace, example_repo, tmp_path):
+    marker = tmp_path / "plugin-code-ran"
+    write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
+          f"try:\n    open({str(marker)!r}, 'w').write('ran')\nexcept OSError:\n    pass  # in the sandbox\n"
+          "from sklearn_scores import benchmark_registry\n"
+          "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
+    write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a marker", author="Mallory <mallory@example.org>")
+    workspace.env["SCORE_PLUGINS_SANDBOX"] = "off"
+    prod = workspace.cli("status", "--profile", "prod")
+    assert prod.returncode == 2 and "prod profile refuses sandbox" in prod.stderr, prod.stderr
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert result["states"] == {"COMPLETED": 1} and marker.exists()
+    logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
+    assert "no sandbox (sandbox=off: plugin code ran unconfined)" in logs
+    assert workspace.json("status")["sandbox"] == "off"
+    assert "sandbox OFF" in workspace.cli("status").stdout.replace("\n", " ")
+    assert workspace.rows("SELECT sandbox FROM runs") == [("off",)]
+    emails = [p.read_text() for p in workspace.state.glob("outbox/*.eml")]
+    assert emails and all("Sandbox: off" in e and "(sandbox off)" in e for e in emails)
+
+
+LIMITS = {
+    # folder: (body, text in the reason)
+    "fork_bomb": ("import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+                  "        time.sleep(0.01)", "limit of 64 processes"),
+    "disk_filler": ("import os\nchunk = b'x' * (1 << 20)\nfor i in range(100000):\n"
+                    "    open(os.path.join(os.environ['HOME'], f'f{i}'), 'wb').write(chunk)", "disk limit of"),
+    "big_file": ("import os\nos.makedirs(os.environ['XDG_CACHE_HOME'], exist_ok=True)\n"
+                 "f = open(os.path.join(os.environ['XDG_CACHE_HOME'], 'big'), 'wb')\nwhile True:\n"
+                 "    f.write(b'x' * (1 << 20))\n    f.flush()", "reached the pair's disk limit"),
+    "output_flood": ("import sys\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')", "output limit of"),
+    "site_symlink": ("import os\nsite = os.path.join(os.path.dirname(os.environ['HOME']), 'site')\nos.rmdir(site)\n"
+                     "os.symlink('/', site)", "PermissionError"),
+}
+
+
+def test_each_limit_ends_only_its_own_pair(workspace, example_repo):
+    for folder, (body, _) in LIMITS.items():
+        benchmark(example_repo, folder, body)
+    commit_all(example_repo, "plugins that exhaust the node", author="Mallory <mallory@example.org>")
+    workspace.env.update({"SCORE_PLUGINS_PAIR_MAX_PROCESSES": "64", "SCORE_PLUGINS_PAIR_DISK_LIMIT": "40M",
+                          "SCORE_PLUGINS_PAIR_OUTPUT_LIMIT": "5M", "SCORE_PLUGINS_PAIR_TIMEOUT": "120",
+                          "SCORE_PLUGINS_PAIRS_PER_TASK": "3"})
+    proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    import json
+
+    pairs = {p["benchmark"]: p for p in json.loads(proc.stdout)["pairs"]}
+    for folder, (_, why) in LIMITS.items():
+        pair = pairs[folder.replace("_", "-")]
+        assert pair["state"] == "FAILED" and why in pair["reason"], pair
+    honest = [p for name, p in pairs.items() if name.replace("-", "_") not in LIMITS]
+    assert len(honest) == 4 and all(p["state"] == "COMPLETED" for p in honest), honest
+    # the node stays usable: no process of a sandbox user is left, the logs stay small, the work folders are gone
+    assert sb.count_processes_in_range(sb.UID_BASE, sb.UID_COUNT) == 0
+    logs = list(workspace.state.glob("runs/*/logs/*.log"))
+    assert max(p.stat().st_size for p in logs) < 2_100_000
+    assert "bytes cut by score-plugins" in "".join(p.read_text(errors="replace") for p in logs)
+
+
+POOLS = """import multiprocessing, os, warnings
+from multiprocessing import shared_memory
+with warnings.catch_warnings():
+    warnings.simplefilter('error')  # joblib's 'will operate in serial mode' would fail the pair
+    import joblib
+    assert joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+with multiprocessing.Pool(2) as pool:  # SemLock in /dev/shm
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+# a DataLoader-like worker pool: worker processes hand batches back through shared memory and a queue
+def load(index, queue):
+    block = shared_memory.SharedMemory(create=True, size=1 << 20)
+    block.buf[:4] = bytes([index] * 4)
+    queue.put(block.name)
+    block.close()
+ctx = multiprocessing.get_context('fork')
+queue = ctx.Queue()
+workers = [ctx.Process(target=load, args=(i, queue)) for i in range(2)]
+[w.start() for w in workers]
+names = [queue.get(timeout=30) for _ in workers]
+[w.join() for w in workers]
+seen = []
+for name in names:
+    block = shared_memory.SharedMemory(name=name)
+    seen.append(block.buf[0])
+    block.close()
+    block.unlink()
+assert sorted(seen) == [0, 1]
+return 0.5"""
+
+NETWORK = """import socket
+try:
+    socket.create_connection(('127.0.0.1', PORT), timeout=5).close()
+    return 1.0
+except OSError:
+    return 0.0"""
+
+
+def test_worker_pools_and_the_network_setting(workspace, example_repo):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(16)], daemon=True).start()
+    benchmark(example_repo, "pools", POOLS)
+    benchmark(example_repo, "network", NETWORK.replace("PORT", str(port)))
+    commit_all(example_repo, "worker pools and a network probe")
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    scores = {p["benchmark"]: (p["state"], p["score"], p["reason"]) for p in result["pairs"]}
+    assert scores == {"pools": ("COMPLETED", 0.5, None), "network": ("COMPLETED", 1.0, None)}, scores
+    logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
+    assert "serial mode" not in logs and "uid 20000" in logs
+    workspace.env["SCORE_PLUGINS_SANDBOX_NETWORK"] = "off"
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                            "--benchmarks", "network", "--force")
+    assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", 0.0)], result["pairs"]
+    listener.close()
+
+
+def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, example_repo, tmp_path):
+    """The coordinator had bubblewrap; the node that runs the job does not: each pair fails with what is missing
+    (the environment build and the worker both refuse), and no plugin code runs unconfined."""
+    marker = tmp_path / "plugin-code-ran"
+    write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
+          f"try:\n    open({str(marker)!r}, 'w').write('ran')\nexcept OSError:\n    pass  # in the sandbox\n"
+          "from sklearn_scores import benchmark_registry\n"
+          "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
+    write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a marker")
+    bundle = tmp_path / "bundle"
+    rendered = workspace.json("render", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg,knn-5",
+                              "--out", str(bundle))
+    bwrap = sb.bwrap_path()
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "0", "HOME": str(tmp_path)}
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f"mount --bind /dev/null {shlex.quote(bwrap)} && exec bash {shlex.quote(str(bundle))}/job.sh"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    workspace.json("ingest", str(bundle))
+    jobs = workspace.json("status", rendered["run_id"])["jobs"]
+    assert len(jobs) == 2 and all(j["state"] == "FAILED" and "bubblewrap (bwrap) is not installed" in j["reason"]
+                                  for j in jobs), jobs
+    assert not marker.exists()
+
+
+UNPRIVILEGED_PROBE = r"""
+import ctypes, multiprocessing, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+with multiprocessing.Pool(2) as pool:
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+assert libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1  # CLONE_NEWUSER: EPERM from the filter
+assert not os.path.exists(SECRET)
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+    print("network reached")
+except OSError:
+    print("network refused")
+print("contained")
+"""
+
+
+def test_the_sandbox_as_an_unprivileged_user():
+    """The same module, started by an ordinary user (here nobody, with the system's Python): a user namespace
+    instead of a per-pair user; the filter, /dev/shm, the hidden node and the network setting hold the same."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-unprivileged-", dir="/tmp"))  # pytest's folders are root-only
+    try:
+        _as_nobody(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _as_nobody(folder: Path) -> None:
+    folder.chmod(0o777)
+    module = folder / "sandbox.py"
+    module.write_text(Path(sb.__file__).read_text())
+    secret = folder / "secret"
+    secret.write_text("Pa55")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(4)], daemon=True).start()
+    script = folder / "probe.py"
+    script.write_text(UNPRIVILEGED_PROBE.replace("SECRET", repr(str(secret)))
+                      .replace("PORT", str(listener.getsockname()[1])))
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin",
+                 "HOME=/tmp", "/usr/bin/python3", str(module)]
+    probe = subprocess.run([*as_nobody, "probe"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and "user namespace" in probe.stdout and "seccomp" in probe.stdout, probe
+    for flag, outcome in (([], "network reached"), (["--no-network"], "network refused")):
+        proc = subprocess.run([*as_nobody, "exec", *flag, "--rw", str(folder / "work"), "--ro", str(script), "--",
+                               "/usr/bin/python3", str(script)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and outcome in proc.stdout and "contained" in proc.stdout, proc
+    listener.close()
