@@ -107,7 +107,12 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
 
 def subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:
     """What happened, in the subject's words: cancelled by an administrator; plugin problems with nothing
-    scored; all scored; or how many failed."""
+    scored; all scored; or how many failed; and "(sandbox off)" whenever the plugins ran unconfined."""
+    status = _subject_status(report, rows, failed)
+    return f"{status} (sandbox off)" if report.sandbox == "off" else status
+
+
+def _subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:
     scored = len(rows) - len(failed)
     if report.cancelled:
         return f"cancelled by an administrator; {scored} of {len(rows)} scored" if rows else \
