@@ -59,6 +59,14 @@ BREAKAGES = [
              "    text = re.sub(r'(git\\+file://[^@\\s]+)@[0-9a-f]{40}', r'\\1', path.read_text())\n"
              "    path.write_text(text)\n",
              "tests/test_brainscore_shapes.py::test_scores_equal_brainscore_core_locally_in_the_sandbox"),
+    Breakage("copy-loses-null", "db/upsert.py",
+             "[null if row[c] is None else row[c] for c in columns]",
+             "['' if row[c] is None else row[c] for c in columns]",
+             "tests/test_ingest_copy.py::test_copy_on_postgres_stores_exactly_what_sqlite_stores"),
+    Breakage("copy-counts-every-row-new", "db/upsert.py",
+             "        return cur.rowcount\n",
+             "        return len(rows)\n",
+             "tests/test_ingest_copy.py::test_copy_on_postgres_stores_exactly_what_sqlite_stores"),
 ]
 
 
