@@ -26,7 +26,7 @@ from pathlib import Path
 
 from _common import ROOT, last_line, trivial_repo
 
-SIZES = {100: (10, 10), 1000: (100, 10), 10000: (100, 100)}  # pairs -> (models, benchmarks)
+SIZES = {100: (10, 10), 1000: (100, 10), 3000: (30, 100), 10000: (100, 100)}  # pairs -> (models, benchmarks)
 CLI = ROOT / ".venv/bin/score-plugins"
 TICK = os.sysconf("SC_CLK_TCK")
 
