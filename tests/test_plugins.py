@@ -60,7 +60,9 @@ def test_computed_keys_are_warned_about_with_file_and_line():
     ("", "identifier is empty"), ("   ", "identifier is empty"),
     ("..", "identifier '..' is a path component"), (".", "identifier '.' is a path component"),
     ("-option", "identifier starts with '-' (it would read as an option)"),
-    ("x" * 201, "identifier is 201 characters long (200 at most)")])
+    ("x" * 201, "identifier is 201 characters long (200 at most)"),
+    ("a\tb\nc\rd\x00e\x01f\x02", "identifier contains control characters or line breaks "
+                                   "(U+0000, U+0001, U+0002, U+0009, U+000A)")])  # the first five, sorted
 def test_invalid_identifiers_are_refused(bad, reason):
     """Each unusable id is refused with its own reason, and the reason reaches the issue the submitter sees."""
     assert identifier_problem(bad) == reason
@@ -94,7 +96,9 @@ def test_real_brain_score_folder_names_are_accepted(good):
     ("new\nline", "plugin folder name contains control characters or line breaks (U+000A)"),
     ("nul\x00", "plugin folder name contains control characters or line breaks (U+0000)"),
     ("a\\b", "plugin folder name contains a path separator"),
-    ("x" * 101, "plugin folder name is 101 characters long (100 at most)")])
+    ("x" * 101, "plugin folder name is 101 characters long (100 at most)"),
+    (".", "plugin folder name '.' is a path component"),
+    ("a/b", "plugin folder name contains a path separator")])
 def test_unusable_folder_names_are_refused(bad, reason):
     assert folder_problem(bad) == reason
 

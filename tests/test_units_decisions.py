@@ -176,3 +176,28 @@ def test_read_score_refuses_what_is_not_a_score(value, ceiling, reason):
     with pytest.raises(StageError) as refused:
         read_score(value, benchmark_ceiling=ceiling)
     assert refused.value.stage == "score" and refused.value.reason == reason
+
+
+def test_refusals_name_what_is_wrong_and_the_future_has_an_hours_grace():
+    from datetime import datetime, timedelta, timezone
+
+    with pytest.raises(RejectedResult, match="^not a JSON object$"):
+        check_result(["a list"], PAIR, MANIFEST)
+    with pytest.raises(RejectedResult) as refused:
+        check_result(good(state="S" * 100), PAIR, MANIFEST)
+    assert str(refused.value) == f"state {'S' * 40!r} does not fit status 'ok'"  # the state text is capped
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=30)).isoformat()  # clocks differ a little
+    assert check_result(good(ended_at=soon), PAIR, MANIFEST)["ended_at"] == soon
+    later = (datetime.now(timezone.utc) + timedelta(minutes=90)).isoformat()
+    with pytest.raises(RejectedResult, match="is in the future"):
+        check_result(good(ended_at=later), PAIR, MANIFEST)
+
+
+def test_a_rejected_row_keeps_the_run_and_is_stamped_now():
+    from datetime import datetime, timedelta, timezone
+
+    row = _rejected(PAIR, MANIFEST, "why")
+    assert (row["commit"], row["domain"], row["run_id"]) == ("c" * 40, "dom", "run-1")
+    for key in ("started_at", "ended_at"):
+        when = datetime.fromisoformat(row[key])
+        assert when.tzinfo is not None and abs(when - datetime.now(timezone.utc)) < timedelta(minutes=5)
