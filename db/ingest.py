@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.history import forced_replacements, link_successors
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
-from db.upsert import insert_many
+from db.upsert import copy_new_rows, insert_many
 
 BATCH = 2000
 
@@ -151,7 +151,11 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
             "array_index": r.get("array_index"), "node": r.get("node") or "",
             "elapsed_seconds": r.get("elapsed_seconds"), "max_rss_bytes": r.get("max_rss_bytes"),
         })
-    if score_rows:
+    if score_rows and session.get_bind().dialect.name == "postgresql":  # COPY: within 2x of Postgres's floor
+        fresh_count = copy_new_rows(session, Score, score_rows, ["model_id", "benchmark_instance_id", "pair_key"])
+        counts["scores"] += fresh_count
+        counts["duplicates"] += len(score_rows) - fresh_count
+    elif score_rows:
         existing = _existing_score_keys(session, [row["pair_key"] for row in score_rows])
         fresh = [row for row in score_rows
                  if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) not in existing]

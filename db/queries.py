@@ -33,8 +33,8 @@ def scored_keys(session: Session, keys: list[str]) -> set[str]:
     # When the candidates outnumber half the table, reading the key index once and intersecting
     # in memory beats probing the index for each candidate (a hash join, chosen by cardinality).
     total = session.scalar(select(func.count()).select_from(Score)) or 0
-    if total <= 2 * len(wanted):
-        return {k for k in session.scalars(select(Score.pair_key)) if k in wanted}
+    if total <= 2 * len(wanted):  # Core, not ORM loading: this reads up to the whole column
+        return wanted.intersection(session.connection().execute(select(Score.__table__.c.pair_key)).scalars())
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         param = bindparam("keys", value=list(keys), type_=ARRAY(String))

@@ -37,3 +37,33 @@ def insert_many(session: Session, table: Any, rows: list[dict], *, conflict: lis
     primary_key = list(table.__table__.primary_key.columns)[0]
     result = session.connection().execute(stmt.returning(primary_key), rows)
     return len(result.all())
+
+
+def copy_new_rows(session: Session, table: Any, rows: list[dict], conflict: list[str]) -> int:
+    """Postgres only: the rows not yet in `table` (by its unique `conflict` columns), written with COPY into a
+    temporary table and one INSERT ... SELECT ... ON CONFLICT DO NOTHING, in the session's transaction; returns
+    how many were new. Several times faster than multi-row VALUES for thousands of rows, and as idempotent."""
+    if not rows:
+        return 0
+    import csv
+    import io
+    import secrets
+
+    columns = list(rows[0])
+    null = f"NULL-{secrets.token_hex(16)}"  # unquoted, it means NULL; no value can know it in advance
+    name = table.__tablename__
+    staging = f"staging_{name}"
+    cur = session.connection().connection.dbapi_connection.cursor()
+    try:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {', '.join(columns)} FROM {name} WITH NO DATA")
+        cur.execute(f"TRUNCATE {staging}")  # an earlier batch of the same transaction
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([null if row[c] is None else row[c] for c in columns] for row in rows)
+        buffer.seek(0)
+        cur.copy_expert(f"COPY {staging} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '{null}')", buffer)
+        cur.execute(f"INSERT INTO {name} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging} "
+                    f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING")
+        return cur.rowcount
+    finally:
+        cur.close()

@@ -120,15 +120,32 @@ def _rejected(pair: dict, manifest: Manifest, reason: str) -> dict:
     return result
 
 
-def read_spool(spool_dir: Path, skip: set[str] | None = None) -> list[tuple[Path, dict]]:
+_pairs: dict[int, tuple[Manifest, dict[str, dict]]] = {}
+
+
+def _pairs_by_key(manifest: Manifest) -> dict[str, dict]:
+    """The manifest's pairs by key, built once per manifest read (not once per watch cycle)."""
+    cached = _pairs.get(id(manifest))
+    if cached is None or cached[0] is not manifest:
+        cached = (manifest, {p["key"]: p for t in manifest.tasks for p in t["pairs"]})
+        _pairs.clear()  # one run watched at a time: keep only the newest
+        _pairs[id(manifest)] = cached
+    return cached[1]
+
+
+def read_spool(spool_dir: Path, skip: set[str] | None = None,
+               names: list[str] | None = None) -> list[tuple[Path, dict]]:
     """Complete result files (temporary `.tmp-*` files are still being written), minus `skip` names, each
-    checked against the bundle's manifest; rejected ones are quarantined and come back as FAILED/persist."""
+    checked against the bundle's manifest; rejected ones are quarantined and come back as FAILED/persist.
+    `names` (from the spool's index) reads only those files instead of listing the folder."""
     spool_dir = Path(spool_dir)
     manifest = read_manifest(spool_dir.parent)
-    pairs = {p["key"]: p for t in manifest.tasks for p in t["pairs"]}
+    pairs = _pairs_by_key(manifest)
     quarantine = spool_dir.parent / "quarantine"
     found = []
-    for path in sorted(spool_dir.glob("*.json")):
+    listed = sorted(spool_dir.glob("*.json")) if names is None else \
+        [spool_dir / n for n in sorted(set(names)) if os.path.lexists(spool_dir / n)]
+    for path in listed:
         if path.name.startswith(".") or (skip and path.name in skip):
             continue
         pair = pairs.get(path.stem)
@@ -162,10 +179,11 @@ def _no_constant(name: str) -> float:
 
 
 def ingest_spool(db: Database, spool_dir: Path, skip: set[str] | None = None,
-                 on_result: Callable[[dict], None] | None = None) -> tuple[dict[str, int], set[str]]:
-    """Ingest every complete result not in `skip`; returns the counts and the names ingested (`on_result` sees
-    each checked result once it is in the database, e.g. for progress)."""
-    files = read_spool(spool_dir, skip)
+                 on_result: Callable[[dict], None] | None = None,
+                 names: list[str] | None = None) -> tuple[dict[str, int], set[str]]:
+    """Ingest every complete result not in `skip` (only `names`, when given); returns the counts and the names
+    ingested (`on_result` sees each checked result once it is in the database, e.g. for progress)."""
+    files = read_spool(spool_dir, skip, names)
     totals = {"scores": 0, "duplicates": 0, "failures": 0}
     done: set[str] = set()
     for i in range(0, len(files), BATCH):  # one transaction per batch: a failure keeps earlier batches

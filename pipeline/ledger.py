@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from db.ingest import ensure_rows
 from db.models import Job, Run, Submission, User
@@ -91,9 +91,12 @@ def record_bundle(db: Database, bundle: Bundle) -> None:
     """The run's folder and each claimed pair's array task, once the bundle is rendered."""
     with session_scope(db.sessions) as session:
         session.execute(update(Run).where(Run.id == bundle.run_id).values(run_dir=str(bundle.run_dir)))
-        for key, index in bundle.task_of().items():
-            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key)
-                            .values(array_index=index))
+        table = Job.__table__
+        stmt = (update(table).where(table.c.run_id == bindparam("b_run"), table.c.pair_key == bindparam("b_key"))
+                .values(array_index=bindparam("b_index")))  # one executemany, not one ORM statement per pair
+        rows = [{"b_run": bundle.run_id, "b_key": key, "b_index": index} for key, index in bundle.task_of().items()]
+        if rows:
+            session.connection().execute(stmt, rows)
 
 
 def submitted(db: Database, run_id: str, job_id: str) -> None:

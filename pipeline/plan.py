@@ -279,16 +279,19 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     conda = {key: catalog.conda(p) for key, p in involved.items()}
     visible = {key: tuple(f"{d.type}/{d.name}" for d in catalog.members(p)) for key, p in involved.items()}
     dynamic = {key: tuple(catalog.setup_dynamic(p)) for key, p in involved.items()}
-    m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for m, p in model_plugins.items()}
-    b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key]) for b, p in bench_plugins.items()}
+    # (name, code hash, owner, requirements, declares conda, visible folders, setup.py installed in the job)
+    m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
+                  visible[p.key], dynamic[p.key]) for m, p in model_plugins.items()}
+    b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
+                  visible[p.key], dynamic[p.key]) for b, p in bench_plugins.items()}
     locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
     candidates = candidate_pairs(change, catalog, models, benchmarks)
 
-    def wants_conda(mk: tuple[str, str], bk: tuple[str, str]) -> bool:
-        return backend == "conda" or any(conda[k][1] or conda[k][2] for k in (mk, bk))
+    def wants_conda(m: str, b: str) -> bool:
+        return backend == "conda" or m_info[m][4] or b_info[b][4]
 
-    needed = {tuple(sorted(set(m_info[m][3]) | set(b_info[b][3]))) for m, b in candidates
-              if not wants_conda(model_plugins[m].key, bench_plugins[b].key)}
+    combos = {(m_info[m][3], b_info[b][3]) for m, b in candidates if not wants_conda(m, b)}
+    needed = {tuple(sorted(set(m_reqs) | set(b_reqs))) for m_reqs, b_reqs in combos}  # per distinct pair of sets
     solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
                        url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
                        failed_solves=failed_solves)
@@ -297,7 +300,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     conda_of: dict[tuple[str, str], str] = {}
     for m, b in candidates:
         mk, bk = model_plugins[m].key, bench_plugins[b].key
-        if wants_conda(mk, bk):
+        if wants_conda(m, b):
             reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
             memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
             if memo not in requests:
@@ -310,9 +313,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
     for (m, b), why in candidates.items():
-        m_name, m_hash, m_owner, m_reqs = m_info[m]
-        b_name, b_hash, b_owner, b_reqs = b_info[b]
-        mk, bk = model_plugins[m].key, bench_plugins[b].key
+        m_name, m_hash, m_owner, m_reqs, m_conda, m_visible, m_dynamic = m_info[m]
+        b_name, b_hash, b_owner, b_reqs, b_conda, b_visible, b_dynamic = b_info[b]
         if (m, b) in conda_of:
             lock = conda_locks[conda_of[(m, b)]]
         else:
@@ -329,9 +331,10 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
             plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
                                                pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
             continue
+        in_job = m_dynamic + b_dynamic
         pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
-                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, visible[mk] + visible[bk],
-                                 tuple(dict.fromkeys(dynamic[mk] + dynamic[bk])), model_folders=visible[mk]))
+                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
+                                 tuple(dict.fromkeys(in_job)) if in_job else (), model_folders=m_visible))
         bp = bench_plugins[b]
         pairs[-1].benchmark_parent, pairs[-1].benchmark_version = bp.parents.get(b), bp.versions.get(b)
         pairs[-1].parent_note = bp.parent_problems.get(b)

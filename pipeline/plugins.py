@@ -118,6 +118,7 @@ class Catalog:
     domain_requires_python: str = ""  # [project].requires-python: a conda environment's interpreter
     unbounded: list[UnboundedLoad] = field(default_factory=list)
     load_calls: int = 0  # loader calls and registry reads seen (for measurements)
+    parsed_files: int = 0  # Python files parsed for this catalog (the rest came from the facts cache)
     refused_folders: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, folder) -> why
     _closure: dict[tuple[str, str], list[Plugin]] = field(default_factory=dict, repr=False)
 
@@ -304,7 +305,7 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
                                     f"{plugin.parent_problems[first]}); they are listed unattached", "warning"))
 
     loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
-    catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused)
+    catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused, parsed_files=len(missing))
     _resolve_uses(catalog, files_of, facts, loaders)
     domain_reqs, catalog.domain_requirements_source, problems = domain_requirements(repo, commit)
     catalog.domain_requirements, dropped = split_stdlib(domain_reqs)

@@ -22,6 +22,7 @@ from pipeline.database import Database
 from pipeline.errors import InfrastructureError
 from pipeline.executors.base import Executor, TaskState
 from pipeline.ingest import ingest_spool
+from pipeline.spoolindex import SpoolIndex
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class Watcher:
     def forget(self, key: str) -> None:
         """A pair runs again (an escalation): its next result is new, to be ingested."""
         self._ingested.discard(f"{key}.json")
+        self._index = SpoolIndex(bundle.spool_dir)
+        self._announced: set[str] = set()  # named in the spool's index, not yet ingested
+        self._missing: set[str] = set()  # what the current `wait` still expects
 
     def stats(self) -> dict[str, int]:
         return {"poll_cycles": self.poll_cycles, **self.executor.stats()}
@@ -108,12 +112,13 @@ class Watcher:
         """Until every expected pair has a result in the spool, or every task of `job_id` has ended."""
         self.job_ids.append(job_id)
         wanted = {f"{k}.json" for k in (expect or [p["key"] for p in self.bundle.pairs()])}
+        self._missing = wanted - self._ingested  # kept up to date as results arrive: no per-cycle set compare
         delay, max_delay = self.executor.poll_interval
         states = self.poll(job_id)
         next_poll = time.monotonic() + delay
         while True:
             self._ingest_new()
-            if wanted <= self._ingested:
+            if not self._missing:
                 return states
             if time.monotonic() >= next_poll:
                 states = self.poll(job_id)
@@ -131,10 +136,18 @@ class Watcher:
             time.sleep(self.spool_interval)
 
     def _ingest_new(self) -> None:
+        """Ingest the results the spool's index names since the last cycle (never a listing of the folder)."""
+        self._announced.update(self._index.new_names())
+        self._announced = {n for n in self._announced if n not in self._ingested}  # O(new), not O(done)
+        if not self._announced:
+            return
         try:
             before = self.progress.done
-            _, names = ingest_spool(self.db, self.bundle.spool_dir, self._ingested, on_result=self.progress.add)
+            _, names = ingest_spool(self.db, self.bundle.spool_dir, self._ingested, on_result=self.progress.add,
+                                    names=sorted(self._announced))
             self._ingested |= names
+            self._announced.clear()  # ingested, or quarantined by read_spool: either way, done with
+            self._missing -= names
             if self.on_progress and self.progress.done != before:
                 self.on_progress(self.progress)
         except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on

@@ -147,6 +147,23 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+SPOOL_INDEX = ".index"  # the spool's append-only list of finished result names (docs/spool.md)
+
+
+def announce(spool: Path, name: str) -> None:
+    """Append a finished result's name to the spool's index, so that the coordinator reads what is new instead
+    of listing the whole folder every cycle. One short O_APPEND write; best effort: a line lost (e.g. on NFS)
+    only delays that result to the coordinator's final listing of the folder."""
+    try:
+        fd = os.open(spool / SPOOL_INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{name}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        print(f"[score-plugins] cannot announce {name} in the spool index: {exc}", file=sys.stderr)
+
+
 def tail(path: Path, chars: int = TAIL_CHARS) -> str:
     """The last `chars` characters of a log, decoded leniently (plugins may print any bytes)."""
     try:
@@ -1021,6 +1038,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"[score-plugins] cannot write {target}: {exc}", file=sys.stderr)
             return 3
+        announce(spool, target.name)
         failures += result["status"] != "ok"
         print(f"[score-plugins] {pair['model']} on {pair['benchmark']}: "
               f"{result.get('score_ceiled') if result['status'] == 'ok' else result['stage'] + ' error'}")

@@ -55,10 +55,19 @@ def test_catalog_has_every_real_shape_and_the_whole_dependency_graph(bs_repo, tm
     assert catalog.plugins[("models", "20260408_2033_stl10")].requirements == []
     assert [(i.severity, i.file.rsplit("/", 2)[-2]) for i in catalog.issues] == [
         ("error", "broken_elsewhere"), ("warning", "20260408_2033_stl10")]
-    # a warm read (facts cached by blob id) finds exactly the same
+    # a warm read (facts cached by blob id) parses nothing and finds exactly the same
+    assert catalog.parsed_files >= 10  # cold: every plugin's Python file was parsed
     again = load_catalog(bs_repo, "HEAD", cache_dir=tmp_path / "cache")
+    assert again.parsed_files == 0
     assert {k: (p.identifiers, p.uses) for k, p in again.plugins.items()} == \
         {k: (p.identifiers, p.uses) for k, p in catalog.plugins.items()}
+    # a change to one file: only that blob is parsed again, and its new facts are used
+    path = bs_repo / ROOT / "benchmarks/derived-bench/__init__.py"
+    path.write_text(path.read_text() + "\n# touched\n")
+    commit_all(bs_repo, "touch one file")
+    changed = load_catalog(bs_repo, "HEAD", cache_dir=tmp_path / "cache")
+    assert changed.parsed_files == 1
+    assert {k: p.uses for k, p in changed.plugins.items()} == {k: p.uses for k, p in catalog.plugins.items()}
 
 
 def test_problems_elsewhere_are_warnings_and_changes_are_scoped(bs_repo, workspace):
@@ -110,8 +119,12 @@ def check_against_brainscore_core(workspace, repo: Path, executor: str) -> None:
     envs = {r["model"]: Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]) / r["env_hash"] for r in board}
     assert len(set(envs.values())) == 2  # one per model: only one of them has the git requirement
     lock = (envs["alexnet_z_axis_iteration=1"] / "score-plugins.lock").read_text()
-    for pin in ("brainscore-core==2.5.0", "tinypkg @ git+file://", "joblib=="):
-        assert pin in lock, pin  # the domain's pins, the git requirement pinned to its commit, a data plugin's
+    for pin in ("brainscore-core==2.5.0", "joblib=="):
+        assert pin in lock, pin  # the domain's pins, a data plugin's
+    tinypkg = repo.parent / "tinypkg"  # the git requirement, pinned to the exact commit it resolved to
+    commit = subprocess.run(["git", "-C", str(tinypkg), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert f"tinypkg @ git+file://{tinypkg}@{commit}\n" in lock, lock
     assert "numpy==1." in lock and "scikit-learn==1.5" in lock  # the repository's own pins hold
     assert "tinypkg" not in (envs[MODELS[1]] / "score-plugins.lock").read_text()
     for model, env in envs.items():

@@ -50,6 +50,19 @@ def test_set_is_the_top_layer_of_settings(workspace):
     assert unknown.returncode == 2 and "no_such_setting" in unknown.stderr
 
 
+def test_settings_layers_flags_over_environment_over_site_file(workspace, tmp_path):
+    """Each layer overrides only what it sets: defaults < site file < environment < `--set`."""
+    assert workspace.json("config")["time_minutes"] == 60  # the package default
+    site = tmp_path / "site.toml"
+    site.write_text('[score-plugins]\ntime_minutes = 20\nmem = "2G"\n')
+    workspace.env["SCORE_PLUGINS_CONFIG"] = str(site)
+    assert {k: workspace.json("config")[k] for k in ("time_minutes", "mem")} == {"time_minutes": 20, "mem": "2G"}
+    workspace.env["SCORE_PLUGINS_TIME_MINUTES"] = "30"
+    assert {k: workspace.json("config")[k] for k in ("time_minutes", "mem")} == {"time_minutes": 30, "mem": "2G"}
+    flagged = workspace.json("--set", "time_minutes=45", "config")
+    assert (flagged["time_minutes"], flagged["mem"]) == (45, "2G")
+
+
 def test_pairs_are_grouped_by_environment_and_data_requirements_count(workspace, example_repo):
     """A model with an extra requirement gets its own environment; tasks never mix environments; a data
     plugin's requirement reaches the environment of every benchmark that loads it."""

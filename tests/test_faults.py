@@ -179,15 +179,27 @@ def test_postgres_down_mid_run_results_wait_in_the_spool(workspace, example_repo
     proc = subprocess.Popen([str(CLI), "run", "--profile", "test", "--repo", str(example_repo), "--base", "HEAD~1",
                              "--format", "json"], cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(workspace.state.glob("runs/*/spool/*.json")):
-        time.sleep(0.2)
-    postgres.pause()
-    try:
-        while time.time() < deadline and len(list(workspace.state.glob("runs/*/spool/*.json"))) < 3:
+    def spooled() -> int:
+        return len(list(workspace.state.glob("runs/*/spool/*.json")))
+
+    def wait_for(count: int, deadline: float) -> None:
+        while spooled() < count:
+            assert proc.poll() is None, f"the run ended before {count} results were spooled: {proc.stderr.read()}"
+            assert time.time() < deadline, f"only {spooled()} of {count} results spooled by the deadline"
             time.sleep(0.2)
-    finally:
-        postgres.resume()
+
+    try:
+        wait_for(1, time.time() + 120)
+        postgres.pause()
+        try:
+            before = spooled()
+            wait_for(before + 2, time.time() + 120)  # two results written while the database is down
+            assert proc.poll() is None, "the run went on while the database was down"
+        finally:
+            postgres.resume()
+    except BaseException:
+        proc.kill()
+        raise
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert json.loads(out)["states"] == {"COMPLETED": 4}
@@ -265,14 +277,20 @@ def test_ingest_checks_each_spool_file_on_its_own(workspace, example_repo, tmp_p
     spool = bundle / "spool"
     (spool / f"{pairs[0]['key']}.json").write_text(json.dumps(result(pairs[0])))
     (spool / f"{pairs[1]['key']}.json").write_text(json.dumps(result(pairs[1], score_ceiled="0.9")))
-    (spool / f"{pairs[2]['key']}.json").write_text(
-        json.dumps(result(pairs[2], ended_at="2099-01-01T00:00:00+00:00", stage="x" * 100_000)))
+    (spool / f"{pairs[2]['key']}.json").write_text(  # valid in every field but one: a time in the future
+        json.dumps(result(pairs[2], ended_at="2099-01-01T00:00:00+00:00")))
     (spool / f"{pairs[3]['key']}.json").write_text('{"pair_key": "' + pairs[3]["key"] + '", "score_ceiled": NaN}')
     (spool / ("f" * 32 + ".json")).write_text(json.dumps(result({"key": "f" * 32, "benchmark": "x"})))
     first = workspace.json("ingest", str(bundle))
     assert (first["scores"], first["failures"]) == (1, 3)
     quarantined = sorted(p.name for p in (bundle / "quarantine").glob("*.json"))
     assert len(quarantined) == 4
+    reasons_of = {p.name[:-len(".json.reason")]: p.read_text().strip()
+                  for p in (bundle / "quarantine").glob("*.reason")}
+    assert reasons_of == {pairs[1]["key"]: "score is not a finite number",
+                          pairs[2]["key"]: "ended_at 2099-01-01T00:00:00+00:00 is in the future",
+                          pairs[3]["key"]: "NaN is not a number",
+                          "f" * 32: "no pair of this run has that key"}
     board = workspace.json("leaderboard")
     assert [(r["model"], r["score"]) for r in board] == [("logreg", 0.5)]  # identity from the manifest, not the file
     again = workspace.json("ingest", str(bundle))
@@ -283,3 +301,25 @@ def test_ingest_checks_each_spool_file_on_its_own(workspace, example_repo, tmp_p
     # a folder that is not a bundle is refused, not silently "ingested"
     proc = workspace.cli("ingest", str(tmp_path))
     assert proc.returncode == 2 and "not a run bundle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_plugin_moved_to_a_new_folder_keeps_its_id_and_the_move_is_recorded(workspace, example_repo):
+    """knn-5 is scored from folder knn; the folder is renamed (and edited): the id moves with it (a warning
+    says so), it is not refused as a take-over, and once scored from there its row follows the new folder."""
+    import sqlite3
+
+    first = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "knn-5",
+                           "--benchmarks", "iris-accuracy")
+    assert first["states"] == {"COMPLETED": 1}
+    subprocess.run(["git", "-C", str(example_repo), "mv", "sklearn_scores/models/knn",
+                    "sklearn_scores/models/knn_moved"], check=True)
+    moved = example_repo / "sklearn_scores/models/knn_moved/__init__.py"
+    moved.write_text(moved.read_text() + "\n# moved\n")  # changed too, so that it is scored again
+    commit_all(example_repo, "move knn")
+    proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "knn-5", "--benchmarks",
+                         "iris-accuracy", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["states"] == {"COMPLETED": 1}
+    assert "model id 'knn-5' moved from models/knn (gone) to models/knn_moved" in proc.stderr
+    with sqlite3.connect(workspace.state / "local.db") as db:
+        assert db.execute("select plugin from models where identifier = 'knn-5'").fetchall() == [("knn_moved",)]

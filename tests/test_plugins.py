@@ -47,13 +47,29 @@ def test_computed_keys_are_warned_about_with_file_and_line():
     assert "computed" in issues[0].message and issues[0].file == "root/models/p/__init__.py"
 
 
-@pytest.mark.parametrize("bad", ["new\nline", "carriage\rreturn", "nul\x00byte", "tab\there", "../up", "a/b",
-                                 "back\\slash", "", "   ", "..", ".", "-option", "x" * 201, "del\x7f", "ls\u2028sep"])
-def test_invalid_identifiers_are_refused(bad):
-    assert identifier_problem(bad) is not None
+@pytest.mark.parametrize(("bad", "reason"), [
+    ("new\nline", "identifier contains control characters or line breaks (U+000A)"),
+    ("carriage\rreturn", "identifier contains control characters or line breaks (U+000D)"),
+    ("nul\x00byte", "identifier contains control characters or line breaks (U+0000)"),
+    ("tab\there", "identifier contains control characters or line breaks (U+0009)"),
+    ("del\x7f", "identifier contains control characters or line breaks (U+007F)"),
+    ("ls\u2028sep", "identifier contains control characters or line breaks (U+2028)"),
+    ("../up", "identifier contains a path separator ('/' or '\\')"),
+    ("a/b", "identifier contains a path separator ('/' or '\\')"),
+    ("back\\slash", "identifier contains a path separator ('/' or '\\')"),
+    ("", "identifier is empty"), ("   ", "identifier is empty"),
+    ("..", "identifier '..' is a path component"), (".", "identifier '.' is a path component"),
+    ("-option", "identifier starts with '-' (it would read as an option)"),
+    ("x" * 201, "identifier is 201 characters long (200 at most)"),
+    ("a\tb\nc\rd\x00e\x01f\x02", "identifier contains control characters or line breaks "
+                                   "(U+0000, U+0001, U+0002, U+0009, U+000A)")])  # the first five, sorted
+def test_invalid_identifiers_are_refused(bad, reason):
+    """Each unusable id is refused with its own reason, and the reason reaches the issue the submitter sees."""
+    assert identifier_problem(bad) == reason
     ids, issues = parse(f"model_registry[{bad!r}] = 1\nmodel_registry['fine-1.0'] = 2\n")
     assert ids == ["fine-1.0"]
     assert len(issues) == 1 and issues[0].severity == "error" and issues[0].line == 1
+    assert reason in issues[0].message, issues[0].message
 
 
 @pytest.mark.parametrize("good", ["alexnet", "CORnet-S", "MajajHong2015.IT-pls", "resnet-50_robust", "a+b", "v1.2",
@@ -72,9 +88,19 @@ def test_real_brain_score_folder_names_are_accepted(good):
     assert folder_problem(good) is None
 
 
-@pytest.mark.parametrize("bad", ["", "-rf", "a.b", "..", "new\nline", "nul\x00"])
-def test_unusable_folder_names_are_refused(bad):
-    assert folder_problem(bad) is not None
+@pytest.mark.parametrize(("bad", "reason"), [
+    ("", "plugin folder name is empty"),
+    ("-rf", "plugin folder name starts with '-' (it would read as an option)"),
+    ("a.b", "plugin folder name contains '.', which Python's import system reads as a sub-package"),
+    ("..", "plugin folder name '..' is a path component"),
+    ("new\nline", "plugin folder name contains control characters or line breaks (U+000A)"),
+    ("nul\x00", "plugin folder name contains control characters or line breaks (U+0000)"),
+    ("a\\b", "plugin folder name contains a path separator"),
+    ("x" * 101, "plugin folder name is 101 characters long (100 at most)"),
+    (".", "plugin folder name '.' is a path component"),
+    ("a/b", "plugin folder name contains a path separator")])
+def test_unusable_folder_names_are_refused(bad, reason):
+    assert folder_problem(bad) == reason
 
 
 def test_dependency_references():

@@ -94,11 +94,35 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
 
 
 def test_cancel_a_local_run_keeps_finished_results(workspace, example_repo):
-    result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg",
-                            "--benchmarks", "iris-accuracy")
-    proc = workspace.cli("cancel", result["run_id"], "--format", "json")
-    assert json.loads(proc.stdout) == {"run_id": result["run_id"], "cancelled": 0}
-    assert len(workspace.json("leaderboard")) == 1
+    """A run with one pair finished and one still running, cancelled by another process: the running task
+    is stopped and recorded CANCELLED, the finished pair stays COMPLETED with its score."""
+    write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
+          "import time\nfrom sklearn_scores import benchmark_registry\n\nclass Bench:\n"
+          "    def __call__(self, model):\n        time.sleep(300)\n        return 0.5\n\n"
+          "benchmark_registry['slow'] = Bench\n")
+    commit_all(example_repo, "a slow benchmark")
+    workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
+    proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--all", "--models", "logreg",
+                             "--benchmarks", "iris-accuracy,slow", "--format", "json"], cwd=workspace.path,
+                            env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # one pair done (its score ingested), the other still running
+            lines.append(line)
+            if "1/2 pairs done" in line:
+                break
+        assert any("1/2 pairs done" in line for line in lines), lines
+        run_id = workspace.json("status")["run_id"]
+        assert workspace.json("cancel", run_id) == {"run_id": run_id, "cancelled": 1}
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert json.loads(out)["states"] == {"COMPLETED": 1, "CANCELLED": 1}
+    assert [(r["benchmark"], r["model"]) for r in workspace.json("leaderboard")] == [("iris-accuracy", "logreg")]
+    status = workspace.json("status", run_id)
+    assert status["counts"] == {"COMPLETED": 1, "CANCELLED": 1}, status
+    running = subprocess.run(["pgrep", "-f", str(workspace.state / "runs" / run_id)], capture_output=True, text=True)
+    assert running.stdout.strip() == "", "cancel stopped the running task for real"
     assert workspace.cli("cancel", "no-such-run").returncode == 2
 
 

@@ -1,0 +1,203 @@
+"""Pure tests of the code that decides what is correct: the checks ingest applies to a spool file, the spool's
+index, ids. No service, no subprocess: these are also the runner of the mutation testing (scripts/mutation)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.spoolindex import INDEX, SpoolIndex
+from pipeline.worker import SPOOL_INDEX, announce
+
+
+def test_spool_index_gives_each_new_name_once_and_waits_for_whole_lines(tmp_path: Path):
+    assert SPOOL_INDEX == INDEX  # the worker writes what the coordinator reads
+    index = SpoolIndex(tmp_path)
+    assert index.new_names() == []  # no result yet: no index file
+    announce(tmp_path, "a" * 32 + ".json")
+    announce(tmp_path, "b" * 32 + ".json")
+    assert index.new_names() == ["a" * 32 + ".json", "b" * 32 + ".json"]
+    assert index.new_names() == []  # nothing new: nothing again
+    with open(tmp_path / INDEX, "ab") as f:  # a line being written: not given until its newline arrives
+        f.write(b"c" * 32)
+    assert index.new_names() == []
+    with open(tmp_path / INDEX, "ab") as f:
+        f.write(b".json\n../escape.json\nnot a name\n" + b"d" * 32 + b".json\n")
+    assert index.new_names() == ["c" * 32 + ".json", "d" * 32 + ".json"]  # only names of files in the spool
+    assert index.offset == os.path.getsize(tmp_path / INDEX)
+
+
+def test_announce_never_fails_the_pair(tmp_path: Path):
+    announce(tmp_path / "no-such-folder", "a.json")  # cannot write: said on stderr, the result is already safe
+
+
+# --- what ingest accepts from a spool file (pipeline/ingest.check_result) -------------------------------------
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.ingest import RejectedResult, _rejected, check_result  # noqa: E402
+from pipeline.worker import Manifest, StageError, read_score  # noqa: E402
+
+PAIR = {"key": "k" * 32, "model": "m", "benchmark": "b", "model_plugin": "mp", "benchmark_plugin": "bp",
+        "model_code_hash": "mh", "benchmark_code_hash": "bh", "lock_hash": "lh", "env_hash": "eh",
+        "submitters": ["s@example.org"], "model_owner": "o@example.org", "benchmark_owner": None}
+MANIFEST = Manifest(run_id="run-1", commit="c" * 40, domain_root="dom", executor="slurm", code_dir="/c",
+                    spool_dir="/s", log_dir="/l", worker="/w", env_root="/e", env_mode="cached", env_backend="uv",
+                    state_dir="/st", created_at="2026-01-01T00:00:00+00:00", tasks=[])
+
+
+def good(**changes) -> dict:
+    data = {"pair_key": PAIR["key"], "model": "forged", "status": "ok", "state": "COMPLETED", "stage": None,
+            "score_ceiled": 0.5, "score_raw": 0.25, "ceiling": 0.5, "error": 0.01, "elapsed_seconds": 2.5,
+            "max_rss_bytes": 2**30, "array_index": 3, "attempt": 1, "job_id": "77", "node": "n1", "executor": None,
+            "reason": None, "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:01:00"}
+    data.update(changes)
+    return data
+
+
+def test_a_good_result_takes_its_identity_from_the_manifest():
+    result = check_result(good(), PAIR, MANIFEST)
+    assert {k: result[k] for k in ("model", "benchmark", "model_plugin", "benchmark_code_hash", "submitters",
+                                   "model_owner", "benchmark_owner")} == {
+        "model": "m", "benchmark": "b", "model_plugin": "mp", "benchmark_code_hash": "bh",
+        "submitters": ["s@example.org"], "model_owner": "o@example.org", "benchmark_owner": None}
+    assert (result["run_id"], result["commit"], result["domain"], result["pair_key"]) == \
+        ("run-1", "c" * 40, "dom", PAIR["key"])
+    assert (result["status"], result["state"], result["stage"]) == ("ok", "COMPLETED", None)
+    assert (result["score_ceiled"], result["score_raw"], result["ceiling"], result["error"]) == (0.5, 0.25, 0.5, 0.01)
+    assert (result["elapsed_seconds"], result["max_rss_bytes"], result["array_index"], result["attempt"]) == \
+        (2.5, 2**30, 3, 1)
+    assert result["executor"] == "slurm"  # the manifest's, when the file names none
+    assert check_result(good(executor="local"), PAIR, MANIFEST)["executor"] == "local"
+    assert (result["job_id"], result["node"], result["reason"]) == ("77", "n1", None)
+    assert result["started_at"] == "2026-01-01T00:00:00+00:00"
+    assert result["ended_at"] == "2026-01-01T00:01:00+00:00"  # a naive time is UTC
+    error = check_result(good(status="error", state="FAILED", stage="score", reason="boom", score_ceiled="x"),
+                         PAIR, MANIFEST)
+    assert error["reason"] == "boom" and "score_ceiled" not in error  # an error's score fields are not read
+    for stage in ("env_build", "import", "score", "persist"):
+        assert check_result(good(status="error", state="FAILED", stage=stage), PAIR, MANIFEST)["stage"] == stage
+    for state in ("TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL"):
+        assert check_result(good(status="error", state=state, stage="score"), PAIR, MANIFEST)["state"] == state
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"pair_key": "x" * 32}, "its pair key does not match its file name"),
+    ({"status": "maybe"}, "status is neither ok nor error"),
+    ({"state": "FAILED"}, "state 'FAILED' does not fit status 'ok'"),
+    ({"status": "error", "state": "COMPLETED"}, "state 'COMPLETED' does not fit status 'error'"),
+    ({"state": "RUNNING"}, "state 'RUNNING' does not fit status 'ok'"),
+    ({"stage": "x" * 100}, "stage is not one of the pipeline's stages"),
+    ({"score_ceiled": "0.9"}, "score is not a finite number"),
+    ({"score_ceiled": True}, "score is not a finite number"),
+    ({"score_ceiled": None}, "score is not a finite number"),
+    ({"score_ceiled": math.inf}, "score is not a finite number"),
+    ({"score_ceiled": 1.5}, "score 1.5 is out of range"),
+    ({"score_ceiled": -0.1}, "score -0.1 is out of range"),
+    ({"score_raw": None}, "raw score is not a finite number"),
+    ({"ceiling": -1}, "ceiling -1 is out of range"),
+    ({"ceiling": 0}, "ceiling is 0"),
+    ({"error": "e"}, "error is not a finite number"),
+    ({"elapsed_seconds": -1}, "elapsed_seconds -1 is out of range"),
+    ({"max_rss_bytes": 1.5}, "max_rss_bytes is not a whole number in range"),
+    ({"max_rss_bytes": -1}, "max_rss_bytes is not a whole number in range"),
+    ({"max_rss_bytes": 2**62 + 1}, "max_rss_bytes is not a whole number in range"),
+    ({"array_index": True}, "array_index is not a whole number in range"),
+    ({"array_index": 10**7 + 1}, "array_index is not a whole number in range"),
+    ({"attempt": 1001}, "attempt is not a whole number in range"),
+    ({"reason": ["list"]}, "reason is not text"),
+    ({"node": {"a": 1}}, "node is not text"),
+    ({"started_at": 5}, "started_at is not a timestamp"),
+    ({"started_at": "yesterday"}, "started_at is not a timestamp"),
+    ({"started_at": "2026-01-01T00:00:00" + " " * 60}, "started_at is not a timestamp"),
+    ({"ended_at": "2099-01-01T00:00:00+00:00"}, "ended_at 2099-01-01T00:00:00+00:00 is in the future"),
+])
+def test_each_bad_field_is_refused_with_its_reason(changes, reason):
+    with pytest.raises(RejectedResult) as refused:
+        check_result(good(**changes), PAIR, MANIFEST)
+    assert str(refused.value) == reason
+
+
+def test_bounds_are_inclusive_and_text_is_capped():
+    edge = good(score_ceiled=1, ceiling=None, error=None, max_rss_bytes=2**62, array_index=10**7, attempt=1000,
+                elapsed_seconds=0, reason="r" * 5000, log_tail="t" * 9000, node=7, started_at=None)
+    result = check_result(edge, PAIR, MANIFEST)
+    assert (result["score_ceiled"], result["ceiling"], result["error"], result["started_at"]) == (1.0, None, None, None)
+    assert len(result["reason"]) == 4000 and len(result["log_tail"]) == 8000 and result["node"] == "7"
+    assert check_result(good(score_ceiled=0), PAIR, MANIFEST)["score_ceiled"] == 0.0
+    assert check_result(good(ceiling=0.001), PAIR, MANIFEST)["ceiling"] == 0.001
+    assert check_result(good(array_index=0, attempt=0, max_rss_bytes=0), PAIR, MANIFEST)["attempt"] == 0
+    soon = "2026-01-01T00:00:00+00:00"
+    assert check_result(good(ended_at=soon), PAIR, MANIFEST)["ended_at"] == soon
+    with pytest.raises(RejectedResult):
+        check_result("not a dict", PAIR, MANIFEST)
+
+
+def test_a_rejected_file_becomes_a_failed_persist_row():
+    row = _rejected(PAIR, MANIFEST, "why")
+    assert (row["status"], row["state"], row["stage"], row["executor"]) == ("error", "FAILED", "persist", "slurm")
+    assert row["reason"] == "its result file was rejected and quarantined: why"
+    assert (row["model"], row["run_id"], row["pair_key"]) == ("m", "run-1", PAIR["key"])
+
+
+# --- the score a benchmark returned (pipeline/worker.read_score) ----------------------------------------------
+
+class Score(float):
+    """A float with Brain-Score's `attrs` (what brainscore-core's Score looks like to read_score)."""
+
+    def __new__(cls, value: float, **attrs):
+        self = super().__new__(cls, value)
+        self.attrs = attrs
+        return self
+
+
+def test_read_score_follows_brain_score_semantics():
+    assert read_score(0.5) == {"score_ceiled": 0.5, "score_raw": 0.5, "ceiling": None, "error": None,
+                               "raw_values": None}
+    assert read_score(0.5, benchmark_ceiling=0.8)["ceiling"] == 0.8  # recorded, never divides again
+    got = read_score(Score(0.4, raw=0.3, ceiling=0.75, error=0.02), benchmark_ceiling=0.9)
+    assert (got["score_ceiled"], got["score_raw"], got["ceiling"], got["error"]) == (0.4, 0.3, 0.75, 0.02)
+    assert read_score(1 + 1e-10)["score_ceiled"] == 1.0 and read_score(-1e-10)["score_ceiled"] == 0.0
+    assert read_score(1)["score_ceiled"] == 1.0 and read_score(0)["score_ceiled"] == 0.0
+
+
+@pytest.mark.parametrize(("value", "ceiling", "reason"), [
+    (None, None, "benchmark returned NoneType 'None', not a number or a Score"),
+    ("0.5", None, "benchmark returned str '0.5', not a number or a Score"),
+    ([0.5], None, "benchmark returned list '[0.5]', not a number or a Score"),
+    (1.01, None, "score 1.01 is outside [0, 1]"),
+    (-0.01, None, "score -0.01 is outside [0, 1]"),
+    (0.5, 0, "benchmark ceiling 0.0 is not a positive number"),
+    (0.5, -2, "benchmark ceiling -2.0 is not a positive number"),
+])
+def test_read_score_refuses_what_is_not_a_score(value, ceiling, reason):
+    with pytest.raises(StageError) as refused:
+        read_score(value, benchmark_ceiling=ceiling)
+    assert refused.value.stage == "score" and refused.value.reason == reason
+
+
+def test_refusals_name_what_is_wrong_and_the_future_has_an_hours_grace():
+    from datetime import datetime, timedelta, timezone
+
+    with pytest.raises(RejectedResult, match="^not a JSON object$"):
+        check_result(["a list"], PAIR, MANIFEST)
+    with pytest.raises(RejectedResult) as refused:
+        check_result(good(state="S" * 100), PAIR, MANIFEST)
+    assert str(refused.value) == f"state {'S' * 40!r} does not fit status 'ok'"  # the state text is capped
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=30)).isoformat()  # clocks differ a little
+    assert check_result(good(ended_at=soon), PAIR, MANIFEST)["ended_at"] == soon
+    later = (datetime.now(timezone.utc) + timedelta(minutes=90)).isoformat()
+    with pytest.raises(RejectedResult, match="is in the future"):
+        check_result(good(ended_at=later), PAIR, MANIFEST)
+
+
+def test_a_rejected_row_keeps_the_run_and_is_stamped_now():
+    from datetime import datetime, timedelta, timezone
+
+    row = _rejected(PAIR, MANIFEST, "why")
+    assert (row["commit"], row["domain"], row["run_id"]) == ("c" * 40, "dom", "run-1")
+    for key in ("started_at", "ended_at"):
+        when = datetime.fromisoformat(row[key])
+        assert when.tzinfo is not None and abs(when - datetime.now(timezone.utc)) < timedelta(minutes=5)
