@@ -76,13 +76,14 @@ class Watcher:
         self.job_ids: list[str] = []  # every job this watcher waited for (retries and escalations too)
         # called with the keys and task states of tasks about to be resubmitted (their attempts are recorded)
         self.on_retry: Callable[[list[str], dict[int, TaskState]], None] | None = None
-
-    def forget(self, key: str) -> None:
-        """A pair runs again (an escalation): its next result is new, to be ingested."""
-        self._ingested.discard(f"{key}.json")
         self._index = SpoolIndex(bundle.spool_dir)
         self._announced: set[str] = set()  # named in the spool's index, not yet ingested
         self._missing: set[str] = set()  # what the current `wait` still expects
+
+    def forget(self, key: str) -> None:
+        """A pair runs again (an escalation): its next result is new, to be ingested (the worker announces it
+        in the spool's index again)."""
+        self._ingested.discard(f"{key}.json")
 
     def stats(self) -> dict[str, int]:
         return {"poll_cycles": self.poll_cycles, **self.executor.stats()}
