@@ -1,6 +1,6 @@
 """What the model boundary costs: a vision-shaped `look_at` returning a 3,200 x 4,096 float32 NeuroidAssembly
 (52 MB, a MultiIndex on each dimension, as model-tools builds it) called in the benchmark's own process, and the
-same call through pipeline/boundary.py to a model in its own process, in one run, alternating.
+same call through pipeline/job/boundary.py to a model in its own process, in one run, alternating.
 
 `look_at` computes its features (a fixed 256 -> 4,096 projection of 3,200 stimuli) and builds the assembly each
 call, as a model does; the benchmark reads the values back (a mean). The boundary's cost is the StimulusSet going
@@ -138,7 +138,7 @@ def main() -> None:
         (here / "manifest.json").write_text(json.dumps({"domain_root": "bench_dom", "tasks": [{"pairs": [
             {"key": "p", "model": "features-4096", "model_plugin": "features"}]}]}))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        out = subprocess.run([python, "-c", DRIVER, str(here), str(args.reps), str(ROOT / "pipeline/boundary.py")],
+        out = subprocess.run([python, "-c", DRIVER, str(here), str(args.reps), str(ROOT / "pipeline/job/boundary.py")],
                              capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(out.stderr[-3000:])

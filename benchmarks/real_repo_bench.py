@@ -25,9 +25,9 @@ from pathlib import Path
 
 from _common import last_line, timed  # noqa: E402  (puts the project on sys.path)
 
-from pipeline import gitrepo  # noqa: E402
-from pipeline.detect import detect  # noqa: E402
-from pipeline.plugins import PLUGIN_TYPES, TEST_FILE, find_domain_root, load_catalog  # noqa: E402
+from pipeline.catalog import gitrepo  # noqa: E402
+from pipeline.stages.detect import detect  # noqa: E402
+from pipeline.catalog.plugins import PLUGIN_TYPES, TEST_FILE, find_domain_root, load_catalog  # noqa: E402
 
 REGISTRATION = re.compile(r"""^\s*(model|benchmark)_registry\[\s*(['"])(.+?)\2\s*\]\s*=""", re.M)
 LOADER_CALL = re.compile(r"\bload_(dataset|stimulus_set|metric|ceiling|benchmark|model)\(")

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from _common import last_line, trivial_repo
 
-from pipeline import ledger
+from pipeline.stages import ledger
 from pipeline.config import load_settings
 from pipeline.database import open_database
 from pipeline.executors.base import TaskState
-from pipeline.run import Request, detect_and_plan, run_info
-from pipeline.bundle import render_bundle
-from pipeline.watch import Watcher, ingest_when_reachable
-from pipeline.worker import announce
+from pipeline.stages.run import Request, detect_and_plan, run_info
+from pipeline.stages.bundle import render_bundle
+from pipeline.stages.watch import Watcher, ingest_when_reachable
+from pipeline.job.worker import announce
 
 
 def peak_mb() -> float:
@@ -67,7 +67,7 @@ class Stage:
 
 
 def stand_in_worker(spool: Path, pairs: list[dict], task_of: dict[str, int]) -> None:
-    """STAND-IN for pipeline/worker.py (no plugin runs): what the worker leaves for each finished pair."""
+    """STAND-IN for pipeline/job/worker.py (no plugin runs): what the worker leaves for each finished pair."""
     now = datetime.now(timezone.utc).isoformat()
     for pair in pairs:
         name = f"{pair['key']}.json"

@@ -30,16 +30,16 @@ from pathlib import Path
 
 from _common import last_line, trivial_repo
 
-from pipeline import ledger
-from pipeline.bundle import Bundle, render_bundle
+from pipeline.stages import ledger
+from pipeline.stages.bundle import Bundle, render_bundle
 from pipeline.config import Settings, load_settings
 from pipeline.database import open_database
-from pipeline.detect import detect_all
+from pipeline.stages.detect import detect_all
 from pipeline.executors.base import job_environment
 from pipeline.executors.slurm import SlurmExecutor
-from pipeline.plan import Plan, make_plan
-from pipeline.run import python_version
-from pipeline.watch import Watcher
+from pipeline.stages.plan import Plan, make_plan
+from pipeline.stages.run import python_version
+from pipeline.stages.watch import Watcher
 
 PAIRS = 40
 

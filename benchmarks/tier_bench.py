@@ -1,10 +1,10 @@
-"""Replay a Brain-Score-shaped workload of true memory peaks through the tier logic (pipeline.tiers, the same
+"""Replay a Brain-Score-shaped workload of true memory peaks through the tier logic (pipeline.capacity.tiers, the same
 functions `plan` and the escalation use) against two baselines, on the same pairs:
 
 - fixed: one request for every pair, sized to the largest pair of the run (what one `mem` per run forces);
 - retry: every pair starts on the smallest tier and goes one tier up after each out-of-memory kill;
 - tiers (ours): the first tier from the peaks measured in one prior run (the pair's own, else its model's part
-  plus its benchmark's fixed cost, pipeline.sizing.Estimates), else the plugins' declarations, else the
+  plus its benchmark's fixed cost, pipeline.capacity.sizing.Estimates), else the plugins' declarations, else the
   smallest; then the same escalation. Also shown: ours with no prior run (cold), and the raw reading "the
   model's largest benchmark, else the benchmark's largest model" (largest_seen), and a leaner sizing
   (unseen side at the 75th percentile, 10 % margin: tiers_lean) to show the trade-off.
@@ -26,8 +26,8 @@ import random
 
 from _common import last_line
 
-from pipeline.sizing import Estimates
-from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
+from pipeline.capacity.sizing import Estimates
+from pipeline.capacity.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 
 GB = 2**30
 # as an administrator paying for every GB-hour would set them: powers of two up to the largest node, GPU tiers

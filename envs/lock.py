@@ -186,7 +186,7 @@ def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, opt
     the build backends of git and sdist requirements: submitter code). Every lock on the coordinator goes through
     here: the uv backend's and the pip layer of a conda lock (envs/piplayer.py). `cache`: uv's cache when
     confined (the unprivileged user's, kept beside the locks)."""
-    from pipeline import sandbox as sb
+    from pipeline.job import sandbox as sb
 
     with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         infile = Path(tmp) / "requirements.in"

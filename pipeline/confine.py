@@ -1,10 +1,10 @@
 """The coordinator's side of the sandbox: refuse before anything is claimed when untrusted code could not be
-confined, and tell the lock step how to confine the solver (pipeline/sandbox.py builds the sandbox itself)."""
+confined, and tell the lock step how to confine the solver (pipeline/job/sandbox.py builds the sandbox itself)."""
 
 from __future__ import annotations
 
 from envs.lock import LockJail
-from pipeline import sandbox as sb
+from pipeline.job import sandbox as sb
 from pipeline.config import Settings
 from pipeline.errors import BadInput, InfrastructureError
 

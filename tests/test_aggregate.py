@@ -1,11 +1,11 @@
-"""Brain-Score's leaderboard arithmetic (pipeline/aggregate.py): the issue's examples as golden cases, taken
+"""Brain-Score's leaderboard arithmetic (pipeline/leaderboard/aggregate.py): the issue's examples as golden cases, taken
 from Brain-Score's own tests and data, and properties that hold for any tree and any scores."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from pipeline.aggregate import X, aggregate, children_of, combine, coverage, leaf_value, rank, rounded
+from pipeline.leaderboard.aggregate import X, aggregate, children_of, combine, coverage, leaf_value, rank, rounded
 
 VISION = {"average_vision": None, "neural_vision": "average_vision", "behavior_vision": "average_vision",
           "V1": "neural_vision", "IT": "neural_vision", "engineering_vision": None,

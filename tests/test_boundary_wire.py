@@ -1,4 +1,4 @@
-"""The wire format across the model boundary (pipeline/boundary.py), in a real plugin environment.
+"""The wire format across the model boundary (pipeline/job/boundary.py), in a real plugin environment.
 
 brainscore-core (with numpy, pandas, xarray) is installed from the package index into a scratch environment; a
 program there sends Brain-Score's objects through a real socket pair and prints what came out, and then plays a
@@ -164,7 +164,7 @@ def plugin_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_brainscore_objects_cross_exactly_and_hostile_messages_are_refused(plugin_python):
-    proc = subprocess.run([plugin_python, "-c", PROGRAM, str(ROOT / "pipeline")], capture_output=True, text=True,
+    proc = subprocess.run([plugin_python, "-c", PROGRAM, str(ROOT / "pipeline" / "job")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detect import detect
+from pipeline.stages.detect import detect
 from tests.conftest import commit_all, git, write
 
 BRAINSCORE_CORE = "brainscore-core==2.5.0"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detect import detect
-from pipeline.plugins import load_catalog
+from pipeline.stages.detect import detect
+from pipeline.catalog.plugins import load_catalog
 from tests.brainscore_like import ROOT, build, make_git_package
 from tests.conftest import commit_all, write
 

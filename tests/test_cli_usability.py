@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from pipeline.leaderboard import colour
+from pipeline.leaderboard.views import colour
 
 
 def one_line_exit_2(proc) -> None:  # noqa: ANN001

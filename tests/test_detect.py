@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from pipeline.detect import detect
+from pipeline.stages.detect import detect
 from tests.conftest import commit_all, git, write
 
 

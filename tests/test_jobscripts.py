@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from jobscripts import RenderError, ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
-from pipeline.bundle import render_bundle
+from pipeline.stages.bundle import render_bundle
 from pipeline.config import load_settings
-from pipeline.detect import detect_all
+from pipeline.stages.detect import detect_all
 from pipeline.executors.base import job_environment
-from pipeline.plan import make_plan
+from pipeline.stages.plan import make_plan
 
 HOSTILE = "we'ird \"dir\" $(touch PWNED) `touch PWNED2`; touch PWNED3 \\ end"
 

@@ -1,6 +1,6 @@
 """A submitted model cannot change its own score (issue 23), on the Brain-Score-shaped repository, sandbox on.
 
-The model runs in its own sandboxed process behind pipeline/boundary.py; the benchmark's process, which alone
+The model runs in its own sandboxed process behind pipeline/job/boundary.py; the benchmark's process, which alone
 holds the report pipe, sees a stand-in. A hostile model forges reports into every descriptor it holds, patches
 the benchmark, the metric and Score, reads for the benchmark's data and writes into every cache it can reach,
 all at import time: it is recorded FAILED or with its honest score, and models scored after it, in the same run

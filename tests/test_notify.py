@@ -195,7 +195,7 @@ def test_smtps_profile_url_and_flush_exit_codes(workspace, tmp_path):
 
 def test_infrastructure_failures_alert_the_admin(tmp_path):
     from db.models import Job, Run
-    from pipeline.notifications import queue_run_messages
+    from pipeline.stages.notifications import queue_run_messages
 
     run = Run(id="run-9", head_commit="b" * 40, domain="dom", executor="slurm", build_url="https://j/9/")
     jobs = [Job(run_id="run-9", pair_key="k1", model="m1", benchmark="b1", submitters=["ada@example.org"],

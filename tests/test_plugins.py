@@ -6,9 +6,9 @@ import ast
 
 import pytest
 
-from pipeline.ids import folder_problem, identifier_problem
-from pipeline.plugins import Plugin, _read_registrations, load_catalog
-from pipeline.sourcefacts import read_facts
+from pipeline.catalog.ids import folder_problem, identifier_problem
+from pipeline.catalog.plugins import Plugin, _read_registrations, load_catalog
+from pipeline.catalog.sourcefacts import read_facts
 from tests.conftest import commit_all, write
 
 

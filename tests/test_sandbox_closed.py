@@ -13,7 +13,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from pipeline import sandbox as sb
+from pipeline.job import sandbox as sb
 from tests.conftest import CLI, commit_all, write
 
 

@@ -227,8 +227,8 @@ def mails_after_run(workspace, tmp_path: Path) -> dict[str, str]:
     """The messages a run of m1, m2 and m3 queues (plain text, by recipient), with the database as it is."""
     from db.models import Job, Run
     from pipeline.database import open_database
-    from pipeline.notifications import queue_run_messages
-    from pipeline.standings import standing_of, standings
+    from pipeline.stages.notifications import queue_run_messages
+    from pipeline.leaderboard.standings import standing_of, standings
 
     db = open_database("local", workspace.state)
     try:

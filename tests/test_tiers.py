@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from pipeline.attempts import failure_kind
+from pipeline.capacity.attempts import failure_kind
 from pipeline.config import load_settings
 from pipeline.errors import BadInput
 from pipeline.executors.slurm import ArrayPart, parse_sacct
-from pipeline.sizing import Estimates
-from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
+from pipeline.capacity.sizing import Estimates
+from pipeline.capacity.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 from tests.conftest import commit_all, write
 
 GB = 2**30

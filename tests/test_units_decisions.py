@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.spoolindex import INDEX, SpoolIndex
-from pipeline.worker import SPOOL_INDEX, announce
+from pipeline.stages.spoolindex import INDEX, SpoolIndex
+from pipeline.job.worker import SPOOL_INDEX, announce
 
 
 def test_spool_index_gives_each_new_name_once_and_waits_for_whole_lines(tmp_path: Path):
@@ -37,8 +37,8 @@ import math  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.ingest import RejectedResult, _rejected, check_result  # noqa: E402
-from pipeline.worker import Manifest, StageError, read_score  # noqa: E402
+from pipeline.stages.ingest import RejectedResult, _rejected, check_result  # noqa: E402
+from pipeline.job.worker import Manifest, StageError, read_score  # noqa: E402
 
 PAIR = {"key": "k" * 32, "model": "m", "benchmark": "b", "model_plugin": "mp", "benchmark_plugin": "bp",
         "model_code_hash": "mh", "benchmark_code_hash": "bh", "lock_hash": "lh", "env_hash": "eh",

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import gitrepo
+from pipeline.catalog import gitrepo
 from pipeline.errors import BadInput
 
 COMMITS_DIR = Path(__file__).parent / "commits"

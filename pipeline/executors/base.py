@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from db.states import TERMINAL
 
 if TYPE_CHECKING:
-    from pipeline.bundle import Bundle
+    from pipeline.stages.bundle import Bundle
 
 # Site plumbing a job needs to reach the package index (certificates, proxies) and nothing else.
 JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",

@@ -24,25 +24,25 @@ class Breakage:
 
 
 BREAKAGES = [
-    Breakage("future-timestamp", "pipeline/ingest.py",
+    Breakage("future-timestamp", "pipeline/stages/ingest.py",
              "    if when > datetime.now(timezone.utc) + timedelta(hours=1):\n",
              "    if False:\n",
              "tests/test_faults.py::test_ingest_checks_each_spool_file_on_its_own"),
-    Breakage("facts-cache-misses", "pipeline/sourcefacts.py",
+    Breakage("facts-cache-misses", "pipeline/catalog/sourcefacts.py",
              "        data = self.entries.get(sha)\n",
              "        data = None\n",
              "tests/test_brainscore_shapes.py::test_catalog_has_every_real_shape_and_the_whole_dependency_graph"),
-    Breakage("reason-text-lost", "pipeline/ids.py",
+    Breakage("reason-text-lost", "pipeline/catalog/ids.py",
              "        return f\"{what} starts with '-' (it would read as an option)\"\n",
              "        return f\"{what} is not usable\"\n",
              "tests/test_plugins.py::test_invalid_identifiers_are_refused"),
-    Breakage("cancel-closes-finished-pairs", "pipeline/ledger.py",
+    Breakage("cancel-closes-finished-pairs", "pipeline/stages/ledger.py",
              "        for job in session.scalars(select(Job).where(Job.run_id == run_id, Job.state.in_(OPEN))):\n"
              "            job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()\n",
              "        for job in session.scalars(select(Job).where(Job.run_id == run_id)):\n"
              "            job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()\n",
              "tests/test_repair.py::test_cancel_a_local_run_keeps_finished_results"),
-    Breakage("outage-stops-the-run", "pipeline/watch.py",
+    Breakage("outage-stops-the-run", "pipeline/stages/watch.py",
              "        except SQLAlchemyError as exc:  # the database is down",
              "        except KeyError as exc:  # the database is down",
              "tests/test_faults.py::test_postgres_down_mid_run_results_wait_in_the_spool"),

@@ -1,0 +1,63 @@
+"""What the read-only commands show, as plain data: a run's status (with its CPU-hours), the leaderboard
+as a model x benchmark grid. The CLI only formats these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db.queries import get_run, leaderboard_rows, run_jobs
+from pipeline.database import Database
+from pipeline.errors import BadInput
+from pipeline.capacity.attempts import by_submitter, run_attempts, usage
+from pipeline.stages.bundle import read_manifest
+
+
+def run_cpus(run_dir: str) -> int:
+    """CPUs each task of the run asked for (1 when its manifest is gone or unreadable)."""
+    try:
+        return read_manifest(Path(run_dir)).cpus_per_task
+    except BadInput:
+        return 1
+
+
+def run_status(db: Database, run_id: str | None) -> dict:
+    """Counts per state of a run (default: the newest), each pair's state, and the CPU-hours it used."""
+    with db.sessions() as session:
+        run = get_run(session, run_id)
+        if run is None:
+            raise BadInput(f"no run {run_id!r}" if run_id else "no runs yet")
+        jobs = run_jobs(session, run.id)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j.state] = counts.get(j.state, 0) + 1
+    cpus = run_cpus(run.run_dir)
+    cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs if j.started_at and j.ended_at)
+    tries = run_attempts(db, run.id)
+    return {"run_id": run.id, "status": run.status, "executor": run.executor,
+            "sandbox": run.sandbox or "bwrap", "cpu_hours": round(cpu_seconds / 3600, 4),
+            "attempts": tries, "usage": usage(tries, cpus), "usage_by_submitter": by_submitter(tries),
+            "commit": run.head_commit, "created_at": run.created_at.isoformat(),
+            "ended_at": run.ended_at.isoformat() if run.ended_at else None, "counts": counts,
+            "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,
+                      "reason": j.reason, "job_id": j.slurm_job_id, "array_index": j.array_index,
+                      "score": j.score} for j in jobs]}
+
+
+def leaderboard(db: Database) -> list[dict]:
+    """The newest score of each model x benchmark, with its provenance."""
+    with db.sessions() as session:
+        return leaderboard_rows(session)
+
+
+def leaderboard_grid(rows: list[dict]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """Benchmarks (sorted), and one row per model: best mean first. The mean is over the scores a model has:
+    a missing score is unknown, not 0."""
+    benchmarks = sorted({r["benchmark"] for r in rows})
+    cell = {(r["model"], r["benchmark"]): r["score"] for r in rows}
+
+    def mean(model: str) -> float:
+        present = [cell[(model, b)] for b in benchmarks if cell.get((model, b)) is not None]
+        return sum(present) / len(present) if present else 0.0
+
+    models = sorted({r["model"] for r in rows}, key=lambda m: (-mean(m), m))
+    return benchmarks, [(m, [cell.get((m, b)) for b in benchmarks]) for m in models]

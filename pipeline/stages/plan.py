@@ -1,0 +1,348 @@
+"""Which model x benchmark pairs to score, and which are already scored.
+
+A pair's key hashes what determines its score: the two identifiers, the code of
+the model plugin, of the benchmark plugin and the data/metric plugins it uses,
+and the lockfile of its environment. A pair whose key is in the database is
+skipped (unless `--force`); the look-up is one set query, not one per pair.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+import gc
+import sys
+from contextlib import contextmanager
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from envs.conda import CondaLock, lock_conda, python_spec
+from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lock_environment, validate_requirements
+from pipeline.stages.detect import Change
+from pipeline.errors import BadInput
+from pipeline.catalog.plugins import Catalog
+
+
+@dataclass(slots=True)
+class PlannedPair:
+    model: str
+    benchmark: str
+    model_plugin: str
+    benchmark_plugin: str
+    model_code_hash: str
+    benchmark_code_hash: str
+    model_owner: str
+    benchmark_owner: str
+    reasons: tuple[str, ...]
+    lock: Lock | None = None
+    key: str = ""
+    problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
+    folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
+    setup_in_job: tuple[str, ...] = ()  # folders whose setup.py cannot be read statically: installed in the job
+    benchmark_parent: str | None = None  # the leaderboard tree: the parent its plugin declares (`parent=`)
+    benchmark_version: int | None = None  # and its declared `version=`
+    parent_note: str | None = None  # why the parent could not be read
+    tier: str = ""  # the tier it starts on (pipeline.capacity.sizing)
+    tier_why: str = ""  # measured / declared / default, and from what
+    model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
+
+    @property
+    def submitters(self) -> list[str]:
+        return sorted({o for o in (self.model_owner, self.benchmark_owner) if o})
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "benchmark": self.benchmark, "key": self.key, "reasons": list(self.reasons),
+            "model_plugin": self.model_plugin, "benchmark_plugin": self.benchmark_plugin,
+            "model_code_hash": self.model_code_hash, "benchmark_code_hash": self.benchmark_code_hash,
+            "lock_hash": self.lock.lock_hash if self.lock else None,
+            "env_hash": self.lock.env_hash if self.lock else None,
+            "submitters": self.submitters, "problem": self.problem, "tier": self.tier or None,
+            "tier_why": self.tier_why or None,
+        }
+
+
+@dataclass
+class Plan:
+    commit: str
+    domain_root: str
+    to_run: list[PlannedPair] = field(default_factory=list)
+    already_scored: list[PlannedPair] = field(default_factory=list)
+    cannot_run: list[PlannedPair] = field(default_factory=list)
+    in_flight: dict[str, str] = field(default_factory=dict)  # key -> the run still scoring it
+
+    def only(self, pairs: set[tuple[str, str]]) -> Plan:
+        """This plan narrowed to exactly these (model, benchmark) pairs (`rerun --failed`)."""
+        def keep(planned: list[PlannedPair]) -> list[PlannedPair]:
+            return [p for p in planned if (p.model, p.benchmark) in pairs]
+
+        return dataclasses.replace(self, to_run=keep(self.to_run), already_scored=keep(self.already_scored),
+                                   cannot_run=keep(self.cannot_run))
+
+    def to_json(self, pairs: bool = True) -> dict:
+        """The plan for programs; `pairs=False` gives the compact summary (a real repository's `--all` plans
+        100,000+ pairs: the counts, environments and reasons a pair cannot run, without every pair)."""
+        reasons: dict[str, int] = {}
+        for pair in self.cannot_run:
+            reasons[pair.problem or ""] = reasons.get(pair.problem or "", 0) + 1
+        data = {
+            "commit": self.commit, "domain_root": self.domain_root,
+            "counts": {"to_run": len(self.to_run), "already_scored": len(self.already_scored),
+                       "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
+            "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
+            "cannot_run_reasons": reasons,
+            "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
+            "in_flight": self.in_flight,
+        }
+        if pairs:
+            data.update({
+                "to_run": [p.to_json() for p in self.to_run],
+                "already_scored": [p.to_json() for p in self.already_scored],
+                "cannot_run": [p.to_json() for p in self.cannot_run],
+            })
+        return data
+
+
+def pair_key(model: str, benchmark: str, model_code_hash: str, benchmark_code_hash: str, lock_hash: str) -> str:
+    text = f"{model}\0{benchmark}\0{model_code_hash}\0{benchmark_code_hash}\0{lock_hash}"
+    return sha256(text.encode()).hexdigest()[:32]
+
+
+def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None = None,
+                    benchmarks: list[str] | None = None) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(model id, benchmark id) -> why, from what the change implies, narrowed by the filters.
+
+    Returned in (model, benchmark) order. New models meet every benchmark; every model
+    meets new and re-scored benchmarks.
+    """
+    all_models = sorted(catalog.by_identifier("models"))
+    all_benchmarks = sorted(catalog.by_identifier("benchmarks"))
+    for wanted, known, kind in ((models, all_models, "model"), (benchmarks, all_benchmarks, "benchmark")):
+        unknown = sorted(set(wanted or []) - set(known))
+        if unknown:
+            raise BadInput(f"unknown {kind} identifier(s) at {catalog.commit[:12]}: {', '.join(unknown)}")
+    everything = change.base is None  # --all: every plugin, not a change
+    m_why = {m: ("every model (--all)" if everything else f"new or changed model {m}",) for m in change.new_models}
+    b_why: dict[str, tuple[str, ...]] = {b: ("every benchmark (--all)" if everything else
+                                              f"new or changed benchmark {b}",) for b in change.new_benchmarks}
+    for b, whys in change.rescore_benchmarks.items():
+        b_why[b] = b_why.get(b, ()) + tuple(whys)
+    if models or benchmarks:
+        only_m, only_b = set(models or all_models), set(benchmarks or all_benchmarks)
+        if not m_why and not b_why:  # filters alone: score exactly what they name
+            return {(m, b): ("requested",) for m in all_models if m in only_m for b in all_benchmarks if b in only_b}
+        all_models = [m for m in all_models if m in only_m]
+        all_benchmarks = [b for b in all_benchmarks if b in only_b]
+    touched_benchmarks = [b for b in all_benchmarks if b in b_why]
+    reasons: dict[tuple[str, str], tuple[str, ...]] = {}
+    for m in all_models:
+        mw = m_why.get(m)
+        if mw:
+            for b in all_benchmarks:
+                reasons[(m, b)] = mw + b_why.get(b, ())
+        else:
+            for b in touched_benchmarks:
+                reasons[(m, b)] = b_why[b]
+    return reasons
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Planning allocates ~10 small acyclic objects per pair; cyclic GC passes over a large heap
+    would only slow it down (they cost more than the planning itself at 100,000 pairs)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
+              scored: Callable[[list[str]], set[str]], force: bool = False, models: list[str] | None = None,
+              benchmarks: list[str] | None = None, backend: str = "uv", conda_backend: str = "rattler",
+              rattler_python: str = sys.executable, in_flight: Callable[[list[str]], dict[str, str]] | None = None,
+              url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES, lock_workers: int = 1,
+              progress: Callable[[int, int], None] | None = None,
+              conda_channels: tuple[str, ...] | list[str] = ("conda-forge",), jail: LockJail = LockJail(),
+              failed_solves: str = "use") -> Plan:
+    """The pairs to score, each with its lock and key, minus those already scored under the same key.
+
+    `backend="conda"` gives every pair a conda environment; with `"uv"` only pairs whose plugins declare an
+    environment.yml get one. A conda environment's one lockfile holds the interpreter, the conda packages and
+    the pip layer (the domain's and the plugins' pip requirements). `jail` confines every `uv pip compile`
+    (the uv locks and the pip layers of conda locks alike). `failed_solves`: how cached solve failures count
+    (envs.lock.lock_environment's `failed_solves`)."""
+    with gc_paused():
+        return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
+                          force=force, models=models, benchmarks=benchmarks, backend=backend,
+                          conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
+                          url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress,
+                          conda_channels=tuple(conda_channels), jail=jail, failed_solves=failed_solves)
+
+
+def conda_request(catalog: Catalog, plugins: tuple, pip_reqs: tuple[str, ...], python_version: str,  # noqa: ANN001
+                  conda_channels: tuple[str, ...], url_schemes: tuple[str, ...]
+                  ) -> tuple[list[str], list[str], tuple[str, ...]] | str:
+    """(channels, conda specs with the interpreter, validated pip requirements) of a pair's conda environment,
+    or why it cannot have one. The interpreter: the domain's `requires-python`, else `python_version`."""
+    channels, specs, problem = catalog.conda(*plugins)
+    if problem:
+        return problem
+    try:
+        python = python_spec(catalog.domain_requires_python, python_version)
+        pip = validate_requirements(pip_reqs, url_schemes) if pip_reqs else ()
+    except EnvError as exc:
+        return str(exc)
+    return list(channels or conda_channels), sorted({*specs, python}), pip
+
+
+def _conda_lock(request: tuple[list[str], list[str], tuple[str, ...]] | str, locks_dir: Path, conda_backend: str,
+                rattler_python: str, uv: str, jail: LockJail = LockJail()) -> CondaLock | str:
+    """The one conda-lock file of a pair's conda environment (a string: why it cannot run)."""
+    if isinstance(request, str):
+        return request
+    channels, specs, pip = request
+    try:
+        return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python, pip_requirements=pip,
+                          uv=uv, jail=jail)
+    except EnvError as exc:
+        return str(exc)
+
+
+def solve_conda_all(requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str], *, locks_dir: Path,
+                    conda_backend: str, rattler_python: str, uv: str, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None,
+                    jail: LockJail = LockJail()) -> dict[str, CondaLock | str]:
+    """The conda lock of every distinct request, `workers` at a time (py-rattler and uv run as subprocesses);
+    each cached on disk by its inputs, so a request already locked costs a file read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: dict[str, CondaLock | str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {memo: pool.submit(_conda_lock, request, locks_dir, conda_backend, rattler_python, uv, jail)
+                   for memo, request in requests.items()}
+        for index, (memo, future) in enumerate(futures.items(), 1):
+            done[memo] = future.result()
+            if progress:
+                progress(index, len(futures))
+    return done
+
+
+def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: str, python_version: str,
+              backend: str, url_schemes: tuple[str, ...], workers: int = 1,
+              progress: Callable[[int, int], None] | None = None,
+              jail: LockJail = LockJail(), failed_solves: str = "use") -> dict[tuple[str, ...], Lock | str]:
+    """Lock every distinct requirement set, `workers` solver processes at a time (each set once; a lock cached on
+    disk costs a file read). A set that cannot be solved maps to the reason, as a string."""
+
+    def one(requirements: tuple[str, ...]) -> Lock | str:
+        try:
+            spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
+            return lock_environment(spec, locks_dir, uv, jail=jail, failed_solves=failed_solves)
+        except EnvError as exc:
+            return str(exc)
+
+    solved: dict[tuple[str, ...], Lock | str] = {}
+    if workers <= 1 or len(requirement_sets) <= 1:
+        for index, requirements in enumerate(requirement_sets, 1):
+            solved[requirements] = one(requirements)
+            if progress:
+                progress(index, len(requirement_sets))
+        return solved
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # uv runs as a subprocess: threads suffice
+        futures = {pool.submit(one, r): r for r in requirement_sets}
+        for index, future in enumerate(as_completed(futures), 1):
+            solved[futures[future]] = future.result()
+            if progress:
+                progress(index, len(requirement_sets))
+    return solved
+
+
+def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, python_version: str,
+               scored: Callable[[list[str]], set[str]], force: bool, models: list[str] | None,
+               benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
+               in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...],
+               lock_workers: int, progress: Callable[[int, int], None] | None,
+               conda_channels: tuple[str, ...], jail: LockJail = LockJail(), failed_solves: str = "use") -> Plan:
+    model_plugins = catalog.by_identifier("models")
+    bench_plugins = catalog.by_identifier("benchmarks")
+    plan = Plan(catalog.commit, catalog.domain_root)
+    involved = {p.key: p for p in [*model_plugins.values(), *bench_plugins.values()]}
+    code_hashes = {key: catalog.code_hash(p) for key, p in involved.items()}
+    own_reqs = {key: tuple(catalog.requirements(p)) for key, p in involved.items()}
+    # Per-plugin facts once, so the per-pair loop (100,000 pairs at Brain-Score's scale) stays cheap.
+    conda = {key: catalog.conda(p) for key, p in involved.items()}
+    visible = {key: tuple(f"{d.type}/{d.name}" for d in catalog.members(p)) for key, p in involved.items()}
+    dynamic = {key: tuple(catalog.setup_dynamic(p)) for key, p in involved.items()}
+    # (name, code hash, owner, requirements, declares conda, visible folders, setup.py installed in the job)
+    m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
+                  visible[p.key], dynamic[p.key]) for m, p in model_plugins.items()}
+    b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
+                  visible[p.key], dynamic[p.key]) for b, p in bench_plugins.items()}
+    locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
+    candidates = candidate_pairs(change, catalog, models, benchmarks)
+
+    def wants_conda(m: str, b: str) -> bool:
+        return backend == "conda" or m_info[m][4] or b_info[b][4]
+
+    combos = {(m_info[m][3], b_info[b][3]) for m, b in candidates if not wants_conda(m, b)}
+    needed = {tuple(sorted(set(m_reqs) | set(b_reqs))) for m_reqs, b_reqs in combos}  # per distinct pair of sets
+    solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
+                       url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
+                       failed_solves=failed_solves)
+    # conda pairs: one request per distinct (model facts, benchmark facts, pip set), each solved once
+    requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str] = {}
+    conda_of: dict[tuple[str, str], str] = {}
+    for m, b in candidates:
+        mk, bk = model_plugins[m].key, bench_plugins[b].key
+        if wants_conda(m, b):
+            reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
+            memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
+            if memo not in requests:
+                requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs, python_version,
+                                               conda_channels, url_schemes)
+    conda_locks = solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
+                                  rattler_python=rattler_python, uv=uv, workers=lock_workers, progress=progress,
+                                  jail=jail)
+    pairs: list[PlannedPair] = []
+    changed_models = set(change.changed_plugins.get("models", []))
+    changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
+    for (m, b), why in candidates.items():
+        m_name, m_hash, m_owner, m_reqs, m_conda, m_visible, m_dynamic = m_info[m]
+        b_name, b_hash, b_owner, b_reqs, b_conda, b_visible, b_dynamic = b_info[b]
+        if (m, b) in conda_of:
+            lock = conda_locks[conda_of[(m, b)]]
+        else:
+            lock = locks.get((m_reqs, b_reqs))
+        if lock is None:
+            lock = locks[(m_reqs, b_reqs)] = solved[tuple(sorted(set(m_reqs) | set(b_reqs)))]
+        if isinstance(lock, str):
+            # who hears about an environment that cannot be built: the owners of what the change touched
+            # (a new model's unsolvable requirements are its submitter's news, not every benchmark owner's)
+            mo = m_owner if change.base is None or m_name in changed_models else ""
+            bo = b_owner if change.base is None or b_name in changed_benchmarks else ""
+            if not (mo or bo):
+                mo, bo = m_owner, b_owner
+            plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
+                                               pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
+            continue
+        in_job = m_dynamic + b_dynamic
+        pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
+                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
+                                 tuple(dict.fromkeys(in_job)) if in_job else (), model_folders=m_visible))
+        bp = bench_plugins[b]
+        pairs[-1].benchmark_parent, pairs[-1].benchmark_version = bp.parents.get(b), bp.versions.get(b)
+        pairs[-1].parent_note = bp.parent_problems.get(b)
+    done = set() if force else scored([p.key for p in pairs])
+    for pair in pairs:
+        (plan.already_scored if pair.key in done else plan.to_run).append(pair)
+    if in_flight is not None and not force and plan.to_run:
+        # a pair another run is still scoring is not submitted twice (a coordinator restarted after a crash)
+        plan.in_flight = in_flight([p.key for p in plan.to_run])
+        plan.to_run = [p for p in plan.to_run if p.key not in plan.in_flight]
+    return plan
