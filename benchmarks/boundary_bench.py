@@ -65,8 +65,8 @@ import numpy as np
 from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
 
 here = Path(sys.argv[1]); reps = int(sys.argv[2]); boundary_py = sys.argv[3]
-sys.path.insert(0, str(Path(boundary_py).parent)); sys.path.insert(0, str(here / 'code'))
-import boundary
+sys.path.insert(0, str(Path(boundary_py).parent.parent)); sys.path.insert(0, str(here / 'code'))
+from job import boundary
 import bench_dom.models.features as plugin
 
 stimuli = StimulusSet({'stimulus_id': [f's{i}' for i in range(3200)], 'object_name': [f'o{i % 8}' for i in range(3200)]})

@@ -33,7 +33,7 @@ from pipeline.executors.base import TaskState
 from pipeline.stages.run import Request, detect_and_plan, run_info
 from pipeline.stages.bundle import render_bundle
 from pipeline.stages.watch import Watcher, ingest_when_reachable
-from pipeline.job.worker import announce
+from pipeline.job.spool import announce
 
 
 def peak_mb() -> float:

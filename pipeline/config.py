@@ -150,7 +150,7 @@ class Settings:
                 raise BadInput(f"setting {name}: {getattr(self, name)!r} is not a size (e.g. 4G, 800M)")
         if not 0 < self.sandbox_uid_base <= 2**32 - 2 - 4096:
             raise BadInput(f"setting sandbox_uid_base: {self.sandbox_uid_base} is not a user id with 4096 after it")
-        from pipeline.job.worker import CACHE_HOMES
+        from pipeline.job.pair_sandbox import CACHE_HOMES
 
         unknown = sorted(set(self.trusted_caches) - set(CACHE_HOMES))
         if unknown:

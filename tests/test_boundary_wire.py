@@ -21,7 +21,7 @@ import json, os, pickle, socket, struct, sys, tempfile, warnings
 from pathlib import Path
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[1])
-import boundary as b
+from job import boundary as b
 import numpy as np, pandas as pd, xarray as xr
 from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly, BehavioralAssembly
 from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
@@ -164,7 +164,7 @@ def plugin_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_brainscore_objects_cross_exactly_and_hostile_messages_are_refused(plugin_python):
-    proc = subprocess.run([plugin_python, "-c", PROGRAM, str(ROOT / "pipeline" / "job")], capture_output=True, text=True,
+    proc = subprocess.run([plugin_python, "-c", PROGRAM, str(ROOT / "pipeline")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

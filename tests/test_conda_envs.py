@@ -104,7 +104,7 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     channel = conda_channel.removeprefix("file://")  # a local channel: the sandboxed installer reads it
     builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable, rattler_tool=str(tool),
                                           python=BASE_PYTHON, extra_ro=(channel,)))
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "pipeline/job/sandbox.py", tmp_path / "sandbox.py")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "pipeline/job", tmp_path / "job")
     target = tmp_path / "envs" / lock.env_hash
     staged = stage_lockfile(lock.path, tmp_path / "run-locks")
     proc = subprocess.run(["bash", str(builder), str(target), str(staged)], capture_output=True, text=True)
@@ -265,7 +265,7 @@ def test_one_lockfile_holds_both_layers_and_the_node_installs_both(conda_channel
     builder.write_text(render_env_builder(backend="rattler", rattler_python=sys.executable,
                                           rattler_tool=str(ROOT / "envs/rattler_tool.py"), uv=SETTINGS.uv,
                                           python=BASE_PYTHON, extra_ro=readable))
-    shutil.copyfile(ROOT / "pipeline/job/sandbox.py", tmp_path / "sandbox.py")
+    shutil.copytree(ROOT / "pipeline/job", tmp_path / "job")
     target = tmp_path / "envs" / lock.env_hash
     proc = subprocess.run(["bash", str(builder), str(target), str(staged)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -320,7 +320,7 @@ def test_hostile_pip_layer_build_script_is_contained_at_lock_time_and_in_the_job
                                           rattler_tool=str(ROOT / "envs/rattler_tool.py"), uv=SETTINGS.uv,
                                           python=BASE_PYTHON,
                                           extra_ro=(conda_channel.removeprefix("file://"), str(evil))))
-    shutil.copyfile(ROOT / "pipeline/job/sandbox.py", tmp_path / "sandbox.py")
+    shutil.copytree(ROOT / "pipeline/job", tmp_path / "job")
     target = env_root / lock.env_hash
     proc = subprocess.run(["bash", str(builder), str(target), str(staged)], capture_output=True, text=True,
                           env={**os.environ, "HOME": str(home_secret.parent)})

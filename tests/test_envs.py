@@ -21,7 +21,7 @@ SETTINGS = load_settings(environ={})
 def write_builder(path: Path, **kw: object) -> Path:
     """A builder as a bundle holds it: the script, and the sandbox module it runs the build in beside it."""
     path.write_text(render_env_builder(backend="uv", **{"uv": SETTINGS.uv, "python": SETTINGS.python, **kw}))
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "pipeline" / "job" / "sandbox.py", path.with_name("sandbox.py"))
+    shutil.copytree(Path(__file__).resolve().parents[1] / "pipeline" / "job", path.with_name("job"), dirs_exist_ok=True)
     return path
 
 

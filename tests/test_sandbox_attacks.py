@@ -60,7 +60,7 @@ attempt('read coordinator home', lambda: read(HOME_SECRET))
 attempt('read state database', lambda: read(os.path.join(manifest['state_dir'], 'local.db')))
 attempt('files in the state folder', lambda: [
     f for f in pathlib.Path(manifest['state_dir']).rglob('*') if f.is_file() and not (
-        str(f).startswith(str(code)) or str(f) in (manifest_path, manifest['worker'], boundary_py, manifest['worker'][:-len('worker.py')] + 'sandbox.py')
+        str(f).startswith(str(code)) or str(f) == manifest_path or str(f).startswith(manifest['worker'][:-len('worker.py')])
         or str(f).startswith(str(manifest['shared_cache'])))] or False)
 attempt('write own spool', lambda: write(run_dir / 'spool' / 'forged.json', b'{"status": "ok"}'))
 attempt('write old run spool', lambda: write(pathlib.Path(manifest['state_dir']) / 'runs' / 'x.json'))

@@ -7,6 +7,7 @@ Run as root, as CI runs: bubblewrap is hidden from the pipeline with a private m
 from __future__ import annotations
 
 import os
+import shutil
 import shlex
 import socket
 import subprocess
@@ -239,8 +240,8 @@ def test_the_sandbox_as_an_unprivileged_user():
 
 def _as_nobody(folder: Path) -> None:
     folder.chmod(0o777)
-    module = folder / "sandbox.py"
-    module.write_text(Path(sb.__file__).read_text())
+    shutil.copytree(Path(sb.__file__).parent, folder / "job", ignore=shutil.ignore_patterns("__pycache__"))
+    module = folder / "job" / "sandbox.py"
     secret = folder / "secret"
     secret.write_text("Pa55")
     listener = socket.socket()

@@ -21,7 +21,7 @@ from pipeline.executors.slurm.limits import mem_mb, time_minutes
 from pipeline.executors.slurm.ids import stored_id
 from pipeline.catalog.sourcefacts import read_facts
 from pipeline.units import size_bytes
-from pipeline.job.worker import Manifest, ManifestError
+from pipeline.job.manifest import Manifest, ManifestError
 
 GOLDEN = Path(__file__).with_name("golden")
 
@@ -221,7 +221,7 @@ def test_every_executor_is_built_by_the_one_registry_and_attaches(tmp_path):
 
 SECCOMP_CHILD = r"""
 import ctypes, errno, json, os, sys
-from pipeline.job import sandbox as sb
+from pipeline.job import seccomp as sb
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -262,7 +262,7 @@ def test_seccomp_filter_refuses_each_call_with_eperm(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.job import sandbox as sb
+    from pipeline.job import seccomp as sb
 
     assert os.getuid() == 0, "as root, an unfiltered call would not fail with EPERM on its own"
     proc = subprocess.run([sys.executable, "-c", SECCOMP_CHILD], capture_output=True, text=True, timeout=60,

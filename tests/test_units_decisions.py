@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from pipeline.stages.spoolindex import INDEX, SpoolIndex
-from pipeline.job.worker import SPOOL_INDEX, announce
+from pipeline.job.spool import SPOOL_INDEX, announce
 
 
 def test_spool_index_gives_each_new_name_once_and_waits_for_whole_lines(tmp_path: Path):
@@ -38,7 +38,9 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 
 from pipeline.stages.ingest import RejectedResult, _rejected, check_result  # noqa: E402
-from pipeline.job.worker import Manifest, StageError, read_score  # noqa: E402
+from pipeline.job.manifest import Manifest  # noqa: E402
+from pipeline.job.score_reader import read_score  # noqa: E402
+from pipeline.job.spool import StageError  # noqa: E402
 
 PAIR = {"key": "k" * 32, "model": "m", "benchmark": "b", "model_plugin": "mp", "benchmark_plugin": "bp",
         "model_code_hash": "mh", "benchmark_code_hash": "bh", "lock_hash": "lh", "env_hash": "eh",
@@ -142,7 +144,7 @@ def test_a_rejected_file_becomes_a_failed_persist_row():
     assert (row["model"], row["run_id"], row["pair_key"]) == ("m", "run-1", PAIR["key"])
 
 
-# --- the score a benchmark returned (pipeline/worker.read_score) ----------------------------------------------
+# --- the score a benchmark returned (pipeline/job/score_reader.read_score) ----------------------------------------------
 
 class Score(float):
     """A float with Brain-Score's `attrs` (what brainscore-core's Score looks like to read_score)."""

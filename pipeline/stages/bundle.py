@@ -22,12 +22,9 @@ from pipeline.errors import BadInput
 from pipeline.stages.plan import Plan, PlannedPair
 from pipeline.capacity.tiers import Tier
 from pipeline.units import size_bytes
-from pipeline.job.worker import Manifest
+from pipeline.job.manifest import Manifest
 
-JOB_PACKAGE = Path(__file__).parents[1] / "job"  # pipeline/job: everything that runs on a node
-WORKER_SOURCE = JOB_PACKAGE / "worker.py"
-SANDBOX_SOURCE = JOB_PACKAGE / "sandbox.py"  # imported by the worker, run by the env builders
-BOUNDARY_SOURCE = JOB_PACKAGE / "boundary.py"  # the model's process and its stand-in, next to the worker
+JOB_PACKAGE = Path(__file__).parents[1] / "job"  # pipeline/job: everything that runs on a node, stdlib only
 RATTLER_TOOL = Path(rattler_tool())
 
 
@@ -123,6 +120,14 @@ def pair_entry(pair: PlannedPair) -> dict:
     }
 
 
+def copy_job_package(folder: Path) -> Path:
+    """The job package (its code only) copied into `folder` as `job/`; returns the copy's worker.py. The job runs
+    its files as files (`python job/worker.py`, `job/sandbox.py`, `job/boundary.py`): each imports its package."""
+    dest = folder / "job"
+    shutil.copytree(JOB_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    return dest / "worker.py"
+
+
 def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out_dir: Path | None = None,
                   run_id: str | None = None) -> Bundle:
     """Write the bundle for `plan.to_run` into `out_dir` (default: the state folder's runs/<run id>)."""
@@ -134,10 +139,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     code_dir = run_dir / "code"
     if not code_dir.exists():
         gitrepo.export_tree(repo, plan.commit, code_paths(repo, plan), code_dir)
-    worker = run_dir / "worker.py"
-    shutil.copyfile(WORKER_SOURCE, worker)
-    shutil.copyfile(SANDBOX_SOURCE, run_dir / "sandbox.py")
-    shutil.copyfile(BOUNDARY_SOURCE, run_dir / "boundary.py")
+    worker = copy_job_package(run_dir)
 
     conda_builder = run_dir / "build_env_conda.sh"
     tiers = settings.tier_list

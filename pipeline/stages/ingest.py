@@ -23,7 +23,7 @@ from db.session import session_scope
 from pipeline.database import Database
 from pipeline.errors import BadInput
 from pipeline.stages.bundle import read_manifest
-from pipeline.job.worker import Manifest
+from pipeline.job.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from db.states import OPEN, RunStatus, State
 from db.upsert import insert_for, insert_many
 from pipeline.database import Database
 from pipeline.executors.base import TaskState
-from pipeline.job.worker import tail
+from pipeline.job.spool import tail
 
 if TYPE_CHECKING:
     from pipeline.stages.bundle import Bundle

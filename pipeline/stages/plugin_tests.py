@@ -20,7 +20,7 @@ from pathlib import Path
 from envs.lock import EnvError, EnvSpec, lock_environment, validate_requirements
 from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render_plugin_test_job
 from pipeline.catalog import gitrepo
-from pipeline.stages.bundle import SANDBOX_SOURCE
+from pipeline.stages.bundle import copy_job_package
 from pipeline.config import Settings
 from pipeline.confine import lock_jail, require_sandbox
 from pipeline.stages.detect import Change
@@ -65,7 +65,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
                                               package_cache=str(settings.package_cache or ""),
                                               sandbox=settings.sandbox,
                                               extra_ro=tuple(settings.sandbox_extra_paths)))
-        shutil.copyfile(SANDBOX_SOURCE, tmp_path / "sandbox.py")  # the builders and the test job run it
+        copy_job_package(tmp_path)  # the builders and the test job run its sandbox.py
         tasks: list[PluginTestTask] = []
         for plugin in plugins_to_test(change, catalog):
             name = f"{plugin.type}/{plugin.name}"

@@ -13,9 +13,9 @@ MICROMAMBA=/opt/micromamba
 UV=uv
 export UV_PYTHON_DOWNLOADS=never
 export UV_LINK_MODE=copy
-# the shared sandbox (a copy of pipeline/job/sandbox.py next to this script): packages' link scripts and the pip
+# the shared sandbox (job/sandbox.py next to this script: the bundle's copy of pipeline/job): packages' link scripts and the pip
 # layer's build scripts are submitter code
-SANDBOX="$(dirname -- "$0")/sandbox.py"
+SANDBOX="$(dirname -- "$0")/job/sandbox.py"
 SANDBOX_PYTHON=python3
 marker="$target/.score-plugins-complete"
 

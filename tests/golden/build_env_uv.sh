@@ -10,8 +10,8 @@ target="${1:?usage: build_env.sh TARGET LOCKFILE}"
 lockfile="${2:?usage: build_env.sh TARGET LOCKFILE}"
 UV=/opt/uv
 BASE_PYTHON=/usr/bin/python3
-# the shared sandbox (a copy of pipeline/job/sandbox.py next to this script): builds run submitters' build scripts
-SANDBOX="$(dirname -- "$0")/sandbox.py"
+# the shared sandbox (job/sandbox.py next to this script: the bundle's copy of pipeline/job): builds run submitters' build scripts
+SANDBOX="$(dirname -- "$0")/job/sandbox.py"
 export UV_PYTHON_DOWNLOADS=never
 # Copies, not hard links into uv's cache: no file of an environment is shared with the cache or another one.
 export UV_LINK_MODE=copy

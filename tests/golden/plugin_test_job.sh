@@ -15,7 +15,7 @@ REPORT_DIR=/reports
 BUILD_ENV=/b.sh
 ENV_ROOT=/envs
 BASE_PYTHON=python3
-SANDBOX="$(dirname -- "$BUILD_ENV")/sandbox.py"
+SANDBOX="$(dirname -- "$BUILD_ENV")/job/sandbox.py"
 
 task=$(( ${SCORE_PLUGINS_TASK_OFFSET:-0} + ${SLURM_ARRAY_TASK_ID:?run this script as a Slurm array task} ))
 case "$task" in
