@@ -1,7 +1,7 @@
 """What one Python file of a plugin repository registers, loads and imports, read with `ast`.
 
 Nothing here imports or runs the file. The facts of a file depend on its bytes only,
-so they are cached by git blob id (`FactsCache`): a blob never changes, and a warm
+so they are cached by git blob id (`factscache.FactsCache`): a blob never changes, and a warm
 `detect` of a repository with thousands of files parses only what the change added.
 
 Loader arguments are read as far as they can be bounded statically: a constant, an
@@ -15,12 +15,8 @@ of the loader's type, rather than on nothing.
 from __future__ import annotations
 
 import ast
-import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 PARSER_VERSION = 7
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
@@ -489,37 +485,3 @@ def _source(node: ast.AST) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-class FactsCache:
-    """Facts by git blob id, in one JSON file: loaded once, written back (atomically) only when it grew."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        self.added = 0
-        if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-                if data.get("version") == PARSER_VERSION:
-                    self.entries = data.get("facts", {})
-            except (OSError, ValueError):
-                self.entries = {}  # a damaged cache is only a slower run
-
-    def get(self, sha: str) -> FileFacts | None:
-        data = self.entries.get(sha)
-        return FileFacts.from_json(data) if data is not None else None
-
-    def put(self, sha: str, facts: FileFacts) -> None:
-        self.entries[sha] = facts.to_json()
-        self.added += 1
-
-    def save(self) -> None:
-        if self.path is None or not self.added:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": PARSER_VERSION, "facts": self.entries}, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only state folder: the next run parses again, nothing is lost
