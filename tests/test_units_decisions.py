@@ -31,7 +31,7 @@ def test_announce_never_fails_the_pair(tmp_path: Path):
     announce(tmp_path / "no-such-folder", "a.json")  # cannot write: said on stderr, the result is already safe
 
 
-# --- what ingest accepts from a spool file (pipeline/ingest.check_result) -------------------------------------
+# --- what ingest accepts from a spool file (pipeline/stages/ingest.check_result) -------------------------------------
 
 import math  # noqa: E402
 

@@ -59,7 +59,7 @@ class Request:
     build_url: str | None = None
     extra_recipients: list[str] = field(default_factory=list)
     only_pairs: set[tuple[str, str]] | None = None  # rerun: exactly these (model, benchmark) pairs
-    backfill: bool = False  # only what the leaderboard misses (pipeline/backfill)
+    backfill: bool = False  # only what the leaderboard misses (pipeline/leaderboard/backfill)
     only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
     failed_solves: str = "use"  # cached solve failures: "use" (a run), "plan" (plan, --dry-run), "retry"
 

@@ -28,7 +28,7 @@ BREAKAGES = [
              "    if when > datetime.now(timezone.utc) + timedelta(hours=1):\n",
              "    if False:\n",
              "tests/test_faults.py::test_ingest_checks_each_spool_file_on_its_own"),
-    Breakage("facts-cache-misses", "pipeline/catalog/sourcefacts.py",
+    Breakage("facts-cache-misses", "pipeline/catalog/factscache.py",
              "        data = self.entries.get(sha)\n",
              "        data = None\n",
              "tests/test_brainscore_shapes.py::test_catalog_has_every_real_shape_and_the_whole_dependency_graph"),
