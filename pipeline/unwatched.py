@@ -10,6 +10,8 @@ adds nothing (and never overwrites what the coordinator recorded, such as the ti
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from sqlalchemy import select
 
 from db.models import Attempt, Job
@@ -21,7 +23,7 @@ from pipeline.executors.base import TaskState
 from pipeline.tiers import Tier
 
 
-def bundle_tiers(bundle: Bundle, fallback: list[Tier] = ()) -> dict[str, Tier]:  # type: ignore[assignment]
+def bundle_tiers(bundle: Bundle, fallback: Iterable[Tier] = ()) -> dict[str, Tier]:
     """The tiers the bundle's tasks were rendered with (its manifest), else `fallback` (bundles rendered
     before the manifest named each task's request)."""
     tiers = {t.name: t for t in fallback}
@@ -44,7 +46,7 @@ def ended_without_a_row(db: Database, bundle: Bundle) -> list[str]:
 
 
 def record_ended(db: Database, bundle: Bundle, states: dict[int, TaskState] | None = None,
-                 tiers: list[Tier] = (), cpus: int | None = None) -> int:  # type: ignore[assignment]
+                 tiers: Iterable[Tier] = (), cpus: int | None = None) -> int:
     """Write one attempt row for each ended pair that has none (`states`: the executor's word on each task,
     when there is one); returns how many."""
     keys = ended_without_a_row(db, bundle)
