@@ -2,7 +2,8 @@
 died (closed by `reconcile`, from sacct and the spool) and a hand-submitted bundle (`render`, an admin's
 `sbatch`, then `ingest`). Without them a memory kill nobody watched would never reach the peaks the next
 plan sizes from. The rows are those pipeline.attempts makes for a watched run; what a task left (sacct's
-state, peak and time, the worker's result) is all that is known, so nothing is escalated here.
+state, peak and time, the worker's result) is all that is known, so nothing is escalated here. A pair its
+task never reached made no attempt and gets no row.
 
 Idempotent: a pair's current attempt that already has its row is skipped, so a second reconcile or ingest
 adds nothing (and never overwrites what the coordinator recorded, such as the tier it escalated to).
@@ -50,7 +51,14 @@ def record_ended(db: Database, bundle: Bundle, states: dict[int, TaskState] | No
     """Write one attempt row for each ended pair that has none (`states`: the executor's word on each task,
     when there is one); returns how many."""
     keys = ended_without_a_row(db, bundle)
-    rows = attempts.collect(db, bundle, keys, states or {}, bundle_tiers(bundle, tiers),
-                            cpus or bundle.manifest.cpus_per_task)
+    rows = [r for r in attempts.collect(db, bundle, keys, states or {}, bundle_tiers(bundle, tiers),
+                                        cpus or bundle.manifest.cpus_per_task) if started(bundle, r)]
     attempts.save(db, rows)
     return len(rows)
+
+
+def started(bundle: Bundle, row: dict) -> bool:
+    """Whether the pair ran at all: it left a result, or the worker opened its log. A pair whose task was killed
+    or lost before reaching it (a packed neighbour of a pair that ran out of memory) made no attempt; a row
+    would count one, and its kind (OOM) would size it a tier up in the next plan."""
+    return row["has_result"] or (bundle.log_dir / f"{row['pair_key']}.log").exists()

@@ -33,14 +33,16 @@ def test_reconcile_records_an_attempt_for_each_pair_that_ended_after_its_coordin
     """The coordinator is killed once its tasks are submitted: a pair killed over its tier's memory, one that
     completes and one whose plugin raises each end unwatched. Repeated `reconcile`s (while the slower tasks
     still run) give each exactly one attempt row, with Slurm's word on the killed one (OOM, sacct's peak,
-    elapsed time, job id); nothing is escalated without a coordinator."""
+    elapsed time, job id); the pair packed after the killed one, which never started, gets none (it made no
+    attempt, and an OOM row would size it a tier up next time); nothing is escalated without a coordinator."""
     add_benchmark(example_repo, "a_hog", "a-hog", "import time\ntime.sleep(12)\nblocks = []\nfor _ in range(12):\n"
                   "    blocks.append(bytearray(100 * 2**20))\n    time.sleep(0.05)\ntime.sleep(4)\nreturn 0.5")
-    add_benchmark(example_repo, "b_quiet", "b-quiet", "import time\ntime.sleep(3)\nreturn 0.6")
-    add_benchmark(example_repo, "c_raises", "c-raises", "import time\ntime.sleep(6)\nraise ValueError('flaky')")
-    commit_all(example_repo, "a 1.2 GB benchmark, a quiet one, a failing one")
+    add_benchmark(example_repo, "b_never", "b-never", "return 0.4")
+    add_benchmark(example_repo, "c_quiet", "c-quiet", "import time\ntime.sleep(3)\nreturn 0.6")
+    add_benchmark(example_repo, "d_raises", "d-raises", "import time\ntime.sleep(6)\nraise ValueError('flaky')")
+    commit_all(example_repo, "a 1.2 GB benchmark and its neighbour, a quiet one, a failing one")
     site_tiers(workspace, {"name": "small", "mem": "800M", "time_minutes": 10},
-               {"name": "large", "mem": "3G", "time_minutes": 10}, pairs_per_task=1)
+               {"name": "large", "mem": "3G", "time_minutes": 10}, pairs_per_task=2)
     proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
                              "--executor", "slurm"], cwd=workspace.path, env=workspace.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,8 +69,10 @@ def test_reconcile_records_an_attempt_for_each_pair_that_ended_after_its_coordin
             subprocess.run(["scancel", "-n", f"score-{run_id}"], check=False)
     tries = attempts_by_benchmark(workspace, run_id)
     assert {b: [(a["tier"], a["state"], a["failure_kind"]) for a in rows] for b, rows in tries.items()} == {
-        "a-hog": [("small", "OUT_OF_MEMORY", "OOM")], "b-quiet": [("small", "COMPLETED", None)],
-        "c-raises": [("small", "FAILED", "PLUGIN")]}
+        "a-hog": [("small", "OUT_OF_MEMORY", "OOM")], "c-quiet": [("small", "COMPLETED", None)],
+        "d-raises": [("small", "FAILED", "PLUGIN")]}
+    [(never,)] = workspace.rows("SELECT state FROM jobs WHERE run_id = ? AND benchmark = 'b-never'", run_id)
+    assert never == "OUT_OF_MEMORY"  # closed with its task's state, but no attempt of its own
     [hog] = tries["a-hog"]
     assert hog["max_rss_bytes"] > 700 * 2**20 and hog["elapsed_seconds"] > 0  # sacct's, for the killed task
     assert hog["req_mem_bytes"] == 800 * 2**20 and hog["job_id"] and hog["escalated_to"] is None
