@@ -48,8 +48,7 @@ def reconcile_run(settings: Settings, db: Database, run: Run) -> dict[str, int]:
     """
     bundle = load_bundle(Path(run.run_dir))
     ingest_spool(db, bundle.spool_dir)
-    if run.executor == MANUAL:
-        record_ended(db, bundle, tiers=settings.tier_list)
+    if run.executor == MANUAL:  # its attempt rows come with `ingest` (pipeline.runs.close_ingested_renders)
         return {}
     reason = cancel_reason(run.run_dir)
     if reason is not None:  # a signal stopped its coordinator mid-cancel: finish the cancel it started
