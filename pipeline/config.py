@@ -66,8 +66,11 @@ class Settings:
     tiers: list[dict] = field(default_factory=list, metadata={
         "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, "
                 "partition, qos (none: one tier of mem, time_minutes, gpus)"})
-    tier_margin_percent: int = field(default=20, metadata={
+    tier_margin_percent: int = field(default=10, metadata={
         "help": "head room over a measured peak when choosing a pair's first tier"})
+    tier_unseen_percentile: int = field(default=75, metadata={
+        "help": "a pair's never-measured model (or benchmark) counts as this percentile of those measured "
+                "(higher: fewer out-of-memory retries, more GB-hours requested)"})
     pairs_per_task: int = field(default=4, metadata={"help": "pairs packed into one array task"})
     array_throttle: int = field(default=0, metadata={"help": "at most this many array tasks at once (0: no limit)"})
     max_retries: int = field(default=2, metadata={"help": "resubmissions of a task lost to NODE_FAIL or PREEMPTED"})
@@ -167,6 +170,8 @@ class Settings:
                 raise BadInput(f"setting {name}: {getattr(self, name)} is too small")
         if self.gpus < 0 or self.array_throttle < 0 or self.tier_margin_percent < 0:
             raise BadInput("settings gpus, array_throttle and tier_margin_percent cannot be negative")
+        if not 0 <= self.tier_unseen_percentile <= 100:
+            raise BadInput(f"setting tier_unseen_percentile: {self.tier_unseen_percentile} is not 0 to 100")
         self.tier_list  # checked now: a bad [[tiers]] table is one clear line before anything runs
 
     @property

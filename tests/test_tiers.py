@@ -52,6 +52,8 @@ def test_tier_settings_are_checked_and_default_to_the_plain_request(workspace):
                        ([{"name": "a", "mem": "1G"}, {"name": "a", "mem": "2G"}], "names repeat")):
         with pytest.raises(BadInput, match=words):
             parse_tiers(bad, mem="4G", time_minutes=60, gpus=0)
+    with pytest.raises(BadInput, match="tier_unseen_percentile: 120 is not 0 to 100"):
+        load_settings(environ={"SCORE_PLUGINS_TIER_UNSEEN_PERCENTILE": "120"})
     site_tiers(workspace, {"name": "small", "mem": "8G"}, {"name": "big", "mem": "2G"})
     proc = workspace.cli("config")
     assert proc.returncode == 2 and "smallest first" in proc.stderr and "Traceback" not in proc.stderr
@@ -89,9 +91,13 @@ def test_first_tier_next_tier_and_failure_kinds():
                            ("big", "light"): 9 * GB})
     assert est.estimate("small", "light") == (1 * GB, "this pair")
     assert est.fixed == {"heavy": 70 * GB, "light": 1 * GB} and est.model_part == {"small": 0, "big": 8 * GB}
-    assert est.estimate("small", "new") == (0 + 70 * GB, "its model")  # unseen benchmark: 90th percentile cost
+    assert est.estimate("small", "new") == (0 + 70 * GB, "its model")  # unseen benchmark: 75th percentile cost
     assert est.estimate("new", "light") == (8 * GB + 1 * GB, "its benchmark")
     assert est.estimate("new", "newer") == (None, "")
+    # the unseen side's percentile is a setting (tier_unseen_percentile, default 75; see benchmarks/tier_bench.py)
+    five = Estimates.learn({("m", f"b{i}"): i * GB for i in range(1, 6)})  # fixed costs 1..5 GB, model part 0
+    assert five.estimate("m", "new")[0] == 4 * GB
+    assert Estimates.learn(five.pairs, q=0.9).estimate("m", "new")[0] == 5 * GB
 
 
 GPU_TIERS = ({"name": "small", "mem": "1G", "time_minutes": 20}, {"name": "gpu", "mem": "8G", "gpus": 1,
@@ -161,6 +167,10 @@ def test_memory_errors_escalate_on_the_local_executor_and_the_next_run_starts_wh
     plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
     [pair] = plan["to_run"]
     assert pair["tier"] == "large" and pair["tier_why"].startswith("measured") and "its model" in pair["tier_why"]
+    # the unseen benchmark counts as the tier_unseen_percentile of those measured: at 0, the cheapest (quiet's)
+    workspace.env["SCORE_PLUGINS_TIER_UNSEEN_PERCENTILE"] = "0"
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    assert [p["tier"] for p in plan["to_run"]] == ["small"]
 
 
 def test_a_pair_larger_than_the_largest_tier_fails_after_one_attempt_per_tier(workspace, example_repo):

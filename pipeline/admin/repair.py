@@ -2,7 +2,8 @@
 
 No job row stays PENDING or RUNNING forever: `reconcile` attaches the run's executor to its stored job ids
 (one sacct call per run on Slurm), ingests whatever the spool holds, and closes, through the ledger, every
-pair whose task has ended without a result, with the reason.
+pair whose task has ended without a result, with the reason; each pair that ended gets its attempt row
+(pipeline.capacity.unwatched).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.errors import BadInput
 from pipeline.executors import Executor, TaskState, get_executor
 from pipeline.stages.ingest import ingest_spool
 from pipeline.admin.signals import cancel_reason
+from pipeline.capacity.unwatched import record_ended
 from db.states import State
 
 MANUAL = "manual"  # a bundle an admin submits by hand (`render`): we do not know its Slurm job
@@ -46,7 +48,7 @@ def reconcile_run(settings: Settings, db: Database, run: Run) -> dict[str, int]:
     """
     bundle = load_bundle(Path(run.run_dir))
     ingest_spool(db, bundle.spool_dir)
-    if run.executor == MANUAL:
+    if run.executor == MANUAL:  # its attempt rows come with `ingest` (pipeline.admin.runs.close_ingested_renders)
         return {}
     reason = cancel_reason(run.run_dir)
     if reason is not None:  # a signal stopped its coordinator mid-cancel: finish the cancel it started
@@ -58,6 +60,7 @@ def reconcile_run(settings: Settings, db: Database, run: Run) -> dict[str, int]:
     finally:
         executor.close()
     changed = ledger.close_unfinished(db, bundle, states)
+    record_ended(db, bundle, states, settings.tier_list)  # one attempt row per pair that ended unwatched
     ledger.reconciled(db, run.id)
     return changed
 

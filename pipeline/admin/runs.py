@@ -11,7 +11,10 @@ from db.models import Job, Run
 from db.states import OPEN, RunStatus, State
 from pipeline.stages import ledger
 from pipeline.database import Database
+from pipeline.stages.bundle import load_bundle
 from pipeline.errors import BadInput
+from pipeline.admin.repair import MANUAL
+from pipeline.capacity.unwatched import record_ended
 
 
 def resolve_run_id(db: Database, text: str) -> str:
@@ -46,7 +49,8 @@ def list_runs(db: Database, limit: int = 20) -> list[dict]:
 
 def close_ingested_renders(db: Database, folders: list[Path]) -> list[str]:
     """A hand-submitted run (`render`) whose every pair now has a result is over: closed like a watched run
-    (COMPLETED or COMPLETED_WITH_FAILURES). Returns the runs closed."""
+    (COMPLETED or COMPLETED_WITH_FAILURES). Each of its pairs with a result first gets its attempt row.
+    Returns the runs closed."""
     closed = []
     wanted = {str(Path(f).resolve()) for f in folders}
     with db.sessions() as session:
@@ -55,6 +59,8 @@ def close_ingested_renders(db: Database, folders: list[Path]) -> list[str]:
         waiting = {r.id for r in runs if session.scalar(select(Job.id).where(
             Job.run_id == r.id, Job.state.in_((State.RENDERED, *OPEN))).limit(1)) is not None}
     for run in runs:
+        if run.executor == MANUAL:
+            record_ended(db, load_bundle(Path(run.run_dir)))
         if run.id not in waiting:
             ledger.finish(db, run.id, run.jenkins_build)
             closed.append(run.id)

@@ -5,11 +5,12 @@ plugin's metadata file when the change touches it), not hours later on the clust
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sqlalchemy import case, func, select
 
 from db.models import Attempt
+from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.stages.detect import Change
 from pipeline.stages.plan import Plan, PlannedPair
@@ -28,7 +29,14 @@ def measured_peaks(db: Database) -> dict[tuple[str, str], int]:
     return {(m, b): int(n) for m, b, n in rows if n is not None}
 
 
-QUANTILE = 0.9  # what an unseen model (or benchmark) is assumed to need: 90 % of those measured need no more
+def shipped(name: str) -> int:
+    """A setting's shipped default: what `Estimates` assumes and what benchmarks/tier_bench.py measures."""
+    return next(f.default for f in fields(Settings) if f.name == name)
+
+
+# what an unseen model (or benchmark) is assumed to need: this share of those measured need no more
+QUANTILE = shipped("tier_unseen_percentile") / 100
+MARGIN = shipped("tier_margin_percent") / 100
 
 
 @dataclass
@@ -38,7 +46,9 @@ class Estimates:
     A benchmark's fixed cost is the least any model needed on it; a model's part is the most it needed beyond a
     benchmark's fixed cost. Taken raw, "the model's largest benchmark" puts every model on the 70 GB tier once
     one benchmark costs 70 GB by itself (benchmarks/tier_bench.py measures both): the fixed cost is subtracted
-    first. The side never measured counts as the 90th percentile of those measured (or its declaration)."""
+    first. The side never measured counts as the `tier_unseen_percentile` of those measured (or its declaration):
+    the 75th by default, the leanest that keeps >= 90 % of pairs succeeding on their first attempt in
+    benchmarks/tier_bench.py (the 90th asks for ~10 % more GB-hours to save a few retries)."""
 
     pairs: dict[tuple[str, str], int]
     fixed: dict[str, int]
@@ -79,10 +89,10 @@ def declared(plugin: Plugin, identifier: str) -> Need:
 
 
 def assign_tiers(plan: Plan, catalog: Catalog, change: Change, db: Database, tiers: list[Tier],
-                 margin: float) -> None:
+                 margin: float = MARGIN, q: float = QUANTILE) -> None:
     """Set each pair's `tier` and `tier_why`; pairs whose declaration exceeds every tier leave the plan, and
     the declaring plugin gets the reason as an issue."""
-    estimates = Estimates.learn(measured_peaks(db))
+    estimates = Estimates.learn(measured_peaks(db), q)
     models, benchmarks = catalog.by_identifier("models"), catalog.by_identifier("benchmarks")
     refused: set[tuple[str, str]] = set()
     kept: list[PlannedPair] = []

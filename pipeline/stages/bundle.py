@@ -208,8 +208,8 @@ def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_ke
     """One array task of the manifest: its pairs, environment, and the tier it runs on (the local executor
     enforces that tier's memory on the plugin and its time on the task; Slurm enforces its own)."""
     return {"index": index, "env_key": env_key, "lockfile": lockfile, "builder": builder, "pairs": pairs,
-            "packages": packages or {}, "tier": tier.name, "time_minutes": tier.time_minutes,
-            "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
+            "packages": packages or {}, "tier": tier.name, "time_minutes": tier.time_minutes, "mem": tier.mem,
+            "gpus": tier.gpus, "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
 
 
 def score_job(settings: Settings, manifest: Manifest, run_dir: Path, tasks: list[dict], tier: Tier,

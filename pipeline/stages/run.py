@@ -161,7 +161,8 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         plan = plan.only(set(wanted))
         for pair in (*plan.to_run, *plan.already_scored, *plan.cannot_run):
             pair.reasons = (wanted[(pair.model, pair.benchmark)],)
-    assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100)
+    assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100,
+                 settings.tier_unseen_percentile / 100)
     return change, catalog, plan
 
 
