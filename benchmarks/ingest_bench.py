@@ -1,6 +1,8 @@
 """Ingest 100,000 scores into Postgres: ours (batched upserts) against per-row get-or-create.
 
-Ours: `db.ingest.ingest_results`, batches of 2,000 rows, one transaction per batch.
+Ours: `db.ingest.ingest_results` as `pipeline.ingest.ingest_spool` calls it: one transaction per `db.ingest.BATCH`
+results (20,000), each one COPY of the scores (straight into the table under a savepoint; into a staging table and
+INSERT ... ON CONFLICT DO NOTHING when a key is already there, as on the re-ingest measured after it).
 Baseline (the Brain-Score way): for each score, get-or-create its model, benchmark type and
 instance, then get-or-create the score, committing each row. It runs on `--baseline-rows` rows
 (default 10,000, to keep the run short) and its per-row time is scaled to the full count.
@@ -25,7 +27,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from db import migrate
-from db.ingest import ingest_results
+from db.ingest import BATCH, ingest_results
 from db.models import BenchmarkInstance, BenchmarkType, Model, Score
 
 
@@ -156,9 +158,9 @@ def main() -> None:
                 migrate.upgrade(engine)
             data = results(args.rows, "k")
             with timed(out, "ours_seconds"), Session(ours_engine) as s:
-                for i in range(0, len(data), 2000):
+                for i in range(0, len(data), BATCH):  # as pipeline.ingest.ingest_spool does
                     with s.begin():
-                        ingest_results(s, data[i:i + 2000])
+                        ingest_results(s, data[i:i + BATCH])
             with timed(out, "ours_again_seconds"), Session(ours_engine) as s, s.begin():
                 again = ingest_results(s, data)
             with Session(ours_engine) as s:

@@ -11,14 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import any_, bindparam, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.history import forced_replacements, link_successors
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
 from db.upsert import copy_new_rows, insert_many
 
-BATCH = 2000
+BATCH = 20_000  # results per transaction and per COPY (pipeline.ingest reads the spool in batches of this)
+SQLITE_BATCH = 2000  # SQLite's path binds every key of a batch: its batches stay small
 
 
 def _ts(value: Any) -> datetime | None:
@@ -27,23 +29,31 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+def rows_by_key(session: Session, column: Any, keys: list, *columns: Any) -> list[tuple]:
+    """(key, *columns) of the rows whose `column` is one of `keys`: on Postgres one statement with the keys as
+    one array parameter (compiled once, whatever their number), elsewhere one `IN` per 900 keys."""
+    if not keys:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam("keys", keys, type_=ARRAY(column.type))
+        return [tuple(row) for row in session.execute(select(column, *columns).where(column == any_(array)))]
+    found: list[tuple] = []
+    for i in range(0, len(keys), 900):
+        found += [tuple(row) for row in session.execute(select(column, *columns).where(column.in_(keys[i:i + 900])))]
+    return found
+
+
 def ensure_rows(session: Session, model: Any, key: str, rows: dict[Any, dict]) -> dict[Any, int]:
     """Insert the missing rows of a table keyed by a unique column; return key -> id for all of them."""
     if not rows:
         return {}
     column = getattr(model, key)
     keys = list(rows)
-    found: dict[Any, int] = {}
-    for i in range(0, len(keys), 900):
-        chunk = keys[i:i + 900]
-        found.update(dict(session.execute(select(column, model.id).where(column.in_(chunk))).all()))
+    found: dict[Any, int] = dict(rows_by_key(session, column, keys, model.id))
     missing = [rows[k] for k in keys if k not in found]
     if missing:
         insert_many(session, model, missing)
-        for i in range(0, len(keys), 900):
-            chunk = [k for k in keys[i:i + 900] if k not in found]
-            if chunk:
-                found.update(dict(session.execute(select(column, model.id).where(column.in_(chunk))).all()))
+        found.update(rows_by_key(session, column, [k for k in keys if k not in found], model.id))
     return found
 
 
@@ -72,11 +82,13 @@ def _instances(session: Session, pairs: set[tuple[int, str]], ceilings: dict[tup
 
 
 def ingest_results(session: Session, results: Iterable[dict], batch: int = BATCH) -> dict[str, int]:
-    """Write results in batches of `batch`, one transaction each (the caller's session commits).
+    """Write results in batches of `batch` (at most SQLITE_BATCH on SQLite), in the caller's transaction.
 
     Returns counts: scores inserted, duplicates skipped, failures recorded.
     """
     counts = {"scores": 0, "duplicates": 0, "failures": 0}
+    if session.get_bind().dialect.name != "postgresql":
+        batch = min(batch, SQLITE_BATCH)
     chunk: list[dict] = []
     for result in results:
         chunk.append(result)
@@ -98,13 +110,9 @@ def _number(value: object) -> float | None:
 
 def _record_moves(session: Session, model: Any, plugins: dict[str, tuple[str, int | None]]) -> None:
     """A plugin moved to another folder (allowed only when the old one is gone): its row follows it.
-    One read per 900 ids finds the rows that moved (almost always none); only those are updated."""
+    One read (per 900 ids on SQLite) finds the rows that moved (almost always none); only those are updated."""
     wanted = {identifier: moved for identifier, moved in plugins.items() if moved[0]}
-    keys = list(wanted)
-    recorded: dict[str, str] = {}
-    for i in range(0, len(keys), 900):
-        recorded.update(dict(session.execute(select(model.identifier, model.plugin)
-                                             .where(model.identifier.in_(keys[i:i + 900]))).all()))
+    recorded: dict[str, str] = dict(rows_by_key(session, model.identifier, list(wanted), model.plugin))
     for identifier, (plugin, owner) in wanted.items():
         if recorded.get(identifier, plugin) != plugin:
             session.execute(update(model).where(model.identifier == identifier).values(plugin=plugin, owner_id=owner))
@@ -117,17 +125,19 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
             if owner:
                 emails[owner] = {"email": owner, "display_name": ""}
     users = ensure_rows(session, User, "email", emails)
+    # each model's and benchmark's newest result in the batch speaks for it (thousands of results, few plugins)
+    by_model = {r["model"]: r for r in results}
+    by_type = {r["benchmark"]: r for r in results}
     models = ensure_rows(session, Model, "identifier", {
-        r["model"]: {"identifier": r["model"], "plugin": r.get("model_plugin", ""), "domain": r.get("domain", ""),
-                     "owner_id": users.get(r.get("model_owner")), "public": True} for r in results})
+        m: {"identifier": m, "plugin": r.get("model_plugin", ""), "domain": r.get("domain", ""),
+            "owner_id": users.get(r.get("model_owner")), "public": True} for m, r in by_model.items()})
     types = ensure_rows(session, BenchmarkType, "identifier", {
-        r["benchmark"]: {"identifier": r["benchmark"], "plugin": r.get("benchmark_plugin", ""),
-                         "domain": r.get("domain", ""), "owner_id": users.get(r.get("benchmark_owner"))}
-        for r in results})
-    _record_moves(session, Model, {r["model"]: (r.get("model_plugin", ""), users.get(r.get("model_owner")))
-                                   for r in results})
-    _record_moves(session, BenchmarkType, {r["benchmark"]: (r.get("benchmark_plugin", ""),
-                                                            users.get(r.get("benchmark_owner"))) for r in results})
+        b: {"identifier": b, "plugin": r.get("benchmark_plugin", ""), "domain": r.get("domain", ""),
+            "owner_id": users.get(r.get("benchmark_owner"))} for b, r in by_type.items()})
+    _record_moves(session, Model, {m: (r.get("model_plugin", ""), users.get(r.get("model_owner")))
+                                   for m, r in by_model.items()})
+    _record_moves(session, BenchmarkType, {b: (r.get("benchmark_plugin", ""), users.get(r.get("benchmark_owner")))
+                                           for b, r in by_type.items()})
     ok = [r for r in results if r.get("status") == "ok"]
     run_ids = {r["run_id"] for r in results if r.get("run_id")}
     known = set(session.scalars(select(Run.id).where(Run.id.in_(run_ids)))) if run_ids else set()
@@ -136,26 +146,10 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
     versions = {(types[r["benchmark"]], r["benchmark_code_hash"]): r.get("benchmark_version") for r in ok}
     instances = _instances(session, set(ceilings), ceilings, versions)
 
-    score_rows = []
-    for r in ok:
-        score_rows.append({
-            "model_id": models[r["model"]],
-            "benchmark_instance_id": instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
-            "pair_key": r["pair_key"], "run_id": r.get("run_id") if r.get("run_id") in known else None,
-            "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": _number(r.get("error")),
-            "comment": r.get("comment"),
-            "start_timestamp": _ts(r.get("started_at")), "end_timestamp": _ts(r.get("ended_at")),
-            "commit": r["commit"], "model_code_hash": r["model_code_hash"],
-            "benchmark_code_hash": r["benchmark_code_hash"], "lock_hash": r["lock_hash"], "env_hash": r["env_hash"],
-            "executor": r.get("executor", ""), "job_id": str(r.get("job_id") or ""),
-            "array_index": r.get("array_index"), "node": r.get("node") or "",
-            "elapsed_seconds": r.get("elapsed_seconds"), "max_rss_bytes": r.get("max_rss_bytes"),
-        })
-    if score_rows and session.get_bind().dialect.name == "postgresql":  # COPY: within 2x of Postgres's floor
-        fresh_count = copy_new_rows(session, Score, score_rows, ["model_id", "benchmark_instance_id", "pair_key"])
-        counts["scores"] += fresh_count
-        counts["duplicates"] += len(score_rows) - fresh_count
-    elif score_rows:
+    if ok and session.get_bind().dialect.name == "postgresql":  # COPY: within 2x of Postgres's floor
+        _copy_scores(session, ok, models, types, instances, known, counts)
+    elif ok:
+        score_rows = [_score_row(r, models, types, instances, known) for r in ok]
         existing = _existing_score_keys(session, [row["pair_key"] for row in score_rows])
         fresh = [row for row in score_rows
                  if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) not in existing]
@@ -163,7 +157,7 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
             row for row in score_rows if (row["model_id"], row["benchmark_instance_id"], row["pair_key"]) in existing])
         fresh += forced  # a forced re-score is the score in force; the one it replaces is kept in history
         if fresh:  # ON CONFLICT still guards against a concurrent ingest of the same spool
-            insert_many(session, Score, fresh, conflict=["model_id", "benchmark_instance_id", "pair_key"])
+            insert_many(session, Score, fresh, conflict=SCORE_KEY)
             link_successors(session, forced)
         counts["scores"] += len(fresh)
         counts["duplicates"] += len(score_rows) - len(fresh)
@@ -178,6 +172,61 @@ def _ingest_batch(session: Session, results: list[dict], counts: dict[str, int])
     session.flush()
 
 
+SCORE_KEY = ["model_id", "benchmark_instance_id", "pair_key"]
+COPY_COLUMNS = ["model_id", "benchmark_instance_id", "pair_key", "run_id", "score_raw", "score_ceiled", "error",
+                "comment", "start_timestamp", "end_timestamp", "commit", "model_code_hash", "benchmark_code_hash",
+                "lock_hash", "env_hash", "executor", "job_id", "array_index", "node", "elapsed_seconds",
+                "max_rss_bytes"]
+
+
+def _score_row(r: dict, models: dict, types: dict, instances: dict, known: set) -> dict:
+    """The scores row of one successful result (ids resolved, text as the columns hold it)."""
+    return {
+        "model_id": models[r["model"]],
+        "benchmark_instance_id": instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
+        "pair_key": r["pair_key"], "run_id": r.get("run_id") if r.get("run_id") in known else None,
+        "score_raw": r.get("score_raw"), "score_ceiled": r.get("score_ceiled"), "error": _number(r.get("error")),
+        "comment": r.get("comment"),
+        "start_timestamp": _ts(r.get("started_at")), "end_timestamp": _ts(r.get("ended_at")),
+        "commit": r["commit"], "model_code_hash": r["model_code_hash"],
+        "benchmark_code_hash": r["benchmark_code_hash"], "lock_hash": r["lock_hash"], "env_hash": r["env_hash"],
+        "executor": r.get("executor", ""), "job_id": str(r.get("job_id") or ""),
+        "array_index": r.get("array_index"), "node": r.get("node") or "",
+        "elapsed_seconds": r.get("elapsed_seconds"), "max_rss_bytes": r.get("max_rss_bytes"),
+    }
+
+
+def _iso(value: Any) -> Any:
+    """A timestamp for COPY: checked like `_ts`, but an ISO text goes as it is (Postgres parses it)."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        datetime.fromisoformat(value)  # a malformed timestamp fails here, as `_ts` would, not in the database
+    return value
+
+
+def _copy_scores(session: Session, ok: list[dict], models: dict, types: dict, instances: dict, known: set,
+                 counts: dict[str, int]) -> None:
+    """Postgres: the successful results' scores with one COPY (db.upsert.copy_new_rows), each row a tuple built
+    straight from the result; the few whose key was already there go through the forced re-score check."""
+    rows = []
+    for r in ok:
+        run_id = r.get("run_id")
+        rows.append((models[r["model"]], instances[(types[r["benchmark"]], r["benchmark_code_hash"])],
+                     r["pair_key"], run_id if run_id in known else None, r.get("score_raw"), r.get("score_ceiled"),
+                     _number(r.get("error")), r.get("comment"), _iso(r.get("started_at")), _iso(r.get("ended_at")),
+                     r["commit"], r["model_code_hash"], r["benchmark_code_hash"], r["lock_hash"], r["env_hash"],
+                     r.get("executor", ""), str(r.get("job_id") or ""), r.get("array_index"), r.get("node") or "",
+                     r.get("elapsed_seconds"), r.get("max_rss_bytes")))
+    skipped = copy_new_rows(session, Score, COPY_COLUMNS, rows, SCORE_KEY)
+    forced = forced_replacements(session, [_score_row(ok[i], models, types, instances, known) for i in skipped])
+    if forced:  # a forced re-score is the score in force; the one it replaces is kept in history
+        insert_many(session, Score, forced, conflict=SCORE_KEY)
+        link_successors(session, forced)
+    counts["scores"] += len(rows) - len(skipped) + len(forced)
+    counts["duplicates"] += len(skipped) - len(forced)
+
+
 def _record_tree(session: Session, results: list[dict]) -> None:
     """Each benchmark type's parent as the newest manifest declares it (results of older bundles, which name
     no parent, leave it as it is). One read for the batch; only the rows that changed are written."""
@@ -185,12 +234,8 @@ def _record_tree(session: Session, results: list[dict]) -> None:
                 if "benchmark_parent" in r}
     if not declared:
         return
-    keys = list(declared)
-    recorded: dict[str, tuple] = {}
-    for i in range(0, len(keys), 900):
-        recorded.update({k: (p, n) for k, p, n in session.execute(
-            select(BenchmarkType.identifier, BenchmarkType.parent, BenchmarkType.parent_note)
-            .where(BenchmarkType.identifier.in_(keys[i:i + 900])))})
+    recorded: dict[str, tuple] = {k: (p, n) for k, p, n in rows_by_key(
+        session, BenchmarkType.identifier, list(declared), BenchmarkType.parent, BenchmarkType.parent_note)}
     for identifier, (parent, note) in declared.items():
         if recorded.get(identifier) != (parent, note):
             session.execute(update(BenchmarkType).where(BenchmarkType.identifier == identifier)

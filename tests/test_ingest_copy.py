@@ -60,3 +60,37 @@ def test_copy_on_postgres_stores_exactly_what_sqlite_stores(pg_url, tmp_path):
     finally:
         for engine in engines.values():
             engine.dispose()
+
+
+def test_copy_ingest_on_postgres_keeps_forced_rescores_and_duplicates_within_a_load(pg_url):
+    """The COPY path's fallback: a key already in force from another run that ended later is a forced re-score
+    (the old score moves to the history, linked to the new one); the same key twice in one load is one score."""
+    from db.models import Run, ScoreHistory
+
+    engine = create_engine(pg_url)
+    try:
+        migrate.upgrade(engine)
+        with Session(engine) as s, s.begin():
+            s.add_all([Run(id=r, head_commit="c", domain="d", executor="local") for r in ("run-a", "run-b")])
+        first, later = results()[:3], results()[:3]
+        for row in first:
+            row["run_id"] = "run-a"
+        for row in later:
+            row.update(run_id="run-b", ended_at="2026-11-24T00:00:00+00:00", score_ceiled=0.99)
+        with Session(engine) as s, s.begin():  # a key twice in one load: the straight COPY fails, the rest holds
+            twice = results()[3:4] * 2  # no run: no job row, whose upsert would refuse the same key twice
+            assert ingest_results(s, first + twice) == {"scores": 4, "duplicates": 1, "failures": 0}
+        with Session(engine) as s, s.begin():
+            assert ingest_results(s, later[:2] + results()[4:5]) == {"scores": 3, "duplicates": 0, "failures": 0}
+        with Session(engine) as s:
+            in_force = dict(s.execute(select(Score.pair_key, Score.run_id)).all())
+            assert in_force == {"k000": "run-b", "k001": "run-b", "k002": "run-a", "k003": None, "k004": None}
+            history = s.execute(select(ScoreHistory.pair_key, ScoreHistory.run_id, ScoreHistory.superseded_by)
+                                .order_by(ScoreHistory.pair_key)).all()
+            new_ids = dict(s.execute(select(Score.pair_key, Score.id)).all())
+            assert [tuple(h) for h in history] == [("k000", "run-a", new_ids["k000"]),
+                                                   ("k001", "run-a", new_ids["k001"])]
+        with Session(engine) as s, s.begin():  # the older run's result arriving late replaces nothing
+            assert ingest_results(s, first) == {"scores": 0, "duplicates": 3, "failures": 0}
+    finally:
+        engine.dispose()
