@@ -12,16 +12,22 @@ exists; every side's results are checked (status ok, score 0.5 each).
   plugins from the same code snapshot and calling the benchmark on the model, writing the result file of the pair
   (key, status, score); no sandbox, no worker, no database, no watching. Its results are checked equal to ours
   (the same keys, the same scores). The old floor, the same array writing the files with `echo` (the scheduler's
-  own cost), is kept as `echo_floor_seconds`.
+  own cost), is kept as `echo_floor_seconds`;
+- sandboxed floor: the same array again, each pair's two sandboxed processes (the model's, building the model,
+  and the benchmark's, scoring) started by a shell loop with exactly the bubblewrap view, seccomp filter and
+  unprivileged user our worker gives them (argv from the job's own `sandboxed`); results checked equal.
 Figures: ratio_packing = ours / per_pair (the effect of arrays and packing), ratio_env_cache = ours / fresh_env
 (the effect of the cache), floor_ratio = ours / floor (the pipeline's own overhead over the same scoring
-processes under the same scheduler; 1.0 would be none; goal <= 1.2).
+processes under the same scheduler; 1.0 would be none; goal <= 1.2), sandboxed_floor_ratio = ours / the sandboxed
+floor (what the pipeline adds beyond the defences it must pay for: two sandboxed processes per pair).
 The last line's `ratio` is ratio_packing. Needs the cluster: scripts/slurm-cluster up.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,8 @@ from pathlib import Path
 
 from _common import last_line, trivial_repo
 
+from pipeline.job.pair_sandbox import sandboxed
+from pipeline.job.seccomp import seccomp_program
 from pipeline.stages import ledger
 from pipeline.stages.bundle import Bundle, render_bundle
 from pipeline.config import Settings, load_settings
@@ -142,6 +150,60 @@ def floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str, float]:
     return {r["pair_key"]: r["score_ceiled"] for r in (json.loads(p.read_text()) for p in spool.glob("*.json"))}
 
 
+BUILD_MODEL = """
+import importlib, sys
+root, model_plugin, model = sys.argv[1:]
+domain = importlib.import_module(root)
+importlib.import_module(f"{root}.models.{model_plugin}")
+domain.model_registry[model]()
+"""
+
+
+def sandboxed_floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str, float]:
+    """FLOOR WITH THE DEFENCES: the same array running, per pair, the same two sandboxed processes as ours (the
+    model's, which builds the model, and the benchmark's, which scores), each with the very bubblewrap view,
+    seccomp filter and unprivileged user our worker gives it (argv from the job's own `sandboxed`), started
+    by a shell loop: what is left between this and ours is the pipeline's own per-pair work (work folders,
+    per-pair users, limit watch, log capture, the boundary's protocol, reports, ingest)."""
+    spool = tmp / "sandboxed-floor-spool"
+    spool.mkdir()
+    for name, source in (("score_one.py", SCORE_ONE), ("build_model.py", BUILD_MODEL)):
+        (tmp / name).write_text(source)
+    (tmp / "filter.bpf").write_bytes(seccomp_program())
+    manifest = bundle.manifest
+    lines = []
+    for task in manifest.tasks:
+        python = f"{envs}/{task['env_key']}/bin/python"
+        body = []
+        for n, p in enumerate(task["pairs"]):
+            sides = []
+            for side, cmd in (("model", [python, str(tmp / "build_model.py"), manifest.domain_root,
+                                         p["model_plugin"], p["model"]]),
+                              ("bench", [python, str(tmp / "score_one.py"), manifest.domain_root, p["model_plugin"],
+                                         p["model"], p["benchmark_plugin"], p["benchmark"], p["key"]])):
+                work = tmp / "sandboxed-floor-work" / f"{p['key']}-{side}"
+                (work / "home").mkdir(parents=True)
+                argv, _how, fds = sandboxed(manifest, p, work, cmd, env_python=python,
+                                            extra_ro=(str(tmp / "score_one.py"), str(tmp / "build_model.py")))
+                for fd in fds:
+                    os.close(fd)
+                argv[argv.index("--seccomp") + 1] = "9"
+                sides.append(f"PYTHONPATH={shlex.quote(manifest.code_dir)} HOME={shlex.quote(str(work / 'home'))} "
+                             + " ".join(shlex.quote(a) for a in argv) + f" 9<{shlex.quote(str(tmp / 'filter.bpf'))}")
+            body.append(f"  {sides[0]} >/dev/null &\n  {sides[1]} >{shlex.quote(str(spool / p['key']))}.json\n"
+                        "  wait\n")
+        lines.append(f"{task['index']})\n{''.join(body)}  ;;\n")
+    script = tmp / "sandboxed-floor.sh"
+    script.write_text(f"#!/bin/bash\ncase \"$SLURM_ARRAY_TASK_ID\" in\n{''.join(lines)}esac\n")
+    start = time.perf_counter()
+    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{bundle.n_tasks - 1}", "--output=/dev/null",
+                          str(script)], capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
+    wait_for([job])
+    out["sandboxed_floor_seconds"] = round(time.perf_counter() - start, 2)
+    check_results(spool)
+    return {r["pair_key"]: r["score_ceiled"] for r in (json.loads(p.read_text()) for p in spool.glob("*.json"))}
+
+
 def echo_floor(tmp: Path, out: dict, tasks: int) -> None:
     """The old floor: the same array shape, each item a file write by `echo` (the scheduler's own cost)."""
     spool = tmp / "floor-spool"
@@ -191,19 +253,24 @@ def main() -> None:
         assert floor_scores == ours_scores, "the scoring floor and ours wrote different results"
         print(f"floor: one hand-written array of {out['ours_tasks']} tasks running the same {PAIRS} scoring "
               f"processes in {out['floor_seconds']} s (same results as ours)")
+        assert sandboxed_floor(tmp_path, out, ours_bundle, envs) == ours_scores, "the sandboxed floor differs"
+        print(f"sandboxed floor: the same array running the same {2 * PAIRS} sandboxed processes (two per pair, "
+              f"our bwrap views, filter and users) from a shell loop in {out['sandboxed_floor_seconds']} s")
         echo_floor(tmp_path, out, out["ours_tasks"])
         print(f"echo floor: the same array writing {PAIRS} files with echo in {out['echo_floor_seconds']} s")
     out["ratio_packing"] = round(out["ours_seconds"] / out["per_pair_seconds"], 3)
     out["ratio_env_cache"] = round(out["ours_seconds"] / out["fresh_env_seconds"], 3)
     out["floor_ratio"] = round(out["ours_seconds"] / out["floor_seconds"], 2)
+    out["sandboxed_floor_ratio"] = round(out["ours_seconds"] / out["sandboxed_floor_seconds"], 2)
     out["echo_floor_ratio"] = round(out["ours_seconds"] / out["echo_floor_seconds"], 2)
     out["note"] = "measured on a shared 2-core machine under load: compare figures of the same run only"
     out["ratio"] = out["ratio_packing"]
     out["ratio_definition"] = ("ours_seconds / per_pair_seconds (lower is better); ratio_env_cache = ours / "
                                "fresh_env; floor_ratio = ours / the same array running the same scoring processes by hand "
-                               "(goal <= 1.2); echo_floor_ratio = ours / the same array writing files with echo")
+                               "(goal <= 1.2); sandboxed_floor_ratio = ours / the same array running the same two sandboxed processes "
+                               "per pair from a shell loop (the pipeline's own overhead beyond its defences); echo_floor_ratio = ours / the same array writing files with echo")
     print(f"ratio_packing {out['ratio_packing']}, ratio_env_cache {out['ratio_env_cache']}, "
-          f"floor_ratio {out['floor_ratio']}")
+          f"floor_ratio {out['floor_ratio']}, sandboxed_floor_ratio {out['sandboxed_floor_ratio']}")
     last_line(out)
 
 

@@ -122,6 +122,19 @@ def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> Non
         Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
+LAUNCHER = ("import importlib, sys; sys.path[0] = sys.argv.pop(1); "
+            "sys.exit(importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:]))")
+
+
+def launch(python: str, worker: str, module: str) -> list[str]:
+    """The command that runs the job package's `module` (worker or boundary) in a plugin environment: imported,
+    not run as a file, so the bytecode compiled when the bundle was made is used (a file run as a script is
+    compiled anew in each of a pair's two processes), and only the package's parent folder (never the pair's
+    writable folder, which `-c` would put first) leads sys.path."""
+    package = Path(worker).parent
+    return [python, "-c", LAUNCHER, str(package.parent), f"{package.name}.{module}"]
+
+
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
               extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY,
               folders: list[str] | None = None, writable: tuple[str, ...] | None = None

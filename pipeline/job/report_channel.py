@@ -7,6 +7,7 @@ import json
 import re
 import math
 import os
+import select
 import signal
 import subprocess
 import time
@@ -192,6 +193,19 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple
     """Wait for the child, killing its process group at `timeout` ("timeout") or when `check()` returns a reason
     (that reason); return its exit code, its own rusage (peak memory) and why it was stopped (None: it ended)."""
     deadline = time.monotonic() + timeout
+    try:  # readable the moment the child ends: no sleeping past the end of a short pair
+        ended: int | None = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        ended = None
+    try:
+        return _wait_with_usage(proc, deadline, check, ended)
+    finally:
+        if ended is not None:
+            os.close(ended)
+
+
+def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, ended: int | None  # noqa: ANN001
+                     ) -> tuple[int, object, str | None]:
     delay = 0.01
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -207,5 +221,8 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             return proc.returncode, usage, stopped
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        if ended is not None:
+            select.select([ended], [], [], 0.2)  # the limits are checked at least every 0.2 s
+        else:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

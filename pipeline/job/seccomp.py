@@ -65,6 +65,24 @@ def _libseccomp() -> ctypes.CDLL:
 
 def seccomp_filter_fd() -> int:
     """A memfd holding the BPF program bwrap loads with `--seccomp FD` (positioned at 0). The caller closes it."""
+    fd = os.memfd_create("score-plugins-seccomp", 0)
+    os.write(fd, seccomp_program())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@functools.lru_cache(maxsize=1)
+def seccomp_program() -> bytes:
+    """The filter, assembled by libseccomp once per process (a pair's two sides and every pair of a task load
+    the same program; a failure is not cached, so it is raised again at the next use)."""
+    fd = _assemble_seccomp()
+    try:
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+def _assemble_seccomp() -> int:
     lib = _libseccomp()
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:

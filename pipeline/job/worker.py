@@ -34,7 +34,7 @@ from . import boundary  # noqa: E402 - the model's process and its stand-in
 from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
-from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, pair_manifest,
+from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, pair_manifest,
                            plugin_caches, sandbox_prepare, sandboxed, split_folders)
 from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, own_peak, pair_peak, wait_with_usage
 from .score_reader import read_score
@@ -119,10 +119,9 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
         try:
             model_caches = plugin_caches(manifest, "models", pair["model_plugin"])
             bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
-            boundary_py = str(Path(manifest.worker).with_name("boundary.py"))
-            model_cmd = [env_python, boundary_py, "serve-model", "--manifest", own.path, "--pair", pair["key"],
+            model_cmd = [*launch(env_python, manifest.worker, "boundary"), "serve-model", "--manifest", own.path, "--pair", pair["key"],
                          "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
-            bench_cmd = [env_python, manifest.worker, "score-pair", "--manifest", own.path, "--pair", pair["key"],
+            bench_cmd = [*launch(env_python, manifest.worker, "worker"), "score-pair", "--manifest", own.path, "--pair", pair["key"],
                          "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
                          "--handoff", str(handoff)]
             model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(str(handoff),),

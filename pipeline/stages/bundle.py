@@ -7,6 +7,7 @@ credential of any kind.
 
 from __future__ import annotations
 
+import compileall
 import os
 import secrets
 import shutil
@@ -125,6 +126,8 @@ def copy_job_package(folder: Path) -> Path:
     its files as files (`python job/worker.py`, `job/sandbox.py`, `job/boundary.py`): each imports its package."""
     dest = folder / "job"
     shutil.copytree(JOB_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    # bytecode for a job on this Python (read-only in the sandbox): a pair's two processes import, not compile
+    compileall.compile_dir(str(dest), quiet=1, force=True)
     return dest / "worker.py"
 
 
