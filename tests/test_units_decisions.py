@@ -201,3 +201,154 @@ def test_a_rejected_row_keeps_the_run_and_is_stamped_now():
     for key in ("started_at", "ended_at"):
         when = datetime.fromisoformat(row[key])
         assert when.tzinfo is not None and abs(when - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+# --- what the planner decides (pipeline/plan.py): keys, candidate pairs, the split of a plan -------------------
+
+import hashlib  # noqa: E402
+
+from envs.lock import EnvSpec  # noqa: E402
+from pipeline.detect import Change  # noqa: E402
+from pipeline.errors import BadInput  # noqa: E402
+from pipeline.plan import candidate_pairs, make_plan, pair_key  # noqa: E402
+from pipeline.plugins import Catalog, Plugin  # noqa: E402
+
+
+def test_pair_key_hashes_every_field_in_its_place():
+    expected = hashlib.sha256("m\0b\0mh\0bh\0lh".encode()).hexdigest()[:32]
+    assert pair_key("m", "b", "mh", "bh", "lh") == expected
+    fields = ["m", "b", "mh", "bh", "lh"]
+    keys = {pair_key(*fields)}
+    for i in range(5):  # each field counts, and so does its place
+        changed = list(fields)
+        changed[i] += "x"
+        keys.add(pair_key(*changed))
+    keys.add(pair_key("b", "m", "mh", "bh", "lh"))
+    keys.add(pair_key("m", "b", "bh", "mh", "lh"))
+    assert len(keys) == 8
+
+
+def catalog(models: dict[str, dict], benchmarks: dict[str, dict]) -> Catalog:
+    """A catalog as load_catalog builds it, its plugins given as facts (no git): one id per folder."""
+    plugins = {}
+    for kind, specs in (("models", models), ("benchmarks", benchmarks)):
+        for name, facts in specs.items():
+            plugins[(kind, name)] = Plugin(kind, name, f"dom/{kind}/{name}", f"tree-{name}", identifiers=[name],
+                                           owner=f"{name}@example.org", **facts)
+    return Catalog(Path("/nowhere"), "c" * 40, "dom", plugins, [])
+
+
+def change(base: str | None = "b" * 40, models: tuple = (), benchmarks: tuple = (), rescore: dict | None = None,
+           changed: dict | None = None) -> Change:
+    return Change(True, changed or {}, [], False, list(models), list(benchmarks), True, base=base,
+                  rescore_benchmarks=rescore or {})
+
+
+def test_candidate_pairs_follow_the_change_and_the_filters():
+    cat = catalog({"m1": {}, "m2": {}, "m3": {}}, {"b1": {}, "b2": {}, "b3": {}})
+    got = candidate_pairs(change(models=("m1",), rescore={"b2": ["uses changed data plugin d"]}), cat)
+    assert list(got.items()) == [
+        (("m1", "b1"), ("new or changed model m1",)),
+        (("m1", "b2"), ("new or changed model m1", "uses changed data plugin d")),
+        (("m1", "b3"), ("new or changed model m1",)),
+        (("m2", "b2"), ("uses changed data plugin d",)), (("m3", "b2"), ("uses changed data plugin d",))]
+    new_bench = candidate_pairs(change(benchmarks=("b3",), rescore={"b3": ["also re-scored"]}), cat)
+    assert new_bench == {(m, "b3"): ("new or changed benchmark b3", "also re-scored") for m in ("m1", "m2", "m3")}
+    everything = candidate_pairs(change(base=None, models=("m1", "m2", "m3"), benchmarks=("b1", "b2", "b3")), cat)
+    assert len(everything) == 9 and set(everything.values()) == {("every model (--all)", "every benchmark (--all)")}
+    assert list(everything)[:4] == [("m1", "b1"), ("m1", "b2"), ("m1", "b3"), ("m2", "b1")]
+    assert candidate_pairs(change(), cat, models=["m2"], benchmarks=["b1", "b3"]) == {  # filters alone
+        ("m2", "b1"): ("requested",), ("m2", "b3"): ("requested",)}
+    assert list(candidate_pairs(change(), cat, benchmarks=["b2"])) == [("m1", "b2"), ("m2", "b2"), ("m3", "b2")]
+    narrowed = candidate_pairs(change(models=("m1",), rescore={"b2": ["r"]}), cat, models=["m1", "m2"],
+                               benchmarks=["b2", "b3"])
+    assert narrowed == {("m1", "b2"): ("new or changed model m1", "r"), ("m1", "b3"): ("new or changed model m1",),
+                        ("m2", "b2"): ("r",)}
+    assert candidate_pairs(change(), cat) == {}  # nothing changed, nothing asked
+    assert candidate_pairs(change(models=("m1",)), cat, benchmarks=["b1"]) == {
+        ("m1", "b1"): ("new or changed model m1",)}
+    for kwargs, words in (({"models": ["m1", "nope"]}, "unknown model identifier(s) at cccccccccccc: nope"),
+                          ({"benchmarks": ["zz", "b1", "aa"]}, "unknown benchmark identifier(s) at cccccccccccc: aa, zz")):
+        with pytest.raises(BadInput) as caught:
+            candidate_pairs(change(), cat, **kwargs)
+        assert str(caught.value) == words
+
+
+def cached_lock(locks: Path, requirements: tuple[str, ...]) -> None:
+    """A lock already solved (what `uv pip compile` left in the cache): planning reads it, runs nothing."""
+    locks.mkdir(exist_ok=True)
+    spec = EnvSpec(requirements, "3.11", "uv")
+    (locks / f"{spec.spec_hash}.txt").write_text("".join(f"{r} \\\n    --hash=sha256:{'0' * 64}\n"
+                                                         for r in requirements))
+
+
+def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: Path):
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==1.0"]},
+                   "m3": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./local"]}},
+                  {"b1": {"parents": {"b1": "V4"}, "versions": {"b1": 2}},
+                   "b2": {"parent_problems": {"b2": "parent= is computed"}, "setup_dynamic": "setup.py runs code"}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    what = change(base=None, models=("m1", "m2", "m3", "bad"), benchmarks=("b1", "b2"))
+    seen: dict[str, list] = {}
+
+    def scored(keys: list[str]) -> set[str]:
+        seen["scored"] = keys
+        return {keys[0]}
+
+    def in_flight(keys: list[str]) -> dict[str, str]:
+        seen["in_flight"] = keys
+        return {keys[0]: "run-x"}
+
+    plan = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=scored,
+                     in_flight=in_flight)
+    hashes = {name: cat.code_hash(cat.plugins[(kind, name)]) for kind, names in
+              (("models", ("m1", "m2", "m3", "bad")), ("benchmarks", ("b1", "b2"))) for name in names}
+    lock_hash = plan.already_scored[0].lock.lock_hash
+
+    def key(m: str, b: str, lock: str = lock_hash) -> str:
+        return pair_key(m, b, hashes[m], hashes[b], lock)
+
+    runnable = [(m, b) for m in ("m1", "m2", "m3") for b in ("b1", "b2")]
+    assert seen["scored"] == [key(m, b) for m, b in runnable]  # every runnable pair asked once, in order
+    assert [(p.model, p.benchmark) for p in plan.already_scored] == [("m1", "b1")]
+    assert seen["in_flight"] == [key(m, b) for m, b in runnable[1:]]
+    assert plan.in_flight == {key("m1", "b2"): "run-x"}
+    assert [(p.model, p.benchmark, p.key) for p in plan.to_run] == [(m, b, key(m, b)) for m, b in runnable[2:]]
+    assert [(p.model, p.benchmark, p.key, p.lock) for p in plan.cannot_run] == [
+        ("bad", b, key("bad", b, "unsolved"), None) for b in ("b1", "b2")]
+    assert all("-e ./local" in p.problem for p in plan.cannot_run)
+    first, second = plan.to_run[0], plan.to_run[1]  # m2 x b1, m2 x b2
+    assert (first.model_plugin, first.benchmark_plugin, first.model_owner, first.benchmark_owner) == \
+        ("m2", "b1", "m2@example.org", "b1@example.org")
+    assert (first.model_code_hash, first.benchmark_code_hash) == (hashes["m2"], hashes["b1"])
+    assert first.reasons == ("every model (--all)", "every benchmark (--all)")
+    assert (first.folders, first.model_folders, first.setup_in_job) == (
+        ("models/m2", "benchmarks/b1"), ("models/m2",), ())
+    assert (first.benchmark_parent, first.benchmark_version, first.parent_note) == ("V4", 2, None)
+    assert (second.benchmark_parent, second.benchmark_version, second.parent_note) == \
+        (None, None, "parent= is computed")
+    assert second.setup_in_job == ("benchmarks/b2",) and (first.tier, first.tier_why, first.problem) == ("", "", None)
+    assert first.lock.packages == ("numpy==1.0",) and first.lock.lock_hash == lock_hash
+
+    forced = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=scored,
+                       in_flight=in_flight, force=True)  # neither asked: everything runnable runs
+    assert [(p.model, p.benchmark) for p in forced.to_run] == runnable and forced.already_scored == []
+    assert forced.in_flight == {} and len(forced.cannot_run) == 2
+    fresh = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11",
+                      scored=lambda keys: set())
+    assert [(p.model, p.benchmark) for p in fresh.to_run] == runnable and fresh.already_scored == []
+
+
+def test_who_hears_of_an_environment_that_cannot_be_built():
+    cat = catalog({"m1": {"requirements": ["-e ./x"]}, "m2": {"requirements": ["-e ./x"]}},
+                  {"b1": {}, "b2": {"conda_specs": ["numpy"], "env_problem": "environment.yml: not a mapping"}})
+    plan = make_plan(change(models=("m1",), rescore={"b1": ["r"], "b2": ["r"]},
+                            changed={"models": ["m1"], "benchmarks": ["b2"]}),
+                     cat, locks_dir=Path("/nowhere"), uv="uv-is-not-run", python_version="3.11",
+                     scored=lambda keys: set())
+    owners = {(p.model, p.benchmark): (p.model_owner, p.benchmark_owner, p.problem) for p in plan.cannot_run}
+    assert plan.to_run == [] and set(owners) == {("m1", "b1"), ("m1", "b2"), ("m2", "b1"), ("m2", "b2")}
+    assert owners[("m1", "b1")][:2] == ("m1@example.org", "")  # the changed model's submitter
+    assert owners[("m2", "b2")] == ("", "b2@example.org", "environment.yml: not a mapping")  # the conda side
+    assert owners[("m2", "b1")][:2] == ("m2@example.org", "b1@example.org")  # nothing changed: both hear
+    assert "-e ./x" in owners[("m1", "b1")][2]
