@@ -352,3 +352,155 @@ def test_who_hears_of_an_environment_that_cannot_be_built():
     assert owners[("m2", "b2")] == ("", "b2@example.org", "environment.yml: not a mapping")  # the conda side
     assert owners[("m2", "b1")][:2] == ("m2@example.org", "b1@example.org")  # nothing changed: both hear
     assert "-e ./x" in owners[("m1", "b1")][2]
+
+
+# --- the ledger (pipeline/ledger.py): every transition of a run and its pairs, on SQLite -----------------------
+
+from sqlalchemy import select as _select  # noqa: E402
+
+from db.models import Job, Run, Submission, User  # noqa: E402
+from db.states import RunStatus, State  # noqa: E402
+from pipeline import ledger  # noqa: E402
+from pipeline.bundle import Bundle  # noqa: E402
+from pipeline.database import open_database  # noqa: E402
+from pipeline.executors.base import TaskState  # noqa: E402
+from pipeline.plan import Plan, PlannedPair  # noqa: E402
+
+INFO = ledger.RunInfo(repo="r", head="h" * 40, domain="dom", executor="local", base="b" * 40, jenkins_build="7",
+                      build_url="http://ci/7", sandbox="bwrap")
+
+
+def planned(key: str, model: str = "m", problem: str | None = None) -> PlannedPair:
+    return PlannedPair(model, f"b-{key}", model, "bp", "mh", "bh", f"{model}@example.org", "b@example.org",
+                       ("r",), key=key, problem=problem)
+
+
+def jobs(db, run_id: str) -> dict[str, Job]:  # noqa: ANN001
+    with db.sessions() as s:
+        return {j.pair_key: j for j in s.scalars(_select(Job).where(Job.run_id == run_id))}
+
+
+def run_row(db, run_id: str) -> Run | None:  # noqa: ANN001
+    with db.sessions() as s:
+        return s.get(Run, run_id)
+
+
+def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path: Path):
+    db = open_database("local", tmp_path)
+    try:
+        plan = Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k2", "n"), planned("k3")],
+                    cannot_run=[planned("k9", problem="does not solve")])
+        assert ledger.open_run(db, "run-a", plan, INFO) == {}
+        run = run_row(db, "run-a")
+        assert (run.status, run.repo, run.base_commit, run.head_commit, run.domain, run.executor, run.jenkins_build,
+                run.build_url, run.sandbox) == ("PENDING", "r", "b" * 40, "h" * 40, "dom", "local", "7",
+                                                 "http://ci/7", "bwrap")
+        rows = jobs(db, "run-a")
+        assert {k: (j.state, j.attempt, j.model, j.benchmark, j.submitters) for k, j in rows.items()} == {
+            "k1": ("PENDING", 1, "m", "b-k1", ["b@example.org", "m@example.org"]),
+            "k2": ("PENDING", 1, "n", "b-k2", ["b@example.org", "n@example.org"]),
+            "k3": ("PENDING", 1, "m", "b-k3", ["b@example.org", "m@example.org"]),
+            "k9": ("FAILED", 1, "m", "b-k9", ["b@example.org", "m@example.org"])}
+        assert (rows["k9"].stage, rows["k9"].reason) == ("env_build", "does not solve")
+        assert rows["k9"].started_at is not None and rows["k9"].ended_at is not None and rows["k1"].ended_at is None
+
+        other = Plan("c" * 40, "dom", to_run=[planned("k2"), planned("k4")])  # k2 is run-a's: not claimed twice
+        assert ledger.open_run(db, "run-b", other, INFO) == {"k2": "run-a"}
+        assert set(jobs(db, "run-b")) == {"k4"}
+        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1")]), INFO,
+                                   state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
+        assert rendered == {} and jobs(db, "run-r")["k1"].state == "RENDERED"
+        ledger.drop_run(db, "run-b")
+        assert run_row(db, "run-b") is None and jobs(db, "run-b") == {}
+
+        manifest = Manifest(run_id="run-a", commit="c" * 40, domain_root="dom", executor="local", code_dir="/c",
+                            spool_dir="/s", log_dir="/l", worker="/w", env_root="/e", env_mode="cached",
+                            env_backend="uv", state_dir="/st", created_at="2026-01-01T00:00:00+00:00",
+                            tasks=[{"index": 0, "pairs": [{"key": "k1"}, {"key": "k2"}]},
+                                   {"index": 1, "pairs": [{"key": "k3"}]}])
+        bundle = Bundle("run-a", tmp_path / "run-a", tmp_path / "job.sh", tmp_path / "manifest.json", manifest,
+                        "local")
+        ledger.record_bundle(db, bundle)
+        assert run_row(db, "run-a").run_dir == str(tmp_path / "run-a")
+        assert {k: j.array_index for k, j in jobs(db, "run-a").items()} == {"k1": 0, "k2": 0, "k3": 1, "k9": None}
+
+        ledger.submitted(db, "run-a", "J1")
+        assert run_row(db, "run-a").status == "RUNNING"
+        assert {k: j.slurm_job_id for k, j in jobs(db, "run-a").items()} == {"k1": "J1", "k2": "J1", "k3": "J1",
+                                                                             "k9": None}
+        ledger.running(db, "run-a", ["k1", "k9"], node="n1")
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k1"].node) == ("RUNNING", "n1") and rows["k1"].started_at is not None
+        assert rows["k9"].state == "FAILED" and rows["k2"].state == "PENDING" and rows["k2"].node is None
+        ledger.running(db, "run-a", ["k3"])
+        assert jobs(db, "run-a")["k3"].node is None  # no node named: none recorded, not ''
+        ledger.retried(db, "run-a", ["k3"], "J2", 2)
+        rows = jobs(db, "run-a")
+        assert (rows["k3"].state, rows["k3"].slurm_job_id, rows["k3"].attempt) == ("PENDING", "J2", 2)
+        assert (rows["k1"].attempt, rows["k1"].slurm_job_id) == (1, "J1")
+        assert ledger.open_job_ids(db, "run-a") == {"J1", "J2"}
+        assert [r.id for r in ledger.open_runs(db)] == ["run-a"]
+
+        (bundle.log_dir).mkdir(parents=True)
+        (bundle.log_dir / "task-1.out").write_text("line one\nkilled: out of memory\n")
+        changed = ledger.close_unfinished(db, bundle, {0: TaskState(0, State.RUNNING),
+                                                       1: TaskState(1, State.OUT_OF_MEMORY, reason="")})
+        assert changed == {"RUNNING": 1, "OUT_OF_MEMORY": 1}  # k1 was RUNNING already: not a change
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k2"].state, rows["k1"].ended_at) == ("RUNNING", "RUNNING", None)
+        assert (rows["k3"].state, rows["k3"].reason, rows["k3"].array_index) == \
+            ("OUT_OF_MEMORY", "array task 1 ended as OUT_OF_MEMORY", 1)
+        assert rows["k3"].log_path == str(bundle.log_dir / "task-1.out") and "out of memory" in rows["k3"].log_tail
+        assert rows["k3"].ended_at is not None
+
+        with db.sessions() as s, s.begin():  # k2's result arrived (ingest's write)
+            s.get(Job, rows["k2"].id).state = State.COMPLETED
+        assert ledger.close_unfinished(db, bundle, {0: TaskState(0, State.COMPLETED)}) == {"LOST": 1}
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k1"].reason) == \
+            ("LOST", "its task finished without writing a result for this pair")
+        assert rows["k1"].log_path is None and rows["k2"].state == "COMPLETED"
+        assert ledger.unfinished_pairs(db, "run-a") == [("m", "b-k1"), ("m", "b-k3"), ("m", "b-k9")]
+        assert ledger.reconciled(db, "run-a") is True and run_row(db, "run-a").status == "RECONCILED"
+        assert ledger.reconciled(db, "run-a") is False  # once
+
+        done, pairs = ledger.finish(db, "run-a", "build-7")
+        assert done.status == RunStatus.COMPLETED_WITH_FAILURES and done.ended_at is not None and len(pairs) == 4
+        with db.sessions() as s:
+            heard = {email: (status, build) for email, status, build in s.execute(
+                _select(User.email, Submission.status, Submission.jenkins_build)
+                .join(Submission, Submission.user_id == User.id).where(Submission.run_id == "run-a"))}
+        assert heard == {"b@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
+                         "m@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
+                         "n@example.org": ("COMPLETED", "build-7")}  # n's only pair completed
+        assert ledger.finish(db, "run-a", "build-8", cancelled="stopped")[0].status == RunStatus.CANCELLED
+        with db.sessions() as s:
+            assert set(s.scalars(_select(Submission.status).where(Submission.run_id == "run-a"))) == {
+                "CANCELLED", "COMPLETED"}  # one row per submitter, updated
+
+        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6")]), INFO) == {}
+        with db.sessions() as s, s.begin():
+            s.get(Job, jobs(db, "run-c")["k6"].id).state = State.COMPLETED
+        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 1
+        rows = jobs(db, "run-c")
+        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state) == \
+            ("CANCELLED", "cancelled by an admin", "COMPLETED")
+        assert run_row(db, "run-c").status == "CANCELLED" and ledger.get_run(db, "nope") is None
+        assert ledger.finish(db, "run-c", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
+        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k7")]), INFO)
+        assert ledger.reconciled(db, "run-d") is False  # a pair still open
+        ledger.close_unfinished(db, Bundle("run-d", tmp_path / "d", tmp_path / "j", tmp_path / "m", manifest,
+                                           "local"), {}, cancelled="run cancelled")
+        assert (jobs(db, "run-d")["k7"].state, jobs(db, "run-d")["k7"].reason) == ("CANCELLED", "run cancelled")
+        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8")]), INFO)
+        assert ledger.close_unfinished(db, Bundle("run-e", tmp_path / "e", tmp_path / "j", tmp_path / "m",
+                                                  manifest, "local"), {}) == {"LOST": 1}
+        assert jobs(db, "run-e")["k8"].reason == "the executor has no record of its task"
+        assert ledger.finish(db, "run-e", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
+        ok = Plan("c" * 40, "dom", to_run=[planned("k10")])
+        ledger.open_run(db, "run-f", ok, INFO)
+        with db.sessions() as s, s.begin():
+            s.get(Job, jobs(db, "run-f")["k10"].id).state = State.COMPLETED
+        assert ledger.finish(db, "run-f", None)[0].status == RunStatus.COMPLETED
+    finally:
+        db.close()
