@@ -504,3 +504,76 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert ledger.finish(db, "run-f", None)[0].status == RunStatus.COMPLETED
     finally:
         db.close()
+
+
+def test_locks_are_solved_once_per_set_in_parallel_with_progress_and_conda_requests_are_checked(tmp_path: Path):
+    from pipeline.plan import conda_request, solve_all, solve_conda_all
+
+    cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ("scipy==2.0",))
+    sets = [("numpy==1.0",), ("-e ./x",), ("scipy==2.0",)]
+    for workers in (1, 3):
+        steps: list[tuple[int, int]] = []
+        solved = solve_all(sets, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", backend="uv",
+                           url_schemes=("git+https",), workers=workers, progress=lambda i, n: steps.append((i, n)))
+        assert list(solved) == sets if workers == 1 else set(solved) == set(sets)
+        assert solved[("numpy==1.0",)].packages == ("numpy==1.0",)
+        assert solved[("scipy==2.0",)].packages == ("scipy==2.0",) and solved[("scipy==2.0",)].spec.backend == "uv"
+        assert isinstance(solved[("-e ./x",)], str) and "-e ./x" in solved[("-e ./x",)]
+        assert steps == [(1, 3), (2, 3), (3, 3)]
+    refused = solve_all([("pkg @ git+ssh://host/repo",)], locks_dir=tmp_path, uv="uv-is-not-run",
+                        python_version="3.11", backend="uv", url_schemes=("git+https",))
+    assert "git+ssh" in refused[("pkg @ git+ssh://host/repo",)]
+
+    cat = catalog({"m": {"conda_channels": ["bioconda"], "conda_specs": ["numpy >=1"]}},
+                  {"b": {"conda_specs": ["scipy"]}})
+    m, b = cat.plugins[("models", "m")], cat.plugins[("benchmarks", "b")]
+    assert conda_request(cat, (m, b), ("six==1.0",), "3.10", ("conda-forge",), ("git+https",)) == (
+        ["bioconda"], ["numpy >=1", "python 3.10.*", "scipy"], ("six==1.0",))
+    assert conda_request(cat, (b,), (), "3.10", ("conda-forge", "x"), ("git+https",)) == (
+        ["conda-forge", "x"], ["python 3.10.*", "scipy"], ())  # no channel declared: the setting's
+    assert "-e ./x" in conda_request(cat, (m, b), ("-e ./x",), "3.10", ("conda-forge",), ("git+https",))
+    assert "not a version" in conda_request(cat, (m, b), (), "three", ("conda-forge",), ("git+https",))
+    cat.domain_requires_python = ">=3.9,<3.13"
+    assert conda_request(cat, (b,), (), "3.10", ("conda-forge",), ("git+https",))[1] == ["python <3.13,>=3.9",
+                                                                                          "scipy"]
+    steps = []
+    done = solve_conda_all({"a": "environment.yml: broken", "b": "no channel"}, locks_dir=tmp_path,
+                           conda_backend="rattler", rattler_python="/nowhere", uv="uv-is-not-run", workers=2,
+                           progress=lambda i, n: steps.append((i, n)))
+    assert done == {"a": "environment.yml: broken", "b": "no channel"} and steps == [(1, 2), (2, 2)]
+
+
+def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tmp_path: Path):
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./x"]}},
+                  {"b1": {}, "b2": {}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    plan = make_plan(change(base=None, models=("m1", "bad"), benchmarks=("b1", "b2")), cat, locks_dir=tmp_path,
+                     uv="uv-is-not-run", python_version="3.11", scored=lambda keys: {keys[0]},
+                     in_flight=lambda keys: {})
+    plan.to_run[0].tier, plan.to_run[0].tier_why = "small", "declared"
+    summary = plan.to_json(pairs=False)
+    problem = plan.cannot_run[0].problem
+    assert summary == {"commit": "c" * 40, "domain_root": "dom",
+                       "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0},
+                       "environments": 1, "cannot_run_reasons": {problem: 2}, "tiers": {"small": 1}, "in_flight": {}}
+    full = plan.to_json()
+    assert {k: full[k] for k in summary} == summary
+    [pair] = full["to_run"]
+    lock = plan.to_run[0].lock
+    assert pair == {"model": "m1", "benchmark": "b2", "key": plan.to_run[0].key,
+                    "reasons": ["every model (--all)", "every benchmark (--all)"], "model_plugin": "m1",
+                    "benchmark_plugin": "b2", "model_code_hash": plan.to_run[0].model_code_hash,
+                    "benchmark_code_hash": plan.to_run[0].benchmark_code_hash, "lock_hash": lock.lock_hash,
+                    "env_hash": lock.env_hash, "submitters": ["b2@example.org", "m1@example.org"], "problem": None,
+                    "tier": "small", "tier_why": "declared"}
+    assert [p["benchmark"] for p in full["already_scored"]] == ["b1"]
+    assert [(p["model"], p["lock_hash"], p["env_hash"], p["tier"], p["tier_why"]) for p in full["cannot_run"]] == \
+        [("bad", None, None, None, None)] * 2
+    assert PlannedPair("m", "b", "m", "b", "", "", "x@o", "x@o", ()).submitters == ["x@o"]
+    assert PlannedPair("m", "b", "m", "b", "", "", "", "", ()).submitters == []
+    narrow = plan.only({("m1", "b1"), ("bad", "b2")})
+    assert ([p.benchmark for p in narrow.already_scored], narrow.to_run, [p.benchmark for p in narrow.cannot_run]) \
+        == (["b1"], [], ["b2"])
+    assert narrow.commit == plan.commit and len(plan.cannot_run) == 2  # the plan itself is unchanged
+    assert plan.only({("m1", "b2")}).already_scored == [] and len(plan.only({("m1", "b2")}).to_run) == 1
