@@ -1,6 +1,6 @@
 """Ingest 100,000 scores into Postgres: ours (batched upserts) against per-row get-or-create.
 
-Ours: `db.ingest.ingest_results` as `pipeline.ingest.ingest_spool` calls it: one transaction per `db.ingest.BATCH`
+Ours: `db.ingest.ingest_results` as `pipeline.stages.ingest.ingest_spool` calls it: one transaction per `db.ingest.BATCH`
 results (20,000), each one COPY of the scores (straight into the table under a savepoint; into a staging table and
 INSERT ... ON CONFLICT DO NOTHING when a key is already there, as on the re-ingest measured after it).
 Baseline (the Brain-Score way): for each score, get-or-create its model, benchmark type and
@@ -158,7 +158,7 @@ def main() -> None:
                 migrate.upgrade(engine)
             data = results(args.rows, "k")
             with timed(out, "ours_seconds"), Session(ours_engine) as s:
-                for i in range(0, len(data), BATCH):  # as pipeline.ingest.ingest_spool does
+                for i in range(0, len(data), BATCH):  # as pipeline.stages.ingest.ingest_spool does
                     with s.begin():
                         ingest_results(s, data[i:i + BATCH])
             with timed(out, "ours_again_seconds"), Session(ours_engine) as s, s.begin():

@@ -203,3 +203,379 @@ def test_a_rejected_row_keeps_the_run_and_is_stamped_now():
     for key in ("started_at", "ended_at"):
         when = datetime.fromisoformat(row[key])
         assert when.tzinfo is not None and abs(when - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+# --- what the planner decides (pipeline/stages/plan.py): keys, candidate pairs, the split of a plan -------------------
+
+import hashlib  # noqa: E402
+
+from envs.lock import EnvSpec  # noqa: E402
+from pipeline.stages.detect import Change  # noqa: E402
+from pipeline.errors import BadInput  # noqa: E402
+from pipeline.stages.plan import candidate_pairs, make_plan, pair_key  # noqa: E402
+from pipeline.catalog.plugins import Catalog, Plugin  # noqa: E402
+
+
+def test_pair_key_hashes_every_field_in_its_place():
+    expected = hashlib.sha256("m\0b\0mh\0bh\0lh".encode()).hexdigest()[:32]
+    assert pair_key("m", "b", "mh", "bh", "lh") == expected
+    fields = ["m", "b", "mh", "bh", "lh"]
+    keys = {pair_key(*fields)}
+    for i in range(5):  # each field counts, and so does its place
+        changed = list(fields)
+        changed[i] += "x"
+        keys.add(pair_key(*changed))
+    keys.add(pair_key("b", "m", "mh", "bh", "lh"))
+    keys.add(pair_key("m", "b", "bh", "mh", "lh"))
+    assert len(keys) == 8
+
+
+def catalog(models: dict[str, dict], benchmarks: dict[str, dict]) -> Catalog:
+    """A catalog as load_catalog builds it, its plugins given as facts (no git): one id per folder."""
+    plugins = {}
+    for kind, specs in (("models", models), ("benchmarks", benchmarks)):
+        for name, facts in specs.items():
+            plugins[(kind, name)] = Plugin(kind, name, f"dom/{kind}/{name}", f"tree-{name}", identifiers=[name],
+                                           owner=f"{name}@example.org", **facts)
+    return Catalog(Path("/nowhere"), "c" * 40, "dom", plugins, [])
+
+
+def change(base: str | None = "b" * 40, models: tuple = (), benchmarks: tuple = (), rescore: dict | None = None,
+           changed: dict | None = None) -> Change:
+    return Change(True, changed or {}, [], False, list(models), list(benchmarks), True, base=base,
+                  rescore_benchmarks=rescore or {})
+
+
+def test_candidate_pairs_follow_the_change_and_the_filters():
+    cat = catalog({"m1": {}, "m2": {}, "m3": {}}, {"b1": {}, "b2": {}, "b3": {}})
+    got = candidate_pairs(change(models=("m1",), rescore={"b2": ["uses changed data plugin d"]}), cat)
+    assert list(got.items()) == [
+        (("m1", "b1"), ("new or changed model m1",)),
+        (("m1", "b2"), ("new or changed model m1", "uses changed data plugin d")),
+        (("m1", "b3"), ("new or changed model m1",)),
+        (("m2", "b2"), ("uses changed data plugin d",)), (("m3", "b2"), ("uses changed data plugin d",))]
+    new_bench = candidate_pairs(change(benchmarks=("b3",), rescore={"b3": ["also re-scored"]}), cat)
+    assert new_bench == {(m, "b3"): ("new or changed benchmark b3", "also re-scored") for m in ("m1", "m2", "m3")}
+    everything = candidate_pairs(change(base=None, models=("m1", "m2", "m3"), benchmarks=("b1", "b2", "b3")), cat)
+    assert len(everything) == 9 and set(everything.values()) == {("every model (--all)", "every benchmark (--all)")}
+    assert list(everything)[:4] == [("m1", "b1"), ("m1", "b2"), ("m1", "b3"), ("m2", "b1")]
+    assert candidate_pairs(change(), cat, models=["m2"], benchmarks=["b1", "b3"]) == {  # filters alone
+        ("m2", "b1"): ("requested",), ("m2", "b3"): ("requested",)}
+    assert list(candidate_pairs(change(), cat, benchmarks=["b2"])) == [("m1", "b2"), ("m2", "b2"), ("m3", "b2")]
+    narrowed = candidate_pairs(change(models=("m1",), rescore={"b2": ["r"]}), cat, models=["m1", "m2"],
+                               benchmarks=["b2", "b3"])
+    assert narrowed == {("m1", "b2"): ("new or changed model m1", "r"), ("m1", "b3"): ("new or changed model m1",),
+                        ("m2", "b2"): ("r",)}
+    assert candidate_pairs(change(), cat) == {}  # nothing changed, nothing asked
+    assert candidate_pairs(change(models=("m1",)), cat, benchmarks=["b1"]) == {
+        ("m1", "b1"): ("new or changed model m1",)}
+    for kwargs, words in (({"models": ["m1", "nope"]}, "unknown model identifier(s) at cccccccccccc: nope"),
+                          ({"benchmarks": ["zz", "b1", "aa"]}, "unknown benchmark identifier(s) at cccccccccccc: aa, zz")):
+        with pytest.raises(BadInput) as caught:
+            candidate_pairs(change(), cat, **kwargs)
+        assert str(caught.value) == words
+
+
+def cached_lock(locks: Path, requirements: tuple[str, ...]) -> None:
+    """A lock already solved (what `uv pip compile` left in the cache): planning reads it, runs nothing."""
+    locks.mkdir(exist_ok=True)
+    spec = EnvSpec(requirements, "3.11", "uv")
+    (locks / f"{spec.spec_hash}.txt").write_text("".join(f"{r} \\\n    --hash=sha256:{'0' * 64}\n"
+                                                         for r in requirements))
+
+
+def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: Path):
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==1.0"]},
+                   "m3": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./local"]}},
+                  {"b1": {"parents": {"b1": "V4"}, "versions": {"b1": 2}},
+                   "b2": {"parent_problems": {"b2": "parent= is computed"}, "setup_dynamic": "setup.py runs code"}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    what = change(base=None, models=("m1", "m2", "m3", "bad"), benchmarks=("b1", "b2"))
+    seen: dict[str, list] = {}
+
+    def scored(keys: list[str]) -> set[str]:
+        seen["scored"] = keys
+        return {keys[0]}
+
+    def in_flight(keys: list[str]) -> dict[str, str]:
+        seen["in_flight"] = keys
+        return {keys[0]: "run-x"}
+
+    plan = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=scored,
+                     in_flight=in_flight)
+    hashes = {name: cat.code_hash(cat.plugins[(kind, name)]) for kind, names in
+              (("models", ("m1", "m2", "m3", "bad")), ("benchmarks", ("b1", "b2"))) for name in names}
+    lock_hash = plan.already_scored[0].lock.lock_hash
+
+    def key(m: str, b: str, lock: str = lock_hash) -> str:
+        return pair_key(m, b, hashes[m], hashes[b], lock)
+
+    runnable = [(m, b) for m in ("m1", "m2", "m3") for b in ("b1", "b2")]
+    assert seen["scored"] == [key(m, b) for m, b in runnable]  # every runnable pair asked once, in order
+    assert [(p.model, p.benchmark) for p in plan.already_scored] == [("m1", "b1")]
+    assert seen["in_flight"] == [key(m, b) for m, b in runnable[1:]]
+    assert plan.in_flight == {key("m1", "b2"): "run-x"}
+    assert [(p.model, p.benchmark, p.key) for p in plan.to_run] == [(m, b, key(m, b)) for m, b in runnable[2:]]
+    assert [(p.model, p.benchmark, p.key, p.lock) for p in plan.cannot_run] == [
+        ("bad", b, key("bad", b, "unsolved"), None) for b in ("b1", "b2")]
+    assert all("-e ./local" in p.problem for p in plan.cannot_run)
+    first, second = plan.to_run[0], plan.to_run[1]  # m2 x b1, m2 x b2
+    assert (first.model_plugin, first.benchmark_plugin, first.model_owner, first.benchmark_owner) == \
+        ("m2", "b1", "m2@example.org", "b1@example.org")
+    assert (first.model_code_hash, first.benchmark_code_hash) == (hashes["m2"], hashes["b1"])
+    assert first.reasons == ("every model (--all)", "every benchmark (--all)")
+    assert (first.folders, first.model_folders, first.setup_in_job) == (
+        ("models/m2", "benchmarks/b1"), ("models/m2",), ())
+    assert (first.benchmark_parent, first.benchmark_version, first.parent_note) == ("V4", 2, None)
+    assert (second.benchmark_parent, second.benchmark_version, second.parent_note) == \
+        (None, None, "parent= is computed")
+    assert second.setup_in_job == ("benchmarks/b2",) and (first.tier, first.tier_why, first.problem) == ("", "", None)
+    assert first.lock.packages == ("numpy==1.0",) and first.lock.lock_hash == lock_hash
+
+    forced = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=scored,
+                       in_flight=in_flight, force=True)  # neither asked: everything runnable runs
+    assert [(p.model, p.benchmark) for p in forced.to_run] == runnable and forced.already_scored == []
+    assert forced.in_flight == {} and len(forced.cannot_run) == 2
+    fresh = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11",
+                      scored=lambda keys: set())
+    assert [(p.model, p.benchmark) for p in fresh.to_run] == runnable and fresh.already_scored == []
+
+
+def test_who_hears_of_an_environment_that_cannot_be_built():
+    cat = catalog({"m1": {"requirements": ["-e ./x"]}, "m2": {"requirements": ["-e ./x"]}},
+                  {"b1": {}, "b2": {"conda_specs": ["numpy"], "env_problem": "environment.yml: not a mapping"}})
+    plan = make_plan(change(models=("m1",), rescore={"b1": ["r"], "b2": ["r"]},
+                            changed={"models": ["m1"], "benchmarks": ["b2"]}),
+                     cat, locks_dir=Path("/nowhere"), uv="uv-is-not-run", python_version="3.11",
+                     scored=lambda keys: set())
+    owners = {(p.model, p.benchmark): (p.model_owner, p.benchmark_owner, p.problem) for p in plan.cannot_run}
+    assert plan.to_run == [] and set(owners) == {("m1", "b1"), ("m1", "b2"), ("m2", "b1"), ("m2", "b2")}
+    assert owners[("m1", "b1")][:2] == ("m1@example.org", "")  # the changed model's submitter
+    assert owners[("m2", "b2")] == ("", "b2@example.org", "environment.yml: not a mapping")  # the conda side
+    assert owners[("m2", "b1")][:2] == ("m2@example.org", "b1@example.org")  # nothing changed: both hear
+    assert "-e ./x" in owners[("m1", "b1")][2]
+
+
+# --- the ledger (pipeline/stages/ledger.py): every transition of a run and its pairs, on SQLite -----------------------
+
+from sqlalchemy import select as _select  # noqa: E402
+
+from db.models import Job, Run, Submission, User  # noqa: E402
+from db.states import RunStatus, State  # noqa: E402
+from pipeline.stages import ledger  # noqa: E402
+from pipeline.stages.bundle import Bundle  # noqa: E402
+from pipeline.database import open_database  # noqa: E402
+from pipeline.executors.base import TaskState  # noqa: E402
+from pipeline.stages.plan import Plan, PlannedPair  # noqa: E402
+
+INFO = ledger.RunInfo(repo="r", head="h" * 40, domain="dom", executor="local", base="b" * 40, jenkins_build="7",
+                      build_url="http://ci/7", sandbox="bwrap")
+
+
+def planned(key: str, model: str = "m", problem: str | None = None) -> PlannedPair:
+    return PlannedPair(model, f"b-{key}", model, "bp", "mh", "bh", f"{model}@example.org", "b@example.org",
+                       ("r",), key=key, problem=problem)
+
+
+def jobs(db, run_id: str) -> dict[str, Job]:  # noqa: ANN001
+    with db.sessions() as s:
+        return {j.pair_key: j for j in s.scalars(_select(Job).where(Job.run_id == run_id))}
+
+
+def run_row(db, run_id: str) -> Run | None:  # noqa: ANN001
+    with db.sessions() as s:
+        return s.get(Run, run_id)
+
+
+def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path: Path):
+    db = open_database("local", tmp_path)
+    try:
+        plan = Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k2", "n"), planned("k3")],
+                    cannot_run=[planned("k9", problem="does not solve")])
+        assert ledger.open_run(db, "run-a", plan, INFO) == {}
+        run = run_row(db, "run-a")
+        assert (run.status, run.repo, run.base_commit, run.head_commit, run.domain, run.executor, run.jenkins_build,
+                run.build_url, run.sandbox) == ("PENDING", "r", "b" * 40, "h" * 40, "dom", "local", "7",
+                                                 "http://ci/7", "bwrap")
+        rows = jobs(db, "run-a")
+        assert {k: (j.state, j.attempt, j.model, j.benchmark, j.submitters) for k, j in rows.items()} == {
+            "k1": ("PENDING", 1, "m", "b-k1", ["b@example.org", "m@example.org"]),
+            "k2": ("PENDING", 1, "n", "b-k2", ["b@example.org", "n@example.org"]),
+            "k3": ("PENDING", 1, "m", "b-k3", ["b@example.org", "m@example.org"]),
+            "k9": ("FAILED", 1, "m", "b-k9", ["b@example.org", "m@example.org"])}
+        assert (rows["k9"].stage, rows["k9"].reason) == ("env_build", "does not solve")
+        assert rows["k9"].started_at is not None and rows["k9"].ended_at is not None and rows["k1"].ended_at is None
+
+        other = Plan("c" * 40, "dom", to_run=[planned("k2"), planned("k4")])  # k2 is run-a's: not claimed twice
+        assert ledger.open_run(db, "run-b", other, INFO) == {"k2": "run-a"}
+        assert set(jobs(db, "run-b")) == {"k4"}
+        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1")]), INFO,
+                                   state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
+        assert rendered == {} and jobs(db, "run-r")["k1"].state == "RENDERED"
+        ledger.drop_run(db, "run-b")
+        assert run_row(db, "run-b") is None and jobs(db, "run-b") == {}
+
+        manifest = Manifest(run_id="run-a", commit="c" * 40, domain_root="dom", executor="local", code_dir="/c",
+                            spool_dir="/s", log_dir="/l", worker="/w", env_root="/e", env_mode="cached",
+                            env_backend="uv", state_dir="/st", created_at="2026-01-01T00:00:00+00:00",
+                            tasks=[{"index": 0, "pairs": [{"key": "k1"}, {"key": "k2"}]},
+                                   {"index": 1, "pairs": [{"key": "k3"}]}])
+        bundle = Bundle("run-a", tmp_path / "run-a", tmp_path / "job.sh", tmp_path / "manifest.json", manifest,
+                        "local")
+        ledger.record_bundle(db, bundle)
+        assert run_row(db, "run-a").run_dir == str(tmp_path / "run-a")
+        assert {k: j.array_index for k, j in jobs(db, "run-a").items()} == {"k1": 0, "k2": 0, "k3": 1, "k9": None}
+
+        ledger.submitted(db, "run-a", "J1")
+        assert run_row(db, "run-a").status == "RUNNING"
+        assert {k: j.slurm_job_id for k, j in jobs(db, "run-a").items()} == {"k1": "J1", "k2": "J1", "k3": "J1",
+                                                                             "k9": None}
+        ledger.running(db, "run-a", ["k1", "k9"], node="n1")
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k1"].node) == ("RUNNING", "n1") and rows["k1"].started_at is not None
+        assert rows["k9"].state == "FAILED" and rows["k2"].state == "PENDING" and rows["k2"].node is None
+        ledger.running(db, "run-a", ["k3"])
+        assert jobs(db, "run-a")["k3"].node is None  # no node named: none recorded, not ''
+        ledger.retried(db, "run-a", ["k3"], "J2", 2)
+        rows = jobs(db, "run-a")
+        assert (rows["k3"].state, rows["k3"].slurm_job_id, rows["k3"].attempt) == ("PENDING", "J2", 2)
+        assert (rows["k1"].attempt, rows["k1"].slurm_job_id) == (1, "J1")
+        assert ledger.open_job_ids(db, "run-a") == {"J1", "J2"}
+        assert [r.id for r in ledger.open_runs(db)] == ["run-a"]
+
+        (bundle.log_dir).mkdir(parents=True)
+        (bundle.log_dir / "task-1.out").write_text("line one\nkilled: out of memory\n")
+        changed = ledger.close_unfinished(db, bundle, {0: TaskState(0, State.RUNNING),
+                                                       1: TaskState(1, State.OUT_OF_MEMORY, reason="")})
+        assert changed == {"RUNNING": 1, "OUT_OF_MEMORY": 1}  # k1 was RUNNING already: not a change
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k2"].state, rows["k1"].ended_at) == ("RUNNING", "RUNNING", None)
+        assert (rows["k3"].state, rows["k3"].reason, rows["k3"].array_index) == \
+            ("OUT_OF_MEMORY", "array task 1 ended as OUT_OF_MEMORY", 1)
+        assert rows["k3"].log_path == str(bundle.log_dir / "task-1.out") and "out of memory" in rows["k3"].log_tail
+        assert rows["k3"].ended_at is not None
+
+        with db.sessions() as s, s.begin():  # k2's result arrived (ingest's write)
+            s.get(Job, rows["k2"].id).state = State.COMPLETED
+        assert ledger.close_unfinished(db, bundle, {0: TaskState(0, State.COMPLETED)}) == {"LOST": 1}
+        rows = jobs(db, "run-a")
+        assert (rows["k1"].state, rows["k1"].reason) == \
+            ("LOST", "its task finished without writing a result for this pair")
+        assert rows["k1"].log_path is None and rows["k2"].state == "COMPLETED"
+        assert ledger.unfinished_pairs(db, "run-a") == [("m", "b-k1"), ("m", "b-k3"), ("m", "b-k9")]
+        assert ledger.reconciled(db, "run-a") is True and run_row(db, "run-a").status == "RECONCILED"
+        assert ledger.reconciled(db, "run-a") is False  # once
+
+        done, pairs = ledger.finish(db, "run-a", "build-7")
+        assert done.status == RunStatus.COMPLETED_WITH_FAILURES and done.ended_at is not None and len(pairs) == 4
+        with db.sessions() as s:
+            heard = {email: (status, build) for email, status, build in s.execute(
+                _select(User.email, Submission.status, Submission.jenkins_build)
+                .join(Submission, Submission.user_id == User.id).where(Submission.run_id == "run-a"))}
+        assert heard == {"b@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
+                         "m@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
+                         "n@example.org": ("COMPLETED", "build-7")}  # n's only pair completed
+        assert ledger.finish(db, "run-a", "build-8", cancelled="stopped")[0].status == RunStatus.CANCELLED
+        with db.sessions() as s:
+            assert set(s.scalars(_select(Submission.status).where(Submission.run_id == "run-a"))) == {
+                "CANCELLED", "COMPLETED"}  # one row per submitter, updated
+
+        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6")]), INFO) == {}
+        with db.sessions() as s, s.begin():
+            s.get(Job, jobs(db, "run-c")["k6"].id).state = State.COMPLETED
+        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 1
+        rows = jobs(db, "run-c")
+        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state) == \
+            ("CANCELLED", "cancelled by an admin", "COMPLETED")
+        assert run_row(db, "run-c").status == "CANCELLED" and ledger.get_run(db, "nope") is None
+        assert ledger.finish(db, "run-c", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
+        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k7")]), INFO)
+        assert ledger.reconciled(db, "run-d") is False  # a pair still open
+        ledger.close_unfinished(db, Bundle("run-d", tmp_path / "d", tmp_path / "j", tmp_path / "m", manifest,
+                                           "local"), {}, cancelled="run cancelled")
+        assert (jobs(db, "run-d")["k7"].state, jobs(db, "run-d")["k7"].reason) == ("CANCELLED", "run cancelled")
+        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8")]), INFO)
+        assert ledger.close_unfinished(db, Bundle("run-e", tmp_path / "e", tmp_path / "j", tmp_path / "m",
+                                                  manifest, "local"), {}) == {"LOST": 1}
+        assert jobs(db, "run-e")["k8"].reason == "the executor has no record of its task"
+        assert ledger.finish(db, "run-e", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
+        ok = Plan("c" * 40, "dom", to_run=[planned("k10")])
+        ledger.open_run(db, "run-f", ok, INFO)
+        with db.sessions() as s, s.begin():
+            s.get(Job, jobs(db, "run-f")["k10"].id).state = State.COMPLETED
+        assert ledger.finish(db, "run-f", None)[0].status == RunStatus.COMPLETED
+    finally:
+        db.close()
+
+
+def test_locks_are_solved_once_per_set_in_parallel_with_progress_and_conda_requests_are_checked(tmp_path: Path):
+    from pipeline.stages.plan import conda_request, solve_all, solve_conda_all
+
+    cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ("scipy==2.0",))
+    sets = [("numpy==1.0",), ("-e ./x",), ("scipy==2.0",)]
+    for workers in (1, 3):
+        steps: list[tuple[int, int]] = []
+        solved = solve_all(sets, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", backend="uv",
+                           url_schemes=("git+https",), workers=workers, progress=lambda i, n: steps.append((i, n)))
+        assert list(solved) == sets if workers == 1 else set(solved) == set(sets)
+        assert solved[("numpy==1.0",)].packages == ("numpy==1.0",)
+        assert solved[("scipy==2.0",)].packages == ("scipy==2.0",) and solved[("scipy==2.0",)].spec.backend == "uv"
+        assert isinstance(solved[("-e ./x",)], str) and "-e ./x" in solved[("-e ./x",)]
+        assert steps == [(1, 3), (2, 3), (3, 3)]
+    refused = solve_all([("pkg @ git+ssh://host/repo",)], locks_dir=tmp_path, uv="uv-is-not-run",
+                        python_version="3.11", backend="uv", url_schemes=("git+https",))
+    assert "git+ssh" in refused[("pkg @ git+ssh://host/repo",)]
+
+    cat = catalog({"m": {"conda_channels": ["bioconda"], "conda_specs": ["numpy >=1"]}},
+                  {"b": {"conda_specs": ["scipy"]}})
+    m, b = cat.plugins[("models", "m")], cat.plugins[("benchmarks", "b")]
+    assert conda_request(cat, (m, b), ("six==1.0",), "3.10", ("conda-forge",), ("git+https",)) == (
+        ["bioconda"], ["numpy >=1", "python 3.10.*", "scipy"], ("six==1.0",))
+    assert conda_request(cat, (b,), (), "3.10", ("conda-forge", "x"), ("git+https",)) == (
+        ["conda-forge", "x"], ["python 3.10.*", "scipy"], ())  # no channel declared: the setting's
+    assert "-e ./x" in conda_request(cat, (m, b), ("-e ./x",), "3.10", ("conda-forge",), ("git+https",))
+    assert "not a version" in conda_request(cat, (m, b), (), "three", ("conda-forge",), ("git+https",))
+    cat.domain_requires_python = ">=3.9,<3.13"
+    assert conda_request(cat, (b,), (), "3.10", ("conda-forge",), ("git+https",))[1] == ["python <3.13,>=3.9",
+                                                                                          "scipy"]
+    steps = []
+    done = solve_conda_all({"a": "environment.yml: broken", "b": "no channel"}, locks_dir=tmp_path,
+                           conda_backend="rattler", rattler_python="/nowhere", uv="uv-is-not-run", workers=2,
+                           progress=lambda i, n: steps.append((i, n)))
+    assert done == {"a": "environment.yml: broken", "b": "no channel"} and steps == [(1, 2), (2, 2)]
+
+
+def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tmp_path: Path):
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./x"]}},
+                  {"b1": {}, "b2": {}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    plan = make_plan(change(base=None, models=("m1", "bad"), benchmarks=("b1", "b2")), cat, locks_dir=tmp_path,
+                     uv="uv-is-not-run", python_version="3.11", scored=lambda keys: {keys[0]},
+                     in_flight=lambda keys: {})
+    plan.to_run[0].tier, plan.to_run[0].tier_why = "small", "declared"
+    summary = plan.to_json(pairs=False)
+    problem = plan.cannot_run[0].problem
+    assert summary == {"commit": "c" * 40, "domain_root": "dom",
+                       "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0},
+                       "environments": 1, "cannot_run_reasons": {problem: 2}, "tiers": {"small": 1}, "in_flight": {}}
+    full = plan.to_json()
+    assert {k: full[k] for k in summary} == summary
+    [pair] = full["to_run"]
+    lock = plan.to_run[0].lock
+    assert pair == {"model": "m1", "benchmark": "b2", "key": plan.to_run[0].key,
+                    "reasons": ["every model (--all)", "every benchmark (--all)"], "model_plugin": "m1",
+                    "benchmark_plugin": "b2", "model_code_hash": plan.to_run[0].model_code_hash,
+                    "benchmark_code_hash": plan.to_run[0].benchmark_code_hash, "lock_hash": lock.lock_hash,
+                    "env_hash": lock.env_hash, "submitters": ["b2@example.org", "m1@example.org"], "problem": None,
+                    "tier": "small", "tier_why": "declared"}
+    assert [p["benchmark"] for p in full["already_scored"]] == ["b1"]
+    assert [(p["model"], p["lock_hash"], p["env_hash"], p["tier"], p["tier_why"]) for p in full["cannot_run"]] == \
+        [("bad", None, None, None, None)] * 2
+    assert PlannedPair("m", "b", "m", "b", "", "", "x@o", "x@o", ()).submitters == ["x@o"]
+    assert PlannedPair("m", "b", "m", "b", "", "", "", "", ()).submitters == []
+    narrow = plan.only({("m1", "b1"), ("bad", "b2")})
+    assert ([p.benchmark for p in narrow.already_scored], narrow.to_run, [p.benchmark for p in narrow.cannot_run]) \
+        == (["b1"], [], ["b2"])
+    assert narrow.commit == plan.commit and len(plan.cannot_run) == 2  # the plan itself is unchanged
+    assert plan.only({("m1", "b2")}).already_scored == [] and len(plan.only({("m1", "b2")}).to_run) == 1

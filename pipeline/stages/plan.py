@@ -116,6 +116,14 @@ def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None =
     Returned in (model, benchmark) order. New models meet every benchmark; every model
     meets new and re-scored benchmarks.
     """
+    return {(m, b): why for m, row in candidate_rows(change, catalog, models, benchmarks) for b, why in row}
+
+
+def candidate_rows(change: Change, catalog: Catalog, models: list[str] | None = None,
+                   benchmarks: list[str] | None = None) -> list[tuple[str, list[tuple[str, tuple[str, ...]]]]]:
+    """`candidate_pairs` grouped by model: (model id, [(benchmark id, why), ...]), in the same order. Models met
+    for the same reason share one row (one list, one reason tuple per benchmark): at 100,000 pairs the planner
+    then walks a few lists instead of building a tuple key and a reason per pair."""
     all_models = sorted(catalog.by_identifier("models"))
     all_benchmarks = sorted(catalog.by_identifier("benchmarks"))
     for wanted, known, kind in ((models, all_models, "model"), (benchmarks, all_benchmarks, "benchmark")):
@@ -131,20 +139,25 @@ def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None =
     if models or benchmarks:
         only_m, only_b = set(models or all_models), set(benchmarks or all_benchmarks)
         if not m_why and not b_why:  # filters alone: score exactly what they name
-            return {(m, b): ("requested",) for m in all_models if m in only_m for b in all_benchmarks if b in only_b}
+            requested = ("requested",)
+            row = [(b, requested) for b in all_benchmarks if b in only_b]
+            return [(m, row) for m in all_models if m in only_m] if row else []
         all_models = [m for m in all_models if m in only_m]
         all_benchmarks = [b for b in all_benchmarks if b in only_b]
-    touched_benchmarks = [b for b in all_benchmarks if b in b_why]
-    reasons: dict[tuple[str, str], tuple[str, ...]] = {}
+    touched = [(b, b_why[b]) for b in all_benchmarks if b in b_why]
+    by_reason: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]] = {}
+    rows: list[tuple[str, list[tuple[str, tuple[str, ...]]]]] = []
     for m in all_models:
         mw = m_why.get(m)
         if mw:
-            for b in all_benchmarks:
-                reasons[(m, b)] = mw + b_why.get(b, ())
-        else:
-            for b in touched_benchmarks:
-                reasons[(m, b)] = b_why[b]
-    return reasons
+            row = by_reason.get(mw)
+            if row is None:
+                row = by_reason[mw] = [(b, mw + b_why.get(b, ())) for b in all_benchmarks]
+            if row:
+                rows.append((m, row))
+        elif touched:
+            rows.append((m, touched))
+    return rows
 
 
 @contextmanager
@@ -284,63 +297,86 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                   visible[p.key], dynamic[p.key]) for m, p in model_plugins.items()}
     b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
                   visible[p.key], dynamic[p.key]) for b, p in bench_plugins.items()}
-    locks: dict[tuple[tuple[str, ...], tuple[str, ...]], Lock | str] = {}
-    candidates = candidate_pairs(change, catalog, models, benchmarks)
+    rows = candidate_rows(change, catalog, models, benchmarks)
+    # Each plugin's requirement set as a small number, so that the per-pair steps hash ints, not tuples.
+    req_id: dict[tuple[str, ...], int] = {}
+    m_req = {m: req_id.setdefault(info[3], len(req_id)) for m, info in m_info.items()}
+    b_req = {b: req_id.setdefault(info[3], len(req_id)) for b, info in b_info.items()}
+    reqs_of = list(req_id)
+    any_conda = backend == "conda" or any(i[4] for i in m_info.values()) or any(i[4] for i in b_info.values())
 
     def wants_conda(m: str, b: str) -> bool:
         return backend == "conda" or m_info[m][4] or b_info[b][4]
 
-    combos = {(m_info[m][3], b_info[b][3]) for m, b in candidates if not wants_conda(m, b)}
-    needed = {tuple(sorted(set(m_reqs) | set(b_reqs))) for m_reqs, b_reqs in combos}  # per distinct pair of sets
-    solved = solve_all(sorted(needed), locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
-                       url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
+    if any_conda:
+        combos = {(m_req[m], b_req[b]) for m, row in rows for b, _ in row if not wants_conda(m, b)}
+    else:  # rows are shared between models: each row's requirement sets once
+        row_reqs: dict[int, set[int]] = {}
+        for _, row in rows:
+            if id(row) not in row_reqs:
+                row_reqs[id(row)] = {b_req[b] for b, _ in row}
+        combos = {(m_req[m], bq) for m, row in rows for bq in row_reqs[id(row)]}
+    union = {combo: tuple(sorted(set(reqs_of[combo[0]]) | set(reqs_of[combo[1]]))) for combo in combos}
+    solved = solve_all(sorted(set(union.values())), locks_dir=locks_dir, uv=uv, python_version=python_version,
+                       backend=backend, url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
                        failed_solves=failed_solves)
+    locks: dict[int, dict[int, Lock | str]] = {}  # model's set -> benchmark's set -> the lock of their union
+    for (mq, bq), reqs in union.items():
+        locks.setdefault(mq, {})[bq] = solved[reqs]
     # conda pairs: one request per distinct (model facts, benchmark facts, pip set), each solved once
     requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str] = {}
     conda_of: dict[tuple[str, str], str] = {}
-    for m, b in candidates:
-        mk, bk = model_plugins[m].key, bench_plugins[b].key
-        if wants_conda(m, b):
-            reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
-            memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
-            if memo not in requests:
-                requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs, python_version,
-                                               conda_channels, url_schemes)
+    for m, row in (rows if any_conda else ()):
+        for b, _ in row:
+            mk, bk = model_plugins[m].key, bench_plugins[b].key
+            if wants_conda(m, b):
+                reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
+                memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
+                if memo not in requests:
+                    requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs,
+                                                   python_version, conda_channels, url_schemes)
     conda_locks = solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
                                   rattler_python=rattler_python, uv=uv, workers=lock_workers, progress=progress,
                                   jail=jail)
     pairs: list[PlannedPair] = []
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
-    for (m, b), why in candidates.items():
-        m_name, m_hash, m_owner, m_reqs, m_conda, m_visible, m_dynamic = m_info[m]
-        b_name, b_hash, b_owner, b_reqs, b_conda, b_visible, b_dynamic = b_info[b]
-        if (m, b) in conda_of:
-            lock = conda_locks[conda_of[(m, b)]]
-        else:
-            lock = locks.get((m_reqs, b_reqs))
-        if lock is None:
-            lock = locks[(m_reqs, b_reqs)] = solved[tuple(sorted(set(m_reqs) | set(b_reqs)))]
-        if isinstance(lock, str):
-            # who hears about an environment that cannot be built: the owners of what the change touched
-            # (a new model's unsolvable requirements are its submitter's news, not every benchmark owner's)
-            mo = m_owner if change.base is None or m_name in changed_models else ""
-            bo = b_owner if change.base is None or b_name in changed_benchmarks else ""
-            if not (mo or bo):
-                mo, bo = m_owner, b_owner
-            plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
-                                               pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
-            continue
-        in_job = m_dynamic + b_dynamic
-        pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
-                                 pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
-                                 tuple(dict.fromkeys(in_job)) if in_job else (), model_folders=m_visible))
-        bp = bench_plugins[b]
-        pairs[-1].benchmark_parent, pairs[-1].benchmark_version = bp.parents.get(b), bp.versions.get(b)
-        pairs[-1].parent_note = bp.parent_problems.get(b)
-    done = set() if force else scored([p.key for p in pairs])
-    for pair in pairs:
-        (plan.already_scored if pair.key in done else plan.to_run).append(pair)
+    # each benchmark's facts, the leaderboard tree's among them, looked up once, not once per pair
+    b_rows = {b: (name, code_hash, owner, b_visible, b_dynamic, bench_plugins[b].parents.get(b),
+                  bench_plugins[b].versions.get(b), bench_plugins[b].parent_problems.get(b), b_req[b])
+              for b, (name, code_hash, owner, _, _, b_visible, b_dynamic) in b_info.items()}
+    facts: dict[int, list[tuple]] = {}  # per shared row: each benchmark with its facts, unpacked in the loop
+    for m, row in rows:
+        m_name, m_hash, m_owner, _, _, m_visible, m_dynamic = m_info[m]
+        m_locks = locks.get(m_req[m], {})
+        row_facts = facts.get(id(row))
+        if row_facts is None:
+            row_facts = facts[id(row)] = [(b, why, *b_rows[b]) for b, why in row]
+        for b, why, b_name, b_hash, b_owner, b_visible, b_dynamic, parent, version, note, bq in row_facts:
+            lock = conda_locks[conda_of[(m, b)]] if conda_of and (m, b) in conda_of else m_locks[bq]
+            if isinstance(lock, str):
+                # who hears about an environment that cannot be built: the owners of what the change touched
+                # (a new model's unsolvable requirements are its submitter's news, not every benchmark owner's)
+                mo = m_owner if change.base is None or m_name in changed_models else ""
+                bo = b_owner if change.base is None or b_name in changed_benchmarks else ""
+                if not (mo or bo):
+                    mo, bo = m_owner, b_owner
+                plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
+                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
+                continue
+            in_job = m_dynamic + b_dynamic
+            pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
+                                     pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
+                                     tuple(dict.fromkeys(in_job)) if in_job else (), parent, version, note, "", "",
+                                     m_visible))
+    keys = [pair.key for pair in pairs]
+    done = set() if force else scored(keys)
+    if done:
+        to_run, already = plan.to_run, plan.already_scored
+        for pair in pairs:
+            (already if pair.key in done else to_run).append(pair)
+    else:
+        plan.to_run = pairs
     if in_flight is not None and not force and plan.to_run:
         # a pair another run is still scoring is not submitted twice (a coordinator restarted after a crash)
         plan.in_flight = in_flight([p.key for p in plan.to_run])

@@ -79,11 +79,24 @@ class Watcher:
         self._index = SpoolIndex(bundle.spool_dir)
         self._announced: set[str] = set()  # named in the spool's index, not yet ingested
         self._missing: set[str] = set()  # what the current `wait` still expects
+        self._by_task: tuple[int, int, dict[int, list[str]]] | None = None  # (tasks list id, length, task -> keys)
 
     def forget(self, key: str) -> None:
         """A pair runs again (an escalation): its next result is new, to be ingested (the worker announces it
         in the spool's index again)."""
         self._ingested.discard(f"{key}.json")
+
+    def keys_by_task(self) -> dict[int, list[str]]:
+        """Each array task's pair keys, built once per version of the manifest's task list (an escalation appends
+        tasks), not at every poll: a run of 10,000 pairs would otherwise walk all of them each time a task
+        starts."""
+        tasks = self.bundle.manifest.tasks
+        if self._by_task is None or self._by_task[:2] != (id(tasks), len(tasks)):
+            by_task: dict[int, list[str]] = {}
+            for key, index in self.bundle.task_of().items():
+                by_task.setdefault(index, []).append(key)
+            self._by_task = (id(tasks), len(tasks), by_task)
+        return self._by_task[2]
 
     def stats(self) -> dict[str, int]:
         return {"poll_cycles": self.poll_cycles, **self.executor.stats()}
@@ -99,9 +112,7 @@ class Watcher:
         started = [i for i, s in states.items() if s.state == "RUNNING" and (job_id, i) not in self._running]
         if not started:
             return
-        by_task: dict[int, list[str]] = {}
-        for key, index in self.bundle.task_of().items():
-            by_task.setdefault(index, []).append(key)
+        by_task = self.keys_by_task()
         try:
             for index in started:
                 ledger.running(self.db, self.bundle.run_id, by_task.get(index, []), states[index].node)
@@ -159,9 +170,7 @@ class Watcher:
         each retry is recorded (job id, attempt) in the ledger. A plugin's own failure is never retried."""
         if not self.executor.can_resubmit:
             return states
-        by_task: dict[int, list[str]] = {}
-        for key, index in self.bundle.task_of().items():
-            by_task.setdefault(index, []).append(key)
+        by_task = self.keys_by_task()
         for attempt in range(2, max_retries + 2):
             done = {p.stem for p in self.bundle.spool_dir.glob("*.json")}
             retry = [i for i, s in states.items() if s.state in RETRYABLE and not set(by_task.get(i, [])) <= done]
