@@ -19,7 +19,7 @@ from db.history import forced_replacements, link_successors
 from db.models import BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, User
 from db.upsert import copy_new_rows, insert_many
 
-BATCH = 20_000  # results per transaction and per COPY (pipeline.ingest reads the spool in batches of this)
+BATCH = 20_000  # results per transaction and per COPY (pipeline.stages.ingest reads the spool in batches of this)
 SQLITE_BATCH = 2000  # SQLite's path binds every key of a batch: its batches stay small
 
 
