@@ -317,6 +317,12 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     assert [(p.model, p.benchmark, p.key, p.lock) for p in plan.cannot_run] == [
         ("bad", b, key("bad", b, "unsolved"), None) for b in ("b1", "b2")]
     assert all("-e ./local" in p.problem for p in plan.cannot_run)
+    bad = plan.cannot_run[0]
+    assert (bad.model_plugin, bad.benchmark_plugin, bad.model_code_hash, bad.benchmark_code_hash, bad.reasons,
+            bad.model_owner, bad.benchmark_owner) == ("bad", "b1", hashes["bad"], hashes["b1"],
+                                                      ("every model (--all)", "every benchmark (--all)"),
+                                                      "bad@example.org", "b1@example.org")
+    assert (plan.commit, plan.domain_root) == ("c" * 40, "dom")
     first, second = plan.to_run[0], plan.to_run[1]  # m2 x b1, m2 x b2
     assert (first.model_plugin, first.benchmark_plugin, first.model_owner, first.benchmark_owner) == \
         ("m2", "b1", "m2@example.org", "b1@example.org")
@@ -392,6 +398,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
                     cannot_run=[planned("k9", problem="does not solve")])
         assert ledger.open_run(db, "run-a", plan, INFO) == {}
         run = run_row(db, "run-a")
+        assert run.run_dir == "" and run.ended_at is None
         assert (run.status, run.repo, run.base_commit, run.head_commit, run.domain, run.executor, run.jenkins_build,
                 run.build_url, run.sandbox) == ("PENDING", "r", "b" * 40, "h" * 40, "dom", "local", "7",
                                                  "http://ci/7", "bwrap")
@@ -577,3 +584,25 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
         == (["b1"], [], ["b2"])
     assert narrow.commit == plan.commit and len(plan.cannot_run) == 2  # the plan itself is unchanged
     assert plan.only({("m1", "b2")}).already_scored == [] and len(plan.only({("m1", "b2")}).to_run) == 1
+
+
+def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
+    cat = catalog({"m": {"requirements": ["numpy==1.0"]}, "g": {"requirements": ["pkg @ git+https://example.org/r"]}},
+                  {"b_uv": {}, "b_conda": {"conda_specs": ["scipy"]}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    steps: list[tuple[int, int]] = []
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=lambda keys: set(),
+                  conda_backend="none-here", lock_workers=2, progress=lambda i, n: steps.append((i, n)))
+    plan = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
+                     url_schemes=(), **common)
+    assert [(p.model, p.benchmark) for p in plan.to_run] == [("m", "b_uv")]  # uv, its cached lock
+    why = {(p.model, p.benchmark): p.problem for p in plan.cannot_run}
+    assert set(why) == {("g", "b_uv"), ("g", "b_conda"), ("m", "b_conda")}
+    assert "conda backend must be one of" in why[("m", "b_conda")]  # conda: the (unknown) conda backend's
+    assert "git+https" in why[("g", "b_uv")] and "git+https" in why[("g", "b_conda")]  # no URL scheme allowed
+    assert steps == [(1, 2), (2, 2), (1, 2), (2, 2)]  # the uv sets, then the conda requests
+    every = make_plan(change(base=None, models=("m",), benchmarks=("b_uv",)), cat, backend="conda", **common)
+    assert every.to_run == [] and "conda backend must be one of" in every.cannot_run[0].problem
+    narrowed = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
+                         models=["m"], benchmarks=["b_uv"], **common)
+    assert [(p.model, p.benchmark) for p in narrowed.to_run + narrowed.cannot_run] == [("m", "b_uv")]
