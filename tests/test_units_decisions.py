@@ -414,9 +414,12 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         other = Plan("c" * 40, "dom", to_run=[planned("k2"), planned("k4")])  # k2 is run-a's: not claimed twice
         assert ledger.open_run(db, "run-b", other, INFO) == {"k2": "run-a"}
         assert set(jobs(db, "run-b")) == {"k4"}
-        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1")]), INFO,
-                                   state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
+        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k3")]),
+                                   INFO, state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
         assert rendered == {} and jobs(db, "run-r")["k1"].state == "RENDERED"
+        # a bystander: another run's open pair, which no transition of run-a may touch
+        assert ledger.open_run(db, "run-x", Plan("c" * 40, "dom", to_run=[planned("kx")]), INFO) == {}
+        ledger.submitted(db, "run-x", "JX")
         ledger.drop_run(db, "run-b")
         assert run_row(db, "run-b") is None and jobs(db, "run-b") == {}
 
@@ -446,7 +449,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert (rows["k3"].state, rows["k3"].slurm_job_id, rows["k3"].attempt) == ("PENDING", "J2", 2)
         assert (rows["k1"].attempt, rows["k1"].slurm_job_id) == (1, "J1")
         assert ledger.open_job_ids(db, "run-a") == {"J1", "J2"}
-        assert [r.id for r in ledger.open_runs(db)] == ["run-a"]
+        assert [r.id for r in ledger.open_runs(db)] == ["run-a", "run-x"]
 
         (bundle.log_dir).mkdir(parents=True)
         (bundle.log_dir / "task-1.out").write_text("line one\nkilled: out of memory\n")
@@ -470,6 +473,12 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert ledger.unfinished_pairs(db, "run-a") == [("m", "b-k1"), ("m", "b-k3"), ("m", "b-k9")]
         assert ledger.reconciled(db, "run-a") is True and run_row(db, "run-a").status == "RECONCILED"
         assert ledger.reconciled(db, "run-a") is False  # once
+        bystander, rendered_rows = jobs(db, "run-x")["kx"], jobs(db, "run-r")
+        assert (bystander.state, bystander.slurm_job_id, bystander.attempt, bystander.array_index,
+                bystander.reason) == ("PENDING", "JX", 1, None, None)
+        assert [(j.state, j.attempt, j.array_index, j.slurm_job_id) for j in rendered_rows.values()] == \
+            [("RENDERED", 1, None, None)] * 2
+        assert ledger.get_run(db, "run-a").id == "run-a"
 
         done, pairs = ledger.finish(db, "run-a", "build-7")
         assert done.status == RunStatus.COMPLETED_WITH_FAILURES and done.ended_at is not None and len(pairs) == 4
@@ -477,6 +486,12 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             heard = {email: (status, build) for email, status, build in s.execute(
                 _select(User.email, Submission.status, Submission.jenkins_build)
                 .join(Submission, Submission.user_id == User.id).where(Submission.run_id == "run-a"))}
+        with db.sessions() as s:
+            names = set(s.scalars(_select(User.display_name)))
+            times = set(s.execute(_select(Submission.created_at, Submission.ended_at)
+                                  .where(Submission.run_id == "run-a")))
+        assert names == {""} and times == {(run_row(db, "run-a").created_at, t[1]) for t in times}
+        assert all(t[1] is not None for t in times)
         assert heard == {"b@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
                          "m@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
                          "n@example.org": ("COMPLETED", "build-7")}  # n's only pair completed
@@ -485,24 +500,27 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             assert set(s.scalars(_select(Submission.status).where(Submission.run_id == "run-a"))) == {
                 "CANCELLED", "COMPLETED"}  # one row per submitter, updated
 
-        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6")]), INFO) == {}
+        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6"),
+                                                                          planned("k4")]), INFO) == {}
         with db.sessions() as s, s.begin():
             s.get(Job, jobs(db, "run-c")["k6"].id).state = State.COMPLETED
-        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 1
+        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 2
         rows = jobs(db, "run-c")
-        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state) == \
-            ("CANCELLED", "cancelled by an admin", "COMPLETED")
+        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state, rows["k4"].state) == \
+            ("CANCELLED", "cancelled by an admin", "COMPLETED", "CANCELLED")
         assert run_row(db, "run-c").status == "CANCELLED" and ledger.get_run(db, "nope") is None
         assert ledger.finish(db, "run-c", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
-        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k7")]), INFO)
+        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k7")]), INFO)
         assert ledger.reconciled(db, "run-d") is False  # a pair still open
         ledger.close_unfinished(db, Bundle("run-d", tmp_path / "d", tmp_path / "j", tmp_path / "m", manifest,
-                                           "local"), {}, cancelled="run cancelled")
-        assert (jobs(db, "run-d")["k7"].state, jobs(db, "run-d")["k7"].reason) == ("CANCELLED", "run cancelled")
-        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8")]), INFO)
+                                           "local"), {0: TaskState(0, State.RUNNING)}, cancelled="run cancelled")
+        assert {k: (j.state, j.reason) for k, j in jobs(db, "run-d").items()} == {
+            "k1": ("CANCELLED", "run cancelled"), "k7": ("CANCELLED", "run cancelled")}  # running, or unknown
+        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8"), planned("k11")]), INFO)
         assert ledger.close_unfinished(db, Bundle("run-e", tmp_path / "e", tmp_path / "j", tmp_path / "m",
-                                                  manifest, "local"), {}) == {"LOST": 1}
+                                                  manifest, "local"), {}) == {"LOST": 2}
         assert jobs(db, "run-e")["k8"].reason == "the executor has no record of its task"
+        assert jobs(db, "run-x")["kx"].state == "PENDING"  # still the bystander's
         assert ledger.finish(db, "run-e", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
         ok = Plan("c" * 40, "dom", to_run=[planned("k10")])
         ledger.open_run(db, "run-f", ok, INFO)
