@@ -411,6 +411,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert (rows["k9"].stage, rows["k9"].reason) == ("env_build", "does not solve")
         assert rows["k9"].started_at is not None and rows["k9"].ended_at is not None and rows["k1"].ended_at is None
 
+        ledger.open_run(db, "run-z", Plan("c" * 40, "dom", cannot_run=[planned("k2", problem="x")]), INFO)
         other = Plan("c" * 40, "dom", to_run=[planned("k2"), planned("k4")])  # k2 is run-a's: not claimed twice
         assert ledger.open_run(db, "run-b", other, INFO) == {"k2": "run-a"}
         assert set(jobs(db, "run-b")) == {"k4"}
@@ -462,6 +463,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             ("OUT_OF_MEMORY", "array task 1 ended as OUT_OF_MEMORY", 1)
         assert rows["k3"].log_path == str(bundle.log_dir / "task-1.out") and "out of memory" in rows["k3"].log_tail
         assert rows["k3"].ended_at is not None
+        assert ledger.open_job_ids(db, "run-a") == {"J1"}  # k3 (J2) is closed now
 
         with db.sessions() as s, s.begin():  # k2's result arrived (ingest's write)
             s.get(Job, rows["k2"].id).state = State.COMPLETED
@@ -521,6 +523,9 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
                                                   manifest, "local"), {}) == {"LOST": 2}
         assert jobs(db, "run-e")["k8"].reason == "the executor has no record of its task"
         assert jobs(db, "run-x")["kx"].state == "PENDING"  # still the bystander's
+        ledger.open_run(db, "run-g", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k2")]), INFO)
+        assert ledger.close_unfinished(db, Bundle("run-g", tmp_path / "g", tmp_path / "j", tmp_path / "m", manifest,
+                                                  "local"), {0: TaskState(0, State.RUNNING)}) == {"RUNNING": 2}
         assert ledger.finish(db, "run-e", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
         ok = Plan("c" * 40, "dom", to_run=[planned("k10")])
         ledger.open_run(db, "run-f", ok, INFO)
@@ -619,7 +624,11 @@ def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
     assert "conda backend must be one of" in why[("m", "b_conda")]  # conda: the (unknown) conda backend's
     assert "git+https" in why[("g", "b_uv")] and "git+https" in why[("g", "b_conda")]  # no URL scheme allowed
     assert steps == [(1, 2), (2, 2), (1, 2), (2, 2)]  # the uv sets, then the conda requests
-    every = make_plan(change(base=None, models=("m",), benchmarks=("b_uv",)), cat, backend="conda", **common)
+    specs_only = catalog({"mc": {"conda_specs": ["numpy"]}}, {"b_uv": {}})  # a model's specs, no channel: conda
+    model_conda = make_plan(change(base=None, models=("mc",), benchmarks=("b_uv",)), specs_only, **common)
+    assert model_conda.to_run == [] and "conda backend must be one of" in model_conda.cannot_run[0].problem
+    plain = catalog({"m": {"requirements": ["numpy==1.0"]}}, {"b_uv": {}})  # nothing declares conda
+    every = make_plan(change(base=None, models=("m",), benchmarks=("b_uv",)), plain, backend="conda", **common)
     assert every.to_run == [] and "conda backend must be one of" in every.cannot_run[0].problem
     narrowed = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
                          models=["m"], benchmarks=["b_uv"], **common)
