@@ -633,3 +633,23 @@ def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
     narrowed = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
                          models=["m"], benchmarks=["b_uv"], **common)
     assert [(p.model, p.benchmark) for p in narrowed.to_run + narrowed.cannot_run] == [("m", "b_uv")]
+
+
+def test_read_score_names_which_number_is_wrong_and_keeps_the_exact_bounds():
+    def reason(value, ceiling=None) -> str:  # noqa: ANN001
+        with pytest.raises(StageError) as refused:
+            read_score(value, benchmark_ceiling=ceiling)
+        assert refused.value.stage == "score"
+        return refused.value.reason
+
+    assert reason(float("nan")) == "the score the benchmark returned is nan, not a finite number"
+    assert reason(True) == "the score the benchmark returned is bool 'True', not a number"
+    assert reason(Score(0.5, raw="r" * 100)) == f"the score's attrs['raw'] is str {'r' * 80!r}, not a number"
+    assert reason(Score(0.5, raw=float("-inf"))) == "the score's attrs['raw'] is -inf, not a finite number"
+    assert reason(0.5, float("inf")) == "the benchmark ceiling is inf, not a finite number"
+    assert reason(Score(0.5, ceiling="c")) == "the benchmark ceiling is str 'c', not a number"
+    assert reason("s" * 100) == f"benchmark returned str {'s' * 80!r}, not a number or a Score"
+    assert read_score(-1e-9)["score_ceiled"] == 0.0 and read_score(1 + 1e-9)["score_ceiled"] == 1.0  # inclusive
+    for bad_error in ("bad", float("nan"), True):  # an error bar is informative: a bad one is dropped
+        assert read_score(Score(0.5, error=bad_error))["error"] is None
+    assert read_score(Score(0.5, raw=0.25))["raw_values"] is None  # a scalar raw has no values to keep
