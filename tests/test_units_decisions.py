@@ -319,6 +319,12 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     assert [(p.model, p.benchmark, p.key, p.lock) for p in plan.cannot_run] == [
         ("bad", b, key("bad", b, "unsolved"), None) for b in ("b1", "b2")]
     assert all("-e ./local" in p.problem for p in plan.cannot_run)
+    bad = plan.cannot_run[0]
+    assert (bad.model_plugin, bad.benchmark_plugin, bad.model_code_hash, bad.benchmark_code_hash, bad.reasons,
+            bad.model_owner, bad.benchmark_owner) == ("bad", "b1", hashes["bad"], hashes["b1"],
+                                                      ("every model (--all)", "every benchmark (--all)"),
+                                                      "bad@example.org", "b1@example.org")
+    assert (plan.commit, plan.domain_root) == ("c" * 40, "dom")
     first, second = plan.to_run[0], plan.to_run[1]  # m2 x b1, m2 x b2
     assert (first.model_plugin, first.benchmark_plugin, first.model_owner, first.benchmark_owner) == \
         ("m2", "b1", "m2@example.org", "b1@example.org")
@@ -394,6 +400,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
                     cannot_run=[planned("k9", problem="does not solve")])
         assert ledger.open_run(db, "run-a", plan, INFO) == {}
         run = run_row(db, "run-a")
+        assert run.run_dir == "" and run.ended_at is None
         assert (run.status, run.repo, run.base_commit, run.head_commit, run.domain, run.executor, run.jenkins_build,
                 run.build_url, run.sandbox) == ("PENDING", "r", "b" * 40, "h" * 40, "dom", "local", "7",
                                                  "http://ci/7", "bwrap")
@@ -406,12 +413,16 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert (rows["k9"].stage, rows["k9"].reason) == ("env_build", "does not solve")
         assert rows["k9"].started_at is not None and rows["k9"].ended_at is not None and rows["k1"].ended_at is None
 
+        ledger.open_run(db, "run-z", Plan("c" * 40, "dom", cannot_run=[planned("k2", problem="x")]), INFO)
         other = Plan("c" * 40, "dom", to_run=[planned("k2"), planned("k4")])  # k2 is run-a's: not claimed twice
         assert ledger.open_run(db, "run-b", other, INFO) == {"k2": "run-a"}
         assert set(jobs(db, "run-b")) == {"k4"}
-        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1")]), INFO,
-                                   state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
+        rendered = ledger.open_run(db, "run-r", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k3")]),
+                                   INFO, state=State.RENDERED)  # a hand-submitted bundle records, claims nothing
         assert rendered == {} and jobs(db, "run-r")["k1"].state == "RENDERED"
+        # a bystander: another run's open pair, which no transition of run-a may touch
+        assert ledger.open_run(db, "run-x", Plan("c" * 40, "dom", to_run=[planned("kx")]), INFO) == {}
+        ledger.submitted(db, "run-x", "JX")
         ledger.drop_run(db, "run-b")
         assert run_row(db, "run-b") is None and jobs(db, "run-b") == {}
 
@@ -441,7 +452,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert (rows["k3"].state, rows["k3"].slurm_job_id, rows["k3"].attempt) == ("PENDING", "J2", 2)
         assert (rows["k1"].attempt, rows["k1"].slurm_job_id) == (1, "J1")
         assert ledger.open_job_ids(db, "run-a") == {"J1", "J2"}
-        assert [r.id for r in ledger.open_runs(db)] == ["run-a"]
+        assert [r.id for r in ledger.open_runs(db)] == ["run-a", "run-x"]
 
         (bundle.log_dir).mkdir(parents=True)
         (bundle.log_dir / "task-1.out").write_text("line one\nkilled: out of memory\n")
@@ -454,6 +465,7 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             ("OUT_OF_MEMORY", "array task 1 ended as OUT_OF_MEMORY", 1)
         assert rows["k3"].log_path == str(bundle.log_dir / "task-1.out") and "out of memory" in rows["k3"].log_tail
         assert rows["k3"].ended_at is not None
+        assert ledger.open_job_ids(db, "run-a") == {"J1"}  # k3 (J2) is closed now
 
         with db.sessions() as s, s.begin():  # k2's result arrived (ingest's write)
             s.get(Job, rows["k2"].id).state = State.COMPLETED
@@ -465,6 +477,12 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         assert ledger.unfinished_pairs(db, "run-a") == [("m", "b-k1"), ("m", "b-k3"), ("m", "b-k9")]
         assert ledger.reconciled(db, "run-a") is True and run_row(db, "run-a").status == "RECONCILED"
         assert ledger.reconciled(db, "run-a") is False  # once
+        bystander, rendered_rows = jobs(db, "run-x")["kx"], jobs(db, "run-r")
+        assert (bystander.state, bystander.slurm_job_id, bystander.attempt, bystander.array_index,
+                bystander.reason) == ("PENDING", "JX", 1, None, None)
+        assert [(j.state, j.attempt, j.array_index, j.slurm_job_id) for j in rendered_rows.values()] == \
+            [("RENDERED", 1, None, None)] * 2
+        assert ledger.get_run(db, "run-a").id == "run-a"
 
         done, pairs = ledger.finish(db, "run-a", "build-7")
         assert done.status == RunStatus.COMPLETED_WITH_FAILURES and done.ended_at is not None and len(pairs) == 4
@@ -472,6 +490,12 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             heard = {email: (status, build) for email, status, build in s.execute(
                 _select(User.email, Submission.status, Submission.jenkins_build)
                 .join(Submission, Submission.user_id == User.id).where(Submission.run_id == "run-a"))}
+        with db.sessions() as s:
+            names = set(s.scalars(_select(User.display_name)))
+            times = set(s.execute(_select(Submission.created_at, Submission.ended_at)
+                                  .where(Submission.run_id == "run-a")))
+        assert names == {""} and times == {(run_row(db, "run-a").created_at, t[1]) for t in times}
+        assert all(t[1] is not None for t in times)
         assert heard == {"b@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
                          "m@example.org": ("COMPLETED_WITH_FAILURES", "build-7"),
                          "n@example.org": ("COMPLETED", "build-7")}  # n's only pair completed
@@ -480,24 +504,30 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
             assert set(s.scalars(_select(Submission.status).where(Submission.run_id == "run-a"))) == {
                 "CANCELLED", "COMPLETED"}  # one row per submitter, updated
 
-        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6")]), INFO) == {}
+        assert ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned("k5"), planned("k6"),
+                                                                          planned("k4")]), INFO) == {}
         with db.sessions() as s, s.begin():
             s.get(Job, jobs(db, "run-c")["k6"].id).state = State.COMPLETED
-        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 1
+        assert ledger.cancelled(db, "run-c", "cancelled by an admin") == 2
         rows = jobs(db, "run-c")
-        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state) == \
-            ("CANCELLED", "cancelled by an admin", "COMPLETED")
+        assert (rows["k5"].state, rows["k5"].reason, rows["k6"].state, rows["k4"].state) == \
+            ("CANCELLED", "cancelled by an admin", "COMPLETED", "CANCELLED")
         assert run_row(db, "run-c").status == "CANCELLED" and ledger.get_run(db, "nope") is None
         assert ledger.finish(db, "run-c", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
-        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k7")]), INFO)
+        ledger.open_run(db, "run-d", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k7")]), INFO)
         assert ledger.reconciled(db, "run-d") is False  # a pair still open
         ledger.close_unfinished(db, Bundle("run-d", tmp_path / "d", tmp_path / "j", tmp_path / "m", manifest,
-                                           "local"), {}, cancelled="run cancelled")
-        assert (jobs(db, "run-d")["k7"].state, jobs(db, "run-d")["k7"].reason) == ("CANCELLED", "run cancelled")
-        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8")]), INFO)
+                                           "local"), {0: TaskState(0, State.RUNNING)}, cancelled="run cancelled")
+        assert {k: (j.state, j.reason) for k, j in jobs(db, "run-d").items()} == {
+            "k1": ("CANCELLED", "run cancelled"), "k7": ("CANCELLED", "run cancelled")}  # running, or unknown
+        ledger.open_run(db, "run-e", Plan("c" * 40, "dom", to_run=[planned("k8"), planned("k11")]), INFO)
         assert ledger.close_unfinished(db, Bundle("run-e", tmp_path / "e", tmp_path / "j", tmp_path / "m",
-                                                  manifest, "local"), {}) == {"LOST": 1}
+                                                  manifest, "local"), {}) == {"LOST": 2}
         assert jobs(db, "run-e")["k8"].reason == "the executor has no record of its task"
+        assert jobs(db, "run-x")["kx"].state == "PENDING"  # still the bystander's
+        ledger.open_run(db, "run-g", Plan("c" * 40, "dom", to_run=[planned("k1"), planned("k2")]), INFO)
+        assert ledger.close_unfinished(db, Bundle("run-g", tmp_path / "g", tmp_path / "j", tmp_path / "m", manifest,
+                                                  "local"), {0: TaskState(0, State.RUNNING)}) == {"RUNNING": 2}
         assert ledger.finish(db, "run-e", None)[0].status == RunStatus.COMPLETED_WITH_FAILURES
         ok = Plan("c" * 40, "dom", to_run=[planned("k10")])
         ledger.open_run(db, "run-f", ok, INFO)
@@ -579,3 +609,49 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
         == (["b1"], [], ["b2"])
     assert narrow.commit == plan.commit and len(plan.cannot_run) == 2  # the plan itself is unchanged
     assert plan.only({("m1", "b2")}).already_scored == [] and len(plan.only({("m1", "b2")}).to_run) == 1
+
+
+def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
+    cat = catalog({"m": {"requirements": ["numpy==1.0"]}, "g": {"requirements": ["pkg @ git+https://example.org/r"]}},
+                  {"b_uv": {}, "b_conda": {"conda_specs": ["scipy"]}})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    steps: list[tuple[int, int]] = []
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=lambda keys: set(),
+                  conda_backend="none-here", lock_workers=2, progress=lambda i, n: steps.append((i, n)))
+    plan = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
+                     url_schemes=(), **common)
+    assert [(p.model, p.benchmark) for p in plan.to_run] == [("m", "b_uv")]  # uv, its cached lock
+    why = {(p.model, p.benchmark): p.problem for p in plan.cannot_run}
+    assert set(why) == {("g", "b_uv"), ("g", "b_conda"), ("m", "b_conda")}
+    assert "conda backend must be one of" in why[("m", "b_conda")]  # conda: the (unknown) conda backend's
+    assert "git+https" in why[("g", "b_uv")] and "git+https" in why[("g", "b_conda")]  # no URL scheme allowed
+    assert steps == [(1, 2), (2, 2), (1, 2), (2, 2)]  # the uv sets, then the conda requests
+    specs_only = catalog({"mc": {"conda_specs": ["numpy"]}}, {"b_uv": {}})  # a model's specs, no channel: conda
+    model_conda = make_plan(change(base=None, models=("mc",), benchmarks=("b_uv",)), specs_only, **common)
+    assert model_conda.to_run == [] and "conda backend must be one of" in model_conda.cannot_run[0].problem
+    plain = catalog({"m": {"requirements": ["numpy==1.0"]}}, {"b_uv": {}})  # nothing declares conda
+    every = make_plan(change(base=None, models=("m",), benchmarks=("b_uv",)), plain, backend="conda", **common)
+    assert every.to_run == [] and "conda backend must be one of" in every.cannot_run[0].problem
+    narrowed = make_plan(change(base=None, models=("m", "g"), benchmarks=("b_uv", "b_conda")), cat,
+                         models=["m"], benchmarks=["b_uv"], **common)
+    assert [(p.model, p.benchmark) for p in narrowed.to_run + narrowed.cannot_run] == [("m", "b_uv")]
+
+
+def test_read_score_names_which_number_is_wrong_and_keeps_the_exact_bounds():
+    def reason(value, ceiling=None) -> str:  # noqa: ANN001
+        with pytest.raises(StageError) as refused:
+            read_score(value, benchmark_ceiling=ceiling)
+        assert refused.value.stage == "score"
+        return refused.value.reason
+
+    assert reason(float("nan")) == "the score the benchmark returned is nan, not a finite number"
+    assert reason(True) == "the score the benchmark returned is bool 'True', not a number"
+    assert reason(Score(0.5, raw="r" * 100)) == f"the score's attrs['raw'] is str {'r' * 80!r}, not a number"
+    assert reason(Score(0.5, raw=float("-inf"))) == "the score's attrs['raw'] is -inf, not a finite number"
+    assert reason(0.5, float("inf")) == "the benchmark ceiling is inf, not a finite number"
+    assert reason(Score(0.5, ceiling="c")) == "the benchmark ceiling is str 'c', not a number"
+    assert reason("s" * 100) == f"benchmark returned str {'s' * 80!r}, not a number or a Score"
+    assert read_score(-1e-9)["score_ceiled"] == 0.0 and read_score(1 + 1e-9)["score_ceiled"] == 1.0  # inclusive
+    for bad_error in ("bad", float("nan"), True):  # an error bar is informative: a bad one is dropped
+        assert read_score(Score(0.5, error=bad_error))["error"] is None
+    assert read_score(Score(0.5, raw=0.25))["raw_values"] is None  # a scalar raw has no values to keep
