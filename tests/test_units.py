@@ -9,6 +9,7 @@ the diff in git.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,22 @@ def test_seccomp_filter_refuses_each_call_with_eperm(tmp_path):
     os.close(fd)
     for arch in (0xC000003E, 0xC00000B7):  # AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64
         assert arch.to_bytes(4, "little") in program, hex(arch)
+
+
+def test_a_pairs_processes_take_only_the_options_the_worker_writes():
+    """`job.flags.read_flags` (the options of `score_pair` and `boundary serve-model`, read without argparse):
+    typed values and defaults; an unknown, repeated, missing or ill-typed option, or a value without its name, is
+    refused with what is wrong, never guessed."""
+    from pipeline.job.flags import FlagError, read_flags
+
+    wanted = {"--manifest": str, "--model-fd": int, "--cap": int}
+    assert read_flags(["--model-fd", "7", "--manifest", "m.json"], wanted, {"cap": 5}) == {
+        "model_fd": 7, "manifest": "m.json", "cap": 5}
+    assert read_flags(["--cap", "9", "--model-fd", "1", "--manifest", "x"], wanted)["cap"] == 9
+    for argv, why in ((["--model-fd", "7"], "missing option(s): --manifest"),
+                      (["--manifest", "a", "--model-fd", "1", "--evil", "x"], "unknown option --evil"),
+                      (["--manifest", "a", "--manifest", "b", "--model-fd", "1"], "given twice"),
+                      (["--manifest", "a", "--model-fd", "seven"], "bad value 'seven'"),
+                      (["--manifest", "a", "--model-fd"], "options come in pairs")):
+        with pytest.raises(FlagError, match=re.escape(why)):
+            read_flags(argv, wanted, {"cap": 5})

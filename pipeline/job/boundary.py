@@ -16,7 +16,6 @@ reason, and the pair fails with it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -31,6 +30,7 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/bou
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".boundary").main())
 
+from .flags import FlagError, read_flags  # noqa: E402
 from .wire import (BoundaryError, DEFAULT_CAP, Decoder, EXCEPTIONS, Encoder, HEADER_CAP, MAGIC,  # noqa: E402
                    MAX_FDS, MAX_HANDLES, PREFIX)
 
@@ -268,11 +268,11 @@ class ModelFailed(Exception):
 # ---------------------------------------------------------------- model side
 
 
-def serve_model(args: argparse.Namespace) -> int:
+def serve_model(args: dict) -> int:
     """The model's process: import its plugin, build it, answer the benchmark's requests until it hangs up."""
     import importlib
 
-    channel = Channel(args.channel_fd, cap=args.cap, may_import=True, peer="the benchmark's process")
+    channel = Channel(args["channel_fd"], cap=args["cap"], may_import=True, peer="the benchmark's process")
 
     def fail(stage: str, exc: BaseException) -> int:
         traceback.print_exc()
@@ -283,9 +283,9 @@ def serve_model(args: argparse.Namespace) -> int:
         return 1
 
     try:
-        with open(args.manifest, encoding="utf-8") as f:
+        with open(args["manifest"], encoding="utf-8") as f:
             manifest = json.load(f)
-        pair = next(p for t in manifest["tasks"] for p in t["pairs"] if p["key"] == args.pair)
+        pair = next(p for t in manifest["tasks"] for p in t["pairs"] if p["key"] == args["pair"])
         root = manifest["domain_root"]
         domain = importlib.import_module(root)
         importlib.import_module(f"{root}.models.{pair['model_plugin']}")
@@ -376,16 +376,18 @@ def _copy(obj: Any, how: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="boundary.py", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve-model", help="(inside the model's sandbox) build the model, answer requests")
-    serve.add_argument("--manifest", required=True)
-    serve.add_argument("--pair", required=True)
-    serve.add_argument("--channel-fd", type=int, required=True)
-    serve.add_argument("--cap", type=int, default=DEFAULT_CAP)
-    args = parser.parse_args(argv)
+    """`serve-model --manifest M --pair KEY --channel-fd N [--cap BYTES]`, as the worker writes it (inside the
+    model's sandbox: build the model, answer requests)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] != ["serve-model"]:
+            raise FlagError("usage: boundary.py serve-model --manifest M --pair KEY --channel-fd N [--cap BYTES]")
+        args = read_flags(argv[1:], {"--manifest": str, "--pair": str, "--channel-fd": int, "--cap": int},
+                          {"cap": DEFAULT_CAP})
+    except FlagError as exc:
+        print(f"boundary: {exc}", file=sys.stderr)
+        return 2
     return serve_model(args)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,6 @@ what, in one line, and nothing runs.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import functools
 import os
@@ -388,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--no-network] -- CMD...`: run CMD sandboxed as an
     unprivileged user with only the --rw folders writable (handed to that user for the run, and back to root
     after), a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
+    import argparse  # here, not at the top: every pair's two processes import this module and never call main
+
     parser = argparse.ArgumentParser(prog="sandbox.py")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("exec")

@@ -3,9 +3,9 @@
 
 Standard library only, copied into every run bundle, so a job needs neither our
 package nor any credential. `run-task` (under the base interpreter) loops over one
-array task's pairs and runs each in a child process under the plugins' environment
-(`score-pair`), with a time limit, a clean environment and a capped log. Each
-result, score or error with its stage, is written atomically as
+array task's pairs and runs each in two child processes under the plugins' environment
+(`score_pair`, the benchmark's side, and `boundary`'s `serve-model`, the model's), with a time limit, a clean
+environment and a capped log. Each result, score or error with its stage, is written atomically as
 `<spool>/<pair key>.json`; the coordinator ingests the spool into the database.
 """
 
@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import replace as dc_replace
 from pathlib import Path
 
@@ -30,14 +29,12 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/wor
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".worker").main())
 
-from . import boundary  # noqa: E402 - the model's process and its stand-in
 from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, pair_manifest,
                            plugin_caches, sandbox_prepare, sandboxed, split_folders)
-from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, own_peak, pair_peak, wait_with_usage
-from .score_reader import read_score
+from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
 
@@ -121,7 +118,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
             bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
             model_cmd = [*launch(env_python, manifest.worker, "boundary"), "serve-model", "--manifest", own.path, "--pair", pair["key"],
                          "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
-            bench_cmd = [*launch(env_python, manifest.worker, "worker"), "score-pair", "--manifest", own.path, "--pair", pair["key"],
+            bench_cmd = [*launch(env_python, manifest.worker, "score_pair"), "--manifest", own.path, "--pair", pair["key"],
                          "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
                          "--handoff", str(handoff)]
             model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(str(handoff),),
@@ -364,78 +361,6 @@ def load_manifest(path: str) -> Manifest:
     return Manifest.load(path)
 
 
-def cmd_score_pair(args: argparse.Namespace) -> int:
-    """Inside the plugins' environment, the benchmark's side: import the benchmark plugin, score it against the
-    model's process (a boundary.RemoteModel), report through the pipe. Never raises."""
-    import importlib
-
-    report_fd = os.fdopen(args.report_fd, "w", encoding="utf-8", closefd=True)
-    current = {"stage": "import"}
-
-    def send(message: dict) -> None:
-        try:
-            report_fd.write(json.dumps(message, allow_nan=False) + "\n")
-            report_fd.flush()
-        except (OSError, ValueError):
-            pass  # the worker then records "exited without a valid result"
-
-    def stage(name: str) -> None:
-        current["stage"] = name
-        send({"stage": name})
-
-    stage("import")
-    channel = None
-    peak = [0]
-    try:
-        manifest = load_manifest(args.manifest)
-        pair = next(p for t in manifest.tasks for p in t["pairs"] if p["key"] == args.pair)
-        channel = boundary.Channel(args.model_fd, cap=manifest.boundary_cap_bytes, handoff=Path(args.handoff),
-                                   peer="the model's process")
-        root = manifest.domain_root
-        domain = importlib.import_module(root)
-        try:
-            importlib.import_module(f"{root}.benchmarks.{pair['benchmark_plugin']}")
-            benchmark_factory = getattr(domain, "benchmark_registry")[pair["benchmark"]]
-        except KeyError as exc:
-            raise StageError("import", f"{exc} is not registered after importing its plugin") from None
-        boundary.wait_for_model(channel, "imported")  # the model's process imports its plugin meanwhile
-        stage("score")
-        boundary.wait_for_model(channel, "ready")
-        model = boundary.RemoteModel(channel, pair["model"])
-        benchmark = benchmark_factory()
-        value = benchmark(model)
-        violation = boundary.violation(model)
-        if violation:  # a benchmark that caught the error still fails its pair with it
-            raise StageError("score", violation)
-        ceiling_attr = None
-        if not isinstance(getattr(value, "attrs", None), dict) or "ceiling" not in value.attrs:
-            try:  # a Score that carries its ceiling is enough; else the benchmark's own, for the record
-                ceiling_attr = getattr(benchmark, "ceiling", None)
-            except Exception:  # noqa: BLE001 - a ceiling property that fails is not fatal to the score
-                ceiling_attr = None
-        reported = read_score(value, ceiling_attr)
-        stage("persist")
-        send({"status": "ok", **reported, "max_rss_bytes": pair_peak(channel)})
-        return 0
-    except StageError as exc:
-        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
-    except boundary.ModelFailed as exc:
-        report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
-    except boundary.BoundaryError as exc:
-        report = {"status": "error", "stage": current["stage"], "reason": str(exc)}
-    except BaseException as exc:  # a plugin may raise anything, SystemExit included
-        traceback.print_exc()
-        report = {"status": "error", "stage": current["stage"],
-                  "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
-    finally:
-        if channel is not None:
-            peak[0] = pair_peak(channel)  # a MemoryError's peak tells the next run where to start
-            channel.close()  # the model's process sees the end and exits
-    report["max_rss_bytes"] = peak[0] or own_peak()
-    send(report)
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -445,16 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     task.add_argument("--env-python", required=True)
     task.add_argument("--env-status", type=int, default=0)
     task.add_argument("--env-log", default="")
-    pair = sub.add_parser("score-pair", help="(inside the plugin environment) score one pair")
-    pair.add_argument("--manifest", required=True)
-    pair.add_argument("--pair", required=True)
-    pair.add_argument("--report-fd", type=int, required=True, help="pipe to the worker (stages, then the result)")
-    pair.add_argument("--model-fd", type=int, required=True, help="socket to the model's process")
-    pair.add_argument("--handoff", required=True, help="folder for stimulus files the model may read")
     args = parser.parse_args(argv)
-    if args.command == "run-task":
-        return cmd_run_task(args)
-    return cmd_score_pair(args)
+    return cmd_run_task(args)
 
 
 if __name__ == "__main__":
