@@ -60,6 +60,18 @@ def wait_for(job_ids: list[str]) -> None:
         time.sleep(0.5)
 
 
+def run_array(script: Path, tasks: int, spool: Path, out: dict, name: str) -> dict[str, float]:
+    """Submit a hand-written `sbatch --array` of `tasks` tasks, time it to its end, check and return its scores."""
+    start = time.perf_counter()
+    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", "--output=/dev/null", str(script)],
+                         capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
+    wait_for([job])
+    out[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
+    check_results(spool)
+    results = [json.loads(p.read_text()) for p in spool.glob("*.json")]
+    return {r.get("pair_key", str(n)): r["score_ceiled"] for n, r in enumerate(results)}  # echo's carry no key
+
+
 def check_results(spool: Path) -> None:
     results = [json.loads(p.read_text()) for p in spool.glob("*.json")]
     assert len(results) == PAIRS, len(results)
@@ -141,13 +153,7 @@ def floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str, float]:
                       f"  PYTHONPATH={bundle.manifest.code_dir} \"$py\" {tmp}/score_one.py "
                       f"{bundle.manifest.domain_root} \"$mp\" \"$m\" \"$bp\" \"$b\" \"$key\" > {spool}/\"$key\".json\n"
                       f"done < {lines}/\"$SLURM_ARRAY_TASK_ID\".tsv\n")
-    start = time.perf_counter()
-    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{bundle.n_tasks - 1}", "--output=/dev/null",
-                          str(script)], capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
-    wait_for([job])
-    out["floor_seconds"] = round(time.perf_counter() - start, 2)
-    check_results(spool)
-    return {r["pair_key"]: r["score_ceiled"] for r in (json.loads(p.read_text()) for p in spool.glob("*.json"))}
+    return run_array(script, bundle.n_tasks, spool, out, "floor")
 
 
 BUILD_MODEL = """
@@ -195,13 +201,7 @@ def sandboxed_floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str
         lines.append(f"{task['index']})\n{''.join(body)}  ;;\n")
     script = tmp / "sandboxed-floor.sh"
     script.write_text(f"#!/bin/bash\ncase \"$SLURM_ARRAY_TASK_ID\" in\n{''.join(lines)}esac\n")
-    start = time.perf_counter()
-    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{bundle.n_tasks - 1}", "--output=/dev/null",
-                          str(script)], capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
-    wait_for([job])
-    out["sandboxed_floor_seconds"] = round(time.perf_counter() - start, 2)
-    check_results(spool)
-    return {r["pair_key"]: r["score_ceiled"] for r in (json.loads(p.read_text()) for p in spool.glob("*.json"))}
+    return run_array(script, bundle.n_tasks, spool, out, "sandboxed_floor")
 
 
 def echo_floor(tmp: Path, out: dict, tasks: int) -> None:
@@ -213,12 +213,7 @@ def echo_floor(tmp: Path, out: dict, tasks: int) -> None:
                       f"for ((i = SLURM_ARRAY_TASK_ID; i < {PAIRS}; i += {tasks})); do\n"
                       f"  echo '{{\"status\": \"ok\", \"score_ceiled\": 0.5}}' > {spool}/$i.json\n"
                       "done\n")
-    start = time.perf_counter()
-    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", "--output=/dev/null", str(script)],
-                         capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
-    wait_for([job])
-    out["echo_floor_seconds"] = round(time.perf_counter() - start, 2)
-    check_results(spool)
+    run_array(script, tasks, spool, out, "echo_floor")
 
 
 def main() -> None:
