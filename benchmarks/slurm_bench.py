@@ -93,12 +93,14 @@ def ours(settings: Settings, repo: Path, plan: Plan, out: dict, name: str) -> Bu
                                                          executor="slurm"))
         bundle = render_bundle(settings, plan, repo, "slurm", run_id=run_id)
         ledger.record_bundle(db, bundle)
+        rendered = time.perf_counter()
         executor = SlurmExecutor()
         job_id = executor.submit(bundle)
         ledger.submitted(db, run_id, job_id)
         watcher = Watcher(db, executor, bundle)
         watcher.wait(job_id)
         out[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
+        out[f"{name}_render_seconds"] = round(rendered - start, 2)  # claim + bundle: before anything is submitted
         out[f"{name}_poll_cycles"] = watcher.stats()["poll_cycles"]
         out[f"{name}_sacct_calls"] = watcher.stats()["sacct_calls"]
         out[f"{name}_tasks"] = bundle.n_tasks
