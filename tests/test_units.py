@@ -303,3 +303,23 @@ def test_a_pairs_processes_take_only_the_options_the_worker_writes():
                       (["--manifest", "a", "--model-fd"], "options come in pairs")):
         with pytest.raises(FlagError, match=re.escape(why)):
             read_flags(argv, wanted, {"cap": 5})
+
+
+def test_the_seccomp_filter_handed_to_bwrap_is_sealed_and_whole():
+    """Each sandboxed command gets its own memfd holding the whole filter, sealed: nothing that holds the
+    descriptor can rewrite the program bwrap loads."""
+    import os
+
+    from pipeline.job.seccomp import seccomp_filter_fd, seccomp_program
+
+    first, second = seccomp_filter_fd(), seccomp_filter_fd()
+    try:
+        assert first != second
+        assert os.read(first, 1 << 20) == seccomp_program() == os.read(second, 1 << 20)
+        with pytest.raises(PermissionError):
+            os.pwrite(first, b"\0" * 8, 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(second, 0)
+    finally:
+        os.close(first)
+        os.close(second)

@@ -122,17 +122,18 @@ def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> Non
         Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
-LAUNCHER = ("import importlib, sys; sys.path[0] = sys.argv.pop(1); "
+LAUNCHER = ("import importlib, sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]; "
             "sys.exit(importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:]))")
 
 
 def launch(python: str, worker: str, module: str) -> list[str]:
-    """The command that runs the job package's `module` (worker or boundary) in a plugin environment: imported,
+    """The command that runs the job package's `module` (score_pair or boundary) in a plugin environment: imported,
     not run as a file, so the bytecode compiled when the bundle was made is used (a file run as a script is
-    compiled anew in each of a pair's two processes), and only the package's parent folder (never the pair's
-    writable folder, which `-c` would put first) leads sys.path."""
+    compiled anew in each of a pair's two processes), and only the package's parent folder leads sys.path: the
+    current folder (the pair's writable one), which `-c` would put first, is dropped, and `-s` leaves out the
+    user site of the pair's writable home."""
     package = Path(worker).parent
-    return [python, "-c", LAUNCHER, str(package.parent), f"{package.name}.{module}"]
+    return [python, "-s", "-c", LAUNCHER, str(package.parent), f"{package.name}.{module}"]
 
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,

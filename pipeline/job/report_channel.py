@@ -197,14 +197,18 @@ def wait_with_usage(proc: subprocess.Popen, timeout: float, check=None) -> tuple
         ended: int | None = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
         ended = None
+    waiter = None
+    if ended is not None:  # poll, not select: a descriptor numbered past 1023 is fine
+        waiter = select.poll()
+        waiter.register(ended, select.POLLIN)
     try:
-        return _wait_with_usage(proc, deadline, check, ended)
+        return _wait_with_usage(proc, deadline, check, waiter)
     finally:
         if ended is not None:
             os.close(ended)
 
 
-def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, ended: int | None  # noqa: ANN001
+def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, waiter  # noqa: ANN001
                      ) -> tuple[int, object, str | None]:
     delay = 0.01
     while True:
@@ -221,8 +225,8 @@ def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, ended: int 
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             return proc.returncode, usage, stopped
-        if ended is not None:
-            select.select([ended], [], [], 0.2)  # the limits are checked at least every 0.2 s
+        if waiter is not None:
+            waiter.poll(200)  # the limits are checked at least every 0.2 s
         else:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)

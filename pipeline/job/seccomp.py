@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import functools
 import os
 
@@ -65,8 +66,12 @@ def _libseccomp() -> ctypes.CDLL:
 
 def seccomp_filter_fd() -> int:
     """A memfd holding the BPF program bwrap loads with `--seccomp FD` (positioned at 0). The caller closes it."""
-    fd = os.memfd_create("score-plugins-seccomp", 0)
-    os.write(fd, seccomp_program())
+    program = memoryview(seccomp_program())
+    fd = os.memfd_create("score-plugins-seccomp", os.MFD_ALLOW_SEALING)
+    while program:
+        program = program[os.write(fd, program):]
+    # sealed: nothing holding the descriptor (bwrap, or anything it leaks to) can change the filter it loads
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
