@@ -224,6 +224,8 @@ def test_slurmctld_restarted_mid_run(slurm_cluster, workspace, example_repo):
         subprocess.run(["pkill", "-x", "slurmctld"], check=True)
         wait_for(lambda: subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("DOWN"),
                  30, "the controller to be down")
+        # and its process gone (it saves its state first), so that `up` below starts a new one
+        wait_for(lambda: subprocess.run(["pgrep", "-x", "slurmctld"]).returncode == 1, 60, "slurmctld to exit")
         polls = len(calls(log, "sacct"))
         wait_for(lambda: len(calls(log, "sacct")) > polls, 120, "the run to poll while the controller is gone")
     finally:
