@@ -20,7 +20,6 @@ import json
 import os
 import socket
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +224,17 @@ class RemoteMethod:
         return f"<method {self.name} of {self.model!r}>"
 
 
+def print_exc() -> None:
+    """The plugin's traceback into the pair's log. `traceback` is imported on a failure only (a pair's two
+    processes start for every pair); if even that fails (a MemoryError's aftermath), the report still goes out."""
+    try:
+        import traceback
+
+        traceback.print_exc()
+    except Exception:  # noqa: BLE001 - the failure's report matters more than its traceback
+        pass
+
+
 def own_peak() -> int:
     """This process's peak resident memory and its finished children's, in bytes (Linux reports KiB)."""
     import resource
@@ -244,6 +254,12 @@ def model_peak(channel: Channel) -> int | None:
         return None
     value = reply.get("peak") if isinstance(reply, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**50 else None
+
+
+def pair_peak(channel: Channel) -> int:
+    """The pair's peak memory: the benchmark's process's own, or the model's process's as it reports it (behind
+    its PID namespace nothing else can see it; a model that under-reports only starts its next run too small)."""
+    return max(own_peak(), model_peak(channel) or 0)
 
 
 def wait_for_model(channel: Channel, event: str) -> None:
@@ -275,7 +291,7 @@ def serve_model(args: dict) -> int:
     channel = Channel(args["channel_fd"], cap=args["cap"], may_import=True, peer="the benchmark's process")
 
     def fail(stage: str, exc: BaseException) -> int:
-        traceback.print_exc()
+        print_exc()
         try:
             channel.send({"event": "failed", "stage": stage, "reason": f"{type(exc).__name__}: {str(exc)[:500]}"})
         except BoundaryError:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import os
 import stat
-from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from . import sandbox as sb
@@ -219,7 +218,7 @@ def pair_manifest(manifest: Manifest, pair: dict) -> Manifest:
     run's manifest (root-owned, read-only to the plugin, bound read-only into the sandbox like it)."""
     folder = Path(manifest.path).parent / ".pair-manifests"
     folder.mkdir(mode=0o755, exist_ok=True)
-    own = dc_replace(manifest, tasks=[{"index": 0, "pairs": [pair]}])
+    own = manifest.replace(tasks=[{"index": 0, "pairs": [pair]}])
     path = folder / f"{pair['key']}.json"
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(own.to_json(), encoding="utf-8")

@@ -145,20 +145,6 @@ def _peak(message: dict) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**50 else None
 
 
-def own_peak() -> int:
-    """This process's peak resident memory and its finished children's, in bytes (Linux reports KiB)."""
-    import resource
-
-    return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-
-
-def pair_peak(channel: "boundary.Channel") -> int:
-    """The pair's peak memory: the benchmark's process's own, or the model's process's as it reports it (behind
-    its PID namespace nothing else can see it; a model that under-reports only starts its next run too small)."""
-    return max(own_peak(), boundary.model_peak(channel) or 0)
-
-
 def _child_outcome(code: int | None, stage: str, reported: dict | None, problem: str | None, result: dict
                    ) -> dict | None:
     """None when the child reported a valid score (copied into `result`), else the failure."""

@@ -25,12 +25,11 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/san
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".sandbox").main())
 
+from .defaults import UID_BASE, UID_COUNT  # noqa: E402
 from .seccomp import SandboxUnavailable, seccomp_filter_fd  # noqa: E402
 
 INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install bubblewrap; RHEL/Fedora: dnf install bubblewrap)"
 NOBODY = 65534
-UID_BASE = 2_000_000_000  # per-pair users (root only): UID_BASE .. UID_BASE + UID_COUNT - 1, never in /etc/passwd
-UID_COUNT = 4096
 
 # Read-only system paths a sandboxed process sees (when present); everything else of the node is absent.
 SYSTEM_PATHS = (

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from . import boundary
 from .flags import FlagError, read_flags
 from .manifest import Manifest
-from .report_channel import own_peak, pair_peak
 from .score_reader import read_score
 from .spool import StageError
 
@@ -73,7 +71,7 @@ def score_pair(args: dict) -> int:
                 ceiling_attr = None
         reported = read_score(value, ceiling_attr)
         stage("persist")
-        send({"status": "ok", **reported, "max_rss_bytes": pair_peak(channel)})
+        send({"status": "ok", **reported, "max_rss_bytes": boundary.pair_peak(channel)})
         return 0
     except StageError as exc:
         report = {"status": "error", "stage": exc.stage, "reason": exc.reason}
@@ -82,14 +80,14 @@ def score_pair(args: dict) -> int:
     except boundary.BoundaryError as exc:
         report = {"status": "error", "stage": current["stage"], "reason": str(exc)}
     except BaseException as exc:  # a plugin may raise anything, SystemExit included
-        traceback.print_exc()
+        boundary.print_exc()
         report = {"status": "error", "stage": current["stage"],
                   "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
     finally:
         if channel is not None:
-            peak[0] = pair_peak(channel)  # a MemoryError's peak tells the next run where to start
+            peak[0] = boundary.pair_peak(channel)  # a MemoryError's peak tells the next run where to start
             channel.close()  # the model's process sees the end and exits
-    report["max_rss_bytes"] = peak[0] or own_peak()
+    report["max_rss_bytes"] = peak[0] or boundary.own_peak()
     send(report)
     return 1
 

@@ -47,9 +47,12 @@ class _ArgCmp(ctypes.Structure):
 
 @functools.lru_cache(maxsize=1)
 def _libseccomp() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:  # its soname through the dynamic loader first: find_library runs `ldconfig -p` (a process per task)
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        lib = None
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
+        lib = lib or ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True)
     except OSError:
         raise SandboxUnavailable("libseccomp cannot be loaded: install it (Debian/Ubuntu: apt-get install "
                                  "libseccomp2; RHEL/Fedora: dnf install libseccomp)") from None

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .manifest import Manifest, SCHEMA
@@ -18,12 +15,19 @@ LOG_CAP_BYTES = 2_000_000  # a pair's log beyond this keeps its head and tail
 TAIL_CHARS = 3000
 
 
+# datetime, tempfile and socket are imported where they are used: only the worker writes results, and the
+# benchmark's process (a new one for every pair) imports this module for StageError alone.
+
 def now() -> str:
+    from datetime import datetime, timezone
+
     return datetime.now(timezone.utc).isoformat()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Temporary file in the same folder, fsync, rename: readers never see half a file."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
     try:
@@ -89,6 +93,8 @@ def cap_log(path: Path, cap: int = LOG_CAP_BYTES) -> None:
 
 
 def job_context() -> dict:
+    import socket
+
     env = os.environ
     index = env.get("SLURM_ARRAY_TASK_ID")
     return {

@@ -8,16 +8,16 @@ import fcntl
 import math
 import mmap
 import os
-import shutil
 import struct
 import sys
 from pathlib import Path, PurePath
 from typing import Any
 
+from .defaults import DEFAULT_CAP
+
 
 PREFIX = struct.Struct("<4sIQI")  # magic, header bytes, inline payload bytes, number of memfds
 MAGIC = b"SPB1"
-DEFAULT_CAP = 4 << 30  # bytes one message may carry (the `boundary_cap` setting)
 HEADER_CAP = 256 << 20
 MEMFD_FROM = 1 << 20  # buffers at least this large travel as a sealed memfd, smaller ones inline
 MAX_FDS = 512
@@ -200,6 +200,8 @@ class Encoder:
                 folder = self.handoff / "stimuli" / str(len(self.copies))
                 folder.mkdir(parents=True, exist_ok=True)
                 copy = str(folder / os.path.basename(source))
+                import shutil  # here, not at the top: it imports bz2, lzma and zlib, in every pair process
+
                 shutil.copyfile(source, copy)
                 os.chmod(copy, 0o444)
                 self.copies[source] = copy

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace as dc_replace
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # run as a file (`python job/worker.py run-task ...` in a run bundle):
@@ -325,7 +324,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     task = manifest.tasks[args.task]
     if "mem_limit_bytes" in task:  # the task's tier (the local executor's memory limit; None under Slurm)
-        manifest = dc_replace(manifest, mem_limit_bytes=task["mem_limit_bytes"])
+        manifest = manifest.replace(mem_limit_bytes=task["mem_limit_bytes"])
     spool = Path(manifest.spool_dir)
     logs = Path(manifest.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
