@@ -198,21 +198,34 @@ def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, waiter  # n
                      ) -> tuple[int, object, str | None]:
     delay = 0.01
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        usage = reap(proc)
+        if usage is not None:
             return proc.returncode, usage, None
         stopped = "timeout" if time.monotonic() > deadline else (check() if check else None)
         if stopped:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _pid, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, stopped
+            return proc.returncode, kill_and_reap(proc), stopped
         if waiter is not None:
             waiter.poll(200)  # the limits are checked at least every 0.2 s
         else:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def reap(proc: subprocess.Popen, block: bool = False) -> object | None:
+    """The child's resource usage once it has ended (its returncode set then), else None; `block` waits.
+    wait4, not Popen.wait: the usage carries the child's peak memory."""
+    pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    if not pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def kill_and_reap(proc: subprocess.Popen) -> object:
+    """Kill the child's whole process group (it was started in its own session: bubblewrap and everything it
+    started) and reap the child: its resource usage."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return reap(proc, block=True)

@@ -33,7 +33,7 @@ from .install import install_in_job  # noqa: E402 - after the bootstrap above, a
 from .manifest import Manifest
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, pair_manifest,
                            plugin_caches, sandbox_prepare, sandboxed, split_folders)
-from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
+from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, kill_and_reap, reap, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
 
@@ -201,19 +201,11 @@ def _end_model(procs: list[subprocess.Popen], scored: bool):  # noqa: ANN202 - a
     for proc in procs:
         deadline = time.monotonic() + (2 if proc is procs[0] and scored else 0.01)
         while proc.returncode is None:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                usage = rusage if proc is procs[0] else usage
-                break
-            if time.monotonic() > deadline:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                _pid, status, rusage = os.wait4(proc.pid, 0)
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                usage = rusage if proc is procs[0] else usage
+            ended = reap(proc)
+            if ended is None and time.monotonic() > deadline:
+                ended = kill_and_reap(proc)
+            if ended is not None:
+                usage = ended if proc is procs[0] else usage
                 break
             time.sleep(0.01)
         try:  # nothing of the pair outlives it (bubblewrap's own children too)
