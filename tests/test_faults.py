@@ -323,3 +323,20 @@ def test_a_plugin_moved_to_a_new_folder_keeps_its_id_and_the_move_is_recorded(wo
     assert "model id 'knn-5' moved from models/knn (gone) to models/knn_moved" in proc.stderr
     with sqlite3.connect(workspace.state / "local.db") as db:
         assert db.execute("select plugin from models where identifier = 'knn-5'").fetchall() == [("knn_moved",)]
+
+
+def test_a_benchmark_that_leaves_work_behind_after_scoring_still_completes(workspace, example_repo):
+    """Once the benchmark's side has reported its score, the pair ends there: a thread the plugin left running and
+    an atexit handler that never returns cannot hold it to its time limit (the side ends with os._exit)."""
+    write(example_repo, "sklearn_scores/benchmarks/lingers/__init__.py",
+          "import atexit, threading, time\nfrom sklearn_scores import benchmark_registry\n\n"
+          "class Bench:\n    def __call__(self, model):\n"
+          "        threading.Thread(target=time.sleep, args=(600,)).start()\n"
+          "        atexit.register(time.sleep, 600)\n        return 0.5\n\n"
+          "benchmark_registry['lingers'] = Bench\n")
+    write(example_repo, "sklearn_scores/benchmarks/lingers/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a thread and an atexit handler behind")
+    workspace.env["SCORE_PLUGINS_PAIR_TIMEOUT"] = "60"
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
+    [pair] = result["pairs"]
+    assert (pair["state"], pair["score"]) == ("COMPLETED", 0.5), pair

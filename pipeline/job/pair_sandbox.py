@@ -121,8 +121,13 @@ def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> Non
         Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
-LAUNCHER = ("import importlib, sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]; "
-            "sys.exit(importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:]))")
+# Once `main` returns, the pair's side has said all it will: its output is flushed and the process ends there
+# (os._exit), without the interpreter's teardown, the plugin's atexit handlers or a wait for threads it left
+# running, none of which can change a result already reported, and each of which could hold the pair up.
+LAUNCHER = ("import importlib, os, sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]\n"
+            "code = importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:])\n"
+            "try:\n sys.stdout.flush(); sys.stderr.flush()\nexcept BaseException:\n code = code or 120\n"
+            "os._exit(code if type(code) is int else 1)")
 
 
 def launch(python: str, worker: str, module: str) -> list[str]:

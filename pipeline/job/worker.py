@@ -160,9 +160,11 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                 model_end.close()
                 output.started()
             reader.start()
+            ended_itself = False  # the benchmark's side ended on its own (not stopped at a limit)
             if failure is None and len(procs) == 2:
                 watch = PairWatch(manifest, Path(tmp), uids, output)
                 code, usage, stopped = wait_with_usage(procs[1], timeout, watch.check)
+                ended_itself = stopped is None
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
                 result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3) if usage else None
@@ -182,7 +184,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                     elif failure and "[Errno 27]" in failure["reason"]:  # Python ignores SIGXFSZ: EFBIG instead
                         failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
                                               " bytes)")
-            model_usage = _end_model(procs, failure is None and len(procs) == 2)
+            model_usage = _end_model(procs, ended_itself)
             if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
                 result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
             output.finish()
@@ -194,12 +196,13 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
     return failure
 
 
-def _end_model(procs: list[subprocess.Popen], scored: bool):  # noqa: ANN202 - a resource usage or None
-    """Every process of the pair ends: the model's when the benchmark's side hangs up (2 s after a score), else
-    it is stopped. Returns the model's process's resource usage (its peak memory), when it had one."""
+def _end_model(procs: list[subprocess.Popen], grace: bool):  # noqa: ANN202 - a resource usage or None
+    """Every process of the pair ends: the model's when the benchmark's side hangs up (given 2 s when that side
+    ended on its own, scored or failed, so that the model's last output reaches the log), else it is stopped at
+    once (a pair stopped at a limit). Returns the model's process's resource usage (its peak memory), if any."""
     usage = None
     for proc in procs:
-        deadline = time.monotonic() + (2 if proc is procs[0] and scored else 0.01)
+        deadline = time.monotonic() + (2 if proc is procs[0] and grace else 0.01)
         while proc.returncode is None:
             ended = reap(proc)
             if ended is None and time.monotonic() > deadline:
