@@ -96,13 +96,9 @@ class BenchmarkInstance(Base):
     declared_version: Mapped[int | None] = mapped_column(Integer)  # Brain-Score's `version=` (None: unread)
 
 
-class Score(Base):
-    """One successful score, with everything needed to trace and re-run it."""
+class ScoreColumns:
+    """What a score records, in force (`scores`) or not any more (`score_history`): one list for both tables."""
 
-    __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("model_id", "benchmark_instance_id", "pair_key", name="uq_score_key"),
-                      {"sqlite_autoincrement": True})  # ids are never reused (a removed score keeps its id)
-    id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     benchmark_instance_id: Mapped[int] = mapped_column(ForeignKey("benchmark_instances.id"))
     pair_key: Mapped[str] = mapped_column(String(64), index=True)
@@ -124,6 +120,15 @@ class Score(Base):
     node: Mapped[str] = mapped_column(String(200), default="")
     elapsed_seconds: Mapped[float | None] = mapped_column(Float)
     max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Score(ScoreColumns, Base):
+    """One successful score, with everything needed to trace and re-run it."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("model_id", "benchmark_instance_id", "pair_key", name="uq_score_key"),
+                      {"sqlite_autoincrement": True})  # ids are never reused (a removed score keeps its id)
+    id: Mapped[int] = mapped_column(primary_key=True)
 
 
 class Job(Base):
@@ -158,36 +163,17 @@ class Job(Base):
 
 
 
-class ScoreHistory(Base):
+class ScoreHistory(ScoreColumns, Base):
     """A score no longer in force: replaced by a forced re-score of its pair key, or removed by an
     administrator (`reason` says which, and who). Its id is the id it had in `scores`."""
 
     __tablename__ = "score_history"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
-    benchmark_instance_id: Mapped[int] = mapped_column(ForeignKey("benchmark_instances.id"))
-    pair_key: Mapped[str] = mapped_column(String(64), index=True)
-    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
-    score_raw: Mapped[float | None] = mapped_column(Float)
-    score_ceiled: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[float | None] = mapped_column(Float)
-    comment: Mapped[str | None] = mapped_column(Text)
-    start_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    end_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    commit: Mapped[str] = mapped_column(String(64))
-    model_code_hash: Mapped[str] = mapped_column(String(64))
-    benchmark_code_hash: Mapped[str] = mapped_column(String(64))
-    lock_hash: Mapped[str] = mapped_column(String(64))
-    env_hash: Mapped[str] = mapped_column(String(64))
-    executor: Mapped[str] = mapped_column(String(32), default="")
-    job_id: Mapped[str] = mapped_column(String(64), default="")
-    array_index: Mapped[int | None] = mapped_column(Integer)
-    node: Mapped[str] = mapped_column(String(200), default="")
-    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
-    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
     superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     superseded_by: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class Attempt(Base):
     """One try of one pair: on which tier, what it asked for, what it used, how it ended (failure kind), where.
     A pair escalated after running out of memory has one row per tier it tried."""
