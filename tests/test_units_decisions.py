@@ -655,3 +655,51 @@ def test_read_score_names_which_number_is_wrong_and_keeps_the_exact_bounds():
     for bad_error in ("bad", float("nan"), True):  # an error bar is informative: a bad one is dropped
         assert read_score(Score(0.5, error=bad_error))["error"] is None
     assert read_score(Score(0.5, raw=0.25))["raw_values"] is None  # a scalar raw has no values to keep
+
+
+def test_planning_pauses_the_cycle_collector_and_leaves_the_process_as_it_found_it(tmp_path: Path):
+    """make_plan turns cyclic GC off while it allocates, then on again with its objects out of the youngest
+    generation (else the first allocation after it walks them all); objects the process froze itself (gc.freeze,
+    before a fork) stay frozen; a caller that turned GC off keeps it off."""
+    import gc
+
+    models = [f"m{i}" for i in range(40)]
+    cat = catalog({m: {"requirements": ["numpy==1.0"]} for m in models}, {f"b{i}": {} for i in range(10)})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    what = change(base=None, models=tuple(models), benchmarks=tuple(f"b{i}" for i in range(10)))
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11")
+    collector_on: list[bool] = []
+
+    def scored(keys: list[str]) -> set[str]:
+        collector_on.append(gc.isenabled())
+        return {keys[0]}
+
+    passes: list[int] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(watch)
+    try:
+        plan = make_plan(what, cat, scored=scored, **common)
+        allocations = [[] for _ in range(50)]  # the next allocations start no pass over the 400 pairs' objects
+        after = list(passes)
+    finally:
+        gc.callbacks.remove(watch)
+    assert after == [] and len(allocations) == 50 and collector_on == [False] and gc.isenabled()
+    assert len(plan.to_run) == 399 and [(p.model, p.benchmark) for p in plan.already_scored] == [("m0", "b0")]
+    gc.disable()
+    try:
+        make_plan(what, cat, scored=lambda keys: set(), **common)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        make_plan(what, cat, scored=lambda keys: set(), **common)
+        assert gc.get_freeze_count() == frozen > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()
