@@ -9,7 +9,7 @@ ratio = prepared baseline seconds / ours seconds (the honest one); ratio_orm lik
 Floor (the least work that gives the same answer): compute every pair's key from the ids, code hashes and lock
 hash (taken as given, as the catalog and the lock cache hand them to us), read the score table's key column
 once, and keep the keys not in it. floor_ratio = ours seconds / floor seconds (lower is better, goal <= 2); the
-floor's keys are checked equal to ours. Ours and the floor are timed three times each, alternating, and the best
+floor's keys are checked equal to ours. Ours and the floor are timed five times each, alternating, and the best
 of each is kept (the baselines, far slower, once).
 `--baseline-sample N` (for Postgres under load, where the per-pair ORM baseline alone takes over 20 minutes): each
 per-pair baseline looks up only N of the plan's keys, drawn at random with a fixed seed, and its found keys are
@@ -40,7 +40,7 @@ from pipeline.stages.plan import make_plan, pair_key
 from pipeline.stages.run import python_version
 
 
-REPEAT = 3  # ours and the floor, each measured this many times, alternating; the best of each is reported
+REPEAT = 5  # ours and the floor, each measured this many times, alternating; the best of each is reported
 
 
 def run(engine, catalog, change, locks_dir: Path, uv: str, pyver: str, sample: int = 0) -> dict:

@@ -703,3 +703,32 @@ def test_planning_pauses_the_cycle_collector_and_leaves_the_process_as_it_found_
         assert gc.get_freeze_count() > frozen // 2 > 0 and gc.isenabled()  # not thawed (a few may be freed)
     finally:
         gc.unfreeze()
+
+
+def test_scored_keys_reads_the_column_or_probes_by_cardinality(tmp_path: Path):
+    """db.queries.scored_keys on SQLite: the subset of the keys already scored, whether it reads the whole key
+    column (the keys at least half the table) or probes with the keys; the answer holds the caller's strings."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from db import migrate
+    from db.ingest import ingest_results
+    from db.models import Run
+    from db.queries import scored_keys
+
+    engine = create_engine(f"sqlite:///{tmp_path}/scores.db")
+    migrate.upgrade(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Run(id="r", head_commit="c" * 40, domain="dom", executor="none"))
+    with Session(engine) as s, s.begin():
+        ingest_results(s, [{"pair_key": f"k{i}", "run_id": None, "model": f"m{i}", "benchmark": "b", "status": "ok",
+                            "score_raw": 0.5, "score_ceiled": 0.5, "ceiling": 1.0, "commit": "c" * 40,
+                            "model_code_hash": "mh", "benchmark_code_hash": "bh", "lock_hash": "lh",
+                            "env_hash": "eh"} for i in range(4)])
+    with Session(engine) as s:
+        many = ["".join(["k", "1"]), "k3", "x1", "x2"]  # 4 rows, 4 keys: the column is read
+        found = scored_keys(s, many)
+        assert found == {"k1", "k3"} and all(any(f is k for k in many) for f in found)
+        assert scored_keys(s, ["k2"]) == {"k2"} and scored_keys(s, ["x"]) == set()  # 4 rows > 2 keys: probed
+        assert scored_keys(s, ["k0", "k0", "x"]) == {"k0"} and scored_keys(s, []) == set()
+    engine.dispose()
