@@ -655,3 +655,85 @@ def test_read_score_names_which_number_is_wrong_and_keeps_the_exact_bounds():
     for bad_error in ("bad", float("nan"), True):  # an error bar is informative: a bad one is dropped
         assert read_score(Score(0.5, error=bad_error))["error"] is None
     assert read_score(Score(0.5, raw=0.25))["raw_values"] is None  # a scalar raw has no values to keep
+
+
+def test_planning_pauses_the_cycle_collector_and_leaves_the_process_as_it_found_it(tmp_path: Path):
+    """make_plan turns cyclic GC off while it allocates, then on again with its objects out of the youngest
+    generation (else the first allocation after it walks them all); objects the process froze itself (gc.freeze,
+    before a fork) stay frozen; a caller that turned GC off keeps it off."""
+    import gc
+
+    models = [f"m{i}" for i in range(40)]
+    cat = catalog({m: {"requirements": ["numpy==1.0"]} for m in models}, {f"b{i}": {} for i in range(10)})
+    cached_lock(tmp_path, ("numpy==1.0",))
+    what = change(base=None, models=tuple(models), benchmarks=tuple(f"b{i}" for i in range(10)))
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11")
+    collector_on: list[bool] = []
+
+    def scored(keys: list[str]) -> set[str]:
+        collector_on.append(gc.isenabled())
+        return {keys[0]}
+
+    passes: list[int] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    frozen_by_runner = gc.get_freeze_count()  # a runner may freeze its objects before forking us (mutmut does)
+    gc.unfreeze()  # start from a process that froze nothing; the runner's freeze is restored below
+    gc.collect()
+    gc.callbacks.append(watch)
+    try:
+        plan = make_plan(what, cat, scored=scored, **common)
+        allocations = [[] for _ in range(50)]  # the next allocations start no pass over the 400 pairs' objects
+        after = list(passes)
+    finally:
+        gc.callbacks.remove(watch)
+        if frozen_by_runner:
+            gc.freeze()
+    assert after == [] and len(allocations) == 50 and collector_on == [False] and gc.isenabled()
+    assert len(plan.to_run) == 399 and [(p.model, p.benchmark) for p in plan.already_scored] == [("m0", "b0")]
+    gc.disable()
+    try:
+        make_plan(what, cat, scored=lambda keys: set(), **common)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        make_plan(what, cat, scored=lambda keys: set(), **common)
+        assert gc.get_freeze_count() > frozen // 2 > 0 and gc.isenabled()  # not thawed (a few may be freed)
+    finally:
+        if not frozen_by_runner:
+            gc.unfreeze()
+
+
+def test_scored_keys_reads_the_column_or_probes_by_cardinality(tmp_path: Path):
+    """db.queries.scored_keys on SQLite: the subset of the keys already scored, whether it reads the whole key
+    column (the keys at least half the table) or probes with the keys; the answer holds the caller's strings."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from db import migrate
+    from db.ingest import ingest_results
+    from db.models import Run
+    from db.queries import scored_keys
+
+    engine = create_engine(f"sqlite:///{tmp_path}/scores.db")
+    migrate.upgrade(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Run(id="r", head_commit="c" * 40, domain="dom", executor="none"))
+    with Session(engine) as s, s.begin():
+        ingest_results(s, [{"pair_key": f"k{i}", "run_id": None, "model": f"m{i}", "benchmark": "b", "status": "ok",
+                            "score_raw": 0.5, "score_ceiled": 0.5, "ceiling": 1.0, "commit": "c" * 40,
+                            "model_code_hash": "mh", "benchmark_code_hash": "bh", "lock_hash": "lh",
+                            "env_hash": "eh"} for i in range(4)])
+    with Session(engine) as s:
+        many = ["".join(["k", "1"]), "k3", "x1", "x2"]  # 4 rows, 4 keys: the column is read
+        found = scored_keys(s, many)
+        assert found == {"k1", "k3"} and all(any(f is k for k in many) for f in found)
+        assert scored_keys(s, ["k2"]) == {"k2"} and scored_keys(s, ["x"]) == set()  # 4 rows > 2 keys: probed
+        assert scored_keys(s, ["k0", "k0", "x"]) == {"k0"} and scored_keys(s, []) == set()
+    engine.dispose()
