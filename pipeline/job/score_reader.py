@@ -15,8 +15,7 @@ MAX_RAW_VALUES = 1000
 def _center(value: object, what: str) -> float:
     """The one number a Score stands for, the way brainscore-core reads it (`_retrieve_score_center`):
     `aggregation='center'` when that dimension exists, else the scalar; a non-scalar raw is averaged."""
-    coords = getattr(value, "coords", None)
-    if coords is not None and "aggregation" in coords:
+    if "aggregation" in (getattr(value, "dims", None) or ()):  # a dimension: a selected value keeps the coordinate
         value = value.sel(aggregation="center")  # type: ignore[union-attr]
     size = getattr(value, "size", None)
     if isinstance(size, int) and size > 1 and hasattr(value, "values"):
@@ -34,9 +33,8 @@ def _center(value: object, what: str) -> float:
 
 
 def _error(value: object) -> float | None:
-    coords = getattr(value, "coords", None)
     try:
-        if coords is not None and "aggregation" in coords:
+        if "aggregation" in (getattr(value, "dims", None) or ()):
             return _center(value.sel(aggregation="error"), "score error")  # type: ignore[union-attr]
         attrs = getattr(value, "attrs", None) or {}
         return _center(attrs["error"], "score error") if "error" in attrs else None
