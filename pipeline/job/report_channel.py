@@ -204,8 +204,8 @@ def _wait_with_usage(proc: subprocess.Popen, deadline: float, check, waiter  # n
         stopped = "timeout" if time.monotonic() > deadline else (check() if check else None)
         if stopped:
             return proc.returncode, kill_and_reap(proc), stopped
-        if waiter is not None:
-            waiter.poll(200)  # the limits are checked at least every 0.2 s
+        if waiter is not None:  # the limits are checked at least every 0.2 s, the deadline when it comes
+            waiter.poll(max(1, min(200, int(1000 * (deadline - time.monotonic())) + 1)))
         else:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)

@@ -33,7 +33,7 @@ from .install import install_in_job  # noqa: E402 - after the bootstrap above, a
 from .manifest import Manifest
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, pair_manifest,
                            plugin_caches, sandbox_prepare, sandboxed, split_folders)
-from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, kill_and_reap, reap, wait_with_usage
+from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
 
@@ -202,15 +202,9 @@ def _end_model(procs: list[subprocess.Popen], grace: bool):  # noqa: ANN202 - a 
     once (a pair stopped at a limit). Returns the model's process's resource usage (its peak memory), if any."""
     usage = None
     for proc in procs:
-        deadline = time.monotonic() + (2 if proc is procs[0] and grace else 0.01)
-        while proc.returncode is None:
-            ended = reap(proc)
-            if ended is None and time.monotonic() > deadline:
-                ended = kill_and_reap(proc)
-            if ended is not None:
-                usage = ended if proc is procs[0] else usage
-                break
-            time.sleep(0.01)
+        if proc.returncode is None:  # seen the moment it ends (a pidfd), killed with its group at the deadline
+            _code, ended, _stopped = wait_with_usage(proc, 2 if proc is procs[0] and grace else 0.01)
+            usage = ended if proc is procs[0] else usage
         try:  # nothing of the pair outlives it (bubblewrap's own children too)
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
