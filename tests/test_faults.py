@@ -327,7 +327,8 @@ def test_a_plugin_moved_to_a_new_folder_keeps_its_id_and_the_move_is_recorded(wo
 
 def test_a_benchmark_that_leaves_work_behind_after_scoring_still_completes(workspace, example_repo):
     """Once the benchmark's side has reported its score, the pair ends there: a thread the plugin left running and
-    an atexit handler that never returns cannot hold it to its time limit (the side ends with os._exit)."""
+    an atexit handler that never returns cannot hold it to its time limit (the side ends with os._exit), and a
+    closed standard output does not turn its exit into a failure."""
     write(example_repo, "sklearn_scores/benchmarks/lingers/__init__.py",
           "import atexit, threading, time\nfrom sklearn_scores import benchmark_registry\n\n"
           "class Bench:\n    def __call__(self, model):\n"
@@ -335,8 +336,14 @@ def test_a_benchmark_that_leaves_work_behind_after_scoring_still_completes(works
           "        atexit.register(time.sleep, 600)\n        return 0.5\n\n"
           "benchmark_registry['lingers'] = Bench\n")
     write(example_repo, "sklearn_scores/benchmarks/lingers/requirements.txt", "scikit-learn>=1.3\n")
-    commit_all(example_repo, "a benchmark that leaves a thread and an atexit handler behind")
+    # and one that closes its standard output: Python's own exit skips a closed stream, so does ours
+    write(example_repo, "sklearn_scores/benchmarks/closes_stdout/__init__.py",
+          "import sys\nfrom sklearn_scores import benchmark_registry\n\n"
+          "class Bench:\n    def __call__(self, model):\n        print('bye')\n        sys.stdout.close()\n"
+          "        return 0.5\n\nbenchmark_registry['closes-stdout'] = Bench\n")
+    write(example_repo, "sklearn_scores/benchmarks/closes_stdout/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "a benchmark that leaves a thread and an atexit handler behind, one that closes stdout")
     workspace.env["SCORE_PLUGINS_PAIR_TIMEOUT"] = "60"
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
-    [pair] = result["pairs"]
-    assert (pair["state"], pair["score"]) == ("COMPLETED", 0.5), pair
+    assert {p["benchmark"]: (p["state"], p["score"]) for p in result["pairs"]} == {
+        "lingers": ("COMPLETED", 0.5), "closes-stdout": ("COMPLETED", 0.5)}, result["pairs"]

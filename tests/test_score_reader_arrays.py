@@ -33,6 +33,15 @@ def test_the_aggregation_dimension_gives_the_center_and_the_error():
     old_style = score([0.6, 0.05], ("aggregation",), {"aggregation": ["center", "error"]})
     got = read_score(old_style)
     assert (got["score_ceiled"], got["score_raw"], got["raw_values"], got["error"]) == (0.6, 0.6, None, 0.05)
+    # `aggregation` as a coordinate along another dimension, and as a level of its index: brainscore-core selects
+    # the center there too (never the mean of center and error)
+    along = score([0.4, 0.05], ("x",), {"aggregation": ("x", ["center", "error"])})
+    assert (read_score(along)["score_ceiled"], read_score(along)["error"]) == (0.4, 0.05)
+    levels = score([0.4, 0.05], ("x",), {"aggregation": ("x", ["center", "error"]), "split": ("x", [0, 0])}
+                   ).set_index(x=["aggregation", "split"])
+    assert (read_score(levels)["score_ceiled"], read_score(levels)["error"]) == (0.4, 0.05)
+    # a Score whose center was already selected keeps `aggregation` as a 0-d coordinate: the number it holds
+    assert read_score(old_style.sel(aggregation="center"))["score_ceiled"] == 0.6
     assert read_score(score([0.7], ("aggregation",), {"aggregation": ["center"]}))["score_ceiled"] == 0.7
     with pytest.raises(KeyError):  # a coordinate without a center is not a score (the job records the failure)
         read_score(score([0.1, 0.2], ("aggregation",), {"aggregation": ["low", "high"]}))

@@ -121,13 +121,27 @@ def sandbox_prepare(manifest: Manifest, workdir: Path, uid: int = NOBODY) -> Non
         Path(manifest.shared_cache).mkdir(parents=True, exist_ok=True)
 
 
-# Once `main` returns, the pair's side has said all it will: its output is flushed and the process ends there
-# (os._exit), without the interpreter's teardown, the plugin's atexit handlers or a wait for threads it left
-# running, none of which can change a result already reported, and each of which could hold the pair up.
-LAUNCHER = ("import importlib, os, sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]\n"
-            "code = importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:])\n"
-            "try:\n sys.stdout.flush(); sys.stderr.flush()\nexcept BaseException:\n code = code or 120\n"
-            "os._exit(code if type(code) is int else 1)")
+# Once `main` is done (returned or raised), the pair's side has said all it will: its output is flushed and the
+# process ends there (os._exit), without the interpreter's teardown, the plugin's atexit handlers or a wait for
+# threads it left running, none of which can change a result already reported, and each of which could hold the
+# pair up. As Python's own exit does, a closed or missing stream is skipped and a failed flush exits 120.
+LAUNCHER = """import importlib, os, sys
+sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]
+try:
+    code = importlib.import_module(sys.argv.pop(1)).main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code if type(exc.code) is int else (0 if exc.code is None else 1)
+except BaseException:
+    import traceback
+    traceback.print_exc()
+    code = 1
+for stream in (sys.stdout, sys.stderr):
+    try:
+        if stream is not None and not stream.closed:
+            stream.flush()
+    except BaseException:
+        code = code or 120
+os._exit(code if type(code) is int else 1)"""
 
 
 def launch(python: str, worker: str, module: str) -> list[str]:

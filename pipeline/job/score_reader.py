@@ -12,10 +12,19 @@ from .spool import StageError
 MAX_RAW_VALUES = 1000
 
 
+def _aggregated(value: object) -> bool:
+    """Whether the value has `aggregation` along a dimension (its own, a coordinate of another, or a level of
+    its index): what brainscore-core selects `center` from. A value already selected keeps `aggregation` as a 0-d
+    coordinate and is read as the number it is."""
+    coords = getattr(value, "coords", None)
+    coord = coords.get("aggregation") if coords is not None and hasattr(coords, "get") else None
+    return coord is not None and getattr(coord, "ndim", 0) > 0
+
+
 def _center(value: object, what: str) -> float:
     """The one number a Score stands for, the way brainscore-core reads it (`_retrieve_score_center`):
     `aggregation='center'` when that dimension exists, else the scalar; a non-scalar raw is averaged."""
-    if "aggregation" in (getattr(value, "dims", None) or ()):  # a dimension: a selected value keeps the coordinate
+    if _aggregated(value):
         value = value.sel(aggregation="center")  # type: ignore[union-attr]
     size = getattr(value, "size", None)
     if isinstance(size, int) and size > 1 and hasattr(value, "values"):
@@ -34,7 +43,7 @@ def _center(value: object, what: str) -> float:
 
 def _error(value: object) -> float | None:
     try:
-        if "aggregation" in (getattr(value, "dims", None) or ()):
+        if _aggregated(value):
             return _center(value.sel(aggregation="error"), "score error")  # type: ignore[union-attr]
         attrs = getattr(value, "attrs", None) or {}
         return _center(attrs["error"], "score error") if "error" in attrs else None

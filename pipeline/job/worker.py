@@ -161,9 +161,10 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                 output.started()
             reader.start()
             ended_itself = False  # the benchmark's side ended on its own (not stopped at a limit)
+            check = None
             if failure is None and len(procs) == 2:
-                watch = PairWatch(manifest, Path(tmp), uids, output)
-                code, usage, stopped = wait_with_usage(procs[1], timeout, watch.check)
+                check = PairWatch(manifest, Path(tmp), uids, output).check
+                code, usage, stopped = wait_with_usage(procs[1], timeout, check)
                 ended_itself = stopped is None
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
@@ -184,7 +185,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                     elif failure and "[Errno 27]" in failure["reason"]:  # Python ignores SIGXFSZ: EFBIG instead
                         failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
                                               " bytes)")
-            model_usage = _end_model(procs, ended_itself)
+            model_usage = _end_model(procs, ended_itself, check)
             if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
                 result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
             output.finish()
@@ -196,14 +197,15 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
     return failure
 
 
-def _end_model(procs: list[subprocess.Popen], grace: bool):  # noqa: ANN202 - a resource usage or None
+def _end_model(procs: list[subprocess.Popen], grace: bool, check=None):  # noqa: ANN001, ANN202 - usage or None
     """Every process of the pair ends: the model's when the benchmark's side hangs up (given 2 s when that side
     ended on its own, scored or failed, so that the model's last output reaches the log), else it is stopped at
-    once (a pair stopped at a limit). Returns the model's process's resource usage (its peak memory), if any."""
+    once (a pair stopped at a limit); the pair's limits (`check`) still hold meanwhile. Returns the model's
+    process's resource usage (its peak memory), if any."""
     usage = None
     for proc in procs:
         if proc.returncode is None:  # seen the moment it ends (a pidfd), killed with its group at the deadline
-            _code, ended, _stopped = wait_with_usage(proc, 2 if proc is procs[0] and grace else 0.01)
+            _code, ended, _stopped = wait_with_usage(proc, 2 if proc is procs[0] and grace else 0.01, check)
             usage = ended if proc is procs[0] else usage
         try:  # nothing of the pair outlives it (bubblewrap's own children too)
             os.killpg(proc.pid, signal.SIGKILL)
