@@ -79,3 +79,21 @@ def test_an_array_raw_keeps_its_values_capped_with_nan_as_none():
     many = read_score(score(0.5, raw=score(numpy.linspace(0, 1, MAX_RAW_VALUES + 500), ("split",))))
     assert len(many["raw_values"]) == MAX_RAW_VALUES and many["raw_values"][:2] == [0.0, pytest.approx(1 / 1499)]
     assert read_score(score(0.5, raw=score(0.5)))["raw_values"] is None
+
+
+def test_a_score_like_object_without_xarray_coordinates_is_read_as_its_number():
+    """A plugin's own Score-like class: `coords` that is not a mapping, or an `aggregation` entry that is not an
+    array, is no aggregation dimension; the value is read through `item()`."""
+
+    class ListCoords:
+        coords = ["aggregation"]
+        size = 1
+
+        def item(self) -> float:
+            return 0.3
+
+    class PlainCoords(ListCoords):
+        coords = {"aggregation": "center"}
+
+    assert read_score(ListCoords())["score_ceiled"] == 0.3
+    assert read_score(PlainCoords())["score_ceiled"] == 0.3
