@@ -13,7 +13,6 @@ import subprocess
 import time
 from typing import Optional
 
-from . import boundary
 from .score_reader import MAX_RAW_VALUES
 
 
