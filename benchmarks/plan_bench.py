@@ -11,7 +11,7 @@ hash (taken as given, as the catalog and the lock cache hand them to us), read t
 once, and keep the keys not in it. floor_ratio = ours seconds / floor seconds (lower is better, goal <= 2); the
 floor's keys are checked equal to ours. Ours and the floor are timed five times each, alternating, and the best
 of each is kept (the baselines, far slower, once).
-`--baseline-sample N` (for Postgres under load, where the per-pair ORM baseline alone takes over 20 minutes): each
+`--baseline-sample N` (a quick run: in full, the per-pair baselines take about a minute each on Postgres): each
 per-pair baseline looks up only N of the plan's keys, drawn at random with a fixed seed, and its found keys are
 checked equal to ours on those N. Its figures are then named as sampled (`orm_sampled_pairs`, `orm_sampled_seconds`,
 `orm_estimated_lookup_seconds` = seconds per sampled pair x all pairs, lookups only, so a lower bound of the full
