@@ -170,11 +170,15 @@ def test_cancel_stops_a_live_local_run_started_by_another_coordinator(workspace,
     proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
     cancelled = workspace.json("cancel", run_id)
-    assert cancelled["cancelled"] == 2
+    assert cancelled["cancelled"] == 2  # whoever recorded them first: this command or the run's coordinator
     running = subprocess.run(["pgrep", "-f", str(workspace.state / "runs" / run_id)], capture_output=True, text=True)
     assert running.stdout.strip() == "", "cancel stopped the tasks for real"
     out, _ = proc.communicate(timeout=120)  # the first coordinator sees its tasks end and finishes
-    assert json.loads(out)["states"] == {"CANCELLED": 2}
+    result = json.loads(out)
+    assert result["states"] == {"CANCELLED": 2}
+    assert {p["reason"] for p in result["pairs"]} == {"cancelled with score-plugins cancel"}, result["pairs"]
+    status = workspace.json("status", run_id)
+    assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}, status
 
 
 def test_a_corrupt_database_and_an_unwritable_state_folder_are_exit_3(workspace, example_repo, tmp_path):

@@ -538,6 +538,34 @@ def test_the_ledger_claims_each_pair_once_and_records_every_transition(tmp_path:
         db.close()
 
 
+def test_a_cancel_counts_the_pairs_it_stopped_even_when_the_runs_coordinator_recorded_them_first(tmp_path: Path):
+    """`score-plugins cancel` of a live run races the run's own coordinator, which sees the stopped tasks end
+    and may close their rows before the cancel does: the count is of the pairs open when the cancel began
+    that are CANCELLED now, whoever closed them (a result that arrived, or another run's rows, are not)."""
+    db = open_database("local", tmp_path)
+    try:
+        ledger.open_run(db, "run-c", Plan("c" * 40, "dom", to_run=[planned(k) for k in ("k1", "k2", "k3", "k4")]),
+                        INFO)
+        ledger.open_run(db, "run-o", Plan("c" * 40, "dom", to_run=[planned("ko")]), INFO)
+        ledger.cancelled(db, "run-o", "another run's cancel")
+        rows = jobs(db, "run-c")
+        with db.sessions() as s, s.begin():
+            s.get(Job, rows["k4"].id).state = State.COMPLETED  # finished before the cancel began
+        among = ledger.open_pair_ids(db, "run-c")
+        assert among == {rows[k].id for k in ("k1", "k2", "k3")}
+        with db.sessions() as s, s.begin():  # meanwhile: the coordinator recorded one stopped task, one result came
+            s.get(Job, rows["k1"].id).state = State.CANCELLED
+            s.get(Job, rows["k2"].id).state = State.COMPLETED
+        assert ledger.cancelled(db, "run-c", "cancelled by an admin", among=among) == 2  # k1 and k3
+        assert {k: j.state for k, j in jobs(db, "run-c").items()} == {
+            "k1": "CANCELLED", "k2": "COMPLETED", "k3": "CANCELLED", "k4": "COMPLETED"}
+        assert jobs(db, "run-c")["k3"].reason == "cancelled by an admin"
+        assert ledger.cancelled(db, "run-c", "again", among=among) == 2  # the same cancel, repeated
+        assert ledger.cancelled(db, "run-c", "again") == 0  # nothing was open
+    finally:
+        db.close()
+
+
 def test_locks_are_solved_once_per_set_in_parallel_with_progress_and_conda_requests_are_checked(tmp_path: Path):
     from pipeline.stages.plan import conda_request, solve_all, solve_conda_all
 

@@ -18,7 +18,7 @@ from pipeline.database import Database
 from pipeline.errors import BadInput
 from pipeline.executors import Executor, TaskState, get_executor
 from pipeline.stages.ingest import ingest_spool
-from pipeline.admin.signals import cancel_reason
+from pipeline.admin.signals import cancel_reason, write_cancel_reason
 from pipeline.capacity.unwatched import record_ended
 from db.states import State
 
@@ -78,6 +78,8 @@ def cancel_run(settings: Settings, db: Database, run_id: str,
     if run is None:
         raise BadInput(f"no run {run_id!r}")
     bundle = load_bundle(Path(run.run_dir))
+    write_cancel_reason(run.run_dir, reason)  # first: the run's own coordinator, if alive, closes with it
+    open_pairs = ledger.open_pair_ids(db, run_id)
     if run.executor != MANUAL:
         job_ids = ledger.open_job_ids(db, run_id)
         executor = attached_executor(settings, run, bundle, job_ids)
@@ -87,7 +89,7 @@ def cancel_run(settings: Settings, db: Database, run_id: str,
         finally:
             executor.close()
     ingest_spool(db, bundle.spool_dir)  # keep whatever finished before the cancel
-    return ledger.cancelled(db, run_id, reason)
+    return ledger.cancelled(db, run_id, reason, among=open_pairs)
 
 
 def failed_pairs(db: Database, run_id: str) -> tuple[Run, list[tuple[str, str]]]:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WHO = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-CANCEL_MARK = "cancel-requested"  # a file in the run folder: the reason a run was cancelled by a signal
+CANCEL_MARK = "cancel-requested"  # a file in the run folder: why the run was cancelled (a signal, `cancel`)
 
 
 class Stopped(KeyboardInterrupt):
@@ -83,15 +83,21 @@ _MARKED: list[Path] = []  # run folders whose cancel is recorded (from here on a
 def mark_cancel(run_dir: Path, reason: str) -> None:
     """Leave the reason in the run folder before anything else is done, so that even a coordinator killed
     while cancelling leaves a run that `reconcile` closes as cancelled (not lost)."""
+    write_cancel_reason(run_dir, reason)
+    _MARKED.append(Path(run_dir))
+
+
+def write_cancel_reason(run_dir: str | Path, reason: str) -> None:
+    """The reason a run is being cancelled, in its folder: read by `reconcile` and by the run's own
+    coordinator when another process (`score-plugins cancel`) stops its tasks."""
     try:
         (Path(run_dir) / CANCEL_MARK).write_text(reason + "\n")
     except OSError:
         pass
-    _MARKED.append(Path(run_dir))
 
 
 def cancel_reason(run_dir: str | Path) -> str | None:
-    """Why a run was cancelled by a signal, if it was."""
+    """Why a run was cancelled (by a signal or `score-plugins cancel`), if it was."""
     try:
         return (Path(run_dir) / CANCEL_MARK).read_text().strip() or None
     except OSError:

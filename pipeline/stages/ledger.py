@@ -177,8 +177,16 @@ def reconciled(db: Database, run_id: str) -> bool:
     return False
 
 
-def cancelled(db: Database, run_id: str, reason: str) -> int:
-    """Close a run's open pairs as CANCELLED (with `reason`) and the run itself; returns how many pairs."""
+def open_pair_ids(db: Database, run_id: str) -> set[int]:
+    """The row ids of a run's pairs that are still open."""
+    with db.sessions() as session:
+        return set(session.scalars(select(Job.id).where(Job.run_id == run_id, Job.state.in_(OPEN))))
+
+
+def cancelled(db: Database, run_id: str, reason: str, among: set[int] | None = None) -> int:
+    """Close a run's open pairs as CANCELLED (with `reason`) and the run itself; returns how many pairs.
+    With `among` (the pairs open when the cancel began), the count is of those now CANCELLED, whoever closed
+    them: the run's own coordinator may record its stopped tasks first."""
     n = 0
     with session_scope(db.sessions) as session:
         for job in session.scalars(select(Job).where(Job.run_id == run_id, Job.state.in_(OPEN))):
@@ -186,6 +194,10 @@ def cancelled(db: Database, run_id: str, reason: str) -> int:
             n += 1
         run = session.get(Run, run_id)
         run.status, run.ended_at = RunStatus.CANCELLED, _now()
+        if among is not None:
+            session.flush()
+            n = len(set(session.scalars(select(Job.id).where(Job.run_id == run_id,
+                                                                Job.state == State.CANCELLED))) & among)
     return n
 
 

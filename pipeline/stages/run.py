@@ -35,7 +35,7 @@ from pipeline.stages.notifications import deliver, queue_run_messages
 from pipeline.stages.plan import Plan, make_plan
 from pipeline.catalog.plugins import Catalog, plugin_key_of
 from pipeline.admin.rerun import keep_scope
-from pipeline.admin.signals import Stopped, mark_cancel, stopped_from
+from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
 from pipeline.capacity.sizing import assign_tiers
 from pipeline.stages.watch import Progress, Watcher
 
@@ -268,8 +268,10 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
         job_id = executor.submit(bundle)
         ledger.submitted(db, bundle.run_id, job_id)
         states = watcher.wait(job_id)
-        states = watcher.retry_infrastructure_failures(states, settings.max_retries)
-        states = escalate(settings, db, executor, watcher, bundle, states, started)
+        if cancel_reason(bundle.run_dir) is None:  # `score-plugins cancel` elsewhere: nothing more starts
+            states = watcher.retry_infrastructure_failures(states, settings.max_retries)
+        if cancel_reason(bundle.run_dir) is None:
+            states = escalate(settings, db, executor, watcher, bundle, states, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: stop what we started, keep what finished, tell
         stop = stopped_from(exc)
         cancelled = stop.reason
@@ -286,7 +288,7 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                 executor.cancel(started_job)
             states = watcher.after_cancel(job_id)
     result.executor_stats = watcher.stats()
-    ledger.close_unfinished(db, bundle, states, cancelled=cancelled)
+    ledger.close_unfinished(db, bundle, states, cancelled=cancelled or cancel_reason(bundle.run_dir))
     return cancelled is not None
 
 
@@ -371,7 +373,7 @@ def _standings(settings: Settings, db: Database, result: RunResult) -> dict[str,
 
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
-    cancelled = result.stop.reason if result.stop is not None else None
+    cancelled = result.stop.reason if result.stop is not None else cancel_reason(bundle.run_dir)
     run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build, cancelled=cancelled)
     for job in jobs:
         result.states[job.state] = result.states.get(job.state, 0) + 1
