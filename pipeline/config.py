@@ -83,6 +83,9 @@ class Settings:
         "help": "processes (and threads) one pair may have at once; past it the pair is stopped"})
     pair_disk_limit: str = field(default="20G", metadata={
         "help": "bytes one pair may write: its work folder in all, and any one file (also in the caches)"})
+    plugin_cache_limit: str = field(default="100G", metadata={
+        "help": "bytes one model or benchmark plugin's own cache folder may hold, over all its pairs; a pair that "
+                "grows it past this is stopped, and a plugin whose folder is over it is not run"})
     pair_output_limit: str = field(default="200M", metadata={
         "help": "bytes one pair may print (its log keeps the first and last 1 MB); past it the pair is stopped"})
     pair_shm: str = field(default="512M", metadata={
@@ -148,7 +151,7 @@ class Settings:
             self.shared_cache = self.state_dir / "shared-cache"
         from pipeline.units import size_bytes
 
-        for name in ("mem", "pair_disk_limit", "pair_output_limit", "pair_shm"):
+        for name in ("mem", "pair_disk_limit", "plugin_cache_limit", "pair_output_limit", "pair_shm"):
             if size_bytes(getattr(self, name)) is None:
                 raise BadInput(f"setting {name}: {getattr(self, name)!r} is not a size (e.g. 4G, 800M)")
         if not 0 < self.sandbox_uid_base <= 2**32 - 2 - 4096:

@@ -95,6 +95,11 @@ LIMITS = {
     "big_file": ("import os\nos.makedirs(os.environ['XDG_CACHE_HOME'], exist_ok=True)\n"
                  "f = open(os.path.join(os.environ['XDG_CACHE_HOME'], 'big'), 'wb')\nwhile True:\n"
                  "    f.write(b'x' * (1 << 20))\n    f.flush()", "reached the pair's disk limit"),
+    "cache_filler": ("import os, time\nchunk = b'x' * (1 << 20)\nos.makedirs(os.environ['XDG_CACHE_HOME'], exist_ok=True)\n"
+                     "for i in range(400):  # 400 MB, each file under the pair's disk limit, then waits to be seen\n"
+                     "    open(os.path.join(os.environ['XDG_CACHE_HOME'], f'c{i}'), 'wb').write(chunk)\n"
+                     "time.sleep(60)",
+                     "past its limit of 62914560 bytes (plugin_cache_limit)"),
     "output_flood": ("import sys\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')", "output limit of"),
     "site_symlink": ("import os\nsite = os.path.join(os.path.dirname(os.environ['HOME']), 'site')\nos.rmdir(site)\n"
                      "os.symlink('/', site)", "PermissionError"),
@@ -106,8 +111,8 @@ def test_each_limit_ends_only_its_own_pair(workspace, example_repo):
         benchmark(example_repo, folder, body)
     commit_all(example_repo, "plugins that exhaust the node", author="Mallory <mallory@example.org>")
     workspace.env.update({"SCORE_PLUGINS_PAIR_MAX_PROCESSES": "64", "SCORE_PLUGINS_PAIR_DISK_LIMIT": "40M",
-                          "SCORE_PLUGINS_PAIR_OUTPUT_LIMIT": "5M", "SCORE_PLUGINS_PAIR_TIMEOUT": "120",
-                          "SCORE_PLUGINS_PAIRS_PER_TASK": "3"})
+                          "SCORE_PLUGINS_PLUGIN_CACHE_LIMIT": "60M", "SCORE_PLUGINS_PAIR_OUTPUT_LIMIT": "5M",
+                          "SCORE_PLUGINS_PAIR_TIMEOUT": "120", "SCORE_PLUGINS_PAIRS_PER_TASK": "3"})
     proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--format", "json")
     assert proc.returncode == 1, proc.stderr
     import json
@@ -123,6 +128,17 @@ def test_each_limit_ends_only_its_own_pair(workspace, example_repo):
     logs = list(workspace.state.glob("runs/*/logs/*.log"))
     assert max(p.stat().st_size for p in logs) < 2_100_000
     assert "bytes cut by score-plugins" in "".join(p.read_text(errors="replace") for p in logs)
+    # the cache limit holds over the plugin's pairs: its folder is full, so its next pair runs nothing
+    cache = workspace.state / "shared-cache" / "benchmarks" / "cache_filler"
+    assert sb.tree_size(str(cache)) > 60 << 20
+    again = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg,knn-5", "--benchmarks",
+                          "cache-filler,iris-accuracy", "--format", "json")
+    pairs = {(p["model"], p["benchmark"]): p for p in json.loads(again.stdout)["pairs"]}
+    refused = pairs[("knn-5", "cache-filler")]
+    assert refused["state"] == "FAILED" and refused["reason"] == (
+        f"the plugin cache folder {cache} already holds more than its limit of 62914560 bytes (plugin_cache_limit): "
+        "nothing was run; an administrator empties it or raises the limit"), refused
+    assert pairs[("knn-5", "iris-accuracy")]["state"] == "COMPLETED"  # another plugin's pair is not touched
 
 
 POOLS = """import multiprocessing, os, warnings

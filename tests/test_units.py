@@ -323,3 +323,39 @@ def test_the_seccomp_filter_handed_to_bwrap_is_sealed_and_whole():
     finally:
         os.close(first)
         os.close(second)
+
+
+def test_a_plugins_own_cache_folder_is_bounded_and_the_trusted_shared_caches_are_not(tmp_path):
+    """`plugin_cache_limit`: the folder is the plugin's own (`<shared_cache>/<kind>/<plugin>`), measured in blocks
+    allocated without following a link, and named when it holds more than the limit."""
+    from pipeline.config import load_settings
+    from pipeline.errors import BadInput
+    from pipeline.job.pair_sandbox import CACHE_HOMES, own_cache_folder
+    from pipeline.job.worker import cache_over_limit
+
+    with pytest.raises(BadInput, match="setting plugin_cache_limit: 'lots' is not a size"):
+        load_settings({"plugin_cache_limit": "lots"}, environ={})
+    assert load_settings(environ={}).plugin_cache_limit == "100G"
+
+    def manifest(**changes) -> Manifest:
+        fields = dict(run_id="r", commit="c" * 40, domain_root="dom", executor="local", code_dir="/c", spool_dir="/s",
+                      log_dir="/l", worker="/w", env_root="/e", env_mode="cached", env_backend="uv", state_dir="/st",
+                      created_at="2026-01-01T00:00:00+00:00", tasks=[], shared_cache=str(tmp_path / "cache"),
+                      cache_limit_bytes=64 << 10)
+        return Manifest(**{**fields, **changes})
+
+    own = own_cache_folder(manifest(), "benchmarks", "filler")
+    assert own == str(tmp_path / "cache" / "benchmarks" / "filler")
+    assert own_cache_folder(manifest(trusted_caches=sorted(CACHE_HOMES)), "models", "m") is None
+    assert own_cache_folder(manifest(shared_cache=None), "models", "m") is None
+    other = own_cache_folder(manifest(), "models", "m")
+    (Path(own) / "torch").mkdir(parents=True)
+    Path(other).mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"x" * (1 << 20))
+    (Path(own) / "torch" / "link").symlink_to(outside)  # a link is not followed: it holds no block here
+    assert cache_over_limit(manifest(), (other, own)) is None
+    (Path(own) / "torch" / "weights").write_bytes(b"x" * (65 << 10))
+    assert cache_over_limit(manifest(), (other, own)) == own
+    assert cache_over_limit(manifest(cache_limit_bytes=1 << 20), (other, own)) is None
+    assert cache_over_limit(manifest(cache_limit_bytes=None), (other, own)) is None

@@ -49,6 +49,7 @@ class Manifest:
     max_processes: int | None = 512  # per pair (a per-pair user when the worker is root)
     disk_limit_bytes: int | None = None  # per pair: its work folder, and any one file it writes
     output_limit_bytes: int | None = None  # per pair: what it prints; the pair is stopped past it
+    cache_limit_bytes: int | None = None  # per plugin: what its own cache folder holds, over all its pairs
     shm_bytes: int = 256 << 20  # its private /dev/shm
     uid_base: int = UID_BASE
     mem_limit_bytes: int | None = None  # the plugin's data limit (local executor; Slurm enforces its own)

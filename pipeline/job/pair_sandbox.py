@@ -86,6 +86,15 @@ def plugin_caches(manifest: Manifest, kind: str, plugin: str) -> dict[str, str]:
             for name, sub in CACHE_HOMES.items()}
 
 
+def own_cache_folder(manifest: Manifest, kind: str, plugin: str) -> str | None:
+    """The folder holding one plugin's own caches (`<shared_cache>/<kind>/<plugin>`), which `plugin_cache_limit`
+    bounds; None when it has none (no shared cache, or every cache variable is trusted and shared)."""
+    caches = plugin_caches(manifest, kind, plugin)
+    if not any(name not in manifest.trusted_caches for name in caches):
+        return None
+    return str(Path(manifest.shared_cache) / kind / plugin)
+
+
 def cache_folders(manifest: Manifest, caches: dict[str, str]) -> tuple[str, ...]:
     """The folders to bind read-write for these caches: made by root below the root-owned cache root (no plugin
     sees a parent, so none can plant a link there), group-writable by the sandbox users' shared group (setgid,

@@ -31,7 +31,8 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/wor
 from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
-from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, pair_manifest,
+from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, own_cache_folder,
+                           pair_manifest,
                            plugin_caches, sandbox_prepare, sandboxed, split_folders)
 from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
@@ -112,9 +113,16 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
         sides = []
         seccomp_fds: list[int] = []
         how = ""
+        own_caches: tuple[str, ...] = ()
         try:
             model_caches = plugin_caches(manifest, "models", pair["model_plugin"])
             bench_caches = plugin_caches(manifest, "benchmarks", pair["benchmark_plugin"])
+            own_caches = tuple(f for f in (own_cache_folder(manifest, "models", pair["model_plugin"]),
+                                           own_cache_folder(manifest, "benchmarks", pair["benchmark_plugin"])) if f)
+            if manifest.sandbox != "off" and (full := cache_over_limit(manifest, own_caches)):
+                raise StageError("import", f"the plugin cache folder {full} already holds more than its limit of "
+                                           f"{manifest.cache_limit_bytes} bytes (plugin_cache_limit): nothing was "
+                                           "run; an administrator empties it or raises the limit")
             model_cmd = [*launch(env_python, manifest.worker, "boundary"), "serve-model", "--manifest", own.path, "--pair", pair["key"],
                          "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
             bench_cmd = [*launch(env_python, manifest.worker, "score_pair"), "--manifest", own.path, "--pair", pair["key"],
@@ -163,7 +171,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
             ended_itself = False  # the benchmark's side ended on its own (not stopped at a limit)
             check = None
             if failure is None and len(procs) == 2:
-                check = PairWatch(manifest, Path(tmp), uids, output).check
+                check = PairWatch(manifest, Path(tmp), uids, output, own_caches).check
                 code, usage, stopped = wait_with_usage(procs[1], timeout, check)
                 ended_itself = stopped is None
                 reader.join(REPORT_DRAIN_SECONDS)
@@ -276,13 +284,26 @@ class LogWriter:
         os.close(self.read_fd)
 
 
+def cache_over_limit(manifest: Manifest, folders: tuple[str, ...]) -> str | None:
+    """The first of these plugin cache folders that holds more than `cache_limit_bytes`, if one does."""
+    limit = manifest.cache_limit_bytes
+    if limit:
+        for folder in folders:
+            if sb.tree_size(folder, limit) > limit:
+                return folder
+    return None
+
+
 class PairWatch:
     """Checks, while the pair runs, the limits no rlimit enforces for the pair as a whole: its output, its
-    processes (per-pair user, root only) and the bytes in its work folder. Returns the reason to stop it."""
+    processes (per-pair user, root only), the bytes in its work folder and in its plugins' own cache folders
+    (`caches`). Returns the reason to stop it."""
 
-    def __init__(self, manifest: Manifest, workdir: Path, uids: tuple[int, ...], output: LogWriter):
+    def __init__(self, manifest: Manifest, workdir: Path, uids: tuple[int, ...], output: LogWriter,
+                 caches: tuple[str, ...] = ()):
         self.manifest, self.workdir, self.uids, self.output = manifest, workdir, tuple(set(uids)), output
-        self.next_slow = 0.0
+        self.caches = caches
+        self.next_slow = self.next_cache = 0.0
 
     def check(self) -> str | None:
         m = self.manifest
@@ -296,6 +317,14 @@ class PairWatch:
             return f"pair reached its limit of {m.max_processes} processes and was stopped"
         if m.disk_limit_bytes and sb.tree_size(str(self.workdir), m.disk_limit_bytes) > m.disk_limit_bytes:
             return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
+        if self.caches and time.monotonic() >= self.next_cache:
+            began = time.monotonic()
+            full = cache_over_limit(m, self.caches)
+            if full:
+                return (f"pair grew the plugin cache folder {full} past its limit of {m.cache_limit_bytes} bytes "
+                        "(plugin_cache_limit) and was stopped")
+            # a cache of many files (a stimulus set) is walked at most a twentieth of the time
+            self.next_cache = time.monotonic() + max(1.0, 20 * (time.monotonic() - began))
         return None
 
 

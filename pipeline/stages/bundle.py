@@ -186,6 +186,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         sandbox_extra_paths=list(settings.sandbox_extra_paths),
         sandbox_network=settings.sandbox_network, max_processes=settings.pair_max_processes,
         disk_limit_bytes=size_bytes(settings.pair_disk_limit), output_limit_bytes=size_bytes(settings.pair_output_limit),
+        cache_limit_bytes=size_bytes(settings.plugin_cache_limit),
         shm_bytes=size_bytes(settings.pair_shm) or (512 << 20), uid_base=settings.sandbox_uid_base,
         uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
