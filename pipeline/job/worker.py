@@ -323,8 +323,9 @@ class PairWatch:
             if full:
                 return (f"pair grew the plugin cache folder {full} past its limit of {m.cache_limit_bytes} bytes "
                         "(plugin_cache_limit) and was stopped")
-            # a cache of many files (a stimulus set) is walked at most a twentieth of the time
-            self.next_cache = time.monotonic() + max(1.0, 20 * (time.monotonic() - began))
+            # a cache of many files (a stimulus set) is walked at most a twentieth of the time, and at least
+            # every 30 s however slow a plugin made its walk
+            self.next_cache = time.monotonic() + min(30.0, max(1.0, 20 * (time.monotonic() - began)))
         return None
 
 
