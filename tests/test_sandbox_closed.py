@@ -99,7 +99,7 @@ LIMITS = {
                      "for i in range(400):  # 400 MB, each file under the pair's disk limit, then waits to be seen\n"
                      "    open(os.path.join(os.environ['XDG_CACHE_HOME'], f'c{i}'), 'wb').write(chunk)\n"
                      "time.sleep(60)",
-                     "past its limit of 62914560 bytes (plugin_cache_limit)"),
+                     "grew past its limit of 62914560 bytes (plugin_cache_limit) while this pair ran"),
     "output_flood": ("import sys\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')", "output limit of"),
     "site_symlink": ("import os\nsite = os.path.join(os.path.dirname(os.environ['HOME']), 'site')\nos.rmdir(site)\n"
                      "os.symlink('/', site)", "PermissionError"),

@@ -9,6 +9,7 @@ the diff in git.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -218,6 +219,40 @@ def test_every_executor_is_built_by_the_one_registry_and_attaches(tmp_path):
         get_executor("kubernetes", settings)
 
 
+def test_a_local_task_stopped_by_another_process_cancel_is_cancelled_for_its_own_coordinator(tmp_path):
+    """`score-plugins cancel` stops a local run's tasks from another process; the coordinator still watching them
+    must read them as CANCELLED (the marker left before the signal), not as FAILED by a signal."""
+    import time
+    from types import SimpleNamespace
+
+    from pipeline.executors.local import LocalExecutor
+
+    (tmp_path / "logs").mkdir()
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\nsleep 300\n")
+    bundle = SimpleNamespace(n_tasks=2, run_dir=tmp_path, log_dir=tmp_path / "logs", job_script=script,
+                             script_for=lambda index: (script, index), manifest=SimpleNamespace(tasks=[{}, {}]))
+    watching, other = LocalExecutor(workers=2), LocalExecutor()
+    try:
+        job_id = watching.submit(bundle)
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / "logs" / f"task-{i}.pid").exists() for i in range(2)):
+            assert time.monotonic() < deadline, "the tasks never started"
+            time.sleep(0.05)
+        other.attach(bundle, job_id)
+        other.cancel(job_id)
+        states = watching.poll(job_id)
+        while not all(s.done for s in states.values()):
+            assert time.monotonic() < deadline + 30, states
+            time.sleep(0.05)
+            states = watching.poll(job_id)
+        assert {(s.state, s.reason) for s in states.values()} == {("CANCELLED", "cancelled")}, states
+    finally:
+        watching.cancel(job_id)
+        watching.close()
+        other.close()
+
+
 # --- the sandbox's seccomp filter (libseccomp) -------------------------------------------------------------------
 
 SECCOMP_CHILD = r"""
@@ -331,6 +366,7 @@ def test_a_plugins_own_cache_folder_is_bounded_and_the_trusted_shared_caches_are
     from pipeline.config import load_settings
     from pipeline.errors import BadInput
     from pipeline.job.pair_sandbox import CACHE_HOMES, own_cache_folder
+    from pipeline.job import sandbox as sb
     from pipeline.job.worker import cache_over_limit
 
     with pytest.raises(BadInput, match="setting plugin_cache_limit: 'lots' is not a size"):
@@ -359,3 +395,19 @@ def test_a_plugins_own_cache_folder_is_bounded_and_the_trusted_shared_caches_are
     assert cache_over_limit(manifest(), (other, own)) == own
     assert cache_over_limit(manifest(cache_limit_bytes=1 << 20), (other, own)) is None
     assert cache_over_limit(manifest(cache_limit_bytes=None), (other, own)) is None
+    # a file below a path too long to open by name (> PATH_MAX) is not skipped: the limit fails closed
+    (Path(own) / "torch" / "weights").unlink()
+    fd = os.open(Path(other), os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("d" * 250, dir_fd=fd)
+        deeper = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    hidden = os.open("weights", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(hidden, b"x" * (1 << 20))
+    os.close(hidden)
+    os.close(fd)
+    assert sb.tree_size(other) < 1 << 20  # the lenient walk, as it was, misses it
+    with pytest.raises(OSError):
+        sb.tree_size(other, strict=True)
+    assert cache_over_limit(manifest(), (own, other)) == f"{other} (it cannot be measured: File name too long)"

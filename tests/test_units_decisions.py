@@ -373,6 +373,8 @@ from pipeline.stages.bundle import Bundle  # noqa: E402
 from pipeline.database import open_database  # noqa: E402
 from pipeline.executors.base import TaskState  # noqa: E402
 from pipeline.stages.plan import Plan, PlannedPair  # noqa: E402
+from pipeline.admin.repair import cancel_run  # noqa: E402
+from pipeline.config import load_settings  # noqa: E402
 
 INFO = ledger.RunInfo(repo="r", head="h" * 40, domain="dom", executor="local", base="b" * 40, jenkins_build="7",
                       build_url="http://ci/7", sandbox="bwrap")
@@ -562,6 +564,14 @@ def test_a_cancel_counts_the_pairs_it_stopped_even_when_the_runs_coordinator_rec
         assert jobs(db, "run-c")["k3"].reason == "cancelled by an admin"
         assert ledger.cancelled(db, "run-c", "again", among=among) == 2  # the same cancel, repeated
         assert ledger.cancelled(db, "run-c", "again") == 0  # nothing was open
+        # a run that is over keeps its record: `cancel` of it stops nothing and changes nothing
+        ledger.open_run(db, "run-f", Plan("c" * 40, "dom", to_run=[planned("kf")]), INFO)
+        with db.sessions() as s, s.begin():
+            s.get(Job, jobs(db, "run-f")["kf"].id).state = State.COMPLETED
+        assert ledger.finish(db, "run-f", None)[0].status == RunStatus.COMPLETED
+        assert cancel_run(load_settings(environ={}), db, "run-f") == 0
+        assert ledger.cancelled(db, "run-f", "late") == 0
+        assert run_row(db, "run-f").status == RunStatus.COMPLETED and jobs(db, "run-f")["kf"].state == "COMPLETED"
     finally:
         db.close()
 

@@ -20,7 +20,7 @@ from pipeline.executors import Executor, TaskState, get_executor
 from pipeline.stages.ingest import ingest_spool
 from pipeline.admin.signals import cancel_reason, write_cancel_reason
 from pipeline.capacity.unwatched import record_ended
-from db.states import State
+from db.states import RunStatus, State
 
 MANUAL = "manual"  # a bundle an admin submits by hand (`render`): we do not know its Slurm job
 
@@ -77,9 +77,11 @@ def cancel_run(settings: Settings, db: Database, run_id: str,
     run = ledger.get_run(db, run_id)
     if run is None:
         raise BadInput(f"no run {run_id!r}")
+    open_pairs = ledger.open_pair_ids(db, run_id)
+    if not open_pairs and run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return 0  # over already: nothing to stop, and its record stays as it is
     bundle = load_bundle(Path(run.run_dir))
     write_cancel_reason(run.run_dir, reason)  # first: the run's own coordinator, if alive, closes with it
-    open_pairs = ledger.open_pair_ids(db, run_id)
     if run.executor != MANUAL:
         job_ids = ledger.open_job_ids(db, run_id)
         executor = attached_executor(settings, run, bundle, job_ids)

@@ -36,7 +36,7 @@ def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watc
     by_name = {t.name: t for t in tiers}
     keys = [p["key"] for p in bundle.pairs()]
     for round_no in range(2, 2 * len(tiers) + 2):  # at most one move per tier, plus re-runs of neighbours
-        close_unfinished(db, bundle, states)
+        close_unfinished(db, bundle, states, cancelled=watcher.stop_reason())
         rows = _with_culprits(bundle, attempts.collect(db, bundle, keys, states, by_name, settings.cpus_per_task),
                               round_started)
         up: dict[str, list[dict]] = {}
@@ -60,7 +60,7 @@ def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watc
             up.setdefault(target.name, []).append(row)
         attempts.save(db, [r for r in rows if not r.get("never_started")])
         _fail_outgrown(db, bundle.run_id, outgrown)
-        if not (up or again) or not executor.can_resubmit:
+        if not (up or again) or not executor.can_resubmit or watcher.stop_requested():
             return states
         pairs = {p["key"]: p for p in bundle.pairs()}
         placed = [(t.name, [pairs[r["pair_key"]] for r in again.get(t.name, []) + up.get(t.name, [])])
@@ -76,6 +76,7 @@ def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watc
         round_started = time.time()
         job_id = executor.resubmit(bundle, new)
         _reopen(db, bundle, keys, moved, job_id)
+        watcher.cancel_if_stopped(job_id)
         watcher.progress.total += len(keys)
         states = {**states, **watcher.wait(job_id, expect=keys)}
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)

@@ -83,7 +83,7 @@ class LocalExecutor(Executor):
             if timed_out:
                 state = TaskState(index, State.TIMEOUT, f"TIMEOUT: the task exceeded its tier's time limit of "
                                   f"{minutes} minutes", "localhost", code)
-            elif job_id in self._cancelled:
+            elif job_id in self._cancelled or (code != 0 and cancel_marker(bundle.log_dir, index).exists()):
                 state = TaskState(index, State.CANCELLED, "cancelled", "localhost", code)
             elif code == 0:
                 state = TaskState(index, State.COMPLETED, "", "localhost", code)
@@ -167,12 +167,22 @@ def _live_task_pid(pid_file: Path, job_script: Path | None) -> int | None:
     return pid
 
 
+def cancel_marker(log_dir: str | Path, index: int) -> Path:
+    """Left by `cancel_local_tasks` before it stops a task, so the coordinator watching that task records it
+    CANCELLED, not FAILED by a signal."""
+    return Path(log_dir) / f"task-{index}.cancelled"
+
+
 def cancel_local_tasks(log_dir: Path, n_tasks: int, job_script: Path) -> int:
     """Stop the tasks of a local run started by another process (`score-plugins cancel`); returns how many."""
     stopped = 0
     for index in range(n_tasks):
         pid = _live_task_pid(Path(log_dir) / f"task-{index}.pid", job_script)
         if pid is not None:
+            try:
+                cancel_marker(log_dir, index).touch()
+            except OSError:
+                pass
             _terminate(pid)
             stopped += 1
     return stopped

@@ -125,20 +125,30 @@ def count_processes_in_range(base: int, count: int) -> int:
     return n
 
 
-def tree_size(path: str, stop_at: int | None = None) -> int:
-    """Bytes allocated under `path`, never following a symlink (a plugin's folder may hold any)."""
+def tree_size(path: str, stop_at: int | None = None, strict: bool = False) -> int:
+    """Bytes allocated under `path`, never following a symlink (a plugin's folder may hold any). What vanished
+    while it walked is skipped; any other error (a path too long to open, a loop) is skipped too, or with
+    `strict` raised, so that a limit fails closed on what it cannot measure."""
     total = 0
     stack = [path]
     while stack:
         try:
             entries = os.scandir(stack.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
         except OSError:
+            if strict:
+                raise
             continue
         with entries:
             for entry in entries:
                 try:
                     info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
                 except OSError:
+                    if strict:
+                        raise
                     continue
                 total += info.st_blocks * 512
                 if stat.S_ISDIR(info.st_mode):

@@ -194,6 +194,9 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                         failure["reason"] += (f" (a file reached the pair's disk limit of {manifest.disk_limit_bytes}"
                                               " bytes)")
             model_usage = _end_model(procs, ended_itself, check)
+            if failure is None and check is not None and manifest.sandbox != "off" and \
+                    (full := cache_over_limit(manifest, own_caches)):
+                failure = {"state": "FAILED", "stage": "score", "reason": cache_grew(manifest, full)}  # last bytes
             if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
                 result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
             output.finish()
@@ -285,13 +288,22 @@ class LogWriter:
 
 
 def cache_over_limit(manifest: Manifest, folders: tuple[str, ...]) -> str | None:
-    """The first of these plugin cache folders that holds more than `cache_limit_bytes`, if one does."""
+    """The first of these plugin cache folders that holds more than `cache_limit_bytes`, or cannot be measured
+    (a path too long to open: fail closed), if one does; named with why when it could not be measured."""
     limit = manifest.cache_limit_bytes
     if limit:
         for folder in folders:
-            if sb.tree_size(folder, limit) > limit:
-                return folder
+            try:
+                if sb.tree_size(folder, limit, strict=True) > limit:
+                    return folder
+            except OSError as exc:
+                return f"{folder} (it cannot be measured: {exc.strerror or exc})"
     return None
+
+
+def cache_grew(manifest: Manifest, folder: str) -> str:
+    return (f"the plugin cache folder {folder} grew past its limit of {manifest.cache_limit_bytes} bytes "
+            "(plugin_cache_limit) while this pair ran; the pair was stopped")
 
 
 class PairWatch:
@@ -315,14 +327,19 @@ class PairWatch:
         if m.max_processes and sb.running_as_root() and \
                 max(sb.count_processes(uid) for uid in self.uids) >= m.max_processes:
             return f"pair reached its limit of {m.max_processes} processes and was stopped"
-        if m.disk_limit_bytes and sb.tree_size(str(self.workdir), m.disk_limit_bytes) > m.disk_limit_bytes:
-            return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
+        if m.disk_limit_bytes:
+            try:
+                over = sb.tree_size(str(self.workdir), m.disk_limit_bytes, strict=True) > m.disk_limit_bytes
+            except OSError as exc:  # e.g. a path too long to open: what cannot be measured is not allowed
+                return (f"pair's work folder cannot be measured against its disk limit of {m.disk_limit_bytes} "
+                        f"bytes ({exc.strerror or exc}) and the pair was stopped")
+            if over:
+                return f"pair wrote more than its disk limit of {m.disk_limit_bytes} bytes and was stopped"
         if self.caches and time.monotonic() >= self.next_cache:
             began = time.monotonic()
             full = cache_over_limit(m, self.caches)
             if full:
-                return (f"pair grew the plugin cache folder {full} past its limit of {m.cache_limit_bytes} bytes "
-                        "(plugin_cache_limit) and was stopped")
+                return cache_grew(m, full)
             # a cache of many files (a stimulus set) is walked at most a twentieth of the time, and at least
             # every 30 s however slow a plugin made its walk
             self.next_cache = time.monotonic() + min(30.0, max(1.0, 20 * (time.monotonic() - began)))

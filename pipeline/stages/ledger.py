@@ -193,7 +193,8 @@ def cancelled(db: Database, run_id: str, reason: str, among: set[int] | None = N
             job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()
             n += 1
         run = session.get(Run, run_id)
-        run.status, run.ended_at = RunStatus.CANCELLED, _now()
+        if n or run.status in (RunStatus.PENDING, RunStatus.RUNNING):  # a run already over keeps its status
+            run.status, run.ended_at = RunStatus.CANCELLED, _now()
         if among is not None:
             session.flush()
             n = len(set(session.scalars(select(Job.id).where(Job.run_id == run_id,

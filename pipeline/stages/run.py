@@ -263,15 +263,15 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
     started = time.time()
     watcher = Watcher(db, executor, bundle, on_progress)
     watcher.on_retry = recorder(settings, db, bundle)
+    watcher.stop_reason = lambda: cancel_reason(bundle.run_dir)  # `score-plugins cancel` from elsewhere
     cancelled, job_id = None, None
     try:
         job_id = executor.submit(bundle)
         ledger.submitted(db, bundle.run_id, job_id)
+        watcher.cancel_if_stopped(job_id)
         states = watcher.wait(job_id)
-        if cancel_reason(bundle.run_dir) is None:  # `score-plugins cancel` elsewhere: nothing more starts
-            states = watcher.retry_infrastructure_failures(states, settings.max_retries)
-        if cancel_reason(bundle.run_dir) is None:
-            states = escalate(settings, db, executor, watcher, bundle, states, started)
+        states = watcher.retry_infrastructure_failures(states, settings.max_retries)
+        states = escalate(settings, db, executor, watcher, bundle, states, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: stop what we started, keep what finished, tell
         stop = stopped_from(exc)
         cancelled = stop.reason

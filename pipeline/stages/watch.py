@@ -76,6 +76,8 @@ class Watcher:
         self.job_ids: list[str] = []  # every job this watcher waited for (retries and escalations too)
         # called with the keys and task states of tasks about to be resubmitted (their attempts are recorded)
         self.on_retry: Callable[[list[str], dict[int, TaskState]], None] | None = None
+        # why the run was cancelled from outside (`score-plugins cancel`), if it was: nothing more is started
+        self.stop_reason: Callable[[], str | None] = lambda: None
         self._index = SpoolIndex(bundle.spool_dir)
         self._announced: set[str] = set()  # named in the spool's index, not yet ingested
         self._missing: set[str] = set()  # what the current `wait` still expects
@@ -174,7 +176,7 @@ class Watcher:
         for attempt in range(2, max_retries + 2):
             done = {p.stem for p in self.bundle.spool_dir.glob("*.json")}
             retry = [i for i, s in states.items() if s.state in RETRYABLE and not set(by_task.get(i, [])) <= done]
-            if not retry:
+            if not retry or self.stop_requested():
                 return states
             log.warning("resubmitting %d task(s) after %s (attempt %d)", len(retry),
                         ", ".join(sorted({states[i].state for i in retry})), attempt)
@@ -183,8 +185,18 @@ class Watcher:
                 self.on_retry(keys, states)
             job_id = self.executor.resubmit(self.bundle, retry)
             ledger.retried(self.db, self.bundle.run_id, keys, job_id, attempt)
+            self.cancel_if_stopped(job_id)
             states = {**states, **self.wait(job_id, expect=keys)}
         return states
+
+    def stop_requested(self) -> bool:
+        return self.stop_reason() is not None
+
+    def cancel_if_stopped(self, job_id: str) -> None:
+        """A job submitted and recorded just as the run was cancelled from outside (the cancel read the run's
+        job ids before this one was recorded): cancelled here, so nothing it runs outlives the cancel."""
+        if self.stop_requested():
+            self.executor.cancel(job_id)
 
     def after_cancel(self, job_id: str, wait: float = 30.0) -> dict[int, TaskState]:
         """The tasks' states once a cancel took effect (or after `wait` seconds), and what they left."""
