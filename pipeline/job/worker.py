@@ -32,8 +32,7 @@ from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, own_cache_folder,
-                           pair_manifest,
-                           plugin_caches, sandbox_prepare, sandboxed, split_folders)
+                           pair_manifest, plugin_caches, sandbox_prepare, sandboxed, split_folders)
 from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
@@ -302,6 +301,7 @@ def cache_over_limit(manifest: Manifest, folders: tuple[str, ...]) -> str | None
 
 
 def cache_grew(manifest: Manifest, folder: str) -> str:
+    """The reason a pair fails when a plugin cache folder passed its limit while it ran (checked during and after)."""
     return (f"the plugin cache folder {folder} grew past its limit of {manifest.cache_limit_bytes} bytes "
             "(plugin_cache_limit) while this pair ran; the pair was stopped")
 
