@@ -288,7 +288,7 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
                 executor.cancel(started_job)
             states = watcher.after_cancel(job_id)
     result.executor_stats = watcher.stats()
-    ledger.close_unfinished(db, bundle, states, cancelled=cancelled or cancel_reason(bundle.run_dir))
+    ledger.close_unfinished(db, bundle, states, cancelled=cancelled or watcher.stop_reason())
     return cancelled is not None
 
 
