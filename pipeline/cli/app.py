@@ -110,6 +110,8 @@ def common(formats: tuple[str, ...] = ("table", "json"), prod: bool | str = True
                 stop = stopped_from(exc)
                 err.print(coloured("interrupted:", "yellow", f"stopped by {stop.name}; what finished is kept "
                                    "(`score-plugins reconcile` closes what was left open)"))
+                if stop.second:  # at once, as promised: a normal exit would wait for the local executor's
+                    _exit_now(stop.exit_code)  # task threads, i.e. for the tasks the cancel did not reach
                 sys.exit(stop.exit_code)
             except BrokenPipeError:  # `| head`: the reader has what it wanted; end quietly, exit 0
                 _quiet_after_broken_pipe()
@@ -154,6 +156,17 @@ def _quiet_after_broken_pipe() -> None:
 
 
 out.on_broken_pipe = _quiet_after_broken_pipe  # rich's own default exits 1
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's shutdown, which joins worker threads: after a second stop signal the local
+    executor's threads may be waiting on tasks for hours (`reconcile` stops those, from the note in the run)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 STANDARD_PROFILES = ("local", "prod", "dev", "test")
