@@ -28,8 +28,9 @@ from pipeline.errors import BadInput
 from pipeline.catalog.ids import folder_problem, identifier_problem
 from pipeline.catalog.factscache import FactsCache
 from pipeline.catalog.loaders import (PLUGIN_TYPES, REGISTRY_NAMES, _domain_loaders, _import_target, _matches,
-                                     _registry_of, _unescape)
-from pipeline.catalog.sourcefacts import Declaration, FileFacts, read_facts
+                                     _registry_of)
+from pipeline.catalog.parents import construction_walker, resolve_parents
+from pipeline.catalog.sourcefacts import FileFacts, read_facts, wants_construction
 
 REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py", "metadata.yml", "metadata.yaml")
 TEST_FILE = re.compile(r"(^|/)(tests?/|test\.py$|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
@@ -80,6 +81,7 @@ class Plugin:
     parents: dict[str, str | None] = field(default_factory=dict)  # benchmark id -> declared parent (None: none)
     versions: dict[str, int | None] = field(default_factory=dict)  # benchmark id -> declared version
     parent_problems: dict[str, str] = field(default_factory=dict)  # benchmark id -> why its parent is unknown
+    runtime_ids: dict[str, str] = field(default_factory=dict)  # benchmark id -> the identifier= it runs as
     resources: dict = field(default_factory=dict)  # metadata.yml `resources:`: '' (folder) or id -> tiers.Need
 
     @property
@@ -237,10 +239,14 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
     refused: dict[tuple[str, str], str] = {}
     files_of: dict[tuple[str, str], list[gitrepo.TreeEntry]] = {}
     domain_init = None
+    helper_files: list[gitrepo.TreeEntry] = []  # read only for what a benchmark's construction passes through
     for entry in entries:
         parts = entry.path.split("/")
         if entry.path == f"{root}/__init__.py":
             domain_init = entry
+        elif entry.kind == "blob" and entry.path.endswith(".py") and wants_construction(entry.path) and (
+                len(parts) == 3 or (parts[1].endswith("_helpers") and not TEST_FILE.search(entry.path))):
+            helper_files.append(entry)
         elif len(parts) == 3 and parts[1] in PLUGIN_TYPES and entry.kind == "tree":
             problem = folder_problem(parts[2])
             if problem:
@@ -256,12 +262,14 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
                     and not TEST_FILE.search(e.path[len(f"{root}/{key[0]}/{key[1]}/"):])]
     if domain_init is not None:
         python_files.append(domain_init)
+    python_files.extend(helper_files)
     facts: dict[str, FileFacts] = {}
     missing = []
     for entry in python_files:
         known = cache.get(entry.sha)
-        if known is None:
-            missing.append(entry)
+        if known is None or (known.construction is None and not known.syntax_error
+                             and wants_construction(entry.path)):
+            missing.append(entry)  # (a blob first read elsewhere has no construction facts: read it again)
         else:
             facts[entry.sha] = known
     requirement_files = [e for key, files in files_of.items() if key in plugins for e in files
@@ -272,6 +280,7 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
         cache.put(entry.sha, facts[entry.sha])
     cache.save()
 
+    walker = construction_walker(root, python_files, facts)
     for key, plugin in plugins.items():
         files = files_of.get(key, [])
         init_path = f"{plugin.path}/__init__.py"
@@ -292,7 +301,7 @@ def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir
         if plugin.type == "benchmarks":
             declared = [d for f in files if f.sha in facts and not facts[f.sha].syntax_error
                         for d in facts[f.sha].declarations]
-            read_parents(plugin, declared)
+            resolve_parents(plugin, walker, init_path, declared)
             if declared and plugin.parent_problems:  # a plugin that passes no parent= at all hangs nowhere, quietly
                 first = sorted(plugin.parent_problems)[0]
                 issues.append(Issue(init_path, 0, f"the leaderboard parent of {len(plugin.parent_problems)} "
@@ -333,60 +342,6 @@ def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list
         if reg.key not in ids:
             ids.append(reg.key)
     plugin.identifiers = list(plugin.registered.get(own, []))
-
-
-def read_parents(plugin: Plugin, declarations: list[Declaration]) -> None:
-    """Each registered benchmark's `parent=` and `version=`, from the constructor calls of its plugin.
-
-    The calls that decide are those whose own `identifier=` can be the benchmark's id (all calls when none
-    can). A `parent=region` whose identifier is `f'X.{region}-pls'` takes the part of the id in that slot. One
-    parent value left: the benchmark gets it; several (`parent=region` called with 'V4' and 'IT'): the one its
-    identifier names as a whole word ('MajajHong2015.IT-pls' -> 'IT'). Otherwise, or when the parent is
-    computed, it cannot be read: the benchmark is listed unattached, with the reason."""
-    for identifier in plugin.identifiers:
-        # the constructor calls whose own `identifier=` can be this id decide; if none can, every call does
-        own = [d for d in declarations if d.identifiers and any(
-            re.fullmatch(p, identifier, re.DOTALL) for p in d.identifiers)]
-        values, computed = _parent_values(own or declarations)
-        slots = {m.group("parent") for d in (own or declarations) if d.parent_in_identifier
-                 for m in [re.fullmatch(d.parent_in_identifier, identifier, re.DOTALL)] if m}
-        if len(slots) == 1 and (len(values) != 1 or computed):
-            values = {slots.pop(): [d for d in own or declarations if d.parent_in_identifier]}
-            computed = []
-        chosen: str | None = None
-        if not declarations:
-            plugin.parent_problems[identifier] = "no benchmark constructor in its plugin passes parent="
-        elif len(values) == 1 and not computed:
-            chosen = next(iter(values))
-        else:
-            named = [v for v in values if v and re.search(rf"(?<![A-Za-z0-9]){re.escape(v)}(?![A-Za-z0-9])",
-                                                          identifier)]
-            if len(named) == 1:
-                chosen = named[0]
-            else:
-                options = sorted(values)[:6] + [d.text for d in computed][:3]
-                plugin.parent_problems[identifier] = (
-                    f"parent= is passed {len(values) + len(computed)} ways ({', '.join(map(repr, options))})"
-                    " and the identifier names none of them alone" if len(values) + len(computed) > 1 else
-                    f"parent={computed[0].text} is computed; it cannot be read without running the plugin")
-        if chosen is not None:
-            plugin.parents[identifier] = chosen or None
-            versions = {d.version for d in values[chosen]}
-            plugin.versions[identifier] = versions.pop() if len(versions) == 1 else None
-
-
-def _parent_values(declarations: list[Declaration]) -> tuple[dict[str, list[Declaration]], list[Declaration]]:
-    """Literal parent -> the calls that pass it ("" for parent=None), and the calls whose parent is computed."""
-    values: dict[str, list[Declaration]] = {}
-    computed = [d for d in declarations if d.parents is None or any(_unescape(p) is None for p in d.parents)]
-    for d in declarations:
-        for pattern in d.parents or []:
-            literal = _unescape(pattern)
-            if literal is not None:
-                values.setdefault(literal, []).append(d)
-        if d.parents == []:
-            values.setdefault("", []).append(d)
-    return values, computed
 
 
 def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, issues: list[Issue]) -> None:

@@ -18,7 +18,7 @@ import ast
 import re
 from dataclasses import asdict, dataclass, field
 
-PARSER_VERSION = 7
+PARSER_VERSION = 8  # the one place the facts cache's version is bumped (8: `construction`)
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
 MAX_DEPTH = 6
 WILDCARD = ".*"
@@ -73,6 +73,9 @@ class FileFacts:
     loader_defs: dict[str, str] = field(default_factory=dict)  # load_x -> "registry:r" | "loader:l" | "type:t"
     declarations: list[Declaration] = field(default_factory=list)
     syntax_error: tuple[int, str] | None = None
+    # what a benchmark's construction needs (pipeline.catalog.construction), for benchmark plugins' files and the
+    # domain's helpers only; None: not read for this file (its blob was first seen elsewhere)
+    construction: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -86,6 +89,7 @@ class FileFacts:
             loader_defs=dict(data["loader_defs"]),
             declarations=[Declaration(**d) for d in data.get("declarations", [])],
             syntax_error=tuple(data["syntax_error"]) if data["syntax_error"] else None,  # type: ignore[arg-type]
+            construction=data.get("construction"),
         )
 
 
@@ -99,7 +103,20 @@ def read_facts(source: bytes, filename: str = "<plugin>") -> FileFacts:
         tree = ast.parse(source, filename=filename)
     except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
         return FileFacts(syntax_error=(getattr(exc, "lineno", 0) or 0, getattr(exc, "msg", str(exc))))
-    return _Reader(tree).facts()
+    facts = _Reader(tree).facts()
+    if wants_construction(filename):
+        from pipeline.catalog.construction import read_construction
+
+        facts.construction = read_construction(tree)
+    return facts
+
+
+def wants_construction(path: str) -> bool:
+    """Files a benchmark's construction may pass through: benchmark plugins, `<root>/benchmarks/__init__.py`, the
+    domain's `*_helpers/` and its own `__init__.py`."""
+    parts = path.split("/")
+    return len(parts) >= 2 and (parts[1] == "benchmarks" or parts[1].endswith("_helpers") or parts[1:] == [
+        "__init__.py"])
 
 
 class _Reader:

@@ -25,7 +25,8 @@ def repository_tree(repo: Path, rev: str, domain_root: str | None, cache_dir: Pa
             parent = plugin.parents.get(identifier)
             declared[identifier] = parent
             notes[identifier] = plugin.parent_problems.get(identifier)
-            benchmarks.append({"benchmark": identifier, "plugin": plugin.name, "parent": parent,
+            benchmarks.append({"benchmark": identifier, "runtime_identifier": plugin.runtime_ids.get(identifier),
+                               "plugin": plugin.name, "parent": parent,
                                "version": plugin.versions.get(identifier),
                                "unreadable": plugin.parent_problems.get(identifier)})
     tree = hierarchy.tree(declared, notes)
