@@ -230,16 +230,17 @@ def _copy_scores(session: Session, ok: list[dict], models: dict, types: dict, in
 def _record_tree(session: Session, results: list[dict]) -> None:
     """Each benchmark type's parent as the newest manifest declares it (results of older bundles, which name
     no parent, leave it as it is). One read for the batch; only the rows that changed are written."""
-    declared = {r["benchmark"]: (r.get("benchmark_parent"), r.get("parent_note")) for r in results
-                if "benchmark_parent" in r}
+    declared = {r["benchmark"]: (r.get("benchmark_parent"), r.get("parent_note"), r.get("benchmark_runtime_id"))
+                for r in results if "benchmark_parent" in r}
     if not declared:
         return
-    recorded: dict[str, tuple] = {k: (p, n) for k, p, n in rows_by_key(
-        session, BenchmarkType.identifier, list(declared), BenchmarkType.parent, BenchmarkType.parent_note)}
-    for identifier, (parent, note) in declared.items():
-        if recorded.get(identifier) != (parent, note):
+    recorded: dict[str, tuple] = {k: (p, n, i) for k, p, n, i in rows_by_key(
+        session, BenchmarkType.identifier, list(declared), BenchmarkType.parent, BenchmarkType.parent_note,
+        BenchmarkType.runtime_identifier)}
+    for identifier, (parent, note, runtime) in declared.items():
+        if recorded.get(identifier) != (parent, note, runtime):
             session.execute(update(BenchmarkType).where(BenchmarkType.identifier == identifier)
-                            .values(parent=parent, parent_note=note))
+                            .values(parent=parent, parent_note=note, runtime_identifier=runtime))
 
 
 def _existing_score_keys(session: Session, keys: list[str]) -> set[tuple[int, int, str]]:

@@ -82,6 +82,8 @@ class BenchmarkType(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     parent: Mapped[str | None] = mapped_column(String(200))  # as its plugin declares it (`parent=`), latest run
     parent_note: Mapped[str | None] = mapped_column(Text)  # why the parent could not be read, when it could not
+    runtime_identifier: Mapped[str | None] = mapped_column(String(200))  # its `identifier=`: brain-score.org's key
+    visible: Mapped[bool | None] = mapped_column(Boolean)  # set by an admin (None: the board's rules decide)
 
 
 class BenchmarkInstance(Base):

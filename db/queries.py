@@ -93,12 +93,14 @@ def get_run(session: Session, run_id: str | None) -> Run | None:
     return session.scalars(select(Run).order_by(Run.created_at.desc()).limit(1)).first()
 
 
-def benchmark_tree_rows(session: Session) -> list[tuple[str, str, str | None, str | None, int | None]]:
-    """Every benchmark type: identifier, domain, declared parent, why it is unknown, its latest declared version."""
+def benchmark_tree_rows(session: Session) -> list[tuple]:
+    """Every benchmark type: identifier, domain, declared parent, why it is unknown, its latest declared version,
+    the identifier it runs as (None: not read), whether an admin shows it (None: not set)."""
     latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
               .group_by(BenchmarkInstance.benchmark_type_id).subquery())
     stmt = (select(BenchmarkType.identifier, BenchmarkType.domain, BenchmarkType.parent, BenchmarkType.parent_note,
-                   latest.c.v).outerjoin(latest, latest.c.benchmark_type_id == BenchmarkType.id)
+                   latest.c.v, BenchmarkType.runtime_identifier, BenchmarkType.visible)
+            .outerjoin(latest, latest.c.benchmark_type_id == BenchmarkType.id)
             .order_by(BenchmarkType.identifier))
     return [tuple(row) for row in session.execute(stmt)]  # type: ignore[misc]
 
@@ -140,3 +142,24 @@ def scored_versions(session: Session) -> dict[tuple[str, str], set[int | None]]:
     for model, benchmark, version in session.execute(stmt):
         found.setdefault((model, benchmark), set()).add(version)
     return found
+
+
+def latest_version_score_rows(session: Session) -> list[tuple]:
+    """Every score on its benchmark's latest declared version (as `latest_version_scores`, but all of them, for a
+    board that picks by its own rule): model, benchmark, ceiled, raw, end time, score id, oldest first."""
+    latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
+              .group_by(BenchmarkInstance.benchmark_type_id).subquery())
+    stmt = (select(Model.identifier, BenchmarkType.identifier, Score.score_ceiled, Score.score_raw,
+                   Score.end_timestamp, Score.id)
+            .join(Model, Score.model_id == Model.id)
+            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+            .join(latest, latest.c.benchmark_type_id == BenchmarkType.id)
+            .where((latest.c.v.is_(None)) | (BenchmarkInstance.declared_version == latest.c.v))
+            .order_by(Score.end_timestamp, Score.id))
+    return [tuple(row) for row in session.execute(stmt)]
+
+
+def model_flags(session: Session) -> dict[str, tuple[str, bool]]:
+    """model -> (its domain, public)."""
+    return {m: (d, bool(p)) for m, d, p in session.execute(select(Model.identifier, Model.domain, Model.public))}

@@ -6,8 +6,9 @@ files without parsing again.
 
 IR, one list per expression: ["s", text] ["n"] (None) ["i", int] ["b", bool] ["v", name] ["a", base, attr]
 ["c", func, [args], [[keyword or None, value]]] ["f", [parts]] (f-string) ["+", l, r] ["or", [values]]
-["if", body, orelse, test] ["==" or "!=", l, r] ["l", [items]] ["[", value, index] ["L", [params], {param: default}, body] (lambda)
-["*", value] (a starred argument) ["?", source] (not followed: the reason names the source).
+["if", body, orelse, test] ["==" or "!=", l, r] ["l", [items]] ["[", value, index]
+["L", [params], {param: default}, body] (lambda) ["*", value] (a starred argument)
+["?", source] (not followed: the reason names the source).
 """
 
 from __future__ import annotations

@@ -16,8 +16,12 @@ from pipeline.console import out
 @main.command()
 @click.option("--view", type=click.Choice(["scores", "models"]), default="scores", show_default=True,
               help="scores: one row per model x benchmark; models: Brain-Score's aggregates, rank and coverage")
+@click.option("--rules", type=click.Choice(["brain-score", "lab"]),
+              help="the board's rules for every domain (default: each hierarchy's own; see README)")
+@click.option("--audience", type=click.Choice(["all", "public"]), default="all", show_default=True,
+              help="all: every model and benchmark, private and hidden ones marked; public: what a visitor sees")
 @common(formats=("table", "json", "csv", "html"), prod="hidden")
-def leaderboard(cmd: Command, view: str) -> None:
+def leaderboard(cmd: Command, view: str, rules: str | None, audience: str) -> None:
     """The newest scores, or by model Brain-Score's tree of aggregates and ranks (read-only: prod needs no
     --yes-prod). The HTML page always shows the tree, with every score's provenance."""
     from pipeline.leaderboard.report import leaderboard as newest_scores
@@ -29,7 +33,7 @@ def leaderboard(cmd: Command, view: str) -> None:
             from pipeline.leaderboard.views import emit_models, render_html
             from pipeline.leaderboard.standings import standings
 
-            boards = standings(db, cmd.settings.hierarchy)
+            boards = standings(db, cmd.settings.hierarchy, rules, audience)
     if cmd.fmt == "html":
         click.echo(render_html(boards, rows, title=f"Leaderboard ({cmd.profile})"))
         return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 X = "X"  # a failed pair, and a node whose children have no number but some X
 Value = Union[float, str, None]  # a number, X, or None (never scored / empty)
@@ -116,10 +116,12 @@ def rounded(value: Value, places: int = 2) -> Value:
     return float(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
-def rank(averages: Mapping[str, Value]) -> dict[str, int | None]:
-    """Competition ranks (1, 1, 3) by the rounded average, highest first; every X shares the last rank after
-    the numbers; a model whose average is empty gets None."""
-    numbers = {m: rounded(v) for m, v in averages.items() if is_number(v)}
+def rank(averages: Mapping[str, Value], shown: Callable[[float], float] | None = None) -> dict[str, int | None]:
+    """Competition ranks (1, 1, 3) by the average as shown (`shown`, default: rounded half-up to 2 decimals),
+    highest first; every X shares the last rank after the numbers (index.py 248-283); a model whose average is
+    empty gets None."""
+    shown = shown or rounded
+    numbers = {m: shown(v) for m, v in averages.items() if is_number(v)}  # type: ignore[arg-type]
     ordered = sorted(numbers.values(), reverse=True)
     ranks: dict[str, int | None] = {}
     for model, v in numbers.items():

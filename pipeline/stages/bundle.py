@@ -116,7 +116,7 @@ def pair_entry(pair: PlannedPair) -> dict:
         "model_owner": pair.model_owner, "benchmark_owner": pair.benchmark_owner, "submitters": pair.submitters,
         "reasons": pair.reasons, "folders": list(pair.folders), "setup_in_job": list(pair.setup_in_job),
         "benchmark_parent": pair.benchmark_parent, "benchmark_version": pair.benchmark_version,
-        "parent_note": pair.parent_note,
+        "parent_note": pair.parent_note, "benchmark_runtime_id": pair.benchmark_runtime_id,
         "model_folders": list(pair.model_folders),
     }
 

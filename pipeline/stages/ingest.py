@@ -31,8 +31,9 @@ MAX_SPOOL_BYTES = 2_000_000
 STAGES = (None, "env_build", "import", "score", "persist")
 TRUSTED = ("model", "benchmark", "model_plugin", "benchmark_plugin", "model_code_hash", "benchmark_code_hash",
            "lock_hash", "env_hash", "submitters", "model_owner", "benchmark_owner", "benchmark_parent",
-           "benchmark_version", "parent_note")
-TREE = ("benchmark_parent", "benchmark_version", "parent_note")  # absent from bundles made before the tree
+           "benchmark_version", "parent_note", "benchmark_runtime_id")
+# absent from bundles made before the tree (the runtime identifier: before issue 37)
+TREE = ("benchmark_parent", "benchmark_version", "parent_note", "benchmark_runtime_id")
 TEXT_CAPS = {"reason": 4000, "log_tail": 8000, "log_path": 1000, "job_id": 64, "node": 200, "executor": 32,
              "comment": 2000}
 

@@ -48,6 +48,7 @@ class PlannedPair:
     tier: str = ""  # the tier it starts on (pipeline.capacity.sizing)
     tier_why: str = ""  # measured / declared / default, and from what
     model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
+    benchmark_runtime_id: str | None = None  # the identifier= it runs as (brain-score.org's key), when read
 
     @property
     def submitters(self) -> list[str]:
@@ -351,7 +352,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
     # each benchmark's facts, the leaderboard tree's among them, looked up once, not once per pair
     b_rows = {b: (name, code_hash, owner, b_visible, b_dynamic, bench_plugins[b].parents.get(b),
-                  bench_plugins[b].versions.get(b), bench_plugins[b].parent_problems.get(b), b_req[b])
+                  bench_plugins[b].versions.get(b), bench_plugins[b].parent_problems.get(b), b_req[b],
+                  bench_plugins[b].runtime_ids.get(b))
               for b, (name, code_hash, owner, _, _, b_visible, b_dynamic) in b_info.items()}
     facts: dict[int, list[tuple]] = {}  # per shared row: each benchmark with its facts, unpacked in the loop
     for m, row in rows:
@@ -360,7 +362,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
         row_facts = facts.get(id(row))
         if row_facts is None:
             row_facts = facts[id(row)] = [(b, why, *b_rows[b]) for b, why in row]
-        for b, why, b_name, b_hash, b_owner, b_visible, b_dynamic, parent, version, note, bq in row_facts:
+        for b, why, b_name, b_hash, b_owner, b_visible, b_dynamic, parent, version, note, bq, runtime in row_facts:
             lock = conda_locks[conda_of[(m, b)]] if conda_of and (m, b) in conda_of else m_locks[bq]
             if isinstance(lock, str):
                 # who hears about an environment that cannot be built: the owners of what the change touched
@@ -376,7 +378,7 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
             pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
                                      pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
                                      tuple(dict.fromkeys(in_job)) if in_job else (), parent, version, note, "", "",
-                                     m_visible))
+                                     m_visible, runtime))
     keys = [pair.key for pair in pairs]
     done = set() if force else scored(keys)
     if done:  # split in C: one flag per pair, then two `compress` passes
