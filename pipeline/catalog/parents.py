@@ -86,10 +86,10 @@ def resolve_parents(plugin: Any, walker: Walker, init_path: str, declarations: l
                 # a constructor whose identifier= pattern is this very id: it runs under this id
                 fallback.identifier = reading.identifier or identifier
                 reading = fallback
+        if reading.identifier:
+            plugin.runtime_ids[identifier] = reading.identifier
         if reading.read:
             plugin.parents[identifier] = reading.parent or None
             plugin.versions[identifier] = reading.version
-            if reading.identifier:
-                plugin.runtime_ids[identifier] = reading.identifier
         elif declarations or "parent=" in reading.why or reading.why.startswith("no parent="):
             plugin.parent_problems[identifier] = reading.why or "parent= cannot be read statically"

@@ -100,6 +100,12 @@ def read_dump(path: Path) -> dict[str, dict[str, dict]]:
     return types
 
 
+def _nodes(rows: dict[str, dict]) -> set[str]:
+    """The rows that are levels: every root (the website's roots are `average_<domain>` and engineering nodes) and
+    every row something hangs under; the rest are benchmarks."""
+    return {r["parent"] for r in rows.values() if r["parent"]} | {i for i, r in rows.items() if r["parent"] is None}
+
+
 def _q(text: str) -> str:
     """A TOML basic string."""
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -111,8 +117,8 @@ def to_toml(types: dict[str, dict[str, dict]], source: str) -> str:
              "# (roots named average_<domain> rank; roots with 'engineering' in their name are shown apart,",
              "# as mv.sql 406 treats them)", ""]
     for domain, rows in sorted(types.items()):
-        parents = {r["parent"] for r in rows.values() if r["parent"]}
-        roots = sorted(i for i, r in rows.items() if r["parent"] is None and i in parents)
+        parents = _nodes(rows)
+        roots = sorted(i for i, r in rows.items() if r["parent"] is None)
         average = f"average_{domain}" if f"average_{domain}" in rows else None
         apart = [r for r in roots if "engineering" in r.lower() and r != average]
         lines += [f"[{_q(domain)}]"]
@@ -149,7 +155,7 @@ def import_dump(dump: Path, out: Path) -> dict:
         raise BadInput(f"--out {out}: cannot be written ({exc.strerror or exc.__class__.__name__})") from None
     summary = {}
     for domain, rows in sorted(types.items()):
-        parents = {r["parent"] for r in rows.values() if r["parent"]}
+        parents = _nodes(rows)
         summary[domain] = {"types": len(rows), "nodes": len(parents & set(rows)),
                            "leaves": len(set(rows) - parents), "hidden": sum(1 for r in rows.values()
                                                                              if not r["visible"])}
