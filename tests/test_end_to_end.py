@@ -62,6 +62,20 @@ def test_run_all_scores_every_pair_then_is_idempotent(workspace, example_repo):
     table = workspace.cli("leaderboard", check=True).stdout
     assert "gaussian-nb" in table and "iris-accuracy" in table
 
+    # the example's tree (parent= in each benchmark): average_sklearn_scores over binary (breast_cancer) and
+    # multiclass (digits, iris, wine), each the mean of its children; every model has an average and a rank
+    models = workspace.json("leaderboard", "--view", "models")
+    scores = {(r["model"], r["benchmark"]): r["score"] for r in board}
+    for row in models:
+        m, agg = row["model"], row["aggregates"]
+        multiclass = sum(scores[(m, b)] for b in ("digits-accuracy", "iris-accuracy", "wine-accuracy")) / 3
+        assert abs(agg["multiclass"] - multiclass) < 1e-6 and abs(agg["binary"] - scores[
+            (m, "breast_cancer-balanced_accuracy")]) < 1e-6
+        assert abs(agg["average_sklearn_scores"] - (agg["binary"] + agg["multiclass"]) / 2) < 1e-6
+        assert row["rank"] is not None and row["coverage"]["scored"] == 4
+    ranked = sorted(models, key=lambda r: r["rank"])
+    assert [r["average"] for r in ranked] == sorted((r["average"] for r in models), reverse=True)
+
 
 def test_base_head_run_scores_only_what_the_change_implies(workspace, example_repo):
     """HEAD~2..HEAD~1 adds a model: it is scored on the three benchmarks that exist then."""

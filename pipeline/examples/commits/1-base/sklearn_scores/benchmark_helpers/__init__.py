@@ -25,10 +25,16 @@ def ceil_score(raw, ceiling):
 
 
 class CrossValidatedBenchmark:
-    """Scores an unfitted scikit-learn estimator by cross-validation on one data set."""
+    """Scores an unfitted scikit-learn estimator by cross-validation on one data set.
 
-    def __init__(self, identifier, data, metric, folds=5, seed=0, ceiling=1.0):
+    `parent` is where the benchmark hangs on the leaderboard and `version` its version, as in Brain-Score's
+    `BenchmarkBase(identifier, version, parent=...)`: score-plugins reads both from this call without running it.
+    """
+
+    def __init__(self, identifier, data, metric, folds=5, seed=0, ceiling=1.0, parent=None, version=1):
         self.identifier = identifier
+        self.parent = parent
+        self.version = version
         self._data = data
         self._metric = metric
         self.folds = folds

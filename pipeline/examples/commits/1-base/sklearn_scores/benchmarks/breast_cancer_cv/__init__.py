@@ -7,4 +7,6 @@ benchmark_registry['breast_cancer-balanced_accuracy'] = lambda: CrossValidatedBe
     metric=lambda: load_metric('balanced_accuracy'),
     folds=5,
     seed=0,
+    parent='binary',  # the leaderboard's tree: average_sklearn_scores > binary > this benchmark
+    version=1,
 )
