@@ -129,13 +129,13 @@ def test_board_follows_brain_score_org(workspace, tmp_path):
     assert "dicarlo.c" in m1 and "c" not in m1  # keyed by the identifier it runs as (database.py 358)
     assert "h" in m1 and "h" not in website["m1"]["coverage"] and m1["h"] == 0.9  # shown to the admin, marked:
     assert website["m1"]["coverage"]["total"] == 5  # ... and not counted (a, b, dicarlo.c, d, f)
-    # m2 is private: an admin's board lists it, marked, ranked among all listed (index.py 85-86, 107-109)
+    # m2 is private: an admin's board lists it, marked, ranked among all listed (index.py 85-87, 107-109)
     assert website["m2"]["public"] is False and website["m2"]["average"] == 0.3
     assert (website["m1"]["rank"], website["m2"]["rank"]) == (1, 2)
     # m3 has no average (engineering only): not listed (index.py 227-231); x is language's model: not on the
     # vision board (mv.sql 1052, index.py 60)
     assert set(website) == {"m1", "m2"}
-    public = board(workspace, "--audience", "public")  # index.py 84: public models only, visible types only
+    public = board(workspace, "--audience", "public")  # index.py 72-75, 82-84: visible types, public models
     assert set(public) == {"m1"} and public["m1"]["rank"] == 1 and "h" not in public["m1"]["aggregates"]
 
     # our rules for a lab: the newest score (a = 0.5), a new type counts (h), every model with a result is

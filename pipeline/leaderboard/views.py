@@ -98,7 +98,11 @@ def render_html(boards: list[DomainBoard], scores: list[dict], title: str = "Lea
     domains = []
     for board in boards:
         tree = board.tree
+        # open at first, as the website draws it (leaderboard.py 512-536): the roots, and the levels right under the
+        # domain average (neural, behavior); everything deeper, and what hangs under engineering, opens on a click
         columns = [{"node": n, "label": short_name(n), "depth": tree.depth(n), "parent": tree.parents.get(n) or "",
+                    "open": tree.depth(n) == 0 or tree.parents.get(n) == tree.average,
+                    "expanded": n == tree.average,
                     "leaf": n in tree.leaves, "apart": tree.depth(n) == 0 and n != tree.average,
                     "concealed": n in board.hidden, "placed": tree.placed.get(n, ""),
                     "names": ", ".join(x for x in board.names.get(n, []) if x != n),

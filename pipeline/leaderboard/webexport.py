@@ -1,5 +1,5 @@
 """`score-plugins export brainscore --out FILE`: the scores in force as rows of brain-score.org's `brainscore_score`
-table (github brain-score/brain-score.web, benchmarks/models.py 268-288), written as a Django fixture the website
+table (github brain-score/brain-score.web, benchmarks/models.py 277-290), written as a Django fixture the website
 loads with `manage.py loaddata FILE` (the shape of its own benchmarks/fixtures/fixture-scores.json): each row names
 its benchmark instance by (identifier, version) and its model by (name, owner email), as the website's natural keys.
 The identifier is the one the benchmark runs as (the website's key, brainscore_core database.py 358); the command's
