@@ -41,6 +41,33 @@ def test_highest_raw_score_whatever_its_date():
     assert _pick([older, newer], LAB.leaf) == newer
 
 
+def test_the_shipped_hierarchy_holds_the_websites_curated_nodes():
+    """Nodes brain-score.org keeps in its table that no plugin declares (default.toml says where each comes from):
+    Ferguson2024's 14 leaves under Ferguson2024, not straight under behavior_vision (its plugin passes `behavior`);
+    the Zerbe2026_fmri shared-pool variants under their dataset node; Scialom2024-top1 under engineering_vision."""
+    from pipeline.leaderboard.hierarchy import hierarchy_for, load_hierarchies
+
+    vision = hierarchy_for("brainscore_vision", load_hierarchies())
+    ferguson = {f"Ferguson2024{d}-value_delta": "behavior" for d in (
+        "circle_line", "color", "convergence", "eighth", "gray_easy", "gray_hard", "half", "juncture", "lle", "llh",
+        "quarter", "round_f", "round_v", "tilted_line")}
+    declared = {**ferguson, "Zerbe2026_fmri.V1-tau-ridgecv": "V1", "Zerbe2026_fmri.V1-cka": "Zerbe2026_fmri.V1",
+                "Zerbe2026_fmri_persubject.V1-tau-ridgecv": "V1",
+                "Scialom2024_rgbEngineeringAccuracy": "Scialom2024-top1",
+                "Li2026.V1-rdm": "Li2026.V1", "d": "behavior"}
+    tree = vision.tree(declared)
+    assert tree.children()["Ferguson2024"] == sorted(ferguson) and tree.parents["Ferguson2024"] == "behavior_vision"
+    behavior = tree.children()["behavior_vision"]  # one child for the 14, as on the website
+    assert "Ferguson2024" in behavior and "d" in behavior and not set(ferguson) & set(behavior)
+    zerbe = tree.parents
+    assert zerbe["Zerbe2026_fmri.V1-tau-ridgecv"] == "Zerbe2026_fmri.V1" == zerbe["Zerbe2026_fmri.V1-cka"]
+    assert zerbe["Zerbe2026_fmri.V1"] == "V1" and zerbe["Zerbe2026_fmri_persubject.V1-tau-ridgecv"] == "V1"
+    assert tree.parents["Scialom2024-top1"] == "engineering_vision" and "Scialom2024_rgbEngineeringAccuracy" in \
+        tree.engineering  # its raw score counts, as every engineering leaf's (mv.sql 406)
+    assert tree.parents["Li2026.V1"] == "V1" and not tree.unattached
+    assert vision.rules().preset == "brain-score"
+
+
 ROOT = "brainscore_vision"
 BENCH = '''
 from brainscore_vision import benchmark_registry
