@@ -204,6 +204,24 @@ def test_board_follows_brain_score_org(workspace, tmp_path):
     types = {o["pk"]: o["fields"] for o in json.loads(full.read_text()) if o["model"] == "benchmarks.benchmarktype"}
     assert types["dicarlo.c"]["parent"] == "IT" and types["b"]["visible"] is False and types["IT"]["visible"]
 
+    # a shown benchmark no model has a score for (k: m1's only job was lost to a node failure) counts 0 for every
+    # model (mv.sql 366, 496, 508): m1's behavior (0.199 + 0) / 2 = 0.0995; ours leaves it out until scored
+    write(vision, f"{ROOT}/benchmarks/k/__init__.py", textwrap.dedent(BENCH).format(
+        name="k", runtime="k", parent="behavior", note="new"))
+    commit_all(vision, "k")
+    bundle = tmp_path / "b3"
+    workspace.json("render", "--repo", str(vision), "--all", "--models", "m1", "--benchmarks", "k", "--out",
+                   str(bundle))
+    [pair] = [p for t in json.loads((bundle / "manifest.json").read_text())["tasks"] for p in t["pairs"]]
+    (bundle / "spool" / f"{pair['key']}.json").write_text(json.dumps({
+        "pair_key": pair["key"], "status": "error", "state": "NODE_FAIL", "stage": None, "reason": "node died",
+        "started_at": "2026-01-01T03:00:00+00:00", "ended_at": "2026-01-01T03:01:00+00:00", "attempt": 1}))
+    workspace.json("ingest", str(bundle))
+    workspace.json("benchmarks", "show", "k", "b")
+    after = board(workspace)
+    assert after["m1"]["aggregates"]["behavior_vision"] == 0.0995 and after["m1"]["aggregates"]["k"] is None
+    assert board(workspace, "--rules", "lab")["m1"]["aggregates"]["behavior_vision"] == 0.199
+
 
 def test_a_tree_imported_from_the_websites_table(workspace, tmp_path):
     """`hierarchy import`: the website's fixture shape (benchmarks/fixtures/fixture-benchmarktypes.json) and psql's

@@ -80,16 +80,18 @@ def resolve_parents(plugin: Any, walker: Walker, init_path: str, declarations: l
     registry = "benchmark_registry"
     for identifier in plugin.identifiers:
         reading = read_registration(walker, init_path, registry, identifier)
+        how = "construction"
         if not reading.read:
             fallback = declared_fallback(identifier, declarations)
             if fallback.read:
                 # a constructor whose identifier= pattern is this very id: it runs under this id
                 fallback.identifier = reading.identifier or identifier
-                reading = fallback
+                reading, how = fallback, "identifier"
         if reading.identifier:
             plugin.runtime_ids[identifier] = reading.identifier
         if reading.read:
             plugin.parents[identifier] = reading.parent or None
             plugin.versions[identifier] = reading.version
+            plugin.parent_read_by[identifier] = how
         elif declarations or "parent=" in reading.why or reading.why.startswith("no parent="):
             plugin.parent_problems[identifier] = reading.why or "parent= cannot be read statically"

@@ -82,6 +82,7 @@ class Plugin:
     versions: dict[str, int | None] = field(default_factory=dict)  # benchmark id -> declared version
     parent_problems: dict[str, str] = field(default_factory=dict)  # benchmark id -> why its parent is unknown
     runtime_ids: dict[str, str] = field(default_factory=dict)  # benchmark id -> the identifier= it runs as
+    parent_read_by: dict[str, str] = field(default_factory=dict)  # benchmark id -> "construction" | "identifier"
     resources: dict = field(default_factory=dict)  # metadata.yml `resources:`: '' (folder) or id -> tiers.Need
 
     @property

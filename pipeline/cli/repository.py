@@ -74,8 +74,11 @@ def tree(cmd: Command, repo: Path, rev: str, domain_root: str | None) -> None:
 
     def people() -> None:
         for row in data["benchmarks"]:
-            where = row["parent"] if row["parent"] else f"unreadable: {row['unreadable'] or 'no parent'}"
-            out.print(f"{row['benchmark']}: {where}", highlight=False)
+            where = row["parent"] or (f"unreadable: {row['unreadable']}" if row["unreadable"] else
+                                      "parent=None (a root, in no average)")
+            if row.get("placed_by_hierarchy"):  # the website's row wins over what the plugin passes
+                where += f" (placed under {row['attached_to']} by the hierarchy: {row['placed_by_hierarchy']})"
+            out.print(f"{row['benchmark']}: {where}", highlight=False, markup=False)
         for parent, n in data["leaves_per_parent"].items():
             out.print(f"{parent}: {n} benchmark(s)", highlight=False)
         c = data["counts"]

@@ -28,10 +28,13 @@ def repository_tree(repo: Path, rev: str, domain_root: str | None, cache_dir: Pa
             benchmarks.append({"benchmark": identifier, "runtime_identifier": plugin.runtime_ids.get(identifier),
                                "plugin": plugin.name, "parent": parent,
                                "version": plugin.versions.get(identifier),
-                               "unreadable": plugin.parent_problems.get(identifier)})
-    tree = hierarchy.tree(declared, notes)
+                               "unreadable": plugin.parent_problems.get(identifier),
+                               # how: its construction followed, or a constructor whose identifier= fits the id
+                               "read_by": plugin.parent_read_by.get(identifier)})
+    tree = hierarchy.tree(declared, notes, {r["benchmark"]: r["runtime_identifier"] or "" for r in benchmarks})
     for row in benchmarks:
         row["attached_to"] = tree.parents.get(row["benchmark"])
+        row["placed_by_hierarchy"] = tree.placed.get(row["benchmark"])  # the [D.place] entry, when one placed it
     per_parent = Counter(tree.parents[b] or "(unattached)" for b in declared)
     readable = sum(1 for row in benchmarks if not row["unreadable"])
     return {"commit": catalog.commit, "domain_root": catalog.domain_root, "domain": hierarchy.domain,
