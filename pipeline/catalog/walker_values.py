@@ -157,6 +157,8 @@ def _str_method(method: str, base: Any, args: list, ir: list) -> Any:
         return Unknown(f"{ir_text(ir)} works on a value made at run time")
     if method == "format" and re.search(r"\{[^}]*[:!]", base):
         return Unknown(f"{ir_text(ir)} uses format specifications")
+    if method == "format" and base.count("{") * max((len(str(a)) for a in args), default=0) > 100_000:
+        return Unknown("text too long")
     if method == "replace" and len(args) >= 2 and isinstance(args[1], str) and \
             len(base) * (len(args[1]) + 1) > 100_000:
         return Unknown("text too long")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.cli.app import Command, common, main
 from pipeline.console import out
@@ -142,7 +143,7 @@ def export_brainscore(cmd: Command, out_file: Path, rows: str) -> None:
     def people() -> None:
         table = Table("model", "benchmark", "registered as", "version", "raw", "ceiled", title="exported rows")
         for r in data["rows"]:
-            table.add_row(r["model"], r["benchmark"], r["registry_identifier"], str(r["version"]),
+            table.add_row(Text(r["model"]), Text(r["benchmark"]), Text(r["registry_identifier"]), str(r["version"]),
                           "" if r["score_raw"] is None else f"{r['score_raw']:.4f}",
                           "" if r["score_ceiled"] is None else f"{r['score_ceiled']:.4f}")
         out.print(table)
