@@ -260,3 +260,24 @@ def test_a_tree_imported_from_the_websites_table(workspace, tmp_path):
     assert bad.returncode == 2 and "names parent 'nowhere', which is not a vision row" in bad.stderr
     assert "Traceback" not in bad.stderr and "language" in out.read_text()  # the last good file is left as it was
     assert Decimal(website_text(0.5)) == Decimal("0.5")
+
+
+def test_types_recorded_before_the_upgrade_stay_shown(tmp_path):
+    """Migration 0011: a board that counted every type before keeps them; a type recorded afterwards starts as the
+    board's rules say (hidden, under brain-score.org's)."""
+    from sqlalchemy import create_engine, text
+
+    from db import migrate
+
+    engine = create_engine(f"sqlite:///{tmp_path}/t.db")
+    try:
+        migrate.upgrade(engine, "0006")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO benchmark_types (identifier, plugin, domain) VALUES ('old', 'p', 'd')"))
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO benchmark_types (identifier, plugin, domain) VALUES ('new', 'p', 'd')"))
+            rows = dict(conn.execute(text("SELECT identifier, visible FROM benchmark_types")).all())
+    finally:
+        engine.dispose()
+    assert rows == {"old": 1, "new": None}
