@@ -350,6 +350,48 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     assert [(p.model, p.benchmark) for p in fresh.to_run] == runnable and fresh.already_scored == []
 
 
+def test_each_side_has_its_own_lock_and_a_score_made_under_one_shared_environment_still_counts(tmp_path: Path):
+    """A pair's two sides are locked apart (a model's requirement is not in the benchmark's lock). A pair not scored
+    under its per-side key is kept when the database has a score of the old form (one environment, the union) for
+    the same ids and code, and that union locks to the lock its key names; the union is locked only for such pairs."""
+    from envs.sides import PairEnvs
+
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==2.0"]}},
+                  {"b1": {"requirements": ["scipy==2.0"]}, "b2": {"requirements": ["scipy==2.0"]}})
+    for reqs in (("numpy==1.0",), ("numpy==2.0",), ("scipy==2.0",), ("numpy==1.0", "scipy==2.0")):
+        cached_lock(tmp_path, reqs)  # not the union of m2's side and the benchmarks': locking it would fail here
+    what = change(base=None, models=("m1", "m2"), benchmarks=("b1", "b2"))
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11")
+    shared = make_plan(what, cat, scored=lambda keys: set(), models=["m1"], shared=True, **common)
+    union = shared.to_run[0].lock
+    assert union.shared and union.model is union.benchmark and union.model.packages == ("numpy==1.0", "scipy==2.0")
+    assert "+" not in union.lock_hash and shared.to_run[0].key == pair_key(
+        "m1", "b1", shared.to_run[0].model_code_hash, shared.to_run[0].benchmark_code_hash, union.lock_hash)
+    fresh = make_plan(what, cat, scored=lambda keys: set(), **common)
+    by_pair = {(p.model, p.benchmark): p for p in fresh.to_run}
+    assert by_pair[("m1", "b1")].lock.model.packages == ("numpy==1.0",)
+    assert by_pair[("m1", "b1")].lock.benchmark.packages == ("scipy==2.0",)  # nothing of the model's
+    assert by_pair[("m1", "b1")].lock.benchmark is by_pair[("m2", "b2")].lock.benchmark  # one for every model
+    old_key = shared.to_run[0].key  # (m1, b1) scored before the split
+    database = {old_key, by_pair[("m2", "b2")].key}  # and (m2, b2) already per side
+    asked: list = []
+
+    def legacy(ids: list) -> set:
+        asked.append(sorted(ids))
+        return {i for i in ids if i[:2] in (("m1", "b1"), ("m1", "b2"))}  # (m1, b2): another union, not this one
+
+    plan = make_plan(what, cat, scored=lambda keys: database & set(keys), legacy=legacy, **common)
+    assert sorted((p.model, p.benchmark) for p in plan.already_scored) == [("m1", "b1"), ("m2", "b2")]
+    assert sorted((p.model, p.benchmark) for p in plan.to_run) == [("m1", "b2"), ("m2", "b1")]
+    kept = next(p for p in plan.already_scored if p.model == "m1")
+    assert kept.key == old_key and isinstance(kept.lock, PairEnvs) and kept.lock.shared
+    assert [[i[:2] for i in ids] for ids in asked] == [[("m1", "b1"), ("m1", "b2"), ("m2", "b1")]]
+    assert not list(tmp_path.glob("*.failed"))  # (m2, b1) had no old score: its union was never locked
+    assert all("+" in p.lock.lock_hash for p in plan.to_run)
+    forced = make_plan(what, cat, scored=lambda keys: database, legacy=legacy, force=True, **common)
+    assert len(forced.to_run) == 4 and len(asked) == 1  # --force asks nothing
+
+
 def test_who_hears_of_an_environment_that_cannot_be_built():
     cat = catalog({"m1": {"requirements": ["-e ./x"]}, "m2": {"requirements": ["-e ./x"]}},
                   {"b1": {}, "b2": {"conda_specs": ["numpy"], "env_problem": "environment.yml: not a mapping"}})
