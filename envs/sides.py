@@ -14,6 +14,7 @@ union would still solve to the same lock (the old scheme's own test), and `repro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Union
 
 from envs.conda import CondaLock
@@ -37,11 +38,11 @@ class PairEnvs:
     def one_for_both(cls, lock: AnyLock) -> "PairEnvs":
         return cls(lock, lock, shared=True)
 
-    @property
+    @cached_property  # read once per pair by the planner (100,000 pairs share a few of these)
     def lock_hash(self) -> str:
         return self.model.lock_hash if self.shared else f"{self.model.lock_hash}{SEPARATOR}{self.benchmark.lock_hash}"
 
-    @property
+    @cached_property
     def env_hash(self) -> str:
         return self.model.env_hash if self.shared else f"{self.model.env_hash}{SEPARATOR}{self.benchmark.env_hash}"
 

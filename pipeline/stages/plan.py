@@ -363,7 +363,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                 bo = b_owner if b_bad and (change.base is None or b_name in changed_benchmarks) else ""
                 if not (mo or bo):
                     mo, bo = (m_owner if m_bad else ""), (b_owner if b_bad else "")
-                problem = "; ".join(x for x, blamed in ((m_lock, mo), (b_lock, bo)) if blamed and isinstance(x, str))
+                problem = "; ".join(dict.fromkeys(x for x, blamed in ((m_lock, mo), (b_lock, bo))
+                                                  if blamed and isinstance(x, str)))
                 plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
                                                    pair_key(m, b, m_hash, b_hash, "unsolved"), problem))
                 continue
