@@ -147,7 +147,7 @@ def floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str, float]:
     lines.mkdir()
     for task in bundle.manifest.tasks:
         (lines / f"{task['index']}.tsv").write_text("".join(
-            f"{envs}/{task['env_key']}/bin/python\t{p['model_plugin']}\t{p['model']}\t{p['benchmark_plugin']}\t"
+            f"{envs}/{task['envs']['benchmark']['env_key']}/bin/python\t{p['model_plugin']}\t{p['model']}\t{p['benchmark_plugin']}\t"
             f"{p['benchmark']}\t{p['key']}\n" for p in task["pairs"]))
     script = tmp / "scoring-floor.sh"
     script.write_text("#!/bin/bash\n"
@@ -181,17 +181,18 @@ def sandboxed_floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str
     manifest = bundle.manifest
     lines = []
     for task in manifest.tasks:
-        python = f"{envs}/{task['env_key']}/bin/python"
+        python = f"{envs}/{task['envs']['benchmark']['env_key']}/bin/python"  # each side in its own environment
+        model_python = f"{envs}/{task['envs']['model']['env_key']}/bin/python"
         body = []
         for n, p in enumerate(task["pairs"]):
             sides = []
-            for side, cmd in (("model", [python, str(tmp / "build_model.py"), manifest.domain_root,
+            for side, cmd in (("model", [model_python, str(tmp / "build_model.py"), manifest.domain_root,
                                          p["model_plugin"], p["model"]]),
                               ("bench", [python, str(tmp / "score_one.py"), manifest.domain_root, p["model_plugin"],
                                          p["model"], p["benchmark_plugin"], p["benchmark"], p["key"]])):
                 work = tmp / "sandboxed-floor-work" / f"{p['key']}-{side}"
                 (work / "home").mkdir(parents=True)
-                argv, _how, fds = sandboxed(manifest, p, work, cmd, env_python=python,
+                argv, _how, fds = sandboxed(manifest, p, work, cmd, env_python=cmd[0],
                                             extra_ro=(str(tmp / "score_one.py"), str(tmp / "build_model.py")))
                 for fd in fds:
                     os.close(fd)
@@ -231,10 +232,11 @@ def main() -> None:
             return load_settings({"state_dir": str(tmp_path / name), "env_root": envs, **extra})
 
         plan = plan_for(settings("ours"), repo)
-        warm = render_bundle(settings("warm"), plan, repo, "slurm")  # build the one environment beforehand
+        warm = render_bundle(settings("warm"), plan, repo, "slurm")  # build the environments beforehand
         for task in warm.manifest.tasks[:1]:
-            subprocess.run(["bash", str(warm.run_dir / "build_env.sh"), f"{envs}/{task['env_key']}",
-                            task["lockfile"]], check=True, capture_output=True)
+            for env in task["envs"].values():  # each side's (one, when both sides lock the same)
+                subprocess.run(["bash", str(warm.run_dir / "build_env.sh"), f"{envs}/{env['env_key']}",
+                                env["lockfile"]], check=True, capture_output=True)
         ours_bundle = ours(settings("ours"), repo, plan, out, "ours")
         print(f"ours: {PAIRS} pairs in {out['ours_seconds']} s ({out['ours_poll_cycles']} poll cycles, "
               f"{out['ours_sacct_calls']} sacct calls)")

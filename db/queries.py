@@ -51,6 +51,24 @@ def scored_keys(session: Session, keys: list[str]) -> set[str]:
     return found
 
 
+def shared_env_scores(session: Session, wanted: list[tuple[str, str, str, str]]) -> set[tuple[str, str, str, str]]:
+    """Of `wanted` (model id, benchmark id, model code hash, benchmark code hash), those with a score made before
+    each side had its own environment: its lock hash names one environment (no `+`). Planning then checks that
+    score's key (pipeline/stages/pair_envs.py). Read per chunk of the models asked about."""
+    wanted_set = set(wanted)
+    models = sorted({w[0] for w in wanted_set})
+    found: set[tuple[str, str, str, str]] = set()
+    for i in range(0, len(models), 500):
+        rows = session.execute(
+            select(Model.identifier, BenchmarkType.identifier, Score.model_code_hash, Score.benchmark_code_hash)
+            .join(Model, Score.model_id == Model.id)
+            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
+            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
+            .where(Model.identifier.in_(models[i:i + 500]), Score.lock_hash.not_like("%+%")))
+        found.update(row for row in map(tuple, rows) if row in wanted_set)
+    return found
+
+
 def in_flight_keys(session: Session, keys: list[str]) -> dict[str, str]:
     """Keys among `keys` whose job is still PENDING or RUNNING in some run -> that run's id."""
     wanted = set(keys)

@@ -81,13 +81,22 @@ def sbatch_lines(opts: SlurmOptions) -> list[str]:
 
 
 @dataclass(frozen=True)
-class TaskLine:
-    """One array task: which environment it needs (key and lockfile)."""
+class EnvLine:
+    """One environment a task needs: its key (its folder under env_root) and lockfile."""
 
-    index: int
     env_key: str
     lockfile: str
-    builder: str = ""  # the environment step for this task's kind of lock (default: the job's)
+    builder: str = ""  # the environment step for this kind of lock (default: the job's)
+
+
+@dataclass(frozen=True)
+class TaskLine:
+    """One array task: the environment of each side of its pairs, the model's and the benchmark's (the same
+    environment twice when both sides lock the same, or for a score made before the split)."""
+
+    index: int
+    model: EnvLine
+    benchmark: EnvLine
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,9 @@ def render_score_job(job: ScoreJob) -> str:
     if job.env_mode not in ("cached", "fresh"):
         raise RenderError(f"env_mode {job.env_mode!r}")
     for task in job.tasks:
-        if not re.match(r"^[A-Za-z0-9_-]+$", task.env_key):
-            raise RenderError(f"environment key {task.env_key!r}")
+        for env in (task.model, task.benchmark):
+            if not re.match(r"^[A-Za-z0-9_-]+$", env.env_key):
+                raise RenderError(f"environment key {env.env_key!r}")
     return _env.get_template("score_job.sh.j2").render(job=job, sbatch=sbatch_lines(job.slurm))
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.stages.detect import detect
 from pipeline.catalog.plugins import load_catalog
+from envs.sides import side_hashes
 from tests.brainscore_like import ROOT, build, make_git_package
 from tests.conftest import commit_all, write
 
@@ -116,8 +117,11 @@ def check_against_brainscore_core(workspace, repo: Path, executor: str) -> None:
     board = workspace.json("leaderboard")
     assert sorted((r["model"], r["benchmark"]) for r in board) == [(m, b) for m in MODELS for b in BENCHMARKS]
     run_dir = next(workspace.state.glob("runs/*/"))
-    envs = {r["model"]: Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]) / r["env_hash"] for r in board}
+    root = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"])
+    envs = {r["model"]: root / side_hashes(r["env_hash"])[0] for r in board}  # each model's side
     assert len(set(envs.values())) == 2  # one per model: only one of them has the git requirement
+    benchmark_sides = {root / side_hashes(r["env_hash"])[1] for r in board}
+    assert all("tinypkg" not in (env / "score-plugins.lock").read_text() for env in benchmark_sides)
     lock = (envs["alexnet_z_axis_iteration=1"] / "score-plugins.lock").read_text()
     for pin in ("brainscore-core==2.5.0", "joblib=="):
         assert pin in lock, pin  # the domain's pins, a data plugin's

@@ -65,7 +65,7 @@ def test_settings_layers_flags_over_environment_over_site_file(workspace, tmp_pa
 
 def test_pairs_are_grouped_by_environment_and_data_requirements_count(workspace, example_repo):
     """A model with an extra requirement gets its own environment; tasks never mix environments; a data
-    plugin's requirement reaches the environment of every benchmark that loads it."""
+    plugin's requirement reaches the environment of every benchmark that loads it; each side has its own."""
     write(example_repo, "sklearn_scores/models/knn/requirements.txt", "scikit-learn>=1.3\nsix>=1.16\n")
     write(example_repo, "sklearn_scores/data/sklearn_toy/requirements.txt", "scikit-learn>=1.3\npackaging>=23\n")
     commit_all(example_repo, "knn needs six; the toy data needs packaging")
@@ -78,6 +78,10 @@ def test_pairs_are_grouped_by_environment_and_data_requirements_count(workspace,
     by_model = {p["model"]: p["env_hash"] for t in manifest["tasks"] for p in t["pairs"]}
     assert by_model["logreg"] != by_model["knn-5"] and data["array_tasks"] == 2  # 4 pairs each, one task each
     for task in manifest["tasks"]:
-        lock = (workspace.path / "bundle" / "locks" / f"{task['env_key']}.txt").read_text()
-        assert "packaging==" in lock  # from the data plugin every benchmark here loads
-        assert ("six==" in lock) == (task["pairs"][0]["model"] == "knn-5")
+        model, bench = ((workspace.path / "bundle" / "locks" / f"{task['envs'][side]['env_key']}.txt").read_text()
+                        for side in ("model", "benchmark"))
+        assert "packaging==" in bench  # from the data plugin every benchmark here loads: the benchmark's side
+        assert ("six==" in model) == (task["pairs"][0]["model"] == "knn-5")  # the model's own, on its side only
+        assert "six==" not in bench
+    # one benchmark environment serves both models
+    assert len({t["envs"]["benchmark"]["env_key"] for t in manifest["tasks"]}) == 1

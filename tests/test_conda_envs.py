@@ -16,6 +16,7 @@ import pytest
 
 from envs.conda import conda_lock_from_file, lock_conda, render_explicit, stage_lockfile
 from envs.lock import EnvError, LockJail
+from envs.sides import side_hashes
 from jobscripts import render_env_builder
 from pipeline.executors.base import job_environment
 from pipeline.config import load_settings
@@ -145,15 +146,16 @@ benchmark_registry['conda-bench'] = Bench
 
 def brainscore_shaped_pair(example_repo: Path, channel: str) -> None:
     """Like a Brain-Score plugin repository: the domain's pip dependencies and interpreter in its root
-    `pyproject.toml`; a model plugin with an `environment.yml` (a conda package); a benchmark without one."""
+    `pyproject.toml`; a benchmark plugin with an `environment.yml` (a conda package); a model without one. Each
+    side has its own environment: the benchmark's is the conda one (it checks what its own process sees)."""
     write(example_repo, "pyproject.toml", '[project]\nname = "sklearn-scores"\nversion = "0.1"\n'
           'requires-python = ">=3.11"\ndependencies = ["six==1.16.0"]\n')
     write(example_repo, "sklearn_scores/models/conda_model/__init__.py",
           "from sklearn_scores import model_registry\nmodel_registry['conda-model'] = lambda: object()\n")
-    write(example_repo, "sklearn_scores/models/conda_model/environment.yml",
-          f"channels:\n  - {channel}\ndependencies:\n  - spdemo-data >=2\n")
     write(example_repo, "sklearn_scores/benchmarks/conda_bench/__init__.py", BENCH)
-    commit_all(example_repo, "a model with a conda environment, a domain with pip dependencies")
+    write(example_repo, "sklearn_scores/benchmarks/conda_bench/environment.yml",
+          f"channels:\n  - {channel}\ndependencies:\n  - spdemo-data >=2\n")
+    commit_all(example_repo, "a benchmark with a conda environment, a domain with pip dependencies")
 
 
 def check_one_environment_with_both_layers(workspace, repo: Path, executor: str) -> Path:
@@ -162,18 +164,22 @@ def check_one_environment_with_both_layers(workspace, repo: Path, executor: str)
     assert result["states"] == {"COMPLETED": 1}, result
     [row] = workspace.json("leaderboard")
     assert row["score"] == 0.25  # spdemo-data 2.0.0 from the conda part, six from the pip part, one prefix
+    model_side, bench_side = side_hashes(row["env_hash"])
+    assert model_side != bench_side  # the model's side: a uv environment of the domain's pip dependencies
     [run_dir] = list(workspace.state.glob("runs/*"))
     [lockfile] = run_dir.glob("locks/*/conda-lock.yml")
     import yaml
 
     managers = {p["name"]: p["manager"] for p in yaml.safe_load(lockfile.read_text())["package"]}
     assert managers == {"python": "conda", "spdemo-data": "conda", "six": "pip"}  # the lock records both layers
-    env = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]) / row["env_hash"]
+    env = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"]) / bench_side
     assert (env / "score-plugins.lock").read_text() == lockfile.read_text()
     assert "pip layer of 1 packages installed" in (run_dir / "logs/env-0.log").read_text()
     [task] = json.loads((run_dir / "manifest.json").read_text())["tasks"]  # the run's provenance, by layer
-    assert task["packages"]["kind"] == "conda" and task["packages"]["pip"] == ["six==1.16.0"]
-    assert [p.split("==")[0] for p in task["packages"]["conda"]] == ["python", "spdemo-data"]
+    packages = task["envs"]["benchmark"]["packages"]
+    assert packages["kind"] == "conda" and packages["pip"] == ["six==1.16.0"]
+    assert [p.split("==")[0] for p in packages["conda"]] == ["python", "spdemo-data"]
+    assert task["envs"]["model"]["packages"] == {"kind": "pip", "conda": [], "pip": ["six==1.16.0"]}
     return env
 
 
@@ -210,25 +216,25 @@ def test_brainscore_shaped_pair_builds_one_conda_environment_with_both_layers(co
     assert (workspace.path / "envs-again" / env.name / ".score-plugins-complete").exists()  # rebuilt, same key
     [result] = [json.loads(p.read_text()) for p in (out / "spool").glob("*.json")]
     assert result["status"] == "ok" and result["score_ceiled"] == row["score"]
-    # a second pair whose declarations differ but solve the same: the same environment, reused
-    write(repo, "sklearn_scores/models/conda_model_2/__init__.py",
-          "from sklearn_scores import model_registry\nmodel_registry['conda-model-2'] = lambda: object()\n")
-    write(repo, "sklearn_scores/models/conda_model_2/environment.yml",
+    # a second benchmark whose declarations differ but solve the same: the same environment, reused
+    write(repo, "sklearn_scores/benchmarks/conda_bench_2/__init__.py", BENCH.replace("conda-bench", "conda-bench-2"))
+    write(repo, "sklearn_scores/benchmarks/conda_bench_2/environment.yml",
           f"channels:\n  - {conda_channel}\ndependencies:\n  - spdemo-data\n")
-    # env_backend = conda: a pair without environment.yml gets a conda environment too (default channels)
-    write(repo, "sklearn_scores/models/plain_model/__init__.py",
-          "from sklearn_scores import model_registry\nmodel_registry['plain-model'] = lambda: object()\n")
-    commit_all(repo, "two more models")
+    # env_backend = conda: a side without environment.yml gets a conda environment too (default channels)
+    write(repo, "sklearn_scores/benchmarks/plain_bench/__init__.py", BENCH.replace("conda-bench", "plain-bench"))
+    commit_all(repo, "two more benchmarks")
     workspace.env.update({"SCORE_PLUGINS_ENV_BACKEND": "conda", "SCORE_PLUGINS_CONDA_CHANNELS": conda_channel})
-    result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~1", "--benchmarks", "conda-bench")
+    result = workspace.json("run", "--repo", str(repo), "--base", "HEAD~1", "--models", "conda-model")
     assert result["states"] == {"COMPLETED": 2}, result
-    rows = {r["model"]: r for r in workspace.json("leaderboard")}
-    assert rows["conda-model-2"]["env_hash"] == env.name and rows["conda-model-2"]["score"] == 0.25
-    assert rows["plain-model"]["score"] == 0.5 and rows["plain-model"]["env_hash"] != env.name
-    assert (env.parent / rows["plain-model"]["env_hash"] / "conda-meta").is_dir()  # a conda prefix, not a venv
+    rows = {r["benchmark"]: r for r in workspace.json("leaderboard")}
+    assert side_hashes(rows["conda-bench-2"]["env_hash"])[1] == env.name and rows["conda-bench-2"]["score"] == 0.25
+    plain = side_hashes(rows["plain-bench"]["env_hash"])[1]
+    assert rows["plain-bench"]["score"] == 0.5 and plain != env.name
+    assert (env.parent / plain / "conda-meta").is_dir()  # a conda prefix, not a venv
+    assert (env.parent / side_hashes(rows["plain-bench"]["env_hash"])[0] / "conda-meta").is_dir()  # the model's too
     run_dir = max(workspace.state.glob("runs/*"), key=lambda p: p.stat().st_mtime)
-    logs = {p.read_text().split("\n")[0] for p in run_dir.glob("logs/env-*.log")}
-    assert f"score-plugins: reusing environment {env}" in logs, logs
+    logs = [p.read_text() for p in run_dir.glob("logs/env-*.log")]
+    assert any(f"score-plugins: reusing environment {env}\n" in text for text in logs), logs
 
 
 def test_brainscore_shaped_pair_on_slurm(slurm_cluster, conda_workspace):

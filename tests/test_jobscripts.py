@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobscripts import RenderError, ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
+from jobscripts import EnvLine, RenderError, ScoreJob, SlurmOptions, TaskLine, render_env_builder, render_score_job
 from pipeline.stages.bundle import render_bundle
 from pipeline.config import load_settings
 from pipeline.stages.detect import detect_all
@@ -30,7 +30,8 @@ def shellcheck(text: str, tmp_path: Path, name: str = "script.sh") -> None:
 def job(**changes) -> ScoreJob:
     base = dict(run_id="r1", run_dir="/runs/r1", manifest="/runs/r1/manifest.json", worker="/runs/r1/worker.py",
                 python="/usr/bin/python3", build_env="/runs/r1/build_env.sh", log_dir="/runs/r1/logs",
-                env_root="/envs", env_mode="cached", tasks=(TaskLine(0, "abc123", "/runs/r1/locks/abc123.txt"),),
+                env_root="/envs", env_mode="cached", tasks=(TaskLine(0, EnvLine("abc123", "/runs/r1/locks/abc123.txt"),
+                                                                  EnvLine("bench1", "/runs/r1/locks/bench1.txt")),),
                 n_pairs=1, slurm=SlurmOptions(job_name="score-r1", array="0-0"))
     base.update(changes)
     return ScoreJob(**base)
@@ -42,7 +43,8 @@ def job(**changes) -> ScoreJob:
     {"modules": ("python/3.11", "cuda 12; rm -rf /")},
     {"run_dir": HOSTILE, "manifest": HOSTILE + "/m.json", "worker": HOSTILE + "/w.py", "log_dir": HOSTILE,
      "env_root": HOSTILE, "python": HOSTILE + "/python", "build_env": HOSTILE + "/b.sh"},
-    {"tasks": tuple(TaskLine(i, f"env{i % 3}", f"/locks/{HOSTILE}{i}.txt") for i in range(50))},
+    {"tasks": tuple(TaskLine(i, EnvLine(f"env{i % 3}", f"/locks/{HOSTILE}{i}.txt"),
+                             EnvLine(f"env{i % 2}", f"/locks/{HOSTILE}b{i}.txt", f"{HOSTILE}/c.sh")) for i in range(50))},
     {"slurm": SlurmOptions(job_name="score-r1", array="0-9%2", partition="gpu", account="lab", qos="high",
                            time_minutes=90, mem="16G", cpus_per_task=4, gpus=1,
                            extra=("#SBATCH --constraint=avx2", "--exclusive"), drop=("--mem",))},
@@ -63,7 +65,7 @@ def test_header_values_sbatch_could_misread_are_refused():
     with pytest.raises(RenderError, match="extra"):
         render_score_job(job(slurm=SlurmOptions(job_name="x", array="0-0", extra=("--x=1\n#SBATCH --y",))))
     with pytest.raises(RenderError, match="environment key"):
-        render_score_job(job(tasks=(TaskLine(0, "$(id)", "/l"),)))
+        render_score_job(job(tasks=(TaskLine(0, EnvLine("a", "/l"), EnvLine("$(id)", "/l")),)))
     header = render_score_job(job(slurm=SlurmOptions(job_name="x", array="0-0", mem="8G", extra=("--mem=2G",),
                                                      drop=("mem",))))
     assert "--mem" not in header
@@ -89,7 +91,7 @@ def test_hostile_paths_run_exactly_as_intended(tmp_path, example_repo, env_cache
     assert proc.returncode == 0, proc.stderr + (bundle.log_dir / "task-0.out").read_text()
     [result] = [json.loads(p.read_text()) for p in bundle.spool_dir.glob("*.json")]
     # the value scikit-learn gives in the same environment, computed here without the pipeline
-    env_python = Path(env_cache) / bundle.manifest.tasks[0]["pairs"][0]["env_hash"] / "bin" / "python"
+    env_python = Path(env_cache) / bundle.manifest.tasks[0]["envs"]["benchmark"]["env_key"] / "bin" / "python"
     direct = subprocess.run([str(env_python), "-c", "from sklearn_scores import score; "
                              "print(repr(float(score('logreg', 'iris-accuracy'))))"],
                             env={"PYTHONPATH": bundle.manifest.code_dir, "PATH": os.environ["PATH"]},

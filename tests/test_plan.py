@@ -69,3 +69,48 @@ def test_unsolvable_requirements_cannot_run_and_are_recorded(workspace, example_
           for p in (workspace.state / "outbox").glob("*.eml")}
     # the new model's unsolvable requirements are its submitter's news: the benchmarks' owners are not mailed
     assert to == {"ivy@example.org"}
+
+
+def test_scores_made_under_one_shared_environment_still_count(workspace, example_repo):
+    """Scores made before each side had its own environment (their key names one environment, the union of both
+    sides) are not re-scored because the scheme changed; `reproduce` re-renders such a score's job as it ran, one
+    environment for both sides; a change the old scheme would have re-scored for (a domain dependency, which no
+    plugin's code hash covers) still is, per side."""
+    import json
+    import sqlite3
+
+    from envs.sides import side_hashes
+    from pipeline.stages.plan import pair_key
+
+    workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "knn-5", "--benchmarks",
+                  "wine-accuracy,iris-accuracy", check=True)
+    # the database as the version before the split left it (here both sides lock the same set, which is the union)
+    with sqlite3.connect(workspace.state / "local.db") as db:
+        rows = db.execute("SELECT s.id, m.identifier, t.identifier, s.model_code_hash, s.benchmark_code_hash, "
+                          "s.lock_hash, s.env_hash FROM scores s JOIN models m ON s.model_id = m.id "
+                          "JOIN benchmark_instances i ON s.benchmark_instance_id = i.id "
+                          "JOIN benchmark_types t ON i.benchmark_type_id = t.id").fetchall()
+        assert len(rows) == 2
+        for score_id, model, bench, model_hash, bench_hash, lock, env in rows:
+            (lock, bench_lock), (env, bench_env) = side_hashes(lock), side_hashes(env)
+            assert (lock, env) == (bench_lock, bench_env)
+            db.execute("UPDATE scores SET pair_key = ?, lock_hash = ?, env_hash = ? WHERE id = ?",
+                       (pair_key(model, bench, model_hash, bench_hash, lock), lock, env, score_id))
+        old_keys = dict(db.execute("SELECT id, pair_key FROM scores").fetchall())
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "knn-5")
+    assert keys(plan, "already_scored") == {("knn-5", "wine-accuracy"), ("knn-5", "iris-accuracy")}
+    assert {p["key"] for p in plan["already_scored"]} == set(old_keys.values())
+    assert keys(plan) == {("knn-5", "digits-accuracy"), ("knn-5", "breast_cancer-balanced_accuracy")}
+    assert all("+" in p["lock_hash"] for p in plan["to_run"])  # new pairs: per side
+
+    score_id = min(old_keys)
+    workspace.json("reproduce", str(score_id), "--out", str(workspace.path / "again"))
+    [task] = json.loads((workspace.path / "again" / "manifest.json").read_text())["tasks"]
+    assert task["envs"]["model"] == task["envs"]["benchmark"] and task["pairs"][0]["key"] == old_keys[score_id]
+
+    write(example_repo, "requirements.txt", "scikit-learn>=1.3\nsix==1.16.0\n")  # the domain's own dependencies
+    commit_all(example_repo, "the domain needs six")
+    after = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "knn-5",
+                           "--benchmarks", "wine-accuracy,iris-accuracy")
+    assert keys(after) == {("knn-5", "wine-accuracy"), ("knn-5", "iris-accuracy")} and after["already_scored"] == []
+    assert all("+" in p["lock_hash"] for p in after["to_run"])

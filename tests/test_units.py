@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from db.states import OPEN, RETRYABLE, TERMINAL, State
-from jobscripts import (PluginTestJob, PluginTestTask, ScoreJob, SlurmOptions, TaskLine, render_env_builder,
+from jobscripts import (EnvLine, PluginTestJob, PluginTestTask, ScoreJob, SlurmOptions, TaskLine, render_env_builder,
                         render_plugin_test_job, render_score_job)
 from pipeline.executors.slurm import ArrayPart, array_chunks, parse_parts, parse_sacct, parse_squeue, slurm_state
 from pipeline.executors.slurm.limits import mem_mb, time_minutes
@@ -155,7 +155,8 @@ def _score_job(**changes) -> ScoreJob:
     base = dict(run_id="r1", run_dir="/runs/r1", manifest="/runs/r1/manifest.json", worker="/runs/r1/worker.py",
                 python="/usr/bin/python3", build_env="/runs/r1/build_env.sh", log_dir="/runs/r1/logs",
                 env_root="/envs", env_mode="cached",
-                tasks=(TaskLine(0, "abc123", "/runs/r1/locks/abc123.txt"), TaskLine(1, "def456", "/locks/d.txt")),
+                tasks=(TaskLine(0, EnvLine("abc123", "/runs/r1/locks/abc123.txt"), EnvLine("bench1", "/locks/b.txt")),
+                       TaskLine(1, EnvLine("def456", "/locks/d.txt"), EnvLine("def456", "/locks/d.txt", "/c.sh"))),
                 n_pairs=3, slurm=SlurmOptions(job_name="score-r1", array="0-1%1", partition="debug", account="lab",
                                               time_minutes=90, mem="8G", cpus_per_task=2))
     base.update(changes)

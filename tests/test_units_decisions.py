@@ -289,7 +289,8 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
                    "m3": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./local"]}},
                   {"b1": {"parents": {"b1": "V4"}, "versions": {"b1": 2}},
                    "b2": {"parent_problems": {"b2": "parent= is computed"}, "setup_dynamic": "setup.py runs code"}})
-    cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ("numpy==1.0",))  # the models' side
+    cached_lock(tmp_path, ())  # the benchmarks' side: nothing of the models' requirements
     what = change(base=None, models=("m1", "m2", "m3", "bad"), benchmarks=("b1", "b2"))
     seen: dict[str, list] = {}
 
@@ -323,7 +324,7 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     assert (bad.model_plugin, bad.benchmark_plugin, bad.model_code_hash, bad.benchmark_code_hash, bad.reasons,
             bad.model_owner, bad.benchmark_owner) == ("bad", "b1", hashes["bad"], hashes["b1"],
                                                       ("every model (--all)", "every benchmark (--all)"),
-                                                      "bad@example.org", "b1@example.org")
+                                                      "bad@example.org", "")  # the model's side cannot be built
     assert (plan.commit, plan.domain_root) == ("c" * 40, "dom")
     first, second = plan.to_run[0], plan.to_run[1]  # m2 x b1, m2 x b2
     assert (first.model_plugin, first.benchmark_plugin, first.model_owner, first.benchmark_owner) == \
@@ -336,7 +337,9 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     assert (second.benchmark_parent, second.benchmark_version, second.parent_note) == \
         (None, None, "parent= is computed")
     assert second.setup_in_job == ("benchmarks/b2",) and (first.tier, first.tier_why, first.problem) == ("", "", None)
-    assert first.lock.packages == ("numpy==1.0",) and first.lock.lock_hash == lock_hash
+    assert first.lock.model.packages == ("numpy==1.0",) and first.lock.lock_hash == lock_hash
+    assert first.lock.benchmark.packages == () and first.lock.benchmark is second.lock.benchmark  # one for all
+    assert lock_hash == f"{first.lock.model.lock_hash}+{first.lock.benchmark.lock_hash}"
 
     forced = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=scored,
                        in_flight=in_flight, force=True)  # neither asked: everything runnable runs
@@ -345,6 +348,48 @@ def test_a_plan_splits_scored_in_flight_runnable_and_unsolvable_pairs(tmp_path: 
     fresh = make_plan(what, cat, locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11",
                       scored=lambda keys: set())
     assert [(p.model, p.benchmark) for p in fresh.to_run] == runnable and fresh.already_scored == []
+
+
+def test_each_side_has_its_own_lock_and_a_score_made_under_one_shared_environment_still_counts(tmp_path: Path):
+    """A pair's two sides are locked apart (a model's requirement is not in the benchmark's lock). A pair not scored
+    under its per-side key is kept when the database has a score of the old form (one environment, the union) for
+    the same ids and code, and that union locks to the lock its key names; the union is locked only for such pairs."""
+    from envs.sides import PairEnvs
+
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==2.0"]}},
+                  {"b1": {"requirements": ["scipy==2.0"]}, "b2": {"requirements": ["scipy==2.0"]}})
+    for reqs in (("numpy==1.0",), ("numpy==2.0",), ("scipy==2.0",), ("numpy==1.0", "scipy==2.0")):
+        cached_lock(tmp_path, reqs)  # not the union of m2's side and the benchmarks': locking it would fail here
+    what = change(base=None, models=("m1", "m2"), benchmarks=("b1", "b2"))
+    common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11")
+    shared = make_plan(what, cat, scored=lambda keys: set(), models=["m1"], shared=True, **common)
+    union = shared.to_run[0].lock
+    assert union.shared and union.model is union.benchmark and union.model.packages == ("numpy==1.0", "scipy==2.0")
+    assert "+" not in union.lock_hash and shared.to_run[0].key == pair_key(
+        "m1", "b1", shared.to_run[0].model_code_hash, shared.to_run[0].benchmark_code_hash, union.lock_hash)
+    fresh = make_plan(what, cat, scored=lambda keys: set(), **common)
+    by_pair = {(p.model, p.benchmark): p for p in fresh.to_run}
+    assert by_pair[("m1", "b1")].lock.model.packages == ("numpy==1.0",)
+    assert by_pair[("m1", "b1")].lock.benchmark.packages == ("scipy==2.0",)  # nothing of the model's
+    assert by_pair[("m1", "b1")].lock.benchmark is by_pair[("m2", "b2")].lock.benchmark  # one for every model
+    old_key = shared.to_run[0].key  # (m1, b1) scored before the split
+    database = {old_key, by_pair[("m2", "b2")].key}  # and (m2, b2) already per side
+    asked: list = []
+
+    def legacy(ids: list) -> set:
+        asked.append(sorted(ids))
+        return {i for i in ids if i[:2] in (("m1", "b1"), ("m1", "b2"))}  # (m1, b2): another union, not this one
+
+    plan = make_plan(what, cat, scored=lambda keys: database & set(keys), legacy=legacy, **common)
+    assert sorted((p.model, p.benchmark) for p in plan.already_scored) == [("m1", "b1"), ("m2", "b2")]
+    assert sorted((p.model, p.benchmark) for p in plan.to_run) == [("m1", "b2"), ("m2", "b1")]
+    kept = next(p for p in plan.already_scored if p.model == "m1")
+    assert kept.key == old_key and isinstance(kept.lock, PairEnvs) and kept.lock.shared
+    assert [[i[:2] for i in ids] for ids in asked] == [[("m1", "b1"), ("m1", "b2"), ("m2", "b1")]]
+    assert not list(tmp_path.glob("*.failed"))  # (m2, b1) had no old score: its union was never locked
+    assert all("+" in p.lock.lock_hash for p in plan.to_run)
+    forced = make_plan(what, cat, scored=lambda keys: database, legacy=legacy, force=True, **common)
+    assert len(forced.to_run) == 4 and len(asked) == 1  # --force asks nothing
 
 
 def test_who_hears_of_an_environment_that_cannot_be_built():
@@ -618,6 +663,7 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
     cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "bad": {"requirements": ["-e ./x"]}},
                   {"b1": {}, "b2": {}})
     cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ())
     plan = make_plan(change(base=None, models=("m1", "bad"), benchmarks=("b1", "b2")), cat, locks_dir=tmp_path,
                      uv="uv-is-not-run", python_version="3.11", scored=lambda keys: {keys[0]},
                      in_flight=lambda keys: {})
@@ -626,7 +672,8 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
     problem = plan.cannot_run[0].problem
     assert summary == {"commit": "c" * 40, "domain_root": "dom",
                        "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0},
-                       "environments": 1, "cannot_run_reasons": {problem: 2}, "tiers": {"small": 1}, "in_flight": {}}
+                       "environments": 2, "environments_by_side": {"model": 1, "benchmark": 1},
+                       "cannot_run_reasons": {problem: 2}, "tiers": {"small": 1}, "in_flight": {}}
     full = plan.to_json()
     assert {k: full[k] for k in summary} == summary
     [pair] = full["to_run"]
@@ -653,6 +700,7 @@ def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
     cat = catalog({"m": {"requirements": ["numpy==1.0"]}, "g": {"requirements": ["pkg @ git+https://example.org/r"]}},
                   {"b_uv": {}, "b_conda": {"conda_specs": ["scipy"]}})
     cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ())
     steps: list[tuple[int, int]] = []
     common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11", scored=lambda keys: set(),
                   conda_backend="none-here", lock_workers=2, progress=lambda i, n: steps.append((i, n)))
@@ -663,7 +711,8 @@ def test_conda_pairs_and_uv_pairs_each_take_their_own_path(tmp_path: Path):
     assert set(why) == {("g", "b_uv"), ("g", "b_conda"), ("m", "b_conda")}
     assert "conda backend must be one of" in why[("m", "b_conda")]  # conda: the (unknown) conda backend's
     assert "git+https" in why[("g", "b_uv")] and "git+https" in why[("g", "b_conda")]  # no URL scheme allowed
-    assert steps == [(1, 2), (2, 2), (1, 2), (2, 2)]  # the uv sets, then the conda requests
+    assert "conda backend must be one of" in why[("g", "b_conda")]  # both sides cannot: both reasons
+    assert steps == [(1, 3), (2, 3), (3, 3), (1, 1)]  # each side's uv set (m, g, b_uv), then the conda request
     specs_only = catalog({"mc": {"conda_specs": ["numpy"]}}, {"b_uv": {}})  # a model's specs, no channel: conda
     model_conda = make_plan(change(base=None, models=("mc",), benchmarks=("b_uv",)), specs_only, **common)
     assert model_conda.to_run == [] and "conda backend must be one of" in model_conda.cannot_run[0].problem
@@ -704,6 +753,7 @@ def test_planning_pauses_the_cycle_collector_and_leaves_the_process_as_it_found_
     models = [f"m{i}" for i in range(40)]
     cat = catalog({m: {"requirements": ["numpy==1.0"]} for m in models}, {f"b{i}": {} for i in range(10)})
     cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ())
     what = change(base=None, models=tuple(models), benchmarks=tuple(f"b{i}" for i in range(10)))
     common = dict(locks_dir=tmp_path, uv="uv-is-not-run", python_version="3.11")
     collector_on: list[bool] = []

@@ -60,10 +60,13 @@ def _utc_timestamp(value: datetime | None) -> float:
 
 
 def _env_keys(run_dir: str) -> set[str]:
+    """The environments a run's tasks use: each side's (a bundle made before the split names one per task)."""
     try:
-        return {t["env_key"] for t in read_manifest(Path(run_dir)).tasks}
+        tasks = read_manifest(Path(run_dir)).tasks
     except BadInput:
         return set()
+    return {key for t in tasks for key in ([e["env_key"] for e in t["envs"].values()] if "envs" in t
+                                           else [t["env_key"]])}
 
 
 def prune(settings: Settings, db: Database, older_than_days: float, remove: bool) -> PruneReport:

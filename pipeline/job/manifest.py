@@ -40,7 +40,7 @@ class Manifest:
     env_backend: str
     state_dir: str
     created_at: str
-    tasks: list  # [{"index": int, "lock": {...}, "pairs": [{"key", "model", "benchmark", ...}]}]
+    tasks: list  # [{"index": int, "envs": {"model": {...}, "benchmark": {...}}, "pairs": [{"key", "model", ...}]}]
     pair_timeout: int = 1800
     cpus_per_task: int = 1
     array_throttle: int = 0

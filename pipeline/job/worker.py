@@ -3,8 +3,9 @@
 
 Standard library only, copied into every run bundle, so a job needs neither our
 package nor any credential. `run-task` (under the base interpreter) loops over one
-array task's pairs and runs each in two child processes under the plugins' environment
-(`score_pair`, the benchmark's side, and `boundary`'s `serve-model`, the model's), with a time limit, a clean
+array task's pairs and runs each in two child processes, each under its own side's environment
+(`score_pair`, the benchmark's side, in the benchmark's; `boundary`'s `serve-model`, the model's, in the model's:
+nothing the model requires is installed where the benchmark runs), with a time limit, a clean
 environment and a capped log. Each result, score or error with its stage, is written atomically as
 `<spool>/<pair key>.json`; the coordinator ingests the spool into the database.
 """
@@ -37,11 +38,12 @@ from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, 
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
 
-def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict:
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_python: str | None = None) -> dict:
     """Score one pair in two sandboxed child processes; whatever happens, return a result dict.
 
-    The model runs in its own process (boundary.py serve-model) that sees only its own plugin folders and
-    caches; the benchmark's process sees the benchmark's, and talks to the model through a socket
+    The model runs in its own process (boundary.py serve-model), under its own environment (`model_python`'s),
+    and sees only its own plugin folders and caches; the benchmark's process runs under the benchmark's
+    environment (`env_python`'s), sees the benchmark's folders and caches, and talks to the model through a socket
     (boundary.RemoteModel). Started as root, each side runs as a user of its own (two node-wide slots), so
     neither can signal, trace or count as the other. Only the benchmark's process holds the report pipe this
     process owns: stages, then one result, never a file in a folder a plugin can write. Every message is
@@ -67,7 +69,7 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
         return result
     uids = (slots[0].uid, slots[1].uid) if slots else (NOBODY, NOBODY)
     try:
-        failure = _run_pair_as(manifest, pair, env_python, log, result, uids)
+        failure = _run_pair_as(manifest, pair, env_python, log, result, uids, model_python or env_python)
     finally:
         for slot in slots:
             slot.__exit__()
@@ -81,9 +83,9 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path) -> dict
 
 
 def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict,
-                 uids: tuple[int, int]) -> dict | None:
-    """run_pair's body, the model's side as uids[0] and the benchmark's as uids[1] (when root); None when the
-    pair scored, else its failure."""
+                 uids: tuple[int, int], model_python: str) -> dict | None:
+    """run_pair's body, the model's side as uids[0] under `model_python` and the benchmark's as uids[1] under
+    `env_python` (when root); None when the pair scored, else its failure."""
     timeout = int(manifest.pair_timeout)
     model_uid, bench_uid = uids
     model_folders, bench_folders = split_folders(pair)
@@ -98,10 +100,11 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
         if manifest.sandbox != "off":
             sb.give(str(handoff), bench_uid)
         installed: dict = {"installed": []}
-        for side_dir, side_folders, uid in ((model_dir, model_folders, model_uid), (bench_dir, bench_folders, bench_uid)):
+        for side_dir, side_folders, uid, python in ((model_dir, model_folders, model_uid, model_python),
+                                                    (bench_dir, bench_folders, bench_uid, env_python)):
             wanted = [f for f in pair.get("setup_in_job") or [] if f in side_folders]
             if wanted and not installed.get("failure"):
-                done = install_in_job(manifest, pair, env_python, side_dir, log, wanted, side_folders, uid=uid)
+                done = install_in_job(manifest, pair, python, side_dir, log, wanted, side_folders, uid=uid)
                 installed = {"installed": installed["installed"] + done.get("installed", []), **(
                     {"failure": done["failure"]} if done.get("failure") else {})}
         if pair.get("setup_in_job"):
@@ -122,7 +125,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                 raise StageError("import", f"the plugin cache folder {full} already holds more than its limit of "
                                            f"{manifest.cache_limit_bytes} bytes (plugin_cache_limit): nothing was "
                                            "run; an administrator empties it or raises the limit")
-            model_cmd = [*launch(env_python, manifest.worker, "boundary"), "serve-model", "--manifest", own.path, "--pair", pair["key"],
+            model_cmd = [*launch(model_python, manifest.worker, "boundary"), "serve-model", "--manifest", own.path, "--pair", pair["key"],
                          "--channel-fd", str(model_end.fileno()), "--cap", str(manifest.boundary_cap_bytes)]
             bench_cmd = [*launch(env_python, manifest.worker, "score_pair"), "--manifest", own.path, "--pair", pair["key"],
                          "--report-fd", str(write_fd), "--model-fd", str(bench_end.fileno()),
@@ -374,7 +377,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
         if args.env_status != 0:
             result = env_failure_result(manifest, pair, Path(args.env_log), args.env_status)
         else:
-            result = run_pair(manifest, pair, args.env_python, logs / f"{pair['key']}.log")
+            result = run_pair(manifest, pair, args.env_python, logs / f"{pair['key']}.log", args.model_python)
         try:
             write_json_atomic(target, result)
         except OSError as exc:
@@ -404,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     task = sub.add_parser("run-task", help="score every pair of one array task")
     task.add_argument("--manifest", required=True)
     task.add_argument("--task", type=int, required=True)
-    task.add_argument("--env-python", required=True)
+    task.add_argument("--env-python", required=True, help="the benchmark's side's environment's interpreter")
+    task.add_argument("--model-python", required=True, help="the model's side's environment's interpreter")
     task.add_argument("--env-status", type=int, default=0)
     task.add_argument("--env-log", default="")
     args = parser.parse_args(argv)

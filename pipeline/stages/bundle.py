@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from envs.conda import rattler_tool, stage_lockfile
-from jobscripts import ScoreJob, TaskLine, render_env_builder, render_score_job
+from envs.sides import SIDES
+from jobscripts import EnvLine, ScoreJob, TaskLine, render_env_builder, render_score_job
 from pipeline.catalog import gitrepo
 from pipeline.config import Settings
 from pipeline.errors import BadInput
@@ -78,7 +79,8 @@ def new_run_id() -> str:
 
 
 def pack_tasks(pairs: list[PlannedPair], per_task: int) -> list[list[PlannedPair]]:
-    """Group pairs by environment, then cut each group into tasks of at most `per_task` pairs."""
+    """Group pairs by their two environments (the model's and the benchmark's), then cut each group into tasks of
+    at most `per_task` pairs."""
     by_env: dict[str, list[PlannedPair]] = {}
     for pair in pairs:
         assert pair.lock is not None
@@ -151,19 +153,12 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     tasks: list[dict] = []
     for tier, group in groups:
         for chunk in pack_tasks(group, settings.pairs_per_task):
-            lock = chunk[0].lock
-            assert lock is not None
-            if getattr(lock, "kind", "pip") == "conda":
-                lockfile = conda_lockfile(lock, run_dir)
-                builder = str(conda_builder)
-            else:
-                lockfile = run_dir / "locks" / f"{lock.env_hash}.txt"
-                if not lockfile.exists():
-                    shutil.copyfile(lock.path, lockfile)
-                builder = ""
-            tasks.append(task_entry(settings, executor, tier, len(tasks), lock.env_hash, str(lockfile), builder,
-                                    [pair_entry(p) for p in chunk], env_packages(lock)))
-    if any(t["builder"] for t in tasks):
+            envs = chunk[0].lock
+            assert envs is not None
+            tasks.append(task_entry(settings, executor, tier, len(tasks), envs.env_hash,
+                                    {side: side_env(lock, run_dir, conda_builder) for side, lock in envs.sides()},
+                                    [pair_entry(p) for p in chunk]))
+    if any(env["builder"] for t in tasks for env in t["envs"].values()):
         _write(conda_builder, render_env_builder(
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
@@ -207,13 +202,27 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
 
 
-def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_key: str, lockfile: str, builder: str,
-               pairs: list[dict], packages: dict | None = None) -> dict:
-    """One array task of the manifest: its pairs, environment, and the tier it runs on (the local executor
-    enforces that tier's memory on the plugin and its time on the task; Slurm enforces its own)."""
-    return {"index": index, "env_key": env_key, "lockfile": lockfile, "builder": builder, "pairs": pairs,
-            "packages": packages or {}, "tier": tier.name, "time_minutes": tier.time_minutes, "mem": tier.mem,
-            "gpus": tier.gpus, "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
+def side_env(lock, run_dir: Path, conda_builder: Path) -> dict:  # noqa: ANN001 - a Lock or CondaLock
+    """One side's environment as a task records it: its key (the folder under env_root), its lockfile in the
+    bundle (once per environment, whichever pairs and sides share it), the builder for its kind of lock (empty:
+    the job's uv one), and its packages by layer."""
+    if getattr(lock, "kind", "pip") == "conda":
+        lockfile, builder = conda_lockfile(lock, run_dir), str(conda_builder)
+    else:
+        lockfile, builder = run_dir / "locks" / f"{lock.env_hash}.txt", ""
+        if not lockfile.exists():
+            shutil.copyfile(lock.path, lockfile)
+    return {"env_key": lock.env_hash, "lockfile": str(lockfile), "builder": builder, "packages": env_packages(lock)}
+
+
+def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_key: str, envs: dict,
+               pairs: list[dict]) -> dict:
+    """One array task of the manifest: its pairs, the environment of each side (`envs`: "model" and "benchmark",
+    each as side_env records it; `env_key` names the two, `<model's>+<benchmark's>`), and the tier it runs on
+    (the local executor enforces that tier's memory on the plugin and its time on the task; Slurm its own)."""
+    return {"index": index, "env_key": env_key, "envs": envs, "pairs": pairs, "tier": tier.name,
+            "time_minutes": tier.time_minutes, "mem": tier.mem, "gpus": tier.gpus,
+            "mem_limit_bytes": tier.mem_bytes if executor == "local" else None}
 
 
 def score_job(settings: Settings, manifest: Manifest, run_dir: Path, tasks: list[dict], tier: Tier,
@@ -223,7 +232,8 @@ def score_job(settings: Settings, manifest: Manifest, run_dir: Path, tasks: list
         run_id=manifest.run_id, run_dir=str(run_dir), manifest=str(run_dir / "manifest.json"),
         worker=manifest.worker, python=settings.python, build_env=str(run_dir / "build_env.sh"),
         log_dir=manifest.log_dir, env_root=manifest.env_root, env_mode=manifest.env_mode,
-        tasks=tuple(TaskLine(t["index"], t["env_key"], t["lockfile"], t["builder"]) for t in tasks),
+        tasks=tuple(TaskLine(t["index"], *(EnvLine(t["envs"][side]["env_key"], t["envs"][side]["lockfile"],
+                                                    t["envs"][side]["builder"]) for side in SIDES)) for t in tasks),
         n_pairs=sum(len(t["pairs"]) for t in tasks), modules=tuple(settings.modules),
         slurm=settings.slurm_options(f"score-{manifest.run_id}", f"0-{max(len(tasks) - 1, 0)}{throttle}", tier),
         first_task=first)
@@ -264,9 +274,8 @@ def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[d
             source = by_key[group[0]["key"]]
             for i in range(0, len(group), settings.pairs_per_task):
                 new.append(task_entry(settings, bundle.executor, tiers[tier_name],
-                                      len(bundle.manifest.tasks) + len(new), env_key, source["lockfile"],
-                                      source.get("builder", ""), group[i:i + settings.pairs_per_task],
-                                      source.get("packages")))
+                                      len(bundle.manifest.tasks) + len(new), env_key, source["envs"],
+                                      group[i:i + settings.pairs_per_task]))
     write_scripts(settings, bundle.run_dir, bundle.manifest, new, label)
     bundle.manifest.tasks.extend(new)
     _write(bundle.manifest_path, bundle.manifest.to_json())

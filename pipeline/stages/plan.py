@@ -2,13 +2,14 @@
 
 A pair's key hashes what determines its score: the two identifiers, the code of
 the model plugin, of the benchmark plugin and the data/metric plugins it uses,
-and the lockfile of its environment. A pair whose key is in the database is
-skipped (unless `--force`); the look-up is one set query, not one per pair.
+and the lockfiles of its two environments (the model's side and the benchmark's,
+pipeline/stages/pair_envs.py). A pair whose key is in the database is skipped
+(unless `--force`); the look-up is one set query, not one per pair. A score made
+before the environments were split still counts when it holds (pair_envs says when).
 """
 
 from __future__ import annotations
 
-from hashlib import sha256
 import gc
 from itertools import compress
 from operator import not_
@@ -21,6 +22,9 @@ from typing import Callable, Iterator
 
 from envs.conda import CondaLock, lock_conda, python_spec
 from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lock_environment, validate_requirements
+from envs.sides import PairEnvs
+from pipeline.stages.pair_envs import (LegacyLookup, Locking, keep_shared_scores, pair_key, side_locks,  # noqa: F401
+                                       union_locks)
 from pipeline.stages.detect import Change
 from pipeline.errors import BadInput
 from pipeline.catalog.plugins import Catalog
@@ -37,7 +41,7 @@ class PlannedPair:
     model_owner: str
     benchmark_owner: str
     reasons: tuple[str, ...]
-    lock: Lock | None = None
+    lock: PairEnvs | None = None  # the model's and the benchmark's environments (envs/sides.py)
     key: str = ""
     problem: str | None = None  # set when the pair cannot run (e.g. its environment does not solve)
     folders: tuple[str, ...] = ()  # plugin folders the pair may see: "models/x", "benchmarks/y", "data/z"...
@@ -93,7 +97,9 @@ class Plan:
             "commit": self.commit, "domain_root": self.domain_root,
             "counts": {"to_run": len(self.to_run), "already_scored": len(self.already_scored),
                        "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
-            "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
+            "environments": len({lock.env_hash for p in self.to_run if p.lock for _, lock in p.lock.sides()}),
+            "environments_by_side": {side: len({getattr(p.lock, side).env_hash for p in self.to_run if p.lock})
+                                     for side in ("model", "benchmark")},
             "cannot_run_reasons": reasons,
             "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
@@ -105,11 +111,6 @@ class Plan:
                 "cannot_run": [p.to_json() for p in self.cannot_run],
             })
         return data
-
-
-def pair_key(model: str, benchmark: str, model_code_hash: str, benchmark_code_hash: str, lock_hash: str) -> str:
-    text = f"{model}\0{benchmark}\0{model_code_hash}\0{benchmark_code_hash}\0{lock_hash}"
-    return sha256(text.encode()).hexdigest()[:32]
 
 
 def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None = None,
@@ -189,20 +190,26 @@ def make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, pyt
               url_schemes: tuple[str, ...] | list[str] = DEFAULT_URL_SCHEMES, lock_workers: int = 1,
               progress: Callable[[int, int], None] | None = None,
               conda_channels: tuple[str, ...] | list[str] = ("conda-forge",), jail: LockJail = LockJail(),
-              failed_solves: str = "use") -> Plan:
-    """The pairs to score, each with its lock and key, minus those already scored under the same key.
+              failed_solves: str = "use", legacy: LegacyLookup | None = None, shared: bool = False) -> Plan:
+    """The pairs to score, each with its two environments and its key, minus those already scored under the
+    same key.
 
-    `backend="conda"` gives every pair a conda environment; with `"uv"` only pairs whose plugins declare an
-    environment.yml get one. A conda environment's one lockfile holds the interpreter, the conda packages and
-    the pip layer (the domain's and the plugins' pip requirements). `jail` confines every `uv pip compile`
+    Each side of a pair has its own environment (pipeline/stages/pair_envs.py): the model's and the benchmark's.
+    `backend="conda"` makes every one a conda environment; with `"uv"` only a side whose plugins declare an
+    environment.yml gets one. A conda environment's one lockfile holds the interpreter, the conda packages and
+    the pip layer (the domain's and that side's pip requirements). `jail` confines every `uv pip compile`
     (the uv locks and the pip layers of conda locks alike). `failed_solves`: how cached solve failures count
-    (envs.lock.lock_environment's `failed_solves`)."""
+    (envs.lock.lock_environment's `failed_solves`). `legacy`: which (model, benchmark, code hashes) have a score
+    made before the split (db.queries.shared_env_scores); such a score still counts when it holds. `shared`:
+    plan the scheme before the split, one environment of both sides' requirements for both processes (only
+    `reproduce` of such a score, and the baseline of benchmarks/sides_bench.py)."""
     with gc_paused():
         return _make_plan(change, catalog, locks_dir=locks_dir, uv=uv, python_version=python_version, scored=scored,
                           force=force, models=models, benchmarks=benchmarks, backend=backend,
                           conda_backend=conda_backend, rattler_python=rattler_python, in_flight=in_flight,
                           url_schemes=tuple(url_schemes), lock_workers=lock_workers, progress=progress,
-                          conda_channels=tuple(conda_channels), jail=jail, failed_solves=failed_solves)
+                          conda_channels=tuple(conda_channels), jail=jail, failed_solves=failed_solves,
+                          legacy=legacy, shared=shared)
 
 
 def conda_request(catalog: Catalog, plugins: tuple, pip_reqs: tuple[str, ...], python_version: str,  # noqa: ANN001
@@ -290,97 +297,95 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                benchmarks: list[str] | None, backend: str, conda_backend: str, rattler_python: str,
                in_flight: Callable[[list[str]], dict[str, str]] | None, url_schemes: tuple[str, ...],
                lock_workers: int, progress: Callable[[int, int], None] | None,
-               conda_channels: tuple[str, ...], jail: LockJail = LockJail(), failed_solves: str = "use") -> Plan:
+               conda_channels: tuple[str, ...], jail: LockJail = LockJail(), failed_solves: str = "use",
+               legacy: LegacyLookup | None = None, shared: bool = False) -> Plan:
     model_plugins = catalog.by_identifier("models")
     bench_plugins = catalog.by_identifier("benchmarks")
     plan = Plan(catalog.commit, catalog.domain_root)
     involved = {p.key: p for p in [*model_plugins.values(), *bench_plugins.values()]}
     code_hashes = {key: catalog.code_hash(p) for key, p in involved.items()}
-    own_reqs = {key: tuple(catalog.requirements(p)) for key, p in involved.items()}
     # Per-plugin facts once, so the per-pair loop (100,000 pairs at Brain-Score's scale) stays cheap.
-    conda = {key: catalog.conda(p) for key, p in involved.items()}
     visible = {key: tuple(f"{d.type}/{d.name}" for d in catalog.members(p)) for key, p in involved.items()}
     dynamic = {key: tuple(catalog.setup_dynamic(p)) for key, p in involved.items()}
-    # (name, code hash, owner, requirements, declares conda, visible folders, setup.py installed in the job)
-    m_info = {m: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
-                  visible[p.key], dynamic[p.key]) for m, p in model_plugins.items()}
-    b_info = {b: (p.name, code_hashes[p.key], p.owner, own_reqs[p.key], bool(conda[p.key][1] or conda[p.key][2]),
-                  visible[p.key], dynamic[p.key]) for b, p in bench_plugins.items()}
+    # (name, code hash, owner, visible folders, setup.py installed in the job)
+    m_info = {m: (p.name, code_hashes[p.key], p.owner, visible[p.key], dynamic[p.key])
+              for m, p in model_plugins.items()}
+    b_info = {b: (p.name, code_hashes[p.key], p.owner, visible[p.key], dynamic[p.key])
+              for b, p in bench_plugins.items()}
     rows = candidate_rows(change, catalog, models, benchmarks)
-    # Each plugin's requirement set as a small number, so that the per-pair steps hash ints, not tuples.
-    req_id: dict[tuple[str, ...], int] = {}
-    m_req = {m: req_id.setdefault(info[3], len(req_id)) for m, info in m_info.items()}
-    b_req = {b: req_id.setdefault(info[3], len(req_id)) for b, info in b_info.items()}
-    reqs_of = list(req_id)
-    any_conda = backend == "conda" or any(i[4] for i in m_info.values()) or any(i[4] for i in b_info.values())
-
-    def wants_conda(m: str, b: str) -> bool:
-        return backend == "conda" or m_info[m][4] or b_info[b][4]
-
-    if any_conda:
-        combos = {(m_req[m], b_req[b]) for m, row in rows for b, _ in row if not wants_conda(m, b)}
-    else:  # rows are shared between models: each row's requirement sets once
-        row_reqs: dict[int, set[int]] = {}
-        for _, row in rows:
-            if id(row) not in row_reqs:
-                row_reqs[id(row)] = {b_req[b] for b, _ in row}
-        combos = {(m_req[m], bq) for m, row in rows for bq in row_reqs[id(row)]}
-    union = {combo: tuple(sorted(set(reqs_of[combo[0]]) | set(reqs_of[combo[1]]))) for combo in combos}
-    solved = solve_all(sorted(set(union.values())), locks_dir=locks_dir, uv=uv, python_version=python_version,
-                       backend=backend, url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
-                       failed_solves=failed_solves)
-    locks: dict[int, dict[int, Lock | str]] = {}  # model's set -> benchmark's set -> the lock of their union
-    for (mq, bq), reqs in union.items():
-        locks.setdefault(mq, {})[bq] = solved[reqs]
-    # conda pairs: one request per distinct (model facts, benchmark facts, pip set), each solved once
-    requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str] = {}
-    conda_of: dict[tuple[str, str], str] = {}
-    for m, row in (rows if any_conda else ()):
-        for b, _ in row:
-            mk, bk = model_plugins[m].key, bench_plugins[b].key
-            if wants_conda(m, b):
-                reqs = tuple(sorted(set(m_info[m][3]) | set(b_info[b][3])))
-                memo = conda_of[(m, b)] = repr((conda[mk], conda[bk], reqs))
-                if memo not in requests:
-                    requests[memo] = conda_request(catalog, (model_plugins[m], bench_plugins[b]), reqs,
-                                                   python_version, conda_channels, url_schemes)
-    conda_locks = solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
-                                  rattler_python=rattler_python, uv=uv, workers=lock_workers, progress=progress,
-                                  jail=jail)
+    locking = Locking(
+        pip=lambda sets: solve_all(sets, locks_dir=locks_dir, uv=uv, python_version=python_version, backend=backend,
+                                   url_schemes=url_schemes, workers=lock_workers, progress=progress, jail=jail,
+                                   failed_solves=failed_solves),
+        conda=lambda requests: solve_conda_all(requests, locks_dir=locks_dir, conda_backend=conda_backend,
+                                               rattler_python=rattler_python, uv=uv, workers=lock_workers,
+                                               progress=progress, jail=jail),
+        request=lambda plugins, reqs: conda_request(catalog, plugins, reqs, python_version, conda_channels,
+                                                    url_schemes),
+        backend=backend)
+    # the plugins the rows use: each side locked once per distinct requirement set (rows are shared between models)
+    used_benchmarks: dict[str, None] = {}
+    for row in {id(row): row for _, row in rows}.values():
+        used_benchmarks.update(dict.fromkeys(b for b, _ in row))
+    if shared:  # the scheme before the split (reproduce, and the baseline of benchmarks/sides_bench.py)
+        union = union_locks(catalog, [(model_plugins[m], bench_plugins[b]) for m, row in rows for b, _ in row],
+                            locking)
+    else:
+        sides = side_locks(catalog, {p.key: p for p in [*(model_plugins[m] for m, _ in rows),
+                                                         *(bench_plugins[b] for b in used_benchmarks)]}.values(),
+                           locking)
     pairs: list[PlannedPair] = []
     changed_models = set(change.changed_plugins.get("models", []))
     changed_benchmarks = set(change.changed_plugins.get("benchmarks", []))
-    # each benchmark's facts, the leaderboard tree's among them, looked up once, not once per pair
+    # each benchmark's facts, the leaderboard tree's and its environment among them, looked up once, not per pair
     b_rows = {b: (name, code_hash, owner, b_visible, b_dynamic, bench_plugins[b].parents.get(b),
-                  bench_plugins[b].versions.get(b), bench_plugins[b].parent_problems.get(b), b_req[b],
-                  bench_plugins[b].runtime_ids.get(b))
-              for b, (name, code_hash, owner, _, _, b_visible, b_dynamic) in b_info.items()}
+                  bench_plugins[b].versions.get(b), bench_plugins[b].parent_problems.get(b),
+                  None if shared else sides[bench_plugins[b].key], bench_plugins[b].runtime_ids.get(b))
+              for b, (name, code_hash, owner, b_visible, b_dynamic) in b_info.items() if b in used_benchmarks}
     facts: dict[int, list[tuple]] = {}  # per shared row: each benchmark with its facts, unpacked in the loop
+    both: dict[int, dict[int, PairEnvs]] = {}  # model's lock -> benchmark's lock -> the pair's environments
     for m, row in rows:
-        m_name, m_hash, m_owner, _, _, m_visible, m_dynamic = m_info[m]
-        m_locks = locks.get(m_req[m], {})
+        m_name, m_hash, m_owner, m_visible, m_dynamic = m_info[m]
+        m_lock = None if shared else sides[model_plugins[m].key]
+        m_both = both.setdefault(id(m_lock), {})
         row_facts = facts.get(id(row))
         if row_facts is None:
             row_facts = facts[id(row)] = [(b, why, *b_rows[b]) for b, why in row]
-        for b, why, b_name, b_hash, b_owner, b_visible, b_dynamic, parent, version, note, bq, runtime in row_facts:
-            lock = conda_locks[conda_of[(m, b)]] if conda_of and (m, b) in conda_of else m_locks[bq]
-            if isinstance(lock, str):
-                # who hears about an environment that cannot be built: the owners of what the change touched
-                # (a new model's unsolvable requirements are its submitter's news, not every benchmark owner's)
-                mo = m_owner if change.base is None or m_name in changed_models else ""
-                bo = b_owner if change.base is None or b_name in changed_benchmarks else ""
+        for b, why, b_name, b_hash, b_owner, b_visible, b_dynamic, parent, version, note, b_lock, runtime in row_facts:
+            if shared:
+                one = union[(model_plugins[m].key, bench_plugins[b].key)]
+                m_lock = b_lock = one
+            if isinstance(m_lock, str) or isinstance(b_lock, str):
+                # who hears about an environment that cannot be built: the owners of the side that cannot, and of
+                # those the change touched (a new model's unsolvable requirements are its submitter's news, not
+                # every benchmark owner's)
+                m_bad, b_bad = isinstance(m_lock, str), isinstance(b_lock, str)
+                mo = m_owner if m_bad and (change.base is None or m_name in changed_models) else ""
+                bo = b_owner if b_bad and (change.base is None or b_name in changed_benchmarks) else ""
                 if not (mo or bo):
-                    mo, bo = m_owner, b_owner
+                    mo, bo = (m_owner if m_bad else ""), (b_owner if b_bad else "")
+                problem = "; ".join(dict.fromkeys(x for x, blamed in ((m_lock, mo), (b_lock, bo))
+                                                  if blamed and isinstance(x, str)))
                 plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
-                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
+                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), problem))
                 continue
+            envs = m_both.get(id(b_lock))
+            if envs is None:
+                envs = m_both[id(b_lock)] = (PairEnvs.one_for_both(m_lock) if shared else PairEnvs(m_lock, b_lock))
             in_job = m_dynamic + b_dynamic
-            pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,
-                                     pair_key(m, b, m_hash, b_hash, lock.lock_hash), None, m_visible + b_visible,
+            pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, envs,
+                                     pair_key(m, b, m_hash, b_hash, envs.lock_hash), None, m_visible + b_visible,
                                      tuple(dict.fromkeys(in_job)) if in_job else (), parent, version, note, "", "",
                                      m_visible, runtime))
     keys = [pair.key for pair in pairs]
     done = set() if force else scored(keys)
+    if legacy is not None and not force and not shared and len(done) < len(pairs):
+        # scores made before the split, under one environment for both sides, still count (pair_envs says when)
+        kept = keep_shared_scores([p for p in pairs if p.key not in done], scored, legacy,
+                                  lambda group: union_locks(catalog, group, locking),
+                                  lambda p: (model_plugins[p.model], bench_plugins[p.benchmark]))
+        done |= {p.key for p in kept}
+        keys = [pair.key for pair in pairs]
     if done:  # split in C: one flag per pair, then two `compress` passes
         flags = [key in done for key in keys]
         plan.already_scored = list(compress(pairs, flags))

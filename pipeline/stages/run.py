@@ -18,7 +18,7 @@ from typing import Callable
 from sqlalchemy import select
 
 from db.models import BenchmarkType, Model, Run
-from db.queries import in_flight_keys, scored_keys
+from db.queries import in_flight_keys, scored_keys, shared_env_scores
 from db.states import State
 from pipeline.catalog import gitrepo
 from pipeline.stages import ledger
@@ -139,6 +139,10 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
         with db.sessions() as session:
             return in_flight_keys(session, keys)
 
+    def made_before_the_split(pairs: list[tuple[str, str, str, str]]) -> set[tuple[str, str, str, str]]:
+        with db.sessions() as session:
+            return shared_env_scores(session, pairs)
+
     wanted, models, benchmarks = None, req.models, req.benchmarks
     if req.backfill:
         from pipeline.leaderboard.backfill import missing_pairs
@@ -153,7 +157,8 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
                      conda_backend=settings.conda_backend, rattler_python=settings.rattler_python,
                      url_schemes=tuple(settings.requirement_url_schemes), lock_workers=settings.lock_workers,
                      progress=_lock_progress, conda_channels=tuple(settings.conda_channels),
-                     in_flight=running, jail=lock_jail(settings), failed_solves=req.failed_solves)
+                     in_flight=running, jail=lock_jail(settings), failed_solves=req.failed_solves,
+                     legacy=made_before_the_split)
     if req.only_pairs is not None:
         plan = plan.only(req.only_pairs)
         keep_scope(change, plan)

@@ -32,25 +32,38 @@ remove_pid_file() { rm -f -- "$LOG_DIR/task-$task.pid"; }
 trap remove_pid_file EXIT
 exec >>"$LOG_DIR/task-$task.out" 2>&1
 echo "score-plugins: task $task on $(hostname) as array task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID}"
+# Each side of a pair has its own environment: the model's process runs in the model's, the benchmark's process
+# in the benchmark's, so nothing the model requires is installed where the benchmark runs.
 case "$task" in
-  0) env_key=abc123; lockfile=/runs/r1/locks/abc123.txt; builder=/runs/r1/build_env.sh ;;
-  1) env_key=def456; lockfile=/locks/d.txt; builder=/runs/r1/build_env.sh ;;
+  0) model_key=abc123; model_lockfile=/runs/r1/locks/abc123.txt; model_builder=/runs/r1/build_env.sh
+     bench_key=bench1; bench_lockfile=/locks/b.txt; bench_builder=/runs/r1/build_env.sh ;;
+  1) model_key=def456; model_lockfile=/locks/d.txt; model_builder=/runs/r1/build_env.sh
+     bench_key=def456; bench_lockfile=/locks/d.txt; bench_builder=/c.sh ;;
   *) echo "score-plugins: this job has no array task $task" >&2; exit 2 ;;
 esac
 
 if [ "$ENV_MODE" = fresh ]; then
-  env_path="${TMPDIR:-/tmp}/score-plugins-env-${SLURM_JOB_ID:-$$}-$task"
+  model_env="${TMPDIR:-/tmp}/score-plugins-env-${SLURM_JOB_ID:-$$}-$task-model"
+  bench_env="${TMPDIR:-/tmp}/score-plugins-env-${SLURM_JOB_ID:-$$}-$task-benchmark"
 else
-  env_path="$ENV_ROOT/$env_key"
+  model_env="$ENV_ROOT/$model_key"
+  bench_env="$ENV_ROOT/$bench_key"
+fi
+if [ "$model_key" = "$bench_key" ]; then
+  bench_env="$model_env"  # both sides lock the same: one environment, built once
 fi
 env_log="$LOG_DIR/env-$task.log"
 env_status=0
-bash "$builder" "$env_path" "$lockfile" >"$env_log" 2>&1 || env_status=$?
+{
+  bash "$model_builder" "$model_env" "$model_lockfile" &&
+    if [ "$bench_env" != "$model_env" ]; then bash "$bench_builder" "$bench_env" "$bench_lockfile"; fi
+} >"$env_log" 2>&1 || env_status=$?
 
 status=0
 "$BASE_PYTHON" "$WORKER" run-task --manifest "$MANIFEST" --task "$task" \
-  --env-python "$env_path/bin/python" --env-status "$env_status" --env-log "$env_log" || status=$?
+  --env-python "$bench_env/bin/python" --model-python "$model_env/bin/python" \
+  --env-status "$env_status" --env-log "$env_log" || status=$?
 if [ "$ENV_MODE" = fresh ]; then
-  rm -rf -- "$env_path" "$env_path.lock"
+  rm -rf -- "$model_env" "$model_env.lock" "$bench_env" "$bench_env.lock"
 fi
 exit "$status"

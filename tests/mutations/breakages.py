@@ -59,6 +59,10 @@ BREAKAGES = [
              "    text = re.sub(r'(git\\+file://[^@\\s]+)@[0-9a-f]{40}', r'\\1', path.read_text())\n"
              "    path.write_text(text)\n",
              "tests/test_brainscore_shapes.py::test_scores_equal_brainscore_core_locally_in_the_sandbox"),
+    Breakage("benchmark-in-the-models-environment", "jobscripts/templates/score_job.sh.j2",
+             '  --env-python "$bench_env/bin/python" --model-python "$model_env/bin/python" \\\n',
+             '  --env-python "$model_env/bin/python" --model-python "$model_env/bin/python" \\\n',
+             "tests/test_model_boundary.py::test_a_models_requirement_never_runs_in_the_benchmarks_process"),
     Breakage("copy-loses-null", "db/upsert.py",
              "[null if row[c] is None else row[c] for c in columns]",
              "['' if row[c] is None else row[c] for c in columns]",
