@@ -24,7 +24,7 @@ from pipeline.catalog import gitrepo
 from pipeline.stages import ledger
 from pipeline.stages.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
-from pipeline.confine import lock_jail, require_sandbox
+from pipeline.confine import lock_jail, require_memory_bound, require_sandbox
 from pipeline.database import Database
 from pipeline.stages.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
@@ -215,6 +215,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     detect -> plan -> render -> submit -> watch -> ingest -> notify."""
     ensure_writable(settings.state_dir)
     require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
+    memory = require_memory_bound(settings, req.executor)  # the local executor's memory cgroups, the same way
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
@@ -224,7 +225,8 @@ def execute(settings: Settings, db: Database, req: Request, *,
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
     run_id = new_run_id()
-    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings)))
+    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings),
+                                                        memory_limit=memory))
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
         plan.in_flight.update(taken)
         plan.to_run = [p for p in plan.to_run if p.key not in taken]
@@ -304,12 +306,13 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
                    build_url=old.build_url, only_to=recipients, failed_solves="retry")
 
 
-def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None
-             ) -> ledger.RunInfo:
+def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None,
+             memory_limit: str | None = None) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
                           base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
-                          jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox)
+                          jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox,
+                          memory_limit=memory_limit)
 
 
 def sandbox_mode(settings: Settings) -> str:
