@@ -132,7 +132,8 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
         else:  # created by this change: the author of its first commit owns it
             allowed = {history[0].author} if history and history[0].author else set()
         allowed |= maintainers
-        what = "; ".join(before.values()) or f"adds {t}/{name}"
+        what = "; ".join(before.values()) or (f"changes {t}/{name}, which {next(iter(allowed - maintainers), '')} "
+                                              "created in this change")
         rows = known.get(folder, {})
         for commit in history:
             if commit.author in allowed:
@@ -153,10 +154,13 @@ def _path(root: str, folder: Folder) -> str:
 
 
 def _moves(repo: Path, base: str, head: str, root: str) -> dict[Folder, set[str]]:
-    """Folder -> the folders of the same type its files were renamed from in base..head (git's rename detection)."""
+    """Folder -> the folders of the same type whose `__init__.py` (what registers a plugin's ids) git sees renamed
+    into it in base..head. Other files are not followed: plugins share identical small files (a requirements.txt
+    of one line), which git pairs across unrelated folders."""
     moved: dict[Folder, set[str]] = {}
     for entry in gitrepo.changed_files(repo, base, head):
-        if entry.status != "R" or not entry.old_path:
+        if entry.status != "R" or not entry.old_path or not entry.path.endswith("/__init__.py") \
+                or entry.path.count("/") != 3 or entry.old_path.count("/") != 3:
             continue
         new_kind, new_type, new_name = classify_path(entry.path, root)
         old_kind, old_type, old_name = classify_path(entry.old_path, root)

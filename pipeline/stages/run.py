@@ -62,6 +62,7 @@ class Request:
     backfill: bool = False  # only what the leaderboard misses (pipeline/leaderboard/backfill)
     only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
     failed_solves: str = "use"  # cached solve failures: "use" (a run), "plan" (plan, --dry-run), "retry"
+    dry: bool = False  # plan, --dry-run: held changes are shown, not recorded or mailed
 
 
 @dataclass
@@ -80,8 +81,8 @@ class RunResult:
     stop: Stopped | None = None  # which signal stopped it
 
     @property
-    def failed(self) -> int:
-        return sum(n for s, n in self.states.items() if s != "COMPLETED")
+    def failed(self) -> int:  # a held pair did not fail: it waits for an administrator's approval
+        return sum(n for s, n in self.states.items() if s not in ("COMPLETED", "HELD"))
 
     @property
     def exit_code(self) -> int:
@@ -94,7 +95,8 @@ class RunResult:
             "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
             "in_flight": self.plan.in_flight,
-            "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
+            "cannot_run": len(self.plan.cannot_run), "held": len(self.plan.held), "states": self.states,
+            "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
             "stopped_by": self.stop.name if self.stop else None,
@@ -163,7 +165,21 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
             pair.reasons = (wanted[(pair.model, pair.benchmark)],)
     assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100,
                  settings.tier_unseen_percentile / 100)
+    hold_changes_by_non_owners(settings, db, catalog, change, plan, record=not req.dry)
     return change, catalog, plan
+
+
+def hold_changes_by_non_owners(settings: Settings, db: Database, catalog: Catalog, change: Change, plan: Plan,
+                               record: bool) -> None:
+    """Pairs that reach a plugin changed by someone outside its owners are held (pipeline.stages.ownership);
+    a run records the change and tells the owners, its author and the administrator, once."""
+    from pipeline.stages.ownership import hold_foreign_changes, notify_holds
+
+    found = hold_foreign_changes(settings, db, catalog, change, plan, record=record)
+    if found.recorded:
+        _, problems = notify_holds(settings, db, db.profile.name, found.recorded, catalog.domain_root)
+        for problem in problems:
+            log.warning("%s", problem)
 
 
 def ensure_writable(folder: Path) -> None:
@@ -219,7 +235,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
-    if not plan.to_run and not plan.cannot_run:
+    if not plan.to_run and not plan.cannot_run and not plan.held:
         _tell_refused(settings, db, req, plan, result, problems)
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
@@ -233,7 +249,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
         if not plan.to_run and executor is not None:
             executor.close()
             executor = None
-        if not plan.to_run and not plan.cannot_run:
+        if not plan.to_run and not plan.cannot_run and not plan.held:
             ledger.drop_run(db, run_id)
             return result
     try:

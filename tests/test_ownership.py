@@ -1,0 +1,166 @@
+"""Plugins have owners (issue 35, finding 6): a change to a plugin folder by someone who is not among its owners is
+held, not scored, until an administrator approves it. Real git repositories with several authors; a pull request
+from a fork merged by a bot; real runs, database and outbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pipeline.catalog import owners
+from tests.conftest import commit_all, git, write
+
+KNN = "sklearn_scores/models/knn/__init__.py"
+MALLORY = "Mallory <mallory@example.org>"
+
+
+def emails(workspace) -> list:
+    from email import message_from_bytes, policy
+
+    return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in (workspace.state / "outbox").rglob("*.eml")]
+
+
+def held_emails(workspace) -> list:
+    return [m for m in emails(workspace) if m["Subject"].startswith("[score-plugins] held for approval: a change to")]
+
+
+def test_a_change_to_another_submitters_plugin_is_held_until_an_administrator_approves_it(workspace, example_repo):
+    """knn-5 (models/knn, by admin@example.org) is scored; Mallory's commit changes models/knn: its pair is held,
+    not scored (on the old code the new code replaced knn-5's score), with the reason in run JSON, plan and
+    status; the owner, Mallory and the administrator are told once; `approve` records who and when, and
+    `rerun --failed` then scores it. The owner's own change and a maintainer's are not held."""
+    workspace.env["SCORE_PLUGINS_ADMIN_EMAIL"] = "ops@example.org"
+    narrow = ("--models", "knn-5", "--benchmarks", "iris-accuracy")
+    first = workspace.json("run", "--repo", str(example_repo), "--all", *narrow)
+    assert first["states"] == {"COMPLETED": 1}
+    board = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
+    path = example_repo / KNN
+    path.write_text(path.read_text().replace("n_neighbors=5", "n_neighbors=1"))
+    commit_all(example_repo, "a faster knn", author=MALLORY)
+
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
+    [pair] = result["pairs"]
+    assert pair["state"] == "HELD" and result["states"] == {"HELD": 1} and result["failed"] == 0, result
+    assert "sklearn_scores/models/knn: commit" in pair["reason"] and "by mallory@example.org changes models/knn" \
+        in pair["reason"] and "score-plugins approve 1" in pair["reason"], pair["reason"]
+    assert {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")} == board
+    status = workspace.json("status", result["run_id"])
+    assert [(j["state"], j["reason"]) for j in status["jobs"]] == [("HELD", pair["reason"])]
+    assert workspace.rows("SELECT plugin_type, plugin, author, owners, approved_at FROM plugin_holds") == [
+        ("models", "knn", "mallory@example.org", '["admin@example.org"]', None)]
+    told = held_emails(workspace)
+    assert sorted(str(m["To"]) for m in told) == ["admin@example.org", "mallory@example.org", "ops@example.org"]
+    assert all("score-plugins approve 1 --by NAME" in m.get_content() for m in told)
+    reports = [m for m in emails(workspace) if m["Subject"].startswith(f"[score-plugins] run {result['run_id']}")]
+    assert sorted(str(m["To"]) for m in reports) == ["admin@example.org", "bob@example.org"]  # the pair's owners
+    assert all(m["Subject"].endswith("1 of 1 held for approval") for m in reports)  # held, not failed
+
+    # the same change again: still held, recorded once, nobody told twice; plan shows it without recording
+    again = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
+    assert again["states"] == {"HELD": 1} and len(held_emails(workspace)) == 3
+    plan = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
+    assert plan["counts"]["held"] == 1 and plan["counts"]["to_run"] == 0
+    assert workspace.rows("SELECT count(*) FROM plugin_holds") == [(1,)]
+    [hold] = workspace.json("holds")
+    assert (hold["id"], hold["author"], hold["owners"]) == (1, "mallory@example.org", ["admin@example.org"])
+
+    approved = workspace.json("approve", "1", "--by", "ops", "--reason", "reviewed the diff")
+    assert approved[0]["approved_by"] == "ops" and approved[0]["approved_at"] and not approved[0]["owner_added"]
+    assert workspace.json("holds") == []
+    assert workspace.rows("SELECT approved_by, approval_note FROM plugin_holds") == [("ops", "reviewed the diff")]
+    proc = workspace.cli("approve", "7", "--by", "ops")
+    assert proc.returncode == 2 and "no held change with id 7" in proc.stderr
+    rerun = workspace.json("rerun", result["run_id"], "--failed")
+    assert rerun["states"] == {"COMPLETED": 1}, rerun
+    after = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
+    assert after[("knn-5", "iris-accuracy")][1] != board[("knn-5", "iris-accuracy")][1]  # the approved code's
+
+    # Mallory is still not an owner (approved without --owner); the owner and a maintainer change it freely
+    path.write_text(path.read_text().replace("n_neighbors=1", "n_neighbors=2"))
+    commit_all(example_repo, "knn with 2 neighbours", author=MALLORY)
+    assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 1
+    path.write_text(path.read_text().replace("n_neighbors=2", "n_neighbors=3"))
+    commit_all(example_repo, "knn with 3 neighbours", author="Lab Admin <admin@example.org>")
+    plan = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
+    assert (plan["counts"]["held"], plan["counts"]["to_run"]) == (0, 1)
+    path.write_text(path.read_text().replace("n_neighbors=3", "n_neighbors=4"))
+    commit_all(example_repo, "knn with 4 neighbours", author="Core Team <core@example.org>")
+    assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 1
+    workspace.env["SCORE_PLUGINS_PLUGIN_MAINTAINERS"] = "CORE@example.org"
+    assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 0
+
+
+def held(plan: dict) -> dict[str, str]:
+    return {f"{p['model']} on {p['benchmark']}": p["problem"] for p in plan["held"]}
+
+
+def test_a_fork_merged_by_a_bot_moves_and_re_registrations_count_as_changes(workspace, example_repo):
+    """A pull request from a fork, merged by an automerge bot (a merge commit of its own): Carol creates a model
+    (its first commit's author owns it) and Dave edits it; Mallory moves models/random_forest to a folder of her
+    own. Held: Dave's edit and Mallory's move, never the bot. Then a folder that re-registers knn-5 after
+    deleting models/knn (no rename git can see) is held as a change to models/knn."""
+    base = git(example_repo, "rev-parse", "HEAD")
+    git(example_repo, "checkout", "--quiet", "-b", "fork")
+    write(example_repo, "sklearn_scores/models/carols/__init__.py",
+          "from sklearn.tree import DecisionTreeClassifier\nfrom sklearn_scores import model_registry\n\n"
+          "model_registry['carols-tree'] = lambda: DecisionTreeClassifier(max_depth=3)\n")
+    write(example_repo, "sklearn_scores/models/carols/requirements.txt", "scikit-learn>=1.3\n")
+    carols = commit_all(example_repo, "Carol's new model", author="Carol <carol@example.org>")
+    path = example_repo / "sklearn_scores/models/carols/__init__.py"
+    path.write_text(path.read_text().replace("max_depth=3", "max_depth=4"))
+    commit_all(example_repo, "Dave tunes Carol's model", author="Dave <dave@example.org>")
+    git(example_repo, "mv", "sklearn_scores/models/random_forest", "sklearn_scores/models/forest_fast")
+    moved = example_repo / "sklearn_scores/models/forest_fast/__init__.py"
+    moved.write_text(moved.read_text() + "\n# faster\n")
+    commit_all(example_repo, "a faster forest", author=MALLORY)
+    git(example_repo, "checkout", "--quiet", "main")
+    git(example_repo, "merge", "--quiet", "--no-ff", "--no-edit", "fork", author="automerge[bot] <bot@example.org>")
+    forest_id = "random-forest"
+
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", base, "--head", "HEAD",
+                          "--benchmarks", "iris-accuracy")
+    reasons = held(plan)
+    assert set(reasons) == {"carols-tree on iris-accuracy", f"{forest_id} on iris-accuracy"}, reasons
+    assert "by dave@example.org changes models/carols" in reasons["carols-tree on iris-accuracy"]
+    assert "by mallory@example.org moves models/random_forest to models/forest_fast" in \
+        reasons[f"{forest_id} on iris-accuracy"]
+    assert all("bot@example.org" not in r and "`run` records it" in r for r in reasons.values()), reasons
+    assert plan["counts"]["to_run"] == 0 and workspace.rows("SELECT count(*) FROM plugin_holds") in ([], [(0,)])
+    # Carol's commit alone: the author of a new plugin's first commit owns it
+    alone = workspace.json("plan", "--repo", str(example_repo), "--base", base, "--head", carols,
+                           "--benchmarks", "iris-accuracy")
+    assert (alone["counts"]["held"], alone["counts"]["to_run"]) == (0, 1)
+
+    # re-registration: models/knn deleted, knn-5 registered anew elsewhere (nothing git sees as a rename)
+    git(example_repo, "rm", "--quiet", "-r", "sklearn_scores/models/knn")
+    write(example_repo, "sklearn_scores/models/nearest/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.dummy import DummyClassifier\n\n"
+          "model_registry['knn-5'] = lambda: DummyClassifier(strategy='most_frequent')\n")
+    commit_all(example_repo, "knn-5, reimplemented", author=MALLORY)
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1",
+                          "--benchmarks", "iris-accuracy")
+    assert "by mallory@example.org registers model id 'knn-5' of models/knn in models/nearest" in \
+        held(plan)["knn-5 on iris-accuracy"], held(plan)
+
+
+def test_authorship_is_read_from_git_bounded(tmp_path):
+    """History is read with one bounded git call: past the commit bound it refuses (the caller holds), an author
+    email is cut by git itself, paths are literal (a folder named with glob characters matches only itself)."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(repo)], check=True)
+    for i in range(3):
+        write(repo, "root/models/a[b]/f.txt", f"{i}\n")
+        commit_all(repo, f"commit {i}", author=f"Author {i} <A{i}@Example.org>")
+    write(repo, "root/models/ab/f.txt", "x\n")
+    commit_all(repo, "a folder the glob a[b] would match", author=f"Long <{'x' * 400}@example.org>")
+    head = git(repo, "rev-parse", "HEAD")
+    history = owners.commits(repo, [head], ["root/models/a[b]"])
+    assert [c.author for c in history] == ["a0@example.org", "a1@example.org", "a2@example.org"]
+    with pytest.raises(owners.HistoryUnreadable, match="more than 2 commits"):
+        owners.commits(repo, [head], ["root/models/a[b]"], limit=2)
+    [long] = owners.commits(repo, [head], ["root/models/ab"])
+    assert len(long.author) <= owners.EMAIL_CAP
+    assert json.dumps(owners.authors(history, {history[0].sha}), default=sorted) == \
+        '["a1@example.org", "a2@example.org"]'
