@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 
-from pipeline.catalog import owners
 from tests.conftest import commit_all, git, write
 
 KNN = "sklearn_scores/models/knn/__init__.py"
@@ -148,6 +147,8 @@ def test_a_fork_merged_by_a_bot_moves_and_re_registrations_count_as_changes(work
 def test_authorship_is_read_from_git_bounded(tmp_path):
     """History is read with one bounded git call: past the commit bound it refuses (the caller holds), an author
     email is cut by git itself, paths are literal (a folder named with glob characters matches only itself)."""
+    from pipeline.catalog import owners
+
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "--quiet", "-b", "main", str(repo)], check=True)
     for i in range(3):
@@ -164,3 +165,39 @@ def test_authorship_is_read_from_git_bounded(tmp_path):
     assert len(long.author) <= owners.EMAIL_CAP
     assert json.dumps(owners.authors(history, {history[0].sha}), default=sorted) == \
         '["a1@example.org", "a2@example.org"]'
+
+
+def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_literal(tmp_path):
+    """Fast: the pairs whose model or benchmark reaches a held folder (itself, or through a data plugin) move to
+    `held` with the reason and how to approve it; the others stay to run. The hold notice shows git text
+    literally (ESC, NUL, a right-to-left override escaped)."""
+    from notify.hold_notice import HeldChange, compose_hold_notice, literal
+    from pipeline.catalog.plugins import Plugin
+    from pipeline.stages.ownership import Found, _hold_pairs
+    from pipeline.stages.plan import make_plan
+    from tests.test_units_decisions import cached_lock, catalog, change
+
+    cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==1.0"]}},
+                  {"b1": {"uses": {"models": set(), "benchmarks": set(), "data": {"d"}, "metrics": set()}}, "b2": {}})
+    cat.plugins[("data", "d")] = Plugin("data", "d", "dom/data/d", "tree-d")
+    cached_lock(tmp_path, ("numpy==1.0",))
+    plan = make_plan(change(base=None, models=("m1", "m2"), benchmarks=("b1", "b2")), cat, locks_dir=tmp_path,
+                     uv="uv-is-not-run", python_version="3.11", scored=lambda keys: set())
+    assert len(plan.to_run) == 4
+    _hold_pairs(plan, cat, {("data", "d"): [Found("data", "d", "c" * 40, "eve@example.org", ["o@example.org"],
+                                                  "commit cccc by eve@example.org changes data/d", id=3)],
+                            ("models", "m2"): [Found("models", "m2", "a" * 40, "eve@example.org", [], "moves it")]})
+    assert [(p.model, p.benchmark) for p in plan.to_run] == [("m1", "b2")]
+    reasons = {(p.model, p.benchmark): p.problem for p in plan.held}
+    assert set(reasons) == {("m1", "b1"), ("m2", "b1"), ("m2", "b2")}
+    assert reasons[("m1", "b1")] == ("held, not scored: dom/data/d: commit cccc by eve@example.org changes data/d; "
+                                     "an administrator approves it with `score-plugins approve 3`")
+    assert reasons[("m2", "b2")].endswith("`run` records it for an administrator's approval")
+    assert "(and 1 more held change(s))" in reasons[("m2", "b1")] and plan.to_json()["counts"]["held"] == 3
+
+    assert literal("a\x1b]0;title\x07\x00\u202eb") == "a\\x1b]0;title\\x07\\x00\\u202eb"
+    message = compose_hold_notice([HeldChange(3, "dom/data/d", "c" * 40, "eve\x1b[2J@example.org", "why\u202e")],
+                                  "o@example.org", "score-plugins@localhost")
+    body = message.get_content()
+    assert "\x1b" not in body and "\u202e" not in body and "eve\\x1b[2J@example.org" in body
+    assert "score-plugins approve 3 --by NAME" in body and "o@example.org" not in body.split("Hold:")[0]
