@@ -12,6 +12,8 @@ import shlex
 import socket
 import subprocess
 import threading
+
+import pytest
 from pathlib import Path
 
 from pipeline.job import sandbox as sb
@@ -346,3 +348,26 @@ def test_no_memory_cgroup_runs_nothing_unless_rlimit_is_chosen_and_then_says_so(
     assert "memory: RLIMIT_DATA only" in workspace.cli("status").stdout.replace("\n", " ")
     logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
     assert "memory: RLIMIT_DATA only" in logs
+
+
+def test_the_memory_cgroup_is_found_where_this_process_runs_on_v1_and_v2(tmp_path):
+    """Fast, and partly a stand-in (named so): this machine has cgroup v1 memory only, so the v2 layout is a folder
+    tree shaped like one (what /proc/self/mountinfo and /proc/self/cgroup would say is given as text). The pair
+    cgroups go below the process's own cgroup; on v2, below the coordinator's when it moved itself into its leaf."""
+    from pipeline.job import memcg
+
+    unified = tmp_path / "unified"
+    (unified / "jobs" / "ci" / memcg.LEAF).mkdir(parents=True)
+    (unified / "jobs" / "ci" / "cgroup.controllers").write_text("cpu memory pids\n")
+    v2 = f"30 22 0:27 / {unified} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert memcg.locate(v2, "0::/jobs/ci\n") == ("v2", str(unified / "jobs" / "ci"))
+    assert memcg.locate(v2, f"0::/jobs/ci/{memcg.LEAF}\n") == ("v2", str(unified / "jobs" / "ci"))
+    (tmp_path / "v1" / "process_api" / "x").mkdir(parents=True)
+    v1 = (f"31 22 0:28 / {tmp_path / 'v1'} rw - cgroup cgroup rw,memory\n"
+          f"32 22 0:29 / {tmp_path / 'cpu'} rw - cgroup cgroup rw,cpu\n")
+    assert memcg.locate(v1 + v2, "4:memory:/process_api/x\n1:cpu:/\n0::/elsewhere\n") == (
+        "v1", str(tmp_path / "v1" / "process_api" / "x"))  # v2 without a memory controller there: v1's
+    with pytest.raises(memcg.CgroupUnavailable, match="no memory cgroup controller is mounted"):
+        memcg.locate(v2, "0::/gone\n")
+    with pytest.raises(memcg.CgroupUnavailable, match="no cgroup file system is mounted"):
+        memcg.locate("", "0::/\n")

@@ -9,7 +9,9 @@ Each pair's cgroup is made below the cgroup this process (the worker, started by
 in: nothing is ever moved out of it; the pair's processes join their own cgroup in the child before they
 exec (`joining`). cgroup v2 (`memory.max`, `memory.swap.max`, `memory.oom.group`, OOM kills in
 `memory.events`) where the memory controller is on the unified hierarchy, else v1 (`memory.limit_in_bytes`,
-`memory.memsw.limit_in_bytes`, OOM kills in `memory.oom_control`).
+`memory.memsw.limit_in_bytes`, OOM kills in `memory.oom_control`). cgroup v2 turns no controller on below a cgroup
+that holds processes: a coordinator alone in its cgroup (`systemd-run --scope -p Delegate=yes ...`) moves itself
+into a leaf below it (`score-plugins-coordinator`, still inside), and its pairs' cgroups are that leaf's siblings.
 
 Standard library only: copied into every job bundle with the job package. `CgroupUnavailable` says, in one
 line, why no cgroup can be made here.
@@ -23,6 +25,7 @@ import signal
 import time
 
 PREFIX = "score-plugins-pair-"  # every cgroup made here: <own cgroup>/score-plugins-pair-<worker pid>-<n>
+LEAF = "score-plugins-coordinator"  # cgroup v2: the leaf a coordinator alone in its cgroup moves itself into
 _made = 0
 
 
@@ -43,11 +46,11 @@ def _write(path: str, value: str) -> None:
         os.close(fd)
 
 
-def _mounts() -> list[tuple[str, str, str, set[str]]]:
+def _mounts(mountinfo: str | None = None) -> list[tuple[str, str, str, set[str]]]:
     """(mount point, root inside the hierarchy, fstype, super options) of each cgroup mount this process sees."""
     found = []
     try:
-        lines = _read("/proc/self/mountinfo").splitlines()
+        lines = (_read("/proc/self/mountinfo") if mountinfo is None else mountinfo).splitlines()
     except OSError:
         return found
     for line in lines:
@@ -59,10 +62,10 @@ def _mounts() -> list[tuple[str, str, str, set[str]]]:
     return found
 
 
-def _own(hierarchy: str) -> str | None:
+def _own(hierarchy: str, cgroup: str | None = None) -> str | None:
     """This process's cgroup path in a hierarchy of /proc/self/cgroup ('' = the unified one, else a controller)."""
     try:
-        lines = _read("/proc/self/cgroup").splitlines()
+        lines = (_read("/proc/self/cgroup") if cgroup is None else cgroup).splitlines()
     except OSError:
         return None
     for line in lines:
@@ -83,21 +86,25 @@ def _under(point: str, root: str, path: str) -> str | None:
     return folder if os.path.isdir(folder) else None
 
 
-def locate() -> tuple[str, str]:
-    """(version 'v1' or 'v2', the folder of this process's own memory cgroup); CgroupUnavailable otherwise."""
-    mounts = _mounts()
-    own_v2 = _own("")
+def locate(mountinfo: str | None = None, cgroup: str | None = None) -> tuple[str, str]:
+    """(version 'v1' or 'v2', the folder pair cgroups go below: this process's own memory cgroup, or on v2 the
+    parent of the leaf a coordinator moved itself into); CgroupUnavailable otherwise. `mountinfo` and `cgroup`
+    stand for /proc/self/mountinfo and /proc/self/cgroup (tests)."""
+    mounts = _mounts(mountinfo)
+    own_v2 = _own("", cgroup)
     for point, root, kind, _ in mounts:
         if kind == "cgroup2" and own_v2 is not None:
             folder = _under(point, root, own_v2)
             if folder is not None:
+                if os.path.basename(folder) == LEAF:  # the coordinator's leaf: its pairs are its siblings
+                    folder = os.path.dirname(folder)
                 try:
                     controllers = _read(os.path.join(folder, "cgroup.controllers")).split()
                 except OSError:
                     controllers = []
                 if "memory" in controllers:
                     return "v2", folder
-    own_v1 = _own("memory")
+    own_v1 = _own("memory", cgroup)
     for point, root, kind, options in mounts:
         if kind == "cgroup" and "memory" in options and own_v1 is not None:
             folder = _under(point, root, own_v1)
@@ -117,7 +124,7 @@ class PairCgroup:
         self.limit, self.version, self.folder = limit, version, folder
 
     @classmethod
-    def create(cls, limit: int) -> "PairCgroup":
+    def create(cls, limit: int, leaf_ok: bool = False) -> "PairCgroup":
         """A new cgroup below this process's own, with memory (and swap) limited to `limit` bytes."""
         global _made
         version, own = locate()
@@ -125,7 +132,7 @@ class PairCgroup:
         folder = os.path.join(own, f"{PREFIX}{os.getpid()}-{_made}")
         try:
             if version == "v2":
-                _enable_memory(own)
+                _enable_memory(own, leaf_ok)
             os.mkdir(folder, 0o755)
         except OSError as exc:
             raise CgroupUnavailable(f"cannot make a memory cgroup below {own} ({exc.strerror or exc})") from None
@@ -215,18 +222,34 @@ def _pids(folder: str) -> list[int]:
         return []
 
 
-def _enable_memory(own: str) -> None:
-    """cgroup v2: the memory controller must be on in the parent's subtree_control for a child to have it."""
+def _enable_memory(own: str, leaf_ok: bool = False) -> None:
+    """cgroup v2: the memory controller must be on in the parent's subtree_control for a child to have it, and a
+    cgroup with processes of its own cannot turn it on ("no internal processes"). With `leaf_ok` (the
+    coordinator, before anything runs) a process alone in its cgroup moves itself into a leaf below it,
+    `score-plugins-coordinator`: still inside its cgroup, never out of it; what it starts later is there too."""
     control = os.path.join(own, "cgroup.subtree_control")
     if "memory" in _read(control).split():
         return
     try:
         _write(control, "+memory")
+        return
     except OSError as exc:
-        hint = (": this process's cgroup holds processes, so cgroup v2 lets no controller on below it; start the "
-                "coordinator in a delegated cgroup of its own (e.g. systemd-run --scope -p Delegate=yes)"
-                if exc.errno == errno.EBUSY else "")
-        raise OSError(exc.errno, f"{exc.strerror or exc} enabling the memory controller in {control}{hint}") from None
+        if exc.errno != errno.EBUSY:
+            raise OSError(exc.errno, f"{exc.strerror or exc} enabling the memory controller in {control}") from None
+    if leaf_ok and _pids(own) == [os.getpid()]:
+        leaf = os.path.join(own, LEAF)
+        try:
+            os.makedirs(leaf, exist_ok=True)
+            _write(os.path.join(leaf, "cgroup.procs"), "0")
+            _write(control, "+memory")
+            return
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror or exc} moving into {leaf} to turn the memory controller on "
+                                     f"in {control}") from None
+    raise OSError(errno.EBUSY, f"cannot turn the memory controller on in {control}: other processes share this "
+                               "cgroup (cgroup v2 allows no controller below a cgroup with processes); start the "
+                               "coordinator alone in a cgroup of its own with memory delegated, e.g. "
+                               "systemd-run --scope -p Delegate=yes score-plugins run ...")
 
 
 def sweep() -> int:
@@ -263,7 +286,7 @@ def probe(limit: int = 64 << 20) -> str:
     import subprocess
 
     sweep()
-    group = PairCgroup.create(limit)
+    group = PairCgroup.create(limit, leaf_ok=True)
     try:
         true = "/bin/true" if os.path.exists("/bin/true") else "/usr/bin/true"
         try:
