@@ -76,11 +76,8 @@ def test_a_change_to_another_submitters_plugin_is_held_until_an_administrator_ap
     after = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
     assert after[("knn-5", "iris-accuracy")][1] != board[("knn-5", "iris-accuracy")][1]  # the approved code's
 
-    # Mallory is still not an owner (approved without --owner); the owner and a maintainer change it freely
-    path.write_text(path.read_text().replace("n_neighbors=1", "n_neighbors=2"))
-    commit_all(example_repo, "knn with 2 neighbours", author=MALLORY)
-    assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 1
-    path.write_text(path.read_text().replace("n_neighbors=2", "n_neighbors=3"))
+    # the owner and a maintainer change it freely; Mallory is still not an owner (approved without --owner)
+    path.write_text(path.read_text().replace("n_neighbors=1", "n_neighbors=3"))
     commit_all(example_repo, "knn with 3 neighbours", author="Lab Admin <admin@example.org>")
     plan = workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
     assert (plan["counts"]["held"], plan["counts"]["to_run"]) == (0, 1)
@@ -89,6 +86,24 @@ def test_a_change_to_another_submitters_plugin_is_held_until_an_administrator_ap
     assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 1
     workspace.env["SCORE_PLUGINS_PLUGIN_MAINTAINERS"] = "CORE@example.org"
     assert workspace.json("plan", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["counts"]["held"] == 0
+    path.write_text(path.read_text().replace("n_neighbors=4", "n_neighbors=2"))
+    commit_all(example_repo, "knn with 2 neighbours", author=MALLORY)
+    assert workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)["states"] == {"HELD": 1}
+
+    # a folder deleted by one change (recorded, its owners told), its id registered anew by a later one: the
+    # database remembers whose id it was, and the deletion made Mallory no owner of it
+    git(example_repo, "rm", "--quiet", "-r", "sklearn_scores/models/knn")
+    commit_all(example_repo, "retire knn", author=MALLORY)
+    workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1")
+    [deleted] = [h for h in workspace.json("holds") if "deletes models/knn" in h["reason"]]
+    assert deleted["author"] == "mallory@example.org" and deleted["owners"] == ["admin@example.org"]  # + maintainers
+    write(example_repo, "sklearn_scores/models/mine/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.dummy import DummyClassifier\n\n"
+          "model_registry['knn-5'] = lambda: DummyClassifier()\n")
+    commit_all(example_repo, "knn-5 is mine now", author=MALLORY)
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1", *narrow)
+    [pair] = plan["held"]
+    assert "by mallory@example.org registers model id 'knn-5' of models/knn in models/mine" in pair["problem"]
 
 
 def held(plan: dict) -> dict[str, str]:

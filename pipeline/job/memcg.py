@@ -187,14 +187,6 @@ class PairCgroup:
             pass
         return 0
 
-    def peak(self) -> int | None:
-        """The most memory the pair's processes held at once, page cache and shared memory included."""
-        name = "memory.max_usage_in_bytes" if self.version == "v1" else "memory.peak"
-        try:
-            return int(_read(os.path.join(self.folder, name)).strip())
-        except (OSError, ValueError):
-            return None
-
     def remove(self, wait: float = 5.0) -> None:
         """Kill whatever is left in it (nothing of the pair outlives the pair), then remove it."""
         deadline = time.monotonic() + wait

@@ -11,7 +11,8 @@ Each commit of base..head that touches a folder by an author outside its owners 
 plugin_holds, one row per folder and commit), once. Every pair whose model or benchmark reaches (itself or
 through a data or metric plugin) a folder with a recorded, unapproved commit in the history of the head being
 scored is held: not scored, with a reason that says why and how to approve it; `plan` shows the same without
-recording anything. The owners, the author and `admin_email` are told once, through the outbox.
+recording anything. The owners, the author and `admin_email` are told once, through the outbox. A deletion by a
+non-owner holds no pair but is recorded and told the same way (else it would make its author an owner).
 `score-plugins approve` records who approved and when; the next run scores the pairs.
 
 A run over every plugin (`--all`, `--backfill`, `rerun`) has no change to attribute: it honours the holds already
@@ -95,10 +96,11 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
     assert base is not None
     touched = sorted({(t, n) for source in (change.changed_plugins, change.metadata_only_plugins)
                       for t, names in source.items() for n in names if (t, n) in catalog.plugins})
-    if not touched:
+    removed = sorted({(t, n) for t, names in change.removed_plugins.items() for n in names})
+    if not touched and not removed:
         return []
     at_base = {t: owners.folders_at(gitrepo.list_tree_level(repo, base, f"{root}/{t}"))
-               for t in {t for t, _ in touched}}
+               for t in {t for t, _ in touched + removed}}
     moved_from = _moves(repo, base, head, root)
     base_ids = _base_ids(repo, base, root, change.removed_plugins)
     found: list[Found] = []
@@ -113,6 +115,21 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
             carried = {o for row in rows.values() if row.approved_at for o in (row.owners or [])}
             owner_cache[folder] = owners.authors(history, leave_out) | carried
         return owner_cache[folder]
+
+    # A folder the change deletes holds no pair (nothing of it is scored), but a deletion by a non-owner is recorded
+    # all the same, and its owners told: else that commit would make its author an owner of the folder's history,
+    # and of the ids it registered (a later change registering one of them is judged by the folder's owners).
+    for folder in removed:
+        if folder[1] not in at_base.get(folder[0], set()):
+            continue
+        allowed = owners_of(folder) | maintainers
+        rows = known.get(folder, {})
+        for commit in owners.commits(repo, [head, f"^{base}"], [_path(root, folder)]):
+            if commit.author not in allowed and not (commit.sha in rows and rows[commit.sha].approved_at):
+                found.append(Found(folder[0], folder[1], commit.sha, commit.author or "(no author email)",
+                                   sorted(allowed - maintainers),
+                                   f"commit {commit.sha[:12]} by {commit.author or '(no author email)'} deletes "
+                                   f"{folder[0]}/{folder[1]}; that author is not among its owners"))
 
     for folder in touched:
         t, name = folder
