@@ -167,15 +167,15 @@ def test_authorship_is_read_from_git_bounded(tmp_path):
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "--quiet", "-b", "main", str(repo)], check=True)
     for i in range(3):
-        write(repo, "root/models/a[b]/f.txt", f"{i}\n")
+        write(repo, "root/models/a*/f.txt", f"{i}\n")
         commit_all(repo, f"commit {i}", author=f"Author {i} <A{i}@Example.org>")
     write(repo, "root/models/ab/f.txt", "x\n")
-    commit_all(repo, "a folder the glob a[b] would match", author=f"Long <{'x' * 400}@example.org>")
+    commit_all(repo, "a folder the glob a* would match", author=f"Long <{'x' * 400}@example.org>")
     head = git(repo, "rev-parse", "HEAD")
-    history = owners.commits(repo, [head], ["root/models/a[b]"])
+    history = owners.commits(repo, [head], ["root/models/a*"])
     assert [c.author for c in history] == ["a0@example.org", "a1@example.org", "a2@example.org"]
     with pytest.raises(owners.HistoryUnreadable, match="more than 2 commits"):
-        owners.commits(repo, [head], ["root/models/a[b]"], limit=2)
+        owners.commits(repo, [head], ["root/models/a*"], limit=2)
     [long] = owners.commits(repo, [head], ["root/models/ab"])
     assert len(long.author) <= owners.EMAIL_CAP
     assert json.dumps(owners.authors(history, {history[0].sha}), default=sorted) == \
