@@ -216,3 +216,27 @@ def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_litera
     body = message.get_content()
     assert "\x1b" not in body and "\u202e" not in body and "eve\\x1b[2J@example.org" in body
     assert "score-plugins approve 3 --by NAME" in body and "o@example.org" not in body.split("Hold:")[0]
+
+
+def test_a_history_past_its_bound_holds_its_folder_and_the_rest_of_the_change_goes_on(example_repo, monkeypatch):
+    """Fast: a folder whose history cannot be read within its bound (here 1 commit) is held, fail closed, with the
+    reason; another folder of the same change is judged as usual."""
+    from pipeline.catalog import owners
+    from pipeline.stages.detect import detect
+    from pipeline.stages.ownership import find
+
+    base = git(example_repo, "rev-parse", "HEAD")
+    path = example_repo / KNN
+    for n in (2, 3):
+        path.write_text(path.read_text().replace("n_neighbors=5" if n == 2 else "n_neighbors=2", f"n_neighbors={n}"))
+        commit_all(example_repo, f"knn with {n}", author="Lab Admin <admin@example.org>")
+    write(example_repo, "sklearn_scores/models/new_one/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.svm import SVC\n\nmodel_registry['new-one'] = SVC\n")
+    commit_all(example_repo, "a new model", author=MALLORY)
+    change, catalog = detect(example_repo, base, "HEAD")
+    assert find(catalog, change, {}, set(), {}) == []  # the owner's two commits and Mallory's own new plugin
+    monkeypatch.setattr(owners, "MAX_COMMITS", 1)
+    [held] = find(catalog, change, {}, set(), {})
+    assert (held.plugin, held.commit, held.author) == ("knn", catalog.commit, "(unknown)")
+    assert held.reason.startswith("the history of models/knn cannot be read within its bounds") and \
+        "more than 1 commits" in held.reason

@@ -38,11 +38,12 @@ class Commit:
     author: str  # the author email as the commit states it, lower-case; "" when it names none
 
 
-def commits(repo: Path | str, revisions: list[str], paths: list[str], limit: int = MAX_COMMITS) -> list[Commit]:
+def commits(repo: Path | str, revisions: list[str], paths: list[str], limit: int | None = None) -> list[Commit]:
     """The commits `revisions` select (e.g. [head, "^" + base], or [base]) that change any of `paths`, oldest
     first. `revisions` are resolved commit ids (never a submitter's text); `paths` are read literally."""
     if not paths:
         return []
+    limit = MAX_COMMITS if limit is None else limit
     args = ["git", "-C", str(repo), "-c", "log.showSignature=false", "log", "--no-color", "--no-renames",
             f"--max-count={limit + 1}", f"--format=%H%x00%<({EMAIL_CAP},trunc)%ae%x01", *revisions, "--",
             *[f":(literal){p}" for p in paths]]

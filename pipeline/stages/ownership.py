@@ -119,20 +119,19 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
     # A folder the change deletes holds no pair (nothing of it is scored), but a deletion by a non-owner is recorded
     # all the same, and its owners told: else that commit would make its author an owner of the folder's history,
     # and of the ids it registered (a later change registering one of them is judged by the folder's owners).
-    for folder in removed:
-        if folder[1] not in at_base.get(folder[0], set()):
-            continue
+    def _deleted(folder: Folder) -> list[Found]:
         allowed = owners_of(folder) | maintainers
         rows = known.get(folder, {})
-        for commit in owners.commits(repo, [head, f"^{base}"], [_path(root, folder)]):
-            if commit.author not in allowed and not (commit.sha in rows and rows[commit.sha].approved_at):
-                found.append(Found(folder[0], folder[1], commit.sha, commit.author or "(no author email)",
-                                   sorted(allowed - maintainers),
-                                   f"commit {commit.sha[:12]} by {commit.author or '(no author email)'} deletes "
-                                   f"{folder[0]}/{folder[1]}; that author is not among its owners"))
+        return [Found(folder[0], folder[1], commit.sha, commit.author or "(no author email)",
+                      sorted(allowed - maintainers),
+                      f"commit {commit.sha[:12]} by {commit.author or '(no author email)'} deletes "
+                      f"{folder[0]}/{folder[1]}; that author is not among its owners")
+                for commit in owners.commits(repo, [head, f"^{base}"], [_path(root, folder)])
+                if commit.author not in allowed and not (commit.sha in rows and rows[commit.sha].approved_at)]
 
-    for folder in touched:
+    def _judge(folder: Folder) -> list[Found]:
         t, name = folder
+        out: list[Found] = []
         before: dict[Folder, str] = {}  # a folder whose owners decide -> what the change does to it
         if name in at_base.get(t, set()):
             before[folder] = f"changes {t}/{name}"
@@ -160,9 +159,18 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
                 if row.owner_added:
                     allowed.add(commit.author)
                 continue
-            found.append(Found(t, name, commit.sha, commit.author or "(no author email)", sorted(allowed - maintainers),
-                               f"commit {commit.sha[:12]} by {commit.author or '(no author email)'} {what}; that "
-                               "author is not among its owners"))
+            out.append(Found(t, name, commit.sha, commit.author or "(no author email)", sorted(allowed - maintainers),
+                             f"commit {commit.sha[:12]} by {commit.author or '(no author email)'} {what}; that "
+                             "author is not among its owners"))
+        return out
+
+    for folder, judge in [(f, _deleted) for f in removed if f[1] in at_base.get(f[0], set())] + \
+            [(f, _judge) for f in touched]:
+        try:
+            found.extend(judge(folder))
+        except owners.HistoryUnreadable as exc:  # fail closed: the folder is held, the rest of the change goes on
+            found.append(Found(folder[0], folder[1], head, "(unknown)", [],
+                               f"the history of {folder[0]}/{folder[1]} cannot be read within its bounds ({exc})"))
     return found
 
 
