@@ -46,6 +46,7 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sandbox: Mapped[str | None] = mapped_column(String(16))  # bwrap, or off: plugin code ran unconfined
+    memory_limit: Mapped[str | None] = mapped_column(String(64))  # local: cgroup v1/v2, or rlimit (RLIMIT_DATA only)
     jobs: Mapped[list[Job]] = relationship(back_populates="run")
 
 
@@ -210,3 +211,28 @@ class Attempt(Base):
     benchmark_code_hash: Mapped[str | None] = mapped_column(String(64))
     escalated_to: Mapped[str | None] = mapped_column(String(64))  # the tier of the next attempt, if any
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PluginHold(Base):
+    """A commit that changed a plugin folder (or moved it, or re-registered one of its ids) by an author who is
+    not among its owners: the pairs that use that folder are held, not scored, until an administrator approves
+    it (`score-plugins approve`), recorded here with who and when. One row per folder and commit."""
+
+    __tablename__ = "plugin_holds"
+    __table_args__ = (UniqueConstraint("domain", "plugin_type", "plugin", "commit", name="uq_plugin_hold"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(100))
+    plugin_type: Mapped[str] = mapped_column(String(16))
+    plugin: Mapped[str] = mapped_column(String(100))
+    commit: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(320))
+    owners: Mapped[list] = mapped_column(JSON, default=list)  # who owned the folder when the change was found
+    reason: Mapped[str] = mapped_column(Text, default="")
+    base_commit: Mapped[str | None] = mapped_column(String(64))
+    head_commit: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approval_note: Mapped[str | None] = mapped_column(Text)
+    owner_added: Mapped[bool] = mapped_column(Boolean, default=False)  # approved as a new owner of the folder

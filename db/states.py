@@ -23,6 +23,7 @@ class State(StrEnum):
     PREEMPTED = "PREEMPTED"
     CANCELLED = "CANCELLED"
     LOST = "LOST"  # its task ended (or vanished) without a result
+    HELD = "HELD"  # a plugin it uses was changed by someone not among its owners: waits for an admin's approval
 
     @property
     def done(self) -> bool:

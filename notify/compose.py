@@ -120,7 +120,10 @@ def _subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> 
     problems = f"{len(report.plugin_problems)} plugin problem(s)" if report.plugin_problems else ""
     if not rows:
         return "plugin problems, nothing scored" if problems else "nothing scored"
-    status = "all scored" if not failed else f"{len(failed)} of {len(rows)} failed"
+    held = sum(r["state"] == "HELD" for r in failed)  # waiting for an administrator's approval, not failed
+    status = ", ".join(part for part in (f"{len(failed) - held} of {len(rows)} failed" if len(failed) > held else "",
+                                         f"{held} of {len(rows)} held for approval" if held else "") if part) \
+        or "all scored"
     return f"{status}, {problems}" if problems else status
 
 

@@ -94,6 +94,13 @@ class Settings:
         "help": "first of 4096 user ids given one per running pair when the worker is root (never in /etc/passwd)"})
     sandbox_extra_paths: list[str] = field(default_factory=list, metadata={
         "help": "more node paths the plugin process may read (e.g. /opt/cuda); the rest of the node is hidden"})
+    local_memory: str = field(default="cgroup", metadata={
+        "help": "how the local executor bounds a pair's memory (its tier's mem): cgroup (a memory cgroup per pair "
+                "below the coordinator's own, counting shared memory, memfd and page cache; nothing runs where none "
+                "can be made) or rlimit (RLIMIT_DATA per process only, named in every record)"})
+    plugin_maintainers: list[str] = field(default_factory=list, metadata={
+        "help": "emails whose commits count as an owner's for every plugin (a change to a plugin folder by anyone "
+                "else who is not among its owners is held until an administrator approves it)"})
     pair_timeout: int = field(default=900, metadata={
         "help": "seconds one pair may score before it is stopped (pairs_per_task x pair_timeout fits time_minutes)"})
     extra_sbatch: list[str] = field(default_factory=list, metadata={"help": "extra #SBATCH lines"})
@@ -141,6 +148,8 @@ class Settings:
             raise BadInput(f"sandbox must be bwrap (or its alias auto) or off, not {self.sandbox!r}")
         if self.sandbox_network not in ("on", "off"):
             raise BadInput(f"sandbox_network must be on or off, not {self.sandbox_network!r}")
+        if self.local_memory not in ("cgroup", "rlimit"):
+            raise BadInput(f"local_memory must be cgroup or rlimit, not {self.local_memory!r}")
         if self.pairs_per_task < 1:
             raise BadInput("pairs_per_task must be at least 1")
         for item in self.plugin_env:

@@ -28,3 +28,36 @@ def require_sandbox(settings: Settings) -> str:
 def refuse_unconfined_prod(profile: str, settings: Settings) -> None:
     if profile == "prod" and settings.sandbox == "off":
         raise BadInput("the prod profile refuses sandbox = \"off\": untrusted code runs only in the sandbox there")
+
+
+def require_memory_bound(settings: Settings, executor: str) -> str | None:
+    """How the local executor will bound each pair's memory, checked for real before anything is claimed: a
+    memory cgroup below this process's own (`local_memory = "cgroup"`, the default), or RLIMIT_DATA alone
+    (`local_memory = "rlimit"`, an explicit choice, said once here and recorded on the run). Where no cgroup can
+    be made nothing untrusted runs: InfrastructureError (exit 3) with the one line that says why, unless the
+    sandbox is off (then nothing is confined anyway: RLIMIT_DATA only, said and recorded the same way). None
+    for the other executors: Slurm bounds its tasks itself."""
+    from pipeline.job import memcg
+
+    if executor != "local":
+        return None
+    if settings.local_memory == "rlimit":
+        _say_once("memory of each pair is bounded by RLIMIT_DATA only (local_memory = \"rlimit\"): shared memory, "
+                  "memfd and page cache are not bounded")
+        return "rlimit"
+    try:
+        return memcg.probe()
+    except memcg.CgroupUnavailable as exc:
+        if settings.sandbox == "off":
+            _say_once(f"no memory cgroup can be made here ({exc}); with the sandbox off, pairs run with RLIMIT_DATA "
+                      "only")
+            return "rlimit (no cgroup)"
+        raise InfrastructureError(f"no memory cgroup can be made here: {exc}. Nothing was claimed or run (or set "
+                                  "local_memory = \"rlimit\" to bound each pair by RLIMIT_DATA only, named in "
+                                  "every record)") from None
+
+
+def _say_once(line: str) -> None:
+    import sys
+
+    print(f"score-plugins: warning: {line}", file=sys.stderr, flush=True)

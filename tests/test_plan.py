@@ -14,7 +14,7 @@ def keys(plan: dict, section: str = "to_run") -> set[tuple[str, str]]:
 
 def test_plan_all_then_filters(workspace, example_repo):
     plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all")
-    assert plan["counts"] == {"to_run": 16, "already_scored": 0, "cannot_run": 0, "in_flight": 0}
+    assert plan["counts"] == {"to_run": 16, "already_scored": 0, "cannot_run": 0, "in_flight": 0, "held": 0}
     pair = next(p for p in plan["to_run"] if p["model"] == "logreg" and p["benchmark"] == "iris-accuracy")
     assert pair["reasons"] == ["every model (--all)", "every benchmark (--all)"]
     assert pair["lock_hash"] and pair["env_hash"] and len(pair["key"]) == 32
@@ -40,7 +40,7 @@ def test_plan_skips_what_is_scored_unless_forced(workspace, example_repo):
     # changing the model's code changes its key: every benchmark is planned again
     path = example_repo / "sklearn_scores/models/knn/__init__.py"
     path.write_text(path.read_text().replace("n_neighbors=5", "n_neighbors=3"))
-    commit_all(example_repo, "knn with 3 neighbours")
+    commit_all(example_repo, "knn with 3 neighbours", author="Lab Admin <admin@example.org>")  # its owner
     after = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--base", "HEAD~1")
     assert keys(after) == {("knn-5", b) for b in ("digits-accuracy", "wine-accuracy", "iris-accuracy",
                                                   "breast_cancer-balanced_accuracy")}

@@ -12,6 +12,8 @@ import shlex
 import socket
 import subprocess
 import threading
+
+import pytest
 from pathlib import Path
 
 from pipeline.job import sandbox as sb
@@ -276,3 +278,96 @@ def _as_nobody(folder: Path) -> None:
                                "/usr/bin/python3", str(script)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and outcome in proc.stdout and "contained" in proc.stdout, proc
     listener.close()
+
+
+# Memory RLIMIT_DATA never counts (issue 35, finding 8): each hog holds 500 MB outside the heap, then reports
+MEMORY_HOGS = {
+    "memfd_hog": "import os\nfd = os.memfd_create('hold')\nfor _ in range(500):\n    os.write(fd, b'x' * (1 << 20))\n"
+                 "return 0.5",
+    "shm_hog": "with open('/dev/shm/hold', 'wb') as f:\n    for _ in range(500):\n        f.write(b'x' * (1 << 20))\n"
+               "        f.flush()\nreturn 0.5",
+}
+
+
+def _pair_cgroups() -> list[str]:
+    from pipeline.job import memcg
+
+    _, own = memcg.locate()
+    return [name for name in os.listdir(own) if name.startswith(memcg.PREFIX)]
+
+
+def test_memory_outside_the_data_limit_ends_its_pair_out_of_memory(workspace, example_repo):
+    """A tier of 400 MB (two sklearn processes need about 300): a pair that holds 500 MB in a memfd, and one that
+    holds 500 MB in /dev/shm (neither counted by RLIMIT_DATA, so both scored before), end OUT_OF_MEMORY at their
+    memory cgroup's limit; the other pairs packed in the same tasks score; no pair's cgroup is left behind."""
+    for folder, body in MEMORY_HOGS.items():
+        benchmark(example_repo, folder, body)
+    commit_all(example_repo, "plugins that hold memory outside the heap", author="Mallory <mallory@example.org>")
+    before = _pair_cgroups()
+    workspace.env.update({"SCORE_PLUGINS_MEM": "400M", "SCORE_PLUGINS_PAIRS_PER_TASK": "3",
+                          "SCORE_PLUGINS_PAIR_SHM": "1G"})
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg", expect=1)
+    pairs = {p["benchmark"]: p for p in result["pairs"]}
+    for folder in MEMORY_HOGS:
+        pair = pairs[folder.replace("_", "-")]
+        assert pair["state"] == "OUT_OF_MEMORY" and "memory limit of 419430400 bytes" in pair["reason"], pair
+    honest = [p for name, p in pairs.items() if name.replace("-", "_") not in MEMORY_HOGS]
+    assert len(honest) == 4 and all(p["state"] == "COMPLETED" for p in honest), honest
+    status = workspace.json("status", result["run_id"])
+    assert status["memory_limit"].startswith("cgroup v"), status["memory_limit"]
+    assert {a["failure_kind"] for a in status["attempts"] if a["benchmark"] in ("memfd-hog", "shm-hog")} == {"OOM"}
+    logs = "".join(p.read_text(errors="replace") for p in workspace.state.glob("runs/*/logs/*.log"))
+    assert "memory: cgroup v" in logs and "bytes for the whole pair" in logs
+    assert not set(_pair_cgroups()) - set(before)  # the run's own are removed (stale ones swept)
+
+
+def without_cgroups(workspace, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a mount namespace of its own where /sys/fs/cgroup is an empty read-only tmpfs: no cgroup can be
+    made (the node's hierarchies are hidden, never changed)."""
+    script = "mount -t tmpfs -o ro,size=1k none /sys/fs/cgroup && exec \"$@\""
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(CLI), *args],
+                          cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=600)
+
+
+def test_no_memory_cgroup_runs_nothing_unless_rlimit_is_chosen_and_then_says_so(workspace, example_repo):
+    """Where no memory cgroup can be made, `run` says so in one line and claims and runs nothing (exit 3);
+    `local_memory = "rlimit"` runs with RLIMIT_DATA only, says so once, and the run record (status) names it."""
+    proc = without_cgroups(workspace, "run", "--repo", str(example_repo), "--all", "--models", "logreg",
+                           "--benchmarks", "iris-accuracy")
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no memory cgroup can be made here" in lines[0] and "local_memory" in lines[0], lines
+    assert workspace.rows("SELECT id FROM runs") == [] and workspace.rows("SELECT state FROM jobs") == []
+    workspace.env["SCORE_PLUGINS_LOCAL_MEMORY"] = "rlimit"
+    proc = without_cgroups(workspace, "run", "--repo", str(example_repo), "--all", "--models", "logreg",
+                           "--benchmarks", "iris-accuracy", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("RLIMIT_DATA only") == 1, proc.stderr
+    status = workspace.json("status")
+    assert status["memory_limit"] == "rlimit" and status["counts"] == {"COMPLETED": 1}
+    assert "memory: RLIMIT_DATA only" in workspace.cli("status").stdout.replace("\n", " ")
+    logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
+    assert "memory: RLIMIT_DATA only" in logs
+
+
+def test_the_memory_cgroup_is_found_where_this_process_runs_on_v1_and_v2(tmp_path):
+    """Fast, and partly a stand-in (named so): this machine has cgroup v1 memory only, so the v2 layout is a folder
+    tree shaped like one (what /proc/self/mountinfo and /proc/self/cgroup would say is given as text). The pair
+    cgroups go below the process's own cgroup; on v2, below the coordinator's when it moved itself into its leaf."""
+    from pipeline.job import memcg
+
+    unified = tmp_path / "unified"
+    (unified / "jobs" / "ci" / memcg.LEAF).mkdir(parents=True)
+    (unified / "jobs" / "ci" / "cgroup.controllers").write_text("cpu memory pids\n")
+    v2 = f"30 22 0:27 / {unified} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert memcg.locate(v2, "0::/jobs/ci\n") == ("v2", str(unified / "jobs" / "ci"))
+    assert memcg.locate(v2, f"0::/jobs/ci/{memcg.LEAF}\n") == ("v2", str(unified / "jobs" / "ci"))
+    (tmp_path / "v1" / "process_api" / "x").mkdir(parents=True)
+    v1 = (f"31 22 0:28 / {tmp_path / 'v1'} rw - cgroup cgroup rw,memory\n"
+          f"32 22 0:29 / {tmp_path / 'cpu'} rw - cgroup cgroup rw,cpu\n")
+    assert memcg.locate(v1 + v2, "4:memory:/process_api/x\n1:cpu:/\n0::/elsewhere\n") == (
+        "v1", str(tmp_path / "v1" / "process_api" / "x"))  # v2 without a memory controller there: v1's
+    with pytest.raises(memcg.CgroupUnavailable, match="no memory cgroup controller is mounted"):
+        memcg.locate(v2, "0::/gone\n")
+    with pytest.raises(memcg.CgroupUnavailable, match="no cgroup file system is mounted"):
+        memcg.locate("", "0::/\n")

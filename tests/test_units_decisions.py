@@ -671,9 +671,10 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
     summary = plan.to_json(pairs=False)
     problem = plan.cannot_run[0].problem
     assert summary == {"commit": "c" * 40, "domain_root": "dom",
-                       "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0},
+                       "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0, "held": 0},
                        "environments": 2, "environments_by_side": {"model": 1, "benchmark": 1},
-                       "cannot_run_reasons": {problem: 2}, "tiers": {"small": 1}, "in_flight": {}}
+                       "cannot_run_reasons": {problem: 2}, "held_reasons": {}, "tiers": {"small": 1},
+                       "in_flight": {}}
     full = plan.to_json()
     assert {k: full[k] for k in summary} == summary
     [pair] = full["to_run"]

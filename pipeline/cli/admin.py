@@ -176,3 +176,52 @@ def scores_history(cmd: Command) -> None:
         out.print(table)
 
     cmd.emit(rows, people)
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="approved ones too")
+@common(prod=False)
+def holds(cmd: Command, everything: bool) -> None:
+    """Changes held because their author is not among the plugin's owners, waiting for an administrator's
+    approval (`approve`): plugin, commit, author, the owners when it was found, why."""
+    from pipeline.stages.ownership import list_holds
+
+    with cmd.database(read_only=True, allow_prod=True) as db:
+        rows = list_holds(db, everything)
+
+    def people() -> None:
+        table = Table("id", "plugin", "commit", "author", "owners", "why", "approved", title="held changes")
+        for r in rows:
+            approved = f"{r['approved_by']} {r['approved_at'][:19]}" if r["approved_at"] else ""
+            table.add_row(str(r["id"]), r["plugin"], r["commit"][:12], r["author"], ", ".join(r["owners"]),
+                          r["reason"], approved)
+        out.print(table)
+
+    cmd.emit(rows, people)
+
+
+@main.command()
+@click.argument("hold_ids", nargs=-1, type=int, required=True)
+@click.option("--by", "who", help="who approves (default: the login name)")
+@click.option("--reason", default="", help="why (kept with the approval)")
+@click.option("--owner", "as_owner", is_flag=True, help="also make each change's author an owner of the plugin")
+@common()
+def approve(cmd: Command, hold_ids: tuple[int, ...], who: str | None, reason: str, as_owner: bool) -> None:
+    """Approve held changes (ids from `holds` or the held pairs' reason): recorded with who and when; the next run
+    of the change (or `rerun --failed RUN`) scores the pairs they held."""
+    import getpass
+
+    from pipeline.stages.ownership import approve as record_approval
+
+    who = who or getpass.getuser()
+    with cmd.database(read_only=True) as db:
+        rows = record_approval(db, list(hold_ids), who, reason, as_owner)
+
+    def people() -> None:
+        for r in rows:
+            state = "was already approved" if r["already_approved"] else f"approved by {r['approved_by']}"
+            out.print(f"held change {r['id']} ({r['plugin']}, commit {r['commit'][:12]} by {r['author']}) {state}"
+                      + (", its author now an owner" if r["owner_added"] and not r["already_approved"] else ""),
+                      highlight=False)
+
+    cmd.emit(rows, people)

@@ -65,4 +65,4 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
     require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
                    benchmarks=_ids(benchmarks), force=force, executor=executor,
-                   failed_solves="retry" if retry_failed_solves else "plan" if dry else "use", **extra)
+                   failed_solves="retry" if retry_failed_solves else "plan" if dry else "use", dry=dry, **extra)

@@ -65,6 +65,8 @@ def status(cmd: Command, run: str | None) -> None:
 
     def people() -> None:
         unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
+        if (data.get("memory_limit") or "").startswith("rlimit"):  # no memory cgroup: memfd, /dev/shm unbounded
+            unconfined += ", memory: RLIMIT_DATA only"
         table = Table("model", "benchmark", "state", "job", "reason",
                       title=f"run {data['run_id']} ({data['status']}{unconfined})")
         for j in data["jobs"]:

@@ -29,6 +29,9 @@ def nothing_to_score(plan) -> str:  # noqa: ANN001 - pipeline.stages.plan.Plan
     if plan.cannot_run:
         reasons = sorted({p.problem or "" for p in plan.cannot_run})
         parts.append(f"{len(plan.cannot_run)} pair(s) cannot run ({'; '.join(reasons)[:300]})")
+    if plan.held:
+        parts.append(f"{len(plan.held)} pair(s) held: a plugin they use was changed by someone who is not among its "
+                     "owners (an administrator approves it: `score-plugins holds`)")
     return "; ".join(parts) or "the change implies no pair (no new or changed model or benchmark)"
 
 
@@ -49,13 +52,14 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     def people() -> None:
         table = Table("model", "benchmark", "status", "tier", "why")
         for status, pairs in (("to run", the_plan.to_run), ("already scored", the_plan.already_scored),
-                              ("cannot run", the_plan.cannot_run)):
+                              ("cannot run", the_plan.cannot_run), ("held", the_plan.held)):
             for p in pairs:
                 table.add_row(p.model, p.benchmark, status, f"{p.tier} ({p.tier_why})" if p.tier else "",
                               "; ".join(p.reasons) + (f" ({p.problem})" if p.problem else ""))
         out.print(table)
         err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
-                  f"{len(the_plan.cannot_run)} cannot run", highlight=False)
+                  f"{len(the_plan.cannot_run)} cannot run" + (f", {len(the_plan.held)} held for an administrator's "
+                                                               "approval" if the_plan.held else ""), highlight=False)
 
     cmd.emit(data, people)
     sys.exit(2 if change.errors else 0)

@@ -53,6 +53,7 @@ class Manifest:
     shm_bytes: int = 256 << 20  # its private /dev/shm
     uid_base: int = UID_BASE
     mem_limit_bytes: int | None = None  # the plugin's data limit (local executor; Slurm enforces its own)
+    local_memory: str = "cgroup"  # how mem_limit_bytes is enforced: cgroup (a memory cgroup per pair) | rlimit
     shared_cache: str | None = None
     trusted_caches: list = []  # cache variables an admin shares between all plugins
     boundary_cap_bytes: int = DEFAULT_CAP  # largest message between the model's and benchmark's process

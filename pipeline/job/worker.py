@@ -29,6 +29,7 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/wor
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".worker").main())
 
+from . import memcg  # noqa: E402
 from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
@@ -146,9 +147,14 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
         reader = ReportReader(read_fd)
         processes = _process_limit(manifest)
         procs: list[subprocess.Popen] = []
+        group, memory_note, no_group = pair_cgroup(manifest) if failure is None else (None, "", None)
+        failure = failure or no_group
+        result["memory_limit"] = memory_note or None
         with open(log, "ab") as logf:
             logf.write(f"[score-plugins] {now()} scoring {pair['model']} on {pair['benchmark']} ({how}; the model "
                        f"in its own process)\n".encode())
+            if memory_note:
+                logf.write(f"[score-plugins] memory: {memory_note}\n".encode())
             if manifest.trusted_caches:
                 logf.write(f"[score-plugins] caches shared by every plugin (trusted_caches): "
                            f"{', '.join(manifest.trusted_caches)}\n".encode())
@@ -160,8 +166,9 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                     procs.append(subprocess.Popen(
                         argv, cwd=side_dir, env=child_env(manifest, side_dir, caches), stdout=output.fd,
                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                        pass_fds=pass_fds, preexec_fn=child_setup(manifest, processes)))
-            except OSError as exc:
+                        pass_fds=pass_fds, preexec_fn=group.joining(child_setup(manifest, processes)) if group
+                        else child_setup(manifest, processes)))
+            except (OSError, subprocess.SubprocessError) as exc:  # a preexec failure (no cgroup joined) too
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
             finally:
                 for fd in (write_fd, *seccomp_fds):
@@ -201,6 +208,9 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                 failure = {"state": "FAILED", "stage": "score", "reason": cache_grew(manifest, full)}  # last bytes
             if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
                 result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
+            if group is not None:  # every process of the pair has ended: what the kernel's OOM killer did
+                failure = memcg_outcome(group, failure, stage=reader.outcome()[0])
+                group.remove()
             output.finish()
             reader.close()
             if failure and len(procs) == 2 and "closed the channel" in str(failure.get("reason")):
@@ -208,6 +218,43 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
         cap_log(log)
         Path(own.path).unlink(missing_ok=True)
     return failure
+
+
+def pair_cgroup(manifest: Manifest) -> tuple["memcg.PairCgroup | None", str, dict | None]:
+    """(the pair's memory cgroup, what bounds its memory in words, the failure when it cannot be bounded).
+
+    With a local memory limit (the local executor's tier) and `local_memory = "cgroup"` (the default), every
+    process of the pair runs in a memory cgroup of its own; where none can be made nothing runs (fail closed),
+    except with the sandbox off (plugin code is unconfined anyway: it runs with RLIMIT_DATA only, and says so).
+    `local_memory = "rlimit"` is the explicit choice of RLIMIT_DATA alone. Under Slurm (no local limit) the
+    scheduler bounds the task and nothing is done here."""
+    limit = manifest.mem_limit_bytes
+    if not limit:
+        return None, "", None
+    rlimit_only = (f"RLIMIT_DATA only, {limit} bytes per process (local_memory = rlimit): shared memory, memfd "
+                   "and page cache are not bounded")
+    if manifest.local_memory == "rlimit":
+        return None, rlimit_only, None
+    try:
+        group = memcg.PairCgroup.create(limit)
+    except memcg.CgroupUnavailable as exc:
+        if manifest.sandbox == "off":
+            return None, f"RLIMIT_DATA only, {limit} bytes per process (no memory cgroup: {exc})", None
+        return None, "", {"state": "FAILED", "stage": "import", "reason": (
+            f"no memory cgroup can be made on this node, nothing was run: {exc} (local_memory = \"rlimit\" runs "
+            "pairs with RLIMIT_DATA only)")}
+    return group, f"cgroup {group.version}, {limit} bytes for the whole pair ({group.folder})", None
+
+
+def memcg_outcome(group: "memcg.PairCgroup", failure: dict | None, stage: str) -> dict | None:
+    """A pair whose processes the OOM killer ended at its cgroup's limit is OUT_OF_MEMORY, as Slurm records a task
+    with an oom-kill event, even when the benchmark's side caught the loss and reported a score."""
+    if not group.oom_kills():
+        return failure
+    return {"state": "OUT_OF_MEMORY", "stage": (failure or {}).get("stage") or stage,
+            "reason": (f"the pair's processes held more than its memory limit of {group.limit} bytes (a memory "
+                       "cgroup: anonymous memory, shared memory, memfd and page cache counted) and the kernel's "
+                       "OOM killer ended them")}
 
 
 def _end_model(procs: list[subprocess.Popen], grace: bool, check=None):  # noqa: ANN001, ANN202 - usage or None

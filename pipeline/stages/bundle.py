@@ -174,6 +174,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         cpus_per_task=settings.cpus_per_task, array_throttle=settings.array_throttle, sandbox=settings.sandbox,
         # Slurm enforces `mem` itself; on this machine the worker sets it as the plugin's data limit
         mem_limit_bytes=size_bytes(settings.mem) if executor == "local" else None,
+        local_memory=settings.local_memory,  # a memory cgroup per pair (or, explicitly, RLIMIT_DATA only)
         state_dir=str(settings.state_dir.resolve()),
         shared_cache=str(Path(settings.shared_cache).resolve()) if settings.shared_cache else None,
         trusted_caches=list(settings.trusted_caches), boundary_cap_bytes=size_bytes(settings.boundary_cap) or 0,

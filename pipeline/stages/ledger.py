@@ -49,6 +49,7 @@ class RunInfo:
     jenkins_build: str | None = None
     build_url: str | None = None
     sandbox: str | None = None  # bwrap | off (named in status and emails)
+    memory_limit: str | None = None  # local executor: cgroup v1 | cgroup v2 | rlimit (named in status)
 
 
 def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State = State.PENDING) -> dict[str, str]:
@@ -62,7 +63,7 @@ def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State 
         session.add(Run(id=run_id, status=RunStatus.PENDING, repo=info.repo, base_commit=info.base,
                         head_commit=info.head, domain=info.domain, executor=info.executor, run_dir="",
                         jenkins_build=info.jenkins_build, build_url=info.build_url,
-                        sandbox=info.sandbox))
+                        sandbox=info.sandbox, memory_limit=info.memory_limit))
         session.flush()
         rows = [{"run_id": run_id, "pair_key": p.key, "model": p.model, "benchmark": p.benchmark,
                  "submitters": p.submitters, "state": state, "attempt": 1} for p in plan.to_run]
@@ -72,6 +73,9 @@ def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State 
             session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
                             submitters=pair.submitters, state=State.FAILED, stage="env_build", reason=pair.problem,
                             started_at=now, ended_at=now))
+        for pair in plan.held:  # not claimed, not run: waits for an administrator's approval (reason says how)
+            session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
+                            submitters=pair.submitters, state=State.HELD, reason=pair.problem, ended_at=now))
         session.flush()
         mine = set(session.scalars(select(Job.pair_key).where(Job.run_id == run_id)))
         lost = [p.key for p in plan.to_run if p.key not in mine]
@@ -210,7 +214,7 @@ def finish(db: Database, run_id: str, jenkins_build: str | None, cancelled: str 
     with session_scope(db.sessions) as session:
         run = session.get(Run, run_id)
         jobs = run_jobs(session, run_id)
-        ok = all(j.state == State.COMPLETED for j in jobs)
+        ok = all(j.state in (State.COMPLETED, State.HELD) for j in jobs)  # held: waits, did not fail
         run.status = (RunStatus.CANCELLED if cancelled else
                       RunStatus.COMPLETED if ok else RunStatus.COMPLETED_WITH_FAILURES)
         run.ended_at = _now()

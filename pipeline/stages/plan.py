@@ -78,6 +78,7 @@ class Plan:
     already_scored: list[PlannedPair] = field(default_factory=list)
     cannot_run: list[PlannedPair] = field(default_factory=list)
     in_flight: dict[str, str] = field(default_factory=dict)  # key -> the run still scoring it
+    held: list[PlannedPair] = field(default_factory=list)  # a plugin they use has a change its owners did not make
 
     def only(self, pairs: set[tuple[str, str]]) -> Plan:
         """This plan narrowed to exactly these (model, benchmark) pairs (`rerun --failed`)."""
@@ -85,7 +86,7 @@ class Plan:
             return [p for p in planned if (p.model, p.benchmark) in pairs]
 
         return dataclasses.replace(self, to_run=keep(self.to_run), already_scored=keep(self.already_scored),
-                                   cannot_run=keep(self.cannot_run))
+                                   cannot_run=keep(self.cannot_run), held=keep(self.held))
 
     def to_json(self, pairs: bool = True) -> dict:
         """The plan for programs; `pairs=False` gives the compact summary (a real repository's `--all` plans
@@ -93,14 +94,18 @@ class Plan:
         reasons: dict[str, int] = {}
         for pair in self.cannot_run:
             reasons[pair.problem or ""] = reasons.get(pair.problem or "", 0) + 1
+        held: dict[str, int] = {}
+        for pair in self.held:
+            held[pair.problem or ""] = held.get(pair.problem or "", 0) + 1
         data = {
             "commit": self.commit, "domain_root": self.domain_root,
             "counts": {"to_run": len(self.to_run), "already_scored": len(self.already_scored),
-                       "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
+                       "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight), "held": len(self.held)},
             "environments": len({lock.env_hash for p in self.to_run if p.lock for _, lock in p.lock.sides()}),
             "environments_by_side": {side: len({getattr(p.lock, side).env_hash for p in self.to_run if p.lock})
                                      for side in ("model", "benchmark")},
             "cannot_run_reasons": reasons,
+            "held_reasons": held,
             "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
         }
@@ -109,6 +114,7 @@ class Plan:
                 "to_run": [p.to_json() for p in self.to_run],
                 "already_scored": [p.to_json() for p in self.already_scored],
                 "cannot_run": [p.to_json() for p in self.cannot_run],
+                "held": [p.to_json() for p in self.held],
             })
         return data
 

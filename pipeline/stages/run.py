@@ -24,7 +24,7 @@ from pipeline.catalog import gitrepo
 from pipeline.stages import ledger
 from pipeline.stages.bundle import Bundle, new_run_id, render_bundle
 from pipeline.config import Settings
-from pipeline.confine import lock_jail, require_sandbox
+from pipeline.confine import lock_jail, require_memory_bound, require_sandbox
 from pipeline.database import Database
 from pipeline.stages.detect import Change, detect, detect_all
 from pipeline.errors import BadInput, InfrastructureError
@@ -62,6 +62,7 @@ class Request:
     backfill: bool = False  # only what the leaderboard misses (pipeline/leaderboard/backfill)
     only_to: set[str] | None = None  # rerun: mail nobody else than these (whom the original run mailed)
     failed_solves: str = "use"  # cached solve failures: "use" (a run), "plan" (plan, --dry-run), "retry"
+    dry: bool = False  # plan, --dry-run: held changes are shown, not recorded or mailed
 
 
 @dataclass
@@ -80,8 +81,8 @@ class RunResult:
     stop: Stopped | None = None  # which signal stopped it
 
     @property
-    def failed(self) -> int:
-        return sum(n for s, n in self.states.items() if s != "COMPLETED")
+    def failed(self) -> int:  # a held pair did not fail: it waits for an administrator's approval
+        return sum(n for s, n in self.states.items() if s not in ("COMPLETED", "HELD"))
 
     @property
     def exit_code(self) -> int:
@@ -94,7 +95,8 @@ class RunResult:
             "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
             "in_flight": self.plan.in_flight,
-            "cannot_run": len(self.plan.cannot_run), "states": self.states, "failed": self.failed,
+            "cannot_run": len(self.plan.cannot_run), "held": len(self.plan.held), "states": self.states,
+            "failed": self.failed,
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
             "stopped_by": self.stop.name if self.stop else None,
@@ -168,7 +170,21 @@ def detect_and_plan(settings: Settings, db: Database, req: Request) -> tuple[Cha
             pair.reasons = (wanted[(pair.model, pair.benchmark)],)
     assign_tiers(plan, catalog, change, db, settings.tier_list, settings.tier_margin_percent / 100,
                  settings.tier_unseen_percentile / 100)
+    hold_changes_by_non_owners(settings, db, catalog, change, plan, record=not req.dry)
     return change, catalog, plan
+
+
+def hold_changes_by_non_owners(settings: Settings, db: Database, catalog: Catalog, change: Change, plan: Plan,
+                               record: bool) -> None:
+    """Pairs that reach a plugin changed by someone outside its owners are held (pipeline.stages.ownership);
+    a run records the change and tells the owners, its author and the administrator, once."""
+    from pipeline.stages.ownership import hold_foreign_changes, notify_holds
+
+    found = hold_foreign_changes(settings, db, catalog, change, plan, record=record)
+    if found.recorded:
+        _, problems = notify_holds(settings, db, db.profile.name, found.recorded, catalog.domain_root)
+        for problem in problems:
+            log.warning("%s", problem)
 
 
 def ensure_writable(folder: Path) -> None:
@@ -220,23 +236,25 @@ def execute(settings: Settings, db: Database, req: Request, *,
     detect -> plan -> render -> submit -> watch -> ingest -> notify."""
     ensure_writable(settings.state_dir)
     require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
+    memory = require_memory_bound(settings, req.executor)  # the local executor's memory cgroups, the same way
     change, catalog, plan = detect_and_plan(settings, db, req)
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
-    if not plan.to_run and not plan.cannot_run:
+    if not plan.to_run and not plan.cannot_run and not plan.held:
         _tell_refused(settings, db, req, plan, result, problems)
         return result
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
     run_id = new_run_id()
-    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings)))
+    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings),
+                                                        memory_limit=memory))
     if taken:  # another coordinator claimed these first (two started at once): never scored twice
         plan.in_flight.update(taken)
         plan.to_run = [p for p in plan.to_run if p.key not in taken]
         if not plan.to_run and executor is not None:
             executor.close()
             executor = None
-        if not plan.to_run and not plan.cannot_run:
+        if not plan.to_run and not plan.cannot_run and not plan.held:
             ledger.drop_run(db, run_id)
             return result
     try:
@@ -309,12 +327,13 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
                    build_url=old.build_url, only_to=recipients, failed_solves="retry")
 
 
-def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None
-             ) -> ledger.RunInfo:
+def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None,
+             memory_limit: str | None = None) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
                           base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
-                          jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox)
+                          jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox,
+                          memory_limit=memory_limit)
 
 
 def sandbox_mode(settings: Settings) -> str:
