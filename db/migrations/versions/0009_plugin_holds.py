@@ -3,7 +3,7 @@ administrator approves it (plugin_holds); each run records how the local executo
 (runs.memory_limit: 'cgroup v1', 'cgroup v2', or 'rlimit' for RLIMIT_DATA only).
 
 Revision ID: 0009
-Revises: 0006 (the integrator re-chains it)
+Revises: 0006
 """
 
 from alembic import op

@@ -3,14 +3,14 @@ differs from the registry name for a few plugins) and whether an admin shows or 
 decide, as the website's `visible` default does for a new type). Types recorded before it stay shown.
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0009
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0011'
-down_revision = '0006'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
