@@ -104,6 +104,7 @@ def test_smtp_down_during_run_then_flush_delivers_each_once(workspace, example_r
     url = probe.url()
     probe.stop()
     workspace.env["SCORE_PLUGINS_SMTP_URL"] = url
+    workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local"  # this profile's own mail setting: it emails them
     proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
                          "iris-accuracy", "--submitter", "ops@example.org", "--submitter",
                          "evil@example.org\r\nBcc: everyone@example.org", "--format", "json")
@@ -138,6 +139,7 @@ def test_flush_killed_mid_send_sends_nothing_twice_and_loses_nothing(workspace, 
         for who in ("ada", "bob", "cyd"):
             box.put(compose(report([]), f"{who}@example.org", "scores@example.org"))
         workspace.env["SCORE_PLUGINS_SMTP_URL"] = server.url()
+        workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local,test"
         ids = {who: message_id(next(p for p in box.pending() if f"{who}@" in p.read_text())) for who in ("ada", "bob")}
         proc = subprocess.Popen([str(CLI), "notify", "flush"], cwd=workspace.path, env=workspace.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -175,6 +177,7 @@ def test_smtps_profile_url_and_flush_exit_codes(workspace, tmp_path):
     and `notify flush` exits 0 (sent or nothing to send), 2 (messages wait, no server configured), 3 (the
     server is down: they keep waiting)."""
     box = Outbox(workspace.state / "outbox")
+    workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local,test"
     assert workspace.cli("notify", "flush").returncode == 0  # nothing waits: nothing is wrong
     box.put(compose(report([]), "ada@example.org", "scores@example.org"))
     unconfigured = workspace.cli("notify", "flush")
