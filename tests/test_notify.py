@@ -213,3 +213,47 @@ def test_infrastructure_failures_alert_the_admin(tmp_path):
     alert = msgs["admin@example.org"].get_body(("plain",)).get_content()
     assert "m2 on b1: NODE_FAIL" in alert and "node died" in alert and "m1 on b1" not in alert
     assert msgs["ada@example.org"]["Subject"] == "[score-plugins] run run-9: 1 of 2 failed"
+
+
+def test_mail_follows_the_profile_and_a_backlog_is_sorted_before_it_is_sent(tmp_path):
+    """What waits is judged before the first message goes: a dev message to a submitter is held (never sent), one
+    older than mail_max_age_hours expires, one whose every pair a newer message to the same person reports is
+    superseded; the rest is sent once. Each set aside keeps its reason; none comes back when queued again."""
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from pipeline.config import load_settings
+    from pipeline.stages.notifications import flush_outbox
+
+    settings = load_settings({"state_dir": str(tmp_path / "state"), "mail_allow": "team@example.org"}, environ={})
+    box = Outbox(settings.outbox_dir)
+    now = datetime.now(timezone.utc)
+
+    def queue(run_id: str, profile: str, to: str, pairs: list[tuple[str, str]], hours_ago: float) -> str:
+        msg = compose(RunReport(run_id, "a" * 40, "dom", profile, [PairOutcome(m, b, "FAILED") for m, b in pairs]),
+                      to, "scores@example.org")
+        msg.replace_header("Date", format_datetime(now - timedelta(hours=hours_ago)))
+        return box.put(msg).name
+
+    stale = queue("run-1", "prod", "ada@example.org", [("m3", "b1")], 24 * 5)
+    older = queue("run-2", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2")], 2)
+    other = queue("run-3", "prod", "ada@example.org", [("m2", "b1")], 3)
+    newer = queue("run-4", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2"), ("m1", "b3")], 1)
+    dev_to_submitter = queue("run-5", "dev", "ada@example.org", [("m9", "b9")], 1)
+    dev_to_team = queue("run-6", "dev", "team@example.org", [("m9", "b9")], 1)
+    server = SmtpServer(tmp_path / "smtp")
+    try:
+        report = flush_outbox(settings, "prod", parse_smtp_url(server.url()))
+        assert sorted(report["sent"]) == sorted([other, newer, dev_to_team])
+        assert sorted(m["to"][0] for m in server.messages) == ["ada@example.org", "ada@example.org",
+                                                               "team@example.org"]
+        assert list(report["held"]) == [dev_to_submitter] and "dev profile does not email ada@example.org" in \
+            report["held"][dev_to_submitter]
+        assert "mail_max_age_hours (72)" in report["expired"][stale]
+        assert report["expired"][older].startswith("superseded")
+        assert box.reason(box.expired_dir / older).startswith("superseded")
+        assert flush_outbox(settings, "prod", parse_smtp_url(server.url()))["sent"] == []
+        queue("run-2", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2")], 2)  # queued again: stays expired
+        assert box.pending() == [] and len(server.messages) == 3
+    finally:
+        server.stop()
