@@ -80,7 +80,7 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
 def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build: str | None,
         build_url: str | None, since_processed: bool, **opts: Any) -> None:
     """Detect, plan, render, submit, wait, record and notify."""
-    from pipeline.stages import run as runner
+    from pipeline.stages import processed, run as runner
 
     fallback = opts["base"]
     if since_processed:
@@ -93,47 +93,21 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
     if req.executor != "local":
         warn_time_budget(cmd.settings)
     with cmd.database() as db:
-        base = _processed_base(db, req, fallback) if since_processed else None
+        base = None
+        if since_processed:  # the change since what this profile last processed (pipeline.stages.processed)
+            base = processed.choose_base(db, req.repo, req.head, fallback)
+            req.base = base.commit
+            err.print(f"score-plugins: changes since {base.commit[:12]}: {base.why}", highlight=False)
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
             result = _execute(cmd, db, req)
             if base is not None and not result.interrupted:
-                _record_processed(db, req, base, result)
+                err.print("score-plugins: " + processed.after_run(db, req, base, result), highlight=False)
         result.base = gitrepo.resolve(req.repo, req.base) if req.base and not req.all else None
     _report_run(cmd, result, dry_run)
     _exit_run(result)
-
-
-def _processed_base(db, req, fallback: str | None):  # noqa: ANN001, ANN202 - Database, Request -> processed.Base
-    """Set the request's base to what this profile's pipeline last processed, and say so on stderr."""
-    from pipeline.stages.processed import choose_base
-
-    base = choose_base(db, req.repo, req.head, fallback)
-    req.base = base.commit
-    err.print(f"score-plugins: changes since {base.commit[:12]}: {base.why}", highlight=False)
-    return base
-
-
-def _record_processed(db, req, base, result) -> None:  # noqa: ANN001 - Database, Request, Base, RunResult
-    """The run did its job (every pair ended, failures recorded and told): its head is the next build's base.
-    Not when --models/--benchmarks narrowed it: the pairs left out are still to be processed."""
-    from db.states import INFRASTRUCTURE
-    from pipeline.stages.processed import record_processed
-
-    lost = sum(n for state, n in result.states.items() if state in INFRASTRUCTURE)
-    if lost:
-        err.print(f"score-plugins: {lost} pair(s) lost to the infrastructure: the last processed commit stays "
-                  f"{(base.recorded or base.commit)[:12]}, so the next build tries them again", highlight=False)
-        return
-    if req.models or req.benchmarks:
-        err.print("score-plugins: --models/--benchmarks narrowed this run: the last processed commit stays "
-                  f"{(base.recorded or base.commit)[:12]}", highlight=False)
-        return
-    if record_processed(db, req.repo, base, result.plan.commit, result.run_id, req.jenkins_build):
-        err.print(f"score-plugins: {result.plan.commit[:12]} recorded as processed (the next build's base)",
-                  highlight=False)
 
 
 def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request -> RunResult

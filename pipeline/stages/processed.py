@@ -111,3 +111,21 @@ def record_processed(db: Database, repo: Path, base: Base, head: str, run_id: st
             row.commit, row.run_id, row.jenkins_build = head, run_id, jenkins_build
             row.processed_at = datetime.now(timezone.utc)
     return True
+
+
+def after_run(db: Database, req, base: Base, result) -> str:  # noqa: ANN001 - stages.run.Request, RunResult
+    """Record the run's head as processed when the run did its job (every pair ended, failures recorded and told;
+    or nothing to score), and say what happened. Not when pairs were lost to the infrastructure (the next build
+    tries them again) nor when --models/--benchmarks narrowed the run (the pairs left out are still to do)."""
+    from db.states import INFRASTRUCTURE
+
+    kept = (base.recorded or base.commit)[:12]
+    lost = sum(n for state, n in result.states.items() if state in INFRASTRUCTURE)
+    if lost:
+        return (f"{lost} pair(s) lost to the infrastructure: the last processed commit stays {kept}, so the next "
+                "build tries them again")
+    if req.models or req.benchmarks:
+        return f"--models/--benchmarks narrowed this run: the last processed commit stays {kept}"
+    if record_processed(db, req.repo, base, result.plan.commit, result.run_id, req.jenkins_build):
+        return f"{result.plan.commit[:12]} recorded as processed (the next build's base)"
+    return f"{result.plan.commit[:12]} is older than the last processed commit {kept}: that one stays"
