@@ -380,3 +380,30 @@ def test_a_pull_request_is_tested_against_its_target_branch(example_repo, env_ca
     env = jenkins_env(example_repo, "unittests_plugins", CHANGE_TARGET="release")
     proc = entry("unittests_plugins.sh", env)
     assert proc.returncode == 2 and "+refs/heads/release:refs/remotes/origin/release" in proc.stderr
+
+
+def test_the_base_is_what_the_profile_processed_never_moving_back(example_repo, tmp_path):
+    """The bookkeeping behind `run --since-processed`: nothing recorded, the fallback (else the first parent);
+    then the recorded commit, whatever Jenkins says; a rebuild of an older commit does not move it back; a rewritten
+    history starts from the merge base. A repository is its origin URL without credentials."""
+    from pipeline.database import open_database
+    from pipeline.stages.processed import choose_base, record_processed, repository_key
+
+    git(example_repo, "remote", "set-url", "origin", "https://jenkins:s3cret-token@git.example.org/lab/plugins.git")
+    assert repository_key(example_repo) == "https://git.example.org/lab/plugins.git"
+    c1, c2, c3 = (git(example_repo, "rev-parse", f"HEAD~{n}") for n in (2, 1, 0))
+    db = open_database("local", tmp_path / "state")
+    try:
+        first = choose_base(db, example_repo, c3, None)
+        assert (first.commit, first.recorded) == (c2, None) and "first parent" in first.why
+        assert choose_base(db, example_repo, c3, c1).commit == c1  # Jenkins' last green, for a first build only
+        assert record_processed(db, example_repo, first, c3, "run-1", "score_plugins#1")
+        assert choose_base(db, example_repo, c3, c1).commit == c3  # the same commit again: nothing changes
+        assert not record_processed(db, example_repo, first, c2, "run-2", "score_plugins#2")  # older: kept
+        git(example_repo, "checkout", "--quiet", "-b", "rewritten", c2)
+        write(example_repo, "notes.txt", "history rewritten under the job\n")
+        c4 = commit_all(example_repo, "force-pushed")
+        rewritten = choose_base(db, example_repo, c4, None)
+        assert rewritten.commit == c2 and "merge base" in rewritten.why
+    finally:
+        db.close()
