@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.states import RunStatus, State
@@ -236,3 +236,40 @@ class PluginHold(Base):
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     approval_note: Mapped[str | None] = mapped_column(Text)
     owner_added: Mapped[bool] = mapped_column(Boolean, default=False)  # approved as a new owner of the folder
+
+
+class DatabaseIdentity(Base):
+    """Which profile this database is (prod, dev, test, local), and a random id of its own: written once, when the
+    database is created or adopted (`db upgrade`), and checked by every connection, so a dev or test connection to
+    prod's database is refused however its URL is spelled. One row."""
+
+    __tablename__ = "database_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_database_identity_one_row"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # always 1: one row
+    profile: Mapped[str] = mapped_column(String(32))
+    database_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)  # recorded over data an older version wrote
+
+
+class ProcessedCommit(Base):
+    """The last commit the pipeline processed for a repository (this database's profile): the base of the next
+    change-driven build, whatever Jenkins' last green build was."""
+
+    __tablename__ = "processed_commits"
+    repository: Mapped[str] = mapped_column(String(500), primary_key=True)
+    commit: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    jenkins_build: Mapped[str | None] = mapped_column(String(200))
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MailedFailure(Base):
+    """A pair key's failure told to one person: a later run that fails the same key (same code, same lock) lists it
+    in the console and the run record, and mails nobody about it again."""
+
+    __tablename__ = "mailed_failures"
+    pair_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    mailed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -77,7 +77,7 @@ def _same_database(a: URL, b: URL) -> bool:
 
 
 def resolve_profile(name: str, *, environ: Mapping[str, str] | None = None, state_dir: Path = Path(".score-plugins"),
-                    allow_prod: bool = False) -> Profile:
+                    allow_prod: bool = False, make_folder: bool = True) -> Profile:
     """The profile's database URL, after every guard."""
     environ = os.environ if environ is None else environ
     if name not in PROFILES:
@@ -107,6 +107,6 @@ def resolve_profile(name: str, *, environ: Mapping[str, str] | None = None, stat
                 prod_url = None
             if prod_url is not None and _same_database(url, prod_url):
                 raise ProfileError(f"the {name} profile points at the prod database; refusing to run")
-    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+    if make_folder and url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     return Profile(name, url)

@@ -17,6 +17,18 @@ class DatabaseUnreachable(Exception):
     """The database cannot be reached; the message names host and database, never the password."""
 
 
+class DatabaseRefused(Exception):
+    """The server answered but refused us: a wrong password, an unknown user or database (configuration, not an
+    outage: retrying will not help)."""
+
+
+# What PostgreSQL says when it is reachable but says no (libpq's messages; the password is never in them)
+REFUSALS = {"password authentication failed": "refused the password of user {user}",
+            "no password supplied": "asks for a password and the URL gives none (user {user})",
+            "authentication failed": "refused the login of user {user}",
+            "does not exist": "has no such user or database ({detail})"}
+
+
 def make_engine(profile: Profile) -> Engine:
     kwargs: dict = {"future": True}
     if profile.url.drivername.startswith("postgresql"):
@@ -48,8 +60,24 @@ def check_reachable(engine: Engine, profile: Profile) -> None:
         with engine.connect():
             pass
     except (OperationalError, InterfaceError) as exc:
+        refused = refusal(str(exc.orig or ""), profile)
+        if refused:
+            raise DatabaseRefused(f"the server of the {describe(profile)} is reachable but {refused}: fix "
+                                  f"SCORE_PLUGINS_DB_{profile.name.upper()} (or the secrets file)") from None
         raise DatabaseUnreachable(f"cannot reach the {describe(profile)}: "
                                   f"{type(exc.orig).__name__ if exc.orig else 'connection failed'}") from None
+
+
+def refusal(message: str, profile: Profile) -> str | None:
+    """Why a reachable server refused the connection, in our words, or None when it was not reached."""
+    import re
+
+    for needle, words in REFUSALS.items():
+        if needle in message:
+            detail = re.search(r'(role|database) "([^"\n]{0,100})" does not exist', message)
+            return words.format(user=profile.url.username or "(none)",
+                                detail=f"{detail.group(1)} {detail.group(2)}" if detail else "see the server log")
+    return None
 
 
 @contextmanager

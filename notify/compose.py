@@ -100,9 +100,17 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)
     msg["X-Score-Plugins-Run"] = report.run_id
+    msg["X-Score-Plugins-Profile"] = report.profile  # whose policy decides where it may go (notify.policy)
+    if not alert and report.outcomes:  # which pairs it reports: a newer message about all of them supersedes it
+        msg["X-Score-Plugins-Pairs"] = " ".join(pair_tokens(report.outcomes))
     msg.set_content(_env.get_template("run_report.txt.j2").render(**context))
     msg.add_alternative(_env.get_template("run_report.html.j2").render(**context), subtype="html")
     return msg
+
+
+def pair_tokens(outcomes: list[PairOutcome]) -> list[str]:
+    """A short digest per (model, benchmark) pair: ids may hold any character, a digest is header-safe."""
+    return sorted({hashlib.sha256(f"{o.model}\0{o.benchmark}".encode()).hexdigest()[:12] for o in outcomes})
 
 
 def subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:

@@ -6,6 +6,10 @@ While a message is on the wire it sits in `sending/`: only a message there can
 have reached the server without being recorded as sent (a crash between the
 server's reply and the move to `sent/`). The next flush sends it again first,
 with the same Message-ID; everything in `sent/` is never sent again.
+
+Two more folders hold messages that are never sent: `held/` (a profile that does not email submitters wrote
+them: notify.policy) and `expired/` (too old, or superseded by a newer message to the same person about the
+same pairs: notify.backlog). Each keeps its reason beside it (`<name>.error`).
 """
 
 from __future__ import annotations
@@ -25,19 +29,25 @@ class Outbox:
         self.sent_dir = self.root / "sent"
         self.sending_dir = self.root / "sending"
         self.failed_dir = self.root / "failed"
+        self.held_dir = self.root / "held"
+        self.expired_dir = self.root / "expired"
 
     def _name(self, msg: EmailMessage) -> str:
         return hashlib.sha256(str(msg["Message-ID"]).encode()).hexdigest()[:24] + ".eml"
 
-    def put(self, msg: EmailMessage) -> Path:
-        """Queue `msg` (atomically); returns its path, in `sent/` if it was already delivered."""
+    def put(self, msg: EmailMessage, hold: str = "") -> Path:
+        """Queue `msg` (atomically); returns its path, in `sent/` if it was already delivered. `hold`: why it
+        must not be sent; it is written to `held/` instead, with that reason."""
         name = self._name(msg)
-        for done in (self.sent_dir, self.sending_dir, self.failed_dir):
+        for done in (self.sent_dir, self.sending_dir, self.failed_dir, self.held_dir, self.expired_dir):
             if (done / name).exists():
                 return done / name
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / name
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+        folder = self.held_dir if hold else self.root
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        if hold:
+            target.with_suffix(".error").write_text(f"attempts 0\n{hold}\n")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(msg.as_bytes(policy=policy.SMTP))
             f.flush()
@@ -74,6 +84,17 @@ class Outbox:
         target = folder / claimed.name
         os.replace(claimed, target)
         self.mark_failed(target, reason)
+        return target
+
+    def set_aside(self, path: Path, folder: Path, reason: str) -> Path:
+        """Move a waiting message to `held/` or `expired/` with its reason: it is never sent."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / path.name
+        os.replace(path, target)
+        error = path.with_suffix(".error")
+        if error.exists():
+            error.unlink()
+        target.with_suffix(".error").write_text(f"attempts 0\n{reason}\n")
         return target
 
     def mark_sent(self, path: Path) -> Path:

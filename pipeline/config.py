@@ -110,6 +110,14 @@ class Settings:
     admin_email: str = field(default="", metadata={"help": "address alerted on infrastructure failures"})
     sender_email: str = field(default="score-plugins@localhost", metadata={"help": "From: of every email"})
     leaderboard_url: str = field(default="", metadata={"help": "link to the leaderboard in emails"})
+    mail_submitters: list[str] = field(default_factory=lambda: ["prod"], metadata={
+        "help": "profiles whose emails go to the submitters; every other profile emails only mail_allow and "
+                "admin_email, and keeps the rest in the outbox's held/ folder"})
+    mail_allow: list[str] = field(default_factory=list, metadata={
+        "help": "addresses (or @domain) that any profile may email, e.g. the team testing the dev job"})
+    mail_max_age_hours: int = field(default=72, metadata={
+        "help": "a waiting email older than this is not sent (outbox expired/ folder; 0: no limit); one whose "
+                "pairs newer waiting emails to the same person all report is not sent either"})
     requirement_url_schemes: list[str] = field(default_factory=lambda: ["git+https"], metadata={
         "help": "URL schemes plugin requirements may use (the lock pins the resolved commit)"})
     lock_workers: int = field(default=4, metadata={"help": "environments solved at once while planning"})
@@ -184,6 +192,14 @@ class Settings:
             raise BadInput("settings gpus, array_throttle and tier_margin_percent cannot be negative")
         if not 0 <= self.tier_unseen_percentile <= 100:
             raise BadInput(f"setting tier_unseen_percentile: {self.tier_unseen_percentile} is not 0 to 100")
+        if self.mail_max_age_hours < 0:
+            raise BadInput(f"setting mail_max_age_hours: {self.mail_max_age_hours} cannot be negative")
+        for entry in self.mail_allow:
+            if not re.fullmatch(r"[A-Za-z0-9._%+-]*@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", entry.strip()):
+                raise BadInput(f"setting mail_allow: {entry!r} is neither an address nor @domain")
+        for entry in self.mail_submitters:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", entry):
+                raise BadInput(f"setting mail_submitters: {entry!r} is not a profile name")
         self.tier_list  # checked now: a bad [[tiers]] table is one clear line before anything runs
 
     @property

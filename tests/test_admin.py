@@ -168,8 +168,15 @@ def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspa
     assert bundle["submit"] == f"sbatch {bundle['job_script']}"
     subprocess.run(["bash", "-c", bundle["run_locally"]], env=workspace.env, check=True, timeout=600,
                    capture_output=True)  # the printed local command runs the bundle
-    assert workspace.json("ingest", bundle["run_dir"])["scores"] == 1
+    ingested = workspace.json("ingest", bundle["run_dir"])
+    assert ingested["scores"] == 1
     assert workspace.json("status", bundle["run_id"])["status"] == "COMPLETED"
+    # the run closed by ingest is mailed as its coordinator would have (the model's and the benchmark's owners;
+    # the local profile keeps them in the outbox's held/ folder), once: an ingest again mails nothing
+    assert len(ingested["emails"]) == 2 and all("/outbox/held/" in e for e in ingested["emails"])
+    assert workspace.json("ingest", bundle["run_dir"])["emails"] == []
+    assert len([p for p in workspace.state.glob("outbox/**/*.eml")
+                if f"X-Score-Plugins-Run: {bundle['run_id']}" in p.read_text()]) == 2
     listed = workspace.json("runs")
     assert [r["run_id"] for r in listed] == [bundle["run_id"], run_id]
     assert listed[1]["status"] == "CANCELLED" and listed[1]["counts"] == {"CANCELLED": 2}

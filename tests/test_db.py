@@ -3,11 +3,13 @@ profiles and their guards, redaction, batch ingest."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +18,7 @@ from db.ingest import ingest_results
 from db.models import (BenchmarkInstance, BenchmarkType, Job, Model, Run, Score, Submission, User)
 from db.profiles import ProfileError, resolve_profile
 from db.queries import leaderboard_rows, scored_keys
+from pipeline.errors import BadInput
 
 TABLES = {"users", "runs", "submissions", "models", "benchmark_types", "benchmark_instances", "scores", "jobs"}
 
@@ -216,3 +219,90 @@ def test_run_against_postgres_test_profile(workspace, example_repo, pg_url):
     for path in workspace.state.rglob("*"):
         if path.is_file() and "envs" not in path.parts:
             assert password.encode() not in path.read_bytes(), path
+
+
+# --- each database knows its profile ------------------------------------------------------------------------
+
+def other_spellings(postgres, url: str) -> list[str]:
+    """Prod's database reached three other ways: `localhost` for 127.0.0.1 with the `postgres://` prefix, a query
+    parameter, and the server's Unix socket (no host, no port, no password): a URL comparison sees four databases."""
+    parsed = make_url(url)
+    socket_dir = (postgres.folder / "pgdir").read_text().strip()
+    return [f"postgres://{parsed.username}:{parsed.password}@localhost:{parsed.port}/{parsed.database}",
+            f"{url}?connect_timeout=5&application_name=dev",
+            f"postgresql://{parsed.username}@/{parsed.database}?host={socket_dir}&port={parsed.port}"]
+
+
+def test_a_dev_connection_to_prods_database_is_refused_however_spelled(workspace, postgres, example_repo):
+    prod = postgres.create_database("prod")
+    workspace.env["SCORE_PLUGINS_DB_PROD"] = prod
+    workspace.cli("db", "upgrade", "--profile", "prod", "--yes-prod", check=True)
+    assert workspace.json("db", "current", "--profile", "prod")["identity"]["profile"] == "prod"
+    del workspace.env["SCORE_PLUGINS_DB_PROD"]  # as the dev job has it: no prod URL to compare with
+    for url in other_spellings(postgres, prod):
+        workspace.env["SCORE_PLUGINS_DB_DEV"] = url
+        for args in (("run", "--profile", "dev", "--repo", str(example_repo), "--all", "--models", "logreg",
+                      "--benchmarks", "iris-accuracy"), ("db", "upgrade", "--profile", "dev", "--adopt")):
+            proc = workspace.cli(*args)
+            assert proc.returncode == 2, (url, args, proc.stderr)
+            assert "is the prod database (recorded in it" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    with create_engine(prod).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 0  # nothing written in prod
+
+
+def test_an_existing_database_is_adopted_only_when_told_and_every_connection_checks(workspace, pg_url, tmp_path):
+    engine = create_engine(pg_url)
+    migrate.upgrade(engine, "0006")  # a database an older version made, with a run in it
+    with Session(engine) as s, s.begin():
+        s.add(Run(id="old-run", head_commit="c" * 40, domain="d", executor="local"))
+    workspace.env["SCORE_PLUGINS_DB_DEV"] = pg_url
+    proc = workspace.cli("db", "upgrade", "--profile", "dev")
+    assert proc.returncode == 2 and "holds 1 runs and scores but records no profile" in proc.stderr
+    assert "db upgrade --profile dev --adopt" in proc.stderr and migrate.current(engine) == "0006"  # untouched
+    workspace.cli("db", "upgrade", "--profile", "dev", "--adopt", check=True)
+    found = workspace.json("db", "current", "--profile", "dev")["identity"]
+    assert found["profile"] == "dev" and found["adopted"] is True and len(found["database_id"]) == 36
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = pg_url  # the test profile (migrated automatically) is refused too
+    proc = workspace.cli("status", "--profile", "test")
+    assert proc.returncode == 2 and "is the dev database" in proc.stderr
+    engine.dispose()
+    # a connection the pool opens later reads the identity again: a database swapped under the same URL is refused
+    from pipeline.database import open_database
+
+    db = open_database("local", tmp_path / "state")
+    sqlite_file = make_url(str(db.engine.url)).database
+    with create_engine(f"sqlite:///{sqlite_file}").begin() as conn:
+        conn.execute(text("UPDATE database_identity SET database_id = 'another-database'"))
+    db.engine.dispose()
+    with pytest.raises(BadInput, match="now reaches the local database, id another-, not the database it opened"):
+        with db.sessions() as session:
+            session.execute(text("SELECT 1"))
+    db.close()
+
+
+def test_config_shows_the_profiles_database_and_mail_and_tells_a_refused_password_from_a_down_server(
+        workspace, pg_url):
+    from tests.test_notify import closed_port
+
+    password = make_url(pg_url).password
+    workspace.env.update({"SCORE_PLUGINS_DB_TEST": pg_url,
+                          "SCORE_PLUGINS_SMTP_URL": "smtp://mailer:smtp-secret@mail.example.org:587?starttls=true",
+                          "SCORE_PLUGINS_MAIL_ALLOW": "team@example.org"})
+    workspace.cli("db", "upgrade", "--profile", "test", check=True)
+    shown = workspace.json("config", "--profile", "test")["profile"]
+    assert shown["database"]["status"] == "ok" and shown["database"]["identity"]["profile"] == "test"
+    assert "***" in shown["database"]["database"] and password not in json.dumps(shown)
+    assert shown["mail"]["smtp"] == "smtp://mailer:***@mail.example.org:587?starttls=true"
+    assert shown["mail"]["smtp_from"] == "SCORE_PLUGINS_SMTP_URL" and "smtp-secret" not in json.dumps(shown)
+    assert shown["mail"]["recipients"].startswith("only team@example.org")  # test does not email submitters
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = pg_url.replace(f":{password}@", ":wrong-password@")
+    refused = workspace.json("config", "--profile", "test")["profile"]["database"]
+    assert refused["status"] == "refused" and "refused the password of user postgres" in refused["detail"]
+    proc = workspace.cli("status", "--profile", "test")
+    assert proc.returncode == 2 and "is reachable but refused the password" in proc.stderr
+    assert "wrong-password" not in proc.stderr
+    workspace.env["SCORE_PLUGINS_DB_TEST"] = f"postgresql://postgres:{password}@127.0.0.1:{closed_port()}/x"
+    down = workspace.json("config", "--profile", "test")["profile"]["database"]
+    assert down["status"] == "unreachable" and "cannot reach the test database x" in down["detail"]
+    assert workspace.cli("status", "--profile", "test").returncode == 3
+    assert workspace.json("config", "--profile", "prod")["profile"]["mail"]["recipients"] == "every submitter"

@@ -31,7 +31,7 @@ def test_run_all_scores_every_pair_then_is_idempotent(workspace, example_repo):
     assert len({r["env_hash"] for r in board}) == 1
 
     # one message per submitter, parseable, listing that submitter's pairs
-    emls = sorted((workspace.state / "outbox").glob("*.eml"))
+    emls = sorted((workspace.state / "outbox").rglob("*.eml"))
     assert len(emls) == 3
     recipients = {}
     for path in emls:
@@ -126,7 +126,7 @@ def test_a_broken_plugin_fails_alone_with_its_stage_and_log(workspace, example_r
     assert "nan" in nan["reason"].lower()
     assert workspace.json("leaderboard") == []  # nothing fake was recorded as a score
 
-    eve = [p for p in (workspace.state / "outbox").glob("*.eml")
+    eve = [p for p in (workspace.state / "outbox").rglob("*.eml")
            if "eve@example.org" in str(email.message_from_bytes(p.read_bytes(), policy=policy.default)["To"])]
     assert len(eve) == 1
     body = email.message_from_bytes(eve[0].read_bytes(), policy=policy.default).get_body(("plain",)).get_content()

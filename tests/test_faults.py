@@ -96,7 +96,7 @@ def test_twenty_bad_plugins_each_end_as_a_clear_error(workspace, example_repo):
     board = workspace.json("leaderboard")
     assert [(r["model"], r["benchmark"]) for r in board] == [("logreg", "good-one")]
     # every failure reaches the submitter, with a readable tail of its log
-    mail = next(p for p in (workspace.state / "outbox").glob("*.eml") if b"mallory@example.org" in p.read_bytes())
+    mail = next(p for p in (workspace.state / "outbox").rglob("*.eml") if b"mallory@example.org" in p.read_bytes())
     import email
     from email import policy
 
@@ -214,7 +214,7 @@ def test_a_change_with_only_a_broken_plugin_still_tells_its_submitter(workspace,
     commit_all(example_repo, "a model with a bad identifier", author="Zoe <zoe@example.org>")
     proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
     assert proc.returncode == 2 and "broken/__init__.py:2: error" in proc.stderr
-    [mail] = list((workspace.state / "outbox").glob("*.eml"))
+    [mail] = list((workspace.state / "outbox").rglob("*.eml"))
     import email
     from email import policy
 

@@ -80,7 +80,7 @@ def test_hostile_text_everywhere(workspace, example_repo, tmp_path):
     assert "&lt;b&gt;x&lt;img" in html
 
     mails = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
-             for p in (workspace.state / "outbox").glob("*.eml")]
+             for p in (workspace.state / "outbox").rglob("*.eml")]
     assert mails
     for msg in mails:
         html_part = msg.get_body(("html",)).get_content()

@@ -104,6 +104,7 @@ def test_smtp_down_during_run_then_flush_delivers_each_once(workspace, example_r
     url = probe.url()
     probe.stop()
     workspace.env["SCORE_PLUGINS_SMTP_URL"] = url
+    workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local"  # this profile's own mail setting: it emails them
     proc = workspace.cli("run", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
                          "iris-accuracy", "--submitter", "ops@example.org", "--submitter",
                          "evil@example.org\r\nBcc: everyone@example.org", "--format", "json")
@@ -138,6 +139,7 @@ def test_flush_killed_mid_send_sends_nothing_twice_and_loses_nothing(workspace, 
         for who in ("ada", "bob", "cyd"):
             box.put(compose(report([]), f"{who}@example.org", "scores@example.org"))
         workspace.env["SCORE_PLUGINS_SMTP_URL"] = server.url()
+        workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local,test"
         ids = {who: message_id(next(p for p in box.pending() if f"{who}@" in p.read_text())) for who in ("ada", "bob")}
         proc = subprocess.Popen([str(CLI), "notify", "flush"], cwd=workspace.path, env=workspace.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -175,6 +177,7 @@ def test_smtps_profile_url_and_flush_exit_codes(workspace, tmp_path):
     and `notify flush` exits 0 (sent or nothing to send), 2 (messages wait, no server configured), 3 (the
     server is down: they keep waiting)."""
     box = Outbox(workspace.state / "outbox")
+    workspace.env["SCORE_PLUGINS_MAIL_SUBMITTERS"] = "local,test"
     assert workspace.cli("notify", "flush").returncode == 0  # nothing waits: nothing is wrong
     box.put(compose(report([]), "ada@example.org", "scores@example.org"))
     unconfigured = workspace.cli("notify", "flush")
@@ -210,3 +213,47 @@ def test_infrastructure_failures_alert_the_admin(tmp_path):
     alert = msgs["admin@example.org"].get_body(("plain",)).get_content()
     assert "m2 on b1: NODE_FAIL" in alert and "node died" in alert and "m1 on b1" not in alert
     assert msgs["ada@example.org"]["Subject"] == "[score-plugins] run run-9: 1 of 2 failed"
+
+
+def test_mail_follows_the_profile_and_a_backlog_is_sorted_before_it_is_sent(tmp_path):
+    """What waits is judged before the first message goes: a dev message to a submitter is held (never sent), one
+    older than mail_max_age_hours expires, one whose every pair a newer message to the same person reports is
+    superseded; the rest is sent once. Each set aside keeps its reason; none comes back when queued again."""
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from pipeline.config import load_settings
+    from pipeline.stages.notifications import flush_outbox
+
+    settings = load_settings({"state_dir": str(tmp_path / "state"), "mail_allow": "team@example.org"}, environ={})
+    box = Outbox(settings.outbox_dir)
+    now = datetime.now(timezone.utc)
+
+    def queue(run_id: str, profile: str, to: str, pairs: list[tuple[str, str]], hours_ago: float) -> str:
+        msg = compose(RunReport(run_id, "a" * 40, "dom", profile, [PairOutcome(m, b, "FAILED") for m, b in pairs]),
+                      to, "scores@example.org")
+        msg.replace_header("Date", format_datetime(now - timedelta(hours=hours_ago)))
+        return box.put(msg).name
+
+    stale = queue("run-1", "prod", "ada@example.org", [("m3", "b1")], 24 * 5)
+    older = queue("run-2", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2")], 2)
+    other = queue("run-3", "prod", "ada@example.org", [("m2", "b1")], 3)
+    newer = queue("run-4", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2"), ("m1", "b3")], 1)
+    dev_to_submitter = queue("run-5", "dev", "ada@example.org", [("m9", "b9")], 1)
+    dev_to_team = queue("run-6", "dev", "team@example.org", [("m9", "b9")], 1)
+    server = SmtpServer(tmp_path / "smtp")
+    try:
+        report = flush_outbox(settings, "prod", parse_smtp_url(server.url()))
+        assert sorted(report["sent"]) == sorted([other, newer, dev_to_team])
+        assert sorted(m["to"][0] for m in server.messages) == ["ada@example.org", "ada@example.org",
+                                                               "team@example.org"]
+        assert list(report["held"]) == [dev_to_submitter] and "dev profile does not email ada@example.org" in \
+            report["held"][dev_to_submitter]
+        assert "mail_max_age_hours (72)" in report["expired"][stale]
+        assert report["expired"][older].startswith("superseded")
+        assert box.reason(box.expired_dir / older).startswith("superseded")
+        assert flush_outbox(settings, "prod", parse_smtp_url(server.url()))["sent"] == []
+        queue("run-2", "prod", "ada@example.org", [("m1", "b1"), ("m1", "b2")], 2)  # queued again: stays expired
+        assert box.pending() == [] and len(server.messages) == 3
+    finally:
+        server.stop()

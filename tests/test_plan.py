@@ -66,7 +66,7 @@ def test_unsolvable_requirements_cannot_run_and_are_recorded(workspace, example_
     assert result["states"] == {"FAILED": 4}
     assert all(p["stage"] == "env_build" for p in result["pairs"])
     to = {str(email.message_from_bytes(p.read_bytes(), policy=policy.default)["To"])
-          for p in (workspace.state / "outbox").glob("*.eml")}
+          for p in (workspace.state / "outbox").rglob("*.eml")}
     # the new model's unsolvable requirements are its submitter's news: the benchmarks' owners are not mailed
     assert to == {"ivy@example.org"}
 

@@ -71,6 +71,10 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
         time.sleep(0.5)
     assert not list(workspace.state.glob(f"runs/{first}/logs/task-*.pid"))
     assert workspace.json("reconcile") == {}  # nothing left open
+    # the run reconcile closed is mailed once, one message per person its pairs concern
+    mailed = [p for p in workspace.state.glob("outbox/**/*.eml") if f"X-Score-Plugins-Run: {first}" in p.read_text()]
+    people = {s for j in workspace.rows("SELECT submitters FROM jobs WHERE run_id = ?", first) for s in json.loads(j[0])}
+    assert len(mailed) == len(people) >= 1
     scored_before = {(r["model"], r["benchmark"]) for r in workspace.json("leaderboard")}
 
     # rerun --failed runs exactly the pairs that did not complete, as a new run

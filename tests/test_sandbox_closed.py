@@ -84,7 +84,7 @@ def test_sandbox_off_is_explicit_and_named_everywhere(workspace, example_repo, t
     assert workspace.json("status")["sandbox"] == "off"
     assert "sandbox OFF" in workspace.cli("status").stdout.replace("\n", " ")
     assert workspace.rows("SELECT sandbox FROM runs") == [("off",)]
-    emails = [p.read_text() for p in workspace.state.glob("outbox/*.eml")]
+    emails = [p.read_text() for p in workspace.state.glob("outbox/**/*.eml")]
     assert emails and all("Sandbox: off" in e and "(sandbox off)" in e for e in emails)
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.cli.app import Command, common, main
 from pipeline.cli.run import _execute, _exit_run, hand_commands, _report_run
-from pipeline.console import out
+from pipeline.console import err, out
 from pipeline.errors import BadInput
 
 
@@ -18,9 +19,15 @@ from pipeline.errors import BadInput
 def reconcile(cmd: Command) -> None:
     """Close rows of ended or vanished jobs (every run with open rows), with the reason."""
     from pipeline.admin.repair import reconcile_all
+    from pipeline.stages.notifications import notify_closed_runs
 
     with cmd.database(read_only=True) as db:
         data = reconcile_all(cmd.settings, db)
+        emails, problems = notify_closed_runs(cmd.settings, db, list(data))  # the runs it closed, once
+    for problem in problems:
+        err.print(Text(problem, style="yellow"))
+    if emails:
+        err.print(f"score-plugins: {len(emails)} email(s) about the runs reconcile closed", highlight=False)
 
     def people() -> None:
         for run_id, changes in data.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.app import Command, common, main
+from pipeline.console import err
 from pipeline.errors import BadInput
 
 
@@ -18,15 +19,22 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
+@click.option("--adopt", is_flag=True, help="this database holds data from before databases recorded their profile, "
+              "and it is the --profile database: record it so (once)")
 @common(formats=())
-def db_upgrade(cmd: Command, revision: str) -> None:
-    """Migrate the profile's database up to REVISION."""
+def db_upgrade(cmd: Command, revision: str, adopt: bool) -> None:
+    """Migrate the profile's database up to REVISION; a new database records which profile it is (an existing one
+    with data only with --adopt), and every later connection as another profile is refused."""
     from db import migrate
+    from pipeline.database import upgrade_schema
 
     migrate.check_revision(revision)
     with cmd.database(migrate_schema=False) as db:
-        migrate.upgrade(db.engine, revision)
+        found = upgrade_schema(db, revision, adopt)
         click.echo(f"{cmd.profile}: at {migrate.current(db.engine)}")
+        if found:
+            err.print(f"{db.profile.safe_url} is the {found.profile} database (id {found.database_id}"
+                      f"{', adopted' if found.adopted else ''}): other profiles are refused", highlight=False)
 
 
 @db.command("downgrade")
@@ -57,5 +65,5 @@ def db_current(cmd: Command) -> None:
 
     with cmd.database(migrate_schema=False, read_only=True, allow_prod=True) as db:
         data = {"profile": cmd.profile, "database": db.profile.safe_url, "current": migrate.current(db.engine),
-                "head": migrate.head()}
+                "head": migrate.head(), "identity": db.identity.to_json() if db.identity else None}
     cmd.emit(data, lambda: click.echo(f"{data['profile']}: {data['current']} (newest {data['head']})"))

@@ -18,9 +18,11 @@ def notify() -> None:
 @notify.command("flush")
 @common(prod=False)
 def notify_flush(cmd: Command) -> None:
-    """Send what waits in the outbox over SMTP (SCORE_PLUGINS_SMTP_URL or _<PROFILE>)."""
+    """Send what waits in the outbox over SMTP (SCORE_PLUGINS_SMTP_URL or _<PROFILE>): only what the profile may
+    send (mail_submitters, mail_allow), and not a stale or superseded backlog (mail_max_age_hours)."""
     from notify.outbox import Outbox
-    from notify.smtp import SmtpConfigError, flush, smtp_from_environment
+    from notify.smtp import SmtpConfigError, smtp_from_environment
+    from pipeline.stages.notifications import flush_outbox
 
     outbox = Outbox(cmd.settings.outbox_dir)
     try:
@@ -34,14 +36,15 @@ def notify_flush(cmd: Command) -> None:
             return
         raise BadInput(f"no SMTP server configured (SCORE_PLUGINS_SMTP_URL); {_count(waiting, 'message')} "
                        f"wait in {outbox.root}")
-    report = flush(outbox, smtp)
+    report = flush_outbox(cmd.settings, cmd.profile, smtp)
 
     def people() -> None:
-        out.print(f"sent {len(report.sent)} (of which {len(report.recovered)} left mid-send by an earlier flush), "
-                  f"waiting {report.waiting}", highlight=False)
-        for name, reason in report.failed.items():
+        out.print(f"sent {len(report['sent'])} (of which {len(report['recovered'])} left mid-send by an earlier "
+                  f"flush), waiting {report['waiting']}, held {len(report['held'])}, expired "
+                  f"{len(report['expired'])}", highlight=False)
+        for name, reason in {**report["held"], **report["expired"], **report["failed"]}.items():
             err.print(f"{name}: {reason}", highlight=False)
 
-    cmd.emit(report.to_json(), people)
-    if report.waiting:
+    cmd.emit(report, people)
+    if report["waiting"]:
         sys.exit(3)

@@ -49,8 +49,19 @@ def require_one_mode(base: str | None, all_: bool) -> None:
         raise BadInput("give either --base REV (with --head) or --all")
 
 
-def _ids(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _ids(text: str | None, option: str = "--models") -> list[str] | None:
+    """Comma-separated ids, spaces around the commas allowed: the one id syntax of the CLI and of the Jenkins
+    parameters (MODELS, BENCHMARKS), checked by the rules every registered id meets (pipeline.catalog.ids)."""
+    from pipeline.catalog.ids import identifier_problem
+
+    if not text:
+        return None
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    for i in ids:
+        problem = identifier_problem(i)
+        if problem:
+            raise BadInput(f"{option}: {i!r}: {problem}")
+    return ids
 
 
 def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, models: str | None,
@@ -64,5 +75,5 @@ def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: s
         all_ = True
     require_one_mode(base, all_)
     return Request(repo=repo, base=base, head=head, all=all_, domain_root=domain_root, models=_ids(models),
-                   benchmarks=_ids(benchmarks), force=force, executor=executor,
+                   benchmarks=_ids(benchmarks, "--benchmarks"), force=force, executor=executor,
                    failed_solves="retry" if retry_failed_solves else "plan" if dry else "use", dry=dry, **extra)

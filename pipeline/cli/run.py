@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.app import Command, common, _count, main, report_issues
+from pipeline.catalog import gitrepo
 from pipeline.cli.options import change_options, _request
 from pipeline.config import Settings
 from pipeline.console import coloured, err, out
@@ -76,22 +77,39 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
 @click.option("--submitter", "submitters", multiple=True, help="also email this address (Jenkins parameter)")
 @click.option("--jenkins-build", envvar="BUILD_TAG", help="Jenkins build id to record")
 @click.option("--build-url", envvar="BUILD_URL", help="link to the Jenkins build in emails")
+@click.option("--since-processed", is_flag=True, help="the change since the commit this profile's pipeline last "
+              "processed for this repository (recorded when a run did its job; --base is then only the start "
+              "when nothing is recorded yet, default the head's first parent); the head is recorded in turn")
 @common()
 def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build: str | None,
-        build_url: str | None, **opts: Any) -> None:
+        build_url: str | None, since_processed: bool, **opts: Any) -> None:
     """Detect, plan, render, submit, wait, record and notify."""
-    from pipeline.stages import run as runner
+    from pipeline.stages import processed, run as runner
 
+    fallback = opts["base"]
+    if since_processed:
+        if opts["all_"] or opts.get("backfill"):
+            raise BadInput("--since-processed takes the change since the last processed commit: leave out --all "
+                           "and --backfill")
+        opts["base"] = opts["base"] or opts["head"]  # replaced below, once the database says what was processed
     req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters),
                    dry=dry_run)
     if req.executor != "local":
         warn_time_budget(cmd.settings)
     with cmd.database() as db:
+        base = None
+        if since_processed:  # the change since what this profile last processed (pipeline.stages.processed)
+            base = processed.choose_base(db, req.repo, req.head, fallback)
+            req.base = base.commit
+            err.print(f"score-plugins: changes since {base.commit[:12]}: {base.why}", highlight=False)
         if dry_run:
             change, _, the_plan = runner.detect_and_plan(cmd.settings, db, req)
             result = runner.RunResult(change, the_plan)
         else:
             result = _execute(cmd, db, req)
+            if base is not None and not result.interrupted:
+                err.print("score-plugins: " + processed.after_run(db, req, base, result), highlight=False)
+        result.base = gitrepo.resolve(req.repo, req.base) if req.base and not req.all else None
     _report_run(cmd, result, dry_run)
     _exit_run(result)
 
@@ -166,7 +184,28 @@ def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: A
                   "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
         err.print(Text(str(problem), style="yellow"))
+    if cmd.fmt != "table" and not dry_run:  # the table shows the same on stdout; JSON readers (Jenkins) see it here
+        console_summary(result)
     cmd.emit(result.to_json(), lambda: _print_run(result, dry_run))
+
+
+def console_summary(result) -> None:  # noqa: ANN001 - RunResult
+    """For a log (Jenkins' console): each pair that did not complete with its reason (plugin text, printed
+    literally, one line each), then one summary line."""
+    for p in result.pairs:
+        if p["state"] != "COMPLETED":
+            reason = f"{p['stage']}: {p['reason'] or ''}" if p["stage"] else (p["reason"] or "")
+            first = (reason.strip().splitlines() or [""])[0][:300]
+            err.print(Text(f"score-plugins: {p['state']} {p['model']} on {p['benchmark']}: {first}"), soft_wrap=True)
+    held = sum(1 for e in result.emails if "/held/" in e)
+    mail = _count(len(result.emails), "email") + (f" ({held} held: this profile does not email submitters)"
+                                                  if held else "")
+    if result.run_id is None:
+        err.print(Text(f"score-plugins: nothing scored: {nothing_to_score(result.plan)}; {mail}"), soft_wrap=True)
+        return
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
+    err.print(Text(f"score-plugins: run {result.run_id}: {states}; {len(result.plan.already_scored)} already "
+                   f"scored; {mail}; run folder {result.run_dir}"), soft_wrap=True)
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
@@ -245,9 +284,12 @@ def ingest(cmd: Command, run: str | None) -> None:
     with cmd.database(read_only=True) as db:
         totals = ingest_folders(db, folders)
         from pipeline.admin.runs import close_ingested_renders
+        from pipeline.stages.notifications import notify_closed_runs
 
-        close_ingested_renders(db, folders)
-    cmd.emit({"runs": [str(f) for f in folders], **totals},
+        emails, problems = notify_closed_runs(cmd.settings, db, close_ingested_renders(db, folders))
+    for problem in problems:
+        err.print(Text(problem, style="yellow"))
+    cmd.emit({"runs": [str(f) for f in folders], **totals, "emails": emails},
              lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
                                f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)",
                                highlight=False))

@@ -31,7 +31,7 @@ from pipeline.errors import BadInput, InfrastructureError
 from pipeline.capacity.attempts import resources_by_submitter, run_attempts
 from pipeline.capacity.escalation import escalate, recorder
 from pipeline.executors import Executor, get_executor
-from pipeline.stages.notifications import deliver, queue_run_messages
+from pipeline.stages.notifications import deliver, notify_run
 from pipeline.stages.plan import Plan, make_plan
 from pipeline.catalog.plugins import Catalog, plugin_key_of
 from pipeline.admin.rerun import keep_scope
@@ -79,6 +79,7 @@ class RunResult:
     executor_stats: dict = field(default_factory=dict)  # e.g. Slurm poll cycles and sacct calls
     interrupted: bool = False  # stopped by Ctrl-C, SIGTERM or SIGHUP: what was started was cancelled and recorded
     stop: Stopped | None = None  # which signal stopped it
+    base: str | None = None  # the commit the change was measured from (None: --all)
 
     @property
     def failed(self) -> int:  # a held pair did not fail: it waits for an administrator's approval
@@ -92,7 +93,7 @@ class RunResult:
 
     def to_json(self) -> dict:
         return {
-            "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit,
+            "run_id": self.run_id, "run_dir": self.run_dir, "commit": self.plan.commit, "base": self.base,
             "planned": len(self.plan.to_run), "already_scored": len(self.plan.already_scored),
             "in_flight": self.plan.in_flight,
             "cannot_run": len(self.plan.cannot_run), "held": len(self.plan.held), "states": self.states,
@@ -348,11 +349,9 @@ def _tell_refused(settings: Settings, db: Database, req: Request, plan: Plan, re
         return
     run = Run(id=f"check-{plan.commit[:12]}", head_commit=plan.commit, domain=plan.domain_root,
               executor=req.executor, build_url=req.build_url)
-    paths, bad = queue_run_messages(run, [], profile=db.profile.name, outbox_dir=settings.outbox_dir,
-                                    sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
-                                    plugin_problems=problems)
-    result.emails, result.problems = [str(p) for p in paths], bad
-    result.delivery, more = deliver(settings.outbox_dir, db.profile.name)
+    queued = notify_run(settings, db, run, [], plugin_problems=problems)
+    result.emails, result.problems = [str(p) for p in queued.paths], queued.problems
+    result.delivery, more = deliver(settings, db.profile.name)
     result.problems.extend(more)
 
 
@@ -407,14 +406,10 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
     for pair in plan.already_scored:
         for s in pair.submitters:
             skipped[s] = skipped.get(s, 0) + 1
-    paths, problems = queue_run_messages(run, jobs, profile=db.profile.name, outbox_dir=settings.outbox_dir,
-                                         sender=settings.sender_email, leaderboard_url=settings.leaderboard_url,
-                                         skipped=skipped, extra_recipients=req.extra_recipients,
-                                         admin_email=settings.admin_email, plugin_problems=problems,
-                                         standings=_standings(settings, db, result),
-                                         cancelled=cancelled, only_to=req.only_to,
-                                         resources=resources_by_submitter(run_attempts(db, run.id)))
-    result.emails = [str(p) for p in paths]
-    result.problems.extend(problems)
-    result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)
+    queued = notify_run(settings, db, run, jobs, skipped=skipped, extra_recipients=req.extra_recipients,
+                        plugin_problems=problems, standings=_standings(settings, db, result), cancelled=cancelled,
+                        only_to=req.only_to, resources=resources_by_submitter(run_attempts(db, run.id)))
+    result.emails = [str(p) for p in queued.paths]
+    result.problems.extend(queued.problems)
+    result.delivery, problems = deliver(settings, db.profile.name)
     result.problems.extend(problems)

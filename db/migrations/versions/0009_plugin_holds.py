@@ -3,14 +3,14 @@ administrator approves it (plugin_holds); each run records how the local executo
 (runs.memory_limit: 'cgroup v1', 'cgroup v2', or 'rlimit' for RLIMIT_DATA only).
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
