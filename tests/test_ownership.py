@@ -195,7 +195,8 @@ def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_litera
     cat = catalog({"m1": {"requirements": ["numpy==1.0"]}, "m2": {"requirements": ["numpy==1.0"]}},
                   {"b1": {"uses": {"models": set(), "benchmarks": set(), "data": {"d"}, "metrics": set()}}, "b2": {}})
     cat.plugins[("data", "d")] = Plugin("data", "d", "dom/data/d", "tree-d")
-    cached_lock(tmp_path, ("numpy==1.0",))
+    cached_lock(tmp_path, ("numpy==1.0",))  # the models' side
+    cached_lock(tmp_path, ())  # the benchmarks' side
     plan = make_plan(change(base=None, models=("m1", "m2"), benchmarks=("b1", "b2")), cat, locks_dir=tmp_path,
                      uv="uv-is-not-run", python_version="3.11", scored=lambda keys: set())
     assert len(plan.to_run) == 4
