@@ -193,6 +193,8 @@ def cancelled(db: Database, run_id: str, reason: str, among: set[int] | None = N
             job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()
             n += 1
         run = session.get(Run, run_id)
+        if run is None:  # stopped while it was being opened or dropped: there is nothing to close
+            return n
         if n or run.status in (RunStatus.PENDING, RunStatus.RUNNING):  # a run already over keeps its status
             run.status, run.ended_at = RunStatus.CANCELLED, _now()
         if among is not None:

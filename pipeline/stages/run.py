@@ -36,6 +36,7 @@ from pipeline.stages.plan import Plan, make_plan
 from pipeline.catalog.plugins import Catalog, plugin_key_of
 from pipeline.admin.rerun import keep_scope
 from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
+from pipeline.stopping import unbroken
 from pipeline.capacity.sizing import assign_tiers
 from pipeline.stages.watch import Progress, Watcher
 
@@ -224,17 +225,19 @@ def execute(settings: Settings, db: Database, req: Request, *,
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
     run_id = new_run_id()
-    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings)))
-    if taken:  # another coordinator claimed these first (two started at once): never scored twice
-        plan.in_flight.update(taken)
-        plan.to_run = [p for p in plan.to_run if p.key not in taken]
-        if not plan.to_run and executor is not None:
-            executor.close()
-            executor = None
-        if not plan.to_run and not plan.cannot_run:
-            ledger.drop_run(db, run_id)
-            return result
     try:
+        with unbroken():  # a stop signal now waits for the run's rows, then cancels the run they make
+            taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo),
+                                                               sandbox=sandbox_mode(settings)))
+        if taken:  # another coordinator claimed these first (two started at once): never scored twice
+            plan.in_flight.update(taken)
+            plan.to_run = [p for p in plan.to_run if p.key not in taken]
+            if not plan.to_run and executor is not None:
+                executor.close()
+                executor = None
+            if not plan.to_run and not plan.cannot_run:
+                ledger.drop_run(db, run_id)
+                return result
         bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
         result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
         ledger.record_bundle(db, bundle)
@@ -243,13 +246,20 @@ def execute(settings: Settings, db: Database, req: Request, *,
             executor.close()
         ledger.cancelled(db, run_id, stopped_from(exc).reason)
         raise
-    interrupted = False
+    interrupted, late = False, None
     if executor is not None:
         try:
             interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
+        except KeyboardInterrupt as exc:  # once the watch had ended, while its record was being made: the run
+            if stopped_from(exc).second:  # closes as it ended, then the coordinator stops (128 + the signal)
+                raise
+            late = exc
         finally:
-            executor.close()
+            with unbroken():  # its tasks are over or stopped: the executor's threads end
+                executor.close()
     _finish(settings, db, bundle, plan, req, result, problems)
+    if late is not None:
+        raise late
     if interrupted:
         result.interrupted = True
         raise Interrupted(result)
@@ -266,8 +276,9 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
     watcher.stop_reason = lambda: cancel_reason(bundle.run_dir)  # `score-plugins cancel` from elsewhere
     cancelled, job_id = None, None
     try:
-        job_id = executor.submit(bundle)
-        ledger.submitted(db, bundle.run_id, job_id)
+        with unbroken():  # a stop signal during the submission is raised once its job id is known and recorded
+            job_id = executor.submit(bundle)
+            ledger.submitted(db, bundle.run_id, job_id)
         watcher.cancel_if_stopped(job_id)
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
@@ -287,8 +298,9 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
             for started_job in dict.fromkeys([job_id, *watcher.job_ids]):  # retries and escalations too
                 executor.cancel(started_job)
             states = watcher.after_cancel(job_id)
-    result.executor_stats = watcher.stats()
-    ledger.close_unfinished(db, bundle, states, cancelled=cancelled or watcher.stop_reason())
+    with unbroken():  # the pairs' record is made whole before a stop signal takes effect
+        result.executor_stats = watcher.stats()
+        ledger.close_unfinished(db, bundle, states, cancelled=cancelled or watcher.stop_reason())
     return cancelled is not None
 
 
@@ -374,6 +386,17 @@ def _standings(settings: Settings, db: Database, result: RunResult) -> dict[str,
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
     cancelled = result.stop.reason if result.stop is not None else cancel_reason(bundle.run_dir)
+    with unbroken():  # the run's end and its emails in the outbox are one step; a stop signal comes after them
+        run, jobs, paths, problems = _close_and_queue(settings, db, bundle, plan, req, result, problems, cancelled)
+    result.emails = [str(p) for p in paths]
+    result.problems.extend(problems)
+    result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)  # a stop here: `notify flush` sends
+    result.problems.extend(problems)
+
+
+def _close_and_queue(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
+                     problems: dict[str, list[str]] | None, cancelled: str | None) -> tuple:
+    """The run's end recorded, and its emails queued in the outbox."""
     run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build, cancelled=cancelled)
     for job in jobs:
         result.states[job.state] = result.states.get(job.state, 0) + 1
@@ -390,7 +413,4 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
                                          standings=_standings(settings, db, result),
                                          cancelled=cancelled, only_to=req.only_to,
                                          resources=resources_by_submitter(run_attempts(db, run.id)))
-    result.emails = [str(p) for p in paths]
-    result.problems.extend(problems)
-    result.delivery, problems = deliver(settings.outbox_dir, db.profile.name)
-    result.problems.extend(problems)
+    return run, jobs, paths, problems
