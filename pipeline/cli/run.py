@@ -57,8 +57,10 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
         err.print(f"{len(the_plan.to_run)} to run, {len(the_plan.already_scored)} already scored, "
                   f"{len(the_plan.cannot_run)} cannot run", highlight=False)
 
+    outages = [p.to_json() for p in the_plan.cannot_run if p.outage]
+    report_outages(outages)
     cmd.emit(data, people)
-    sys.exit(2 if change.errors else 0)
+    sys.exit(3 if outages else 2 if change.errors else 0)
 
 
 # --- run / render / ingest ----------------------------------------------------------------------------------
@@ -162,7 +164,24 @@ def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: A
                   "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
         err.print(Text(str(problem), style="yellow"))
+    report_outages(result.outages)
     cmd.emit(result.to_json(), lambda: _print_run(result, dry_run))
+
+
+def report_outages(outages: list[dict]) -> None:
+    """The administrator's lines about infrastructure failures (one per distinct reason, with its pairs): not the
+    plugins' doing, so nothing was cached and no submitter was mailed; the command exits 3 and the next build
+    tries again."""
+    if not outages:
+        return
+    by_reason: dict[str, list[str]] = {}
+    for p in outages:
+        by_reason.setdefault(str(p["reason"]), []).append(f"{p['model']} on {p['benchmark']}")
+    for reason, pairs in by_reason.items():
+        shown = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
+        err.print(coloured("infrastructure:", "red", f"{len(pairs)} pair(s) got no environment ({shown}): {reason}"))
+    err.print(coloured("infrastructure:", "red", "not the plugins' failure: nothing was cached and no submitter "
+                       "was mailed; exit 3, and the next build (or `score-plugins rerun --failed RUN`) tries again"))
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult

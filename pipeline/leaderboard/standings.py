@@ -15,7 +15,7 @@ from pipeline.leaderboard.hierarchy import Tree, hierarchy_for, load_hierarchies
 
 # A pair that ended in one of these did not fail through its plugins: it counts as never scored (and
 # `plan --backfill` takes it again), not as X.
-INFRASTRUCTURE_ENDS = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.CANCELLED)
+INFRASTRUCTURE_ENDS = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.CANCELLED, State.INFRA_FAIL)
 
 
 @dataclass

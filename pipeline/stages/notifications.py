@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from db.models import Job, Run
-from db.states import INFRASTRUCTURE
+from db.states import INFRASTRUCTURE, State
 from notify.compose import AddressError, PairOutcome, RunReport, compose
 from notify.outbox import Outbox
 
@@ -29,6 +29,8 @@ def queue_run_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: P
     """
     by_submitter: dict[str, list[PairOutcome]] = {owner: [] for owner in plugin_problems or {}}
     for job in jobs:
+        if job.state == State.INFRA_FAIL:  # an outage is the admin's news (below), never the submitter's
+            continue
         outcome = PairOutcome(job.model, job.benchmark, job.state, job.score, job.stage, job.reason, job.log_tail)
         for submitter in list(job.submitters or []) + list(extra_recipients or []):
             by_submitter.setdefault(submitter, []).append(outcome)

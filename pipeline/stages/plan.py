@@ -48,6 +48,7 @@ class PlannedPair:
     tier: str = ""  # the tier it starts on (pipeline.capacity.sizing)
     tier_why: str = ""  # measured / declared / default, and from what
     model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
+    outage: bool = False  # `problem` is infrastructure's (an unreachable index...), not the plugins' (job/outage.py)
 
     @property
     def submitters(self) -> list[str]:
@@ -60,7 +61,7 @@ class PlannedPair:
             "model_code_hash": self.model_code_hash, "benchmark_code_hash": self.benchmark_code_hash,
             "lock_hash": self.lock.lock_hash if self.lock else None,
             "env_hash": self.lock.env_hash if self.lock else None,
-            "submitters": self.submitters, "problem": self.problem, "tier": self.tier or None,
+            "submitters": self.submitters, "problem": self.problem, "outage": self.outage, "tier": self.tier or None,
             "tier_why": self.tier_why or None,
         }
 
@@ -94,6 +95,7 @@ class Plan:
                        "cannot_run": len(self.cannot_run), "in_flight": len(self.in_flight)},
             "environments": len({p.lock.env_hash for p in self.to_run if p.lock}),
             "cannot_run_reasons": reasons,
+            "infrastructure_failures": sum(p.outage for p in self.cannot_run),
             "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
         }
@@ -104,6 +106,19 @@ class Plan:
                 "cannot_run": [p.to_json() for p in self.cannot_run],
             })
         return data
+
+
+class Unsolved(str):
+    """Why a pair's environment cannot be had (a string, as it always was); `outage` when that is infrastructure's
+    (envs.lock.EnvOutage), so the pair is recorded as an infrastructure failure, not the plugins'."""
+
+    outage = False
+
+
+def unsolved(exc: EnvError) -> Unsolved:
+    text = Unsolved(str(exc))
+    text.outage = exc.infrastructure
+    return text
 
 
 def pair_key(model: str, benchmark: str, model_code_hash: str, benchmark_code_hash: str, lock_hash: str) -> str:
@@ -230,7 +245,7 @@ def _conda_lock(request: tuple[list[str], list[str], tuple[str, ...]] | str, loc
         return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python, pip_requirements=pip,
                           uv=uv, jail=jail)
     except EnvError as exc:
-        return str(exc)
+        return unsolved(exc)
 
 
 def solve_conda_all(requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str], *, locks_dir: Path,
@@ -264,7 +279,7 @@ def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: s
             spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
             return lock_environment(spec, locks_dir, uv, jail=jail, failed_solves=failed_solves)
         except EnvError as exc:
-            return str(exc)
+            return unsolved(exc)
 
     solved: dict[tuple[str, ...], Lock | str] = {}
     if workers <= 1 or len(requirement_sets) <= 1:
@@ -370,7 +385,8 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                 if not (mo or bo):
                     mo, bo = m_owner, b_owner
                 plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
-                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), lock))
+                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), lock,
+                                                   outage=getattr(lock, "outage", False)))
                 continue
             in_job = m_dynamic + b_dynamic
             pairs.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, m_owner, b_owner, why, lock,

@@ -85,9 +85,22 @@ class RunResult:
         return sum(n for s, n in self.states.items() if s != "COMPLETED")
 
     @property
+    def outages(self) -> list[dict]:
+        """The pairs whose environment could not be had for an infrastructure reason (an unreachable index, TLS,
+        DNS, a timeout, a full disk, a killed solver): none of them the plugins' doing."""
+        if self.pairs:
+            return [p for p in self.pairs if p["state"] == State.INFRA_FAIL]
+        return [{"model": p.model, "benchmark": p.benchmark, "state": State.INFRA_FAIL, "stage": "env_build",
+                 "reason": p.problem} for p in self.plan.cannot_run if p.outage]  # planned only (--dry-run)
+
+    @property
     def exit_code(self) -> int:
+        """128 + a stop signal; else 3 when an outage kept pairs from running (the next build retries them);
+        else 1 when pairs failed; else 0."""
         if self.stop is not None:
             return self.stop.exit_code
+        if self.outages:
+            return InfrastructureError.exit_code
         return 1 if self.failed else 0
 
     def to_json(self) -> dict:
@@ -99,6 +112,7 @@ class RunResult:
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
             "stopped_by": self.stop.name if self.stop else None,
+            "infrastructure": [{k: p[k] for k in ("model", "benchmark", "stage", "reason")} for p in self.outages],
             "issues": self.change.issues,
         }
 
