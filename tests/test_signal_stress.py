@@ -20,6 +20,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class Shot:
     delay: float
     state: Path
     proc: subprocess.Popen | None = None
+    reader: threading.Thread | None = None  # drains the coordinator's output and notes the moment it ends
+    out: str = ""
+    err: str = ""
     sent_at: float = 0.0
     phase: str = ""
     ended_at: float | None = None
@@ -65,7 +69,7 @@ class Shot:
 
 def phase_of(shot: Shot) -> str:
     """Where the run was when the signal went out, from what it had recorded (read-only)."""
-    if shot.proc.poll() is not None:
+    if shot.ended_at is not None or shot.proc.returncode is not None:
         return "after the end"
     db = shot.state / "local.db"
     if not db.exists():
@@ -115,24 +119,29 @@ def start(shot: Shot, repo: Path, env: dict[str, str]) -> None:
         env={**env, "SCORE_PLUGINS_STATE_DIR": str(shot.state)}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, preexec_fn=terminal_signals)
 
+    def read() -> None:
+        shot.out, shot.err = shot.proc.communicate()
+        shot.ended_at = time.monotonic()
+
+    shot.reader = threading.Thread(target=read, daemon=True)
+    shot.reader.start()
+
 
 def finish(shot: Shot) -> tuple[int, dict | None, str]:
     """Wait for the coordinator (ENDS_WITHIN seconds after its signal); dump and kill it if it does not end."""
-    try:
-        out, err = shot.proc.communicate(timeout=max(1.0, shot.sent_at + ENDS_WITHIN - time.monotonic()))
-    except subprocess.TimeoutExpired:
+    shot.reader.join(timeout=max(1.0, shot.sent_at + ENDS_WITHIN - time.monotonic()))
+    if shot.reader.is_alive():
         stacks = dump_stacks(shot.proc.pid)
         shot.proc.kill()
-        out, err = shot.proc.communicate()
+        shot.reader.join()
         raise AssertionError(f"run {shot.number}: the coordinator had not ended {ENDS_WITHIN:.0f} s after "
                              f"{signal.Signals(shot.signum).name} sent {shot.delay:.2f} s in ({shot.phase}); "
-                             f"its stacks:\n{stacks}\nstderr:\n{err[-3000:]}")
-    shot.ended_at = time.monotonic()
+                             f"its stacks:\n{stacks}\nstderr:\n{shot.err[-3000:]}")
     try:
-        result = json.loads(out)
+        result = json.loads(shot.out)
     except ValueError:
         result = None
-    return shot.proc.returncode, result, err
+    return shot.proc.returncode, result, shot.err
 
 
 def check(shot: Shot, code: int, result: dict | None, err: str) -> str:
@@ -188,9 +197,9 @@ def test_stop_signals_at_random_moments_always_end_the_coordinator(workspace, ex
         for shot in calibration:
             start(shot, example_repo, env)
         for shot in calibration:
-            out, err = shot.proc.communicate(timeout=600)
-            assert shot.proc.returncode == 0, err
-            assert json.loads(out)["states"] == {"COMPLETED": 3}
+            shot.reader.join(timeout=600)
+            assert shot.proc.returncode == 0, shot.err
+            assert json.loads(shot.out)["states"] == {"COMPLETED": 3}
         span = time.monotonic() - began
         print(f"a batch of {PARALLEL} runs takes {span:.1f} s here; signals land in [0, {1.15 * span:.1f}] s")
         shots = [Shot(n, rng.choice(SIGNALS), rng.uniform(0.0, 1.15 * span), tmp_path / f"run-{n}" / ".score-plugins")
@@ -207,7 +216,7 @@ def test_stop_signals_at_random_moments_always_end_the_coordinator(workspace, ex
                 time.sleep(max(0.0, began + shot.delay - time.monotonic()))
                 shot.phase = phase_of(shot)
                 shot.sent_at = time.monotonic()
-                if shot.proc.poll() is None:
+                if shot.ended_at is None:
                     shot.proc.send_signal(shot.signum)
             for shot in batch:
                 code, result, err = finish(shot)

@@ -263,14 +263,15 @@ def execute(settings: Settings, db: Database, req: Request, *,
     interrupted, late = False, None
     if executor is not None:
         try:
-            interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
+            try:
+                interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
+            finally:
+                with unbroken():  # its tasks are over or stopped: the executor's threads end
+                    executor.close()
         except KeyboardInterrupt as exc:  # once the watch had ended, while its record was being made: the run
             if stopped_from(exc).second:  # closes as it ended, then the coordinator stops (128 + the signal)
                 raise
             late = exc
-        finally:
-            with unbroken():  # its tasks are over or stopped: the executor's threads end
-                executor.close()
     _finish(settings, db, bundle, plan, req, result, problems)
     if late is not None:
         raise late
