@@ -4,8 +4,9 @@ Each run is a real `score-plugins run` on the local executor (own state folder a
 environment root, so the one environment of tiny plugins without requirements is built once; the lock of the
 empty requirement set is solved offline by uv in every run, so every run passes through locking), mailing its
 submitter through a real SMTP server that answers slowly (so a signal can land while mailing). The moments are
-drawn with a seeded generator over the span of a calibrated run (the seed is printed; `SCORE_PLUGINS_STRESS_SEED`
-replays one); runs go several at a time. Each coordinator must end within seconds, exit as the signal says (or
+drawn with a seeded generator: for each run a signal, a phase and a moment within it (the test watches the run's
+folder and database to see the phase begin; the seed is printed, `SCORE_PLUGINS_STRESS_SEED` replays the draws);
+runs go several at a time. Each coordinator must end within seconds, exit as the signal says (or
 as the run ended, when the signal came after the end), leave its run CANCELLED (or in its real end state), and
 leave no task or pair process behind. A coordinator that does not end is dumped (its threads' Python stacks,
 py-spy when installed, else /proc) before it is killed, so a hang explains itself.
@@ -35,6 +36,7 @@ PARALLEL = int(os.environ.get("SCORE_PLUGINS_STRESS_PARALLEL", "4"))
 SMTP_DELAY = 1.0  # the SMTP server answers each message after this long: a window for signals while mailing
 ENDS_WITHIN = 30.0  # seconds from the signal to the coordinator's exit (a loaded 2-core CI machine; seen: < 5)
 BENCHMARKS = ("tiny-b0", "tiny-b1", "tiny-b2")
+PHASES = ("start", "locking", "submitting", "watching", "ingesting", "mailing", "after the end")
 
 
 def tiny_plugins(repo: Path) -> None:
@@ -55,8 +57,11 @@ class Shot:
 
     number: int
     signum: int
-    delay: float
+    delay: float  # after its target phase began
     state: Path
+    target: str = "start"  # the phase it is aimed at (PHASES)
+    sent: bool = False  # False when the run had ended before its moment came
+    started_at: float = 0.0
     proc: subprocess.Popen | None = None
     reader: threading.Thread | None = None  # drains the coordinator's output and notes the moment it ends
     out: str = ""
@@ -91,6 +96,18 @@ def phase_of(shot: Shot) -> str:
     return "mailing"
 
 
+def fire(shot: Shot) -> None:
+    """Send the shot's signal once its run has reached its target phase (or a later one), `delay` seconds in."""
+    while shot.ended_at is None and PHASES.index(phase_of(shot)) < PHASES.index(shot.target):
+        time.sleep(0.05)
+    time.sleep(shot.delay)
+    shot.phase = phase_of(shot)
+    shot.sent_at = time.monotonic()
+    if shot.ended_at is None:
+        shot.proc.send_signal(shot.signum)
+        shot.sent = True
+
+
 def dump_stacks(pid: int) -> str:
     """What a hung coordinator is doing: py-spy's dump of every thread when it is installed, else the kernel's."""
     spy = shutil.which("py-spy") or next((p for p in ("/tmp/pyspy/bin/py-spy",) if Path(p).exists()), None)
@@ -113,6 +130,7 @@ def leftovers(state: Path) -> list[str]:
 
 def start(shot: Shot, repo: Path, env: dict[str, str]) -> None:
     shot.state.mkdir(parents=True)
+    shot.started_at = time.monotonic()
     shot.proc = subprocess.Popen(
         [str(CLI), "run", "--repo", str(repo), "--all", "--models", "tiny-model", "--benchmarks",
          ",".join(BENCHMARKS), "--format", "json"], cwd=shot.state.parent,
@@ -135,7 +153,7 @@ def finish(shot: Shot) -> tuple[int, dict | None, str]:
         shot.proc.kill()
         shot.reader.join()
         raise AssertionError(f"run {shot.number}: the coordinator had not ended {ENDS_WITHIN:.0f} s after "
-                             f"{signal.Signals(shot.signum).name} sent {shot.delay:.2f} s in ({shot.phase}); "
+                             f"{signal.Signals(shot.signum).name} sent {shot.sent_at - shot.started_at:.2f} s in ({shot.phase}); "
                              f"its stacks:\n{stacks}\nstderr:\n{shot.err[-3000:]}")
     try:
         result = json.loads(shot.out)
@@ -154,13 +172,14 @@ def check(shot: Shot, code: int, result: dict | None, err: str) -> str:
                 jobs = conn.execute("SELECT state FROM jobs").fetchall()
             except sqlite3.OperationalError:  # stopped while the schema was being made
                 rows, jobs = [], []
-    where = f"run {shot.number} ({signal.Signals(shot.signum).name} at {shot.delay:.2f} s, {shot.phase})"
+    where = f"run {shot.number} ({signal.Signals(shot.signum).name} at {shot.sent_at - shot.started_at:.2f} s, {shot.phase})"
     assert not leftovers(shot.state), f"{where}: left running: {leftovers(shot.state)}"
     if code == 0:  # the signal came as the coordinator was exiting, the run over: its real end state
         assert rows == [("COMPLETED",)] and result and result["states"] == {"COMPLETED": 3}, (where, rows, err)
         # a signal that was lost (ignored) would let the run go on for seconds: mailing alone takes SMTP_DELAY
         assert shot.phase == "after the end" or shot.ended_at - shot.sent_at < SMTP_DELAY * 0.8, \
             f"{where}: the signal was ignored: the run went on and ended well {shot.ended_at - shot.sent_at:.2f} s later"
+
         return "completed before the signal"
     # 128 + the signal, from the first line of the command to its last (pipeline.admin.signals.stop_from_start)
     if not rows and code != 0:  # before a run was recorded: nothing started, nothing to record; before the
@@ -190,43 +209,34 @@ def test_stop_signals_at_random_moments_always_end_the_coordinator(workspace, ex
            "SCORE_PLUGINS_SMTP_URL": smtp.url()}
     env.pop("SCORE_PLUGINS_STATE_DIR", None)
     try:
-        # calibration: one batch without signals, as many at once as the signalled batches (runs in parallel are
-        # slower than one alone: the moments must span a run as it goes in a batch)
-        calibration = [Shot(-1 - n, 0, 0.0, tmp_path / f"calibration-{n}" / ".score-plugins") for n in range(PARALLEL)]
-        began = time.monotonic()
-        for shot in calibration:
-            start(shot, example_repo, env)
-        for shot in calibration:
-            shot.reader.join(timeout=600)
-            assert shot.proc.returncode == 0, shot.err
-            assert json.loads(shot.out)["states"] == {"COMPLETED": 3}
-        span = time.monotonic() - began
-        print(f"a batch of {PARALLEL} runs takes {span:.1f} s here; signals land in [0, {1.15 * span:.1f}] s")
-        shots = [Shot(n, rng.choice(SIGNALS), rng.uniform(0.0, 1.15 * span), tmp_path / f"run-{n}" / ".score-plugins")
-                 for n in range(RUNS)]
+        shots = []
+        for n in range(RUNS):  # the seed decides each run's signal, its phase and the moment within it
+            target = rng.choice(PHASES[:-1])
+            shots.append(Shot(n, rng.choice(SIGNALS), rng.uniform(0.0, 3.0 if target == "start" else 1.0),
+                              tmp_path / f"run-{n}" / ".score-plugins", target=target))
         outcomes: dict[str, int] = {}
         phases: dict[str, int] = {}
         slowest = 0.0
         for first in range(0, RUNS, PARALLEL):
             batch = shots[first:first + PARALLEL]
-            began = time.monotonic()
+            triggers = []
             for shot in batch:
                 start(shot, example_repo, env)
-            for shot in sorted(batch, key=lambda s: s.delay):
-                time.sleep(max(0.0, began + shot.delay - time.monotonic()))
-                shot.phase = phase_of(shot)
-                shot.sent_at = time.monotonic()
-                if shot.ended_at is None:
-                    shot.proc.send_signal(shot.signum)
+                triggers.append(threading.Thread(target=fire, args=(shot,), daemon=True))
+                triggers[-1].start()
+            for trigger in triggers:
+                trigger.join(timeout=600)
             for shot in batch:
                 code, result, err = finish(shot)
                 outcome = check(shot, code, result, err)
                 slowest = max(slowest, shot.ended_at - shot.sent_at) if shot.phase != "after the end" else slowest
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 phases[shot.phase] = phases.get(shot.phase, 0) + 1
-                print(f"run {shot.number}: {signal.Signals(shot.signum).name} at {shot.delay:.2f} s "
-                      f"({shot.phase}): exit {code}, {outcome}, ended {shot.ended_at - shot.sent_at:.2f} s later")
-        print(f"{RUNS} signals; phases {phases}; outcomes {outcomes}; slowest end {slowest:.2f} s after its signal")
-        assert len({s.signum for s in shots}) == 3 and RUNS >= 50
+                print(f"run {shot.number}: {signal.Signals(shot.signum).name} aimed at {shot.target} "
+                      f"+{shot.delay:.2f} s, sent {shot.sent_at - shot.started_at:.2f} s in ({shot.phase}): "
+                      f"exit {code}, {outcome}, ended {shot.ended_at - shot.sent_at:.2f} s later")
+        print(f"{sum(s.sent for s in shots)} signals sent; phases {phases}; outcomes {outcomes}; slowest end {slowest:.2f} s after its signal")
+        sent = [s for s in shots if s.sent]
+        assert len({s.signum for s in sent}) == 3 and len(sent) >= 50, f"{len(sent)} signals sent"
     finally:
         smtp.stop()
