@@ -121,7 +121,7 @@ def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: 
                     break  # py-rattler can abort at interpreter exit (its threads) after writing a whole lock
                 crashed = proc.returncode < 0 or "Fatal Python error" in proc.stderr
                 if attempt == 2 or not crashed:  # rattler's "cannot solve" is the plugins'; a fetch error is not
-                    raise failure("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:],
+                    raise failure("solving", "the plugins' conda dependencies", proc.stderr.strip()[-500:],
                                   proc.stderr, proc.returncode)
             text = out.read_text()
             if pip_requirements:

@@ -40,13 +40,13 @@ class EnvOutage(EnvError):
     infrastructure = True
 
 
-def failure(message: str, text: str, returncode: int | None = None) -> EnvError:
-    """The error for a solver or builder that failed with `text`: the plugins' (EnvError) or an outage (EnvOutage,
-    its message starting with `infrastructure (<kind>):`)."""
+def failure(doing: str, what: str, detail: str, text: str, returncode: int | None = None) -> EnvError:
+    """The error for a solver that failed `doing` `what` with `text` (`detail`: the lines the reason keeps): the
+    plugins' (EnvError, "cannot solve ...") or an outage (EnvOutage, "infrastructure (<kind>): ... failed")."""
     kind = classify(text, returncode)
     if kind is None:
-        return EnvError(message)
-    return EnvOutage(f"infrastructure ({kind}): {message}")
+        return EnvError(f"cannot solve {what}: {detail}")
+    return EnvOutage(f"infrastructure ({kind}): {doing} {what} failed: {detail}")
 
 
 @dataclass(frozen=True)
@@ -252,17 +252,17 @@ def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, opt
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
                                   preexec_fn=preexec, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
-            raise EnvOutage(f"infrastructure (timeout): {step} timed out after {timeout} s") from exc
+            raise EnvOutage(f"infrastructure (timeout): {step} {what} timed out after {timeout} s") from exc
         except FileNotFoundError as exc:
             raise EnvOutage(f"infrastructure (no solver): uv not found at {uv}") from exc
         except OSError as exc:  # e.g. a full disk while the lock's scratch files were written
-            raise EnvOutage(f"infrastructure ({exc.strerror or 'OS error'}): {step} could not start: {exc}") from exc
+            raise EnvOutage(f"infrastructure ({outage_kind(str(exc))}): {step} {what} could not start: {exc}") from exc
         finally:
             for fd in fds:
                 os.close(fd)
         if proc.returncode != 0:
             message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
-            raise failure(f"cannot solve {what}: " + " ".join(message[-6:]), proc.stderr, proc.returncode)
+            raise failure(step, what, " ".join(message[-6:]), proc.stderr, proc.returncode)
         return _read_own_file(outfile)
 
 
