@@ -1,6 +1,7 @@
 """Steps a stop signal must not cut in half: a submission and the record of its job id, a run's rows and their
 transitions. Inside `unbroken()`, the first stop signal is held (by the handler of `pipeline.admin.signals`) and
-raised the moment the step ends, so whoever handles the stop knows every job that was started.
+raised the moment the step ends, so whoever handles the stop knows every job that was started. And stops that
+were raised but lost (in a finalizer) are raised again at the next `check()`.
 
 A module of its own, below `stages/` and `admin/`, because both the watcher (stages) and the signal handler
 (admin) use it and the import direction runs one way. Main thread only: that is where Python runs signal
@@ -13,6 +14,7 @@ from typing import Callable, Iterator
 
 _depth = 0
 _held: Callable[[], None] | None = None
+_pending: BaseException | None = None  # the stop raised by the handler and not yet taken by whoever handles it
 
 
 @contextmanager
@@ -28,6 +30,7 @@ def unbroken() -> Iterator[None]:
         if not _depth and _held is not None:
             held, _held = _held, None
             held()
+        check()
 
 
 def holding() -> bool:
@@ -43,6 +46,29 @@ def hold(raise_stop: Callable[[], None]) -> None:
 
 
 def forget() -> None:
-    """No stop is held (a new set of handlers starts)."""
-    global _held
-    _held = None
+    """No stop is held or pending (a new set of handlers starts, or the old one ends)."""
+    global _held, _pending
+    _held = _pending = None
+
+
+def pend(stop: BaseException) -> None:
+    """A stop the handler raises (or holds): pending until `take()`. Python drops an exception raised inside a
+    finalizer (`__del__`, a weakref callback, a generator closed by the garbage collector: "Exception ignored
+    in ...") and a signal handler runs wherever the main thread is, finalizers included: a stop that lands there
+    is lost. `check()` raises it again."""
+    global _pending
+    if _pending is None:
+        _pending = stop
+
+
+def take() -> None:
+    """The pending stop reached its handler (pipeline.admin.signals.stopped_from)."""
+    global _pending
+    _pending = None
+
+
+def check() -> None:
+    """At a loop's turn or between steps: raise a stop that was raised but never reached its handler (swallowed by a
+    finalizer). Nothing when none is pending, or while a step that must not be cut runs (it raises it at its end)."""
+    if _pending is not None and not _depth:
+        raise _pending

@@ -7,7 +7,9 @@ as cancelled (`mark_cancel`), so `score-plugins reconcile` stops its tasks and c
 
 A signal that lands inside a step that must not be cut (`pipeline.stopping.unbroken`: a submission and the
 record of its job id, a run's rows) is held until that step ends, then raised: so the cancel always knows every
-job it must stop. SIGTERM is always handled, even when the process started with it ignored; an inherited
+job it must stop. A stop raised while the main thread runs a finalizer is dropped by Python ("Exception ignored
+in ..."): the watch loop and the steps between stages raise it again (`pipeline.stopping.check`), so no signal is
+lost (the SIGHUP that once left a coordinator scoring for minutes). SIGTERM is always handled, even when the process started with it ignored; an inherited
 SIG_IGN of SIGHUP (`nohup`) or SIGINT (a shell's background job) is kept, as those conventions ask.
 """
 
@@ -53,7 +55,8 @@ class Stopped(KeyboardInterrupt):
 
 
 def stopped_from(exc: BaseException) -> Stopped:
-    """Any KeyboardInterrupt as a `Stopped` (a plain one is Ctrl-C)."""
+    """Any KeyboardInterrupt as a `Stopped` (a plain one is Ctrl-C); the pending stop is taken (being handled)."""
+    stopping.take()
     return exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
 
 
@@ -78,10 +81,12 @@ def stop_on_signals() -> Iterator[None]:
         if len(seen) > 1 and _MARKED:  # the cancel is recorded: a second signal may stop the coordinator now
             raise Stopped(signum, second=True)
         if len(seen) == 1:
+            stop = Stopped(signum)
+            stopping.pend(stop)  # raised again at the next check() if a finalizer swallows it here
             if stopping.holding():  # a submission and its record, a run's rows: finished first, then stopped
-                stopping.hold(lambda: _raise(Stopped(signum)))
+                stopping.hold(lambda: _raise(stop))
                 return
-            raise Stopped(signum)
+            raise stop
         # else: the first signal is held or its cancel not recorded yet; it will be in a moment
 
     previous = {}

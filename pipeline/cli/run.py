@@ -98,10 +98,13 @@ def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request
     """Execute a run with progress on stderr; Ctrl-C, SIGTERM and SIGHUP cancel it (recorded and emailed)."""
     from pipeline.stages import run as runner
     from pipeline.admin.signals import stop_on_signals
+    from pipeline.stopping import check as check_stop
 
     try:
         with stop_on_signals(), ProgressReporter() as reporter:
-            return runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+            result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+            check_stop()  # a stop signal a finalizer swallowed at the very end: 128 + the signal all the same
+            return result
     except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 128 + signal
         return stop.result
 

@@ -24,6 +24,7 @@ from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lo
 from pipeline.stages.detect import Change
 from pipeline.errors import BadInput
 from pipeline.catalog.plugins import Catalog
+from pipeline.stopping import check as check_stop
 
 
 @dataclass(slots=True)
@@ -285,6 +286,7 @@ def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: s
     if workers <= 1 or len(requirement_sets) <= 1:
         for index, requirements in enumerate(requirement_sets, 1):
             solved[requirements] = one(requirements)
+            check_stop()  # a stop signal a finalizer swallowed while locking
             if progress:
                 progress(index, len(requirement_sets))
         return solved

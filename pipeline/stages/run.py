@@ -36,7 +36,7 @@ from pipeline.stages.plan import Plan, make_plan
 from pipeline.catalog.plugins import Catalog, plugin_key_of
 from pipeline.admin.rerun import keep_scope
 from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
-from pipeline.stopping import unbroken
+from pipeline.stopping import check as check_stop, unbroken
 from pipeline.capacity.sizing import assign_tiers
 from pipeline.stages.watch import Progress, Watcher
 
@@ -231,6 +231,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     ensure_writable(settings.state_dir)
     require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
     change, catalog, plan = detect_and_plan(settings, db, req)
+    check_stop()  # a stop signal a finalizer swallowed while detecting or locking: nothing is recorded yet
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
     if not plan.to_run and not plan.cannot_run:

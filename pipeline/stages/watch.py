@@ -23,7 +23,7 @@ from pipeline.errors import InfrastructureError
 from pipeline.executors.base import Executor, TaskState
 from pipeline.stages.ingest import ingest_spool
 from pipeline.stages.spoolindex import SpoolIndex
-from pipeline.stopping import unbroken
+from pipeline.stopping import check as check_stop, unbroken
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class Watcher:
                     return states
                 delay = min(delay * 1.5, max_delay)
                 next_poll = time.monotonic() + delay
+            check_stop()  # a stop signal a finalizer swallowed is raised here, at the latest one turn later
             time.sleep(self.spool_interval)
 
     def _ingest_new(self) -> None:
