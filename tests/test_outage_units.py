@@ -111,6 +111,7 @@ def test_only_the_plugins_own_solve_failures_are_cached(tmp_path, monkeypatch):
     closed = sock.getsockname()[1]
     sock.close()
     monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://127.0.0.1:{closed}/simple")
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # the refusal at once, not after three retries
     locks = tmp_path / "locks"
     off = LockJail(mode="off")  # no sandbox needed to read uv's words (the jail is tested elsewhere)
     spec = EnvSpec(("tinydep==1.0",), "3.11")
