@@ -263,16 +263,16 @@ def execute(settings: Settings, db: Database, req: Request, *,
         raise
     interrupted, late = False, None
     if executor is not None:
+        second = False
         try:
-            try:
-                interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
-            finally:
-                with unbroken():  # its tasks are over or stopped: the executor's threads end
-                    executor.close()
+            interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
         except KeyboardInterrupt as exc:  # once the watch had ended, while its record was being made: the run
-            if stopped_from(exc).second:  # closes as it ended, then the coordinator stops (128 + the signal)
-                raise
-            late = exc
+            late, second = exc, stopped_from(exc).second  # closes as it ended, then the coordinator stops
+            if second:  # at once: never wait for the executor's threads, whose tasks the first signal's cancel
+                raise  # may not have reached yet (`reconcile` stops them, from the note in the run's folder)
+        finally:
+            if not second:
+                late = _close_executor(executor, late)
     _finish(settings, db, bundle, plan, req, result, problems)
     if late is not None:
         raise late
@@ -280,6 +280,19 @@ def execute(settings: Settings, db: Database, req: Request, *,
         result.interrupted = True
         raise Interrupted(result)
     return result
+
+
+def _close_executor(executor: Executor, late: KeyboardInterrupt | None) -> KeyboardInterrupt | None:
+    """The executor's threads end (its tasks are over or stopped); a stop signal meanwhile is a late one (the run
+    closes first), a second one stops the coordinator at once."""
+    try:
+        with unbroken():
+            executor.close()
+    except KeyboardInterrupt as exc:
+        if stopped_from(exc).second:
+            raise
+        return late or exc
+    return late
 
 
 def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bundle: Bundle,
