@@ -24,6 +24,9 @@ class State(StrEnum):
     CANCELLED = "CANCELLED"
     LOST = "LOST"  # its task ended (or vanished) without a result
     HELD = "HELD"  # a plugin it uses was changed by someone not among its owners: waits for an admin's approval
+    # its environment could not be locked or built for a reason that is not the plugins' (an unreachable index,
+    # TLS, DNS, a timeout, a full disk, a killed solver: pipeline/job/outage.py); retried by the next build
+    INFRA_FAIL = "INFRA_FAIL"
 
     @property
     def done(self) -> bool:
@@ -32,9 +35,9 @@ class State(StrEnum):
 
 OPEN = (State.PENDING, State.RUNNING)  # claimed by a run and not over: the pair is in flight
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.TIMEOUT, State.OUT_OF_MEMORY, State.NODE_FAIL,
-                      State.PREEMPTED, State.CANCELLED, State.LOST})
+                      State.PREEMPTED, State.CANCELLED, State.LOST, State.INFRA_FAIL})
 RETRYABLE = (State.NODE_FAIL, State.PREEMPTED)  # the infrastructure's fault: resubmitted, a plugin's never
-INFRASTRUCTURE = (State.NODE_FAIL, State.PREEMPTED, State.LOST)  # the admin hears of these
+INFRASTRUCTURE = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.INFRA_FAIL)  # the admin hears of these
 
 
 class RunStatus(StrEnum):

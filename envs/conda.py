@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from envs.lock import EnvError, LockJail
+from envs.lock import EnvError, EnvOutage, LockJail, failure
 from envs.piplayer import compile_pip_layer
 
 CONDA_BACKENDS = ("rattler", "micromamba", "conda")
@@ -112,12 +112,17 @@ def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: 
             for channel in channels:
                 cmd += ["--channel", channel]
             for attempt in (1, 2):
-                proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, timeout=600)
+                try:
+                    proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, timeout=600)
+                except subprocess.TimeoutExpired:
+                    raise EnvOutage("infrastructure (timeout): solving the plugins' conda dependencies timed out "
+                                    "after 600 s") from None
                 if out.exists() and (proc.returncode == 0 or _complete(out)):
                     break  # py-rattler can abort at interpreter exit (its threads) after writing a whole lock
                 crashed = proc.returncode < 0 or "Fatal Python error" in proc.stderr
-                if attempt == 2 or not crashed:
-                    raise EnvError("cannot solve the plugins' conda dependencies: " + proc.stderr.strip()[-500:])
+                if attempt == 2 or not crashed:  # rattler's "cannot solve" is the plugins'; a fetch error is not
+                    raise failure("solving", "the plugins' conda dependencies", proc.stderr.strip()[-500:],
+                                  proc.stderr, proc.returncode)
             text = out.read_text()
             if pip_requirements:
                 text = _with_pip_layer(text, pip_requirements, uv, platform, locks_dir, jail)

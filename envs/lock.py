@@ -21,12 +21,32 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from pipeline.errors import InfrastructureError
+from pipeline.job.outage import classify, outage_kind
 
 
 class EnvError(Exception):
-    """An environment cannot be locked or built; `stage` is recorded with the failure."""
+    """An environment cannot be locked or built because of the plugins (no solution, their own build failed, a
+    requirement we refuse); `stage` is recorded with the failure. Cached, and told to the submitter."""
 
     stage = "env_build"
+    infrastructure = False
+
+
+class EnvOutage(EnvError):
+    """An environment cannot be locked or built for a reason that is not the plugins' (pipeline.job.outage: an
+    unreachable index, TLS, DNS, a timeout, a full disk, a killed solver, an error we do not recognise): never
+    cached, never mailed to a submitter; the run exits 3 and the next build tries again."""
+
+    infrastructure = True
+
+
+def failure(doing: str, what: str, detail: str, text: str, returncode: int | None = None) -> EnvError:
+    """The error for a solver that failed `doing` `what` with `text` (`detail`: the lines the reason keeps): the
+    plugins' (EnvError, "cannot solve ...") or an outage (EnvOutage, "infrastructure (<kind>): ... failed")."""
+    kind = classify(text, returncode)
+    if kind is None:
+        return EnvError(f"cannot solve {what}: {detail}")
+    return EnvOutage(f"infrastructure ({kind}): {doing} {what} failed: {detail}")
 
 
 @dataclass(frozen=True)
@@ -116,10 +136,11 @@ def lock_from_file(spec: EnvSpec, path: Path) -> Lock:
     return Lock(spec, path, packages, _digest(body), _digest(spec.backend, spec.python_version, *packages))
 
 
-FAILURE_TTL = 3600.0  # a set that did not solve is not tried again for this long (it may be a network outage)
+FAILURE_TTL = 3600.0  # a set the resolver found no solution for is not tried again for this long (outages never cached)
 
 
 FAILED_SOLVES = ("use", "plan", "retry")
+PLUGINS_FAILURE = "# the plugins' failure"  # first line of a cached failure (one without it is an older version's)
 
 
 @dataclass(frozen=True)
@@ -152,19 +173,30 @@ def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600
     for cached in trusted:
         try:
             age = time.time() - cached.stat().st_mtime
+            text = cached.read_text().strip()
+            if text.startswith(PLUGINS_FAILURE):
+                text = text[len(PLUGINS_FAILURE):].strip()
+            elif classify(text) is not None:  # an outage cached by an older version: never the plugins' failure
+                cached.unlink(missing_ok=True)
+                continue
             if age < failure_ttl:
-                raise EnvError(f"{cached.read_text().strip()} (solve failed {int(age // 60)} min ago and is "
+                raise EnvError(f"{text} (solve failed {int(age // 60)} min ago and is "
                                f"not tried again for {int((failure_ttl - age) // 60) + 1} min; "
                                "--retry-failed-solves or `rerun --failed` tries now)")
         except OSError:
             pass
     try:
-        return _solve(spec, path, uv, timeout, jail)
-    except EnvError as exc:
         try:
-            mine.write_text(str(exc)[:4000] + "\n")
-        except OSError:
-            pass
+            return _solve(spec, path, uv, timeout, jail)
+        except OSError as exc:  # the lock's own files (a full disk, a read-only folder): not the plugins'
+            raise EnvOutage(f"infrastructure ({outage_kind(str(exc))}): locking the plugins' requirements "
+                            f"failed: {exc.strerror or exc}") from None
+    except EnvError as exc:
+        if not exc.infrastructure:  # only the plugins' own failures are cached: an outage is tried again next time
+            try:
+                mine.write_text(PLUGINS_FAILURE + "\n" + str(exc)[:4000] + "\n")
+            except OSError:
+                pass
         raise
 
 
@@ -220,15 +252,17 @@ def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, opt
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
                                   preexec_fn=preexec, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
-            raise EnvError(f"{step} timed out after {timeout} s") from exc
+            raise EnvOutage(f"infrastructure (timeout): {step} {what} timed out after {timeout} s") from exc
         except FileNotFoundError as exc:
-            raise EnvError(f"uv not found at {uv}") from exc
+            raise EnvOutage(f"infrastructure (no solver): uv not found at {uv}") from exc
+        except OSError as exc:  # e.g. a full disk while the lock's scratch files were written
+            raise EnvOutage(f"infrastructure ({outage_kind(str(exc))}): {step} {what} could not start: {exc}") from exc
         finally:
             for fd in fds:
                 os.close(fd)
         if proc.returncode != 0:
             message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
-            raise EnvError(f"cannot solve {what}: " + " ".join(message[-6:]))
+            raise failure(step, what, " ".join(message[-6:]), proc.stderr, proc.returncode)
         return _read_own_file(outfile)
 
 

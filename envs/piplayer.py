@@ -36,7 +36,7 @@ def compile_pip_layer(requirements: tuple[str, ...] | list[str], python_version:
                                                    "--python-platform", PIP_PLATFORM],
                                 output="pylock.toml", cache=cache, jail=jail, timeout=timeout,
                                 what=f"the plugins' pip requirements for python {python_version}",
-                                step="locking the pip layer")
+                                step="locking the pip layer of")
     try:
         pylock = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

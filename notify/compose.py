@@ -95,7 +95,8 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg = EmailMessage()
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
-    msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
+    msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pair(s) "
+                      "failed for infrastructure reasons (lost, or no environment)"
                       if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}")
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)

@@ -130,6 +130,12 @@ def test_cancel_a_local_run_keeps_finished_results(workspace, example_repo):
     assert workspace.cli("cancel", "no-such-run").returncode == 2
 
 
+def terminal_signals() -> None:
+    """In a child before exec: SIGINT, SIGHUP and SIGTERM at their defaults, as a terminal or Jenkins gives them."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start_two_slow_pairs(workspace, example_repo) -> tuple[subprocess.Popen, list[str]]:  # noqa: ANN001
     """A run of two pairs that sleep for minutes, returned once both run (its stderr lines so far)."""
     write(example_repo, "sklearn_scores/benchmarks/slow/__init__.py",
@@ -138,12 +144,13 @@ def start_two_slow_pairs(workspace, example_repo) -> tuple[subprocess.Popen, lis
           "benchmark_registry['slow'] = Bench\n")
     commit_all(example_repo, "a slow benchmark")
     workspace.env.update({"SCORE_PLUGINS_PAIRS_PER_TASK": "1", "SCORE_PLUGINS_LOCAL_WORKERS": "2"})
-    # SIGINT as in a terminal: a test session started in the background (CI, `cmd &`) inherits SIGINT ignored,
-    # and a process that starts with SIGINT ignored never sees Ctrl-C (Python leaves SIG_IGN in place)
+    # SIGINT and SIGHUP as in a terminal: a test session started in the background (CI, `cmd &`) inherits SIGINT
+    # ignored, one started under nohup (or by a runner that ignores hang-ups) SIGHUP ignored; the coordinator keeps
+    # an inherited SIG_IGN of either on purpose (pipeline.admin.signals), so the test gives it a terminal's
+    # dispositions (a SIGHUP left ignored is why test_sigterm_and_sighup...[SIGHUP] once outlived its 120 s)
     proc = subprocess.Popen([str(CLI), "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models",
                              "logreg,knn-5", "--format", "json"], cwd=workspace.path, env=workspace.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_signals)
     lines = []
     for line in proc.stderr:  # the readiness signal: both slow pairs are running
         lines.append(line)

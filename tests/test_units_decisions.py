@@ -673,7 +673,7 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
     assert summary == {"commit": "c" * 40, "domain_root": "dom",
                        "counts": {"to_run": 1, "already_scored": 1, "cannot_run": 2, "in_flight": 0, "held": 0},
                        "environments": 2, "environments_by_side": {"model": 1, "benchmark": 1},
-                       "cannot_run_reasons": {problem: 2}, "held_reasons": {}, "tiers": {"small": 1},
+                       "cannot_run_reasons": {problem: 2}, "held_reasons": {}, "infrastructure_failures": 0, "tiers": {"small": 1},
                        "in_flight": {}}
     full = plan.to_json()
     assert {k: full[k] for k in summary} == summary
@@ -684,7 +684,7 @@ def test_a_plan_speaks_json_in_full_and_in_summary_and_narrows_to_named_pairs(tm
                     "benchmark_plugin": "b2", "model_code_hash": plan.to_run[0].model_code_hash,
                     "benchmark_code_hash": plan.to_run[0].benchmark_code_hash, "lock_hash": lock.lock_hash,
                     "env_hash": lock.env_hash, "submitters": ["b2@example.org", "m1@example.org"], "problem": None,
-                    "tier": "small", "tier_why": "declared"}
+                    "outage": False, "tier": "small", "tier_why": "declared"}
     assert [p["benchmark"] for p in full["already_scored"]] == ["b1"]
     assert [(p["model"], p["lock_hash"], p["env_hash"], p["tier"], p["tier_why"]) for p in full["cannot_run"]] == \
         [("bad", None, None, None, None)] * 2

@@ -4,16 +4,27 @@ it with the signal named, writes its emails and exits 128 + the signal's number 
 
 A second signal while the first is being handled stops the coordinator at once; by then the run is marked
 as cancelled (`mark_cancel`), so `score-plugins reconcile` stops its tasks and closes it as cancelled.
+
+A signal that lands inside a step that must not be cut (`pipeline.stopping.unbroken`: a submission and the
+record of its job id, a run's rows) is held until that step ends, then raised: so the cancel always knows every
+job it must stop. A stop raised while the main thread runs a finalizer is dropped by Python ("Exception ignored
+in ..."): the watch loop and the steps between stages raise it again (`pipeline.stopping.check`), so no signal is
+lost (the SIGHUP that once left a coordinator scoring for minutes). SIGTERM is always handled, even when the process started with it ignored; an inherited
+SIG_IGN of SIGHUP (`nohup`) or SIGINT (a shell's background job) is kept, as those conventions ask.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from pipeline import stopping
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+KEEP_IGNORED = (signal.SIGINT, signal.SIGHUP)  # nohup and background jobs ignore these on purpose; SIGTERM never
 WHO = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 CANCEL_MARK = "cancel-requested"  # a file in the run folder: why the run was cancelled (a signal, `cancel`)
 
@@ -44,37 +55,75 @@ class Stopped(KeyboardInterrupt):
 
 
 def stopped_from(exc: BaseException) -> Stopped:
-    """Any KeyboardInterrupt as a `Stopped` (a plain one is Ctrl-C)."""
+    """Any KeyboardInterrupt as a `Stopped` (a plain one is Ctrl-C); the pending stop is taken (being handled)."""
+    stopping.take()
     return exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+
+
+def _raise(stop: Stopped) -> None:
+    raise stop
+
+
+def _installable(signum: int) -> bool:
+    return not (signum in KEEP_IGNORED and signal.getsignal(signum) is signal.SIG_IGN)
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGINT, SIGTERM and SIGHUP raise `Stopped` (the second one with `second=True`).
-    A signal ignored when the process started (`nohup`, a background job's SIGINT) stays ignored."""
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise `Stopped` (the second one with `second=True`); one
+    landing in an `unbroken` step is raised when that step ends. An inherited SIG_IGN of SIGHUP or SIGINT stays."""
     seen: list[int] = []
     _MARKED.clear()
+    stopping.forget()
 
     def handler(signum: int, frame: object) -> None:  # noqa: ARG001
         seen.append(signum)
-        if len(seen) == 1:
-            raise Stopped(signum)
-        if _MARKED:  # the cancel is recorded: a second signal may stop the coordinator now
+        if len(seen) > 1 and _MARKED:  # the cancel is recorded: a second signal may stop the coordinator now
             raise Stopped(signum, second=True)
-        # else: the first signal's cancel has not been recorded yet; it will be in a moment
+        if len(seen) == 1:
+            stop = Stopped(signum)
+            stopping.pend(stop)  # raised again at the next check() if a finalizer swallows it here
+            if stopping.holding():  # a submission and its record, a run's rows: finished first, then stopped
+                stopping.hold(lambda: _raise(stop))
+                return
+            raise stop
+        # else: the first signal is held or its cancel not recorded yet; it will be in a moment
 
     previous = {}
     for signum in STOP_SIGNALS:
-        current = signal.getsignal(signum)
-        if current is signal.SIG_IGN:
+        if not _installable(signum):
             continue
-        previous[signum] = current
+        previous[signum] = signal.getsignal(signum)
         signal.signal(signum, handler)
     try:
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+        stopping.forget()
+
+
+_READY: list[bool] = []  # the command line is parsed and its command runs: a stop raises `Stopped` from here on
+
+
+def stop_from_start() -> None:
+    """From the command's first line, before any import: a stop signal ends it with 128 + its number, never with a
+    traceback, click's "Aborted!" (exit 1) or a kill that skips the command's own handling. While the modules load,
+    nothing has started: it exits at once; from `command_ready()` on it raises `Stopped`, which each command turns
+    into one line and its exit code (and `run` into a cancelled run)."""
+
+    def handler(signum: int, frame: object) -> None:  # noqa: ARG001
+        if not _READY:
+            sys.exit(128 + signum)
+        raise Stopped(signum)
+
+    for signum in STOP_SIGNALS:
+        if _installable(signum):
+            signal.signal(signum, handler)
+
+
+def command_ready() -> None:
+    _READY.append(True)
 
 
 _MARKED: list[Path] = []  # run folders whose cancel is recorded (from here on a second signal stops at once)

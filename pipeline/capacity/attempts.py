@@ -42,7 +42,7 @@ def failure_kind(state: str, stage: str | None, reason: str | None, peak: int | 
         return "OOM"
     if state == State.TIMEOUT:
         return "TIMEOUT"
-    if state in (State.NODE_FAIL, State.PREEMPTED, State.LOST):
+    if state in (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.INFRA_FAIL):
         return "INFRASTRUCTURE"
     if state == State.CANCELLED:
         return "CANCELLED"

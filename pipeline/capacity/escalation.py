@@ -25,6 +25,7 @@ from pipeline.executors.base import Executor, TaskState
 from pipeline.stages.ledger import close_unfinished
 from pipeline.capacity.tiers import next_tier, top_reason
 from pipeline.stages.watch import Watcher
+from pipeline.stopping import unbroken
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watc
         log.warning("escalating %d pair(s) to a larger tier, re-running %d neighbour(s) on their own (round %d)",
                     len(moved), len(keys) - len(moved), round_no)
         round_started = time.time()
-        job_id = executor.resubmit(bundle, new)
-        _reopen(db, bundle, keys, moved, job_id)
+        with unbroken():  # a stop signal now is raised once the new job is known: its cancel reaches it
+            job_id = executor.resubmit(bundle, new)
+            watcher.job_ids.append(job_id)
+            _reopen(db, bundle, keys, moved, job_id)
         watcher.cancel_if_stopped(job_id)
         watcher.progress.total += len(keys)
         states = {**states, **watcher.wait(job_id, expect=keys)}

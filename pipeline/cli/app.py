@@ -71,6 +71,18 @@ class FullHelpGroup(click.Group):
 
     group_class = type  # subgroups list their commands the same way
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """A stop signal outside a command's own handling (between the group and its command): one line and
+        128 + its number, not click's "Aborted!" and exit 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            from pipeline.admin.signals import stopped_from
+
+            stop = stopped_from(exc)
+            err.print(coloured("interrupted:", "yellow", f"stopped by {stop.name}"))
+            sys.exit(stop.exit_code)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, cmd.get_short_help_str(limit=300)) for name in self.list_commands(ctx)
                 for cmd in [self.get_command(ctx, name)] if cmd is not None and not cmd.hidden]
@@ -212,6 +224,9 @@ def main(ctx: click.Context, verbose: bool, debug: bool, overrides: tuple[str, .
     """Score model and benchmark plugins: detect, plan, render, submit, record, notify."""
     global DEBUG
     DEBUG = debug
+    from pipeline.admin.signals import command_ready
+
+    command_ready()  # from here a stop signal raises Stopped: one line and 128 + its number (pipeline.admin.signals)
     ctx.obj = parse_overrides(overrides)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

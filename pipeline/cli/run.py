@@ -62,8 +62,10 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
                   f"{len(the_plan.cannot_run)} cannot run" + (f", {len(the_plan.held)} held for an administrator's "
                                                                "approval" if the_plan.held else ""), highlight=False)
 
+    outages = [p.to_json() for p in the_plan.cannot_run if p.outage]
+    report_outages(outages)
     cmd.emit(data, people)
-    sys.exit(2 if change.errors else 0)
+    sys.exit(3 if outages else 2 if change.errors else 0)
 
 
 # --- run / render / ingest ----------------------------------------------------------------------------------
@@ -118,10 +120,13 @@ def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request
     """Execute a run with progress on stderr; Ctrl-C, SIGTERM and SIGHUP cancel it (recorded and emailed)."""
     from pipeline.stages import run as runner
     from pipeline.admin.signals import stop_on_signals
+    from pipeline.stopping import check as check_stop
 
     try:
         with stop_on_signals(), ProgressReporter() as reporter:
-            return runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+            result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+            check_stop()  # a stop signal a finalizer swallowed at the very end: 128 + the signal all the same
+            return result
     except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 128 + signal
         return stop.result
 
@@ -186,6 +191,7 @@ def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: A
         err.print(Text(str(problem), style="yellow"))
     if cmd.fmt != "table" and not dry_run:  # the table shows the same on stdout; JSON readers (Jenkins) see it here
         console_summary(result)
+    report_outages(result.outages)
     cmd.emit(result.to_json(), lambda: _print_run(result, dry_run))
 
 
@@ -206,6 +212,22 @@ def console_summary(result) -> None:  # noqa: ANN001 - RunResult
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
     err.print(Text(f"score-plugins: run {result.run_id}: {states}; {len(result.plan.already_scored)} already "
                    f"scored; {mail}; run folder {result.run_dir}"), soft_wrap=True)
+
+
+def report_outages(outages: list[dict]) -> None:
+    """The administrator's lines about infrastructure failures (one per distinct reason, with its pairs): not the
+    plugins' doing, so nothing was cached and no submitter was mailed; the command exits 3 and the next build
+    tries again."""
+    if not outages:
+        return
+    by_reason: dict[str, list[str]] = {}
+    for p in outages:
+        by_reason.setdefault(str(p["reason"]), []).append(f"{p['model']} on {p['benchmark']}")
+    for reason, pairs in by_reason.items():
+        shown = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
+        err.print(coloured("infrastructure:", "red", f"{len(pairs)} pair(s) got no environment ({shown}): {reason}"))
+    err.print(coloured("infrastructure:", "red", "not the plugins' failure: nothing was cached and no submitter "
+                       "was mailed; exit 3, and the next build (or `score-plugins rerun --failed RUN`) tries again"))
 
 
 def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult

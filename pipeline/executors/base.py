@@ -21,11 +21,16 @@ if TYPE_CHECKING:
 JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
                 "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "UV_CACHE_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
                 "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+# The package index the coordinator locked against is the one the job's environment build downloads from (a lock
+# names no index); never a value with credentials in it ('@'), as for the sandboxed builds (job/sandbox.py).
+INDEX_KEEP = ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "PIP_INDEX_URL",
+              "PIP_EXTRA_INDEX_URL")
 
 
 def job_environment(extra: dict[str, str]) -> dict[str, str]:
     """The variables a job sees: a short allow-list, never SCORE_PLUGINS_* or anything else inherited."""
     env = {k: os.environ[k] for k in JOB_ENV_KEEP if k in os.environ}
+    env.update({k: os.environ[k] for k in INDEX_KEEP if k in os.environ and "@" not in os.environ[k]})
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(extra)
     return env

@@ -69,6 +69,7 @@ class LocalExecutor(Executor):
                 cancelled = job_id in self._cancelled
             if cancelled:  # cancel came between this task's start and its registration: it saw no process
                 _terminate(proc.pid)
+                _kill_later(proc)
             pid_file = Path(bundle.log_dir) / f"task-{index}.pid"
             pid_file.write_text(str(proc.pid))  # lets `reconcile` see the task after this process is gone
             timed_out = False
@@ -118,9 +119,25 @@ class LocalExecutor(Executor):
         for proc in procs:
             if proc.poll() is None:
                 _terminate(proc.pid)
+                _kill_later(proc)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+KILL_AFTER = 10.0  # seconds a cancelled task has to end on SIGTERM before its process group is killed
+
+
+def _kill_later(proc: subprocess.Popen, grace: float = KILL_AFTER) -> None:
+    """SIGKILL to a cancelled task's process group if it is still there after `grace` seconds: a task that ignores
+    SIGTERM never keeps its coordinator waiting (close() joins the task threads)."""
+    def kill() -> None:
+        if proc.poll() is None:
+            _terminate(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(grace, kill)
+    timer.daemon = True
+    timer.start()
 
 
 def _terminate(pid: int, sig: int = signal.SIGTERM) -> None:

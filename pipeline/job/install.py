@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .manifest import Manifest
 from .pair_sandbox import NOBODY, _process_limit, child_env, child_setup, sandboxed
+from .outage import classify, key_line
 from .spool import StageError
 
 
@@ -77,15 +78,32 @@ def install_in_job(manifest: Manifest, pair: dict, env_python: str, workdir: Pat
         # `site` was made by root in a root-owned work folder before any plugin code ran (sandbox_prepare): the
         # plugin cannot have replaced it with a symlink, and nothing here changes an owner or follows a link
         site = workdir / "site"
+        logf.flush()
+        began = log.stat().st_size if log.exists() else 0
         code, _ = _sandboxed_run(manifest, pair, workdir, [uv, "pip", "install", "--quiet", "--python", env_python,
                                                            "--target", str(site), *requirements],
                                  env_python, (uv,), workdir / "home", logf, uid=uid, folders=visible)
     if code != 0:
-        return {"failure": {"state": "FAILED", "stage": "env_build",
-                            "reason": f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"}}
+        reason = f"installing {', '.join(requirements)[:200]} in the job failed (exit {code})"
+        said = _written_since(log, began)  # uv's own words only, not what the plugin printed before
+        kind = classify(said, code)
+        if kind is None:
+            return {"failure": {"state": "FAILED", "stage": "env_build", "reason": reason}}
+        return {"failure": {"state": "INFRA_FAIL", "stage": "env_build",
+                            "reason": f"infrastructure ({kind}): {reason}: {key_line(said)}"}}
     installed = sorted(name[:-len(".dist-info")].replace("-", "==", 1) for name in os.listdir(site)
                        if name.endswith(".dist-info"))
     return {"installed": installed}
+
+
+def _written_since(log: Path, offset: int, cap: int = 64 << 10) -> str:
+    """What the log got from `offset` on (its last `cap` bytes), decoded leniently."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - cap))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _sandboxed_run(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str,

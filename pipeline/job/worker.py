@@ -33,6 +33,7 @@ from . import memcg  # noqa: E402
 from . import sandbox as sb  # noqa: E402
 from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
 from .manifest import Manifest
+from .outage import classify, key_line
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, own_cache_folder,
                            pair_manifest, plugin_caches, sandbox_prepare, sandboxed, split_folders)
 from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
@@ -397,14 +398,23 @@ class PairWatch:
 
 
 def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: int) -> dict:
+    """The pair's result when its environment could not be built: FAILED when the plugins' own build failed (a
+    setup.py that fails, a build that changed the interpreter), INFRA_FAIL otherwise (the index, TLS, DNS, a full
+    disk, a killed builder, the sandbox missing: outage.py), which is retried by the next build, not blamed."""
     result = base_result(manifest, pair)
-    said = [line for line in tail(env_log).splitlines() if line.startswith("score-plugins: ")]
+    log_tail = tail(env_log)
+    said = [line for line in log_tail.splitlines() if line.startswith("score-plugins: ")]
     reason = f"building the environment failed (exit {status})"
+    kind = "sandbox unavailable" if status == 3 and said else classify(log_tail, status)
     if status == 3 and said:  # the sandbox could not be set up: nothing was built or run; say what is missing
         reason = f"{reason}: {said[-1][len('score-plugins: '):][:500]}"
-    result.update({"status": "error", "state": "FAILED", "stage": "env_build",
+    elif kind is not None and key_line(log_tail):
+        reason = f"{reason}: {key_line(log_tail)}"
+    if kind is not None:
+        reason = f"infrastructure ({kind}): {reason}"
+    result.update({"status": "error", "state": "FAILED" if kind is None else "INFRA_FAIL", "stage": "env_build",
                    "reason": reason, "log_path": str(env_log),
-                   "log_tail": tail(env_log), "started_at": now(), "ended_at": now()})
+                   "log_tail": log_tail, "started_at": now(), "ended_at": now()})
     return result
 
 

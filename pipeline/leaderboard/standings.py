@@ -17,7 +17,7 @@ from pipeline.leaderboard.rules import Rules, shown
 
 # A pair that ended in one of these did not fail through its plugins: it counts as never scored (and
 # `plan --backfill` takes it again), not as X.
-INFRASTRUCTURE_ENDS = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.CANCELLED)
+INFRASTRUCTURE_ENDS = (State.NODE_FAIL, State.PREEMPTED, State.LOST, State.CANCELLED, State.INFRA_FAIL)
 AUDIENCES = ("all", "public")  # all: an admin's board (brain-score.org's superuser view); public: a visitor's
 
 

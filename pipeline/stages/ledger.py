@@ -57,7 +57,8 @@ def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State 
     (a partial unique index), so of two coordinators started at once on the same change, each pair goes
     to exactly one. Returns the pairs another run holds (key -> that run), which this run must not score.
     `state=RENDERED` records a hand-submitted bundle's pairs without claiming them. Pairs that cannot run
-    are recorded FAILED at `env_build` at once."""
+    are recorded at `env_build` at once: FAILED when it is the plugins' doing, INFRA_FAIL when their environment
+    could not be had for an infrastructure reason (an unreachable index...)."""
     now = _now()
     with session_scope(db.sessions) as session:
         session.add(Run(id=run_id, status=RunStatus.PENDING, repo=info.repo, base_commit=info.base,
@@ -71,7 +72,8 @@ def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State 
             session.connection().execute(insert_for(session, Job).on_conflict_do_nothing(), rows)
         for pair in plan.cannot_run:
             session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
-                            submitters=pair.submitters, state=State.FAILED, stage="env_build", reason=pair.problem,
+                            submitters=pair.submitters, state=State.INFRA_FAIL if pair.outage else State.FAILED,
+                            stage="env_build", reason=pair.problem,
                             started_at=now, ended_at=now))
         for pair in plan.held:  # not claimed, not run: waits for an administrator's approval (reason says how)
             session.add(Job(run_id=run_id, pair_key=pair.key, model=pair.model, benchmark=pair.benchmark,
@@ -197,6 +199,8 @@ def cancelled(db: Database, run_id: str, reason: str, among: set[int] | None = N
             job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()
             n += 1
         run = session.get(Run, run_id)
+        if run is None:  # stopped while it was being opened or dropped: there is nothing to close
+            return n
         if n or run.status in (RunStatus.PENDING, RunStatus.RUNNING):  # a run already over keeps its status
             run.status, run.ended_at = RunStatus.CANCELLED, _now()
         if among is not None:
@@ -225,6 +229,8 @@ def finish(db: Database, run_id: str, jenkins_build: str | None, cancelled: str 
 def _record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str | None) -> None:  # noqa: ANN001
     outcome: dict[str, bool] = {}
     for job in jobs:
+        if job.state == State.INFRA_FAIL:  # an outage is no outcome of the submitter's: the next build retries it
+            continue
         for email in job.submitters or []:
             outcome[email] = outcome.get(email, True) and job.state == State.COMPLETED
     if not outcome:

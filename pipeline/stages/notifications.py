@@ -60,6 +60,8 @@ def queue_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path,
     by_submitter: dict[str, list[PairOutcome]] = {owner: [] for owner in plugin_problems or {}}
     failures: dict[str, list[str]] = {}
     for job in jobs:
+        if job.state == State.INFRA_FAIL:  # an outage is the admin's news (below), never the submitter's
+            continue
         outcome = PairOutcome(job.model, job.benchmark, job.state, job.score, job.stage, job.reason, job.log_tail)
         for submitter in dict.fromkeys(list(job.submitters or []) + list(extra_recipients or [])):
             if job.state in PLUGIN_FAILURES:

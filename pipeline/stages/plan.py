@@ -28,6 +28,7 @@ from pipeline.stages.pair_envs import (LegacyLookup, Locking, keep_shared_scores
 from pipeline.stages.detect import Change
 from pipeline.errors import BadInput
 from pipeline.catalog.plugins import Catalog
+from pipeline.stopping import check as check_stop
 
 
 @dataclass(slots=True)
@@ -53,6 +54,7 @@ class PlannedPair:
     tier_why: str = ""  # measured / declared / default, and from what
     model_folders: tuple[str, ...] = ()  # what the model's own process may see: its folder and what it uses
     benchmark_runtime_id: str | None = None  # the identifier= it runs as (brain-score.org's key), when read
+    outage: bool = False  # `problem` is infrastructure's (an unreachable index...), not the plugins' (job/outage.py)
 
     @property
     def submitters(self) -> list[str]:
@@ -65,7 +67,7 @@ class PlannedPair:
             "model_code_hash": self.model_code_hash, "benchmark_code_hash": self.benchmark_code_hash,
             "lock_hash": self.lock.lock_hash if self.lock else None,
             "env_hash": self.lock.env_hash if self.lock else None,
-            "submitters": self.submitters, "problem": self.problem, "tier": self.tier or None,
+            "submitters": self.submitters, "problem": self.problem, "outage": self.outage, "tier": self.tier or None,
             "tier_why": self.tier_why or None,
         }
 
@@ -106,6 +108,7 @@ class Plan:
                                      for side in ("model", "benchmark")},
             "cannot_run_reasons": reasons,
             "held_reasons": held,
+            "infrastructure_failures": sum(p.outage for p in self.cannot_run),
             "tiers": {t: sum(p.tier == t for p in self.to_run) for t in dict.fromkeys(p.tier for p in self.to_run)},
             "in_flight": self.in_flight,
         }
@@ -117,6 +120,19 @@ class Plan:
                 "held": [p.to_json() for p in self.held],
             })
         return data
+
+
+class Unsolved(str):
+    """Why a pair's environment cannot be had (a string, as it always was); `outage` when that is infrastructure's
+    (envs.lock.EnvOutage), so the pair is recorded as an infrastructure failure, not the plugins'."""
+
+    outage = False
+
+
+def unsolved(exc: EnvError) -> Unsolved:
+    text = Unsolved(str(exc))
+    text.outage = exc.infrastructure
+    return text
 
 
 def candidate_pairs(change: Change, catalog: Catalog, models: list[str] | None = None,
@@ -244,7 +260,7 @@ def _conda_lock(request: tuple[list[str], list[str], tuple[str, ...]] | str, loc
         return lock_conda(channels, specs, locks_dir, conda_backend, python=rattler_python, pip_requirements=pip,
                           uv=uv, jail=jail)
     except EnvError as exc:
-        return str(exc)
+        return unsolved(exc)
 
 
 def solve_conda_all(requests: dict[str, tuple[list[str], list[str], tuple[str, ...]] | str], *, locks_dir: Path,
@@ -278,12 +294,13 @@ def solve_all(requirement_sets: list[tuple[str, ...]], *, locks_dir: Path, uv: s
             spec = EnvSpec(validate_requirements(requirements, url_schemes), python_version, backend)
             return lock_environment(spec, locks_dir, uv, jail=jail, failed_solves=failed_solves)
         except EnvError as exc:
-            return str(exc)
+            return unsolved(exc)
 
     solved: dict[tuple[str, ...], Lock | str] = {}
     if workers <= 1 or len(requirement_sets) <= 1:
         for index, requirements in enumerate(requirement_sets, 1):
             solved[requirements] = one(requirements)
+            check_stop()  # a stop signal a finalizer swallowed while locking
             if progress:
                 progress(index, len(requirement_sets))
         return solved
@@ -373,7 +390,9 @@ def _make_plan(change: Change, catalog: Catalog, *, locks_dir: Path, uv: str, py
                 problem = "; ".join(dict.fromkeys(x for x, blamed in ((m_lock, mo), (b_lock, bo))
                                                   if blamed and isinstance(x, str)))
                 plan.cannot_run.append(PlannedPair(m, b, m_name, b_name, m_hash, b_hash, mo, bo, why, None,
-                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), problem))
+                                                   pair_key(m, b, m_hash, b_hash, "unsolved"), problem,
+                                                   outage=any(getattr(x, "outage", False) for x in (m_lock, b_lock)
+                                                              if isinstance(x, str))))
                 continue
             envs = m_both.get(id(b_lock))
             if envs is None:

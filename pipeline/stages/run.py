@@ -36,6 +36,7 @@ from pipeline.stages.plan import Plan, make_plan
 from pipeline.catalog.plugins import Catalog, plugin_key_of
 from pipeline.admin.rerun import keep_scope
 from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
+from pipeline.stopping import check as check_stop, unbroken
 from pipeline.capacity.sizing import assign_tiers
 from pipeline.stages.watch import Progress, Watcher
 
@@ -86,9 +87,22 @@ class RunResult:
         return sum(n for s, n in self.states.items() if s not in ("COMPLETED", "HELD"))
 
     @property
+    def outages(self) -> list[dict]:
+        """The pairs whose environment could not be had for an infrastructure reason (an unreachable index, TLS,
+        DNS, a timeout, a full disk, a killed solver): none of them the plugins' doing."""
+        if self.pairs:
+            return [p for p in self.pairs if p["state"] == State.INFRA_FAIL]
+        return [{"model": p.model, "benchmark": p.benchmark, "state": State.INFRA_FAIL, "stage": "env_build",
+                 "reason": p.problem} for p in self.plan.cannot_run if p.outage]  # planned only (--dry-run)
+
+    @property
     def exit_code(self) -> int:
+        """128 + a stop signal; else 3 when an outage kept pairs from running (the next build retries them);
+        else 1 when pairs failed; else 0."""
         if self.stop is not None:
             return self.stop.exit_code
+        if self.outages:
+            return InfrastructureError.exit_code
         return 1 if self.failed else 0
 
     def to_json(self) -> dict:
@@ -101,6 +115,7 @@ class RunResult:
             "pairs": self.pairs, "emails": self.emails, "delivery": self.delivery, "problems": self.problems,
             "executor_stats": self.executor_stats, "interrupted": self.interrupted,
             "stopped_by": self.stop.name if self.stop else None,
+            "infrastructure": [{k: p[k] for k in ("model", "benchmark", "stage", "reason")} for p in self.outages],
             "issues": self.change.issues,
         }
 
@@ -239,6 +254,7 @@ def execute(settings: Settings, db: Database, req: Request, *,
     require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
     memory = require_memory_bound(settings, req.executor)  # the local executor's memory cgroups, the same way
     change, catalog, plan = detect_and_plan(settings, db, req)
+    check_stop()  # a stop signal a finalizer swallowed while detecting or locking: nothing is recorded yet
     result = RunResult(change, plan)
     problems = plugin_problems_by_owner(change, catalog)
     if not plan.to_run and not plan.cannot_run and not plan.held:
@@ -247,18 +263,19 @@ def execute(settings: Settings, db: Database, req: Request, *,
     # The executor first: its checks (partition limits, a reachable scheduler) come before any trace.
     executor = get_executor(req.executor, settings) if plan.to_run else None
     run_id = new_run_id()
-    taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo), sandbox=sandbox_mode(settings),
-                                                        memory_limit=memory))
-    if taken:  # another coordinator claimed these first (two started at once): never scored twice
-        plan.in_flight.update(taken)
-        plan.to_run = [p for p in plan.to_run if p.key not in taken]
-        if not plan.to_run and executor is not None:
-            executor.close()
-            executor = None
-        if not plan.to_run and not plan.cannot_run and not plan.held:
-            ledger.drop_run(db, run_id)
-            return result
     try:
+        with unbroken():  # a stop signal now waits for the run's rows, then cancels the run they make
+            taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo),
+                                                               sandbox=sandbox_mode(settings), memory_limit=memory))
+        if taken:  # another coordinator claimed these first (two started at once): never scored twice
+            plan.in_flight.update(taken)
+            plan.to_run = [p for p in plan.to_run if p.key not in taken]
+            if not plan.to_run and executor is not None:
+                executor.close()
+                executor = None
+            if not plan.to_run and not plan.cannot_run and not plan.held:
+                ledger.drop_run(db, run_id)
+                return result
         bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
         result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
         ledger.record_bundle(db, bundle)
@@ -267,17 +284,38 @@ def execute(settings: Settings, db: Database, req: Request, *,
             executor.close()
         ledger.cancelled(db, run_id, stopped_from(exc).reason)
         raise
-    interrupted = False
+    interrupted, late = False, None
     if executor is not None:
+        second = False
         try:
             interrupted = _submit_and_watch(settings, db, executor, bundle, on_progress, result)
+        except KeyboardInterrupt as exc:  # once the watch had ended, while its record was being made: the run
+            late, second = exc, stopped_from(exc).second  # closes as it ended, then the coordinator stops
+            if second:  # at once: never wait for the executor's threads, whose tasks the first signal's cancel
+                raise  # may not have reached yet (`reconcile` stops them, from the note in the run's folder)
         finally:
-            executor.close()
+            if not second:
+                late = _close_executor(executor, late)
     _finish(settings, db, bundle, plan, req, result, problems)
+    if late is not None:
+        raise late
     if interrupted:
         result.interrupted = True
         raise Interrupted(result)
     return result
+
+
+def _close_executor(executor: Executor, late: KeyboardInterrupt | None) -> KeyboardInterrupt | None:
+    """The executor's threads end (its tasks are over or stopped); a stop signal meanwhile is a late one (the run
+    closes first), a second one stops the coordinator at once."""
+    try:
+        with unbroken():
+            executor.close()
+    except KeyboardInterrupt as exc:
+        if stopped_from(exc).second:
+            raise
+        return late or exc
+    return late
 
 
 def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bundle: Bundle,
@@ -290,8 +328,9 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
     watcher.stop_reason = lambda: cancel_reason(bundle.run_dir)  # `score-plugins cancel` from elsewhere
     cancelled, job_id = None, None
     try:
-        job_id = executor.submit(bundle)
-        ledger.submitted(db, bundle.run_id, job_id)
+        with unbroken():  # a stop signal during the submission is raised once its job id is known and recorded
+            job_id = executor.submit(bundle)
+            ledger.submitted(db, bundle.run_id, job_id)
         watcher.cancel_if_stopped(job_id)
         states = watcher.wait(job_id)
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
@@ -311,8 +350,9 @@ def _submit_and_watch(settings: Settings, db: Database, executor: Executor, bund
             for started_job in dict.fromkeys([job_id, *watcher.job_ids]):  # retries and escalations too
                 executor.cancel(started_job)
             states = watcher.after_cancel(job_id)
-    result.executor_stats = watcher.stats()
-    ledger.close_unfinished(db, bundle, states, cancelled=cancelled or watcher.stop_reason())
+    with unbroken():  # the pairs' record is made whole before a stop signal takes effect
+        result.executor_stats = watcher.stats()
+        ledger.close_unfinished(db, bundle, states, cancelled=cancelled or watcher.stop_reason())
     return cancelled is not None
 
 
@@ -397,6 +437,17 @@ def _standings(settings: Settings, db: Database, result: RunResult) -> dict[str,
 def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
             problems: dict[str, list[str]] | None = None) -> None:
     cancelled = result.stop.reason if result.stop is not None else cancel_reason(bundle.run_dir)
+    with unbroken():  # the run's end and its emails in the outbox are one step; a stop signal comes after them
+        run, jobs, paths, problems = _close_and_queue(settings, db, bundle, plan, req, result, problems, cancelled)
+    result.emails = [str(p) for p in paths]
+    result.problems.extend(problems)
+    result.delivery, problems = deliver(settings, db.profile.name)  # a stop here: `notify flush` sends
+    result.problems.extend(problems)
+
+
+def _close_and_queue(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: Request, result: RunResult,
+                     problems: dict[str, list[str]] | None, cancelled: str | None) -> tuple:
+    """The run's end recorded, and its emails queued in the outbox."""
     run, jobs = ledger.finish(db, bundle.run_id, req.jenkins_build, cancelled=cancelled)
     for job in jobs:
         result.states[job.state] = result.states.get(job.state, 0) + 1
@@ -409,7 +460,4 @@ def _finish(settings: Settings, db: Database, bundle: Bundle, plan: Plan, req: R
     queued = notify_run(settings, db, run, jobs, skipped=skipped, extra_recipients=req.extra_recipients,
                         plugin_problems=problems, standings=_standings(settings, db, result), cancelled=cancelled,
                         only_to=req.only_to, resources=resources_by_submitter(run_attempts(db, run.id)))
-    result.emails = [str(p) for p in queued.paths]
-    result.problems.extend(queued.problems)
-    result.delivery, problems = deliver(settings, db.profile.name)
-    result.problems.extend(problems)
+    return run, jobs, queued.paths, queued.problems

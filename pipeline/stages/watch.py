@@ -23,6 +23,7 @@ from pipeline.errors import InfrastructureError
 from pipeline.executors.base import Executor, TaskState
 from pipeline.stages.ingest import ingest_spool
 from pipeline.stages.spoolindex import SpoolIndex
+from pipeline.stopping import check as check_stop, unbroken
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class Watcher:
 
     def wait(self, job_id: str, expect: list[str] | None = None) -> dict[int, TaskState]:
         """Until every expected pair has a result in the spool, or every task of `job_id` has ended."""
-        self.job_ids.append(job_id)
+        if job_id not in self.job_ids:
+            self.job_ids.append(job_id)
         wanted = {f"{k}.json" for k in (expect or [p["key"] for p in self.bundle.pairs()])}
         self._missing = wanted - self._ingested  # kept up to date as results arrive: no per-cycle set compare
         delay, max_delay = self.executor.poll_interval
@@ -147,6 +149,7 @@ class Watcher:
                     return states
                 delay = min(delay * 1.5, max_delay)
                 next_poll = time.monotonic() + delay
+            check_stop()  # a stop signal a finalizer swallowed is raised here, at the latest one turn later
             time.sleep(self.spool_interval)
 
     def _ingest_new(self) -> None:
@@ -183,8 +186,10 @@ class Watcher:
             keys = [k for i in retry for k in by_task.get(i, [])]
             if self.on_retry:
                 self.on_retry(keys, states)
-            job_id = self.executor.resubmit(self.bundle, retry)
-            ledger.retried(self.db, self.bundle.run_id, keys, job_id, attempt)
+            with unbroken():  # a stop signal now is raised once the new job is known: its cancel reaches it
+                job_id = self.executor.resubmit(self.bundle, retry)
+                self.job_ids.append(job_id)
+                ledger.retried(self.db, self.bundle.run_id, keys, job_id, attempt)
             self.cancel_if_stopped(job_id)
             states = {**states, **self.wait(job_id, expect=keys)}
         return states
