@@ -70,20 +70,25 @@ def status(cmd: Command, run: str | None) -> None:
         out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
                   + f"; {data['cpu_hours']} CPU-hours", highlight=False)
         if data["attempts"]:
-            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "elapsed", "job",
-                          title="attempts")
+            from pipeline.capacity.attempts import gpu_peak_words
+
+            gpus = any(a["req_gpus"] for a in data["attempts"])
+            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "CPU", "elapsed",
+                          *(("GPUs",) if gpus else ()), "job", title="attempts")
             for a in data["attempts"]:
                 peak = f"{a['max_rss_bytes'] / 2**30:.2f} GB" if a["max_rss_bytes"] else ""
+                gpu = (f"{a['gpu_count'] or a['req_gpus']} x {a['gpu_model'] or 'unknown model'}, peak "
+                       f"{gpu_peak_words(a)}" if a["req_gpus"] else "")
                 tries.add_row(a["model"], a["benchmark"], str(a["attempt"]), a["tier"],
                               a["failure_kind"] or "COMPLETED", peak,
+                              f"{a['cpu_seconds']:.1f} s" if a["cpu_seconds"] is not None else "",
                               f"{a['elapsed_seconds']:.0f} s" if a["elapsed_seconds"] is not None else "",
-                              str(a["job_id"] or ""))
+                              *((gpu,) if gpus else ()), str(a["job_id"] or ""))
             out.print(tries)
             u = data["usage"]
             out.print(f"{u['attempts']} attempts, {u['escalations']} escalations; CPU-hours {u['cpu_hours_used']} "
                       f"used of {u['cpu_hours_requested']} requested, GB-hours {u['gb_hours_used']} used of "
-                      f"{u['gb_hours_requested']} requested, GPU-hours {u['gpu_hours_requested']} requested",
-                      highlight=False)
+                      f"{u['gb_hours_requested']} requested, {u['gpu_summary']}", highlight=False)
 
     cmd.emit(data, people)
 

@@ -189,6 +189,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         cache_limit_bytes=size_bytes(settings.plugin_cache_limit),
         shm_bytes=size_bytes(settings.pair_shm) or (512 << 20), uid_base=settings.sandbox_uid_base,
         uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
+        gpu_dev_dir=settings.gpu_dev_dir,
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
     )
     manifest_path = run_dir / "manifest.json"
@@ -249,10 +250,13 @@ def write_scripts(settings: Settings, run_dir: Path, manifest: Manifest, tasks: 
         start = end
 
 
-def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[dict]]], label: str) -> list[int]:
+def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[dict]]], label: str,
+              per_task: int | None = None) -> list[int]:
     """Append tasks to a run (an escalation: pairs on a larger tier, or the neighbours of a pair that ran out of
-    memory), each tier its own new array script; the manifest is rewritten. Returns the new task indices."""
+    memory), each tier its own new array script, `per_task` pairs a task (default `pairs_per_task`); the manifest
+    is rewritten. Returns the new task indices."""
     tiers = {t.name: t for t in settings.tier_list}
+    per_task = per_task or settings.pairs_per_task
     by_key = {p["key"]: t for t in bundle.manifest.tasks for p in t["pairs"]}
     new: list[dict] = []
     for tier_name, pairs in placed:
@@ -262,10 +266,10 @@ def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[d
         for env_key in sorted(by_env):
             group = by_env[env_key]
             source = by_key[group[0]["key"]]
-            for i in range(0, len(group), settings.pairs_per_task):
+            for i in range(0, len(group), per_task):
                 new.append(task_entry(settings, bundle.executor, tiers[tier_name],
                                       len(bundle.manifest.tasks) + len(new), env_key, source["lockfile"],
-                                      source.get("builder", ""), group[i:i + settings.pairs_per_task],
+                                      source.get("builder", ""), group[i:i + per_task],
                                       source.get("packages")))
     write_scripts(settings, bundle.run_dir, bundle.manifest, new, label)
     bundle.manifest.tasks.extend(new)

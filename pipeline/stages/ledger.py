@@ -3,7 +3,7 @@
 Run, watch, reconcile and cancel all write through here, so the rules (what "closed unfinished" means,
 which reason a pair gets, when a run is over) are said once. The states themselves are `db.states`.
 
-    open_run ──> record_bundle ──> submitted ──> (retried)* ──> close_unfinished ──> finish
+    open_run ──> record_bundle ──> submitted ──> (retried | escalated | outgrown)* ──> close_unfinished ──> finish
         └──> drop_run (claimed nothing)         cancelled (score-plugins cancel)     reconciled (coordinator gone)
 
 Results (a pair's score or failure, read from the spool) are written by ingest, in batches: the one
@@ -113,6 +113,27 @@ def retried(db: Database, run_id: str, keys: Iterable[str], job_id: str, attempt
     with session_scope(db.sessions) as session:
         session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key.in_(list(keys)))
                         .values(slurm_job_id=job_id, attempt=Job.attempt + 1, state=State.PENDING))
+
+
+def escalated(db: Database, bundle: Bundle, keys: Iterable[str], moved: set[str], job_id: str) -> None:
+    """Pairs an escalation round runs again: PENDING under the new job id and their new task; the attempt of those
+    that made one counts up (a neighbour that never started keeps its number: it made no attempt)."""
+    task_of = bundle.task_of()
+    with session_scope(db.sessions) as session:
+        for key in keys:
+            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key).values(
+                state=State.PENDING, slurm_job_id=job_id, attempt=Job.attempt + (1 if key in moved else 0),
+                array_index=task_of[key], stage=None, reason=None, ended_at=None))
+
+
+def outgrown(db: Database, run_id: str, reasons: dict[str, str]) -> None:
+    """Pairs no tier can hold (the largest failed too): FAILED, with the reason."""
+    if not reasons:
+        return
+    with session_scope(db.sessions) as session:
+        for key, reason in reasons.items():
+            session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key == key)
+                            .values(state=State.FAILED, reason=reason[:4000]))
 
 
 def running(db: Database, run_id: str, keys: Iterable[str], node: str | None = None) -> None:

@@ -29,14 +29,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Progress:
-    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair."""
+    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair. It counts
+    pairs, not attempts: a pair an escalation runs again is not done until its new attempt ends."""
 
     total: int
-    done: int = 0
-    failed: int = 0
     started: float = field(default_factory=time.monotonic)
     tasks: dict[str, int] = field(default_factory=dict)  # array tasks per state, as the executor sees them
     slowest: tuple[str, str, float] | None = None  # model, benchmark, seconds (of the pairs finished)
+    ended: dict[str, bool] = field(default_factory=dict)  # pair key -> whether its latest attempt scored
+
+    @property
+    def done(self) -> int:
+        return len(self.ended)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for ok in self.ended.values() if not ok)
 
     @property
     def left(self) -> int:
@@ -46,9 +54,12 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def forget(self, key: str) -> None:
+        """The pair runs again (an escalation): not done until its next attempt ends."""
+        self.ended.pop(key, None)
+
     def add(self, result: dict) -> None:
-        self.done += 1
-        self.failed += result.get("status") != "ok"
+        self.ended[str(result.get("pair_key"))] = result.get("status") == "ok"
         seconds = result.get("elapsed_seconds")
         if isinstance(seconds, (int, float)) and (self.slowest is None or seconds > self.slowest[2]):
             self.slowest = (str(result.get("model")), str(result.get("benchmark")), float(seconds))
@@ -87,6 +98,7 @@ class Watcher:
         """A pair runs again (an escalation): its next result is new, to be ingested (the worker announces it
         in the spool's index again)."""
         self._ingested.discard(f"{key}.json")
+        self.progress.forget(key)
 
     def keys_by_task(self) -> dict[int, list[str]]:
         """Each array task's pair keys, built once per version of the manifest's task list (an escalation appends
