@@ -157,9 +157,12 @@ def collect(db: Database, bundle, keys: Iterable[str], states: dict[int, TaskSta
 
 
 def attempt_job_id(job: Job | None, index: int | None, got: Outcome) -> str | None:
-    """The job and task that ran this attempt, `<job>_<task>` (pipeline.executors.slurm.ids.task_job_id): from
-    the job id the executor gave the pair's current task; for a hand-submitted bundle (no stored id), from the
-    Slurm variables its result recorded."""
+    """The job and task that ran this attempt, `<job>_<task>`: on Slurm the array job id and the task's id within
+    it, as sacct prints them (read from the Slurm variables its result recorded, else derived from the job ids
+    the executor returned for the pair's current task); on the local executor its job id and the run's task
+    (pipeline.executors.slurm.ids.task_job_id)."""
+    if got.job_id and got.job_id.split("_", 1)[0].isdigit():
+        return got.job_id[:64]
     if job is not None and job.slurm_job_id and index is not None:
         return task_job_id(job.slurm_job_id, index)[:64]
     return got.job_id[:64] if got.job_id else None

@@ -205,3 +205,26 @@ def top_reason(tiers: list[Tier], kind: str) -> str:
         return f"needs more GPU memory than the largest GPU tier ({most.name}: {most.gpus} x {most.gpu_mem})"
     top = max(tiers, key=lambda t: t.mem_bytes)
     return f"needs more than the largest tier ({top.name}: {top.mem_bytes / GB:g} GB)"
+
+
+def time_budget_problems(tiers: list[Tier], named: bool, pair_timeout: int, pairs_per_task: int,
+                         tasks: list[dict] | None = None) -> list[str]:
+    """A task of n pairs, each allowed `pair_timeout` seconds, must fit its tier's time limit, or Slurm may stop
+    it (TIMEOUT) before its last pairs had their chance. Checked per tier, with each task's real pair count
+    when the tasks are known (a rendered bundle: `tier` and `pairs` of each), else `pairs_per_task`; one line per
+    tier that does not fit (`named`: the site configured tiers, so the line names the tier)."""
+    counts: dict[str, int] = {}
+    for task in tasks if tasks is not None else ({"tier": t.name, "pairs": [None] * pairs_per_task} for t in tiers):
+        counts[task["tier"]] = max(counts.get(task["tier"], 0), len(task["pairs"]))
+    problems = []
+    for tier in tiers:
+        n = counts.get(tier.name, 0)
+        worst = n * pair_timeout
+        if not n or worst <= tier.time_minutes * 60:
+            continue
+        where, limit = (f"tier {tier.name}: ", "its time_minutes") if named else ("", "time_minutes")
+        problems.append(f"{where}a task of {n} pair(s) x pair_timeout ({pair_timeout} s) = {worst / 60:g} min "
+                        f"exceeds {limit} ({tier.time_minutes}): Slurm may stop a task before its last pairs are "
+                        f"scored; lower pairs_per_task or pair_timeout, or raise "
+                        f"{'the tier' + chr(39) + 's time_minutes' if named else 'time_minutes'}")
+    return problems

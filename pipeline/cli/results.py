@@ -56,13 +56,20 @@ def status(cmd: Command, run: str | None) -> None:
 
     from pipeline.admin.runs import resolve_run_id
 
+    from pipeline.admin.runs import coordinator_of
+
     with cmd.database(read_only=True, allow_prod=True) as db:
         data = run_status(db, resolve_run_id(db, run) if run else None)
+        data["coordinator"] = coordinator_of(db, data["run_id"])  # live, gone, hand-submitted; None when over
 
     def people() -> None:
         unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
+        watched = {"gone": ", its coordinator is gone: `score-plugins reconcile` closes it",
+                   "live": ", its coordinator is watching it", "starting": ", its coordinator is starting",
+                   "hand-submitted": ", hand-submitted: `score-plugins ingest` accounts for it"
+                   }.get(data["coordinator"] or "", "")
         table = Table("model", "benchmark", "state", "job", "reason",
-                      title=f"run {data['run_id']} ({data['status']}{unconfined})")
+                      title=f"run {data['run_id']} ({data['status']}{unconfined}{watched})")
         for j in data["jobs"]:
             table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
                           f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
@@ -105,10 +112,10 @@ def runs(cmd: Command, limit: int) -> None:
         data = list_runs(db, limit)
 
     def people() -> None:
-        table = Table("run", "status", "executor", "created", "commit", "pairs", title="runs")
+        table = Table("run", "status", "coordinator", "executor", "created", "commit", "pairs", title="runs")
         for r in data:
-            table.add_row(r["run_id"], r["status"], r["executor"], r["created_at"][:19], (r["commit"] or "")[:12],
-                          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
+            table.add_row(r["run_id"], r["status"], r["coordinator"] or "", r["executor"], r["created_at"][:19],
+                          (r["commit"] or "")[:12], ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
         out.print(table)
 
     cmd.emit(data, people, rows=[{k: v for k, v in r.items() if k != "counts"} for r in data])

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from envs.conda import rattler_tool, stage_lockfile
-from jobscripts import ScoreJob, TaskLine, render_env_builder, render_score_job
+from jobscripts import ScoreJob, SubmitArray, TaskLine, render_env_builder, render_score_job, render_submit
 from pipeline.catalog import gitrepo
 from pipeline.config import Settings
 from pipeline.errors import BadInput
@@ -205,7 +205,10 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         _write(job_script, render_score_job(score_job(settings, manifest, run_dir, [], tiers[0], 0)),
                executable=True)
     _write(manifest_path, manifest.to_json())
-    return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+    bundle = Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+    _write(run_dir / "submit.sh", render_submit(run_id, str(run_dir), tuple(  # sbatch by hand, ids recorded
+        SubmitArray(script.name, first, n) for script, first, n in bundle.arrays())), executable=True)
+    return bundle
 
 
 def task_entry(settings: Settings, executor: str, tier: Tier, index: int, env_key: str, lockfile: str, builder: str,

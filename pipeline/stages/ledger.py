@@ -187,6 +187,30 @@ def close_unfinished(db: Database, bundle: Bundle, states: dict[int, TaskState],
     return changed
 
 
+def close_hand_submitted(db: Database, bundle: Bundle, states: dict[int, TaskState], job_id: str) -> dict[str, int]:
+    """A hand-submitted bundle's pairs (RENDERED) whose task ended without a result: closed with the task's state
+    and reason (LOST when it ended well but left no result), under the Slurm job ids its submit line recorded;
+    pairs whose task is still pending or running stay RENDERED (they never claim a pair). Returns the counts per
+    new state."""
+    task_of = bundle.task_of()
+    changed: dict[str, int] = {}
+    with session_scope(db.sessions) as session:
+        for job in session.scalars(select(Job).where(Job.run_id == bundle.run_id, Job.state == State.RENDERED)):
+            index = task_of.get(job.pair_key)
+            state = states.get(index) if index is not None else None
+            if state is None or not state.done:
+                continue
+            if state.state == State.COMPLETED:
+                job.state, job.reason = State.LOST, "its task finished without writing a result for this pair"
+            else:
+                job.state = state.state
+                job.reason = state.reason or f"array task {index} ended as {state.state}"
+            job.slurm_job_id, job.array_index, job.ended_at = job_id, index, _now()
+            job.node = state.node or job.node
+            changed[job.state] = changed.get(job.state, 0) + 1
+    return changed
+
+
 def reconciled(db: Database, run_id: str) -> bool:
     """A run whose coordinator is gone, once none of its pairs is open: RECONCILED. Returns whether it closed."""
     with session_scope(db.sessions) as session:
@@ -257,9 +281,11 @@ def _record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str |
 
 
 def open_runs(db: Database) -> list[Run]:
-    """Runs with a pair still open (what `reconcile` looks at)."""
+    """Runs with a pair still open, and hand-submitted runs not closed yet (what `reconcile` looks at)."""
     with db.sessions() as session:
         run_ids = set(session.scalars(select(Job.run_id).where(Job.state.in_(OPEN))))
+        run_ids |= set(session.scalars(select(Job.run_id).join(Run, Run.id == Job.run_id).where(
+            Job.state == State.RENDERED, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))))
         return [session.get(Run, r) for r in sorted(run_ids)]
 
 

@@ -9,6 +9,7 @@ results are resubmitted, a bounded number of times.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -72,6 +73,46 @@ class Progress:
         return text
 
 
+COORDINATOR_FILE = "coordinator"  # in the run folder: who watches the run; its age says the watcher still lives
+HEARTBEAT_SECONDS = 10.0
+
+
+class Heartbeat:
+    """The watching coordinator's sign of life in its run folder: host, pid and that process's start time,
+    written once, its modification time renewed at most every HEARTBEAT_SECONDS while it watches. `status` and
+    `runs` tell a run whose coordinator is gone from a live one by it (pipeline.admin.runs.coordinator_state)."""
+
+    def __init__(self, run_dir) -> None:  # noqa: ANN001 - a Path
+        import json
+        import socket
+
+        self.path = run_dir / COORDINATOR_FILE
+        self.next = 0.0
+        try:
+            self.path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                             "start": process_start(os.getpid())}))
+        except OSError as exc:  # a sign of life is worth a warning, not the run
+            log.warning("cannot write %s (%s)", self.path, exc.strerror or exc)
+
+    def beat(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + HEARTBEAT_SECONDS
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot): with its pid, it names the process (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Watcher:
     """Watches one run's bundle on one executor; counts its poll cycles."""
 
@@ -93,6 +134,7 @@ class Watcher:
         self._announced: set[str] = set()  # named in the spool's index, not yet ingested
         self._missing: set[str] = set()  # what the current `wait` still expects
         self._by_task: tuple[int, int, dict[int, list[str]]] | None = None  # (tasks list id, length, task -> keys)
+        self.heartbeat = Heartbeat(bundle.run_dir)
 
     def forget(self, key: str) -> None:
         """A pair runs again (an escalation): its next result is new, to be ingested (the worker announces it
@@ -143,6 +185,7 @@ class Watcher:
         states = self.poll(job_id)
         next_poll = time.monotonic() + delay
         while True:
+            self.heartbeat.beat()
             self._ingest_new()
             if not self._missing:
                 return states

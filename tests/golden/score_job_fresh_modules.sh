@@ -30,13 +30,16 @@ mkdir -p "$LOG_DIR"
 # shellcheck disable=SC2317  # called by the EXIT trap
 remove_pid_file() { rm -f -- "$LOG_DIR/task-$task.pid"; }
 trap remove_pid_file EXIT
+exec 3>&2  # the caller's stderr, kept: what it must see goes there too, not only into the task's log
 exec >>"$LOG_DIR/task-$task.out" 2>&1
 echo "score-plugins: task $task on $(hostname) as array task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID}"
 case "$task" in
   0) env_key=abc123; lockfile=/runs/r1/locks/abc123.txt; builder=/runs/r1/build_env.sh ;;
   1) env_key=def456; lockfile=/locks/d.txt; builder=/runs/r1/build_env.sh ;;
-  *) echo "score-plugins: this job has no array task $task" >&2; exit 2 ;;
+  *) echo "score-plugins: this job has no array task $task" >&2
+     echo "score-plugins: this job has no array task $task (see $LOG_DIR/task-$task.out)" >&3; exit 2 ;;
 esac
+exec 3>&-
 
 if [ "$ENV_MODE" = fresh ]; then
   env_path="${TMPDIR:-/tmp}/score-plugins-env-${SLURM_JOB_ID:-$$}-$task"
