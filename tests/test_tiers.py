@@ -4,6 +4,7 @@ out-of-memory escalation on the local executor and on the one-node Slurm cluster
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -236,3 +237,60 @@ def test_a_timeout_at_the_tier_limit_moves_to_the_next_tier_with_a_longer_limit(
     assert [(a["tier"], a["failure_kind"], a["req_time_minutes"]) for a in status["attempts"]] == [
         ("quick", "TIMEOUT", 1), ("roomy", None, 5)]
     assert "time limit of 1 minutes" in status["attempts"][0]["reason"]
+
+
+BURN = ("import resource, time\nstart = time.process_time()\nwhile time.process_time() - start < {seconds}:\n"
+        "    pass\nused = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(f'CPU {side} {{used.ru_utime + used.ru_stime:.3f}}', flush=True)\n")
+
+
+@pytest.mark.integration
+def test_on_slurm_a_model_that_needs_the_large_tier_takes_all_its_pairs_there_in_one_round(slurm_cluster, workspace,
+                                                                                         example_repo):
+    """Issue 36's acceptance: a model that needs about 600 MB, tiers of 300M and 1500M, 4 benchmarks packed 2 per
+    task. The first round's tasks are killed on small (the pair that ran is OOM, its neighbour never started);
+    escalation moves the model's every pair to large at once: one escalation round, every pair COMPLETED on
+    large, one attempt row per attempt (a pair that ran on both tiers has two), each naming its own job and task.
+    Each attempt's CPU seconds are its processes' (both sides, as they measure themselves) within 20 %."""
+    write(example_repo, "sklearn_scores/models/hungry/__init__.py",
+          "from sklearn_scores import model_registry\n\nKEEP = []\n\ndef build():\n    side = 'model'\n"
+          "    KEEP.append(bytearray(b'\\x01') * (600 * 2**20))  # touched: resident, held while it serves\n"
+          + "".join(f"    {line}\n" for line in BURN.format(seconds=2.0, side="{side}").splitlines())
+          + "    return object()\n\nmodel_registry['hungry'] = build\n")
+    write(example_repo, "sklearn_scores/models/hungry/requirements.txt", "scikit-learn>=1.3\n")
+    for name in ("b1", "b2", "b3", "b4"):
+        add_benchmark(example_repo, name, name, "side = 'benchmark'\n" + BURN.format(seconds=0.5, side="{side}")
+                      + "return 0.5")
+    commit_all(example_repo, "a model that needs 600 MB, four benchmarks")
+    site_tiers(workspace, {"name": "small", "mem": "300M", "time_minutes": 10},
+               {"name": "large", "mem": "1500M", "time_minutes": 10}, pairs_per_task=2)
+    calls = workspace.log_slurm_calls()
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "hungry", "--benchmarks",
+                            "b1,b2,b3,b4", "--executor", "slurm")
+    assert result["states"] == {"COMPLETED": 4}, result["pairs"]
+    run_dir = workspace.state / "runs" / result["run_id"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rounds = {t["script"].split("-")[1] for t in manifest["tasks"] if t["script"].startswith("job-a")}
+    assert rounds == {"a2"}, [t["script"] for t in manifest["tasks"]]  # one escalation round
+    assert len([line for line in calls.read_text().splitlines() if " sbatch " in line]) == 2  # an array a round
+    tries: dict[str, list[dict]] = {}
+    for a in workspace.json("status", result["run_id"])["attempts"]:
+        tries.setdefault(a["benchmark"], []).append(a)
+    jobs = {b: a for b, a in workspace.rows("SELECT benchmark, attempt FROM jobs WHERE run_id = ?",
+                                           result["run_id"])}
+    assert sorted(tries) == ["b1", "b2", "b3", "b4"]
+    for benchmark, rows in tries.items():
+        assert [a["attempt"] for a in rows] == list(range(1, jobs[benchmark] + 1))  # one row per attempt
+        assert rows[-1]["tier"] == "large" and rows[-1]["failure_kind"] is None, rows
+        assert [(a["tier"], a["failure_kind"], a["escalated_to"]) for a in rows[:-1]] in (
+            [], [("small", "OOM", "large")]), rows
+    ran_twice = [b for b, rows in tries.items() if len(rows) == 2]
+    assert len(ran_twice) == 2  # the pair each killed task was running; its neighbour never started there
+    ids = [a["job_id"] for rows in tries.values() for a in rows]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"\d+_\d+", i) for i in ids), ids
+    for benchmark, rows in tries.items():
+        log = (run_dir / "logs").glob("*.log")
+        text = next(p.read_text() for p in log if f"on {benchmark} (" in p.read_text())
+        last = text[text.rindex("scoring hungry"):]
+        real = sum(float(v) for v in re.findall(r"^CPU (?:model|benchmark) ([\d.]+)$", last, re.MULTILINE))
+        assert real > 2.4 and abs(rows[-1]["cpu_seconds"] - real) <= 0.2 * real, (benchmark, rows[-1], real)

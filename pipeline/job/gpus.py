@@ -25,7 +25,8 @@ DRIVER_LIBRARIES = re.compile(r"lib(cuda|nvidia-ml|nvidia-ptxjitcompiler|nvidia-
 
 # CUDA's out-of-memory as PyTorch, TensorFlow, JAX and the CUDA libraries word it (never a host MemoryError)
 GPU_OUT_OF_MEMORY = re.compile(
-    r"CUDA out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|CUBLAS_STATUS_ALLOC_FAILED"
+    r"CUDA out of memory|CUDA error: out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation"
+    r"|CUBLAS_STATUS_ALLOC_FAILED"
     r"|CUDNN_STATUS_ALLOC_FAILED|OOM when allocating tensor[^\n]*GPU|RESOURCE_EXHAUSTED: Out of memory"
     r"|GPU out of memory|out of memory on GPU")
 
