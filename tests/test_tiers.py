@@ -190,9 +190,9 @@ def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_
                                                                                   example_repo):
     """The one-node Slurm cluster kills a task over its memory (OverMemoryKill): the pair that was running goes
     one tier up and completes there (two attempt rows, the first with the peak sacct measured); its packed
-    neighbours, which never started, run again on their own tier and keep their results; a MemoryError is OOM
-    too, and at the largest tier ends FAILED after one attempt per tier. A later run of the same model on a new
-    benchmark starts on the tier that fitted."""
+    neighbours, which never started, are the same model's: they start where it moved (issue 36: escalation learns
+    within the run), one attempt each; a MemoryError is OOM too, and at the largest tier ends FAILED. A later run
+    of the same model on a new benchmark starts on the tier that fitted."""
     add_benchmark(example_repo, "a_hog", "a-hog", "import time\nblocks = []\nfor _ in range(12):\n"
                   "    blocks.append(bytearray(100 * 2**20))\n    time.sleep(0.05)\ntime.sleep(4)\nreturn 0.5")
     add_benchmark(example_repo, "b_quiet", "b-quiet", "return 0.6")
@@ -213,8 +213,8 @@ def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_
     assert [(a["tier"], a["failure_kind"]) for a in tries["a-hog"]] == [("small", "OOM"), ("large", None)]
     assert tries["a-hog"][0]["max_rss_bytes"] > 700 * 2**20  # sacct's MaxRSS of the killed task
     assert tries["a-hog"][0]["job_id"] != tries["a-hog"][1]["job_id"]
-    assert [(a["tier"], a["failure_kind"]) for a in tries["b-quiet"]] == [("small", None)]
-    assert [(a["tier"], a["failure_kind"]) for a in tries["c-bottomless"]] == [("small", "OOM"), ("large", "OOM")]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["b-quiet"]] == [("large", None)]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["c-bottomless"]] == [("large", "OOM")]
 
     add_benchmark(example_repo, "d_new", "d-new", "return 0.7")
     commit_all(example_repo, "a new benchmark")
