@@ -119,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--python", help="an interpreter with brainscore-core (default: a scratch uv environment)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.reps = 1
     with tempfile.TemporaryDirectory(prefix="boundary-bench-") as tmp:
         here = Path(tmp)
         python = args.python
