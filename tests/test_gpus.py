@@ -252,3 +252,31 @@ def test_attempt_job_ids_name_the_job_and_task_that_ran_it():
 def test_the_seccomp_filter_refuses_nothing_cuda_needs():
     refused = set(seccomp.DENIED_CALLS) | set(seccomp.ENOSYS_CALLS)
     assert not refused & set(seccomp.CUDA_CALLS), refused & set(seccomp.CUDA_CALLS)
+
+
+def test_gpu_check_says_so_without_a_gpu_and_plans_its_torch_pair_onto_a_gpu_tier(tmp_path):
+    """scripts/gpu-check is for a real GPU node (it was not run on one here: this machine has none). What can be
+    checked without a GPU: it passes shellcheck, refuses clearly (exit 3) where there is no GPU, and on a stand-in
+    node its plugin repository plans one torch pair onto its GPU tier (torch locked from PyPI, nothing run)."""
+    import json
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    script = str(ROOT / "scripts/gpu-check")
+    assert subprocess.run(["shellcheck", "--severity=style", script], capture_output=True).returncode == 0
+    (tmp_path / "empty").mkdir()
+    none = subprocess.run([script, "--dev-dir", str(tmp_path / "empty")], capture_output=True, text=True, timeout=60)
+    assert none.returncode == 3 and "no NVIDIA GPU on this machine" in none.stderr, none.stderr
+    assert "sbatch --gres=gpu:1" in none.stderr and not none.stdout
+    bad = subprocess.run([script, "--torch", "torch; rm -rf /"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a plain requirement" in bad.stderr
+    dev = fake_gpu_node(tmp_path / "dev", 1)
+    plan = subprocess.run([script, "--dev-dir", str(dev), "--plan-only", "--workdir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")})
+    assert plan.returncode == 0, plan.stderr
+    data = json.loads(plan.stdout)
+    assert data["tiers"] == {"gpu": 1} and data["environments"] == 1
+    [pair] = data["to_run"]
+    assert (pair["model"], pair["benchmark"], pair["tier"]) == ("torch-probe", "on-cuda", "gpu")
