@@ -294,3 +294,30 @@ def test_on_slurm_a_model_that_needs_the_large_tier_takes_all_its_pairs_there_in
         last = text[text.rindex("scoring hungry"):]
         real = sum(float(v) for v in re.findall(r"^CPU (?:model|benchmark) ([\d.]+)$", last, re.MULTILINE))
         assert real > 2.4 and abs(rows[-1]["cpu_seconds"] - real) <= 0.2 * real, (benchmark, rows[-1], real)
+
+
+def test_progress_counts_pairs_not_attempts():
+    """A pair that an escalation runs again is not done twice, and the total stays the run's pairs (issue 36)."""
+    from pipeline.stages.watch import Progress
+
+    progress = Progress(total=2)
+    progress.add({"pair_key": "a", "status": "error", "model": "m", "benchmark": "x"})  # out of memory on small
+    assert (progress.done, progress.failed, progress.left) == (1, 1, 1)
+    progress.forget("a")  # escalated: it runs again
+    progress.add({"pair_key": "a", "status": "ok", "model": "m", "benchmark": "x"})
+    progress.add({"pair_key": "b", "status": "ok", "model": "m", "benchmark": "y"})
+    assert (progress.total, progress.done, progress.failed, progress.left) == (2, 2, 0, 0)
+    assert progress.line().startswith("2/2 pairs done (0 failed), 0 left")
+
+
+def test_tier_why_says_what_the_estimate_is_made_of():
+    """Issue 36 saw "measured: peak 1.62 GB (its benchmark)" for a benchmark that never used more than 0.29 GB:
+    the figure was another model's part at the 75th percentile plus that benchmark's fixed cost. It says so now."""
+    est = Estimates.learn({("a", "light"): int(0.29 * GB), ("b", "light"): int(1.62 * GB),
+                           ("b", "heavy"): int(1.62 * GB)})
+    peak, whose = est.estimate("new", "light")
+    assert whose == "its benchmark" and round(peak / GB, 2) == 1.62
+    assert est.explain("new", "light") == (
+        "the 75th percentile of the measured models' parts 1.33 GB (its model was never measured) + its benchmark's "
+        "fixed cost 0.29 GB (the least any model needed on it)")
+    assert est.explain("a", "light") == "peak 0.29 GB of this very pair" and est.explain("new", "newer") == ""

@@ -75,7 +75,7 @@ def status(cmd: Command, run: str | None) -> None:
                           f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
         out.print(table)
         out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
-                  + f"; {data['cpu_hours']} CPU-hours", highlight=False)
+                  + f"; {data['cpu_hours']} CPU-hours used", highlight=False)
         if data["attempts"]:
             from pipeline.capacity.attempts import gpu_peak_words
 
