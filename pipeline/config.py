@@ -64,7 +64,7 @@ class Settings:
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs of one array task"})
     gpus: int = field(default=0, metadata={"help": "GPUs of one array task"})
     tiers: list[dict] = field(default_factory=list, metadata={
-        "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, "
+        "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, gpu_mem, "
                 "partition, qos (none: one tier of mem, time_minutes, gpus)"})
     tier_margin_percent: int = field(default=10, metadata={
         "help": "head room over a measured peak when choosing a pair's first tier"})

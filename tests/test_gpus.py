@@ -175,6 +175,8 @@ def test_the_gpu_view_takes_the_schedulers_gpus_and_fails_closed(tmp_path):
     uuids = gpu_view(1, str(dev), {"SLURM_JOB_GPUS": "2", "CUDA_VISIBLE_DEVICES": "GPU-5a1f"})
     assert uuids.env["CUDA_VISIBLE_DEVICES"] == "GPU-5a1f"  # a UUID names its GPU whatever the numbering
     assert gpu_view(0, str(dev), {"SLURM_JOB_GPUS": "1"}).devices == []  # asked for none: sees none
+    unconfined = gpu_view(1, str(dev), {"SLURM_JOB_GPUS": "3", "CUDA_VISIBLE_DEVICES": "3"}, renumber=False)
+    assert unconfined.env["CUDA_VISIBLE_DEVICES"] == "3"  # sandbox off: the node's /dev, the scheduler's numbers
     for environ, words in (({}, "given none"), ({"CUDA_VISIBLE_DEVICES": "7,1"}, "not an NVIDIA device node"),
                            ({"SLURM_JOB_GPUS": "1"}, "given 1"), ({"SLURM_JOB_GPUS": "1,x"}, "not a number")):
         with pytest.raises(NoGpu, match=words):

@@ -77,11 +77,13 @@ class GpuView:
 
 
 def gpu_view(wanted: int, dev_dir: str = "/dev", environ: dict | os._Environ | None = None,
-             proc_dir: str = PROC_DRIVER) -> GpuView:
+             proc_dir: str = PROC_DRIVER, renumber: bool = True) -> GpuView:
     """The view of a pair that asked for `wanted` GPUs: exactly the device nodes of the GPUs the job was given,
     the control nodes present, the driver's libraries and /proc/driver/nvidia read-only, CUDA_VISIBLE_DEVICES
     renumbered 0..n-1 (CUDA numbers the devices it can open: only these) or the scheduler's UUIDs as they are.
-    Raises NoGpu with the reason when the sandbox would show fewer GPUs than asked for."""
+    Without the sandbox (`renumber` False) the pair sees the node's own /dev: CUDA_VISIBLE_DEVICES stays as the
+    scheduler set it (else the GPUs' ids). Raises NoGpu with the reason when the sandbox would show fewer GPUs
+    than asked for."""
     environ = os.environ if environ is None else environ
     view = GpuView()
     if wanted <= 0:
@@ -114,7 +116,11 @@ def gpu_view(wanted: int, dev_dir: str = "/dev", environ: dict | os._Environ | N
     view.ro.extend(driver_library_dirs())
     visible = environ.get("CUDA_VISIBLE_DEVICES", "")
     uuids = [v.strip() for v in visible.split(",") if v.strip().startswith(("GPU-", "MIG-"))]
-    view.env = {"CUDA_VISIBLE_DEVICES": ",".join(uuids) if uuids else ",".join(str(i) for i in range(wanted)),
+    if not renumber:
+        shown = visible.strip() or ",".join(given[:wanted])
+    else:
+        shown = ",".join(uuids) if uuids else ",".join(str(i) for i in range(wanted))
+    view.env = {"CUDA_VISIBLE_DEVICES": shown,
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # minor numbers follow the PCI order: index i is the i-th node
     return view
 

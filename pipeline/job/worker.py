@@ -401,7 +401,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     pair_usage.become_subreaper()  # each side's namespace init comes back here: the pair's real CPU time
     gpu, no_gpu = None, None
     try:  # the GPUs the scheduler gave this task, as the model's sandbox will show them
-        gpu = gpu_view(int(task.get("gpus") or 0), manifest.gpu_dev_dir)
+        gpu = gpu_view(int(task.get("gpus") or 0), manifest.gpu_dev_dir, renumber=manifest.sandbox != "off")
     except NoGpu as exc:
         no_gpu = str(exc)
         print(f"[score-plugins] {no_gpu}", file=sys.stderr)
