@@ -59,7 +59,7 @@ model_registry['features-4096'] = FeatureModel
 '''
 
 DRIVER = r'''
-import json, socket, subprocess, sys, time
+import json, os, socket, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
@@ -81,6 +81,9 @@ bench_end, model_end = socket.socketpair()
 proc = subprocess.Popen([sys.executable, boundary_py, 'serve-model', '--manifest', str(here / 'manifest.json'),
                          '--pair', 'p', '--channel-fd', str(model_end.fileno())], pass_fds=(model_end.fileno(),),
                         env={'PYTHONPATH': str(here / 'code'), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1',
+                             # the site's OpenBLAS settings, as the worker passes them: another kernel would
+                             # compute other last digits, and the two assemblies are compared for identity
+                             **{k: v for k, v in os.environ.items() if k.startswith('OPENBLAS_')},
                              'OPENBLAS_NUM_THREADS': '1'})
 model_end.close()
 (here / 'handoff').mkdir(exist_ok=True)
@@ -119,7 +122,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--python", help="an interpreter with brainscore-core (default: a scratch uv environment)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.reps = 1
     with tempfile.TemporaryDirectory(prefix="boundary-bench-") as tmp:
         here = Path(tmp)
         python = args.python

@@ -7,6 +7,7 @@ creating and populating the environment, not downloading. ratio = hit / fresh (t
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,7 @@ from _common import last_line
 from envs.lock import EnvSpec, lock_environment
 from jobscripts import render_env_builder
 from pipeline.config import load_settings
+from pipeline.stages.bundle import copy_job_package
 from pipeline.stages.run import python_version
 
 
@@ -27,6 +29,13 @@ def build(script: Path, target: Path, lock: Path) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh", type=int, default=3, help="fresh builds timed (the best counts)")
+    parser.add_argument("--hits", type=int, default=10, help="cache hits timed (the best counts)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
+    args = parser.parse_args()
+    if args.smoke:
+        args.fresh, args.hits = 1, 1
     settings = load_settings()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -34,13 +43,14 @@ def main() -> None:
                                 tmp_path / "locks", settings.uv)
         script = tmp_path / "build_env.sh"
         script.write_text(render_env_builder(backend="uv", uv=settings.uv, python=settings.python))
+        copy_job_package(tmp_path)  # as in a bundle: the build runs in the sandbox, job/sandbox.py beside it
         build(script, tmp_path / "warm-cache", lock.path)  # fill uv's package cache
-        fresh = [build(script, tmp_path / f"fresh-{i}", lock.path) for i in range(3)]
-        hits = [build(script, tmp_path / "fresh-0", lock.path) for _ in range(10)]
+        fresh = [build(script, tmp_path / f"fresh-{i}", lock.path) for i in range(args.fresh)]
+        hits = [build(script, tmp_path / "fresh-0", lock.path) for _ in range(args.hits)]
     fresh_s, hit_s = min(fresh), min(hits)
     print(f"environment of {len(lock.packages)} packages ({', '.join(lock.packages)})")
-    print(f"fresh build (warm package cache): best of 3 {fresh_s:.3f} s")
-    print(f"cache hit: best of 10 {hit_s:.4f} s")
+    print(f"fresh build (warm package cache): best of {args.fresh} {fresh_s:.3f} s")
+    print(f"cache hit: best of {args.hits} {hit_s:.4f} s")
     last_line({"fresh_seconds": round(fresh_s, 4), "hit_seconds": round(hit_s, 4),
                "ratio": round(hit_s / fresh_s, 5), "packages": len(lock.packages),
                "ratio_definition": "hit_seconds / fresh_seconds (lower is better); target < 0.01"})

@@ -143,7 +143,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--baseline-rows", type=int, default=10_000)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.baseline_rows = 200, 20
     from tests.services import Postgres
 
     out: dict = {"rows": args.rows, "baseline_rows_measured": args.baseline_rows}

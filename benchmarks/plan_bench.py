@@ -168,7 +168,10 @@ def main() -> None:
     parser.add_argument("--baseline-sample", type=int, default=0, metavar="N",
                         help="the per-pair baselines look up only N random keys (figures named as sampled); "
                              "ours and the floor are always measured in full")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.benchmarks = 4, 3
     if args.no_sqlite and args.no_postgres:
         parser.error("--no-sqlite and --no-postgres leave nothing to measure")
     if args.baseline_sample < 0:

@@ -73,8 +73,16 @@ def touch_commit(repo: Path, path: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--repo", type=Path, help="a clone of brain-score/vision or brain-score/language")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing (the example plugin repository)")
     args = parser.parse_args()
+    if args.smoke and args.repo is None:
+        from pipeline import examples
+
+        args.repo = Path(tempfile.mkdtemp(prefix="real-repo-bench-")) / "examples"
+        examples.create(args.repo)
+    if args.repo is None:
+        parser.error("--repo is required (or --smoke)")
     repo = args.repo.resolve()
     root = find_domain_root(repo, "HEAD")
     t: dict[str, float] = {}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from _common import ROOT, last_line, trivial_repo
 
-SIZES = {100: (10, 10), 1000: (100, 10), 3000: (30, 100), 10000: (100, 100)}  # pairs -> (models, benchmarks)
+SIZES = {2: (1, 2), 4: (2, 2), 6: (3, 2), 100: (10, 10), 1000: (100, 10), 3000: (30, 100), 10000: (100, 100)}  # pairs -> (models, benchmarks)
 CLI = ROOT / ".venv/bin/score-plugins"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -84,7 +84,10 @@ def main() -> None:
     parser.add_argument("--executors", default="local,slurm")
     parser.add_argument("--pairs-per-task", type=int, default=50)
     parser.add_argument("--sandbox", default="off", help="the sandbox setting of the runs (off, auto, bwrap)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.executors, args.pairs_per_task = "2,4,6", "local", 2
     sizes = [int(s) for s in args.sizes.split(",")]
     executors = args.executors.split(",")
     if "slurm" in executors:

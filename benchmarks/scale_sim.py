@@ -149,7 +149,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,200000")
     parser.add_argument("--per-cycle", type=int, default=200, help="results the stand-in writes between two cycles")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.per_cycle = "100", 20
     out: dict = {"stand_in": "stand_in_worker writes the worker's result files and index lines; no plugin runs",
                  "note": "measured on a shared 2-core machine under load", "runs": []}
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:

@@ -25,6 +25,7 @@ The last line's `ratio` is ratio_packing. Needs the cluster: scripts/slurm-clust
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -220,6 +221,12 @@ def echo_floor(tmp: Path, out: dict, tasks: int) -> None:
 
 
 def main() -> None:
+    global PAIRS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=PAIRS)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
+    args = parser.parse_args()
+    PAIRS = 4 if args.smoke else args.pairs
     subprocess.run([str(Path(__file__).resolve().parents[1] / "scripts/slurm-cluster"), "up"], check=True)
     out: dict = {"pairs": PAIRS}
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:

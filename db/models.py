@@ -210,6 +210,13 @@ class Attempt(Base):
     model_code_hash: Mapped[str | None] = mapped_column(String(64))
     benchmark_code_hash: Mapped[str | None] = mapped_column(String(64))
     escalated_to: Mapped[str | None] = mapped_column(String(64))  # the tier of the next attempt, if any
+    # its GPUs (migration 0010): model, how many it was given, on how many it allocated memory, its peak GPU
+    # memory (NVML, sampled; NULL: not measured, never a made-up 0) and the GPU memory per GPU of its tier
+    gpu_model: Mapped[str | None] = mapped_column(String(200))
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    gpus_used: Mapped[int | None] = mapped_column(Integer)
+    max_gpu_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    req_gpu_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -178,3 +178,20 @@ def render_plugin_test_job(job: PluginTestJob) -> str:
         if not re.match(r"^[A-Za-z0-9_-]+$", task.env_key):
             raise RenderError(f"environment key {task.env_key!r}")
     return _env.get_template("plugin_test_job.sh.j2").render(job=job, sbatch=sbatch_lines(job.slurm))
+
+
+@dataclass(frozen=True)
+class SubmitArray:
+    """One tier's job script of a bundle: its name, its first task in the run, its task count."""
+
+    script: str
+    first: int
+    count: int
+
+
+def render_submit(run_id: str, run_dir: str, arrays: tuple[SubmitArray, ...]) -> str:
+    """The bundle's submit.sh: sbatch each array, and record each Slurm job id in the bundle (slurm-jobs)."""
+    for array in arrays:
+        if not re.match(r"^job[A-Za-z0-9_-]*\.sh$", array.script):
+            raise RenderError(f"job script name {array.script!r}")
+    return _env.get_template("submit.sh.j2").render(run_id=run_id, run_dir=run_dir, arrays=arrays)

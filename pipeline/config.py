@@ -64,7 +64,7 @@ class Settings:
     cpus_per_task: int = field(default=1, metadata={"help": "CPUs of one array task"})
     gpus: int = field(default=0, metadata={"help": "GPUs of one array task"})
     tiers: list[dict] = field(default_factory=list, metadata={
-        "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, "
+        "help": "memory tiers, smallest first: [[tiers]] tables of name, mem, time_minutes, gpus, gpu_type, gpu_mem, "
                 "partition, qos (none: one tier of mem, time_minutes, gpus)"})
     tier_margin_percent: int = field(default=10, metadata={
         "help": "head room over a measured peak when choosing a pair's first tier"})
@@ -107,6 +107,12 @@ class Settings:
     drop_sbatch: list[str] = field(default_factory=list, metadata={"help": "#SBATCH options to leave out"})
     modules: list[str] = field(default_factory=list, metadata={"help": "environment modules to load"})
     local_workers: int = field(default=0, metadata={"help": "parallel tasks on the local executor (0: CPUs)"})
+    local_gpus: str = field(default="", metadata={
+        "help": "the local executor's GPUs, e.g. '0,1' (empty: every /dev/nvidia[0-9]* node present); each task "
+                "of a GPU tier gets its own, and waits for a free one rather than share"})
+    gpu_dev_dir: str = field(default="/dev", metadata={
+        "help": "where the NVIDIA device nodes are (/dev on every real node): a GPU pair's sandbox gets its GPUs' "
+                "nodes from here"})
     admin_email: str = field(default="", metadata={"help": "address alerted on infrastructure failures"})
     sender_email: str = field(default="score-plugins@localhost", metadata={"help": "From: of every email"})
     leaderboard_url: str = field(default="", metadata={"help": "link to the leaderboard in emails"})
@@ -190,6 +196,10 @@ class Settings:
                 raise BadInput(f"setting {name}: {getattr(self, name)} is too small")
         if self.gpus < 0 or self.array_throttle < 0 or self.tier_margin_percent < 0:
             raise BadInput("settings gpus, array_throttle and tier_margin_percent cannot be negative")
+        if self.local_gpus and not re.fullmatch(r"\d+(,\d+)*", self.local_gpus):
+            raise BadInput(f"setting local_gpus: {self.local_gpus!r} is not a list of GPU numbers (e.g. 0,1)")
+        if not os.path.isabs(self.gpu_dev_dir):
+            raise BadInput(f"setting gpu_dev_dir: {self.gpu_dev_dir!r} is not an absolute path")
         if not 0 <= self.tier_unseen_percentile <= 100:
             raise BadInput(f"setting tier_unseen_percentile: {self.tier_unseen_percentile} is not 0 to 100")
         if self.mail_max_age_hours < 0:

@@ -78,7 +78,7 @@ def test_runs_record_where_and_what_so_rerun_and_reproduce_work_from_any_folder(
     assert Path(reproduced["job_script"]).exists()
     [scored] = [r for r in workspace.json("leaderboard") if r["id"] == score_id]
     assert reproduced["original"]["score"] == scored["score"]  # what to compare the new score with
-    assert reproduced["submit"] == f"sbatch {reproduced['job_script']}"
+    assert reproduced["submit"] == f"bash {reproduced['run_dir']}/submit.sh"
     busy = cli_in(workspace, elsewhere, "reproduce", str(score_id), "--out", str(workspace.path / "again"))
     assert busy.returncode == 2 and "not empty" in busy.stderr  # never writes into a used folder
 
@@ -156,6 +156,7 @@ def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspa
     try:
         status = workspace.json("status")
         assert status["counts"] == {"RUNNING": 2}, status  # the coordinator's own line says "running 2"
+        assert status["coordinator"] == "live"
         run_id = status["run_id"]
         assert workspace.json("status", run_id[:-3])["run_id"] == run_id  # a unique prefix names the run
     finally:
@@ -164,8 +165,9 @@ def test_status_follows_the_executor_runs_are_listed_and_named_by_prefix(workspa
     # a rendered run, submitted by hand and ingested, is over (not PENDING forever)
     bundle = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
                             "iris-accuracy", "--out", str(workspace.path / "bundle"))
-    assert workspace.json("status", bundle["run_id"])["status"] == "PENDING"
-    assert bundle["submit"] == f"sbatch {bundle['job_script']}"
+    hand = workspace.json("status", bundle["run_id"])
+    assert (hand["status"], hand["coordinator"]) == ("PENDING", "hand-submitted")
+    assert bundle["submit"] == f"bash {bundle['run_dir']}/submit.sh"  # sbatch each tier, job ids recorded
     subprocess.run(["bash", "-c", bundle["run_locally"]], env=workspace.env, check=True, timeout=600,
                    capture_output=True)  # the printed local command runs the bundle
     ingested = workspace.json("ingest", bundle["run_dir"])
@@ -313,9 +315,42 @@ def test_prune_frees_unused_environments_and_old_run_folders_but_keeps_what_repr
 
 
 def test_a_task_whose_pairs_cannot_fit_its_time_limit_is_warned_about(workspace, example_repo):
-    args = ("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks", "iris-accuracy")
-    fits = workspace.cli(*args, "--out", str(workspace.path / "a"))
-    assert fits.returncode == 0 and "exceeds time_minutes" not in fits.stderr, fits.stderr  # the defaults fit
-    tight = workspace.cli("--set", "time_minutes=30", *args, "--out", str(workspace.path / "b"))
+    """Per tier, with each task's real pair count (issue 36): one pair fits 30 minutes, four do not; a 10-minute
+    tier with 2 x 900 s is named, and the tier's own limit is cited, never the unused global one."""
+    args = ("render", "--repo", str(example_repo), "--all", "--models", "logreg")
+    one = ("--benchmarks", "iris-accuracy")
+    fits = workspace.cli(*args, *one, "--out", str(workspace.path / "a"))
+    assert fits.returncode == 0 and "exceeds" not in fits.stderr, fits.stderr  # the defaults fit
+    alone = workspace.cli("--set", "time_minutes=30", *args, *one, "--out", str(workspace.path / "b"))
+    assert alone.returncode == 0 and "exceeds" not in alone.stderr, alone.stderr  # its task holds one pair
+    tight = workspace.cli("--set", "time_minutes=30", *args, "--out", str(workspace.path / "c"))
     assert tight.returncode == 0, tight.stderr
-    assert "warning: pairs_per_task (4) x pair_timeout (900 s) = 60 min exceeds time_minutes (30)" in tight.stderr
+    assert "warning: a task of 4 pair(s) x pair_timeout (900 s) = 60 min exceeds time_minutes (30)" in tight.stderr
+    tiers = json.dumps([{"name": "quick", "mem": "2G", "time_minutes": 10}, {"name": "long", "mem": "4G"}])
+    tiered = workspace.cli("--set", f"tiers={tiers}", "--set", "pairs_per_task=2", "--set", "pair_timeout=1800",
+                           *args, "--out", str(workspace.path / "d"))
+    assert tiered.returncode == 0, tiered.stderr
+    assert ("warning: tier quick: a task of 2 pair(s) x pair_timeout (1800 s) = 60 min exceeds its time_minutes "
+            "(10)") in tiered.stderr and "(60)" not in tiered.stderr
+
+
+def test_a_rendered_bundle_of_two_tiers_runs_by_hand_with_the_printed_local_loop(workspace, example_repo):
+    """render's `run_locally` line runs every tier's job script (each its own array), and a task number a script
+    does not hold says so on the caller's stderr, not only in its log."""
+    from tests.test_tiers import add_benchmark as tier_benchmark, site_tiers
+
+    tier_benchmark(example_repo, "roomy", "roomy", "return 0.5", "resources:\n  memory: 1500M\n")
+    commit_all(example_repo, "a benchmark that declares 1.5 GB")
+    site_tiers(workspace, {"name": "small", "mem": "1G"}, {"name": "large", "mem": "2G"})
+    bundle = workspace.json("render", "--repo", str(example_repo), "--all", "--models", "logreg", "--benchmarks",
+                            "iris-accuracy,roomy", "--out", str(workspace.path / "bundle"))
+    assert [Path(s).name for s in bundle["job_scripts"]] == ["job.sh", "job-large.sh"]
+    stray = subprocess.run(["bash", bundle["job_script"]], env={**workspace.env, "SLURM_ARRAY_TASK_ID": "7"},
+                           capture_output=True, text=True, timeout=60)
+    assert stray.returncode == 2 and "this job has no array task 7" in stray.stderr, stray.stderr
+    subprocess.run(["bash", "-c", bundle["run_locally"]], env=workspace.env, check=True, timeout=600,
+                   capture_output=True)
+    assert workspace.json("ingest", bundle["run_dir"])["scores"] == 2
+    status = workspace.json("status", bundle["run_id"])
+    assert status["status"] == "COMPLETED" and status["counts"] == {"COMPLETED": 2}
+    assert sorted(a["tier"] for a in status["attempts"]) == ["large", "small"]

@@ -59,6 +59,15 @@ def test_env_builder_passes_shellcheck_with_hostile_paths(tmp_path):
     shellcheck(render_env_builder(backend="uv", uv="/usr/bin/uv", python="/usr/bin/python3"), tmp_path)
 
 
+def test_the_hand_submit_script_passes_shellcheck_and_refuses_odd_script_names(tmp_path):
+    from jobscripts import SubmitArray, render_submit
+
+    shellcheck(render_submit("r1", HOSTILE, (SubmitArray("job.sh", 0, 3), SubmitArray("job-large.sh", 3, 1))),
+               tmp_path)
+    with pytest.raises(RenderError, match="job script name"):
+        render_submit("r1", "/runs/r1", (SubmitArray("job.sh; rm -rf /", 0, 1),))
+
+
 def test_header_values_sbatch_could_misread_are_refused():
     with pytest.raises(RenderError, match="partition"):
         render_score_job(job(slurm=SlurmOptions(job_name="x", array="0-0", partition="a b")))

@@ -33,6 +33,9 @@ def test_coordinator_killed_mid_run_then_reconcile_and_rerun(workspace, example_
     status = workspace.json("status")
     first = status["run_id"]
     assert status["status"] == "RUNNING"
+    assert status["coordinator"] == "gone"  # told apart from a live run (its watcher's process is gone)
+    assert [r["coordinator"] for r in workspace.json("runs") if r["run_id"] == first] == ["gone"]
+    assert "its coordinator is gone" in workspace.cli("status", first).stdout
     assert any(j["state"] == "PENDING" for j in status["jobs"])
     # started again at once, the coordinator submits nothing that the first run still holds
     again = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")

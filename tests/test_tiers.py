@@ -4,6 +4,7 @@ out-of-memory escalation on the local executor and on the one-node Slurm cluster
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -189,9 +190,9 @@ def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_
                                                                                   example_repo):
     """The one-node Slurm cluster kills a task over its memory (OverMemoryKill): the pair that was running goes
     one tier up and completes there (two attempt rows, the first with the peak sacct measured); its packed
-    neighbours, which never started, run again on their own tier and keep their results; a MemoryError is OOM
-    too, and at the largest tier ends FAILED after one attempt per tier. A later run of the same model on a new
-    benchmark starts on the tier that fitted."""
+    neighbours, which never started, are the same model's: they start where it moved (issue 36: escalation learns
+    within the run), one attempt each; a MemoryError is OOM too, and at the largest tier ends FAILED. A later run
+    of the same model on a new benchmark starts on the tier that fitted."""
     add_benchmark(example_repo, "a_hog", "a-hog", "import time\nblocks = []\nfor _ in range(12):\n"
                   "    blocks.append(bytearray(100 * 2**20))\n    time.sleep(0.05)\ntime.sleep(4)\nreturn 0.5")
     add_benchmark(example_repo, "b_quiet", "b-quiet", "return 0.6")
@@ -212,8 +213,8 @@ def test_on_slurm_an_oom_task_escalates_its_pair_reruns_its_neighbours_and_tops_
     assert [(a["tier"], a["failure_kind"]) for a in tries["a-hog"]] == [("small", "OOM"), ("large", None)]
     assert tries["a-hog"][0]["max_rss_bytes"] > 700 * 2**20  # sacct's MaxRSS of the killed task
     assert tries["a-hog"][0]["job_id"] != tries["a-hog"][1]["job_id"]
-    assert [(a["tier"], a["failure_kind"]) for a in tries["b-quiet"]] == [("small", None)]
-    assert [(a["tier"], a["failure_kind"]) for a in tries["c-bottomless"]] == [("small", "OOM"), ("large", "OOM")]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["b-quiet"]] == [("large", None)]
+    assert [(a["tier"], a["failure_kind"]) for a in tries["c-bottomless"]] == [("large", "OOM")]
 
     add_benchmark(example_repo, "d_new", "d-new", "return 0.7")
     commit_all(example_repo, "a new benchmark")
@@ -236,3 +237,87 @@ def test_a_timeout_at_the_tier_limit_moves_to_the_next_tier_with_a_longer_limit(
     assert [(a["tier"], a["failure_kind"], a["req_time_minutes"]) for a in status["attempts"]] == [
         ("quick", "TIMEOUT", 1), ("roomy", None, 5)]
     assert "time limit of 1 minutes" in status["attempts"][0]["reason"]
+
+
+BURN = ("import resource, time\nstart = time.process_time()\nwhile time.process_time() - start < {seconds}:\n"
+        "    pass\nused = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(f'CPU {side} {{used.ru_utime + used.ru_stime:.3f}}', flush=True)\n")
+
+
+@pytest.mark.integration
+def test_on_slurm_a_model_that_needs_the_large_tier_takes_all_its_pairs_there_in_one_round(slurm_cluster, workspace,
+                                                                                         example_repo):
+    """Issue 36's acceptance: a model that needs about 600 MB, tiers of 300M and 1500M, 4 benchmarks packed 2 per
+    task. The first round's tasks are killed on small (the pair that ran is OOM, its neighbour never started);
+    escalation moves the model's every pair to large at once: one escalation round, every pair COMPLETED on
+    large, one attempt row per attempt (a pair that ran on both tiers has two), each naming its own job and task.
+    Each attempt's CPU seconds are its processes' (both sides, as they measure themselves) within 20 %."""
+    write(example_repo, "sklearn_scores/models/hungry/__init__.py",
+          "from sklearn_scores import model_registry\n\nKEEP = []\n\ndef build():\n    side = 'model'\n"
+          "    KEEP.append(bytearray(b'\\x01') * (600 * 2**20))  # touched: resident, held while it serves\n"
+          + "".join(f"    {line}\n" for line in BURN.format(seconds=2.0, side="{side}").splitlines())
+          + "    return object()\n\nmodel_registry['hungry'] = build\n")
+    write(example_repo, "sklearn_scores/models/hungry/requirements.txt", "scikit-learn>=1.3\n")
+    for name in ("b1", "b2", "b3", "b4"):
+        add_benchmark(example_repo, name, name, "side = 'benchmark'\n" + BURN.format(seconds=0.5, side="{side}")
+                      + "return 0.5")
+    commit_all(example_repo, "a model that needs 600 MB, four benchmarks")
+    site_tiers(workspace, {"name": "small", "mem": "300M", "time_minutes": 10},
+               {"name": "large", "mem": "1500M", "time_minutes": 10}, pairs_per_task=2)
+    calls = workspace.log_slurm_calls()
+    result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "hungry", "--benchmarks",
+                            "b1,b2,b3,b4", "--executor", "slurm")
+    assert result["states"] == {"COMPLETED": 4}, result["pairs"]
+    run_dir = workspace.state / "runs" / result["run_id"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rounds = {t["script"].split("-")[1] for t in manifest["tasks"] if t["script"].startswith("job-a")}
+    assert rounds == {"a2"}, [t["script"] for t in manifest["tasks"]]  # one escalation round
+    assert len([line for line in calls.read_text().splitlines() if " sbatch " in line]) == 2  # an array a round
+    tries: dict[str, list[dict]] = {}
+    for a in workspace.json("status", result["run_id"])["attempts"]:
+        tries.setdefault(a["benchmark"], []).append(a)
+    jobs = {b: a for b, a in workspace.rows("SELECT benchmark, attempt FROM jobs WHERE run_id = ?",
+                                           result["run_id"])}
+    assert sorted(tries) == ["b1", "b2", "b3", "b4"]
+    for benchmark, rows in tries.items():
+        assert [a["attempt"] for a in rows] == list(range(1, jobs[benchmark] + 1))  # one row per attempt
+        assert rows[-1]["tier"] == "large" and rows[-1]["failure_kind"] is None, rows
+        assert [(a["tier"], a["failure_kind"], a["escalated_to"]) for a in rows[:-1]] in (
+            [], [("small", "OOM", "large")]), rows
+    ran_twice = [b for b, rows in tries.items() if len(rows) == 2]
+    assert len(ran_twice) == 2  # the pair each killed task was running; its neighbour never started there
+    ids = [a["job_id"] for rows in tries.values() for a in rows]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"\d+_\d+", i) for i in ids), ids
+    for benchmark, rows in tries.items():
+        log = (run_dir / "logs").glob("*.log")
+        text = next(p.read_text() for p in log if f"on {benchmark} (" in p.read_text())
+        last = text[text.rindex("scoring hungry"):]
+        real = sum(float(v) for v in re.findall(r"^CPU (?:model|benchmark) ([\d.]+)$", last, re.MULTILINE))
+        assert real > 2.4 and abs(rows[-1]["cpu_seconds"] - real) <= 0.2 * real, (benchmark, rows[-1], real)
+
+
+def test_progress_counts_pairs_not_attempts():
+    """A pair that an escalation runs again is not done twice, and the total stays the run's pairs (issue 36)."""
+    from pipeline.stages.watch import Progress
+
+    progress = Progress(total=2)
+    progress.add({"pair_key": "a", "status": "error", "model": "m", "benchmark": "x"})  # out of memory on small
+    assert (progress.done, progress.failed, progress.left) == (1, 1, 1)
+    progress.forget("a")  # escalated: it runs again
+    progress.add({"pair_key": "a", "status": "ok", "model": "m", "benchmark": "x"})
+    progress.add({"pair_key": "b", "status": "ok", "model": "m", "benchmark": "y"})
+    assert (progress.total, progress.done, progress.failed, progress.left) == (2, 2, 0, 0)
+    assert progress.line().startswith("2/2 pairs done (0 failed), 0 left")
+
+
+def test_tier_why_says_what_the_estimate_is_made_of():
+    """Issue 36 saw "measured: peak 1.62 GB (its benchmark)" for a benchmark that never used more than 0.29 GB:
+    the figure was another model's part at the 75th percentile plus that benchmark's fixed cost. It says so now."""
+    est = Estimates.learn({("a", "light"): int(0.29 * GB), ("b", "light"): int(1.62 * GB),
+                           ("b", "heavy"): int(1.62 * GB)})
+    peak, whose = est.estimate("new", "light")
+    assert whose == "its benchmark" and round(peak / GB, 2) == 1.62
+    assert est.explain("new", "light") == (
+        "the 75th percentile of the measured models' parts 1.33 GB (its model was never measured) + its benchmark's "
+        "fixed cost 0.29 GB (the least any model needed on it)")
+    assert est.explain("a", "light") == "peak 0.29 GB of this very pair" and est.explain("new", "newer") == ""

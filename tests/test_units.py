@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from db.states import OPEN, RETRYABLE, TERMINAL, State
-from jobscripts import (EnvLine, PluginTestJob, PluginTestTask, ScoreJob, SlurmOptions, TaskLine, render_env_builder,
-                        render_plugin_test_job, render_score_job)
+from jobscripts import (EnvLine, PluginTestJob, PluginTestTask, ScoreJob, SlurmOptions, SubmitArray, TaskLine,
+                        render_env_builder, render_plugin_test_job, render_score_job, render_submit)
 from pipeline.executors.slurm import ArrayPart, array_chunks, parse_parts, parse_sacct, parse_squeue, slurm_state
 from pipeline.executors.slurm.limits import mem_mb, time_minutes
 from pipeline.executors.slurm.ids import stored_id
@@ -173,6 +173,8 @@ TEMPLATES = {
                                                        rattler_tool="/runs/r1/rattler_tool.py"),
     "build_env_micromamba.sh": lambda: render_env_builder(backend="micromamba", micromamba="/opt/micromamba"),
     "build_env_conda.sh": lambda: render_env_builder(backend="conda", conda="/opt/conda/bin/conda"),
+    "submit.sh": lambda: render_submit("r1", "/runs/r1 $(x)", (SubmitArray("job.sh", 0, 2),
+                                                                SubmitArray("job-large.sh", 2, 1))),
     "plugin_test_job.sh": lambda: render_plugin_test_job(PluginTestJob(
         code_dir="/code", report_dir="/reports", build_env="/b.sh", env_root="/envs",
         tasks=(PluginTestTask(0, "models/logreg", "abc", "/locks/abc.txt", ("/code/models/logreg/test.py",)),),

@@ -5,6 +5,7 @@ coordinator was killed, closed by `reconcile` (sacct's state and peak), and a bu
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -114,10 +115,53 @@ def test_a_hand_submitted_bundle_gets_an_attempt_row_for_each_result_it_ingests(
     tries = attempts_by_benchmark(workspace, run_id)
     assert {b: [(a["tier"], a["failure_kind"], a["req_mem_bytes"], a["job_id"]) for a in rows]
             for b, rows in tries.items()} == {
-        "quiet": [("small", None, GB, small_job)], "raises": [("small", "PLUGIN", GB, small_job)],
-        "greedy": [("small", "OOM", GB, small_job)], "roomy": [("large", None, 3 * GB, large_job)]}
+        "quiet": [("small", None, GB, f"{small_job}_0")], "raises": [("small", "PLUGIN", GB, f"{small_job}_0")],
+        "greedy": [("small", "OOM", GB, f"{small_job}_0")], "roomy": [("large", None, 3 * GB, f"{large_job}_0")]}
     assert all(a["elapsed_seconds"] and a["node"] for rows in tries.values() for a in rows)
     assert workspace.json("status", run_id)["status"] == "COMPLETED_WITH_FAILURES"
     workspace.json("ingest", bundle["run_dir"])
     workspace.json("ingest")  # every run folder
     assert count_attempts(workspace, run_id) == 4
+
+
+def test_a_hand_submitted_task_slurm_killed_is_recorded_and_its_run_reruns_without_naming_an_executor(
+        slurm_cluster, workspace, example_repo):
+    """The bundle is submitted with the line `render` prints (its submit.sh records the Slurm job); Slurm kills
+    the task over its memory. `ingest` asks Slurm about the recorded job: the pair that ran is OUT_OF_MEMORY with
+    its attempt row (sacct's peak, the job and task that ran it), its never-started neighbour is closed with the
+    task's state and no attempt, nothing stays RENDERED, and the run is over. `rerun --failed` of that rendered
+    run goes to Slurm, where it was submitted, without --executor."""
+    add_benchmark(example_repo, "a_hog", "a-hog", "import time\nblocks = []\nfor _ in range(12):\n"
+                  "    blocks.append(bytearray(b'\\x01') * (100 * 2**20))\n    time.sleep(0.05)\n"
+                  "time.sleep(4)\nreturn 0.5")
+    add_benchmark(example_repo, "b_quiet", "b-quiet", "return 0.6")
+    commit_all(example_repo, "a 1.2 GB benchmark and a small one")
+    site_tiers(workspace, {"name": "small", "mem": "800M", "time_minutes": 10},
+               {"name": "large", "mem": "3G", "time_minutes": 10})
+    bundle = workspace.json("render", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                            "--out", str(workspace.path / "bundle"))
+    submitted = subprocess.run(["bash", "-c", bundle["submit"]], capture_output=True, text=True, timeout=120,
+                               env=workspace.env)
+    assert submitted.returncode == 0, submitted.stderr
+    [line] = (Path(bundle["run_dir"]) / "slurm-jobs").read_text().splitlines()
+    job = line.split("@")[0]
+    run_id = bundle["run_id"]
+
+    def over() -> bool:
+        workspace.json("ingest", bundle["run_dir"])
+        return workspace.json("status", run_id)["status"] != "PENDING"
+
+    wait_for(over, 300, "the hand-submitted run to be accounted for", interval=3)
+    status = workspace.json("status", run_id)
+    states = {j["benchmark"]: j["state"] for j in status["jobs"]}
+    assert states == {"a-hog": "OUT_OF_MEMORY", "b-quiet": "OUT_OF_MEMORY"}, status["jobs"]
+    assert status["status"] == "COMPLETED_WITH_FAILURES" and status["coordinator"] is None
+    [attempt] = status["attempts"]  # the neighbour never started: no attempt of its own
+    assert (attempt["benchmark"], attempt["tier"], attempt["failure_kind"], attempt["job_id"]) == (
+        "a-hog", "small", "OOM", f"{job}_0")
+    assert attempt["max_rss_bytes"] > 600 * 2**20  # sacct's MaxRSS of the killed task
+    workspace.json("reconcile")
+    assert count_attempts(workspace, run_id) == 1  # accounted once
+    rerun = workspace.json("rerun", run_id, "--failed")  # no --executor: Slurm, where the bundle ran
+    assert rerun["states"] == {"COMPLETED": 2}, rerun["pairs"]
+    assert workspace.json("runs")[0]["executor"] == "slurm"

@@ -48,8 +48,14 @@ def reconcile_run(settings: Settings, db: Database, run: Run) -> dict[str, int]:
     """
     bundle = load_bundle(Path(run.run_dir))
     ingest_spool(db, bundle.spool_dir)
-    if run.executor == MANUAL:  # its attempt rows come with `ingest` (pipeline.admin.runs.close_ingested_renders)
-        return {}
+    if run.executor == MANUAL:  # what Slurm did with the jobs its submit line recorded (if it recorded any)
+        from pipeline.admin.hand_submitted import account
+
+        changed = account(settings, db, run, bundle)
+        from pipeline.admin.runs import close_ingested_renders  # (runs imports this module)
+
+        close_ingested_renders(db, [Path(run.run_dir)])
+        return changed
     reason = cancel_reason(run.run_dir)
     if reason is not None:  # a signal stopped its coordinator mid-cancel: finish the cancel it started
         return {State.CANCELLED: cancel_run(settings, db, run.id, reason)}

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Mapping
 
+from pipeline.capacity.tiers import time_budget_problems as tier_time_budget
 from pipeline.config import ENV_PREFIX, RESERVED_ENV, Settings
 
 
@@ -41,11 +42,12 @@ def setting_help() -> dict[str, str]:
 
 
 def time_budget_problem(settings: Settings) -> str | None:
-    """A task packs `pairs_per_task` pairs, each allowed `pair_timeout` seconds, into `time_minutes`: when the
-    worst case does not fit, Slurm may stop a task (TIMEOUT) before its last pairs had their chance."""
-    worst = settings.pairs_per_task * settings.pair_timeout
-    if worst <= settings.time_minutes * 60:
-        return None
-    return (f"pairs_per_task ({settings.pairs_per_task}) x pair_timeout ({settings.pair_timeout} s) = "
-            f"{worst // 60} min exceeds time_minutes ({settings.time_minutes}): Slurm may stop a task before its "
-            f"last pairs are scored; lower pairs_per_task or pair_timeout, or raise time_minutes")
+    """The first of `time_budget_problems` before anything is rendered (each tier at `pairs_per_task`)."""
+    problems = time_budget_problems(settings)
+    return problems[0] if problems else None
+
+
+def time_budget_problems(settings: Settings, tasks: list[dict] | None = None) -> list[str]:
+    """pipeline.capacity.tiers.time_budget_problems for these settings."""
+    return tier_time_budget(settings.tier_list, bool(settings.tiers), settings.pair_timeout, settings.pairs_per_task,
+                            tasks)

@@ -26,8 +26,10 @@ from pipeline.database import Database
 from pipeline.executors.base import TaskState
 from pipeline.stages.ingest import RejectedResult, check_result
 from pipeline.capacity.tiers import Tier
+from pipeline.executors.slurm.ids import task_job_id
+from pipeline.job.gpus import GPU_OUT_OF_MEMORY
 
-KINDS = ("OOM", "TIMEOUT", "PLUGIN", "INFRASTRUCTURE", "UNKNOWN", "CANCELLED")
+KINDS = ("OOM", "GPU_OOM", "TIMEOUT", "PLUGIN", "INFRASTRUCTURE", "UNKNOWN", "CANCELLED")
 MEMORY_ERROR = re.compile(r"_?\w*MemoryError\b")  # MemoryError, numpy's _ArrayMemoryError
 NEAR_LIMIT = 0.9  # a SIGKILL with the peak this close to the request is the memory limit's
 
@@ -38,6 +40,8 @@ def failure_kind(state: str, stage: str | None, reason: str | None, peak: int | 
     reason = reason or ""
     if state == State.COMPLETED:
         return None
+    if state in (State.OUT_OF_MEMORY, State.FAILED) and GPU_OUT_OF_MEMORY.search(reason):
+        return "GPU_OOM"  # CUDA's out of memory (torch's OutOfMemoryError is no host MemoryError)
     if state == State.OUT_OF_MEMORY or MEMORY_ERROR.match(reason):
         return "OOM"
     if state == State.TIMEOUT:
@@ -69,6 +73,8 @@ class Outcome:
     exit_code: int | None
     node: str | None
     has_result: bool
+    gpus: dict | None = None  # gpu_count, gpu_model, gpus_used, max_gpu_mem_bytes, as the worker measured them
+    job_id: str | None = None  # `<array job>_<task>` as the result's Slurm variables name it
 
 
 def spool_result(bundle, pair: dict) -> dict | None:  # noqa: ANN001 - pipeline.stages.bundle.Bundle
@@ -91,7 +97,10 @@ def outcome(bundle, pair: dict, job: Job | None, task: TaskState | None) -> Outc
     if result is not None:
         return Outcome(key, result["state"], result.get("stage"), result.get("reason"),
                        result.get("max_rss_bytes") or peak, result.get("elapsed_seconds") or elapsed,
-                       result.get("cpu_seconds"), code, result.get("node") or node, True)
+                       result.get("cpu_seconds"), code, result.get("node") or node, True,
+                       {k: result.get(k) for k in GPU_FIELDS},
+                       f"{result['job_id']}_{result['array_index']}" if result.get("job_id") and
+                       result.get("array_index") is not None else None)
     if job is not None and job.state not in OPEN:
         return Outcome(key, job.state, job.stage, job.reason, peak, elapsed, None, code, node, False)
     state = task.state if task and task.done else State.LOST
@@ -135,14 +144,31 @@ def collect(db: Database, bundle, keys: Iterable[str], states: dict[int, TaskSta
             "cpu_seconds": got.cpu_seconds, "exit_code": got.exit_code, "state": got.state,
             "failure_kind": failure_kind(got.state, got.stage, got.reason, got.max_rss_bytes, limit),
             "reason": (got.reason or "")[:4000] or None, "node": (got.node or "")[:200] or None,
-            "job_id": (job.slurm_job_id if job else None), "array_index": index,
+            "job_id": attempt_job_id(job, index, got), "array_index": index,
             "commit": bundle.manifest.commit, "model_code_hash": pair.get("model_code_hash"),
             "benchmark_code_hash": pair.get("benchmark_code_hash"), "escalated_to": None, "ended_at": now,
             "stage": got.stage, "has_result": got.has_result,
+            "req_gpu_mem_bytes": tier.gpu_mem_bytes if tier and tier.gpus else None,
+            "gpu_count": (got.gpus or {}).get("gpu_count") or (tier.gpus if tier and tier.gpus else None),
+            "gpu_model": (got.gpus or {}).get("gpu_model"), "gpus_used": (got.gpus or {}).get("gpus_used"),
+            "max_gpu_mem_bytes": (got.gpus or {}).get("max_gpu_mem_bytes"),
         })
     return rows
 
 
+def attempt_job_id(job: Job | None, index: int | None, got: Outcome) -> str | None:
+    """The job and task that ran this attempt, `<job>_<task>`: on Slurm the array job id and the task's id within
+    it, as sacct prints them (read from the Slurm variables its result recorded, else derived from the job ids
+    the executor returned for the pair's current task); on the local executor its job id and the run's task
+    (pipeline.executors.slurm.ids.task_job_id)."""
+    if got.job_id and got.job_id.split("_", 1)[0].isdigit():
+        return got.job_id[:64]
+    if job is not None and job.slurm_job_id and index is not None:
+        return task_job_id(job.slurm_job_id, index)[:64]
+    return got.job_id[:64] if got.job_id else None
+
+
+GPU_FIELDS = ("gpu_count", "gpu_model", "gpus_used", "max_gpu_mem_bytes")
 ROW_ONLY = ("stage", "has_result")  # what `collect` adds for the caller, not a column
 
 
@@ -164,17 +190,22 @@ def run_attempts(db: Database, run_id: str) -> list[dict]:
              "elapsed_seconds": a.elapsed_seconds, "cpu_seconds": a.cpu_seconds, "exit_code": a.exit_code,
              "req_mem_bytes": a.req_mem_bytes, "req_time_minutes": a.req_time_minutes, "req_gpus": a.req_gpus,
              "node": a.node, "job_id": a.job_id, "array_index": a.array_index, "escalated_to": a.escalated_to,
-             "submitters": a.submitters or []}
+             "submitters": a.submitters or [], "gpu_model": a.gpu_model, "gpu_count": a.gpu_count,
+             "gpus_used": a.gpus_used, "max_gpu_mem_bytes": a.max_gpu_mem_bytes,
+             "req_gpu_mem_bytes": a.req_gpu_mem_bytes}
             for a in rows]
 
 
 def usage(attempts: list[dict], cpus_default: int = 1) -> dict:
-    """What the attempts used against what they asked for: CPU-hours, GB-hours, GPU-hours (GPU use is not
-    measured: only what was requested), and how many attempts and escalations there were."""
+    """What the attempts used against what they asked for: CPU-hours (the CPU time of each pair's processes,
+    both sides and their children), GB-hours, GPU-hours requested and used (used: the GPUs on which NVML saw the
+    pair allocate memory; `gpu_hours_used` is None when no GPU attempt could be measured, and
+    `gpu_attempts_not_measured` counts those left out), and how many attempts and escalations there were."""
     def hours(value: float) -> float:
         return round(value / 3600, 4)
 
-    cpu_used = cpu_req = gb_used = gb_req = gpu_req = 0.0
+    cpu_used = cpu_req = gb_used = gb_req = gpu_req = gpu_used = 0.0
+    gpu_attempts = gpu_unmeasured = 0
     for a in attempts:
         elapsed = a.get("elapsed_seconds") or 0.0
         cpu_used += a.get("cpu_seconds") or 0.0
@@ -182,10 +213,30 @@ def usage(attempts: list[dict], cpus_default: int = 1) -> dict:
         gb_used += elapsed * (a.get("max_rss_bytes") or 0) / 2**30
         gb_req += elapsed * (a.get("req_mem_bytes") or 0) / 2**30
         gpu_req += elapsed * (a.get("req_gpus") or 0)
-    return {"attempts": len(attempts), "escalations": sum(1 for a in attempts if a.get("escalated_to")),
-            "cpu_hours_used": hours(cpu_used), "cpu_hours_requested": hours(cpu_req),
-            "gb_hours_used": hours(gb_used), "gb_hours_requested": hours(gb_req),
-            "gpu_hours_requested": hours(gpu_req)}
+        if a.get("req_gpus"):
+            gpu_attempts += 1
+            if a.get("gpus_used") is None:
+                gpu_unmeasured += 1
+            else:
+                gpu_used += elapsed * a["gpus_used"]
+    measured = gpu_attempts - gpu_unmeasured
+    found = {"attempts": len(attempts), "escalations": sum(1 for a in attempts if a.get("escalated_to")),
+             "cpu_hours_used": hours(cpu_used), "cpu_hours_requested": hours(cpu_req),
+             "gb_hours_used": hours(gb_used), "gb_hours_requested": hours(gb_req),
+             "gpu_hours_requested": hours(gpu_req), "gpu_hours_used": hours(gpu_used) if measured else None,
+             "gpu_attempts": gpu_attempts, "gpu_attempts_not_measured": gpu_unmeasured}
+    found["gpu_summary"] = gpu_words(found)  # what status and the emails print
+    return found
+
+
+def gpu_words(use: dict) -> str:
+    """GPU-hours as status and the emails say them: used (or "not measured") of requested."""
+    if not use.get("gpu_attempts"):
+        return f"GPU-hours {use.get('gpu_hours_requested', 0.0)} requested"
+    used = "not measured" if use.get("gpu_hours_used") is None else f"{use['gpu_hours_used']} used"
+    unmeasured = use.get("gpu_attempts_not_measured") or 0
+    more = f" ({unmeasured} attempt(s) not measured)" if unmeasured and use.get("gpu_hours_used") is not None else ""
+    return f"GPU-hours {used} of {use['gpu_hours_requested']} requested{more}"
 
 
 def by_submitter(attempts: list[dict]) -> dict[str, dict]:
@@ -219,6 +270,8 @@ def notes(attempts: list[dict]) -> dict[tuple[str, str], str]:
         steps = []
         for a in sorted(tries, key=lambda a: a["attempt"]):
             peak = f", peak {a['max_rss_bytes'] / 2**30:.2f} GB" if a.get("max_rss_bytes") else ""
+            if a.get("req_gpus"):
+                peak += f", GPU peak {gpu_peak_words(a)}"
             steps.append(f"{a['tier']} {a['failure_kind'] or 'COMPLETED'}{peak}")
         lines[(model, benchmark)] = f"{model} on {benchmark}: " + " -> ".join(steps)
     return lines
@@ -232,3 +285,9 @@ def resources_by_submitter(attempts: list[dict]) -> dict[str, tuple[dict, list[s
         mine = sorted({(a["model"], a["benchmark"]) for a in attempts if email in (a.get("submitters") or [])})
         found[email] = (use, [lines[p] for p in mine if p in lines])
     return found
+
+
+def gpu_peak_words(attempt: dict) -> str:
+    """An attempt's peak GPU memory in words: "not measured" where NVML could not tell (never 0 for unknown)."""
+    value = attempt.get("max_gpu_mem_bytes")
+    return "not measured" if value is None else f"{value / 2**30:.2f} GB"

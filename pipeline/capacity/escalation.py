@@ -1,10 +1,15 @@
-"""Within one run: a pair that ran out of memory goes one tier up, a pair that ran out of time goes to the next
-tier with a longer limit, until it fits or the largest tier failed too (then FAILED, with the reason). Every
-attempt is recorded (pipeline.capacity.attempts).
+"""Within one run: a pair that ran out of memory goes one tier up (out of GPU memory: to a tier with more memory per
+GPU), a pair that ran out of time goes to the next tier with a longer limit, until it fits or the largest tier
+failed too (then FAILED, with the reason). Every attempt is recorded (pipeline.capacity.attempts), one row each.
 
-Bounded: a pair only ever moves up, so it has at most one attempt per tier; the neighbours of a pair whose
-whole task was killed (Slurm kills the task, not the pair) that never started are run again once on their own
-tier, never moved. Nothing loops.
+Escalation learns within the run: when a model's pair runs out of memory on a tier, that model's pairs that have
+not run yet (the neighbours its killed task never reached) start on the tier it moved to, instead of running out
+of memory on the small tier one after another, a round each.
+
+Bounded: rounds of escalation are at most the number of tiers. A pair only ever moves up, so it has at most one
+attempt per tier; and each pair of an escalation round runs alone in its task, so no pair can be kept from
+running by a neighbour after the first round: in every later round each pair either ends or moves up. The job
+rows change through the ledger (`ledger.escalated`, `ledger.outgrown`), as every other transition.
 """
 
 from __future__ import annotations
@@ -12,22 +17,19 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import update
-
-from db.models import Job
-from db.session import session_scope
-from db.states import State
 from pipeline.capacity import attempts
 from pipeline.stages.bundle import Bundle, add_tasks
 from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.executors.base import Executor, TaskState
-from pipeline.stages.ledger import close_unfinished
-from pipeline.capacity.tiers import next_tier, top_reason
+from pipeline.stages import ledger
+from pipeline.capacity.tiers import Tier, next_tier, top_reason
 from pipeline.stages.watch import Watcher
 from pipeline.stopping import unbroken
 
 log = logging.getLogger(__name__)
+
+MEMORY_KINDS = ("OOM", "GPU_OOM")  # a model's own need: its other pairs will need it too
 
 
 def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watcher, bundle: Bundle,
@@ -36,54 +38,82 @@ def escalate(settings: Settings, db: Database, executor: Executor, watcher: Watc
     tiers = settings.tier_list
     by_name = {t.name: t for t in tiers}
     keys = [p["key"] for p in bundle.pairs()]
-    for round_no in range(2, 2 * len(tiers) + 2):  # at most one move per tier, plus re-runs of neighbours
-        close_unfinished(db, bundle, states, cancelled=watcher.stop_reason())
+    rounds = 0
+    while True:
+        ledger.close_unfinished(db, bundle, states, cancelled=watcher.stop_reason())
         rows = _with_culprits(bundle, attempts.collect(db, bundle, keys, states, by_name, settings.cpus_per_task),
                               round_started)
-        up: dict[str, list[dict]] = {}
-        again: dict[str, list[dict]] = {}
-        outgrown: dict[str, str] = {}
-        for row in rows:
-            kind = row["failure_kind"]
-            if kind not in ("OOM", "TIMEOUT"):
-                continue
-            if row.get("never_started"):  # its task was killed on another pair: not an attempt of its own
-                again.setdefault(row["tier"], []).append(row)
-                continue
-            if kind == "TIMEOUT" and row["stage"] is not None:
-                continue  # the pair_timeout setting stopped it, not the tier's limit: a larger tier changes nothing
-            target = next_tier(tiers, row["tier"], kind)
-            if target is None:
-                if settings.tiers:  # with tiers configured, the largest one failed too
-                    outgrown[row["pair_key"]] = f"{top_reason(tiers, kind)}; last attempt: {row['reason']}"
-                continue
-            row["escalated_to"] = target.name
-            up.setdefault(target.name, []).append(row)
+        target, moved, outgrown = _places(settings, tiers, rows)
         attempts.save(db, [r for r in rows if not r.get("never_started")])
-        _fail_outgrown(db, bundle.run_id, outgrown)
-        if not (up or again) or not executor.can_resubmit or watcher.stop_requested():
+        ledger.outgrown(db, bundle.run_id, outgrown)
+        if not target or not executor.can_resubmit or watcher.stop_requested():
             return states
+        if rounds >= len(tiers):  # cannot happen (see the module's note); said, never looped
+            ledger.outgrown(db, bundle.run_id, {k: f"escalation stopped after {rounds} rounds (one per tier)"
+                                                for k in target})
+            return states
+        rounds += 1
         pairs = {p["key"]: p for p in bundle.pairs()}
-        placed = [(t.name, [pairs[r["pair_key"]] for r in again.get(t.name, []) + up.get(t.name, [])])
-                  for t in tiers if t.name in again or t.name in up]
+        placed = [(t.name, [pairs[k] for k in target if target[k] is t]) for t in tiers if t in target.values()]
         keys = [p["key"] for _, group in placed for p in group]
-        moved = {r["pair_key"] for group in up.values() for r in group}
-        for row in (r for group in (*up.values(), *again.values()) for r in group):
-            attempts.keep_old_result(bundle, row["pair_key"], row["attempt"])
-            watcher.forget(row["pair_key"])
-        new = add_tasks(settings, bundle, placed, f"a{round_no}")
-        log.warning("escalating %d pair(s) to a larger tier, re-running %d neighbour(s) on their own (round %d)",
-                    len(moved), len(keys) - len(moved), round_no)
+        for key in keys:
+            attempts.keep_old_result(bundle, key, _attempt_of(rows, key))
+            watcher.forget(key)
+        new = add_tasks(settings, bundle, placed, f"a{rounds + 1}", per_task=1)
+        log.warning("escalation round %d: %d pair(s) to a larger tier, %d that never started (%d moved with "
+                    "their model)", rounds, len(moved), len(keys) - len(moved),
+                    sum(1 for k in keys if k not in moved and target[k].name != _row(rows, k)["tier"]))
         round_started = time.time()
         with unbroken():  # a stop signal now is raised once the new job is known: its cancel reaches it
             job_id = executor.resubmit(bundle, new)
             watcher.job_ids.append(job_id)
-            _reopen(db, bundle, keys, moved, job_id)
+            ledger.escalated(db, bundle, keys, moved, job_id)
         watcher.cancel_if_stopped(job_id)
-        watcher.progress.total += len(keys)
         states = {**states, **watcher.wait(job_id, expect=keys)}
         states = watcher.retry_infrastructure_failures(states, settings.max_retries)
-    return states  # bounded: pairs only move up, each neighbour waits for its culprit's move
+
+
+def _places(settings: Settings, tiers: list[Tier], rows: list[dict]
+            ) -> tuple[dict[str, Tier], set[str], dict[str, str]]:
+    """Where each pair runs next (pair key -> tier), which of them made an attempt (their attempt counts up), and
+    the pairs no tier can hold (key -> reason). Sets `escalated_to` on the rows that move up."""
+    order = {t.name: i for i, t in enumerate(tiers)}
+    by_name = {t.name: t for t in tiers}
+    target: dict[str, Tier] = {}
+    moved: set[str] = set()
+    outgrown: dict[str, str] = {}
+    model_tier: dict[str, Tier] = {}  # the tier a model's pairs moved to after running out of memory
+    for row in rows:
+        kind = row["failure_kind"]
+        if kind not in (*MEMORY_KINDS, "TIMEOUT") or row.get("never_started"):
+            continue
+        if kind == "TIMEOUT" and row["stage"] is not None:
+            continue  # the pair_timeout setting stopped it, not the tier's limit: a larger tier changes nothing
+        up = next_tier(tiers, row["tier"], kind)
+        if up is None:
+            if settings.tiers:  # with tiers configured, the largest one failed too
+                outgrown[row["pair_key"]] = f"{top_reason(tiers, kind)}; last attempt: {row['reason']}"
+            continue
+        row["escalated_to"] = up.name
+        target[row["pair_key"]] = up
+        moved.add(row["pair_key"])
+        known = model_tier.get(row["model"])
+        if kind in MEMORY_KINDS and (known is None or order[up.name] > order[known.name]):
+            model_tier[row["model"]] = up
+    for row in rows:
+        if row.get("never_started"):  # its task was killed on another pair: not an attempt of its own
+            own = by_name.get(row["tier"], tiers[0])
+            learnt = model_tier.get(row["model"])
+            target[row["pair_key"]] = learnt if learnt is not None and order[learnt.name] > order[own.name] else own
+    return target, moved, outgrown
+
+
+def _row(rows: list[dict], key: str) -> dict:
+    return next(r for r in rows if r["pair_key"] == key)
+
+
+def _attempt_of(rows: list[dict], key: str) -> int:
+    return _row(rows, key)["attempt"]
 
 
 def _with_culprits(bundle: Bundle, rows: list[dict], round_started: float) -> list[dict]:
@@ -106,27 +136,6 @@ def _with_culprits(bundle: Bundle, rows: list[dict], round_started: float) -> li
             for r in group:  # no pair of the task is known to have started: all of them move up
                 r.pop("never_started", None)
     return rows
-
-
-def _fail_outgrown(db: Database, run_id: str, outgrown: dict[str, str]) -> None:
-    """Pairs the largest tier could not hold: FAILED, with the reason."""
-    if not outgrown:
-        return
-    with session_scope(db.sessions) as session:
-        for key, reason in outgrown.items():
-            session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key == key)
-                            .values(state=State.FAILED, reason=reason[:4000]))
-
-
-def _reopen(db: Database, bundle: Bundle, keys: list[str], moved: set[str], job_id: str) -> None:
-    """The pairs run again: PENDING under the new job id and task; the attempt of those moved up counts up (a
-    neighbour that never started keeps its number)."""
-    task_of = bundle.task_of()
-    with session_scope(db.sessions) as session:
-        for key in keys:
-            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key).values(
-                state=State.PENDING, slurm_job_id=job_id, attempt=Job.attempt + (1 if key in moved else 0),
-                array_index=task_of[key], stage=None, reason=None, ended_at=None))
 
 
 def recorder(settings: Settings, db: Database, bundle: Bundle):  # noqa: ANN201 - the watcher's on_retry

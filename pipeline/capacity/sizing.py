@@ -15,7 +15,7 @@ from pipeline.database import Database
 from pipeline.stages.detect import Change
 from pipeline.stages.plan import Plan, PlannedPair
 from pipeline.catalog.plugins import Catalog, Plugin
-from pipeline.capacity.tiers import Need, Tier, first_tier, too_large
+from pipeline.capacity.tiers import GB, Need, Tier, first_tier, too_large
 
 
 def measured_peaks(db: Database) -> dict[tuple[str, str], int]:
@@ -79,6 +79,26 @@ class Estimates:
         return part + fixed, whose
 
 
+    def explain(self, model: str, benchmark: str) -> str:
+        """What `estimate` is made of, in words (the parts and where each comes from); '' when nothing is known."""
+        own = self.pairs.get((model, benchmark))
+        if own is not None:
+            return f"peak {own / GB:.2f} GB of this very pair"
+        known_m, known_b = model in self.model_part, benchmark in self.fixed
+        if not (known_m or known_b):
+            return ""
+        pct = f"{self.q:.0%}".replace("%", "th percentile")
+        part = (f"its model's part {self.model_part[model] / GB:.2f} GB (the most it needed beyond a benchmark's "
+                "fixed cost)" if known_m else
+                f"the {pct} of the measured models' parts {quantile(self.model_part.values(), self.q) / GB:.2f} GB "
+                "(its model was never measured)")
+        fixed = (f"its benchmark's fixed cost {self.fixed[benchmark] / GB:.2f} GB (the least any model needed on it)"
+                 if known_b else
+                 f"the {pct} of the measured benchmarks' fixed costs {quantile(self.fixed.values(), self.q) / GB:.2f}"
+                 " GB (its benchmark was never measured)")
+        return f"{part} + {fixed}"
+
+
 def quantile(values, q: float = QUANTILE) -> int:  # noqa: ANN001 - any iterable of ints
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * (len(ordered) - 1)))] if ordered else 0
@@ -112,6 +132,8 @@ def assign_tiers(plan: Plan, catalog: Catalog, change: Change, db: Database, tie
         need = declared(*sides[0]).merge(declared(*sides[1]))
         peak, whose = estimates.estimate(pair.model, pair.benchmark)
         tier, why = first_tier(tiers, peak, need, margin, exact=whose == "this pair")
-        pair.tier, pair.tier_why = tier.name, why + (f" ({whose})" if whose else "")
+        if why.startswith("measured") and peak is not None:  # say what the estimate is made of
+            why = f"measured: {estimates.explain(pair.model, pair.benchmark)} = {peak / GB:.2f} GB, + {margin:.0%} margin"
+        pair.tier, pair.tier_why = tier.name, why
         kept.append(pair)
     plan.to_run = kept

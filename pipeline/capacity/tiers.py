@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 from pipeline.errors import BadInput
 from pipeline.units import size_bytes
 
-TIER_KEYS = {"name", "mem", "time_minutes", "gpus", "gpu_type", "partition", "qos"}
+TIER_KEYS = {"name", "mem", "time_minutes", "gpus", "gpu_type", "gpu_mem", "partition", "qos"}
 NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 SLURM_NAME = re.compile(r"[A-Za-z0-9_.,:+-]*")
 GB = 2**30
@@ -33,10 +33,15 @@ class Tier:
     gpu_type: str = ""
     partition: str = ""
     qos: str = ""
+    gpu_mem: str = ""  # memory of each of its GPUs (e.g. 40G): where a pair out of GPU memory goes next
 
     @property
     def mem_bytes(self) -> int:
         return size_bytes(self.mem) or 0
+
+    @property
+    def gpu_mem_bytes(self) -> int | None:
+        return size_bytes(self.gpu_mem) if self.gpu_mem else None
 
     @property
     def gres(self) -> str:
@@ -46,12 +51,14 @@ class Tier:
         return f"gpu:{self.gpu_type}:{self.gpus}" if self.gpu_type else f"gpu:{self.gpus}"
 
     def describe(self) -> str:
-        gpus = f", {self.gpus} GPU" + ("s" if self.gpus > 1 else "") if self.gpus else ""
+        gpus = f", {self.gpus} GPU" + ("s" if self.gpus > 1 else "") + (f" of {self.gpu_mem}" if self.gpu_mem else "") \
+            if self.gpus else ""
         return f"{self.name} ({self.mem}, {self.time_minutes} min{gpus})"
 
     def to_json(self) -> dict:
         return {"name": self.name, "mem": self.mem, "mem_bytes": self.mem_bytes, "time_minutes": self.time_minutes,
-                "gpus": self.gpus, "gpu_type": self.gpu_type, "partition": self.partition, "qos": self.qos}
+                "gpus": self.gpus, "gpu_type": self.gpu_type, "gpu_mem": self.gpu_mem, "partition": self.partition,
+                "qos": self.qos}
 
 
 def parse_tiers(raw: Iterable[Any], *, mem: str, time_minutes: int, gpus: int, partition: str = "",
@@ -87,7 +94,10 @@ def parse_tiers(raw: Iterable[Any], *, mem: str, time_minutes: int, gpus: int, p
         for key, value in fields.items():
             if not SLURM_NAME.fullmatch(value):
                 raise BadInput(f"tiers: {name}: {key} {value!r} is not a Slurm name")
-        tiers.append(Tier(name, tier_mem, minutes, tier_gpus, **fields))
+        gpu_mem = str(item.get("gpu_mem", ""))
+        if gpu_mem and (not size_bytes(gpu_mem) or not tier_gpus):
+            raise BadInput(f"tiers: {name}: gpu_mem {gpu_mem!r} needs gpus and a size (e.g. 80G)")
+        tiers.append(Tier(name, tier_mem, minutes, tier_gpus, **fields, gpu_mem=gpu_mem))
     names = [t.name for t in tiers]
     if len(set(names)) != len(names):
         raise BadInput(f"tiers: names repeat ({', '.join(names)})")
@@ -164,8 +174,9 @@ def first_tier(tiers: list[Tier], measured: int | None, declared: Need, margin: 
 
 
 def next_tier(tiers: list[Tier], current: str, kind: str) -> Tier | None:
-    """Where an attempt that ended `kind` (OOM or TIMEOUT) goes next: the next tier with more memory (OOM) or
-    a longer time limit (TIMEOUT), keeping at least the GPUs it had; None at the top."""
+    """Where an attempt that ended `kind` (OOM, GPU_OOM or TIMEOUT) goes next: the next tier with more memory
+    (OOM), more memory per GPU (GPU_OOM: both tiers declare `gpu_mem`), or a longer time limit (TIMEOUT),
+    keeping at least the GPUs it had; None at the top."""
     names = [t.name for t in tiers]
     if current not in names:
         return None
@@ -174,6 +185,8 @@ def next_tier(tiers: list[Tier], current: str, kind: str) -> Tier | None:
         if tier.gpus < now.gpus:
             continue
         if kind == "OOM" and tier.mem_bytes > now.mem_bytes:
+            return tier
+        if kind == "GPU_OOM" and (tier.gpu_mem_bytes or 0) > (now.gpu_mem_bytes or 0) and now.gpu_mem_bytes:
             return tier
         if kind == "TIMEOUT" and tier.time_minutes > now.time_minutes:
             return tier
@@ -185,5 +198,33 @@ def top_reason(tiers: list[Tier], kind: str) -> str:
     if kind == "TIMEOUT":
         longest = max(tiers, key=lambda t: t.time_minutes)
         return f"needs more than the longest tier ({longest.name}: {longest.time_minutes} minutes)"
+    if kind == "GPU_OOM":
+        most = max(tiers, key=lambda t: t.gpu_mem_bytes or 0)
+        if not most.gpu_mem_bytes:
+            return "ran out of GPU memory, and no tier declares more GPU memory (gpu_mem) to move it to"
+        return f"needs more GPU memory than the largest GPU tier ({most.name}: {most.gpus} x {most.gpu_mem})"
     top = max(tiers, key=lambda t: t.mem_bytes)
     return f"needs more than the largest tier ({top.name}: {top.mem_bytes / GB:g} GB)"
+
+
+def time_budget_problems(tiers: list[Tier], named: bool, pair_timeout: int, pairs_per_task: int,
+                         tasks: list[dict] | None = None) -> list[str]:
+    """A task of n pairs, each allowed `pair_timeout` seconds, must fit its tier's time limit, or Slurm may stop
+    it (TIMEOUT) before its last pairs had their chance. Checked per tier, with each task's real pair count
+    when the tasks are known (a rendered bundle: `tier` and `pairs` of each), else `pairs_per_task`; one line per
+    tier that does not fit (`named`: the site configured tiers, so the line names the tier)."""
+    counts: dict[str, int] = {}
+    for task in tasks if tasks is not None else ({"tier": t.name, "pairs": [None] * pairs_per_task} for t in tiers):
+        counts[task["tier"]] = max(counts.get(task["tier"], 0), len(task["pairs"]))
+    problems = []
+    for tier in tiers:
+        n = counts.get(tier.name, 0)
+        worst = n * pair_timeout
+        if not n or worst <= tier.time_minutes * 60:
+            continue
+        where, limit = (f"tier {tier.name}: ", "its time_minutes") if named else ("", "time_minutes")
+        problems.append(f"{where}a task of {n} pair(s) x pair_timeout ({pair_timeout} s) = {worst / 60:g} min "
+                        f"exceeds {limit} ({tier.time_minutes}): Slurm may stop a task before its last pairs are "
+                        f"scored; lower pairs_per_task or pair_timeout, or raise "
+                        f"{'the tier' + chr(39) + 's time_minutes' if named else 'time_minutes'}")
+    return problems

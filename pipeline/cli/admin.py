@@ -58,12 +58,15 @@ def cancel(cmd: Command, run_id: str) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--failed", "failed_only", is_flag=True, required=True, help="rerun the pairs that did not complete")
-@click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]), help="default: the run's own")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit"]),
+              help="default: the run's own (a rendered run's: slurm when its bundle was submitted with its submit "
+                   "line, else local)")
 @common()
 def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) -> None:
     """Run again, as a new run at the same commit, every pair of RUN that did not complete."""
     from pipeline.stages import run as runner
-    from pipeline.admin.repair import failed_pairs
+    from pipeline.admin.hand_submitted import rerun_executor
+    from pipeline.admin.repair import MANUAL, failed_pairs
 
     with cmd.database(read_only=True) as db:
         from pipeline.admin.rerun import original_recipients
@@ -71,6 +74,8 @@ def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) ->
         from pipeline.admin.runs import resolve_run_id
 
         old, pairs = failed_pairs(db, resolve_run_id(db, run_id))
+        if executor is None and old.executor == MANUAL:  # a rendered run: where its bundle was run
+            executor = rerun_executor(old)
         result = _execute(cmd, db, runner.rerun_request(old, pairs, executor,
                                                         original_recipients(db, old.id, pairs)))
     _report_run(cmd, result)

@@ -60,36 +60,48 @@ def status(cmd: Command, run: str | None) -> None:
 
     from pipeline.admin.runs import resolve_run_id
 
+    from pipeline.admin.runs import coordinator_of
+
     with cmd.database(read_only=True, allow_prod=True) as db:
         data = run_status(db, resolve_run_id(db, run) if run else None)
+        data["coordinator"] = coordinator_of(db, data["run_id"])  # live, gone, hand-submitted; None when over
 
     def people() -> None:
         unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
         if (data.get("memory_limit") or "").startswith("rlimit"):  # no memory cgroup: memfd, /dev/shm unbounded
             unconfined += ", memory: RLIMIT_DATA only"
+        watched = {"gone": ", its coordinator is gone: `score-plugins reconcile` closes it",
+                   "live": ", its coordinator is watching it", "starting": ", its coordinator is starting",
+                   "hand-submitted": ", hand-submitted: `score-plugins ingest` accounts for it"
+                   }.get(data["coordinator"] or "", "")
         table = Table("model", "benchmark", "state", "job", "reason",
-                      title=f"run {data['run_id']} ({data['status']}{unconfined})")
+                      title=f"run {data['run_id']} ({data['status']}{unconfined}{watched})")
         for j in data["jobs"]:
             table.add_row(j["model"], j["benchmark"], j["state"], f"{j['job_id']}[{j['array_index']}]",
                           f"{j['stage']}: {j['reason']}" if j["stage"] else (j["reason"] or ""))
         out.print(table)
         out.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(data["counts"].items()))
-                  + f"; {data['cpu_hours']} CPU-hours", highlight=False)
+                  + f"; {data['cpu_hours']} CPU-hours used", highlight=False)
         if data["attempts"]:
-            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "elapsed", "job",
-                          title="attempts")
+            from pipeline.capacity.attempts import gpu_peak_words
+
+            gpus = any(a["req_gpus"] for a in data["attempts"])
+            tries = Table("model", "benchmark", "attempt", "tier", "outcome", "peak", "CPU", "elapsed",
+                          *(("GPUs",) if gpus else ()), "job", title="attempts")
             for a in data["attempts"]:
                 peak = f"{a['max_rss_bytes'] / 2**30:.2f} GB" if a["max_rss_bytes"] else ""
+                gpu = (f"{a['gpu_count'] or a['req_gpus']} x {a['gpu_model'] or 'unknown model'}, peak "
+                       f"{gpu_peak_words(a)}" if a["req_gpus"] else "")
                 tries.add_row(a["model"], a["benchmark"], str(a["attempt"]), a["tier"],
                               a["failure_kind"] or "COMPLETED", peak,
+                              f"{a['cpu_seconds']:.1f} s" if a["cpu_seconds"] is not None else "",
                               f"{a['elapsed_seconds']:.0f} s" if a["elapsed_seconds"] is not None else "",
-                              str(a["job_id"] or ""))
+                              *((gpu,) if gpus else ()), str(a["job_id"] or ""))
             out.print(tries)
             u = data["usage"]
             out.print(f"{u['attempts']} attempts, {u['escalations']} escalations; CPU-hours {u['cpu_hours_used']} "
                       f"used of {u['cpu_hours_requested']} requested, GB-hours {u['gb_hours_used']} used of "
-                      f"{u['gb_hours_requested']} requested, GPU-hours {u['gpu_hours_requested']} requested",
-                      highlight=False)
+                      f"{u['gb_hours_requested']} requested, {u['gpu_summary']}", highlight=False)
 
     cmd.emit(data, people)
 
@@ -106,10 +118,10 @@ def runs(cmd: Command, limit: int) -> None:
         data = list_runs(db, limit)
 
     def people() -> None:
-        table = Table("run", "status", "executor", "created", "commit", "pairs", title="runs")
+        table = Table("run", "status", "coordinator", "executor", "created", "commit", "pairs", title="runs")
         for r in data:
-            table.add_row(r["run_id"], r["status"], r["executor"], r["created_at"][:19], (r["commit"] or "")[:12],
-                          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
+            table.add_row(r["run_id"], r["status"], r["coordinator"] or "", r["executor"], r["created_at"][:19],
+                          (r["commit"] or "")[:12], ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["counts"].items())))
         out.print(table)
 
     cmd.emit(data, people, rows=[{k: v for k, v in r.items() if k != "counts"} for r in data])

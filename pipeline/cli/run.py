@@ -96,8 +96,8 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
         opts["base"] = opts["base"] or opts["head"]  # replaced below, once the database says what was processed
     req = _request(**opts, jenkins_build=jenkins_build, build_url=build_url, extra_recipients=list(submitters),
                    dry=dry_run)
-    if req.executor != "local":
-        warn_time_budget(cmd.settings)
+    if req.executor != "local" and dry_run:
+        warn_time_budget(cmd.settings)  # a real run warns once its tasks are known (their real pair counts)
     with cmd.database() as db:
         base = None
         if since_processed:  # the change since what this profile last processed (pipeline.stages.processed)
@@ -124,7 +124,7 @@ def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request
 
     try:
         with stop_on_signals(), ProgressReporter() as reporter:
-            result = runner.execute(cmd.settings, db, req, on_progress=reporter.update)
+            result = runner.execute(cmd.settings, db, req, on_progress=reporter.update, on_warning=warn)
             check_stop()  # a stop signal a finalizer swallowed at the very end: 128 + the signal all the same
             return result
     except runner.Interrupted as stop:  # cancelled, recorded and emailed: report it, then exit 128 + signal
@@ -141,13 +141,17 @@ def _exit_run(result, refused_is_error: bool = True) -> None:  # noqa: ANN001 - 
     sys.exit(result.exit_code or (2 if refused_is_error and result.change.errors else 0))
 
 
-def warn_time_budget(settings: Settings) -> None:
-    """One warning line when a Slurm task's worst case does not fit its time limit."""
-    from pipeline.admin.settings_info import time_budget_problem
+def warn_time_budget(settings: Settings, tasks: list[dict] | None = None) -> None:
+    """One warning line per tier whose tasks' worst case does not fit its time limit (the rendered tasks' real
+    pair counts when given)."""
+    from pipeline.admin.settings_info import time_budget_problems
 
-    problem = time_budget_problem(settings)
-    if problem:
-        err.print(coloured("warning:", "yellow", problem))
+    for problem in time_budget_problems(settings, tasks):
+        warn(problem)
+
+
+def warn(message: str) -> None:
+    err.print(coloured("warning:", "yellow", message))
 
 
 class ProgressReporter:
@@ -266,13 +270,13 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BadInput(f"--out {out_dir}: {'not a folder' if not out_dir.is_dir() else 'folder is not empty'}; "
                        "give a new or empty folder")
-    warn_time_budget(cmd.settings)
     with cmd.database() as db:
         _, catalog, the_plan = detect_and_plan(cmd.settings, db, _request(**opts))
     if not the_plan.to_run:
         raise BadInput("nothing to render: " + nothing_to_score(the_plan))
     req = _request(**opts, executor=MANUAL)
     bundle = render_bundle(cmd.settings, the_plan, catalog.repo, MANUAL, out_dir=out_dir)
+    warn_time_budget(cmd.settings, bundle.manifest.tasks)  # per tier, each task's real pair count
     with cmd.database() as db:
         # so `ingest DIR` has rows to complete; RENDERED pairs are not claimed: they never block a later run
         record_run(db, bundle, the_plan, req, str(catalog.repo), state=State.RENDERED)
@@ -284,15 +288,21 @@ def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
 
 
 def hand_commands(bundle, scripts: list[str] | None = None) -> dict[str, str]:  # noqa: ANN001 - pipeline.stages.bundle.Bundle
-    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`); one sbatch
-    line per tier's job script."""
+    """The shell lines that run a bundle by hand (shell-quoted: paths may hold spaces or `$`): `run_locally`
+    runs every array task of every tier's job script here; `submit` sbatches each tier's script through the
+    bundle's submit.sh, which records each Slurm job id in the bundle (slurm-jobs), so that `ingest` and
+    `reconcile` can account for a task Slurm killed."""
     import shlex
 
-    script, folder = shlex.quote(str(bundle.job_script)), shlex.quote(str(bundle.run_dir))
-    scripts = scripts or [str(bundle.job_script)]
-    last = max(bundle.n_tasks - 1, 0)
-    return {"run_locally": f"cd {folder} && for i in $(seq 0 {last}); do SLURM_ARRAY_TASK_ID=$i bash {script}; done",
-            "submit": "; ".join(f"sbatch {shlex.quote(s)}" for s in scripts), "ingest": f"score-plugins ingest {folder}"}
+    folder = shlex.quote(str(bundle.run_dir))
+    arrays = bundle.arrays() or [(bundle.job_script, 0, 1)]
+    loops = [f"for i in $(seq 0 {max(n - 1, 0)}); do SLURM_ARRAY_TASK_ID=$i bash {shlex.quote(str(script))}; done"
+             for script, _first, n in arrays]
+    submit = bundle.run_dir / "submit.sh"
+    return {"run_locally": f"cd {folder} && " + " && ".join(loops),
+            "submit": f"bash {shlex.quote(str(submit))}" if submit.exists() else
+            "; ".join(f"sbatch {shlex.quote(str(s))}" for s, _, _ in arrays),
+            "ingest": f"score-plugins ingest {folder}"}
 
 
 @main.command()
@@ -308,7 +318,7 @@ def ingest(cmd: Command, run: str | None) -> None:
         from pipeline.admin.runs import close_ingested_renders
         from pipeline.stages.notifications import notify_closed_runs
 
-        emails, problems = notify_closed_runs(cmd.settings, db, close_ingested_renders(db, folders))
+        emails, problems = notify_closed_runs(cmd.settings, db, close_ingested_renders(db, folders, cmd.settings))
     for problem in problems:
         err.print(Text(problem, style="yellow"))
     cmd.emit({"runs": [str(f) for f in folders], **totals, "emails": emails},

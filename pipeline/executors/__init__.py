@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 def _local(settings: Settings) -> Executor:
-    return LocalExecutor(workers=settings.local_workers)
+    from pipeline.executors.gpu_pool import GpuPool
+
+    return LocalExecutor(workers=settings.local_workers, gpus=GpuPool.for_settings(settings))
 
 
 def _slurm(settings: Settings) -> Executor:

@@ -7,6 +7,7 @@ environment (no credential reaches the job), `local_workers` at a time.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -17,14 +18,16 @@ from pathlib import Path
 
 from db.states import State
 from pipeline.executors.base import Executor, TaskState, job_environment
+from pipeline.executors.gpu_pool import GpuPool
 
 _counter = itertools.count(1)
+log = logging.getLogger(__name__)
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, gpus: GpuPool | None = None):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="local-task")
         self._jobs: dict[str, dict[int, TaskState]] = {}
         self._procs: dict[str, dict[int, subprocess.Popen]] = {}
@@ -32,6 +35,7 @@ class LocalExecutor(Executor):
         self._cancelled: set[str] = set()
         self._attached: dict[str, object] = {}  # job id -> bundle, for jobs another process started
         self._lock = threading.Lock()
+        self._gpus = gpus or GpuPool([])  # a GPU tier's task waits here for GPUs of its own
 
     can_resubmit = True  # an escalation runs new tasks of the bundle (never a NODE_FAIL here)
 
@@ -48,6 +52,20 @@ class LocalExecutor(Executor):
         return job_id
 
     def _run_task(self, job_id: str, bundle, index: int) -> None:  # noqa: ANN001
+        wanted = int(bundle.manifest.tasks[index].get("gpus") or 0)
+        lease = None
+        if wanted:  # pending until its GPUs are free: never two tasks on one GPU
+            try:
+                lease = self._gpus.acquire(wanted, stop=lambda: job_id in self._cancelled)
+            except (ValueError, OSError) as exc:  # the worker fails its pairs as the node's, with the reason
+                log.warning("task %d gets no GPU: %s", index, exc)
+        try:
+            self._run_task_on(job_id, bundle, index, lease.environment() if lease else {})
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_task_on(self, job_id: str, bundle, index: int, gpu_env: dict[str, str]) -> None:  # noqa: ANN001
         with self._lock:
             if job_id in self._cancelled:
                 self._jobs[job_id][index] = TaskState(index, State.CANCELLED, "cancelled before it started")
@@ -55,7 +73,7 @@ class LocalExecutor(Executor):
             self._jobs[job_id][index] = TaskState(index, State.RUNNING, node="localhost")
         env = job_environment({
             "SLURM_ARRAY_TASK_ID": str(index), "SLURM_ARRAY_JOB_ID": job_id, "SLURM_JOB_ID": f"{job_id}_{index}",
-            "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost",
+            "SLURM_ARRAY_TASK_COUNT": str(bundle.n_tasks), "SLURMD_NODENAME": "localhost", **gpu_env,
         })
         script, relative = bundle.script_for(index)
         env["SLURM_ARRAY_TASK_ID"] = str(relative)  # the task's place in its tier's array

@@ -60,6 +60,7 @@ class Manifest:
     plugin_env: dict = {}
     sandbox_extra_paths: list = []
     uv: str = ""  # installs what a dynamic setup.py asks for, inside the job's sandbox
+    gpu_dev_dir: str = "/dev"  # where a GPU pair's device nodes are found (pipeline/job/gpus.py)
     schema: int = MANIFEST_SCHEMA
     path: str = ""  # where it was read from; never written, never compared
 

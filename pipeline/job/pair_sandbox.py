@@ -16,9 +16,11 @@ from .spool import StageError
 CHILD_ENV_KEEP = ("LANG", "LC_ALL", "TZ")
 
 
-def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None) -> dict:
+def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None, gpu_env: dict | None = None) -> dict:
     """Everything the plugin process may see: no credentials, no inherited secrets, nothing of ours.
-    `caches` (variable -> folder, see plugin_caches) replaces the shared cache's one folder per variable."""
+    `caches` (variable -> folder, see plugin_caches) replaces the shared cache's one folder per variable.
+    `gpu_env`: the GPU side's CUDA_VISIBLE_DEVICES (pipeline/job/gpus.py); any other side gets an empty one,
+    so that even unconfined (sandbox = "off") it uses no GPU."""
     env = {k: os.environ[k] for k in CHILD_ENV_KEEP if k in os.environ}
     home = workdir / "home" if (workdir / "home").is_dir() else workdir
     env.update({
@@ -50,6 +52,7 @@ def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None) -> 
         for name, sub in CACHE_HOMES.items():
             env[name] = str(Path(cache) / sub)
     env.update(manifest.plugin_env)
+    env.update(gpu_env if gpu_env else {"CUDA_VISIBLE_DEVICES": ""})
     return env
 
 
@@ -165,7 +168,7 @@ def launch(python: str, worker: str, module: str) -> list[str]:
 
 def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env_python: str | None = None,
               extra_ro: tuple[str, ...] = (), cwd: Path | None = None, *, uid: int = NOBODY,
-              folders: list[str] | None = None, writable: tuple[str, ...] | None = None
+              folders: list[str] | None = None, writable: tuple[str, ...] | None = None, gpu=None  # noqa: ANN001
               ) -> tuple[list[str], str, tuple[int, ...]]:
     """Wrap a pair's process in the sandbox (pipeline/job/sandbox.py), as an attacker's: an empty root with only the
     system folders, its environment and its base interpreter, the domain package with the pair's own plugin
@@ -173,7 +176,8 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
     own PID, IPC and UTS namespaces (and network when `sandbox_network` is off); a private /dev/shm; a per-pair
     unprivileged user with no capability when started as root; no_new_privs and a libseccomp filter.
     `folders` narrows the plugin folders to one side of the pair (the model's process sees its own); `writable`
-    replaces the shared cache with these folders (its own caches, the hand-off folder).
+    replaces the shared cache with these folders (its own caches, the hand-off folder). `gpu` (a
+    pipeline.job.gpus.GpuView): the pair's GPUs, their device nodes and the driver's files; none without it.
     Returns (argv, what was done, file descriptors the child must inherit). Fails closed: StageError when the
     sandbox cannot be set up; only `sandbox = "off"` runs the command as it is."""
     if manifest.sandbox == "off":
@@ -202,6 +206,10 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
     cache = manifest.shared_cache
     view.rw.extend(writable if writable is not None else (cache,) if cache and Path(cache).is_dir() else ())
     view.rw.append(str(workdir))
+    if gpu is not None:
+        view.devices.extend(gpu.devices)
+        view.proc_ro.extend(gpu.proc_ro)
+        view.ro.extend(gpu.ro)
     try:
         argv, fds, how = sb.command(view, cmd, extra_ro=(*manifest.sandbox_extra_paths, *extra_ro))
     except sb.SandboxUnavailable as exc:

@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Optional
 
+from .gpus import GPU_OUT_OF_MEMORY
 from .score_reader import MAX_RAW_VALUES
 
 
@@ -163,8 +164,10 @@ def _child_outcome(code: int | None, stage: str, reported: dict | None, problem:
                 "reason": f"plugin process exited with code {code} without a valid result{why}"}
     if reported["status"] != "ok":
         reason = reported["reason"]
-        # Python's MemoryError, numpy's _ArrayMemoryError (a subclass) and the like: the plugin ran out of memory
-        state = "OUT_OF_MEMORY" if re.match(r"_?\w*MemoryError\b", reason) else "FAILED"
+        # Python's MemoryError, numpy's _ArrayMemoryError (a subclass) and the like: the plugin ran out of memory;
+        # CUDA's out-of-memory (torch, TensorFlow, JAX), wherever in the reason: it ran out of GPU memory
+        state = "OUT_OF_MEMORY" if re.match(r"_?\w*MemoryError\b", reason) or GPU_OUT_OF_MEMORY.search(reason) \
+            else "FAILED"
         return {"state": state, "stage": reported["stage"], "reason": reason}
     if code != 0:
         return {"state": "FAILED", "stage": "persist",

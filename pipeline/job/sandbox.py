@@ -200,6 +200,8 @@ class View:
     network: bool = True  # False: a network namespace of its own, loopback only
     shm_bytes: int = 256 << 20  # a private, writable /dev/shm (multiprocessing, joblib, DataLoader workers)
     uid: int = NOBODY  # as root: become this user (gid nobody, no groups, no capability) before the command
+    devices: list[tuple[str, str]] = field(default_factory=list)  # (node, /dev/name) kept usable: a pair's GPUs
+    proc_ro: list[str] = field(default_factory=list)  # read-only over the fresh /proc (/proc/driver/nvidia)
 
 
 def _under(path: str, folders: tuple[str, ...]) -> bool:
@@ -253,6 +255,11 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
     args += ["--dev", "/dev", "--perms", "1777", "--size", str(view.shm_bytes), "--tmpfs", "/dev/shm",
              "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--hostname", "sandbox", "--die-with-parent", "--new-session"]
+    for node, dest in view.devices:  # exactly these device nodes, on top of bubblewrap's minimal /dev
+        args.extend(["--dev-bind", node, dest])
+    for path in view.proc_ro:
+        if os.path.isdir(path):
+            args.extend(["--ro-bind", path, path])
     how = "sandbox: bubblewrap"
     if not view.network:
         args.append("--unshare-net")

@@ -28,6 +28,14 @@ DENIED_CALLS = (
     "fsconfig", "fsmount", "fspick", "mount_setattr", "io_uring_setup", "io_uring_enter", "io_uring_register",
     "acct", "quotactl", "lookup_dcookie", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
 )
+# What CUDA's driver and runtime (PyTorch, TensorFlow, JAX; NCCL within a node) call on a GPU pair's device nodes
+# and memory, which the filter must never refuse (a denied call would look like a broken GPU): device ioctls,
+# mapping device, managed and pinned memory, NUMA placement, threads, event and memory file descriptors, and
+# the file-descriptor passing of CUDA IPC. tests/test_gpus.py checks none of them is denied.
+CUDA_CALLS = ("ioctl", "mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "mlockall", "mbind",
+              "get_mempolicy", "set_mempolicy", "migrate_pages", "move_pages", "sched_setaffinity",
+              "sched_getaffinity", "eventfd2", "memfd_create", "futex", "clone", "openat", "ppoll", "poll",
+              "epoll_wait", "prctl", "sendmsg", "recvmsg", "pidfd_open", "pidfd_getfd", "getrandom")
 ENOSYS_CALLS = ("clone3",)  # its flags sit in memory a filter cannot read: glibc falls back to clone, checked below
 NEW_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME

@@ -31,7 +31,9 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/wor
 
 from . import memcg  # noqa: E402
 from . import sandbox as sb  # noqa: E402
-from .install import install_in_job  # noqa: E402 - after the bootstrap above, as every import below
+from . import usage as pair_usage  # noqa: E402 - after the bootstrap above, as every import below
+from .gpus import GpuMeter, GpuView, NoGpu, gpu_view
+from .install import install_in_job
 from .manifest import Manifest
 from .outage import classify, key_line
 from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, own_cache_folder,
@@ -40,7 +42,8 @@ from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, 
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
 
-def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_python: str | None = None) -> dict:
+def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_python: str | None = None,
+             gpu: GpuView | None = None) -> dict:
     """Score one pair in two sandboxed child processes; whatever happens, return a result dict.
 
     The model runs in its own process (boundary.py serve-model), under its own environment (`model_python`'s),
@@ -49,7 +52,8 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_p
     (boundary.RemoteModel). Started as root, each side runs as a user of its own (two node-wide slots), so
     neither can signal, trace or count as the other. Only the benchmark's process holds the report pipe this
     process owns: stages, then one result, never a file in a folder a plugin can write. Every message is
-    size-capped and checked against a schema (`check_report`).
+    size-capped and checked against a schema (`check_report`). `gpu`: the pair's GPUs (its model's process alone
+    sees them; the benchmark's side computes metrics on the CPU), recorded with their peak memory.
     """
     result = base_result(manifest, pair)
     started = time.time()
@@ -70,11 +74,20 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_p
                        "log_tail": "", "elapsed_seconds": 0.0})
         return result
     uids = (slots[0].uid, slots[1].uid) if slots else (NOBODY, NOBODY)
+    meter = GpuMeter([g["id"] for g in gpu.gpus]) if gpu is not None and gpu.count else None
+    if gpu is not None and gpu.count:
+        result.update({"gpu_count": gpu.count, "gpu_model": ", ".join(sorted({g["model"] or "unknown" for g in
+                                                                             gpu.gpus}))})
     try:
-        failure = _run_pair_as(manifest, pair, env_python, log, result, uids, model_python or env_python)
+        failure = _run_pair_as(manifest, pair, env_python, log, result, uids, model_python or env_python, gpu,
+                               meter)
     finally:
         for slot in slots:
             slot.__exit__()
+        if meter is not None:
+            meter.close()
+            result["max_gpu_mem_bytes"] = meter.peak  # None: NVML could not measure it (never a made-up 0)
+            result["gpus_used"] = len(meter.used_on) if meter.peak is not None else None
     result["ended_at"] = now()
     result["elapsed_seconds"] = round(time.time() - started, 3)
     if failure:
@@ -85,7 +98,8 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_p
 
 
 def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, result: dict,
-                 uids: tuple[int, int], model_python: str) -> dict | None:
+                 uids: tuple[int, int], model_python: str, gpu: GpuView | None = None,
+                 meter: GpuMeter | None = None) -> dict | None:
     """run_pair's body, the model's side as uids[0] under `model_python` and the benchmark's as uids[1] under
     `env_python` (when root); None when the pair scored, else its failure."""
     timeout = int(manifest.pair_timeout)
@@ -134,14 +148,15 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                          "--handoff", str(handoff)]
             model_argv, how, model_fds = sandboxed(own, pair, model_dir, model_cmd, extra_ro=(str(handoff),),
                                                    uid=model_uid, folders=model_folders,
-                                                   writable=cache_folders(manifest, model_caches))
+                                                   writable=cache_folders(manifest, model_caches), gpu=gpu)
             seccomp_fds += model_fds
-            sides.append((model_argv, model_dir, model_caches, (model_end.fileno(), *model_fds)))
+            sides.append((model_argv, model_dir, model_caches, (model_end.fileno(), *model_fds),
+                          gpu.env if gpu is not None else None))
             bench_argv, how, bench_fds = sandboxed(own, pair, bench_dir, bench_cmd, uid=bench_uid,
                                                    folders=bench_folders,
                                                    writable=(*cache_folders(manifest, bench_caches), str(handoff)))
             seccomp_fds += bench_fds
-            sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds)))
+            sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds), None))
         except StageError as exc:
             how = how or exc.reason
             failure = {"state": "FAILED", "stage": exc.stage, "reason": exc.reason}
@@ -159,13 +174,16 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
             if manifest.trusted_caches:
                 logf.write(f"[score-plugins] caches shared by every plugin (trusted_caches): "
                            f"{', '.join(manifest.trusted_caches)}\n".encode())
+            if gpu is not None and gpu.count:
+                logf.write(f"[score-plugins] the model's process gets {gpu.describe()}; CUDA_VISIBLE_DEVICES="
+                           f"{gpu.env.get('CUDA_VISIBLE_DEVICES', '')}\n".encode())
             logf.flush()
             output = LogWriter(logf, manifest.output_limit_bytes)
             failure = failure or installed.get("failure")
             try:
-                for argv, side_dir, caches, pass_fds in sides if failure is None else ():
+                for argv, side_dir, caches, pass_fds, gpu_env in sides if failure is None else ():
                     procs.append(subprocess.Popen(
-                        argv, cwd=side_dir, env=child_env(manifest, side_dir, caches), stdout=output.fd,
+                        argv, cwd=side_dir, env=child_env(manifest, side_dir, caches, gpu_env), stdout=output.fd,
                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                         pass_fds=pass_fds, preexec_fn=group.joining(child_setup(manifest, processes)) if group
                         else child_setup(manifest, processes)))
@@ -181,12 +199,12 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
             ended_itself = False  # the benchmark's side ended on its own (not stopped at a limit)
             check = None
             if failure is None and len(procs) == 2:
-                check = PairWatch(manifest, Path(tmp), uids, output, own_caches).check
+                check = PairWatch(manifest, Path(tmp), uids, output, own_caches, meter).check
                 code, usage, stopped = wait_with_usage(procs[1], timeout, check)
                 ended_itself = stopped is None
                 reader.join(REPORT_DRAIN_SECONDS)
                 result["max_rss_bytes"] = int(usage.ru_maxrss) * 1024 if usage else None
-                result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3) if usage else None
+                result["cpu_seconds"] = usage.ru_utime + usage.ru_stime if usage else None
                 stage, reported, problem = reader.outcome()
                 if reported and reported.get("max_rss_bytes"):  # the plugins' own, behind the PID namespaces
                     result["max_rss_bytes"] = max(result["max_rss_bytes"] or 0, reported["max_rss_bytes"])
@@ -209,7 +227,12 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                 failure = {"state": "FAILED", "stage": "score", "reason": cache_grew(manifest, full)}  # last bytes
             if model_usage is not None and result.get("max_rss_bytes") is not None:  # the pair's peak: either side's
                 result["max_rss_bytes"] = max(result["max_rss_bytes"], int(model_usage.ru_maxrss) * 1024)
-            if group is not None:  # every process of the pair has ended: what the kernel's OOM killer did
+            cpu, peak = pair_usage.reap_adopted()  # each side's namespace init, handed to this process
+            if result.get("cpu_seconds") is not None:  # every process of the pair: both sides, their children
+                model_cpu = model_usage.ru_utime + model_usage.ru_stime if model_usage is not None else 0.0
+                result["cpu_seconds"] = round(result["cpu_seconds"] + model_cpu + cpu, 3)
+                result["max_rss_bytes"] = max(result["max_rss_bytes"] or 0, peak) or None
+            if group is not None:  # every process of the pair has ended (inits reaped): what the OOM killer did
                 failure = memcg_outcome(group, failure, stage=reader.outcome()[0])
                 group.remove()
             output.finish()
@@ -363,13 +386,16 @@ class PairWatch:
     (`caches`). Returns the reason to stop it."""
 
     def __init__(self, manifest: Manifest, workdir: Path, uids: tuple[int, ...], output: LogWriter,
-                 caches: tuple[str, ...] = ()):
+                 caches: tuple[str, ...] = (), meter: GpuMeter | None = None):
         self.manifest, self.workdir, self.uids, self.output = manifest, workdir, tuple(set(uids)), output
         self.caches = caches
+        self.meter = meter  # the pair's GPU memory, sampled at every check
         self.next_slow = self.next_cache = 0.0
 
     def check(self) -> str | None:
         m = self.manifest
+        if self.meter is not None:
+            self.meter.sample()
         if self.output.flooded:
             return f"pair printed more than its output limit of {m.output_limit_bytes} bytes and was stopped"
         if m.sandbox == "off" or time.monotonic() < self.next_slow:
@@ -418,6 +444,15 @@ def env_failure_result(manifest: Manifest, pair: dict, env_log: Path, status: in
     return result
 
 
+def no_gpu_result(manifest: Manifest, pair: dict, reason: str) -> dict:
+    """A GPU pair whose sandbox would show no GPU: the node's failure (NODE_FAIL), never a silent run on the CPU
+    and never the submitter's."""
+    result = base_result(manifest, pair)
+    result.update({"status": "error", "state": "NODE_FAIL", "stage": None, "reason": f"no GPU for this pair: {reason}",
+                   "log_tail": "", "started_at": now(), "ended_at": now(), "elapsed_seconds": 0.0})
+    return result
+
+
 def cmd_run_task(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     task = manifest.tasks[args.task]
@@ -426,6 +461,13 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     spool = Path(manifest.spool_dir)
     logs = Path(manifest.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
+    pair_usage.become_subreaper()  # each side's namespace init comes back here: the pair's real CPU time
+    gpu, no_gpu = None, None
+    try:  # the GPUs the scheduler gave this task, as the model's sandbox will show them
+        gpu = gpu_view(int(task.get("gpus") or 0), manifest.gpu_dev_dir, renumber=manifest.sandbox != "off")
+    except NoGpu as exc:
+        no_gpu = str(exc)
+        print(f"[score-plugins] {no_gpu}", file=sys.stderr)
     failures = 0
     for pair in task["pairs"]:
         target = spool / f"{pair['key']}.json"
@@ -433,8 +475,11 @@ def cmd_run_task(args: argparse.Namespace) -> int:
             continue  # a re-run of this task keeps what an earlier attempt finished
         if args.env_status != 0:
             result = env_failure_result(manifest, pair, Path(args.env_log), args.env_status)
+        elif no_gpu is not None:
+            result = no_gpu_result(manifest, pair, no_gpu)
         else:
-            result = run_pair(manifest, pair, args.env_python, logs / f"{pair['key']}.log", args.model_python)
+            result = run_pair(manifest, pair, args.env_python, logs / f"{pair['key']}.log", args.model_python,
+                              gpu)
         try:
             write_json_atomic(target, result)
         except OSError as exc:

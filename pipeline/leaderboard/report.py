@@ -33,10 +33,13 @@ def run_status(db: Database, run_id: str | None) -> dict:
     cpus = run_cpus(run.run_dir)
     cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs if j.started_at and j.ended_at)
     tries = run_attempts(db, run.id)
+    used = usage(tries, cpus)
+    # the CPU time the pairs' processes used (their attempts'); a run recorded before attempts: its CPUs' wall time
     return {"run_id": run.id, "status": run.status, "executor": run.executor,
             "sandbox": run.sandbox or "bwrap", "memory_limit": run.memory_limit,
-            "cpu_hours": round(cpu_seconds / 3600, 4),
-            "attempts": tries, "usage": usage(tries, cpus), "usage_by_submitter": by_submitter(tries),
+            "cpu_hours": used["cpu_hours_used"] if tries else round(cpu_seconds / 3600, 4),
+            "cpu_hours_allocated": round(cpu_seconds / 3600, 4),
+            "attempts": tries, "usage": used, "usage_by_submitter": by_submitter(tries),
             "commit": run.head_commit, "created_at": run.created_at.isoformat(),
             "ended_at": run.ended_at.isoformat() if run.ended_at else None, "counts": counts,
             "jobs": [{"model": j.model, "benchmark": j.benchmark, "state": j.state, "stage": j.stage,

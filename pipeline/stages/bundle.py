@@ -17,7 +17,7 @@ from pathlib import Path
 
 from envs.conda import rattler_tool, stage_lockfile
 from envs.sides import SIDES
-from jobscripts import EnvLine, ScoreJob, TaskLine, render_env_builder, render_score_job
+from jobscripts import EnvLine, ScoreJob, SubmitArray, TaskLine, render_env_builder, render_score_job, render_submit
 from pipeline.catalog import gitrepo
 from pipeline.config import Settings
 from pipeline.errors import BadInput
@@ -185,6 +185,7 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         cache_limit_bytes=size_bytes(settings.plugin_cache_limit),
         shm_bytes=size_bytes(settings.pair_shm) or (512 << 20), uid_base=settings.sandbox_uid_base,
         uv=settings.uv,  # installs what a dynamic setup.py asks for, inside the job's sandbox
+        gpu_dev_dir=settings.gpu_dev_dir,
         created_at=datetime.now(timezone.utc).isoformat(), tasks=tasks,
     )
     manifest_path = run_dir / "manifest.json"
@@ -200,7 +201,10 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
         _write(job_script, render_score_job(score_job(settings, manifest, run_dir, [], tiers[0], 0)),
                executable=True)
     _write(manifest_path, manifest.to_json())
-    return Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+    bundle = Bundle(run_id, run_dir, job_script, manifest_path, manifest, executor)
+    _write(run_dir / "submit.sh", render_submit(run_id, str(run_dir), tuple(  # sbatch by hand, ids recorded
+        SubmitArray(script.name, first, n) for script, first, n in bundle.arrays())), executable=True)
+    return bundle
 
 
 def side_env(lock, run_dir: Path, conda_builder: Path) -> dict:  # noqa: ANN001 - a Lock or CondaLock
@@ -260,10 +264,13 @@ def write_scripts(settings: Settings, run_dir: Path, manifest: Manifest, tasks: 
         start = end
 
 
-def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[dict]]], label: str) -> list[int]:
+def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[dict]]], label: str,
+              per_task: int | None = None) -> list[int]:
     """Append tasks to a run (an escalation: pairs on a larger tier, or the neighbours of a pair that ran out of
-    memory), each tier its own new array script; the manifest is rewritten. Returns the new task indices."""
+    memory), each tier its own new array script, `per_task` pairs a task (default `pairs_per_task`); the manifest
+    is rewritten. Returns the new task indices."""
     tiers = {t.name: t for t in settings.tier_list}
+    per_task = per_task or settings.pairs_per_task
     by_key = {p["key"]: t for t in bundle.manifest.tasks for p in t["pairs"]}
     new: list[dict] = []
     for tier_name, pairs in placed:
@@ -273,10 +280,10 @@ def add_tasks(settings: Settings, bundle: Bundle, placed: list[tuple[str, list[d
         for env_key in sorted(by_env):
             group = by_env[env_key]
             source = by_key[group[0]["key"]]
-            for i in range(0, len(group), settings.pairs_per_task):
+            for i in range(0, len(group), per_task):
                 new.append(task_entry(settings, bundle.executor, tiers[tier_name],
                                       len(bundle.manifest.tasks) + len(new), env_key, source["envs"],
-                                      group[i:i + settings.pairs_per_task]))
+                                      group[i:i + per_task]))
     write_scripts(settings, bundle.run_dir, bundle.manifest, new, label)
     bundle.manifest.tasks.extend(new)
     _write(bundle.manifest_path, bundle.manifest.to_json())

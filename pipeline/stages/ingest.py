@@ -35,7 +35,7 @@ TRUSTED = ("model", "benchmark", "model_plugin", "benchmark_plugin", "model_code
 # absent from bundles made before the tree (the runtime identifier: before issue 37)
 TREE = ("benchmark_parent", "benchmark_version", "parent_note", "benchmark_runtime_id")
 TEXT_CAPS = {"reason": 4000, "log_tail": 8000, "log_path": 1000, "job_id": 64, "node": 200, "executor": 32,
-             "comment": 2000}
+             "comment": 2000, "gpu_model": 200}
 
 
 class RejectedResult(ValueError):
@@ -101,7 +101,8 @@ def check_result(data: object, pair: dict, manifest: Manifest) -> dict:
         result["error"] = _number(data.get("error"), "error")
     for key in ("elapsed_seconds", "cpu_seconds"):
         result[key] = _number(data.get(key), key, 0.0)
-    for key, high in (("max_rss_bytes", 2**62), ("array_index", 10**7), ("attempt", 1000)):
+    for key, high in (("max_rss_bytes", 2**62), ("array_index", 10**7), ("attempt", 1000), ("gpu_count", 1024),
+                      ("gpus_used", 1024), ("max_gpu_mem_bytes", 2**62)):
         value = data.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high):
             raise RejectedResult(f"{key} is not a whole number in range")

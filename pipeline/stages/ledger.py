@@ -3,7 +3,7 @@
 Run, watch, reconcile and cancel all write through here, so the rules (what "closed unfinished" means,
 which reason a pair gets, when a run is over) are said once. The states themselves are `db.states`.
 
-    open_run ──> record_bundle ──> submitted ──> (retried)* ──> close_unfinished ──> finish
+    open_run ──> record_bundle ──> submitted ──> (retried | escalated | outgrown)* ──> close_unfinished ──> finish
         └──> drop_run (claimed nothing)         cancelled (score-plugins cancel)     reconciled (coordinator gone)
 
 Results (a pair's score or failure, read from the spool) are written by ingest, in batches: the one
@@ -121,6 +121,27 @@ def retried(db: Database, run_id: str, keys: Iterable[str], job_id: str, attempt
                         .values(slurm_job_id=job_id, attempt=Job.attempt + 1, state=State.PENDING))
 
 
+def escalated(db: Database, bundle: Bundle, keys: Iterable[str], moved: set[str], job_id: str) -> None:
+    """Pairs an escalation round runs again: PENDING under the new job id and their new task; the attempt of those
+    that made one counts up (a neighbour that never started keeps its number: it made no attempt)."""
+    task_of = bundle.task_of()
+    with session_scope(db.sessions) as session:
+        for key in keys:
+            session.execute(update(Job).where(Job.run_id == bundle.run_id, Job.pair_key == key).values(
+                state=State.PENDING, slurm_job_id=job_id, attempt=Job.attempt + (1 if key in moved else 0),
+                array_index=task_of[key], stage=None, reason=None, ended_at=None))
+
+
+def outgrown(db: Database, run_id: str, reasons: dict[str, str]) -> None:
+    """Pairs no tier can hold (the largest failed too): FAILED, with the reason."""
+    if not reasons:
+        return
+    with session_scope(db.sessions) as session:
+        for key, reason in reasons.items():
+            session.execute(update(Job).where(Job.run_id == run_id, Job.pair_key == key)
+                            .values(state=State.FAILED, reason=reason[:4000]))
+
+
 def running(db: Database, run_id: str, keys: Iterable[str], node: str | None = None) -> None:
     """Pairs whose task the executor reports running: RUNNING (so `status` agrees with the executor)."""
     with session_scope(db.sessions) as session:
@@ -168,6 +189,30 @@ def close_unfinished(db: Database, bundle: Bundle, states: dict[int, TaskState],
                 job.log_path, job.log_tail = str(log), tail(log)
             job.array_index = index
             job.ended_at = _now()
+            changed[job.state] = changed.get(job.state, 0) + 1
+    return changed
+
+
+def close_hand_submitted(db: Database, bundle: Bundle, states: dict[int, TaskState], job_id: str) -> dict[str, int]:
+    """A hand-submitted bundle's pairs (RENDERED) whose task ended without a result: closed with the task's state
+    and reason (LOST when it ended well but left no result), under the Slurm job ids its submit line recorded;
+    pairs whose task is still pending or running stay RENDERED (they never claim a pair). Returns the counts per
+    new state."""
+    task_of = bundle.task_of()
+    changed: dict[str, int] = {}
+    with session_scope(db.sessions) as session:
+        for job in session.scalars(select(Job).where(Job.run_id == bundle.run_id, Job.state == State.RENDERED)):
+            index = task_of.get(job.pair_key)
+            state = states.get(index) if index is not None else None
+            if state is None or not state.done:
+                continue
+            if state.state == State.COMPLETED:
+                job.state, job.reason = State.LOST, "its task finished without writing a result for this pair"
+            else:
+                job.state = state.state
+                job.reason = state.reason or f"array task {index} ended as {state.state}"
+            job.slurm_job_id, job.array_index, job.ended_at = job_id, index, _now()
+            job.node = state.node or job.node
             changed[job.state] = changed.get(job.state, 0) + 1
     return changed
 
@@ -246,9 +291,11 @@ def _record_submissions(session, run: Run, jobs: list[Job], jenkins_build: str |
 
 
 def open_runs(db: Database) -> list[Run]:
-    """Runs with a pair still open (what `reconcile` looks at)."""
+    """Runs with a pair still open, and hand-submitted runs not closed yet (what `reconcile` looks at)."""
     with db.sessions() as session:
         run_ids = set(session.scalars(select(Job.run_id).where(Job.state.in_(OPEN))))
+        run_ids |= set(session.scalars(select(Job.run_id).join(Run, Run.id == Job.run_id).where(
+            Job.state == State.RENDERED, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))))
         return [session.get(Run, r) for r in sorted(run_ids)]
 
 

@@ -38,6 +38,7 @@ from pipeline.admin.rerun import keep_scope
 from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
 from pipeline.stopping import check as check_stop, unbroken
 from pipeline.capacity.sizing import assign_tiers
+from pipeline.capacity.tiers import time_budget_problems
 from pipeline.stages.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)
@@ -247,9 +248,11 @@ def check_owners(db: Database, catalog: Catalog, change: Change) -> None:
 
 
 def execute(settings: Settings, db: Database, req: Request, *,
-            on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+            on_progress: Callable[[Progress], None] | None = None,
+            on_warning: Callable[[str], None] = log.warning) -> RunResult:
     """Run the whole pipeline for one request and return what happened:
-    detect -> plan -> render -> submit -> watch -> ingest -> notify."""
+    detect -> plan -> render -> submit -> watch -> ingest -> notify. `on_warning` hears what an administrator
+    should know before the run is submitted (a Slurm task whose pairs cannot fit its tier's time limit)."""
     ensure_writable(settings.state_dir)
     require_sandbox(settings)  # before any lock (build scripts), claim or submission: fail closed, exit 3
     memory = require_memory_bound(settings, req.executor)  # the local executor's memory cgroups, the same way
@@ -279,6 +282,10 @@ def execute(settings: Settings, db: Database, req: Request, *,
         bundle = render_bundle(settings, plan, catalog.repo, req.executor, run_id=run_id)
         result.run_id, result.run_dir = bundle.run_id, str(bundle.run_dir)
         ledger.record_bundle(db, bundle)
+        if req.executor != "local":  # per tier, with each task's real pair count
+            for problem in time_budget_problems(settings.tier_list, bool(settings.tiers), settings.pair_timeout,
+                                                settings.pairs_per_task, bundle.manifest.tasks):
+                on_warning(problem)
     except KeyboardInterrupt as exc:  # stopped before anything was submitted: the run is over, cancelled
         if executor is not None:
             executor.close()

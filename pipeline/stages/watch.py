@@ -9,6 +9,7 @@ results are resubmitted, a bounded number of times.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,14 +31,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Progress:
-    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair."""
+    """What a person watching a run wants to know: pairs done, failed and left, time, the slowest pair. It counts
+    pairs, not attempts: a pair an escalation runs again is not done until its new attempt ends."""
 
     total: int
-    done: int = 0
-    failed: int = 0
     started: float = field(default_factory=time.monotonic)
     tasks: dict[str, int] = field(default_factory=dict)  # array tasks per state, as the executor sees them
     slowest: tuple[str, str, float] | None = None  # model, benchmark, seconds (of the pairs finished)
+    ended: dict[str, bool] = field(default_factory=dict)  # pair key -> whether its latest attempt scored
+
+    @property
+    def done(self) -> int:
+        return len(self.ended)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for ok in self.ended.values() if not ok)
 
     @property
     def left(self) -> int:
@@ -47,9 +56,12 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def forget(self, key: str) -> None:
+        """The pair runs again (an escalation): not done until its next attempt ends."""
+        self.ended.pop(key, None)
+
     def add(self, result: dict) -> None:
-        self.done += 1
-        self.failed += result.get("status") != "ok"
+        self.ended[str(result.get("pair_key"))] = result.get("status") == "ok"
         seconds = result.get("elapsed_seconds")
         if isinstance(seconds, (int, float)) and (self.slowest is None or seconds > self.slowest[2]):
             self.slowest = (str(result.get("model")), str(result.get("benchmark")), float(seconds))
@@ -60,6 +72,46 @@ class Progress:
         if self.slowest:
             text += f"; slowest: {self.slowest[0]} on {self.slowest[1]} ({self.slowest[2]:.1f} s)"
         return text
+
+
+COORDINATOR_FILE = "coordinator"  # in the run folder: who watches the run; its age says the watcher still lives
+HEARTBEAT_SECONDS = 10.0
+
+
+class Heartbeat:
+    """The watching coordinator's sign of life in its run folder: host, pid and that process's start time,
+    written once, its modification time renewed at most every HEARTBEAT_SECONDS while it watches. `status` and
+    `runs` tell a run whose coordinator is gone from a live one by it (pipeline.admin.runs.coordinator_state)."""
+
+    def __init__(self, run_dir) -> None:  # noqa: ANN001 - a Path
+        import json
+        import socket
+
+        self.path = run_dir / COORDINATOR_FILE
+        self.next = 0.0
+        try:
+            self.path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                             "start": process_start(os.getpid())}))
+        except OSError as exc:  # a sign of life is worth a warning, not the run
+            log.warning("cannot write %s (%s)", self.path, exc.strerror or exc)
+
+    def beat(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + HEARTBEAT_SECONDS
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot): with its pid, it names the process (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Watcher:
@@ -83,11 +135,13 @@ class Watcher:
         self._announced: set[str] = set()  # named in the spool's index, not yet ingested
         self._missing: set[str] = set()  # what the current `wait` still expects
         self._by_task: tuple[int, int, dict[int, list[str]]] | None = None  # (tasks list id, length, task -> keys)
+        self.heartbeat = Heartbeat(bundle.run_dir)
 
     def forget(self, key: str) -> None:
         """A pair runs again (an escalation): its next result is new, to be ingested (the worker announces it
         in the spool's index again)."""
         self._ingested.discard(f"{key}.json")
+        self.progress.forget(key)
 
     def keys_by_task(self) -> dict[int, list[str]]:
         """Each array task's pair keys, built once per version of the manifest's task list (an escalation appends
@@ -133,6 +187,7 @@ class Watcher:
         states = self.poll(job_id)
         next_poll = time.monotonic() + delay
         while True:
+            self.heartbeat.beat()
             self._ingest_new()
             if not self._missing:
                 return states

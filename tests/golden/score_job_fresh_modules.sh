@@ -30,6 +30,7 @@ mkdir -p "$LOG_DIR"
 # shellcheck disable=SC2317  # called by the EXIT trap
 remove_pid_file() { rm -f -- "$LOG_DIR/task-$task.pid"; }
 trap remove_pid_file EXIT
+exec 3>&2  # the caller's stderr, kept: what it must see goes there too, not only into the task's log
 exec >>"$LOG_DIR/task-$task.out" 2>&1
 echo "score-plugins: task $task on $(hostname) as array task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID}"
 # Each side of a pair has its own environment: the model's process runs in the model's, the benchmark's process
@@ -39,8 +40,10 @@ case "$task" in
      bench_key=bench1; bench_lockfile=/locks/b.txt; bench_builder=/runs/r1/build_env.sh ;;
   1) model_key=def456; model_lockfile=/locks/d.txt; model_builder=/runs/r1/build_env.sh
      bench_key=def456; bench_lockfile=/locks/d.txt; bench_builder=/c.sh ;;
-  *) echo "score-plugins: this job has no array task $task" >&2; exit 2 ;;
+  *) echo "score-plugins: this job has no array task $task" >&2
+     echo "score-plugins: this job has no array task $task (see $LOG_DIR/task-$task.out)" >&3; exit 2 ;;
 esac
+exec 3>&-
 
 if [ "$ENV_MODE" = fresh ]; then
   model_env="${TMPDIR:-/tmp}/score-plugins-env-${SLURM_JOB_ID:-$$}-$task-model"

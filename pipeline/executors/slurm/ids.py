@@ -38,3 +38,16 @@ def array_chunks(n_tasks: int, max_array_size: int) -> list[tuple[int, int]]:
 def stored_id(job_id: str, n_tasks: int) -> str:
     """A bare array job id (as submitit returns it) in our stored form, covering `n_tasks` tasks."""
     return job_id if "@" in job_id else str(ArrayPart(job_id, 0, n_tasks))
+
+
+def task_job_id(stored: str, index: int) -> str:
+    """The job and task that ran our task `index`, named as the executor names it: `<array job id>_<task id>` on
+    Slurm (the task's number within that array job, as sacct and squeue print it: `sacct -j 4567_1`), and
+    `<job id>_<index>` for an executor whose job ids hold no parts (the local executor's `local-<pid>-<n>`).
+    A stored id of several array jobs (MaxArraySize, a resubmission) names the one that holds `index`."""
+    if "@" not in stored:
+        return f"{stored}_{index}"
+    for part in parse_parts(stored):
+        if part.offset <= index < part.offset + part.count:
+            return f"{part.job_id}_{index - part.offset}"
+    return f"{stored.split('@', 1)[0]}_{index}"

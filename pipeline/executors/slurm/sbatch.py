@@ -95,10 +95,23 @@ class SlurmExecutor(Executor):
         return ",".join(str(p) for p in parts)
 
     def resubmit(self, bundle, indices: list[int]) -> str:  # noqa: ANN001
-        """Run some tasks again (after NODE_FAIL or PREEMPTED, or new tasks of an escalation): one single-task
-        array job each, under its own array's script (its tier's request)."""
+        """Run some tasks again (after NODE_FAIL or PREEMPTED) or new tasks of an escalation: an array whose
+        tasks are all asked for (an escalation round's new script) is one array job, cut at MaxArraySize; any
+        other task is a single-task array job, under its own array's script (its tier's request)."""
         parts = []
-        for index in sorted(indices):
+        wanted = set(indices)
+        size = None
+        for script, first, n in bundle.arrays():
+            span = set(range(first, first + n))
+            if n > 1 and span <= wanted:
+                size = size or max_array_size()
+                for offset, count in array_chunks(n, size):
+                    throttle = bundle.manifest.array_throttle
+                    job_id = self.sbatch(str(script), f"0-{count - 1}" + (f"%{throttle}" if throttle else ""),
+                                         str(bundle.log_dir), offset)
+                    parts.append(ArrayPart(job_id, first + offset, count))
+                wanted -= span
+        for index in sorted(wanted):
             script, relative = bundle.script_for(index)
             job_id = self.sbatch(str(script), "0", str(bundle.log_dir), relative)
             parts.append(ArrayPart(job_id, index, 1))
