@@ -116,7 +116,10 @@ def run_job(bundle: Bundle) -> tuple[float, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.reps = 1
     with tempfile.TemporaryDirectory(prefix="sides-bench-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)
