@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 
 import pytest
 
@@ -145,3 +146,40 @@ def test_catalog_reads_git_objects_not_the_working_tree(example_repo):
     write(example_repo, "sklearn_scores/models/knn/__init__.py", "model_registry['edited-only-on-disk'] = 1\n")
     catalog = load_catalog(example_repo, "HEAD")
     assert catalog.plugins[("models", "knn")].identifiers == ["knn-5"]
+
+
+def test_every_file_is_parsed_once_per_blob_across_runs(example_repo, tmp_path):
+    """YAML, requirement files and setup.py are cached by blob id beside the Python facts: a run parses only the
+    blobs no earlier run has seen, wherever they sit, and reads the same answers from the cache."""
+    knn = "sklearn_scores/models/knn"
+    write(example_repo, f"{knn}/metadata.yml", "resources: {memory: 4G, time: 90m}\nmodels:\n  knn-5: {}\n")
+    write(example_repo, f"{knn}/environment.yml", "channels: [conda-forge]\ndependencies: [python=3.11]\n")
+    write(example_repo, f"{knn}/setup.py", "from setuptools import setup\nsetup(install_requires=['joblib'])\n")
+    commit_all(example_repo, "knn declares its resources, its conda environment and a setup.py")
+    cache = tmp_path / "cache"
+
+    def read() -> tuple[dict, tuple]:
+        catalog = load_catalog(example_repo, "HEAD", cache_dir=cache)
+        p = catalog.plugins[("models", "knn")]
+        parsed = {**catalog.parsed, **({"folders": catalog.read_folders} if catalog.read_folders else {})}
+        return parsed, (p.resources, p.requirements, p.conda_specs, p.identifiers, catalog.issues)
+
+    parsed, cold = read()
+    assert {k: parsed.get(k, 0) >= 1 for k in ("py", "metadata", "environment", "requirements", "setup")} == \
+        dict.fromkeys(("py", "metadata", "environment", "requirements", "setup"), True)
+    parsed, warm = read()
+    assert parsed == {} and warm == cold  # nothing parsed again, no folder read again, the same answers
+
+    write(example_repo, f"{knn}/__init__.py", (example_repo / knn / "__init__.py").read_text() + "# touched\n")
+    commit_all(example_repo, "touch knn's __init__.py only")
+    parsed, touched = read()
+    assert parsed == {"py": 1, "folders": 1} and touched == cold  # its other blobs and folders did not change
+
+    subprocess.run(["cp", "-r", str(example_repo / knn), str(example_repo / "sklearn_scores/models/knn_copy")],
+                   check=True)
+    write(example_repo, "sklearn_scores/models/knn_copy/__init__.py",
+          "from sklearn_scores import model_registry\nmodel_registry['knn-copy'] = lambda: None\n")
+    commit_all(example_repo, "the same files in another folder")
+    catalog = load_catalog(example_repo, "HEAD", cache_dir=cache)
+    assert catalog.parsed == {"py": 1} and catalog.read_folders == 1  # the copy's other files were read already
+    assert catalog.plugins[("models", "knn_copy")].resources == catalog.plugins[("models", "knn")].resources
