@@ -5,10 +5,37 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import fields
+from typing import Iterator
 
 from pipeline.catalog.bounds import MAX_PATTERN_CHARS, Refused
 
 WILDCARD = ".*"
+# Nodes with nothing below them that sourcefacts looks at: a walk that does not enter them visits half the nodes
+_LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.alias)
+
+
+def children(node: ast.AST) -> Iterator[ast.AST]:
+    """`ast.iter_child_nodes` without the leaves (names, constants, contexts, operators, aliases)."""
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):
+                    yield item
+        elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+            yield value
+
+
+def plain(value: object) -> object:
+    """A dataclass as `dataclasses.asdict` gives it (new fields included), without its deep copies."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}  # type: ignore[arg-type]
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def local_bindings(func: ast.AST) -> tuple[dict[str, list[ast.expr]], set[str]]:
@@ -16,7 +43,7 @@ def local_bindings(func: ast.AST) -> tuple[dict[str, list[ast.expr]], set[str]]:
     that cannot be read (loop target, with, unpacking, augmented assignment): one walk for every name."""
     values: dict[str, list[ast.expr]] = {}
     unreadable: set[str] = set()
-    todo = list(ast.iter_child_nodes(func))
+    todo = list(children(func))
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
@@ -36,7 +63,7 @@ def local_bindings(func: ast.AST) -> tuple[dict[str, list[ast.expr]], set[str]]:
             unreadable.add(node.target.id)
         elif isinstance(node, ast.NamedExpr):
             values.setdefault(node.target.id, []).append(node.value)
-        todo.extend(ast.iter_child_nodes(node))
+        todo.extend(children(node))
     return values, unreadable
 
 
