@@ -183,3 +183,24 @@ def test_every_file_is_parsed_once_per_blob_across_runs(example_repo, tmp_path):
     catalog = load_catalog(example_repo, "HEAD", cache_dir=cache)
     assert catalog.parsed == {"py": 1} and catalog.read_folders == 1  # the copy's other files were read already
     assert catalog.plugins[("models", "knn_copy")].resources == catalog.plugins[("models", "knn")].resources
+
+
+def test_parse_workers_read_what_one_process_reads(example_repo, tmp_path):
+    """Past 1 MB of Python a cold read parses in worker processes: the same catalog as one process."""
+    for i in range(12):
+        padding = "".join(f"TABLE_{j} = {list(range(40))!r}\n" for j in range(600))  # about 100 kB, no call
+        write(example_repo, f"sklearn_scores/models/big_{i}/__init__.py",
+              f"from sklearn_scores import model_registry, load_dataset\n{padding}"
+              f"model_registry['big-{i}'] = lambda: load_dataset(f'iris{{\"\"}}')\n")
+    commit_all(example_repo, "twelve large models")
+
+    def answers(catalog) -> tuple:  # noqa: ANN001
+        return ([str(i) for i in catalog.issues], catalog.load_calls, catalog.unbounded,
+                {k: (p.identifiers, p.uses, p.requirements, catalog.code_hash(p)) for k, p in catalog.plugins.items()})
+
+    one = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "one", workers=1)
+    pool = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "pool", workers=2)
+    default = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "default")
+    assert one.parsed["py"] == pool.parsed["py"] == default.parsed["py"] >= 12
+    assert answers(one) == answers(pool) == answers(default)
+    assert {t for t, names in one.plugins[("models", "big_3")].uses.items() if names} == {"data"}

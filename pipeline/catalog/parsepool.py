@@ -36,23 +36,24 @@ class _Worker:
     def _feed(self, work: queue.Queue) -> None:
         stdin = self.proc.stdin
         assert stdin is not None
+        alive = True
+        while True:
+            item = work.get()
+            if item is _DONE:
+                work.put(_DONE)  # for the other feeders
+                break
+            sha, data = item
+            self.sent.append(sha)  # a dead worker's share is still taken, so that `submit` never blocks
+            if alive:
+                try:
+                    stdin.write(b"%s %d\n" % (sha.encode(), len(data)))
+                    stdin.write(data)
+                except OSError:  # BrokenPipeError: the worker died; what it did not answer is parsed again
+                    alive = False
         try:
-            while True:
-                item = work.get()
-                if item is _DONE:
-                    work.put(_DONE)  # for the other feeders
-                    break
-                sha, data = item
-                self.sent.append(sha)
-                stdin.write(b"%s %d\n" % (sha.encode(), len(data)))
-                stdin.write(data)
-        except (BrokenPipeError, OSError):
-            pass  # the worker died: what it did not answer is parsed again
-        finally:
-            try:
-                stdin.close()
-            except OSError:
-                pass
+            stdin.close()
+        except OSError:
+            pass
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -74,7 +75,13 @@ class PythonPool:
 
     def __init__(self, workers: int):
         self.work: queue.Queue = queue.Queue(maxsize=4 * workers)
-        self.workers = [_Worker(self.work) for _ in range(workers)]
+        self.workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                self.workers.append(_Worker(self.work))
+        except OSError:
+            self.close()
+            raise
 
     def submit(self, sha: str, data: bytes) -> None:
         self.work.put((sha, data))
@@ -91,11 +98,18 @@ class PythonPool:
         return found, unanswered
 
     def close(self) -> None:
-        """End every worker (after an error in the caller)."""
+        """End every worker and its threads (after an error in the caller, or once `results` has them all)."""
         for worker in self.workers:
             if worker.proc.poll() is None:
                 worker.proc.kill()
+        try:
+            self.work.put(_DONE, timeout=5)  # the feeders still waiting for work end
+        except queue.Full:
+            pass
+        for worker in self.workers:
             worker.proc.wait()
+            worker.feeder.join(timeout=5)
+            worker.reader.join(timeout=5)
 
 
 def parse_alone(sha: str, data: bytes) -> dict | None:

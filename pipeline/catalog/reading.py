@@ -71,7 +71,11 @@ def _parse_serial(blobs, kinds_of: dict[str, list[str]]):  # noqa: ANN001, ANN20
 
 def _parse_parallel(repo: Path, blobs, kinds_of: dict[str, list[str]], workers: int):  # noqa: ANN001, ANN202
     """Python files to a pool of worker processes as they are read, the other kinds parsed here meanwhile."""
-    pool = PythonPool(workers)
+    try:
+        pool = PythonPool(workers)
+    except OSError:  # no process can be started now: one process it is
+        yield from _parse_serial(blobs, kinds_of)
+        return
     try:
         for sha, data in blobs:
             for kind in kinds_of[sha]:
@@ -86,9 +90,17 @@ def _parse_parallel(repo: Path, blobs, kinds_of: dict[str, list[str]], workers: 
         pool.close()
     for sha, facts in found.items():
         yield ("py", sha), facts
+    if not unanswered:
+        return
+    workers_start = parse_alone("0" * 40, b"") is not None  # else no worker could start: parse here, as serially
     for sha, data in gitrepo.iter_blobs(repo, unanswered):  # a worker died: each file again, alone
-        alone = parse_alone(sha, data) if data is not None else None
-        yield ("py", sha), alone if alone is not None else {**refused_facts("py", CRASHED), "transient": True}
+        if data is None:
+            yield ("py", sha), None
+        elif not workers_start:
+            yield ("py", sha), facts_of("py", data)
+        else:
+            alone = parse_alone(sha, data)
+            yield ("py", sha), alone if alone is not None else {**refused_facts("py", CRASHED), "transient": True}
 
 
 def _workers(python_bytes: int, requested: int | None) -> int:
