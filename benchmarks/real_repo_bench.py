@@ -20,7 +20,9 @@ Prints, at the repository's HEAD:
   ratio, and whether detect named them.
 Last line: JSON; `floor_ratio` = warm detect / reading every .py blob (target <= 10), `cold_floor_ratio` = cold
 detect / reading and parsing every .py blob (target <= 2), `ratio` = warm one-model detect / reading every .py
-blob, `hostile_ratio` = detect with the hostile files / detect with harmless ones (target <= 2).
+blob, `hostile_ratio` = detect with the hostile files / detect with harmless ones (target <= 2). Wall times are
+the targets; `cpu_floor_ratio` and `cpu_cold_floor_ratio` are the same ratios in CPU seconds (this process and
+its children: git, the parse workers), which a busy machine disturbs less.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import ast
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -108,28 +111,42 @@ def hostile_files(root: str, hostile: bool) -> dict[str, bytes]:
     }
 
 
-def best(runs: int, work, before=None) -> tuple[float, object]:  # noqa: ANN001
-    """The best wall time of `runs` calls of `work()` (each after `before()`), and the last result."""
-    times, result = [], None
+CPU: dict[str, float] = {}  # figure -> best CPU seconds (this process and its children: git, parse workers)
+
+
+def _cpu() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def best(runs: int, work, before=None, name: str = "") -> tuple[float, object]:  # noqa: ANN001
+    """The best wall time of `runs` calls of `work()` (each after `before()`), and the last result; the best CPU
+    time goes to CPU[name]."""
+    times, cpus, result = [], [], None
     for _ in range(runs):
         if before is not None:
             before()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         result = work()
         times.append(time.perf_counter() - start)
+        cpus.append(_cpu() - cpu)
+    if name:
+        CPU[name] = round(min(cpus), 4)
     return round(min(times), 4), result
 
 
-def best_pair(runs: int, floor, ours, before=None) -> tuple[float, float, object]:  # noqa: ANN001
+def best_pair(runs: int, floor, ours, before=None, names: tuple[str, str] = ("", "")
+              ) -> tuple[float, float, object]:  # noqa: ANN001
     """Best of `runs` for a floor and for our work, measured in turns (floor, ours, floor, ours...) so that a
     machine whose load changes meanwhile weighs on both alike; our last result."""
-    floor_times, our_times, result = [], [], None
+    floor_times, our_times, floor_cpu, our_cpu, result = [], [], [], [], None
     for _ in range(runs):
-        floor_times.append(best(1, floor)[0])
-        if before is not None:
-            before()
-        elapsed, result = best(1, ours)
+        floor_times.append(best(1, floor, name="_floor")[0])
+        floor_cpu.append(CPU["_floor"])
+        elapsed, result = best(1, ours, before, name="_ours")
         our_times.append(elapsed)
+        our_cpu.append(CPU["_ours"])
+    CPU[names[0]], CPU[names[1]] = min(floor_cpu), min(our_cpu)
     return min(floor_times), min(our_times), result
 
 
@@ -177,12 +194,14 @@ def main() -> int:
 
         cold = lambda: detect(repo, "HEAD~1", "HEAD", cache_dir=state["dir"])  # noqa: E731
         t["parse_floor_s"], t["detect_cold_s"], (cold_change, cold_catalog) = best_pair(
-            max(1, args.runs // 2 + 1), lambda: parse_floor(repo, root), cold, fresh)
+            max(1, args.runs // 2 + 1), lambda: parse_floor(repo, root), cold, fresh, ("parse_floor", "detect_cold"))
         serial = Path(tmp) / "serial"
-        t["catalog_cold_one_process_s"], _ = best(1, lambda: load_catalog(repo, "HEAD", cache_dir=serial, workers=1))
+        t["catalog_cold_one_process_s"], _ = best(1, lambda: load_catalog(repo, "HEAD", cache_dir=serial, workers=1),
+                                                  name="catalog_cold_one_process")
         cache_dir = state["dir"]
         t["read_floor_s"], t["detect_warm_s"], (warm_change, warm_catalog) = best_pair(
-            args.runs, lambda: read_floor(repo, root), lambda: detect(repo, "HEAD~1", "HEAD", cache_dir=cache_dir))
+            args.runs, lambda: read_floor(repo, root), lambda: detect(repo, "HEAD~1", "HEAD", cache_dir=cache_dir),
+            names=("read_floor", "detect_warm"))
         assert warm_change.to_json() == cold_change.to_json(), "warm and cold detect differ"
         assert catalog_answers(warm_catalog) == catalog_answers(cold_catalog), "warm and cold catalogs differ"
         catalog = warm_catalog
@@ -227,6 +246,9 @@ def main() -> int:
     print(f"plan --all: {pairs} pairs, {len(env_sets)} distinct requirement sets to lock")
     for name, value in t.items():
         print(f"{name}: {value}")
+    cpu = {f"{k}_cpu_s": v for k, v in CPU.items() if not k.startswith("_")}
+    print(f"CPU seconds (this process and its children), best of the same runs: {cpu}; load average "
+          f"{os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} cores")
     last_line({"floor_ratio": round(t["detect_warm_s"] / t["read_floor_s"], 2),
                "floor_ratio_definition": "warm detect HEAD~1..HEAD / reading every .py blob (ls-tree + one "
                                          "cat-file --batch), best of runs each",
@@ -236,7 +258,10 @@ def main() -> int:
                "ratio": round(t["detect_one_model_warm_s"] / t["read_floor_s"], 2),
                "ratio_definition": "warm detect of a one-model change / reading every .py blob of the tree",
                "hostile_ratio": round(t["detect_hostile_s"] / t["detect_harmless_s"], 2),
-               "hostile_named": named, **t, "runs": args.runs, "cpus": len(os.sched_getaffinity(0)),
+               "cpu_floor_ratio": round(CPU["detect_warm"] / CPU["read_floor"], 2),
+               "cpu_cold_floor_ratio": round(CPU["detect_cold"] / CPU["parse_floor"], 2),
+               "hostile_named": named, **t, **cpu, "runs": args.runs, "cpus": len(os.sched_getaffinity(0)),
+               "load_average": round(os.getloadavg()[0], 1),
                "models": found_ids["model"], "benchmarks": found_ids["benchmark"],
                "models_independent": expected_ids["model"], "benchmarks_independent": expected_ids["benchmark"],
                "loader_calls_independent": loader_calls, "loads_resolved": catalog.load_calls,

@@ -1,11 +1,12 @@
 """Python files parsed by worker processes, for a cold read of a large repository (`reading`).
 
-Each worker is a fresh interpreter running `pipeline.catalog.parseworker` (it imports only `sourcefacts`): no fork
-of the coordinator (which may hold threads and sockets), no re-import of its `__main__`. Blobs go to whichever
-worker is free (one feeder thread per worker takes the next blob from a shared queue), results come back as JSON
-lines (one reader thread per worker, so no pipe can fill and block). A worker that dies on a file leaves its
-unanswered files to be parsed one by one in fresh workers; a file whose worker dies alone is refused for this run
-(not cached: the cause may be the node, not the file)."""
+Each worker is a fresh, isolated interpreter (`-I -S`) running `pipeline.catalog.parseworker`, which imports only
+`sourcefacts` and the standard library: no fork of the coordinator (which may hold threads and sockets), no
+re-import of its `__main__`. Blobs go to whichever worker is free (one feeder thread per worker takes the next blob
+from a shared queue), results come back as JSON lines (one reader thread per worker, so no pipe can fill and
+block). A worker that dies on a file leaves its unanswered files to be parsed one by one in fresh workers; a file
+whose worker dies alone is refused for this run (not cached: the cause may be the node, not the file). When no
+worker can start at all, the files are parsed in the coordinator, as for a small read."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import threading
 from pathlib import Path
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_COMMAND = [sys.executable, "-c", f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+# -I -S: no site-packages, no environment variables, no user site (sourcefacts needs the standard library only)
+_COMMAND = [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
             "from pipeline.catalog.parseworker import main; main()"]
 _DONE = object()
 

@@ -1,5 +1,6 @@
 """A parse worker (`parsepool`): reads `<sha> <size>\\n<contents>` records on stdin, writes `[sha, facts]` JSON
-lines on stdout. It imports only `sourcefacts`, so it starts in a fraction of the coordinator's time."""
+lines on stdout. It imports only `sourcefacts`, which needs the standard library alone (workers run with `-S`, no
+site-packages: keep it so), and starts in a fraction of the coordinator's time."""
 
 from __future__ import annotations
 
