@@ -204,3 +204,6 @@ def test_parse_workers_read_what_one_process_reads(example_repo, tmp_path):
     assert one.parsed["py"] == pool.parsed["py"] == default.parsed["py"] >= 12
     assert answers(one) == answers(pool) == answers(default)
     assert {t for t, names in one.plugins[("models", "big_3")].uses.items() if names} == {"data"}
+    from pipeline.catalog.parsepool import parse_alone  # a worker starts (standard library only) and answers
+
+    assert parse_alone("0" * 40, b"model_registry['a'] = 1\n")["registrations"][0]["key"] == "a"
