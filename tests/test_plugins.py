@@ -186,13 +186,14 @@ def test_every_file_is_parsed_once_per_blob_across_runs(example_repo, tmp_path):
 
 
 def test_parse_workers_read_what_one_process_reads(example_repo, tmp_path):
-    """Past 1 MB of Python a cold read parses in worker processes: the same catalog as one process."""
-    for i in range(12):
-        padding = "".join(f"TABLE_{j} = {list(range(40))!r}\n" for j in range(600))  # about 100 kB, no call
+    """A cold read of a large repository parses in worker processes (past 1 MB of Python, or when asked): the same
+    catalog as one process."""
+    for i in range(6):
+        padding = "".join(f"TABLE_{j} = {list(range(40))!r}\n" for j in range(100))  # about 16 kB, no call
         write(example_repo, f"sklearn_scores/models/big_{i}/__init__.py",
               f"from sklearn_scores import model_registry, load_dataset\n{padding}"
               f"model_registry['big-{i}'] = lambda: load_dataset(f'iris{{\"\"}}')\n")
-    commit_all(example_repo, "twelve large models")
+    commit_all(example_repo, "six larger models")
 
     def answers(catalog) -> tuple:  # noqa: ANN001
         return ([str(i) for i in catalog.issues], catalog.load_calls, catalog.unbounded,
@@ -200,9 +201,8 @@ def test_parse_workers_read_what_one_process_reads(example_repo, tmp_path):
 
     one = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "one", workers=1)
     pool = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "pool", workers=2)
-    default = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "default")
-    assert one.parsed["py"] == pool.parsed["py"] == default.parsed["py"] >= 12
-    assert answers(one) == answers(pool) == answers(default)
+    assert one.parsed["py"] == pool.parsed["py"] >= 6
+    assert answers(one) == answers(pool)
     assert {t for t, names in one.plugins[("models", "big_3")].uses.items() if names} == {"data"}
     from pipeline.catalog.parsepool import parse_alone  # a worker starts (standard library only) and answers
 
