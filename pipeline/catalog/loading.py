@@ -22,7 +22,7 @@ from pipeline.catalog.loaders import PLUGIN_TYPES, _domain_loaders, _import_targ
 from pipeline.catalog.plugins import (TEST_FILE, Catalog, Issue, Plugin, _read_registrations, _resolve_uses,
                                       find_domain_root, read_parents)
 from pipeline.catalog.reading import read_all
-from pipeline.catalog.sourcefacts import FileFacts, Load
+from pipeline.catalog.sourcefacts import FileFacts
 from pipeline.errors import BadInput
 
 
@@ -221,9 +221,3 @@ def _add_requirements(plugin: Plugin, lines: list[str], path: str, issues: list[
     for line in dropped:
         issues.append(Issue(path, 0, f"requirement {line!r} names a standard-library module; it is left out",
                             "warning"))
-
-
-def loads_of(reading_loads: list) -> list[tuple[str, Load]]:
-    """The (file, Load) of a reading's loads."""
-    return [(path, Load(loader, base, patterns, line, text)) for path, loader, base, patterns, line, text
-            in reading_loads]
