@@ -41,12 +41,17 @@ def fingerprint() -> str:
     return f"facts-v{VERSION}-py{sys.version_info[0]}{sys.version_info[1]}-{digest.hexdigest()[:12]}"
 
 
+# Taken when this module is imported, with the rest of the catalog's code: a process keeps the name of the code it
+# runs even if newer code is installed while it works.
+FINGERPRINT = fingerprint()
+
+
 class FactsCache:
     """Blob facts and plugin readings under `folder` (None: nothing is kept, every run reads everything)."""
 
     def __init__(self, folder: Path | None):
         self.root = folder
-        self.folder = folder / fingerprint() if folder is not None else None
+        self.folder = folder / FINGERPRINT if folder is not None else None
         self._shards: dict[str, dict[str, dict]] = {}
         self._dirty: set[str] = set()
         self._plugins: dict[str, dict] | None = None
