@@ -209,3 +209,33 @@ def test_the_walk_is_bounded_in_time(tmp_path):
     assert plugin.parent_problems == {
         "boom": "the construction is too deep to follow statically (more than 24 calls deep)",
         "wide": "parent=B + B + B: more than 64 possible values"}
+
+
+def test_parents_are_walked_again_only_where_a_file_their_walk_read_changed(tmp_path):
+    """A folder's parents are cached with the blob ids of the files its walks read (`parentcache`): a warm run walks
+    and parses nothing; a change to a helper walks again the folders that went through it, and only those, with the
+    helper's new answer."""
+    repo, cache = make_repo(tmp_path / "vision"), tmp_path / "cache"
+
+    def read() -> tuple:
+        catalog = load_catalog(repo, "HEAD", cache_dir=cache)
+        return catalog, {p.name: (p.parents, p.versions, p.parent_problems, p.runtime_ids, p.parent_read_by)
+                         for p in catalog.of_type("benchmarks")}
+
+    cold, answers = read()
+    assert cold.walked_folders == 4 and cold.parsed["construction"] >= len(FILES)
+    warm, again = read()
+    assert (warm.walked_folders, warm.parsed, again) == (0, {}, answers)
+    assert [str(i) for i in warm.issues] == [str(i) for i in cold.issues]
+
+    helper = repo / ROOT / "benchmark_helpers/neural_common.py"  # marques, li and loops go through it; scialom not
+    helper.write_text(helper.read_text().replace("parent=region)", "parent='V1')"))
+    commit_all(repo, "the helper's Wrapper passes a literal parent")
+    changed, after = read()
+    assert changed.walked_folders == 3 and changed.parsed == {"construction": 1}
+    assert after["loops"][0]["W.V1-ridge"] == "V1" and "W.V1-ridge" not in after["loops"][2]
+    assert {name: a for name, a in after.items() if name != "loops"} == \
+        {name: a for name, a in answers.items() if name != "loops"}
+    fresh = load_catalog(repo, "HEAD", cache_dir=tmp_path / "fresh")  # the same answers as a cold read
+    assert {p.name: (p.parents, p.parent_problems) for p in fresh.of_type("benchmarks")} == \
+        {name: (a[0], a[2]) for name, a in after.items()}
