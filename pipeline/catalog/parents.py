@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.catalog import idpattern
 from pipeline.catalog.loaders import _unescape
 from pipeline.catalog.walker import Walker
-from pipeline.catalog.walker_values import Frame, Reading, TooDeep
+from pipeline.catalog.walker_values import MAX_FOLDER_STEPS, Frame, Reading, TooDeep
 
 
 def read_registration(walker: Walker, init_path: str, registry: str, identifier: str) -> Reading:
@@ -70,10 +70,17 @@ def declared_fallback(identifier: str, declarations: list) -> Reading:
 def resolve_parents(plugin: Any, walker: Walker, init_path: str, declarations: list) -> None:
     """Each of the plugin's registered benchmarks: its parent (None: a root, in no average), version and runtime
     identifier as its construction passes them; the declarations' reading where the construction cannot be
-    followed; otherwise the reason (`plugin.parent_problems`)."""
+    followed; otherwise the reason (`plugin.parent_problems`). The walks of one folder share a budget of steps
+    (MAX_FOLDER_STEPS): many ids that each take nearly their own bound cannot stall the read."""
     registry = "benchmark_registry"
+    spent = 0
     for identifier in plugin.identifiers:
-        reading = read_registration(walker, init_path, registry, identifier)
+        if spent > MAX_FOLDER_STEPS:
+            reading = Reading(why="the construction is too deep to follow statically (its plugin's ids took more "
+                              f"than {MAX_FOLDER_STEPS:,} steps together)")
+        else:
+            reading = read_registration(walker, init_path, registry, identifier)
+            spent += walker.steps
         how = "construction"
         if not reading.read:
             fallback = declared_fallback(identifier, declarations)
