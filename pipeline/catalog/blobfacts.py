@@ -2,8 +2,8 @@
 (`factscache`), and parsed at most once per blob whatever folder or commit it appears in.
 
 Kinds: `py` (sourcefacts: registrations, loads, imports), `construction` (what a benchmark's construction passes
-through, `pipeline.catalog.construction`; the same parse as `py`, see `pyfacts`), `requirements` (requirements.txt lines), `setup`
-(setup.py install_requires, read with ast), `environment` (environment.yml channels and specs), `metadata`
+through, `pipeline.catalog.construction`; the same parse as `py`, see `pyfacts`), `requirements` (requirements.txt
+lines), `setup` (setup.py install_requires, read with ast), `environment` (environment.yml channels and specs), `metadata`
 (metadata.yml resources, for each plugin type), `pyproject` (the domain's dependencies and requires-python).
 Each fact is plain JSON; `refused` says why a file over a reading bound (`bounds`) was not read. Messages never
 name the file: the catalog adds the path where the blob sits."""

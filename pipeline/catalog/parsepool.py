@@ -1,8 +1,8 @@
 """Python files parsed by worker processes, for a cold read of a large repository (`reading`).
 
 Each worker is a fresh, isolated interpreter (`-I -S`) running `pipeline.catalog.parseworker`, which imports only
-`pyfacts` (`sourcefacts`, `construction`) and the standard library: no fork of the coordinator (which may hold threads and sockets), no
-re-import of its `__main__`. Blobs go to whichever worker is free (one feeder thread per worker takes the next blob
+`pyfacts` (`sourcefacts`, `construction`) and the standard library: no fork of the coordinator (which may hold
+threads and sockets), no re-import of its `__main__`. Blobs go to whichever worker is free (one feeder thread per worker takes the next blob
 from a shared queue), results come back as JSON lines (one reader thread per worker, so no pipe can fill and
 block). A worker that dies on a file leaves its unanswered files to be parsed one by one in fresh workers; a file
 whose worker dies alone is refused for this run (not cached: the cause may be the node, not the file). When no

@@ -41,7 +41,8 @@ BREAKAGES = [
              "        found = None\n",
              "tests/test_plugins.py::test_every_file_is_parsed_once_per_blob_across_runs"),
     Breakage("parents-deps-ignored", "pipeline/catalog/parentcache.py",
-             "    return all((files[path].sha if path in files else \"\") == sha for path, sha in found[\"deps\"].items())\n",
+             "    return all((files[path].sha if path in files else \"\") == sha for path, sha in "
+             "found[\"deps\"].items())\n",
              "    return True\n",
              "tests/test_parents.py::test_parents_are_walked_again_only_where_a_file_their_walk_read_changed"),
     Breakage("reason-text-lost", "pipeline/catalog/ids.py",
