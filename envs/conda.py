@@ -22,6 +22,7 @@ import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envs.lock import EnvError, EnvOutage, LockJail, failure
+from pipeline import safe_yaml
 from envs.piplayer import compile_pip_layer
 
 CONDA_BACKENDS = ("rattler", "micromamba", "conda")
@@ -31,25 +32,36 @@ CHANNEL = re.compile(r"^(file://|https://)[A-Za-z0-9_./:@%+-]+$|^[A-Za-z0-9_-]+$
 
 
 def read_environment_yml(text: str, where: str) -> tuple[list[str], list[str]]:
-    """(channels, conda specs) of a plugin's environment.yml; pip sections, URLs and odd specs are refused."""
+    """(channels, conda specs) of a plugin's environment.yml; pip sections, URLs and odd specs are refused, and so
+    is a document with YAML aliases (`pipeline.safe_yaml`: nothing in it is expanded or formatted whole)."""
     try:
-        data = yaml.safe_load(text) or {}
+        return environment_of(text)
+    except (EnvError, safe_yaml.Refused) as exc:
+        raise EnvError(f"{where}: {exc}") from None
+
+
+def environment_of(text: str) -> tuple[list[str], list[str]]:
+    """`read_environment_yml` without the file's name in its messages (the same blob can sit in many folders);
+    safe_yaml.Refused when the text is over a reading bound."""
+    try:
+        data = safe_yaml.load(text) or {}
     except yaml.YAMLError as exc:
-        raise EnvError(f"{where}: not valid YAML ({exc})") from None
+        raise EnvError(f"not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise EnvError(f"{where}: expected a mapping with channels and dependencies")
-    channels = [str(c) for c in data.get("channels") or []]
+        raise EnvError("expected a mapping with channels and dependencies")
+    channels = [c if isinstance(c, str) else safe_yaml.shown(c) if isinstance(c, (list, dict)) else str(c)
+                for c in data.get("channels") or []]
     specs = []
     for dep in data.get("dependencies") or []:
         if not isinstance(dep, str):
-            raise EnvError(f"{where}: only conda dependencies are supported (found {dep!r}); "
+            raise EnvError(f"only conda dependencies are supported (found {safe_yaml.shown(dep)}); "
                            "put pip packages in requirements.txt")
         if not SPEC.match(dep.strip()):
-            raise EnvError(f"{where}: dependency {dep!r} is not a conda match spec")
+            raise EnvError(f"dependency {safe_yaml.shown(dep)} is not a conda match spec")
         specs.append(dep.strip())
     for channel in channels:
         if not CHANNEL.match(channel):
-            raise EnvError(f"{where}: channel {channel!r} is not a name, https:// or file:// URL")
+            raise EnvError(f"channel {safe_yaml.shown(channel)} is not a name, https:// or file:// URL")
     return channels, specs
 
 

@@ -209,3 +209,73 @@ def test_the_walk_is_bounded_in_time(tmp_path):
     assert plugin.parent_problems == {
         "boom": "the construction is too deep to follow statically (more than 24 calls deep)",
         "wide": "parent=B + B + B: more than 64 possible values"}
+
+
+def test_parents_are_walked_again_only_where_a_file_their_walk_read_changed(tmp_path):
+    """A folder's parents are cached with the blob ids of the files its walks read (`parentcache`): a warm run walks
+    and parses nothing; a change to a helper walks again the folders that went through it, and only those, with the
+    helper's new answer."""
+    repo, cache = make_repo(tmp_path / "vision"), tmp_path / "cache"
+
+    def read() -> tuple:
+        catalog = load_catalog(repo, "HEAD", cache_dir=cache)
+        return catalog, {p.name: (p.parents, p.versions, p.parent_problems, p.runtime_ids, p.parent_read_by)
+                         for p in catalog.of_type("benchmarks")}
+
+    cold, answers = read()
+    assert cold.walked_folders == 4 and cold.parsed["construction"] >= len(FILES)
+    warm, again = read()
+    assert (warm.walked_folders, warm.parsed, again) == (0, {}, answers)
+    assert [str(i) for i in warm.issues] == [str(i) for i in cold.issues]
+
+    helper = repo / ROOT / "benchmark_helpers/neural_common.py"  # marques, li and loops go through it; scialom not
+    helper.write_text(helper.read_text().replace("parent=region)", "parent='V1')"))
+    commit_all(repo, "the helper's Wrapper passes a literal parent")
+    changed, after = read()
+    assert changed.walked_folders == 3 and changed.parsed == {"construction": 1}
+    assert after["loops"][0]["W.V1-ridge"] == "V1" and "W.V1-ridge" not in after["loops"][2]
+    assert {name: a for name, a in after.items() if name != "loops"} == \
+        {name: a for name, a in answers.items() if name != "loops"}
+    fresh = load_catalog(repo, "HEAD", cache_dir=tmp_path / "fresh")  # the same answers as a cold read
+    assert {p.name: (p.parents, p.parent_problems) for p in fresh.of_type("benchmarks")} == \
+        {name: (a[0], a[2]) for name, a in after.items()}
+
+
+def _hostile_repo(path: Path, plugin: str) -> Path:
+    write(path, f"{ROOT}/__init__.py", "benchmark_registry = {}\n")
+    write(path, f"{ROOT}/benchmarks/hostile/__init__.py", plugin)
+    git(path.parent, "init", "--quiet", "-b", "main", str(path))
+    commit_all(path, "hostile")
+    return path
+
+
+def test_the_ids_of_one_folder_share_a_budget_of_steps(tmp_path):
+    """Many ids, each walking nearly its own bound of 20,000 steps, cannot make a folder's read take ids x 20,000:
+    past 100,000 steps for the folder the rest are listed with that reason, without being walked."""
+    parts = "".join("{A}" for _ in range(1000))
+    twice = "".join("{P}" for _ in range(30))
+    ids = "\n".join(f"benchmark_registry['id{i}'] = lambda: Bench(identifier='id{i}', parent=g())" for i in range(300))
+    plugin = f"from brainscore_vision import benchmark_registry\nA = 'a'\nP = f'{parts}'\nQ = f'{twice}'\n\n\n" \
+             f"def g():\n    return Q\n\n\n{ids}\n"
+    catalog = load_catalog(_hostile_repo(tmp_path / "repo", plugin), "HEAD")
+    problems = catalog.plugins[("benchmarks", "hostile")].parent_problems
+    assert len(problems) == 300
+    assert problems["id0"] == "the construction is too deep to follow statically (more than 20000 steps to follow)"
+    assert problems["id299"] == "the construction is too deep to follow statically (its plugin's ids took more " \
+                                "than 100,000 steps together)"
+    assert sum("together" in why for why in problems.values()) >= 290
+
+
+def test_a_format_string_of_many_braces_is_read_in_one_pass(tmp_path):
+    """`.format` on a text of thousands of `{` is read in time linear in the text (a regular expression looking for
+    a format specification in it backtracked quadratically: a twentieth of a second or more per call on 4,000
+    characters, here 1,200 calls)."""
+    ids = "\n".join(f"benchmark_registry['id{i}'] = lambda: Bench(identifier=made(), parent=T.format(C))"
+                    for i in range(20))  # each id: one call per value of the loop (60)
+    plugin = f"from brainscore_vision import benchmark_registry\nA = {'{' * 1000!r}\nT = A + A + A + A\n" \
+             f"for C in {[str(i) for i in range(60)]!r}:\n    pass\n{ids}\n"
+    start = time.process_time()
+    catalog = load_catalog(_hostile_repo(tmp_path / "repo", plugin), "HEAD")
+    assert time.process_time() - start < 10  # a bound, not a benchmark: each call is one pass over 4,000 characters
+    plugin = catalog.plugins[("benchmarks", "hostile")]
+    assert plugin.parents["id7"] == "{" * 2000 and plugin.parent_read_by["id7"] == "construction"  # '{{' is '{'

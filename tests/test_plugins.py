@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 
 import pytest
 
@@ -145,3 +146,64 @@ def test_catalog_reads_git_objects_not_the_working_tree(example_repo):
     write(example_repo, "sklearn_scores/models/knn/__init__.py", "model_registry['edited-only-on-disk'] = 1\n")
     catalog = load_catalog(example_repo, "HEAD")
     assert catalog.plugins[("models", "knn")].identifiers == ["knn-5"]
+
+
+def test_every_file_is_parsed_once_per_blob_across_runs(example_repo, tmp_path):
+    """YAML, requirement files and setup.py are cached by blob id beside the Python facts: a run parses only the
+    blobs no earlier run has seen, wherever they sit, and reads the same answers from the cache."""
+    knn = "sklearn_scores/models/knn"
+    write(example_repo, f"{knn}/metadata.yml", "resources: {memory: 4G, time: 90m}\nmodels:\n  knn-5: {}\n")
+    write(example_repo, f"{knn}/environment.yml", "channels: [conda-forge]\ndependencies: [python=3.11]\n")
+    write(example_repo, f"{knn}/setup.py", "from setuptools import setup\nsetup(install_requires=['joblib'])\n")
+    commit_all(example_repo, "knn declares its resources, its conda environment and a setup.py")
+    cache = tmp_path / "cache"
+
+    def read() -> tuple[dict, tuple]:
+        catalog = load_catalog(example_repo, "HEAD", cache_dir=cache)
+        p = catalog.plugins[("models", "knn")]
+        parsed = {**catalog.parsed, **({"folders": catalog.read_folders} if catalog.read_folders else {})}
+        return parsed, (p.resources, p.requirements, p.conda_specs, p.identifiers, catalog.issues)
+
+    parsed, cold = read()
+    assert {k: parsed.get(k, 0) >= 1 for k in ("py", "metadata", "environment", "requirements", "setup")} == \
+        dict.fromkeys(("py", "metadata", "environment", "requirements", "setup"), True)
+    parsed, warm = read()
+    assert parsed == {} and warm == cold  # nothing parsed again, no folder read again, the same answers
+
+    write(example_repo, f"{knn}/__init__.py", (example_repo / knn / "__init__.py").read_text() + "# touched\n")
+    commit_all(example_repo, "touch knn's __init__.py only")
+    parsed, touched = read()
+    assert parsed == {"py": 1, "folders": 1} and touched == cold  # its other blobs and folders did not change
+
+    subprocess.run(["cp", "-r", str(example_repo / knn), str(example_repo / "sklearn_scores/models/knn_copy")],
+                   check=True)
+    write(example_repo, "sklearn_scores/models/knn_copy/__init__.py",
+          "from sklearn_scores import model_registry\nmodel_registry['knn-copy'] = lambda: None\n")
+    commit_all(example_repo, "the same files in another folder")
+    catalog = load_catalog(example_repo, "HEAD", cache_dir=cache)
+    assert catalog.parsed == {"py": 1} and catalog.read_folders == 1  # the copy's other files were read already
+    assert catalog.plugins[("models", "knn_copy")].resources == catalog.plugins[("models", "knn")].resources
+
+
+def test_parse_workers_read_what_one_process_reads(example_repo, tmp_path):
+    """A cold read of a large repository parses in worker processes (past 1 MB of Python, or when asked): the same
+    catalog as one process."""
+    for i in range(6):
+        padding = "".join(f"TABLE_{j} = {list(range(40))!r}\n" for j in range(100))  # about 16 kB, no call
+        write(example_repo, f"sklearn_scores/models/big_{i}/__init__.py",
+              f"from sklearn_scores import model_registry, load_dataset\n{padding}"
+              f"model_registry['big-{i}'] = lambda: load_dataset(f'iris{{\"\"}}')\n")
+    commit_all(example_repo, "six larger models")
+
+    def answers(catalog) -> tuple:  # noqa: ANN001
+        return ([str(i) for i in catalog.issues], catalog.load_calls, catalog.unbounded,
+                {k: (p.identifiers, p.uses, p.requirements, catalog.code_hash(p)) for k, p in catalog.plugins.items()})
+
+    one = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "one", workers=1)
+    pool = load_catalog(example_repo, "HEAD", cache_dir=tmp_path / "pool", workers=2)
+    assert one.parsed["py"] == pool.parsed["py"] >= 6
+    assert answers(one) == answers(pool)
+    assert {t for t, names in one.plugins[("models", "big_3")].uses.items() if names} == {"data"}
+    from pipeline.catalog.parsepool import parse_alone  # a worker starts (standard library only) and answers
+
+    assert parse_alone("0" * 40, b"model_registry['a'] = 1\n")["py"]["registrations"][0]["key"] == "a"

@@ -8,8 +8,8 @@
       my-model:
         resources: {memory: 60G}
 
-Plugin text is data: parsed with yaml.safe_load, size-capped, every value checked; a bad value is one
-issue on the file, never an exception.
+Plugin text is data: parsed by pipeline.safe_yaml (no aliases: nothing expands), size-capped, every value
+checked; a bad value is one issue on the file, never an exception.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import safe_yaml
 from pipeline.capacity.tiers import Need
 from pipeline.units import size_bytes
 
@@ -32,10 +33,10 @@ def _memory(value: Any) -> int:
         raise ValueError("memory is not a size")
     if isinstance(value, (int, float)):
         return int(value * 2**30)  # a bare number is gigabytes
-    text = str(value).strip().upper().replace(" ", "")
+    text = _text(value).strip().upper().replace(" ", "")
     size = size_bytes(text[:-1] if text.endswith("IB") else text, default_unit="G")
     if not size:
-        raise ValueError(f"memory {str(value)[:40]!r} is not a size (e.g. 40G, 800M)")
+        raise ValueError(f"memory {_text(value)[:40]!r} is not a size (e.g. 40G, 800M)")
     return size
 
 
@@ -44,7 +45,7 @@ def _minutes(value: Any) -> int:
         raise ValueError("time is not a duration")
     if isinstance(value, int):
         return value
-    text = str(value).strip()
+    text = _text(value).strip()
     if ":" in text:
         parts = [int(p) for p in text.split(":") if p.isdigit()]
         if len(parts) == 3:
@@ -54,6 +55,11 @@ def _minutes(value: Any) -> int:
         raise ValueError(f"time {text[:40]!r} is not a duration (minutes, 3h, 90m, 02:30:00)")
     number = float(match.group(1))
     return int(number * 60) if (match.group(2) or "m").lower().startswith("h") else int(number)
+
+
+def _text(value: Any) -> str:
+    """A value as text for parsing and messages; a list or mapping is shown, never formatted whole."""
+    return safe_yaml.shown(value, 200) if isinstance(value, (list, dict)) else str(value)
 
 
 def need_of(block: Any) -> Need:
@@ -75,9 +81,16 @@ def read_resources(text: str, plugin_type: str) -> tuple[dict[str, Need], str | 
     if len(text) > MAX_BYTES:
         return {}, f"larger than {MAX_BYTES} bytes; not read"
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
+    except safe_yaml.Refused as exc:
+        return {}, str(exc)
     except yaml.YAMLError as exc:
         return {}, f"not valid YAML ({str(exc).splitlines()[0][:120]})"
+    return resources_of(data, plugin_type)
+
+
+def resources_of(data: Any, plugin_type: str) -> tuple[dict[str, Need], str | None]:
+    """`read_resources` of an already loaded document."""
     if not isinstance(data, dict):
         return {}, None
     found: dict[str, Need] = {}
@@ -89,6 +102,6 @@ def read_resources(text: str, plugin_type: str) -> tuple[dict[str, Need], str | 
             for identifier, meta in entries.items():
                 if isinstance(meta, dict) and "resources" in meta:
                     found[str(identifier)] = need_of(meta["resources"])
-    except ValueError as exc:
-        return found, str(exc)
+    except (ValueError, OverflowError) as exc:  # OverflowError: `memory: .inf`, or 400 digits
+        return found, str(exc) if isinstance(exc, ValueError) else "resources: a value is too large"
     return found, None

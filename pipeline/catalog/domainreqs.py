@@ -12,8 +12,9 @@ import re
 import sys
 import tomllib
 
-from pipeline.catalog import gitrepo
-
+# The name of a requirement line; possessive runs of spaces, so that a line of 100,000 spaces is linear, not
+# quadratic (the same answers: a name or a bracket never starts with a space)
+REQUIREMENT_NAME = re.compile(r"^\s*+([A-Za-z0-9][A-Za-z0-9._-]*+)\s*+(\[.*\])?\s*+([<>=!~;].*)?$")
 
 
 def parse_requirements(text: str) -> list[str]:
@@ -35,6 +36,8 @@ def setup_py_requirements(text: str) -> tuple[list[str], str | None]:
         tree = ast.parse(text)
     except (SyntaxError, ValueError) as exc:
         return [], f"cannot be parsed ({getattr(exc, 'msg', exc)})"
+    except (RecursionError, MemoryError):
+        return [], "cannot be parsed (nested too deeply)"
     assigns: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -45,12 +48,19 @@ def setup_py_requirements(text: str) -> tuple[list[str], str | None]:
                 if keyword.arg == "install_requires":
                     found = _literal_list(keyword.value, assigns, 0)
                     if found is None:
-                        return [], f"install_requires={ast.unparse(keyword.value)[:80]} is not a literal list"
+                        return [], f"install_requires={_unparsed(keyword.value)[:80]} is not a literal list"
                     return found, None
                 if keyword.arg is None:
                     return [], "setup(**...) cannot be read statically"
             return [], None
     return [], None
+
+
+def _unparsed(node: ast.expr) -> str:
+    try:
+        return ast.unparse(node)
+    except RecursionError:
+        return "<expression>"
 
 
 def _literal_list(node: ast.expr, assigns: dict[str, ast.expr], depth: int) -> list[str] | None:
@@ -68,56 +78,65 @@ def _literal_list(node: ast.expr, assigns: dict[str, ast.expr], depth: int) -> l
     return None
 
 
-def domain_requirements(repo, commit: str) -> tuple[list[str], str, list[tuple[str, str]]]:  # noqa: ANN001
-    """The domain repository's own dependencies at `commit`: (requirements, where from, problems).
+def pyproject_facts(text: str) -> dict:
+    """What the domain's `pyproject.toml` declares: `dependencies` (a list of strings, else None), whether they
+    are `dynamic`, `requires_python` ("" when none) and why it could not be read (`problem`)."""
+    try:
+        data = tomllib.loads(text)
+        problem = None
+    except tomllib.TOMLDecodeError as exc:
+        data, problem = {}, f"not valid TOML ({exc})"
+    except RecursionError:
+        data, problem = {}, "not valid TOML (nested too deeply)"
+    project = data.get("project") or {}
+    if not isinstance(project, dict):
+        project = {}
+    deps = project.get("dependencies")
+    dynamic = project.get("dynamic") or []
+    requires = project.get("requires-python")
+    return {"dependencies": [d.strip() for d in deps if d.strip()]
+            if isinstance(deps, list) and all(isinstance(d, str) for d in deps) else None,
+            "dynamic": isinstance(dynamic, list) and "dependencies" in dynamic,
+            "requires_python": requires.strip() if isinstance(requires, str) else "", "problem": problem}
+
+
+def domain_requirements(files: dict[str, dict]) -> tuple[list[str], str, list[tuple[str, str]]]:
+    """The domain repository's own dependencies from the facts of its top-level files (`pyproject.toml`,
+    `setup.py`, `requirements.txt` -> textfacts): (requirements, where from, problems).
 
     `pyproject.toml` `[project].dependencies` first, then a root `setup.py`, then a root `requirements.txt`.
     """
-    names = {e.path: e.sha for e in gitrepo.list_tree(repo, commit) if "/" not in e.path and e.kind == "blob"}
     problems: list[tuple[str, str]] = []
-    wanted = [n for n in ("pyproject.toml", "setup.py", "requirements.txt") if n in names]
-    blobs = gitrepo.read_blobs(repo, [names[n] for n in wanted])
-    if "pyproject.toml" in names:
-        text = blobs[names["pyproject.toml"]].decode("utf-8", "replace")
-        try:
-            project = tomllib.loads(text).get("project") or {}
-        except tomllib.TOMLDecodeError as exc:
-            problems.append(("pyproject.toml", f"not valid TOML ({exc}); the domain's dependencies are not read"))
-            project = {}
-        deps = project.get("dependencies")
-        if isinstance(deps, list) and all(isinstance(d, str) for d in deps):
-            return [d.strip() for d in deps if d.strip()], "pyproject.toml", problems
-        if "dependencies" in (project.get("dynamic") or []):
+    if "pyproject.toml" in files:
+        facts = files["pyproject.toml"]
+        if facts.get("refused"):
+            problems.append(("pyproject.toml", f"{facts['refused']}; the domain's dependencies are not read"))
+        elif facts["problem"]:
+            problems.append(("pyproject.toml", f"{facts['problem']}; the domain's dependencies are not read"))
+        if facts.get("dependencies") is not None:
+            return facts["dependencies"], "pyproject.toml", problems
+        if facts.get("dynamic"):
             problems.append(("pyproject.toml", "[project].dependencies is dynamic; the domain's dependencies are "
                              "not read"))
-    if "setup.py" in names:
-        found, why = setup_py_requirements(blobs[names["setup.py"]].decode("utf-8", "replace"))
+    if "setup.py" in files:
+        facts = files["setup.py"]
+        found, why = facts.get("requirements", []), facts.get("refused") or facts.get("why")
         if why:
             problems.append(("setup.py", f"{why}; the domain's dependencies are not read"))
         if found or not why:
             return found, "setup.py", problems
-    if "requirements.txt" in names:
-        return parse_requirements(blobs[names["requirements.txt"]].decode("utf-8", "replace")), \
-            "requirements.txt", problems
+    if "requirements.txt" in files:
+        facts = files["requirements.txt"]
+        if facts.get("refused"):
+            problems.append(("requirements.txt", f"{facts['refused']}; the domain's dependencies are not read"))
+        return facts.get("lines", []), "requirements.txt", problems
     return [], "", problems
 
 
-
-
-
-def domain_requires_python(repo, commit: str) -> str:  # noqa: ANN001
-    """The domain's `[project].requires-python` at `commit` ("" when there is none): a conda environment's
-    interpreter is chosen from it."""
-    names = {e.path: e.sha for e in gitrepo.list_tree(repo, commit, "pyproject.toml")
-             if e.path == "pyproject.toml" and e.kind == "blob"}
-    if not names:
-        return ""
-    text = gitrepo.read_blobs(repo, [names["pyproject.toml"]])[names["pyproject.toml"]].decode("utf-8", "replace")
-    try:
-        value = (tomllib.loads(text).get("project") or {}).get("requires-python")
-    except tomllib.TOMLDecodeError:
-        return ""
-    return value.strip() if isinstance(value, str) else ""
+def domain_requires_python(files: dict[str, dict]) -> str:
+    """The domain's `[project].requires-python` ("" when there is none): a conda environment's interpreter is
+    chosen from it."""
+    return (files.get("pyproject.toml") or {}).get("requires_python", "")
 
 
 def split_stdlib(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -125,7 +144,7 @@ def split_stdlib(lines: list[str]) -> tuple[list[str], list[str]]:
     from an index; Brain-Score's pip goes on without it, and so do we (with a warning)."""
     kept, dropped = [], []
     for line in lines:
-        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[.*\])?\s*([<>=!~;].*)?$", line)
+        match = REQUIREMENT_NAME.match(line)
         name = match.group(1) if match else ""
         if name and name.lower() in STDLIB and "@" not in line:
             dropped.append(line)

@@ -7,8 +7,11 @@ and paths from submitters cannot inject anything.
 from __future__ import annotations
 
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.errors import BadInput
 
@@ -86,16 +89,18 @@ def changed_files(repo: Path | str, base: str, head: str) -> list[FileChange]:
 
 @dataclass(frozen=True)
 class TreeEntry:
-    """One object below a tree: `kind` is 'blob' or 'tree'."""
+    """One object below a tree: `kind` is 'blob' or 'tree'; `size` in bytes for a blob listed with sizes
+    (-1: not asked, or a tree; -2: the object is missing from the repository)."""
 
     kind: str
     sha: str
     path: str
+    size: int = -1
 
 
-def list_tree(repo: Path | str, rev: str, under: str = "") -> list[TreeEntry]:
-    """Every blob and sub-tree below `under` at `rev`, in one git call."""
-    args = ["ls-tree", "-r", "-t", "-z", rev]
+def list_tree(repo: Path | str, rev: str, under: str = "", sizes: bool = False) -> list[TreeEntry]:
+    """Every blob and sub-tree below `under` at `rev`, in one git call (with each blob's size: `sizes`)."""
+    args = ["ls-tree", "-r", "-t", "-z", *(["-l"] if sizes else []), rev]
     if under:
         args += ["--", under]
     raw = git(repo, *args).decode("utf-8", "surrogateescape")
@@ -104,8 +109,23 @@ def list_tree(repo: Path | str, rev: str, under: str = "") -> list[TreeEntry]:
         if not record:
             continue
         meta, path = record.split("\t", 1)
-        _mode, kind, sha = meta.split()
-        entries.append(TreeEntry(kind, sha, path))
+        if sizes:
+            _mode, kind, sha, size = meta.split()
+            entries.append(TreeEntry(kind, sha, path, int(size) if size.isdigit() else -1 if size == "-" else -2))
+        else:
+            _mode, kind, sha = meta.split()
+            entries.append(TreeEntry(kind, sha, path))
+    return entries
+
+
+def list_top(repo: Path | str, rev: str) -> list[TreeEntry]:
+    """The entries at the top of the tree at `rev`, blobs with their sizes (one level, one git call)."""
+    entries = []
+    for record in git(repo, "ls-tree", "-z", "-l", rev).decode("utf-8", "surrogateescape").split("\0"):
+        if record:
+            meta, path = record.split("\t", 1)
+            _mode, kind, sha, size = meta.split()
+            entries.append(TreeEntry(kind, sha, path, int(size) if size.isdigit() else -1 if size == "-" else -2))
     return entries
 
 
@@ -136,6 +156,57 @@ def read_blobs(repo: Path | str, shas: list[str]) -> dict[str, bytes]:
         blobs[sha] = out[start : start + int(size)]
         pos = start + int(size) + 1
     return blobs
+
+
+def iter_blobs(repo: Path | str, shas: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """(sha, contents) of each blob, in order, through one `git cat-file --batch` process, one blob in memory at a
+    time (None: the object is missing). The ids are written by a thread while contents are read, so neither pipe
+    can fill and block the other."""
+    unique = list(dict.fromkeys(shas))
+    if not unique:
+        return
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError as exc:
+            raise BadInput("git is not installed") from exc
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def feed() -> None:
+            try:
+                proc.stdin.write(("\n".join(unique) + "\n").encode())  # type: ignore[union-attr]
+                proc.stdin.close()  # type: ignore[union-attr]
+            except (BrokenPipeError, OSError):
+                pass  # git ended early: its message and exit status say why
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        try:
+            for sha in unique:
+                header = proc.stdout.readline()
+                if not header:
+                    break
+                fields = header.split()
+                if len(fields) == 2 and fields[1] == b"missing":
+                    yield sha, None
+                    continue
+                size = int(fields[2])
+                data = proc.stdout.read(size)
+                proc.stdout.read(1)  # the newline after the contents
+                yield sha, data
+            else:
+                proc.stdout.close()
+                proc.wait()
+                return
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            writer.join()
+        errors.seek(0)
+        message = errors.read().decode("utf-8", "replace").strip()
+        raise BadInput(f"git cat-file failed in {repo}: {message or f'exit status {proc.returncode}'}")
 
 
 def first_authors(repo: Path | str, rev: str, under: str) -> dict[str, str]:

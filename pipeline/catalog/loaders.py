@@ -3,8 +3,7 @@ pure functions over source facts, from which pipeline.catalog.plugins builds the
 
 from __future__ import annotations
 
-import re
-
+from pipeline.catalog import idpattern
 from pipeline.catalog.sourcefacts import FileFacts, Load
 
 
@@ -55,30 +54,26 @@ def _registry_of(load: Load, loaders: dict[str, str], root: str,
     return loaders.get(load.loader)
 
 
-def _matches(load: Load, table: dict[str, list[tuple[str, str]]], compiled: dict[str, re.Pattern]
-             ) -> set[tuple[str, str]] | None:
+def _matches(load: Load, table: dict[str, list[tuple[str, str]]]) -> set[tuple[str, str]] | None:
+    """The plugins whose registered ids a load's patterns match (None: the load cannot be bounded). Matched
+    without backtracking (`idpattern`): a pattern of many wildcards against a long id is linear, not exponential."""
     if load.patterns is None:
         return None
     found: set[tuple[str, str]] = set()
     for pattern in load.patterns:
-        literal = _unescape(pattern)
+        literal = idpattern.literal(pattern)
         if literal is not None:
             found.update(table.get(literal, ()))
             continue
-        regex = compiled.get(pattern)
-        if regex is None:
-            regex = compiled[pattern] = re.compile(pattern, re.DOTALL)
         for identifier, keys in table.items():
-            if regex.fullmatch(identifier):
+            if idpattern.fullmatch(pattern, identifier):
                 found.update(keys)
     return found
 
 
 def _unescape(pattern: str) -> str | None:
     """The literal a pattern stands for, or None when it has a wildcard."""
-    if ".*" in pattern.replace("\\.", ""):
-        return None
-    return re.sub(r"\\(.)", r"\1", pattern)
+    return idpattern.literal(pattern)
 
 
 def _import_target(level: int, module: str, names: list[str], path: str, root: str) -> list[tuple[str, str]]:

@@ -12,21 +12,21 @@ appears in the id is never taken for the parent. What stays unknown is reported 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from pipeline.catalog import idpattern
 from pipeline.catalog.loaders import _unescape
 from pipeline.catalog.walker import Walker
-from pipeline.catalog.walker_values import Frame, Reading, TooDeep
+from pipeline.catalog.walker_values import MAX_FOLDER_STEPS, Frame, Reading, TooDeep
 
 
 def read_registration(walker: Walker, init_path: str, registry: str, identifier: str) -> Reading:
     """The parent, runtime identifier and version of one registered id, from its registry value."""
+    walker.steps = 0
     facts = walker.modules.get(init_path)
     value = (facts or {}).get("rg", {}).get(registry, {}).get(identifier)
     if value is None:
         return Reading(why="its registry value cannot be read")
-    walker.steps = 0
     try:
         return walker.read(walker.construct(value, Frame(init_path, None, key=init_path)), identifier)
     except TooDeep as exc:
@@ -37,13 +37,14 @@ def read_registration(walker: Walker, init_path: str, registry: str, identifier:
 
 def declared_fallback(identifier: str, declarations: list) -> Reading:
     """The older reading (a sound part of it): the constructor calls whose own `identifier=` can be this id; if
-    they pass one literal parent (or name it in the id's slot), that parent. Never a name picked from the id."""
-    own = [d for d in declarations if d.identifiers and any(re.fullmatch(p, identifier, re.DOTALL)
+    they pass one literal parent (or name it in the id's slot), that parent. Never a name picked from the id.
+    The patterns are matched without backtracking (`idpattern`): they come from submitted text."""
+    own = [d for d in declarations if d.identifiers and any(idpattern.fullmatch(p, identifier)
                                                              for p in d.identifiers)]
     if not own:
         return Reading(why="")
-    slots = {m.group("parent") for d in own if d.parent_in_identifier
-             for m in [re.fullmatch(d.parent_in_identifier, identifier, re.DOTALL)] if m}
+    slots = {m for d in own if d.parent_in_identifier
+             for m in [idpattern.slot(d.parent_in_identifier, identifier)] if m is not None}
     values: set[str | None] = set()
     computed = False
     for d in own:
@@ -66,20 +67,20 @@ def declared_fallback(identifier: str, declarations: list) -> Reading:
     return Reading(why="")
 
 
-def construction_walker(root: str, entries: list, facts: dict) -> Walker:
-    """A walker over the construction facts of the files read (tree entries with `.path` and `.sha`)."""
-    modules = {e.path: facts[e.sha].construction for e in entries
-               if e.sha in facts and facts[e.sha].construction is not None}
-    return Walker(root, modules)
-
-
 def resolve_parents(plugin: Any, walker: Walker, init_path: str, declarations: list) -> None:
     """Each of the plugin's registered benchmarks: its parent (None: a root, in no average), version and runtime
     identifier as its construction passes them; the declarations' reading where the construction cannot be
-    followed; otherwise the reason (`plugin.parent_problems`)."""
+    followed; otherwise the reason (`plugin.parent_problems`). The walks of one folder share a budget of steps
+    (MAX_FOLDER_STEPS): many ids that each take nearly their own bound cannot stall the read."""
     registry = "benchmark_registry"
+    spent = 0
     for identifier in plugin.identifiers:
-        reading = read_registration(walker, init_path, registry, identifier)
+        if spent > MAX_FOLDER_STEPS:
+            reading = Reading(why="the construction is too deep to follow statically (its plugin's ids took more "
+                              f"than {MAX_FOLDER_STEPS:,} steps together)")
+        else:
+            reading = read_registration(walker, init_path, registry, identifier)
+            spent += walker.steps
         how = "construction"
         if not reading.read:
             fallback = declared_fallback(identifier, declarations)

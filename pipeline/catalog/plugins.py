@@ -20,17 +20,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.conda import read_environment_yml
-from envs.lock import EnvError
 from pipeline.catalog import gitrepo
-from pipeline.catalog.domainreqs import parse_requirements, setup_py_requirements, split_stdlib
 from pipeline.errors import BadInput
-from pipeline.catalog.ids import folder_problem, identifier_problem
-from pipeline.catalog.factscache import FactsCache
-from pipeline.catalog.loaders import (PLUGIN_TYPES, REGISTRY_NAMES, _domain_loaders, _import_target, _matches,
-                                     _registry_of)
-from pipeline.catalog.parents import construction_walker, resolve_parents
-from pipeline.catalog.sourcefacts import FileFacts, read_facts, wants_construction
+from pipeline.catalog.ids import identifier_problem
+from pipeline.catalog.loaders import PLUGIN_TYPES, REGISTRY_NAMES, _matches, _registry_of
+from pipeline.catalog.sourcefacts import FileFacts, Load
 
 REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py", "metadata.yml", "metadata.yaml")
 TEST_FILE = re.compile(r"(^|/)(tests?/|test\.py$|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
@@ -117,6 +111,9 @@ class Catalog:
     unbounded: list[UnboundedLoad] = field(default_factory=list)
     load_calls: int = 0  # loader calls and registry reads seen (for measurements)
     parsed_files: int = 0  # Python files parsed for this catalog (the rest came from the facts cache)
+    parsed: dict[str, int] = field(default_factory=dict)  # files parsed for this catalog, by kind (py, metadata...)
+    read_folders: int = 0  # plugin folders read from their files (the rest came from the cache, by tree id)
+    walked_folders: int = 0  # benchmark folders whose constructions were walked (the rest: cached, `parentcache`)
     refused_folders: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, folder) -> why
     _closure: dict[tuple[str, str], list[Plugin]] = field(default_factory=dict, repr=False)
 
@@ -209,10 +206,11 @@ class Catalog:
         return sorted(f"{p.type}/{p.name}" for p in self.members(*plugins) if p.setup_dynamic)
 
 
-def find_domain_root(repo: Path, rev: str) -> str:
-    """The top-level folder that holds `models/` or `benchmarks/` plugin folders."""
+def find_domain_root(repo: Path, rev: str, entries: list[gitrepo.TreeEntry] | None = None) -> str:
+    """The top-level folder that holds `models/` or `benchmarks/` plugin folders (`entries`: the whole tree at
+    `rev`, when the caller has listed it already)."""
     candidates = set()
-    for entry in gitrepo.list_tree(repo, rev):
+    for entry in entries if entries is not None else gitrepo.list_tree(repo, rev):
         parts = entry.path.split("/")
         if len(parts) == 4 and parts[1] in ("models", "benchmarks") and parts[3] == "__init__.py":
             candidates.add(parts[0])
@@ -223,107 +221,13 @@ def find_domain_root(repo: Path, rev: str) -> str:
     return candidates.pop()
 
 
-def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir: Path | None = None) -> Catalog:
-    """Read every plugin of the domain at `rev` from git objects (no checkout); facts cached under `cache_dir`."""
-    from pipeline.catalog.domainreqs import domain_requirements, domain_requires_python
+def load_catalog(repo: Path, rev: str, domain_root: str | None = None, cache_dir: Path | None = None,
+                 workers: int | None = None) -> Catalog:
+    """Read every plugin of the domain at `rev` from git objects (no checkout); facts cached under `cache_dir`
+    (pipeline.catalog.loading)."""
+    from pipeline.catalog.loading import load_catalog as load
 
-    repo = gitrepo.ensure_repository(repo)
-    commit = gitrepo.resolve(repo, rev)
-    root = domain_root or find_domain_root(repo, commit)
-    if "/" in root.strip("/") or root in ("", ".", "..") or root.startswith("-"):
-        raise BadInput(f"--domain-root must be a top-level folder name, not {root!r}")
-    entries = gitrepo.list_tree(repo, commit, root)
-    if not entries:
-        raise BadInput(f"domain root {root!r} does not exist at {commit[:12]}")
-    plugins: dict[tuple[str, str], Plugin] = {}
-    issues: list[Issue] = []
-    refused: dict[tuple[str, str], str] = {}
-    files_of: dict[tuple[str, str], list[gitrepo.TreeEntry]] = {}
-    domain_init = None
-    helper_files: list[gitrepo.TreeEntry] = []  # read only for what a benchmark's construction passes through
-    for entry in entries:
-        parts = entry.path.split("/")
-        if entry.path == f"{root}/__init__.py":
-            domain_init = entry
-        elif entry.kind == "blob" and entry.path.endswith(".py") and wants_construction(entry.path) and (
-                len(parts) == 3 or (parts[1].endswith("_helpers") and not TEST_FILE.search(entry.path))):
-            helper_files.append(entry)
-        elif len(parts) == 3 and parts[1] in PLUGIN_TYPES and entry.kind == "tree":
-            problem = folder_problem(parts[2])
-            if problem:
-                issues.append(Issue(entry.path, 0, problem))
-                refused[(parts[1], parts[2])] = problem
-                continue
-            plugins[(parts[1], parts[2])] = Plugin(parts[1], parts[2], entry.path, entry.sha)
-        elif len(parts) >= 4 and parts[1] in PLUGIN_TYPES and entry.kind == "blob":
-            files_of.setdefault((parts[1], parts[2]), []).append(entry)
-
-    cache = FactsCache(cache_dir / "sourcefacts.json" if cache_dir else None)
-    python_files = [e for key, files in files_of.items() if key in plugins for e in files if e.path.endswith(".py")
-                    and not TEST_FILE.search(e.path[len(f"{root}/{key[0]}/{key[1]}/"):])]
-    if domain_init is not None:
-        python_files.append(domain_init)
-    python_files.extend(helper_files)
-    facts: dict[str, FileFacts] = {}
-    missing = []
-    for entry in python_files:
-        known = cache.get(entry.sha)
-        if known is None or (known.construction is None and not known.syntax_error
-                             and wants_construction(entry.path)):
-            missing.append(entry)  # (a blob first read elsewhere has no construction facts: read it again)
-        else:
-            facts[entry.sha] = known
-    requirement_files = [e for key, files in files_of.items() if key in plugins for e in files
-                         if e.path.count("/") == 3 and e.path.rsplit("/", 1)[-1] in REQUIREMENT_FILES]
-    blobs = gitrepo.read_blobs(repo, [e.sha for e in missing] + [e.sha for e in requirement_files])
-    for entry in missing:
-        facts[entry.sha] = read_facts(blobs.get(entry.sha, b""), entry.path)
-        cache.put(entry.sha, facts[entry.sha])
-    cache.save()
-
-    walker = construction_walker(root, python_files, facts)
-    for key, plugin in plugins.items():
-        files = files_of.get(key, [])
-        init_path = f"{plugin.path}/__init__.py"
-        if not any(f.path == init_path for f in files):
-            issues.append(Issue(plugin.path, 0, "plugin folder has no __init__.py", "warning"))
-        for f in files:
-            name = f.path.rsplit("/", 1)[-1]
-            if f in requirement_files:
-                _read_requirement_file(plugin, name, blobs.get(f.sha, b""), f.path, issues)
-            elif f.sha in facts:
-                fact = facts[f.sha]
-                if fact.syntax_error:
-                    line, msg = fact.syntax_error
-                    issues.append(Issue(f.path, line, f"syntax error: {msg}"))
-                elif f.path == init_path:
-                    _read_registrations(plugin, fact, f.path, issues)
-        plugin.requirements = sorted(set(plugin.requirements))
-        if plugin.type == "benchmarks":
-            declared = [d for f in files if f.sha in facts and not facts[f.sha].syntax_error
-                        for d in facts[f.sha].declarations]
-            resolve_parents(plugin, walker, init_path, declared)
-            if declared and plugin.parent_problems:  # a plugin that passes no parent= at all hangs nowhere, quietly
-                first = sorted(plugin.parent_problems)[0]
-                issues.append(Issue(init_path, 0, f"the leaderboard parent of {len(plugin.parent_problems)} "
-                                    f"benchmark(s) cannot be read statically (e.g. {first}: "
-                                    f"{plugin.parent_problems[first]}); they are listed unattached", "warning"))
-
-    loaders = _domain_loaders(facts.get(domain_init.sha) if domain_init else None)
-    catalog = Catalog(repo, commit, root, plugins, issues, refused_folders=refused, parsed_files=len(missing))
-    _resolve_uses(catalog, files_of, facts, loaders)
-    domain_reqs, catalog.domain_requirements_source, problems = domain_requirements(repo, commit)
-    catalog.domain_requirements, dropped = split_stdlib(domain_reqs)
-    catalog.domain_requires_python = domain_requires_python(repo, commit)
-    problems += [(catalog.domain_requirements_source, f"requirement {line!r} names a standard-library module; "
-                  "it is left out") for line in dropped]
-    issues.extend(Issue(source, 0, message, "warning") for source, message in problems)
-    authors = gitrepo.first_authors(repo, commit, root)
-    for plugin in plugins.values():
-        owner = authors.get(f"{plugin.path}/__init__.py") or next(
-            (a for p, a in authors.items() if p.startswith(plugin.path + "/")), "")
-        plugin.owner = owner
-    return catalog
+    return load(repo, rev, domain_root, cache_dir, workers)
 
 
 def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list[Issue]) -> None:
@@ -345,41 +249,9 @@ def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list
     plugin.identifiers = list(plugin.registered.get(own, []))
 
 
-def _read_requirement_file(plugin: Plugin, name: str, data: bytes, path: str, issues: list[Issue]) -> None:
-    text = data.decode("utf-8", "replace")
-    if name == "requirements.txt":
-        _add_requirements(plugin, parse_requirements(text), path, issues)
-    elif name == "environment.yml":
-        try:
-            plugin.conda_channels, plugin.conda_specs = read_environment_yml(text, path)
-        except EnvError as exc:
-            plugin.env_problem = str(exc)
-    elif name in ("metadata.yml", "metadata.yaml"):
-        from pipeline.capacity.resources import read_resources
-
-        plugin.resources, problem = read_resources(text, plugin.type)
-        if problem:
-            issues.append(Issue(path, 0, f"metadata: {problem}"))
-    elif name == "setup.py":
-        requirements, why = setup_py_requirements(text)
-        _add_requirements(plugin, requirements, path, issues)
-        if why:
-            plugin.setup_dynamic = why
-            issues.append(Issue(path, 0, f"setup.py: {why}; it is pip-installed inside the job (sandboxed)",
-                                "warning"))
-
-
-def _add_requirements(plugin: Plugin, lines: list[str], path: str, issues: list[Issue]) -> None:
-    kept, dropped = split_stdlib(lines)
-    plugin.requirements.extend(kept)
-    for line in dropped:
-        issues.append(Issue(path, 0, f"requirement {line!r} names a standard-library module; it is left out",
-                            "warning"))
-
-
-def _resolve_uses(catalog: Catalog, files_of: dict[tuple[str, str], list[gitrepo.TreeEntry]],
-                  facts: dict[str, FileFacts], loaders: dict[str, str]) -> None:
-    """Turn each plugin's loads and imports into edges of the dependency graph."""
+def _resolve_uses(catalog: Catalog, loads_of: dict[tuple[str, str], list], imports_of: dict[tuple[str, str], list],
+                  loaders: dict[str, str]) -> None:
+    """Turn each plugin's loads and imports (from its folder's reading) into edges of the dependency graph."""
     root = catalog.domain_root
     plugins = catalog.plugins
     by_registry: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -388,43 +260,36 @@ def _resolve_uses(catalog: Catalog, files_of: dict[tuple[str, str], list[gitrepo
             table = by_registry.setdefault(registry, {})
             for identifier in ids:
                 table.setdefault(identifier, []).append(plugin.key)
-    compiled: dict[str, re.Pattern] = {}
     for key, plugin in plugins.items():
         prefix = f"{root}/{key[0]}/{key[1]}/"
-        for f in files_of.get(key, []):
-            fact = facts.get(f.sha)
-            if fact is None or fact.syntax_error:
+        for dep_type, dep_name in imports_of.get(key, []):
+            dep = (dep_type, dep_name)
+            if dep in plugins and dep != key:
+                plugin.uses[dep_type].add(dep_name)
+        for path, loader, base, patterns, line, text in loads_of.get(key, []):
+            load = Load(loader, base, patterns, line, text)
+            registry = _registry_of(load, loaders, root, by_registry)
+            if registry is None:
                 continue
-            for ref in fact.imports:
-                target = _import_target(ref.level, ref.module, ref.names, f.path, root)
-                for dep in target:
-                    if dep in plugins and dep != key:
-                        plugin.uses[dep[0]].add(dep[1])
-            for load in fact.loads:
-                registry = _registry_of(load, loaders, root, by_registry)
-                if registry is None:
-                    continue
-                catalog.load_calls += 1
-                table = by_registry.get(registry, {})
-                targets = _matches(load, table, compiled)
-                if targets is None:
-                    dep_types = sorted({k[0] for keys in table.values() for k in keys})
-                    for keys in table.values():
-                        for dep in keys:
-                            if dep != key:
-                                plugin.uses[dep[0]].add(dep[1])
-                    catalog.unbounded.append(UnboundedLoad(key, f.path, load.line, load.loader, load.text,
-                                                           ",".join(dep_types)))
-                    catalog.issues.append(Issue(
-                        f.path, load.line, f"{load.loader}({load.text}): the id cannot be read statically; depends "
-                        f"on every plugin registered in {registry} ({len(table)} ids)", "warning"))
-                    continue
-                if not targets and not f.path[len(prefix):].startswith("_"):
-                    if plugin.type in ("benchmarks", "data", "metrics"):
-                        catalog.issues.append(Issue(f.path, load.line, f"{load.loader}({load.text}): no plugin "
-                                                    f"registers a matching id in {registry}", "warning"))
-                for dep in targets:
-                    if dep != key:
-                        plugin.uses[dep[0]].add(dep[1])
-
-
+            catalog.load_calls += 1
+            table = by_registry.get(registry, {})
+            targets = _matches(load, table)
+            if targets is None:
+                dep_types = sorted({k[0] for keys in table.values() for k in keys})
+                for keys in table.values():
+                    for dep in keys:
+                        if dep != key:
+                            plugin.uses[dep[0]].add(dep[1])
+                catalog.unbounded.append(UnboundedLoad(key, path, load.line, load.loader, load.text,
+                                                       ",".join(dep_types)))
+                catalog.issues.append(Issue(
+                    path, load.line, f"{load.loader}({load.text}): the id cannot be read statically; depends "
+                    f"on every plugin registered in {registry} ({len(table)} ids)", "warning"))
+                continue
+            if not targets and not path[len(prefix):].startswith("_"):
+                if plugin.type in ("benchmarks", "data", "metrics"):
+                    catalog.issues.append(Issue(path, load.line, f"{load.loader}({load.text}): no plugin "
+                                                f"registers a matching id in {registry}", "warning"))
+            for dep in targets:
+                if dep != key:
+                    plugin.uses[dep[0]].add(dep[1])

@@ -1,8 +1,7 @@
 """What one Python file of a plugin repository registers, loads and imports, read with `ast`.
 
-Nothing here imports or runs the file. The facts of a file depend on its bytes only,
-so they are cached by git blob id (`factscache.FactsCache`): a blob never changes, and a warm
-`detect` of a repository with thousands of files parses only what the change added.
+Nothing here imports or runs the file. The facts of a file depend on its bytes only, so they are cached by git
+blob id (`factscache`), and reading them is bounded (`bounds`): a file that would cost more is refused.
 
 Loader arguments are read as far as they can be bounded statically: a constant, an
 f-string or a `.format`/`%`/`+` of known parts (turned into a regular expression that
@@ -16,12 +15,18 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-PARSER_VERSION = 8  # the one place the facts cache's version is bumped (8: `construction`)
+from pipeline.catalog.astread import (WILDCARD, _call_name, _check_length, _dotted, _escape, _format_fields,
+                                      _literal_prefix, _registry_name, _source, call_keywords, children,
+                                      local_bindings, plain, signature, unparse_cost)
+from pipeline.catalog.bounds import (MAX_FACT_CHARS, MAX_PATTERN_CHARS, MAX_PYTHON_BYTES, MAX_RESOLUTION_STEPS,
+                                     Refused)
+
 MAX_ALTERNATIVES = 64  # more alternatives than this for one argument: treat as unbounded
 MAX_DEPTH = 6
-WILDCARD = ".*"
+WILDCARD_RUN = re.compile(r"(\.\*)+")
+PERCENT_FIELD = re.compile(r"%[-#0 +]*+\d*+(?:\\\.\d++)?[sdifrxXeEgGa]")  # possessive: linear on any text
 
 
 @dataclass
@@ -73,12 +78,10 @@ class FileFacts:
     loader_defs: dict[str, str] = field(default_factory=dict)  # load_x -> "registry:r" | "loader:l" | "type:t"
     declarations: list[Declaration] = field(default_factory=list)
     syntax_error: tuple[int, str] | None = None
-    # what a benchmark's construction needs (pipeline.catalog.construction), for benchmark plugins' files and the
-    # domain's helpers only; None: not read for this file (its blob was first seen elsewhere)
-    construction: dict | None = None
+    refused: str | None = None  # over a reading bound (pipeline.catalog.bounds): why; the file's facts are empty
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return plain(self)  # what dataclasses.asdict gives, without its deep copies (a tenth of the time)
 
     @classmethod
     def from_json(cls, data: dict) -> "FileFacts":
@@ -89,7 +92,7 @@ class FileFacts:
             loader_defs=dict(data["loader_defs"]),
             declarations=[Declaration(**d) for d in data.get("declarations", [])],
             syntax_error=tuple(data["syntax_error"]) if data["syntax_error"] else None,  # type: ignore[arg-type]
-            construction=data.get("construction"),
+            refused=data.get("refused"),
         )
 
 
@@ -98,25 +101,33 @@ def is_loader_name(name: str) -> bool:
 
 
 def read_facts(source: bytes, filename: str = "<plugin>") -> FileFacts:
-    """The facts of one file; a syntax error is a fact too (its line and message)."""
+    """The facts of one file; a syntax error is a fact too (its line and message), and so is a file over a reading
+    bound (`refused`): what is read of a submitted file is linear in its size, whatever it holds."""
+    tree = parse_source(source, filename)
+    return tree if isinstance(tree, FileFacts) else facts_of_tree(tree)
+
+
+def parse_source(source: bytes, filename: str = "<plugin>") -> ast.Module | FileFacts:
+    """The module's tree, or the facts that say why there is none (too large, a syntax error, nested too deeply):
+    parsed once for every kind of fact a Python blob gives (`pyfacts`)."""
+    if len(source) > MAX_PYTHON_BYTES:
+        return FileFacts(refused=f"larger than {MAX_PYTHON_BYTES:,} bytes ({len(source):,}); not read")
     try:
-        tree = ast.parse(source, filename=filename)
+        return ast.parse(source, filename=filename)
     except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
         return FileFacts(syntax_error=(getattr(exc, "lineno", 0) or 0, getattr(exc, "msg", str(exc))))
-    facts = _Reader(tree).facts()
-    if wants_construction(filename):
-        from pipeline.catalog.construction import read_construction
-
-        facts.construction = read_construction(tree)
-    return facts
+    except (RecursionError, MemoryError):  # `a+a+...` or `not not ...` thousands deep: Python gives up
+        return FileFacts(refused="nested too deeply for Python to parse; not read")
 
 
-def wants_construction(path: str) -> bool:
-    """Files a benchmark's construction may pass through: benchmark plugins, `<root>/benchmarks/__init__.py`, the
-    domain's `*_helpers/` and its own `__init__.py`."""
-    parts = path.split("/")
-    return len(parts) >= 2 and (parts[1] == "benchmarks" or parts[1].endswith("_helpers") or parts[1:] == [
-        "__init__.py"])
+def facts_of_tree(tree: ast.Module) -> FileFacts:
+    """The facts of a parsed file (`read_facts`), within the reading bounds."""
+    try:
+        return _Reader(tree).facts()
+    except Refused as exc:
+        return FileFacts(refused=str(exc))
+    except RecursionError:
+        return FileFacts(refused="nested too deeply to read statically; not read")
 
 
 class _Reader:
@@ -135,6 +146,14 @@ class _Reader:
         self.facts_ = FileFacts()
         self._declaring = False
         self._candidates: list[tuple[ast.AST, tuple[ast.AST, ...]]] = []
+        # Resolution is memoised and counted, so that no file costs more than MAX_RESOLUTION_STEPS (a call
+        # chain that fans out at every level would otherwise cost sites ** depth).
+        self._memo: dict[tuple, list[str] | None] = {}
+        self._steps = 0
+        self._fact_chars = 0
+        self._locals: dict[int, tuple[dict[str, list[ast.expr]], set[str]]] = {}
+        self._signatures: dict[int, tuple[list[str], dict[str, int], dict[str, ast.expr], bool]] = {}
+        self._call_keywords: dict[int, dict[str, ast.expr] | None] = {}
 
     def facts(self) -> FileFacts:
         self._index(self.tree, ())
@@ -148,7 +167,7 @@ class _Reader:
 
     # -- indexing -------------------------------------------------------------------------------------------
     def _index(self, node: ast.AST, stack: tuple[ast.AST, ...]) -> None:
-        for child in ast.iter_child_nodes(node):
+        for child in children(node):
             if isinstance(child, (ast.List, ast.Tuple, ast.Set)) and child.elts and \
                     all(isinstance(e, ast.Constant) for e in child.elts):
                 continue  # a large literal table holds no call; skipping it keeps data plugins cheap
@@ -202,10 +221,11 @@ class _Reader:
                     if registry:
                         key = target.slice
                         if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                            self._count(key.value)
                             self.facts_.registrations.append(Registration(registry, key.value, target.lineno))
                         else:
                             self.facts_.registrations.append(
-                                Registration(registry, None, target.lineno, _source(key)))
+                                Registration(registry, None, target.lineno, self._text(key)))
             return
         if isinstance(node, ast.Call):
             self._declaration(node, stack)
@@ -223,16 +243,19 @@ class _Reader:
             if arg is None or isinstance(arg, ast.Starred):
                 # load_x(*args) / load_x(**kw) cannot be bounded; load_x(other=...) is not a domain loader's shape
                 if isinstance(arg, ast.Starred) or (not node.args and any(k.arg is None for k in node.keywords)):
-                    self.facts_.loads.append(Load(loader, base, None, node.lineno, _source(node)))
+                    self.facts_.loads.append(Load(loader, base, None, node.lineno, self._text(node)))
                 return
-            self.facts_.loads.append(Load(loader, base, self._patterns(arg, stack, 0), node.lineno, _source(arg)))
+            patterns = self._patterns(arg, stack, 0)
+            self._count(*(patterns or ()))
+            self.facts_.loads.append(Load(loader, base, patterns, node.lineno, self._text(arg)))
             return
         if isinstance(node, ast.Subscript):
             registry = _registry_name(node.value)
             if registry:
                 base = _dotted(node.value.value) if isinstance(node.value, ast.Attribute) else ""
-                self.facts_.loads.append(Load(registry, base or "", self._patterns(node.slice, stack, 0),
-                                              node.lineno, _source(node.slice)))
+                patterns = self._patterns(node.slice, stack, 0)
+                self._count(*(patterns or ()))
+                self.facts_.loads.append(Load(registry, base or "", patterns, node.lineno, self._text(node.slice)))
 
     def _loader_of(self, func: ast.expr) -> tuple[str | None, str]:
         if isinstance(func, ast.Name):
@@ -269,45 +292,73 @@ class _Reader:
             identifiers = self._patterns(ident, stack, 0) if ident is not None else None
         finally:
             self._declaring = False
-        self.facts_.declarations.append(Declaration(patterns, version, node.lineno, _source(parent), identifiers,
-                                                    _parent_slot(parent, ident)))
+        slot = _parent_slot(parent, ident)
+        if slot is not None and len(slot) > MAX_PATTERN_CHARS:
+            raise Refused(f"an identifier pattern longer than {MAX_PATTERN_CHARS:,} characters; not read")
+        self._count(*(patterns or ()), *(identifiers or ()), slot or "")
+        self.facts_.declarations.append(Declaration(patterns, version, node.lineno, self._text(parent), identifiers,
+                                                    slot))
+
+    def _step(self, cost: int = 1) -> None:  # -- bounds --
+        self._steps += cost
+        if self._steps > MAX_RESOLUTION_STEPS:
+            raise Refused(f"its loader arguments take more than {MAX_RESOLUTION_STEPS:,} steps to bound; not read")
+
+    def _count(self, *texts: str) -> None:
+        self._fact_chars += sum(len(t) for t in texts)
+        if self._fact_chars > MAX_FACT_CHARS:
+            raise Refused(f"its facts (ids, loader arguments) exceed {MAX_FACT_CHARS:,} characters; not read")
+
+    def _text(self, node: ast.AST) -> str:
+        """A node's source for messages; unparsing is counted (a call nested in 200 is unparsed with each)."""
+        self._step(unparse_cost(node, MAX_RESOLUTION_STEPS - self._steps + 1))
+        text = _source(node)
+        self._count(text)
+        return text
 
     # -- argument resolution --------------------------------------------------------------------------------
     def _patterns(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
         if depth > MAX_DEPTH:
             return None
+        key = (id(expr), depth, self._declaring, tuple(map(id, stack)))
+        if key in self._memo:
+            return self._memo[key]
+        self._step()
         found = self._resolve(expr, stack, depth)
-        if found is None or len(found) > MAX_ALTERNATIVES:
-            return None
-        return sorted(set(found))
+        result = None if found is None or len(found) > MAX_ALTERNATIVES else sorted(set(found))
+        if result and max(map(len, result)) > MAX_PATTERN_CHARS:
+            raise Refused(f"a loader argument longer than {MAX_PATTERN_CHARS:,} characters; not read")
+        self._memo[key] = result
+        return result
 
     def _resolve(self, expr: ast.expr, stack: tuple[ast.AST, ...], depth: int) -> list[str] | None:
         if isinstance(expr, ast.Constant):
-            return [re.escape(expr.value)] if isinstance(expr.value, str) else None
+            return [_escape(expr.value)] if isinstance(expr.value, str) else None
         if isinstance(expr, ast.JoinedStr):
             # each formatted name is resolved like any other argument; what cannot be becomes a wildcard
             combos = [""]
             for value in expr.values:
                 options: list[str] | None = None
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    options = [re.escape(value.value)]
+                    options = [_escape(value.value)]
                 elif isinstance(value, ast.FormattedValue) and value.conversion in (-1, 115) \
                         and value.format_spec is None and isinstance(value.value, (ast.Name, ast.Constant)):
                     options = self._patterns(value.value, stack, depth + 1)
                 if options is None or len(combos) * len(options) > MAX_ALTERNATIVES:
                     options = [WILDCARD]
                 combos = [c + o for c in combos for o in options]
-            return [re.sub(r"(\.\*)+", WILDCARD, c) for c in combos]
+                _check_length(combos)
+            return [WILDCARD_RUN.sub(WILDCARD, c) for c in combos]
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
             left, right = self._patterns(expr.left, stack, depth + 1), self._patterns(expr.right, stack, depth + 1)
             if left is None or right is None or len(left) * len(right) > MAX_ALTERNATIVES:
                 return None
-            return [a + b for a in left for b in right]
+            return _check_length([a + b for a in left for b in right])
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):
             left = self._patterns(expr.left, stack, depth + 1)
             if left is None:
                 return None
-            return [re.sub(r"%[-#0 +]*\d*(?:\\\.\d+)?[sdifrxXeEgGa]", WILDCARD, p) for p in left]
+            return [PERCENT_FIELD.sub(WILDCARD, p) for p in left]
         if isinstance(expr, ast.IfExp):
             body, orelse = self._patterns(expr.body, stack, depth + 1), self._patterns(expr.orelse, stack, depth + 1)
             return None if body is None or orelse is None else body + orelse
@@ -317,7 +368,7 @@ class _Reader:
                 return None
             method = expr.func.attr
             if method == "format":
-                return [re.sub(r"\\\{[^}]*\\\}", WILDCARD, p) for p in inner]
+                return [_format_fields(p) for p in inner]
             if method in ("rstrip", "strip", "lower", "upper", "replace", "removesuffix", "lstrip",
                           "removeprefix", "title", "capitalize", "casefold"):
                 # these may change any character; keep only what they cannot touch (nothing, for most)
@@ -333,14 +384,14 @@ class _Reader:
         for index in range(len(stack) - 1, -1, -1):
             func = stack[index]
             assert isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
-            params = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
-            if name in params:
+            self._step()
+            if name in self._signature(func)[1]:
                 return self._resolve_param(func, name, depth)
-            local = _local_assignments(func, name)
-            if local is not None:
-                if not local:
-                    return None  # bound by a loop, a with, an import... inside the function
-                return self._union(local, stack[:index + 1], depth)
+            values, unreadable = self._local_bindings(func)
+            if name in unreadable:
+                return None  # bound by a loop, a with, an import... inside the function
+            if name in values:
+                return self._union(values[name], stack[:index + 1], depth)
         values = self.module_assigns.get(name)
         if values:
             return self._union(values, (), depth)
@@ -353,37 +404,68 @@ class _Reader:
             if found is None:
                 return None
             out.extend(found)
+            if len(out) > MAX_ALTERNATIVES:
+                return None  # more than _patterns keeps, whatever follows
         return out
 
     def _resolve_param(self, func: ast.FunctionDef | ast.AsyncFunctionDef, name: str, depth: int
                        ) -> list[str] | None:
-        positional = [a.arg for a in (*func.args.posonlyargs, *func.args.args)]
-        defaults = dict(zip(positional[len(positional) - len(func.args.defaults):], func.args.defaults))
-        defaults.update({a.arg: d for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults) if d is not None})
-        sites = self.calls.get(func.name, [])
         if func.name == "__init__" and self._declaring:
             return None  # its callers name the class; `super().__init__(...)` calls are another __init__
+        sites = self.calls.get(func.name, [])
         if not sites:
             return None  # called from elsewhere: its callers are not in this file
-        is_method = bool(positional) and positional[0] in ("self", "cls")
-        out: list[str] = []
+        key = ("param", id(func), name, depth, self._declaring)
+        if key in self._memo:
+            return self._memo[key]
+        positional, index_of, defaults, is_method = self._signature(func)
+        out: list[str] | None = []
         for call in sites:
-            if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
-                return None
-            arg = next((k.value for k in call.keywords if k.arg == name), None)
-            if arg is None and name in positional:
-                index = positional.index(name) - (1 if is_method and isinstance(call.func, ast.Attribute) else 0)
+            self._step()
+            keywords = self._keywords(call)
+            if keywords is None:
+                out = None
+                break
+            arg = keywords.get(name)
+            if arg is None and name in index_of and index_of[name] < len(positional):
+                index = index_of[name] - (1 if is_method and isinstance(call.func, ast.Attribute) else 0)
                 if 0 <= index < len(call.args):
                     arg = call.args[index]
             if arg is None:
                 arg = defaults.get(name)
             if arg is None:
-                return None
+                out = None
+                break
             found = self._patterns(arg, self.stack_of.get(id(call), ()), depth + 1)
             if found is None:
-                return None
+                out = None
+                break
             out.extend(found)
+            if len(out) > MAX_ALTERNATIVES:
+                out = None  # more than _patterns keeps, whatever the other sites pass
+                break
+        self._memo[key] = out
         return out
+
+    def _signature(self, func: ast.FunctionDef | ast.AsyncFunctionDef
+                   ) -> tuple[list[str], dict[str, int], dict[str, ast.expr], bool]:
+        if id(func) not in self._signatures:
+            self._signatures[id(func)] = signature(func)
+        return self._signatures[id(func)]
+
+    def _keywords(self, call: ast.Call) -> dict[str, ast.expr] | None:
+        if id(call) not in self._call_keywords:
+            self._step(1 + (len(call.args) + len(call.keywords)) // 100)
+            self._call_keywords[id(call)] = call_keywords(call)
+        return self._call_keywords[id(call)]
+
+    def _local_bindings(self, func: ast.AST) -> tuple[dict[str, list[ast.expr]], set[str]]:
+        """`local_bindings`, once per function."""
+        found = self._locals.get(id(func))
+        if found is None:
+            found = self._locals[id(func)] = local_bindings(func)
+            self._step(1 + len(found[0]) + len(found[1]))
+        return found
 
     # -- the domain's own loaders ---------------------------------------------------------------------------
     def _loader_defs(self) -> None:
@@ -410,38 +492,6 @@ class _Reader:
                 self.facts_.loader_defs[node.name] = "type:" + plugin_type
 
 
-def _local_assignments(func: ast.AST, name: str) -> list[ast.expr] | None:
-    """Values assigned to `name` directly in `func` (not nested functions); None if it is never bound there,
-    [] if it is bound some other way (loop target, with, import) that cannot be read."""
-    values: list[ast.expr] = []
-    bound = False
-    todo = list(ast.iter_child_nodes(func))
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                if isinstance(target, ast.Name) and target.id == name:
-                    values.append(node.value)
-                    bound = True
-                elif any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(target)):
-                    return []
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-            if node.value is not None:
-                values.append(node.value)
-                bound = True
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)) and \
-                any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node.target)):
-            return []
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-            return []
-        elif isinstance(node, ast.NamedExpr) and node.target.id == name:
-            values.append(node.value)
-            bound = True
-        todo.extend(ast.iter_child_nodes(node))
-    return values if bound else None
-
 
 def _parent_slot(parent: ast.expr, ident: ast.expr | None) -> str | None:
     """For `parent=name` and an f-string identifier that contains `{name}` once: the identifier as a regular
@@ -459,46 +509,3 @@ def _parent_slot(parent: ast.expr, ident: ast.expr | None) -> str | None:
         else:
             parts.append(".*?")
     return "".join(parts) if slots == 1 else None
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The part of a regular expression before its first wildcard."""
-    index = pattern.find(WILDCARD)
-    return pattern if index < 0 else pattern[:index]
-
-
-def _call_name(func: ast.expr) -> str | None:
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
-
-
-def _registry_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name) and node.id.endswith("_registry"):
-        return node.id
-    if isinstance(node, ast.Attribute) and node.attr.endswith("_registry"):
-        return node.attr
-    return None
-
-
-def _dotted(node: ast.expr) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _source(node: ast.AST) -> str:
-    try:
-        text = ast.unparse(node)
-    except Exception:  # noqa: BLE001 - unparse of odd trees; the text is only for messages
-        text = "<expression>"
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
