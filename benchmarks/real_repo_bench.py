@@ -14,7 +14,8 @@ Prints, at the repository's HEAD:
   folder kept; best of `--runs`), with the same answers checked (detect JSON and the whole catalog, cold = warm);
   the cold catalog read in one process too (for the record: what the parse workers save);
 - a warm `detect` of a one-model and of a one-data-plugin change (commits made with git plumbing, the clone
-  untouched), and the number of distinct environments `plan --all` would lock;
+  untouched), and the number of distinct environments `plan --all` would lock (one per side, and as one
+  environment per pair before the split);
 - issue 35's hostile files (a loader argument of twelve wildcards beside an id of 120 `x`, an environment.yml of
   nested aliases) added in one commit, against the same folders with harmless files: both warm detects, the
   ratio, and whether detect named them.
@@ -234,9 +235,10 @@ def main() -> int:
     found_ids = {"model": len(catalog.by_identifier("models")), "benchmark": len(catalog.by_identifier("benchmarks"))}
     benchmarks_using_data = sum(1 for b in catalog.of_type("benchmarks") if b.uses["data"])
     loaders_benchmarks = sum(1 for b in catalog.of_type("benchmarks") if b.uses["data"] or b.uses["metrics"])
-    env_sets = {tuple(catalog.requirements(m, b)) for m in {id(p): p for p in catalog.by_identifier("models")
-                                                            .values()}.values()
-                for b in {id(p): p for p in catalog.by_identifier("benchmarks").values()}.values()}
+    models_ = {id(p): p for p in catalog.by_identifier("models").values()}.values()
+    benchmarks_ = {id(p): p for p in catalog.by_identifier("benchmarks").values()}.values()
+    env_sets = {tuple(catalog.requirements(p)) for p in [*models_, *benchmarks_]}  # one environment per side
+    union_sets = {tuple(catalog.requirements(m, b)) for m in models_ for b in benchmarks_}  # before the split
     pairs = found_ids["model"] * found_ids["benchmark"]
     print(f"repository: {repo} ({root}) at {gitrepo.resolve(repo, 'HEAD')[:12]}; {len(blobs)} .py blobs, "
           f"{parsed} parsed by the floor")
@@ -252,7 +254,8 @@ def main() -> int:
           f"issues {len(change.issues)}")
     print(f"touching data plugin {data.name}: {len(data_change.rescore_benchmarks)} benchmark ids re-scored")
     print(f"issue 35's hostile files: detect exit {'2' if hostile_change.errors else '0'}, named: {', '.join(named)}")
-    print(f"plan --all: {pairs} pairs, {len(env_sets)} distinct requirement sets to lock")
+    print(f"plan --all: {pairs} pairs, {len(env_sets)} distinct requirement sets to lock (one per side; "
+          f"{len(union_sets)} as one environment per pair)")
     for name, value in t.items():
         print(f"{name}: {value}")
     cpu = {f"{k}_cpu_s": v for k, v in CPU.items() if not k.startswith("_")}
@@ -276,7 +279,8 @@ def main() -> int:
                "loader_calls_independent": loader_calls, "loads_resolved": catalog.load_calls,
                "unbounded_loads": len(catalog.unbounded), "edges": edges,
                "rescored_by_data_change": len(data_change.rescore_benchmarks), "pairs_all": pairs,
-               "requirement_sets_all": len(env_sets)})
+               "requirement_sets_all": len(env_sets),
+               "requirement_sets_all_shared": len(union_sets)})
     return 0
 
 
