@@ -12,8 +12,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from pipeline.inert import inert, inert_value  # the one helper that shows plugin text inert (a leaf module)
+
 TEMPLATES = Path(__file__).parent / "templates"
-_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+# finalize: every value a template prints (ids, reasons, log tails, problems) is made inert first: a control or
+# bidirectional character reaches neither part of a message as it is (the HTML part then escapes markup too)
+_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, finalize=inert_value,
                    autoescape=select_autoescape(["html", "html.j2"], default_for_string=True), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -95,11 +99,12 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg = EmailMessage()
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
-    msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
-                      if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}")
+    msg["Subject"] = inert(f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pairs lost"
+                           if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}",
+                           lines=False)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)
-    msg["X-Score-Plugins-Run"] = report.run_id
+    msg["X-Score-Plugins-Run"] = inert(report.run_id, lines=False)
     msg.set_content(_env.get_template("run_report.txt.j2").render(**context))
     msg.add_alternative(_env.get_template("run_report.html.j2").render(**context), subtype="html")
     return msg

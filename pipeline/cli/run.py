@@ -8,12 +8,11 @@ from typing import Any
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from pipeline.cli.app import Command, common, _count, main, report_issues
 from pipeline.cli.options import change_options, _request
 from pipeline.config import Settings
-from pipeline.console import coloured, err, out
+from pipeline.console import coloured, err, out, shown
 from pipeline.errors import BadInput
 
 
@@ -141,12 +140,12 @@ class ProgressReporter:
         tasks = ", ".join(f"{k.lower()} {v}" for k, v in sorted(progress.tasks.items()))
         line = progress.line() + (f"; array tasks: {tasks}" if tasks else "")
         if self.live and self.status is not None:
-            self.status.update(Text("scoring: " + line))
+            self.status.update(shown("scoring: " + line))
         else:
             key = f"{progress.done}/{progress.failed}/{tasks}"
             if key != self.last:  # one line per change, not per poll
                 self.last = key
-                err.print(Text("score-plugins: " + line))
+                err.print(shown("score-plugins: " + line))
 
     def __exit__(self, *exc: object) -> None:
         if self.status is not None:
@@ -161,7 +160,7 @@ def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: A
         err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
                   "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
-        err.print(Text(str(problem), style="yellow"))
+        err.print(shown(str(problem), "yellow"))
     cmd.emit(result.to_json(), lambda: _print_run(result, dry_run))
 
 
