@@ -46,6 +46,7 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sandbox: Mapped[str | None] = mapped_column(String(16))  # bwrap, or off: plugin code ran unconfined
+    network: Mapped[str | None] = mapped_column(String(16))  # on (the outside, not the node) | off | host
     jobs: Mapped[list[Job]] = relationship(back_populates="run")
 
 

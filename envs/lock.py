@@ -125,12 +125,13 @@ FAILED_SOLVES = ("use", "plan", "retry")
 @dataclass(frozen=True)
 class LockJail:
     """How `uv pip compile` is confined: it runs the build backends of git and sdist requirements, i.e. submitter
-    code. `bwrap` (the default; `auto` is the same): inside the sandbox as an unprivileged user, network on, with a
+    code. `bwrap` (the default; `auto` is the same): inside the sandbox as an unprivileged user, network `network`, with a
     clean environment and only a scratch folder and the lock cache writable; `off`: unconfined (an explicit setting).
     `extra_ro`: node paths the build may read (sandbox_extra_paths)."""
 
     mode: str = "bwrap"
     extra_ro: tuple[str, ...] = ()
+    network: str = "on"  # on: the index and git hosts through slirp4netns, never the node; host: the node's own
 
 
 def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600,
@@ -204,7 +205,7 @@ def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, opt
                 sb.give(tmp, sb.NOBODY)
                 sb.give(str(cache), sb.NOBODY)
                 python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-                view = sb.View(ro=[os.path.realpath(uv)], rw=[tmp, str(cache)], cwd=tmp)
+                view = sb.View(ro=[os.path.realpath(uv)], rw=[tmp, str(cache)], cwd=tmp, network=jail.network)
                 sb.python_view(python, view)
                 cmd, fds, _how = sb.command(view, [os.path.realpath(uv), *cmd[1:], "--python", python],
                                             extra_ro=jail.extra_ro)

@@ -75,6 +75,7 @@ class RunReport:
     usage: dict = field(default_factory=dict)  # this submitter's attempts, escalations, hours used vs requested
     attempt_notes: list[str] = field(default_factory=list)  # "model on benchmark: small OOM -> medium ..."
     sandbox: str = "bwrap"  # off: the plugins ran unconfined, and the message says so
+    network: str = ""  # host: the plugins reached the node's own network, and the message says so
 
 
 def message_id(run_id: str, recipient: str) -> str:
@@ -112,9 +113,12 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
 
 def subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:
     """What happened, in the subject's words: cancelled by an administrator; plugin problems with nothing
-    scored; all scored; or how many failed; and "(sandbox off)" whenever the plugins ran unconfined."""
+    scored; all scored; or how many failed; and "(sandbox off)" whenever the plugins ran unconfined, "(node network)"
+    whenever they shared the node's own network (sandbox_network = "host")."""
     status = _subject_status(report, rows, failed)
-    return f"{status} (sandbox off)" if report.sandbox == "off" else status
+    if report.sandbox == "off":
+        return f"{status} (sandbox off)"
+    return f"{status} (node network)" if report.network == "host" else status
 
 
 def _subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:

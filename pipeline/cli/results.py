@@ -61,6 +61,8 @@ def status(cmd: Command, run: str | None) -> None:
 
     def people() -> None:
         unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
+        if data.get("network") == "host":
+            unconfined += ", network HOST: plugins reached this node's own network"
         table = Table("model", "benchmark", "state", "job", "reason",
                       title=f"run {data['run_id']} ({data['status']}{unconfined})")
         for j in data["jobs"]:

@@ -197,7 +197,7 @@ class View:
     tmpfs: list[str] = field(default_factory=list)  # empty folders (e.g. hiding other plugins)
     ro_over: list[str] = field(default_factory=list)  # read-only binds applied after `tmpfs` (what stays visible)
     cwd: str = "/"
-    network: bool = True  # False: a network namespace of its own, loopback only
+    network: str = "on"  # on: the outside, not the node (netns.py); off: loopback only; host: the node's own
     shm_bytes: int = 256 << 20  # a private, writable /dev/shm (multiprocessing, joblib, DataLoader workers)
     uid: int = NOBODY  # as root: become this user (gid nobody, no groups, no capability) before the command
 
@@ -221,9 +221,38 @@ def setpriv_path() -> str:
     return found
 
 
+NETWORK_MODES = ("on", "off", "host")
+NETWORK_HINT = ("sandbox_network = \"on\" gives plugins the outside but not this node: install it (Debian/Ubuntu: "
+                "apt-get install slirp4netns iproute2 util-linux), or set sandbox_network = \"host\" (plugins "
+                "share the node's own network, its local services included; named in every record) or \"off\"")
+
+
+def network_tools() -> dict[str, str]:
+    """The programs `sandbox_network = "on"` needs: slirp4netns (the user-mode network), nsenter and ip (to
+    close the node's addresses inside the sandbox's namespace). SandboxUnavailable names what is missing."""
+    found = {}
+    for name, package in (("slirp4netns", "slirp4netns"), ("nsenter", "util-linux"), ("ip", "iproute2")):
+        path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}", f"/sbin/{name}")
+                                           if os.access(p, os.X_OK)), None)
+        if path is None:
+            raise SandboxUnavailable(f"{name} ({package}) is not installed on this machine: {NETWORK_HINT}")
+        found[name] = path
+    return found
+
+
+def network_mode(value: object) -> str:
+    """on / off / host; True and False (the former boolean) read as on and off."""
+    mode = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if mode not in NETWORK_MODES:
+        raise SandboxUnavailable(f"sandbox network {value!r} is not one of on, off, host")
+    return str(mode)
+
+
 def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple[list[str], tuple[int, ...], str]:
     """(argv, file descriptors the child must inherit, a short description) for `cmd` inside `view`.
-    Raises SandboxUnavailable when bwrap, setpriv (as root) or libseccomp is missing."""
+    Raises SandboxUnavailable when bwrap, setpriv (as root), libseccomp or (network on) slirp4netns is missing."""
+    network = network_mode(view.network)
+    tools = network_tools() if network == "on" else {}
     args = [bwrap_path()]
     made: set[str] = set()
 
@@ -235,7 +264,7 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
                 args.extend(["--perms", "0755", "--dir", parent])
 
     for path in (*SYSTEM_PATHS, *extra_ro, *view.ro):
-        if os.path.lexists(path):
+        if os.path.lexists(path) and not (network == "on" and path == "/etc/resolv.conf"):
             parents(path)
             args.extend(["--ro-bind", path, path])
     for target, link in view.symlinks:
@@ -254,11 +283,28 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
              "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--hostname", "sandbox", "--die-with-parent", "--new-session"]
     how = "sandbox: bubblewrap"
-    if not view.network:
+    fds: list[int] = []
+    if network == "off":
         args.append("--unshare-net")
         how += ", no network"
+    elif network == "on":  # a namespace of its own, joined to the outside by netns.py; DNS by slirp4netns
+        args.append("--unshare-net")
+        dns_r, dns_w = os.pipe()
+        os.write(dns_w, b"nameserver 10.0.2.3\n")
+        os.close(dns_w)
+        fds.append(dns_r)
+        args += ["--perms", "0644", "--ro-bind-data", str(dns_r), "/etc/resolv.conf"]
+        how += ", network: the outside only (slirp4netns; not this node)"
+    else:
+        how += ", network: the node's own (sandbox_network=host)"
     args += ["--chdir", view.cwd, "--remount-ro", "/"]
-    fd = seccomp_filter_fd()
+    try:
+        fd = seccomp_filter_fd()
+    except SandboxUnavailable:
+        for opened in fds:
+            os.close(opened)
+        raise
+    fds.append(fd)
     args += ["--seccomp", str(fd)]
     how += ", seccomp"
     if running_as_root():  # become an unprivileged user, with every capability gone, before the command starts
@@ -268,15 +314,19 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
     else:
         args += ["--unshare-user", "--cap-drop", "ALL", "--"]
         how += ", user namespace"
-    return args + cmd, (fd,), how
+    if network == "on":  # the launcher starts bubblewrap blocked, connects its namespace, then lets it run
+        launcher = [sys.executable or "python3", "-I", "-S", str(Path(__file__).with_name("netns.py")),
+                    "--slirp4netns", tools["slirp4netns"], "--nsenter", tools["nsenter"], "--ip", tools["ip"], "--"]
+        args = launcher + args
+    return args + cmd, tuple(fds), how
 
 
 @functools.lru_cache(maxsize=4)
-def probe(network: bool = True) -> str:
+def probe(network: str | bool = "on") -> str:
     """Set the sandbox up for real (same flags, `true` inside) once per process; return its description, or raise
     SandboxUnavailable with the one line that says what is missing."""
     true = shutil.which("true") or "/bin/true"
-    argv, fds, how = command(View(network=network), [true])
+    argv, fds, how = command(View(network=network_mode(network)), [true])
     try:
         proc = subprocess.run(argv, pass_fds=fds, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -287,6 +337,8 @@ def probe(network: bool = True) -> str:
     if proc.returncode != 0:
         why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         hint = why[-1] if why else f"exit {proc.returncode}"
+        if hint.startswith("score-plugins: "):  # netns.py's own line: the network could not be set up
+            raise SandboxUnavailable(hint[len("score-plugins: "):] + f" ({NETWORK_HINT})")
         raise SandboxUnavailable(f"bubblewrap cannot set up the sandbox here ({hint[:300]}); it needs user "
                                  "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) "
                                  "or root, and seccomp")
@@ -393,7 +445,7 @@ def reclaim(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--no-network] -- CMD...`: run CMD sandboxed as an
+    """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--network on|off|host] -- CMD...`: run CMD sandboxed as an
     unprivileged user with only the --rw folders writable (handed to that user for the run, and back to root
     after), a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
     import argparse  # here, not at the top: every pair's two processes import this module and never call main
@@ -406,13 +458,16 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--cache", action="append", default=[], help="a shared cache: writable, handed over, kept so")
     ex.add_argument("--python", action="append", default=[], help="an interpreter to make runnable inside")
     ex.add_argument("--setenv", action="append", default=[], help="NAME=value given to the command")
-    ex.add_argument("--no-network", action="store_true")
+    ex.add_argument("--no-network", action="store_true", help="the same as --network off")
+    ex.add_argument("--network", choices=NETWORK_MODES, default="on",
+                    help="on: the outside, not this node (default); off: loopback only; host: the node's own")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
-    sub.add_parser("probe")
+    pr = sub.add_parser("probe")
+    pr.add_argument("--network", choices=NETWORK_MODES, default="on")
     args = parser.parse_args(argv)
     try:
         if args.command == "probe":
-            print(probe())
+            print(probe(args.network))
             return 0
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         rw = [os.path.abspath(p) for p in args.rw]
@@ -426,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             os.makedirs(path, exist_ok=True)
             hand_over(path, NOBODY)
         view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw + caches, cwd=rw[0] if rw else "/",
-                    network=not args.no_network)
+                    network="off" if args.no_network else args.network)
         for python in args.python:
             python_view(python, view)
         argv_, fds, how = command(view, cmd)

@@ -34,7 +34,7 @@ def run_status(db: Database, run_id: str | None) -> dict:
     cpu_seconds = sum((j.ended_at - j.started_at).total_seconds() * cpus for j in jobs if j.started_at and j.ended_at)
     tries = run_attempts(db, run.id)
     return {"run_id": run.id, "status": run.status, "executor": run.executor,
-            "sandbox": run.sandbox or "bwrap", "cpu_hours": round(cpu_seconds / 3600, 4),
+            "sandbox": run.sandbox or "bwrap", "network": run.network, "cpu_hours": round(cpu_seconds / 3600, 4),
             "attempts": tries, "usage": usage(tries, cpus), "usage_by_submitter": by_submitter(tries),
             "commit": run.head_commit, "created_at": run.created_at.isoformat(),
             "ended_at": run.ended_at.isoformat() if run.ended_at else None, "counts": counts,

@@ -22,7 +22,7 @@ from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render
 from pipeline.catalog import gitrepo
 from pipeline.stages.bundle import copy_job_package
 from pipeline.config import Settings
-from pipeline.confine import lock_jail, require_sandbox
+from pipeline.confine import build_network, lock_jail, require_sandbox
 from pipeline.stages.detect import Change
 from pipeline.executors.base import job_environment
 from pipeline.catalog.plugins import PLUGIN_TYPES, Catalog, Plugin
@@ -64,7 +64,8 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
         builder.write_text(render_env_builder(backend="uv", uv=settings.uv, python=settings.python,
                                               package_cache=str(settings.package_cache or ""),
                                               sandbox=settings.sandbox,
-                                              extra_ro=tuple(settings.sandbox_extra_paths)))
+                                              extra_ro=tuple(settings.sandbox_extra_paths),
+                                              network=build_network(settings)))
         copy_job_package(tmp_path)  # the builders and the test job run its sandbox.py
         tasks: list[PluginTestTask] = []
         for plugin in plugins_to_test(change, catalog):
@@ -87,7 +88,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             code_dir=str(code), report_dir=str(reports), build_env=str(builder),
             env_root=str(Path(settings.env_root).resolve()), tasks=tuple(tasks),
             slurm=settings.slurm_options("plugin-tests", f"0-{max(len(tasks) - 1, 0)}"), python=settings.python,
-            sandbox=settings.sandbox)))
+            sandbox=settings.sandbox, network=settings.sandbox_network)))
         for task in tasks:
             proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=settings.pair_timeout,
                                   env=job_environment({"SLURM_ARRAY_TASK_ID": str(task.index)}))

@@ -1,0 +1,148 @@
+"""The outside, not the node: user-mode networking for one sandboxed process (`sandbox_network = "on"`).
+
+bubblewrap gives the process a network namespace of its own (`--unshare-net`); this launcher starts it blocked
+(`--block-fd`), connects that namespace to the outside through slirp4netns (a user-mode TCP/IP stack: the
+process's packets become ordinary sockets of slirp4netns on the node), closes the node to it, then lets it run:
+
+- `--disable-host-loopback`: the gateway address does not lead to the node's 127.0.0.1 (its database, SMTP...);
+- an `unreachable` route in the namespace for every address of the node (read from /proc/net/fib_trie) and for
+  link-local 169.254.0.0/16 (a cloud's metadata service): a socket to one of them fails at once, before any
+  packet reaches slirp4netns. The sandboxed process has no capability, so it cannot change those routes;
+- no IPv6 inside; DNS through slirp4netns' own forwarder (the sandbox's resolv.conf names 10.0.2.3).
+
+It waits for bubblewrap, ends slirp4netns with it (its exit pipe closes when this process ends, however it
+ends) and exits as bubblewrap did. Every descriptor it was started with goes on to bubblewrap (and is closed here).
+Standard library only, run as a file: `python -I -S netns.py ... -- bwrap ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+
+LINK_LOCAL = "169.254.0.0/16"
+TAP = "tap0"
+READY_SECONDS = 30
+
+
+def node_addresses(fib_trie: str = "/proc/net/fib_trie") -> list[str]:
+    """Every IPv4 address of this node (its own network namespace), loopback ones left out (the sandbox's
+    127.0.0.1 is its own)."""
+    found: list[str] = []
+    last = ""
+    with open(fib_trie, encoding="ascii", errors="replace") as f:
+        for line in f:
+            text = line.strip()
+            if text.startswith("|--"):
+                last = text[3:].strip()
+            elif text.startswith("/32 host LOCAL") and last and not last.startswith("127."):
+                if last not in found:
+                    found.append(last)
+    return found
+
+
+def inherited_fds() -> tuple[int, ...]:
+    """The descriptors this process was started with, past stdin, stdout and stderr."""
+    found = []
+    for fd in sorted(map(int, os.listdir("/proc/self/fd"))):  # the listing's own descriptor is closed by now
+        try:
+            if fd > 2 and os.fstat(fd) is not None:
+                found.append(fd)
+        except OSError:
+            pass
+    return tuple(found)
+
+
+def _child_pid(info_fd: int) -> int | None:
+    """The sandboxed process's pid, from bubblewrap's --info-fd (None: bubblewrap failed before it started)."""
+    data = b""
+    while True:
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError):
+            continue
+
+
+def _fail(message: str, proc: subprocess.Popen) -> int:
+    print(f"score-plugins: {message}; nothing was run", file=sys.stderr, flush=True)
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return 3
+
+
+def main(argv: list[str]) -> int:
+    split = argv.index("--")
+    options, bwrap = argv[:split], argv[split + 1:]
+    opts = dict(zip(options[::2], options[1::2]))
+    keep = inherited_fds()  # what the caller passed (the seccomp filter, the report pipe...) goes on to bubblewrap
+    info_r, info_w = os.pipe()
+    block_r, block_w = os.pipe()
+    proc = subprocess.Popen([bwrap[0], "--info-fd", str(info_w), "--block-fd", str(block_r), *bwrap[1:]],
+                            pass_fds=(*keep, info_w, block_r))
+    for fd in (*keep, info_w, block_r):
+        os.close(fd)
+    pid = _child_pid(info_r)
+    os.close(info_r)
+    if pid is None:  # bubblewrap said why on stderr
+        return proc.wait()
+    unprivileged = os.getuid() != 0  # then bubblewrap's user namespace owns the network namespace
+    ready_r, ready_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    os.set_inheritable(exit_w, False)
+    try:
+        slirp = subprocess.Popen(
+            [opts["--slirp4netns"], "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+             "--enable-seccomp", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
+             *([f"--userns-path=/proc/{pid}/ns/user"] if unprivileged else []), str(pid), TAP],
+            pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        return _fail(f"slirp4netns cannot be started: {exc}", proc)
+    finally:
+        os.close(ready_w)
+        os.close(exit_r)
+    ready, _, _ = select.select([ready_r], [], [], READY_SECONDS)
+    if not ready or os.read(ready_r, 1) != b"1":
+        slirp.kill()
+        return _fail("slirp4netns could not connect the sandbox's network namespace to the outside", proc)
+    os.close(ready_r)
+    # slirp4netns' own --configure would also bring `lo` up, racing bubblewrap's set-up of it: the tap device is
+    # configured here instead (slirp4netns' default addresses), and `lo` is left to bubblewrap
+    routes = (f"link set {TAP} mtu 65520\nlink set {TAP} up\naddr add 10.0.2.100/24 dev {TAP}\n"
+              f"route add default via 10.0.2.2 dev {TAP}\n"
+              + "".join(f"route add unreachable {a}/32\n" for a in node_addresses())
+              + f"route add unreachable {LINK_LOCAL}\n")
+    enter = [opts["--nsenter"], f"--target={pid}", "--net",
+             *(["--user", "--preserve-credentials"] if unprivileged else []), opts["--ip"], "-batch", "-"]
+    closed = subprocess.run(enter, input=routes.encode(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    if closed.returncode != 0:
+        slirp.kill()
+        why = closed.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {closed.returncode}"]
+        return _fail(f"the node's addresses cannot be closed to the sandbox ({why[0][:200]})", proc)
+    os.write(block_w, b"1")
+    os.close(block_w)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # passed on: bubblewrap ends its sandbox
+        signal.signal(sig, lambda n, _frame: proc.send_signal(n))
+    code = proc.wait()
+    slirp.kill()  # its namespace is gone with the sandbox: nothing to wait for (its exit pipe closes with us)
+    os.close(exit_w)
+    if code < 0:  # killed by a signal: end the same way, so the caller reads the same status
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
