@@ -20,9 +20,47 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+
+NETWORK_MODES = ("on", "off", "host")
+NETWORK_HINT = ("sandbox_network = \"on\" gives plugins the outside but not this node: install it (Debian/Ubuntu: "
+                "apt-get install slirp4netns iproute2 util-linux), or set sandbox_network = \"host\" (plugins "
+                "share the node's own network, its local services included; named in every record) or \"off\"")
+
+
+class NetworkUnavailable(Exception):
+    """What `sandbox_network = "on"` needs is missing (job/sandbox.py raises it as SandboxUnavailable)."""
+
+
+def network_tools() -> dict[str, str]:
+    """The programs `sandbox_network = "on"` needs: slirp4netns (the user-mode network), nsenter and ip (to
+    close the node's addresses inside the sandbox's namespace). NetworkUnavailable names what is missing."""
+    found = {}
+    for name, package in (("slirp4netns", "slirp4netns"), ("nsenter", "util-linux"), ("ip", "iproute2")):
+        path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}", f"/sbin/{name}")
+                                           if os.access(p, os.X_OK)), None)
+        if path is None:
+            raise NetworkUnavailable(f"{name} ({package}) is not installed on this machine: {NETWORK_HINT}")
+        found[name] = path
+    return found
+
+
+def network_mode(value: object) -> str:
+    """on / off / host; True and False (the former boolean) read as on and off."""
+    mode = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if mode not in NETWORK_MODES:
+        raise NetworkUnavailable(f"sandbox network {value!r} is not one of on, off, host")
+    return str(mode)
+
+
+def launcher(tools: dict[str, str]) -> list[str]:
+    """The command that runs bubblewrap's command line (appended) through this module."""
+    return [sys.executable or "python3", "-I", "-S", os.path.abspath(__file__), "--slirp4netns",
+            tools["slirp4netns"], "--nsenter", tools["nsenter"], "--ip", tools["ip"], "--"]
+
 
 LINK_LOCAL = "169.254.0.0/16"
 TAP = "tap0"

@@ -9,6 +9,7 @@ what, in one line, and nothing runs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -25,7 +26,10 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/san
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".sandbox").main())
 
+from .cachelayer import CacheLayer  # noqa: E402
 from .defaults import UID_BASE, UID_COUNT  # noqa: E402
+from .netns import (NETWORK_HINT, NETWORK_MODES, NetworkUnavailable, launcher, network_mode,  # noqa: E402
+                    network_tools)
 from .seccomp import SandboxUnavailable, seccomp_filter_fd  # noqa: E402
 
 INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install bubblewrap; RHEL/Fedora: dnf install bubblewrap)"
@@ -193,6 +197,7 @@ class View:
 
     ro: list[str] = field(default_factory=list)  # read-only binds (source == destination)
     rw: list[str] = field(default_factory=list)  # read-write binds
+    rw_at: list[tuple[str, str]] = field(default_factory=list)  # (source, destination) read-write binds: a layer
     symlinks: list[tuple[str, str]] = field(default_factory=list)  # (target, link) recreated inside
     tmpfs: list[str] = field(default_factory=list)  # empty folders (e.g. hiding other plugins)
     ro_over: list[str] = field(default_factory=list)  # read-only binds applied after `tmpfs` (what stays visible)
@@ -221,38 +226,14 @@ def setpriv_path() -> str:
     return found
 
 
-NETWORK_MODES = ("on", "off", "host")
-NETWORK_HINT = ("sandbox_network = \"on\" gives plugins the outside but not this node: install it (Debian/Ubuntu: "
-                "apt-get install slirp4netns iproute2 util-linux), or set sandbox_network = \"host\" (plugins "
-                "share the node's own network, its local services included; named in every record) or \"off\"")
-
-
-def network_tools() -> dict[str, str]:
-    """The programs `sandbox_network = "on"` needs: slirp4netns (the user-mode network), nsenter and ip (to
-    close the node's addresses inside the sandbox's namespace). SandboxUnavailable names what is missing."""
-    found = {}
-    for name, package in (("slirp4netns", "slirp4netns"), ("nsenter", "util-linux"), ("ip", "iproute2")):
-        path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}", f"/sbin/{name}")
-                                           if os.access(p, os.X_OK)), None)
-        if path is None:
-            raise SandboxUnavailable(f"{name} ({package}) is not installed on this machine: {NETWORK_HINT}")
-        found[name] = path
-    return found
-
-
-def network_mode(value: object) -> str:
-    """on / off / host; True and False (the former boolean) read as on and off."""
-    mode = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-    if mode not in NETWORK_MODES:
-        raise SandboxUnavailable(f"sandbox network {value!r} is not one of on, off, host")
-    return str(mode)
-
-
 def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple[list[str], tuple[int, ...], str]:
     """(argv, file descriptors the child must inherit, a short description) for `cmd` inside `view`.
     Raises SandboxUnavailable when bwrap, setpriv (as root), libseccomp or (network on) slirp4netns is missing."""
-    network = network_mode(view.network)
-    tools = network_tools() if network == "on" else {}
+    try:
+        network = network_mode(view.network)
+        tools = network_tools() if network == "on" else {}
+    except NetworkUnavailable as exc:
+        raise SandboxUnavailable(str(exc)) from None
     args = [bwrap_path()]
     made: set[str] = set()
 
@@ -279,6 +260,9 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
     for path in view.rw:
         parents(path)
         args.extend(["--bind", path, path])
+    for source, dest in view.rw_at:
+        parents(dest)
+        args.extend(["--bind", source, dest])
     args += ["--dev", "/dev", "--perms", "1777", "--size", str(view.shm_bytes), "--tmpfs", "/dev/shm",
              "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--hostname", "sandbox", "--die-with-parent", "--new-session"]
@@ -315,9 +299,7 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
         args += ["--unshare-user", "--cap-drop", "ALL", "--"]
         how += ", user namespace"
     if network == "on":  # the launcher starts bubblewrap blocked, connects its namespace, then lets it run
-        launcher = [sys.executable or "python3", "-I", "-S", str(Path(__file__).with_name("netns.py")),
-                    "--slirp4netns", tools["slirp4netns"], "--nsenter", tools["nsenter"], "--ip", tools["ip"], "--"]
-        args = launcher + args
+        args = launcher(tools) + args
     return args + cmd, tuple(fds), how
 
 
@@ -405,18 +387,6 @@ def give(path: str, uid: int) -> None:
         os.lchown(path, uid, NOBODY)
 
 
-def hand_over(path: str, uid: int) -> None:
-    """A cache the sandboxed user keeps writing (root only): everything in it that user's, never through a link."""
-    if not running_as_root() or os.lstat(path).st_uid == uid:
-        return
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-        for name in [*dirnames, *filenames, ""]:
-            try:
-                os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, NOBODY)
-            except OSError:
-                continue
-
-
 def reclaim(path: str) -> None:
     """After a build as an unprivileged user: every file of `path` owned by root again, never through a symlink,
     and nothing group- or world-writable (later sandboxed users only read what was built)."""
@@ -455,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exec")
     ex.add_argument("--rw", action="append", default=[])
     ex.add_argument("--ro", action="append", default=[])
-    ex.add_argument("--cache", action="append", default=[], help="a shared cache: writable, handed over, kept so")
+    ex.add_argument("--cache", action="append", default=[],
+                    help="a shared cache, seen through a writable layer of this run's own, which is thrown away")
+    ex.add_argument("--cache-merge", action="append", default=[],
+                    help="the same, and what the command added is merged into the shared cache afterwards: only for "
+                         "a command that runs no submitter code (uv with --no-build)")
     ex.add_argument("--python", action="append", default=[], help="an interpreter to make runnable inside")
     ex.add_argument("--setenv", action="append", default=[], help="NAME=value given to the command")
     ex.add_argument("--no-network", action="store_true", help="the same as --network off")
@@ -476,25 +450,37 @@ def main(argv: list[str] | None = None) -> int:
             give(path, NOBODY)
         if rw and not os.path.lexists(os.path.join(rw[0], ".gitconfig")):
             write_gitconfig(rw[0])
-        caches = [os.path.abspath(p) for p in args.cache]
-        for path in caches:
-            os.makedirs(path, exist_ok=True)
-            hand_over(path, NOBODY)
-        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw + caches, cwd=rw[0] if rw else "/",
+        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw, cwd=rw[0] if rw else "/",
                     network="off" if args.no_network else args.network)
         for python in args.python:
             python_view(python, view)
-        argv_, fds, how = command(view, cmd)
     except SandboxUnavailable as exc:
         print(f"score-plugins: {exc}", file=sys.stderr)
         return 3
-    print(f"score-plugins: {how}", file=sys.stderr)
-    env = clean_env(rw[0] if rw else "/tmp", dict(item.split("=", 1) for item in args.setenv))
-    try:
-        return subprocess.run(argv_, pass_fds=fds, env=env, preexec_fn=Limits().preexec()).returncode
-    finally:
-        for path in rw:
-            reclaim(path)
+    with contextlib.ExitStack() as layers:
+        try:
+            merged = []
+            for path, trusted in [*((p, False) for p in args.cache), *((p, True) for p in args.cache_merge)]:
+                layer = layers.enter_context(CacheLayer(path, uid=NOBODY, trusted=trusted))
+                view.rw_at.append((layer.path, layer.shared))
+                merged += [layer] if trusted else []
+            argv_, fds, how = command(view, cmd)
+        except (SandboxUnavailable, OSError) as exc:
+            print(f"score-plugins: {exc}", file=sys.stderr)
+            return 3
+        print(f"score-plugins: {how}" + (", shared caches read-only (a layer of this step's own)"
+                                         if view.rw_at else ""), file=sys.stderr)
+        env = clean_env(rw[0] if rw else "/tmp", dict(item.split("=", 1) for item in args.setenv))
+        try:
+            code = subprocess.run(argv_, pass_fds=fds, env=env, preexec_fn=Limits().preexec()).returncode
+        finally:
+            for fd in fds:
+                os.close(fd)
+            for path in rw:
+                reclaim(path)
+        for layer in merged:  # only uv ran (no build): what it fetched joins the shared cache, root's
+            layer.merge()
+        return code
 
 
 if __name__ == "__main__":
