@@ -415,9 +415,10 @@ def reclaim(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--network on|off|host] -- CMD...`: run CMD sandboxed as an
-    unprivileged user with only the --rw folders writable (handed to that user for the run, and back to root
-    after), a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
+    """`sandbox.py exec --rw DIR ... --ro PATH ... [--cache[-merge] DIR] [--python PY] [--network on|off|host] --
+    CMD...`: run CMD sandboxed as an unprivileged user with only the --rw folders writable (handed to that user for
+    the run, and back to root after), shared caches through a layer of the run's own (pipeline/job/cachelayer.py),
+    a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
     import argparse  # here, not at the top: every pair's two processes import this module and never call main
 
     parser = argparse.ArgumentParser(prog="sandbox.py")
