@@ -466,8 +466,12 @@ def main(argv: list[str] | None = None) -> int:
                 view.rw_at.append((layer.path, layer.shared))
                 merged += [layer] if trusted else []
             argv_, fds, how = command(view, cmd)
-        except (SandboxUnavailable, OSError) as exc:
+        except SandboxUnavailable as exc:
             print(f"score-plugins: {exc}", file=sys.stderr)
+            return 3
+        except OSError as exc:  # e.g. a cache on NFS with root_squash: root cannot own (so protect) its files
+            print(f"score-plugins: a shared cache cannot be made read-only to the build: {exc}; nothing was run",
+                  file=sys.stderr)
             return 3
         print(f"score-plugins: {how}" + (", shared caches read-only (a layer of this step's own)"
                                          if view.rw_at else ""), file=sys.stderr)
