@@ -23,6 +23,7 @@ from pipeline.catalog import gitrepo
 from pipeline.stages.bundle import copy_job_package
 from pipeline.config import Settings
 from pipeline.confine import build_network, lock_jail, require_sandbox
+from pipeline.inert import inert
 from pipeline.stages.detect import Change
 from pipeline.executors.base import job_environment
 from pipeline.catalog.plugins import PLUGIN_TYPES, Catalog, Plugin
@@ -102,6 +103,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             status = "passed" if proc.returncode == 0 else "failed"
             results.append(PluginTestResult(task.plugin, status, proc.stdout[-2000:] if status == "failed" else ""))
             if report is not None:
+                _inert_tree(report)
                 for suite in report.iter("testsuite"):
                     suite.set("name", task.plugin)
                     suites.append(suite)
@@ -131,7 +133,17 @@ def read_report(path: Path, cap: int = 20 << 20) -> ET.Element | None:
         return None
 
 
+def _inert_tree(root: ET.Element) -> None:
+    """The plugin's report as Jenkins will show it: every text and attribute made inert (pipeline/inert.py)."""
+    for element in root.iter():
+        element.text = inert(element.text) if element.text else element.text
+        element.tail = inert(element.tail) if element.tail else element.tail
+        for key, value in element.attrib.items():
+            element.attrib[key] = inert(value)
+
+
 def _error_suite(suites: ET.Element, name: str, message: str) -> None:
+    message = inert(message)  # a build script's output: no control character in the XML (nor on Jenkins' page)
     suite = ET.SubElement(suites, "testsuite", name=name, tests="1", errors="1", failures="0")
     case = ET.SubElement(suite, "testcase", classname=name, name="environment")
     ET.SubElement(case, "error", message=message[:200]).text = message
