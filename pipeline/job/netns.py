@@ -17,6 +17,7 @@ Standard library only, run as a file: `python -I -S netns.py ... -- bwrap ...`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -24,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 NETWORK_MODES = ("on", "off", "host")
 NETWORK_HINT = ("sandbox_network = \"on\" gives plugins the outside but not this node: install it (Debian/Ubuntu: "
@@ -63,6 +65,7 @@ def launcher(tools: dict[str, str]) -> list[str]:
 
 
 LINK_LOCAL = "169.254.0.0/16"
+NS_GET_USERNS = 0xB701  # ioctl on a namespace: its owning user namespace
 TAP = "tap0"
 READY_SECONDS = 30
 
@@ -109,14 +112,84 @@ def _child_pid(info_fd: int) -> int | None:
             continue
 
 
-def _fail(message: str, proc: subprocess.Popen) -> int:
-    print(f"score-plugins: {message}; nothing was run", file=sys.stderr, flush=True)
+def _mapped(pid: int, seconds: float = READY_SECONDS) -> bool:
+    """Whether bubblewrap's child has mapped its user namespace (it writes the maps itself once it runs; the gid
+    map last): only then can slirp4netns join it. False when that never comes, or the child is gone."""
+    deadline = time.monotonic() + seconds
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/gid_map", encoding="ascii") as f:
+                if f.read().strip():
+                    return True
+        except OSError:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return False
+
+
+def _connect(pid: int, opts: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Join the sandbox's network namespace to the outside and close the node to it; (slirp4netns, the descriptor
+    whose closing ends it). Raises NetworkUnavailable. The order keeps any partial set-up closed: the node's
+    addresses are made unreachable first, the default route (the way out) comes last."""
+    net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fds = [net]
+    userns: list[str] = []
     try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    return 3
+        if os.getuid() != 0:  # the namespace belongs to bubblewrap's first user namespace, which the child leaves
+            if not _mapped(pid):  # for a nested one: found from the network namespace itself (NS_GET_USERNS)
+                raise NetworkUnavailable("bubblewrap's user namespace was not set up in time")
+            owner = fcntl.ioctl(net, NS_GET_USERNS)
+            fds.append(owner)
+            userns = [f"/proc/self/fd/{owner}"]
+        ready_r, ready_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        try:
+            slirp = subprocess.Popen(
+                [opts["--slirp4netns"], "--mtu=65520", "--disable-host-loopback", "--enable-seccomp",
+                 # its own mount namespace, caps dropped: as root; as another user it is unprivileged already (and
+                 # its sandbox cannot be made from inside bubblewrap's user namespace)
+                 *([] if userns else ["--enable-sandbox"]), f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
+                 *[f"--userns-path={path}" for path in userns], "--netns-type=path", f"/proc/self/fd/{net}", TAP],
+                pass_fds=(ready_w, exit_r, *fds), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            os.close(exit_w)
+            raise NetworkUnavailable(f"slirp4netns cannot be started: {exc}") from None
+        finally:
+            os.close(ready_w)
+            os.close(exit_r)
+        try:
+            ready, _, _ = select.select([ready_r], [], [], READY_SECONDS)
+            if not ready or os.read(ready_r, 1) != b"1":
+                raise NetworkUnavailable("slirp4netns could not connect the sandbox's network namespace to the "
+                                         "outside")
+            # slirp4netns' own --configure would also bring `lo` up, racing bubblewrap's set-up of it: the tap
+            # device is configured here instead (slirp4netns' default addresses), and `lo` is left to bubblewrap
+            batch = ("".join(f"route add unreachable {a}/32\n" for a in node_addresses())
+                     + f"route add unreachable {LINK_LOCAL}\n"
+                     + f"link set {TAP} mtu 65520\nlink set {TAP} up\naddr add 10.0.2.100/24 dev {TAP}\n"
+                     + f"route add default via 10.0.2.2 dev {TAP}\n")
+            enter = [opts["--nsenter"], f"--net=/proc/self/fd/{net}",
+                     *[f"--user={path}" for path in userns], *(["--preserve-credentials"] if userns else []),
+                     opts["--ip"], "-batch", "-"]
+            closed = subprocess.run(enter, input=batch.encode(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    pass_fds=tuple(fds))
+            if closed.returncode != 0:
+                why = closed.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [
+                    f"exit {closed.returncode}"]
+                raise NetworkUnavailable(f"the node's addresses cannot be closed to the sandbox ({why[0][:200]})")
+        except BaseException:
+            slirp.kill()
+            os.close(exit_w)
+            raise
+        finally:
+            os.close(ready_r)
+        return slirp, exit_w
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def main(argv: list[str]) -> int:
@@ -134,41 +207,20 @@ def main(argv: list[str]) -> int:
     os.close(info_r)
     if pid is None:  # bubblewrap said why on stderr
         return proc.wait()
-    unprivileged = os.getuid() != 0  # then bubblewrap's user namespace owns the network namespace
-    ready_r, ready_w = os.pipe()
-    exit_r, exit_w = os.pipe()
-    os.set_inheritable(exit_w, False)
     try:
-        slirp = subprocess.Popen(
-            [opts["--slirp4netns"], "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
-             "--enable-seccomp", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
-             *([f"--userns-path=/proc/{pid}/ns/user"] if unprivileged else []), str(pid), TAP],
-            pass_fds=(ready_w, exit_r), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-    except OSError as exc:
-        return _fail(f"slirp4netns cannot be started: {exc}", proc)
-    finally:
-        os.close(ready_w)
-        os.close(exit_r)
-    ready, _, _ = select.select([ready_r], [], [], READY_SECONDS)
-    if not ready or os.read(ready_r, 1) != b"1":
-        slirp.kill()
-        return _fail("slirp4netns could not connect the sandbox's network namespace to the outside", proc)
-    os.close(ready_r)
-    # slirp4netns' own --configure would also bring `lo` up, racing bubblewrap's set-up of it: the tap device is
-    # configured here instead (slirp4netns' default addresses), and `lo` is left to bubblewrap
-    routes = (f"link set {TAP} mtu 65520\nlink set {TAP} up\naddr add 10.0.2.100/24 dev {TAP}\n"
-              f"route add default via 10.0.2.2 dev {TAP}\n"
-              + "".join(f"route add unreachable {a}/32\n" for a in node_addresses())
-              + f"route add unreachable {LINK_LOCAL}\n")
-    enter = [opts["--nsenter"], f"--target={pid}", "--net",
-             *(["--user", "--preserve-credentials"] if unprivileged else []), opts["--ip"], "-batch", "-"]
-    closed = subprocess.run(enter, input=routes.encode(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    if closed.returncode != 0:
-        slirp.kill()
-        why = closed.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {closed.returncode}"]
-        return _fail(f"the node's addresses cannot be closed to the sandbox ({why[0][:200]})", proc)
+        slirp, exit_w = _connect(pid, opts)
+    except BaseException as exc:
+        # the sandbox must never start half-connected: bubblewrap's child reads the end of the block pipe as "go",
+        # so it is killed (with its PID namespace) before this process ends
+        for victim in (pid, proc.pid):
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        reason = str(exc) if isinstance(exc, NetworkUnavailable) else f"the network could not be set up ({exc!r})"
+        print(f"score-plugins: {reason}; nothing was run", file=sys.stderr, flush=True)
+        return 3
     os.write(block_w, b"1")
     os.close(block_w)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # passed on: bubblewrap ends its sandbox
