@@ -187,9 +187,16 @@ assert sorted(seen) == [0, 1]
 return 0.5"""
 
 # Which places a pair reaches, as a score: the outside (the package index this machine reaches: 0.5), a service
-# on the node's 127.0.0.1 (0.25), the same service at the node's own other address (0.125). Each attempt's
-# outcome is printed to the pair's log.
-NETWORK = """import socket
+# on the node's 127.0.0.1 (0.25), the same service at the node's own other address (0.125), after trying to
+# remove the routes that close the node. Each attempt's outcome is printed to the pair's log.
+NETWORK = """import socket, subprocess
+for cmd in (['ip', 'route', 'del', 'unreachable', NODE_ADDRESS + '/32'], ['ip', 'route', 'flush', 'type', 'unreachable'],
+            ['ip', 'route', 'add', NODE_ADDRESS + '/32', 'via', '10.0.2.2']):  # reopen the node: no capability
+    try:
+        print('NETWORK', ' '.join(cmd), subprocess.run(cmd, capture_output=True, text=True, timeout=10).stderr.strip(),
+              flush=True)
+    except OSError as exc:
+        print('NETWORK', ' '.join(cmd), exc, flush=True)
 reached = 0.0
 for name, host, port, worth in (('outside', OUTSIDE, 443, 0.5), ('node loopback', '127.0.0.1', PORT, 0.25),
                                 ('node address', NODE_ADDRESS, PORT, 0.125)):
