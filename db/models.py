@@ -47,6 +47,7 @@ class Run(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sandbox: Mapped[str | None] = mapped_column(String(16))  # bwrap, or off: plugin code ran unconfined
     memory_limit: Mapped[str | None] = mapped_column(String(64))  # local: cgroup v1/v2, or rlimit (RLIMIT_DATA only)
+    network: Mapped[str | None] = mapped_column(String(16))  # on (the outside, not the node) | off | host
     jobs: Mapped[list[Job]] = relationship(back_populates="run")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from envs.lock import EnvError, EnvOutage, LockJail, failure
+from envs.lock import EnvError, EnvOutage, LockJail, failure, lock_cache
 from pipeline import safe_yaml
 from envs.piplayer import compile_pip_layer
 
@@ -153,7 +153,7 @@ def _with_pip_layer(text: str, pip_requirements: tuple[str, ...], uv: str, platf
         raise EnvError("the pip requirements need a python in the conda environment, and none was locked")
     version = ".".join(str(python[0]["version"]).split(".")[:2])
     data["package"].extend(compile_pip_layer(pip_requirements, version, uv, platform=platform,
-                                             cache=locks_dir / ".sandbox-uv-cache", jail=jail))
+                                             cache=lock_cache(locks_dir), jail=jail))
     data["metadata"]["sources"] = ["environment.yml", "requirements (pip)"]
     return yaml.safe_dump(data, sort_keys=False)
 

@@ -146,12 +146,13 @@ PLUGINS_FAILURE = "# the plugins' failure"  # first line of a cached failure (on
 @dataclass(frozen=True)
 class LockJail:
     """How `uv pip compile` is confined: it runs the build backends of git and sdist requirements, i.e. submitter
-    code. `bwrap` (the default; `auto` is the same): inside the sandbox as an unprivileged user, network on, with a
+    code. `bwrap` (the default; `auto` is the same): inside the sandbox as an unprivileged user, network `network`, with a
     clean environment and only a scratch folder and the lock cache writable; `off`: unconfined (an explicit setting).
     `extra_ro`: node paths the build may read (sandbox_extra_paths)."""
 
     mode: str = "bwrap"
     extra_ro: tuple[str, ...] = ()
+    network: str = "on"  # on: the index and git hosts through slirp4netns, never the node; host: the node's own
 
 
 def lock_environment(spec: EnvSpec, locks_dir: Path, uv: str, timeout: int = 600,
@@ -204,7 +205,7 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
     if spec.backend != "uv":
         raise EnvError(f"environment backend {spec.backend!r} cannot lock pip requirements")
     text = compile_requirements(spec.requirements, uv, ["--python-version", spec.python_version],
-                                output="requirements.txt", cache=path.parent / ".sandbox-uv-cache", jail=jail,
+                                output="requirements.txt", cache=lock_cache(path.parent), jail=jail,
                                 timeout=timeout, what="the plugins' requirements", step="locking")
     tmp_final = path.with_suffix(".tmp")
     tmp_final.write_text(text)
@@ -212,58 +213,122 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
     return lock_from_file(spec, path)
 
 
+def lock_cache(locks_dir: Path) -> Path:
+    """uv's shared cache of the locks: written only by this (trusted) process, from solves that ran no build script;
+    every solve sees it through a layer of its own (pipeline/job/cachelayer.py). `.sandbox-uv-cache`, the folder
+    every solve could write before, is never read again."""
+    return locks_dir / ".uv-cache"
+
+
+def _needs_a_build(requirements: tuple[str, ...] | list[str]) -> bool:
+    """A URL requirement (`name @ git+https://...`) is always built: a solve without builds cannot succeed."""
+    for line in requirements:
+        try:
+            if Requirement(line).url:
+                return True
+        except InvalidRequirement:
+            return True
+    return False
+
+
 def compile_requirements(requirements: tuple[str, ...] | list[str], uv: str, options: list[str], *, output: str,
                          cache: Path, jail: LockJail, timeout: int, what: str, step: str) -> str:
     """What `uv pip compile --generate-hashes OPTIONS` wrote for `requirements`, run confined by `jail` (it runs
     the build backends of git and sdist requirements: submitter code). Every lock on the coordinator goes through
-    here: the uv backend's and the pip layer of a conda lock (envs/piplayer.py). `cache`: uv's cache when
-    confined (the unprivileged user's, kept beside the locks)."""
-    from pipeline.job import sandbox as sb
+    here: the uv backend's and the pip layer of a conda lock (envs/piplayer.py).
 
+    Confined, wheels are preferred, as pip's `--prefer-binary`: first a solve with `--no-build`, which runs no
+    submitter code, so what uv fetched (index pages, metadata) is merged into the shared `cache` afterwards; only
+    when that fails (an sdist or a git requirement must be built, or the set does not solve) a solve with builds,
+    whose writes to the cache land in a layer of its own that is thrown away. No build script ever writes a file
+    another solve reads."""
     with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         infile = Path(tmp) / "requirements.in"
         infile.write_text("\n".join(requirements) + "\n")
         outfile = Path(tmp) / output
         cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header", *options,
                "-o", str(outfile), str(infile)]
-        fds: tuple[int, ...] = ()
-        preexec = None
-        if jail.mode != "off":
-            cache.mkdir(mode=0o755, exist_ok=True)
-            try:
-                os.chmod(tmp, 0o755)
-                sb.write_gitconfig(tmp)
-                sb.give(tmp, sb.NOBODY)
-                sb.give(str(cache), sb.NOBODY)
-                python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-                view = sb.View(ro=[os.path.realpath(uv)], rw=[tmp, str(cache)], cwd=tmp)
-                sb.python_view(python, view)
-                cmd, fds, _how = sb.command(view, [os.path.realpath(uv), *cmd[1:], "--python", python],
-                                            extra_ro=jail.extra_ro)
-            except sb.SandboxUnavailable as exc:
-                raise InfrastructureError(f"locking runs build scripts of plugin requirements, and the sandbox "
-                                          f"cannot be set up: {exc}; nothing was run") from None
-            env = sb.clean_env(tmp, {"UV_CACHE_DIR": str(cache), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"})
-            preexec = sb.Limits(processes=4096 if sb.running_as_root() else None, file_bytes=4 << 30).preexec()
-        else:
+        if jail.mode == "off":
             env = {k: v for k, v in os.environ.items() if not k.startswith("SCORE_PLUGINS_")}
             env["UV_PYTHON_DOWNLOADS"] = "never"
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
-                                  preexec_fn=preexec, cwd=tmp)
-        except subprocess.TimeoutExpired as exc:
-            raise EnvOutage(f"infrastructure (timeout): {step} {what} timed out after {timeout} s") from exc
-        except FileNotFoundError as exc:
-            raise EnvOutage(f"infrastructure (no solver): uv not found at {uv}") from exc
-        except OSError as exc:  # e.g. a full disk while the lock's scratch files were written
-            raise EnvOutage(f"infrastructure ({outage_kind(str(exc))}): {step} {what} could not start: {exc}") from exc
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if proc.returncode != 0:
-            message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
-            raise failure(step, what, " ".join(message[-6:]), proc.stderr, proc.returncode)
-        return _read_own_file(outfile)
+            return _run_solver(cmd, env, (), None, tmp, timeout, what, step, outfile)
+        if not _needs_a_build(requirements):
+            try:
+                return _confined(cmd + ["--no-build"], tmp, cache, jail, timeout, what, step, outfile, trusted=True)
+            except NoBuildFailed:
+                pass  # something must be built (or nothing solves, or the index failed): the solve with builds says
+                # which, and only its failure is classified (the plugins' is cached, an outage never)
+        return _confined(cmd, tmp, cache, jail, timeout, what, step, outfile, trusted=False)
+
+
+def _confined(cmd: list[str], tmp: str, cache: Path, jail: LockJail, timeout: int, what: str, step: str,
+              outfile: Path, *, trusted: bool) -> str:
+    """One solve in the sandbox as an unprivileged user: the scratch folder writable, the shared cache seen
+    through a layer of its own, merged back only when `trusted` (no build could run) and the solver ended. A
+    `trusted` solve that exits non-zero raises NoBuildFailed, unjudged: the solve with builds comes next."""
+    from pipeline.job import sandbox as sb
+    from pipeline.job.cachelayer import CacheLayer
+
+    uv = os.path.realpath(cmd[0])
+    fds: tuple[int, ...] = ()
+    try:
+        os.chmod(tmp, 0o755)
+        if not os.path.lexists(os.path.join(tmp, ".gitconfig")):
+            sb.write_gitconfig(tmp)
+        sb.give(tmp, sb.NOBODY)
+        with CacheLayer(str(cache), uid=sb.NOBODY, trusted=trusted) as layer:
+            python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+            view = sb.View(ro=[uv], rw=[tmp], rw_at=[(layer.path, layer.shared)], cwd=tmp, network=jail.network)
+            sb.python_view(python, view)
+            argv, fds, _how = sb.command(view, [uv, *cmd[1:], "--python", python], extra_ro=jail.extra_ro)
+            env = sb.clean_env(tmp, {"UV_CACHE_DIR": layer.shared, "UV_PYTHON_DOWNLOADS": "never",
+                                     "UV_NO_CONFIG": "1"})
+            preexec = sb.Limits(processes=4096 if sb.running_as_root() else None, file_bytes=4 << 30).preexec()
+            ended = True  # the solver ended by itself: a solver killed mid-write leaves its layer unmerged
+            try:
+                return _run_solver(argv, env, fds, preexec, tmp, timeout, what, step, outfile, judged=not trusted)
+            except SolveTimeout:
+                ended = False
+                raise
+            finally:
+                if trusted and ended:
+                    layer.merge()
+    except sb.SandboxUnavailable as exc:
+        raise InfrastructureError(f"locking runs build scripts of plugin requirements, and the sandbox "
+                                  f"cannot be set up: {exc}; nothing was run") from None
+    except OSError as exc:
+        raise InfrastructureError(f"the lock cache {cache} cannot be used: {exc}") from None
+
+
+class SolveTimeout(EnvOutage):
+    """The solver ran past its time and was killed: infrastructure, never the plugins' (pipeline.job.outage)."""
+
+
+class NoBuildFailed(EnvError):
+    """The solve without builds ended non-zero: not judged (an sdist to build reads as "no solution" there)."""
+
+
+def _run_solver(argv: list[str], env: dict[str, str], fds: tuple[int, ...], preexec, tmp: str,  # noqa: ANN001
+                timeout: int, what: str, step: str, outfile: Path, judged: bool = True) -> str:
+    """Run one solve; its failure classified (the plugins' EnvError or an EnvOutage) unless not `judged`."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, pass_fds=fds,
+                              preexec_fn=preexec, cwd=tmp)
+    except subprocess.TimeoutExpired as exc:
+        raise SolveTimeout(f"infrastructure (timeout): {step} {what} timed out after {timeout} s") from exc
+    except FileNotFoundError as exc:
+        raise EnvOutage(f"infrastructure (no solver): uv not found at {argv[0]}") from exc
+    except OSError as exc:  # e.g. a full disk while the lock's scratch files were written
+        raise EnvOutage(f"infrastructure ({outage_kind(str(exc))}): {step} {what} could not start: {exc}") from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if proc.returncode != 0:
+        message = [line for line in proc.stderr.strip().splitlines() if not line.startswith("score-plugins:")]
+        if not judged:
+            raise NoBuildFailed(f"cannot solve {what} without builds: " + " ".join(message[-6:]))
+        raise failure(step, what, " ".join(message[-6:]), proc.stderr, proc.returncode)
+    return _read_own_file(outfile)
 
 
 def _read_own_file(path: Path, cap: int = 50 << 20) -> str:

@@ -131,22 +131,26 @@ def render_score_job(job: ScoreJob) -> str:
 
 def render_env_builder(*, backend: str, uv: str = "uv", python: str = "python3", package_cache: str = "",
                        rattler_python: str = "python3", rattler_tool: str = "", micromamba: str = "micromamba",
-                       conda: str = "conda", sandbox: str = "bwrap", extra_ro: tuple[str, ...] = ()) -> str:
+                       conda: str = "conda", sandbox: str = "bwrap", extra_ro: tuple[str, ...] = (),
+                       network: str = "on") -> str:
     """The environment step: build (or reuse) one environment from a lockfile, under flock.
 
     uv: a hashed requirements lock. rattler, micromamba, conda: a conda-lock.yml whose conda part the node
     tool installs (rattler from the yml, micromamba and conda from the `conda-linux-64.lock` that
     `conda-lock render --kind explicit` made beside it) and whose pip part uv installs into that prefix.
+    `network`: the build's sandbox network, on (the outside, not the node) or host (the node's own).
     """
+    if network not in ("on", "host"):
+        raise RenderError(f"build network {network!r}")
     if backend == "uv":
         return _env.get_template("build_env_uv.sh.j2").render(backend=backend, uv=uv, python=python,
                                                               package_cache=package_cache, sandbox=sandbox,
-                                                              extra_ro=extra_ro)
+                                                              extra_ro=extra_ro, network=network)
     if backend in ("rattler", "micromamba", "conda"):
         return _env.get_template("build_env_conda.sh.j2").render(
             backend=backend, rattler_python=rattler_python, rattler_tool=rattler_tool, micromamba=micromamba,
             conda=conda, uv=uv, package_cache=package_cache, sandbox=sandbox, extra_ro=extra_ro,
-            python=python)
+            python=python, network=network)
     raise RenderError(f"unknown environment backend {backend!r}")
 
 
@@ -171,9 +175,12 @@ class PluginTestJob:
     slurm: SlurmOptions
     python: str = "python3"  # the base interpreter that runs sandbox.py (never the plugin environment's)
     sandbox: str = "bwrap"  # off: pytest runs unconfined (an explicit setting)
+    network: str = "on"  # the tests' sandbox network: on (the outside, not the node), off, host (the node's own)
 
 
 def render_plugin_test_job(job: PluginTestJob) -> str:
+    if job.network not in ("on", "off", "host"):
+        raise RenderError(f"sandbox network {job.network!r}")
     for task in job.tasks:
         if not re.match(r"^[A-Za-z0-9_-]+$", task.env_key):
             raise RenderError(f"environment key {task.env_key!r}")

@@ -12,8 +12,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from pipeline.inert import inert, inert_value  # the one helper that shows plugin text inert (a leaf module)
+
 TEMPLATES = Path(__file__).parent / "templates"
-_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+# finalize: every value a template prints (ids, reasons, log tails, problems) is made inert first: a control or
+# bidirectional character reaches neither part of a message as it is (the HTML part then escapes markup too)
+_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, finalize=inert_value,
                    autoescape=select_autoescape(["html", "html.j2"], default_for_string=True), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -71,6 +75,7 @@ class RunReport:
     usage: dict = field(default_factory=dict)  # this submitter's attempts, escalations, hours used vs requested
     attempt_notes: list[str] = field(default_factory=list)  # "model on benchmark: small OOM -> medium ..."
     sandbox: str = "bwrap"  # off: the plugins ran unconfined, and the message says so
+    network: str = ""  # host: the plugins reached the node's own network, and the message says so
 
 
 def message_id(run_id: str, recipient: str) -> str:
@@ -95,12 +100,13 @@ def compose(report: RunReport, recipient: str, sender: str, tail_lines: int = 20
     msg = EmailMessage()
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
-    msg["Subject"] = (f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pair(s) "
-                      "failed for infrastructure reasons (lost, or no environment)"
-                      if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}")
+    msg["Subject"] = inert(f"[score-plugins] infrastructure alert, run {report.run_id}: {len(failed)} pair(s) "
+                           "failed for infrastructure reasons (lost, or no environment)"
+                           if alert else f"[score-plugins] run {report.run_id}: {subject_status(report, rows, failed)}",
+                           lines=False)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(report.run_id + ("-alert" if alert else ""), to.addr_spec)
-    msg["X-Score-Plugins-Run"] = report.run_id
+    msg["X-Score-Plugins-Run"] = inert(report.run_id, lines=False)
     msg["X-Score-Plugins-Profile"] = report.profile  # whose policy decides where it may go (notify.policy)
     if not alert and report.outcomes:  # which pairs it reports: a newer message about all of them supersedes it
         msg["X-Score-Plugins-Pairs"] = " ".join(pair_tokens(report.outcomes))
@@ -116,9 +122,12 @@ def pair_tokens(outcomes: list[PairOutcome]) -> list[str]:
 
 def subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:
     """What happened, in the subject's words: cancelled by an administrator; plugin problems with nothing
-    scored; all scored; or how many failed; and "(sandbox off)" whenever the plugins ran unconfined."""
+    scored; all scored; or how many failed; and "(sandbox off)" whenever the plugins ran unconfined, "(node network)"
+    whenever they shared the node's own network (sandbox_network = "host")."""
     status = _subject_status(report, rows, failed)
-    return f"{status} (sandbox off)" if report.sandbox == "off" else status
+    if report.sandbox == "off":
+        return f"{status} (sandbox off)"
+    return f"{status} (node network)" if report.network == "host" else status
 
 
 def _subject_status(report: RunReport, rows: list[dict], failed: list[dict]) -> str:

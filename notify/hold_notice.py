@@ -1,6 +1,6 @@
 """The message that tells a plugin's owners, the change's author and the administrator that a change to the
 plugin is held until an administrator approves it. Plain text only; every piece of git or plugin text in it is
-shown literally (control characters escaped), never as markup."""
+shown inert (pipeline/inert.py: control, format and separator characters escaped), never as markup."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from notify.compose import message_id, parse_address
+from pipeline.inert import inert
 
 
 @dataclass(frozen=True)
@@ -20,17 +21,10 @@ class HeldChange:
     reason: str
 
 
-def literal(text: str, cap: int = 500) -> str:
-    """`text` with every control character (C0, DEL, C1, and the bidirectional overrides and isolates) shown as
-    an escape, capped: git and plugin text cannot move a terminal's cursor or reorder a line."""
-    out = []
-    for ch in text[:cap]:
-        code = ord(ch)
-        if code < 0x20 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out) + ("..." if len(text) > cap else "")
+def _cut(text: str, cap: int = 500) -> str:
+    """`text` cut at `cap` characters and made inert by pipeline/inert.py (the one helper for every screen and
+    message): git and plugin text cannot move a terminal's cursor or reorder a line."""
+    return inert(text[:cap], lines=False) + ("..." if len(text) > cap else "")
 
 
 def compose_hold_notice(holds: list[HeldChange], recipient: str, sender: str, admin: bool = False) -> EmailMessage:
@@ -43,8 +37,8 @@ def compose_hold_notice(holds: list[HeldChange], recipient: str, sender: str, ad
              "until an administrator approves the change; the scores already on the leaderboard stay as they are.",
              ""]
     for h in holds:
-        lines += [f"Plugin:  {literal(h.plugin)}", f"Commit:  {literal(h.commit)} by {literal(h.author)}",
-                  f"Why:     {literal(h.reason)}", f"Hold:    {h.hold_id}", ""]
+        lines += [f"Plugin:  {_cut(h.plugin)}", f"Commit:  {_cut(h.commit)} by {_cut(h.author)}",
+                  f"Why:     {_cut(h.reason)}", f"Hold:    {h.hold_id}", ""]
     ids = " ".join(str(h.hold_id) for h in holds)
     lines += ["An administrator reviews the change, then approves it:", "",
               f"    score-plugins approve {ids} --by NAME", "",
@@ -55,7 +49,7 @@ def compose_hold_notice(holds: list[HeldChange], recipient: str, sender: str, ad
     msg = EmailMessage()
     msg["From"] = parse_address(sender, "score-plugins")
     msg["To"] = to
-    msg["Subject"] = (f"[score-plugins] held for approval: a change to {literal(', '.join(plugins), 200)} "
+    msg["Subject"] = (f"[score-plugins] held for approval: a change to {_cut(', '.join(plugins), 200)} "
                       "by someone who is not among its owners")
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(f"hold-{'-'.join(str(h.hold_id) for h in holds)}", to.addr_spec)

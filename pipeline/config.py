@@ -78,7 +78,9 @@ class Settings:
         "help": "untrusted code's sandbox: bwrap (required: nothing runs without it; 'auto' is the same), or off "
                 "(unconfined, named in every record; refused by the prod profile)"})
     sandbox_network: str = field(default="on", metadata={
-        "help": "network inside the sandbox: on (plugins download weights and data) or off (loopback only)"})
+        "help": "network inside the sandbox: on (the outside through slirp4netns: weights and data, never this "
+                "node's own addresses or services), off (loopback only) or host (the node's own network, its local "
+                "services included: the former 'on', named in every record)"})
     pair_max_processes: int = field(default=512, metadata={
         "help": "processes (and threads) one pair may have at once; past it the pair is stopped"})
     pair_disk_limit: str = field(default="20G", metadata={
@@ -160,8 +162,8 @@ class Settings:
             raise BadInput(f"env_mode must be 'cached' or 'fresh', not {self.env_mode!r}")
         if self.sandbox not in ("auto", "bwrap", "off"):
             raise BadInput(f"sandbox must be bwrap (or its alias auto) or off, not {self.sandbox!r}")
-        if self.sandbox_network not in ("on", "off"):
-            raise BadInput(f"sandbox_network must be on or off, not {self.sandbox_network!r}")
+        if self.sandbox_network not in ("on", "off", "host"):
+            raise BadInput(f"sandbox_network must be on, off or host, not {self.sandbox_network!r}")
         if self.local_memory not in ("cgroup", "rlimit"):
             raise BadInput(f"local_memory must be cgroup or rlimit, not {self.local_memory!r}")
         if self.pairs_per_task < 1:

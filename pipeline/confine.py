@@ -10,7 +10,14 @@ from pipeline.errors import BadInput, InfrastructureError
 
 
 def lock_jail(settings: Settings) -> LockJail:
-    return LockJail(mode=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths))
+    return LockJail(mode=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths),
+                    network=build_network(settings))
+
+
+def build_network(settings: Settings) -> str:
+    """The network of locks and environment builds: they need the index and git hosts, so `off` does not apply
+    to them; the outside through slirp4netns, unless the administrator chose the node's own (`host`)."""
+    return "host" if settings.sandbox_network == "host" else "on"
 
 
 def require_sandbox(settings: Settings) -> str:
@@ -19,7 +26,10 @@ def require_sandbox(settings: Settings) -> str:
     if settings.sandbox == "off":
         return "sandbox=off"
     try:
-        return sb.probe(settings.sandbox_network != "off")
+        how = sb.probe(settings.sandbox_network)
+        if build_network(settings) != settings.sandbox_network:
+            sb.probe(build_network(settings))  # locks and builds reach the index through the outside
+        return how
     except sb.SandboxUnavailable as exc:
         raise InfrastructureError(f"{exc}. Nothing was claimed or run (or set sandbox = \"off\" to run plugins "
                                   "unconfined, never on prod)") from None

@@ -88,7 +88,8 @@ def test_micromamba_and_conda_lines_as_text(tmp_path):
         # unprivileged user; root checks the interpreter after, and marks complete only after both layers are in
         step = text.index('"${sandboxed[@]}" /bin/sh -c "$build" sh "$target" "$uv_path" "$hash_mode" '
                           '"$scratch/pip-requirements.txt"')
-        assert text.index('sandboxed=("$SANDBOX_PYTHON" "$SANDBOX" exec --rw "$scratch" --rw "$target"') < step
+        assert text.index('sandboxed=("$SANDBOX_PYTHON" "$SANDBOX" exec --network on --rw "$scratch" '
+                          '--rw "$target"') < step
         assert text.index('sandboxed+=(--ro "$uv_path"') < step < text.index("create -y -p")
         assert step < text.index("the environment's python points outside it") < text.index('> "$marker"')
         assert text.count("trap ") == 1

@@ -101,3 +101,51 @@ def test_hostile_text_everywhere(workspace, example_repo, tmp_path):
         proc = workspace.cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert len([line for line in proc.stderr.splitlines() if line.strip()]) <= 3, (args, proc.stderr)
+
+
+# Issue 35, finding 7: plugin text drives the operator's terminal. A benchmark whose exception message and
+# output carry a window title (OSC 0), clear screen, colours, NUL, DEL, a C1 code and bidirectional overrides,
+# and ids with an override and an isolate (format characters an id may hold): every screen shows them escaped.
+TERMINAL = "\x1b]0;pwned-title\x07\x1b[2J\x1b[31mred\x00nul\x7fdel\x9b31mcsi\u202eevil\u2066iso"
+CONTROL = ("\x1b", "\x07", "\x00", "\x7f", "\x9b", "\u202e", "\u2066")
+RLO_MODEL = "rlo\u202eexe.model"
+ISOLATE_BENCH = "isolate\u2066-bench"
+
+
+def test_plugin_text_is_shown_inert_on_every_screen(workspace, example_repo):
+    write(example_repo, "sklearn_scores/models/rlo_model/__init__.py",
+          "from sklearn_scores import model_registry\nfrom sklearn.linear_model import LogisticRegression\n\n"
+          f"model_registry[{RLO_MODEL!r}] = lambda: LogisticRegression(max_iter=500)\n")
+    write(example_repo, "sklearn_scores/benchmarks/terminal_bench/__init__.py",
+          "import sys\nfrom sklearn_scores import benchmark_registry\n\n"
+          "class Raises:\n    def __call__(self, model):\n"
+          f"        print({TERMINAL!r}, flush=True)\n        raise RuntimeError({TERMINAL!r})\n\n"
+          "benchmark_registry['terminal-raises'] = Raises\n"
+          f"benchmark_registry[{ISOLATE_BENCH!r}] = lambda: (lambda model: 0.5)\n")
+    for folder in ("models/rlo_model", "benchmarks/terminal_bench"):
+        write(example_repo, f"sklearn_scores/{folder}/requirements.txt", "scikit-learn>=1.3\n")
+    commit_all(example_repo, "text that drives a terminal", author="Eve <eve@example.org>")
+
+    proc = workspace.cli("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", RLO_MODEL)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert not [c for c in CONTROL if c in proc.stdout + proc.stderr], repr(proc.stdout[-2000:])
+    assert "\\x1b]0;pwned-title\\x07\\x1b[2J" in proc.stdout and "rlo\\u202eexe.model" in proc.stdout
+
+    proc = workspace.cli("status")
+    assert proc.returncode == 0 and not [c for c in CONTROL if c in proc.stdout], repr(proc.stdout)
+    assert "\\x1b[2J" in proc.stdout and "isolate\\u2066-bench" in proc.stdout
+    status = json.loads(workspace.cli("status", "--format", "json").stdout)  # valid JSON, the stored text as it was
+    reasons = {j["benchmark"]: j["reason"] for j in status["jobs"]}
+    assert TERMINAL in reasons["terminal-raises"] and ISOLATE_BENCH in reasons
+
+    page = workspace.cli("leaderboard", "--format", "html").stdout
+    assert not [c for c in CONTROL if c in page] and "rlo\\u202eexe.model" in page
+
+    mails = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
+             for p in (workspace.state / "outbox").glob("*.eml")]
+    eve = [m for m in mails if "eve@example.org" in str(m["To"])]
+    assert eve
+    for part in (eve[0].get_body(("plain",)).get_content(), eve[0].get_body(("html",)).get_content()):
+        assert not [c for c in CONTROL if c in part], repr(part)
+        assert "\\x1b]0;pwned-title" in part and "rlo\\u202eexe.model" in part
+    assert not [c for c in CONTROL if c in "".join(str(v) for v in eve[0].values())]

@@ -186,7 +186,8 @@ def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_litera
     """Fast: the pairs whose model or benchmark reaches a held folder (itself, or through a data plugin) move to
     `held` with the reason and how to approve it; the others stay to run. The hold notice shows git text
     literally (ESC, NUL, a right-to-left override escaped)."""
-    from notify.hold_notice import HeldChange, compose_hold_notice, literal
+    from notify.hold_notice import HeldChange, compose_hold_notice
+    from pipeline.inert import inert
     from pipeline.catalog.plugins import Plugin
     from pipeline.stages.ownership import Found, _hold_pairs
     from pipeline.stages.plan import make_plan
@@ -211,7 +212,7 @@ def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_litera
     assert reasons[("m2", "b2")].endswith("`run` records it for an administrator's approval")
     assert "(and 1 more held change(s))" in reasons[("m2", "b1")] and plan.to_json()["counts"]["held"] == 3
 
-    assert literal("a\x1b]0;title\x07\x00\u202eb") == "a\\x1b]0;title\\x07\\x00\\u202eb"
+    assert inert("a\x1b]0;title\x07\x00\u202eb") == "a\\x1b]0;title\\x07\\x00\\u202eb"
     message = compose_hold_notice([HeldChange(3, "dom/data/d", "c" * 40, "eve\x1b[2J@example.org", "why\u202e")],
                                   "o@example.org", "score-plugins@localhost")
     body = message.get_content()

@@ -125,3 +125,117 @@ def test_hostile_plugin_test_is_contained(workspace, example_repo, tmp_path):
     assert not list(workspace.state.rglob("planted-by-submitter"))
     assert set(env_root.glob("*/lib/python*/site-packages/planted_by_submitter.pth")) == before
     assert os.stat(secrets).st_mode & 0o777 == 0o600
+
+
+# Issue 35, finding 5: build scripts wrote the shared lock cache. A requirement whose setup.py appends to every
+# file of `six` (index pages, metadata, the unpacked wheel), plants a file in every folder and opens up the mode of
+# every file of every cache it can name (uv's cache as it sees it, the lock folder, the site's package cache),
+# run while locking and while building.
+POISONER = r'''
+import os, pathlib
+for root in {roots!r} + [os.environ.get("UV_CACHE_DIR", "")]:
+    for dirpath, dirnames, filenames in os.walk(root) if root else ():
+        try:
+            pathlib.Path(dirpath, "planted-by-build").write_text("x")
+        except OSError:
+            pass
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if "six" in path:  # what every later lock and build of six reads (the build's own tools left working)
+                    with open(path, "ab") as f:
+                        f.write(b"POISON")
+            except OSError:
+                pass
+            try:
+                os.chmod(path, 0o666)
+            except OSError:
+                pass
+from setuptools import setup
+setup(name="poisoner", version="1.0", py_modules=["poisoner"])
+'''
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every file under `folder` (the locks' own lockfiles and records left out): content, mode, owner."""
+    import hashlib
+
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or not path.is_file() or path.suffix in (".txt", ".failed", ".tmp"):
+            continue
+        info = path.lstat()
+        found[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest(), info.st_mode,
+                                                info.st_uid)
+    return found
+
+
+def poisoned(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name == "planted-by-build" or
+            (p.is_file() and not p.is_symlink() and p.read_bytes().endswith(b"POISON"))]
+
+
+def test_build_scripts_never_write_a_cache_another_lock_or_build_reads(tmp_path):
+    import shutil
+    import sys
+
+    from envs.lock import EnvSpec, LockJail, lock_environment
+    from jobscripts.render import render_env_builder
+    from pipeline.config import _default_uv
+
+    uv = _default_uv()
+    locks, package_cache = tmp_path / "locks", tmp_path / "package-cache"
+    repo = tmp_path / "poisoner"
+    write(repo, "setup.py", POISONER.format(roots=[str(locks), str(package_cache)]))
+    write(repo, "poisoner.py", "VALUE = 1\n")
+    subprocess.run(["git", "init", "--quiet", str(repo)], check=True)
+    commit_all(repo, "a package whose build script poisons caches", author="Mallory <mallory@example.org>")
+    jail = LockJail(extra_ro=(str(repo),))
+
+    # locking: an honest set fills the shared lock cache; the hostile set's build script runs, and changes nothing
+    honest = lock_environment(EnvSpec(("six",), "3.11"), locks, uv, jail=jail)
+    before = snapshot(locks)
+    assert before, "the honest lock left nothing in the lock cache"
+    hostile = lock_environment(EnvSpec(("six", f"poisoner @ git+file://{repo}"), "3.11"), locks, uv, jail=jail)
+    assert any(p.startswith("poisoner @ git+file://") for p in hostile.packages), hostile.packages
+    assert snapshot(locks) == before and poisoned(locks) == []
+    later = lock_environment(EnvSpec(("six>=1.0",), "3.11"), locks, uv, jail=jail)  # reads the unaltered cache
+    assert any(p.startswith("six==") for p in later.packages) and poisoned(locks) == []
+
+    # building on the node: the same, with the site's package cache
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(sb_module().__file__).parent, bundle / "job", ignore=shutil.ignore_patterns("__pycache__"))
+    script = bundle / "build_env.sh"
+    script.write_text(render_env_builder(backend="uv", uv=uv, python=os.path.realpath(sys._base_executable),
+                                         package_cache=str(package_cache), extra_ro=(str(repo),)))
+
+    def build(name: str, lockfile: Path, check: bool = True) -> Path:
+        target = tmp_path / "envs" / name
+        proc = subprocess.run(["bash", str(script), str(target), str(lockfile)], capture_output=True, text=True,
+                              timeout=600, env={**{k: v for k, v in os.environ.items()
+                                                   if not k.startswith("SCORE_PLUGINS_")}, "HOME": str(tmp_path)})
+        assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
+        return target
+
+    build("honest", honest.path)
+    before = snapshot(package_cache)
+    assert before, "the honest build left nothing in the package cache"
+    build("hostile", hostile.path, check=False)  # it may break its own build (six in its own layer): its affair
+    after = snapshot(package_cache)
+    # uv alone (no build yet) may have refreshed an index page or fetched the git requirement, and that joined the
+    # cache; nothing the build script wrote did: no planted file, no POISON, nothing opened up, and every file
+    # that was there (the unpacked wheel of six a later build installs) as it was
+    assert poisoned(package_cache) == []
+    assert [k for k, (_, mode, uid) in after.items() if uid != 0 or mode & 0o022] == []
+    assert {k: v for k, v in after.items() if k in before and not k.startswith("simple-v")} == \
+        {k: v for k, v in before.items() if not k.startswith("simple-v")}
+    later_env = build("later", later.path)  # built from the unaltered cache
+    six = next(later_env.glob("lib/python*/site-packages/six.py"))
+    assert b"POISON" not in six.read_bytes()
+    assert six.read_bytes() == next((tmp_path / "envs" / "honest").glob("lib/python*/site-packages/six.py")).read_bytes()
+
+
+def sb_module():
+    from pipeline.job import sandbox
+
+    return sandbox

@@ -66,6 +66,22 @@ def test_run_refuses_when_bubblewrap_is_missing(workspace, example_repo, tmp_pat
     assert workspace.json("status")["sandbox"] == "bwrap"
 
 
+def test_network_on_refuses_without_slirp4netns(workspace, example_repo):
+    """Network on means the outside, not the node (issue 35, finding 9): without slirp4netns nothing runs, and one
+    line says what to install or which setting keeps the node's own network (the old mode, named then)."""
+    slirp = sb.network_tools()["slirp4netns"]
+    script = f"mount --bind /dev/null {shlex.quote(slirp)} && exec \"$@\""
+    for command in ("run", "plan"):
+        proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(CLI),
+                               command, "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg"],
+                              cwd=workspace.path, env=workspace.env, capture_output=True, text=True, timeout=600)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 3 and len(lines) == 1, (command, proc.returncode, proc.stderr)
+        assert "slirp4netns (slirp4netns) is not installed" in lines[0] and "apt-get install slirp4netns" in lines[0]
+        assert 'sandbox_network = "host"' in lines[0] and "Traceback" not in proc.stderr
+    assert workspace.rows("SELECT id FROM runs") == [] and not list(workspace.state.glob("runs/*"))
+
+
 def test_sandbox_off_is_explicit_and_named_everywhere(workspace, example_repo, tmp_path):
     marker = tmp_path / "plugin-code-ran"
     write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
@@ -172,32 +188,79 @@ for name in names:
 assert sorted(seen) == [0, 1]
 return 0.5"""
 
-NETWORK = """import socket
-try:
-    socket.create_connection(('127.0.0.1', PORT), timeout=5).close()
-    return 1.0
-except OSError:
-    return 0.0"""
+# Which places a pair reaches, as a score: the outside (the package index this machine reaches: 0.5), a service
+# on the node's 127.0.0.1 (0.25), the same service at the node's own other address (0.125), after trying to
+# remove the routes that close the node. Each attempt's outcome is printed to the pair's log.
+NETWORK = """import socket, subprocess
+for cmd in (['ip', 'route', 'del', 'unreachable', NODE_ADDRESS + '/32'], ['ip', 'route', 'flush', 'type', 'unreachable'],
+            ['ip', 'route', 'add', NODE_ADDRESS + '/32', 'via', '10.0.2.2']):  # reopen the node: no capability
+    try:
+        print('NETWORK', ' '.join(cmd), subprocess.run(cmd, capture_output=True, text=True, timeout=10).stderr.strip(),
+              flush=True)
+    except OSError as exc:
+        print('NETWORK', ' '.join(cmd), exc, flush=True)
+reached = 0.0
+for name, host, port, worth in (('outside', OUTSIDE, 443, 0.5), ('node loopback', '127.0.0.1', PORT, 0.25),
+                                ('node address', NODE_ADDRESS, PORT, 0.125)):
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+        print('NETWORK', name, 'reached', flush=True)
+        reached += worth
+    except OSError as exc:
+        print('NETWORK', name, 'refused', exc, flush=True)
+return reached"""
+
+
+def index_host() -> str:
+    """The package index's host: the one outside address this machine reaches (it has no other internet)."""
+    from urllib.parse import urlparse
+
+    url = os.environ.get("UV_INDEX_URL") or os.environ.get("UV_DEFAULT_INDEX") or os.environ.get("PIP_INDEX_URL")
+    return urlparse(url).hostname if url else "pypi.org"
+
+
+def node_address() -> str:
+    """An address of this node other than loopback (from `ip`, not from the code under test)."""
+    lines = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    found = [line.split()[3].split("/")[0] for line in lines.splitlines() if " lo " not in line]
+    assert found, lines
+    return found[0]
 
 
 def test_worker_pools_and_the_network_setting(workspace, example_repo):
+    """Issue 35, finding 9: network on means the outside, not the node. A service listening on every address
+    of the node (as a local database or SMTP server does) is out of reach at 127.0.0.1 and at the node's
+    other address, while the index is reached; `host` (the old mode, explicit) reaches all three, and says so in
+    the pair's log, the run record and `status`; `off` reaches none."""
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
     threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(16)], daemon=True).start()
     benchmark(example_repo, "pools", POOLS)
-    benchmark(example_repo, "network", NETWORK.replace("PORT", str(port)))
+    benchmark(example_repo, "network", NETWORK.replace("PORT", str(port)).replace("OUTSIDE", repr(index_host()))
+              .replace("NODE_ADDRESS", repr(node_address())))
     commit_all(example_repo, "worker pools and a network probe")
     result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
     scores = {p["benchmark"]: (p["state"], p["score"], p["reason"]) for p in result["pairs"]}
-    assert scores == {"pools": ("COMPLETED", 0.5, None), "network": ("COMPLETED", 1.0, None)}, scores
+    assert scores == {"pools": ("COMPLETED", 0.5, None), "network": ("COMPLETED", 0.5, None)}, scores
     logs = "".join(p.read_text() for p in workspace.state.glob("runs/*/logs/*.log"))
     assert "serial mode" not in logs and "uid 20000" in logs
-    workspace.env["SCORE_PLUGINS_SANDBOX_NETWORK"] = "off"
-    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
-                            "--benchmarks", "network", "--force")
-    assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", 0.0)], result["pairs"]
+    assert "network: the outside only (slirp4netns; not this node)" in logs
+    assert workspace.json("status")["network"] == "on"
+    for mode, score in (("host", 0.875), ("off", 0.0)):
+        workspace.env["SCORE_PLUGINS_SANDBOX_NETWORK"] = mode
+        result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg",
+                                "--benchmarks", "network", "--force")
+        assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", score)], (mode, result["pairs"])
+        status = workspace.json("status")
+        assert status["network"] == mode, status
+        mails = [m for m in (p.read_text() for p in workspace.state.glob("outbox/*.eml"))
+                 if f"X-Score-Plugins-Run: {status['run_id']}" in m]
+        assert mails and all(("(node network)" in m and "Network: host." in m) == (mode == "host") for m in mails)
+    table = workspace.cli("status", workspace.json("runs")[1]["run_id"]).stdout
+    assert "network HOST: plugins reached this node's own network" in table, table
     listener.close()
 
 
@@ -239,6 +302,11 @@ try:
     print("network reached")
 except OSError:
     print("network refused")
+try:
+    socket.create_connection((OUTSIDE, 443), timeout=10).close()
+    print("outside reached")
+except OSError:
+    print("outside refused")
 print("contained")
 """
 
@@ -268,15 +336,19 @@ def _as_nobody(folder: Path) -> None:
     threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(4)], daemon=True).start()
     script = folder / "probe.py"
     script.write_text(UNPRIVILEGED_PROBE.replace("SECRET", repr(str(secret)))
-                      .replace("PORT", str(listener.getsockname()[1])))
+                      .replace("PORT", str(listener.getsockname()[1])).replace("OUTSIDE", repr(index_host())))
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin",
                  "HOME=/tmp", "/usr/bin/python3", str(module)]
     probe = subprocess.run([*as_nobody, "probe"], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0 and "user namespace" in probe.stdout and "seccomp" in probe.stdout, probe
-    for flag, outcome in (([], "network reached"), (["--no-network"], "network refused")):
+    # network on (the default): the outside through slirp4netns in the user namespace, never the node's loopback
+    for flag, outcomes in (([], ("network refused", "outside reached")),
+                           (["--network", "host"], ("network reached", "outside reached")),
+                           (["--no-network"], ("network refused", "outside refused"))):
         proc = subprocess.run([*as_nobody, "exec", *flag, "--rw", str(folder / "work"), "--ro", str(script), "--",
                                "/usr/bin/python3", str(script)], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0 and outcome in proc.stdout and "contained" in proc.stdout, proc
+        assert proc.returncode == 0 and "contained" in proc.stdout, proc
+        assert all(outcome in proc.stdout for outcome in outcomes), (flag, proc)
     listener.close()
 
 

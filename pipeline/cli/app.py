@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
 import click
-from rich.text import Text
 
 from pipeline.config import load_settings, Settings
-from pipeline.console import coloured, err, out
+from pipeline.console import InertFormatter, coloured, err, out, shown
 from pipeline.errors import BadInput, PipelineError
 
 
@@ -228,8 +227,9 @@ def main(ctx: click.Context, verbose: bool, debug: bool, overrides: tuple[str, .
 
     command_ready()  # from here a stop signal raises Stopped: one line and 128 + its number (pipeline.admin.signals)
     ctx.obj = parse_overrides(overrides)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
 
 
 # --- detect / plan ------------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def report_issues(issues: list[dict]) -> None:
     """Each problem on stderr as `file:line: severity: message` (stdout stays data only)."""
     for i in issues:
         colour = "red" if i["severity"] == "error" else "yellow"
-        err.print(Text(f"{i['file']}:{i['line']}: {i['severity']}: {i['message']}", style=colour))
+        err.print(shown(f"{i['file']}:{i['line']}: {i['severity']}: {i['message']}", colour))
 
 
 @contextmanager

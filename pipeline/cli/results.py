@@ -70,6 +70,8 @@ def status(cmd: Command, run: str | None) -> None:
         unconfined = ", sandbox OFF: plugins ran unconfined" if data.get("sandbox") == "off" else ""
         if (data.get("memory_limit") or "").startswith("rlimit"):  # no memory cgroup: memfd, /dev/shm unbounded
             unconfined += ", memory: RLIMIT_DATA only"
+        if data.get("network") == "host":
+            unconfined += ", network HOST: plugins reached this node's own network"
         watched = {"gone": ", its coordinator is gone: `score-plugins reconcile` closes it",
                    "live": ", its coordinator is watching it", "starting": ", its coordinator is starting",
                    "hand-submitted": ", hand-submitted: `score-plugins ingest` accounts for it"

@@ -8,13 +8,12 @@ from typing import Any
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from pipeline.cli.app import Command, common, _count, main, report_issues
 from pipeline.catalog import gitrepo
 from pipeline.cli.options import change_options, _request
 from pipeline.config import Settings
-from pipeline.console import coloured, err, out
+from pipeline.console import coloured, err, out, shown
 from pipeline.errors import BadInput
 
 
@@ -172,12 +171,12 @@ class ProgressReporter:
         tasks = ", ".join(f"{k.lower()} {v}" for k, v in sorted(progress.tasks.items()))
         line = progress.line() + (f"; array tasks: {tasks}" if tasks else "")
         if self.live and self.status is not None:
-            self.status.update(Text("scoring: " + line))
+            self.status.update(shown("scoring: " + line))
         else:
             key = f"{progress.done}/{progress.failed}/{tasks}"
             if key != self.last:  # one line per change, not per poll
                 self.last = key
-                err.print(Text("score-plugins: " + line))
+                err.print(shown("score-plugins: " + line))
 
     def __exit__(self, *exc: object) -> None:
         if self.status is not None:
@@ -192,7 +191,7 @@ def _report_run(cmd: Command, result, dry_run: bool = False) -> None:  # noqa: A
         err.print(f"{len(result.plan.in_flight)} pairs are still being scored by run(s) {runs}: not submitted "
                   "again (`score-plugins reconcile` closes runs whose coordinator is gone)", highlight=False)
     for problem in result.problems:
-        err.print(Text(str(problem), style="yellow"))
+        err.print(shown(str(problem), "yellow"))
     if cmd.fmt != "table" and not dry_run:  # the table shows the same on stdout; JSON readers (Jenkins) see it here
         console_summary(result)
     report_outages(result.outages)
@@ -206,16 +205,16 @@ def console_summary(result) -> None:  # noqa: ANN001 - RunResult
         if p["state"] != "COMPLETED":
             reason = f"{p['stage']}: {p['reason'] or ''}" if p["stage"] else (p["reason"] or "")
             first = (reason.strip().splitlines() or [""])[0][:300]
-            err.print(Text(f"score-plugins: {p['state']} {p['model']} on {p['benchmark']}: {first}"), soft_wrap=True)
+            err.print(shown(f"score-plugins: {p['state']} {p['model']} on {p['benchmark']}: {first}"), soft_wrap=True)
     held = sum(1 for e in result.emails if "/held/" in e)
     mail = _count(len(result.emails), "email") + (f" ({held} held: this profile does not email submitters)"
                                                   if held else "")
     if result.run_id is None:
-        err.print(Text(f"score-plugins: nothing scored: {nothing_to_score(result.plan)}; {mail}"), soft_wrap=True)
+        err.print(shown(f"score-plugins: nothing scored: {nothing_to_score(result.plan)}; {mail}"), soft_wrap=True)
         return
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
-    err.print(Text(f"score-plugins: run {result.run_id}: {states}; {len(result.plan.already_scored)} already "
-                   f"scored; {mail}; run folder {result.run_dir}"), soft_wrap=True)
+    err.print(shown(f"score-plugins: run {result.run_id}: {states}; {len(result.plan.already_scored)} already "
+                    f"scored; {mail}; run folder {result.run_dir}"), soft_wrap=True)
 
 
 def report_outages(outages: list[dict]) -> None:
@@ -320,7 +319,7 @@ def ingest(cmd: Command, run: str | None) -> None:
 
         emails, problems = notify_closed_runs(cmd.settings, db, close_ingested_renders(db, folders, cmd.settings))
     for problem in problems:
-        err.print(Text(problem, style="yellow"))
+        err.print(shown(problem, "yellow"))
     cmd.emit({"runs": [str(f) for f in folders], **totals, "emails": emails},
              lambda: out.print(f"{totals['scores']} new scores, {totals['duplicates']} already present, "
                                f"{totals['failures']} failures recorded, from {len(folders)} run folder(s)",

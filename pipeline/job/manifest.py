@@ -45,7 +45,7 @@ class Manifest:
     cpus_per_task: int = 1
     array_throttle: int = 0
     sandbox: str = "auto"  # auto (= bwrap) | bwrap | off
-    sandbox_network: str = "on"  # on | off (loopback only)
+    sandbox_network: str = "on"  # on (the outside, not the node) | off (loopback only) | host (the node's own)
     max_processes: int | None = 512  # per pair (a per-pair user when the worker is root)
     disk_limit_bytes: int | None = None  # per pair: its work folder, and any one file it writes
     output_limit_bytes: int | None = None  # per pair: what it prints; the pair is stopped past it

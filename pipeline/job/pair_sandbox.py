@@ -173,7 +173,8 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
     """Wrap a pair's process in the sandbox (pipeline/job/sandbox.py), as an attacker's: an empty root with only the
     system folders, its environment and its base interpreter, the domain package with the pair's own plugin
     folders, the worker and its manifest (all read-only), its work folder and the shared cache (read-write); its
-    own PID, IPC and UTS namespaces (and network when `sandbox_network` is off); a private /dev/shm; a per-pair
+    own PID, IPC, UTS and network namespaces (the outside through slirp4netns, never the node; `sandbox_network`
+    off: loopback only; host: the node's own network); a private /dev/shm; a per-pair
     unprivileged user with no capability when started as root; no_new_privs and a libseccomp filter.
     `folders` narrows the plugin folders to one side of the pair (the model's process sees its own); `writable`
     replaces the shared cache with these folders (its own caches, the hand-off folder). `gpu` (a
@@ -185,7 +186,7 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
     code = Path(manifest.code_dir)
     root = code / manifest.domain_root
     env_dir = Path(env_python_dir(env_python or cmd[0]))
-    view = sb.View(ro=[str(env_dir)], cwd=str(cwd or workdir / "home"), network=manifest.sandbox_network != "off",
+    view = sb.View(ro=[str(env_dir)], cwd=str(cwd or workdir / "home"), network=manifest.sandbox_network,
                    shm_bytes=manifest.shm_bytes, uid=uid)
     sb.python_view(str(env_dir / "bin" / "python"), view)
     view.ro.append(str(code))

@@ -9,6 +9,7 @@ what, in one line, and nothing runs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -25,7 +26,10 @@ if __name__ == "__main__" and not __package__:  # run as a file (`python job/san
 
     sys.exit(import_module(os.path.basename(os.path.dirname(os.path.abspath(__file__))) + ".sandbox").main())
 
+from .cachelayer import CacheLayer  # noqa: E402
 from .defaults import UID_BASE, UID_COUNT  # noqa: E402
+from .netns import (NETWORK_HINT, NETWORK_MODES, NetworkUnavailable, launcher, network_mode,  # noqa: E402
+                    network_tools)
 from .seccomp import SandboxUnavailable, seccomp_filter_fd  # noqa: E402
 
 INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install bubblewrap; RHEL/Fedora: dnf install bubblewrap)"
@@ -193,11 +197,12 @@ class View:
 
     ro: list[str] = field(default_factory=list)  # read-only binds (source == destination)
     rw: list[str] = field(default_factory=list)  # read-write binds
+    rw_at: list[tuple[str, str]] = field(default_factory=list)  # (source, destination) read-write binds: a layer
     symlinks: list[tuple[str, str]] = field(default_factory=list)  # (target, link) recreated inside
     tmpfs: list[str] = field(default_factory=list)  # empty folders (e.g. hiding other plugins)
     ro_over: list[str] = field(default_factory=list)  # read-only binds applied after `tmpfs` (what stays visible)
     cwd: str = "/"
-    network: bool = True  # False: a network namespace of its own, loopback only
+    network: str = "on"  # on: the outside, not the node (netns.py); off: loopback only; host: the node's own
     shm_bytes: int = 256 << 20  # a private, writable /dev/shm (multiprocessing, joblib, DataLoader workers)
     uid: int = NOBODY  # as root: become this user (gid nobody, no groups, no capability) before the command
     devices: list[tuple[str, str]] = field(default_factory=list)  # (node, /dev/name) kept usable: a pair's GPUs
@@ -225,7 +230,12 @@ def setpriv_path() -> str:
 
 def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple[list[str], tuple[int, ...], str]:
     """(argv, file descriptors the child must inherit, a short description) for `cmd` inside `view`.
-    Raises SandboxUnavailable when bwrap, setpriv (as root) or libseccomp is missing."""
+    Raises SandboxUnavailable when bwrap, setpriv (as root), libseccomp or (network on) slirp4netns is missing."""
+    try:
+        network = network_mode(view.network)
+        tools = network_tools() if network == "on" else {}
+    except NetworkUnavailable as exc:
+        raise SandboxUnavailable(str(exc)) from None
     args = [bwrap_path()]
     made: set[str] = set()
 
@@ -237,7 +247,7 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
                 args.extend(["--perms", "0755", "--dir", parent])
 
     for path in (*SYSTEM_PATHS, *extra_ro, *view.ro):
-        if os.path.lexists(path):
+        if os.path.lexists(path) and not (network == "on" and path == "/etc/resolv.conf"):
             parents(path)
             args.extend(["--ro-bind", path, path])
     for target, link in view.symlinks:
@@ -252,6 +262,9 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
     for path in view.rw:
         parents(path)
         args.extend(["--bind", path, path])
+    for source, dest in view.rw_at:
+        parents(dest)
+        args.extend(["--bind", source, dest])
     args += ["--dev", "/dev", "--perms", "1777", "--size", str(view.shm_bytes), "--tmpfs", "/dev/shm",
              "--proc", "/proc", "--dir", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--hostname", "sandbox", "--die-with-parent", "--new-session"]
@@ -261,11 +274,28 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
         if os.path.isdir(path):
             args.extend(["--ro-bind", path, path])
     how = "sandbox: bubblewrap"
-    if not view.network:
+    fds: list[int] = []
+    if network == "off":
         args.append("--unshare-net")
         how += ", no network"
+    elif network == "on":  # a namespace of its own, joined to the outside by netns.py; DNS by slirp4netns
+        args.append("--unshare-net")
+        dns_r, dns_w = os.pipe()
+        os.write(dns_w, b"nameserver 10.0.2.3\n")
+        os.close(dns_w)
+        fds.append(dns_r)
+        args += ["--perms", "0644", "--ro-bind-data", str(dns_r), "/etc/resolv.conf"]
+        how += ", network: the outside only (slirp4netns; not this node)"
+    else:
+        how += ", network: the node's own (sandbox_network=host)"
     args += ["--chdir", view.cwd, "--remount-ro", "/"]
-    fd = seccomp_filter_fd()
+    try:
+        fd = seccomp_filter_fd()
+    except SandboxUnavailable:
+        for opened in fds:
+            os.close(opened)
+        raise
+    fds.append(fd)
     args += ["--seccomp", str(fd)]
     how += ", seccomp"
     if running_as_root():  # become an unprivileged user, with every capability gone, before the command starts
@@ -275,15 +305,17 @@ def command(view: View, cmd: list[str], extra_ro: tuple[str, ...] = ()) -> tuple
     else:
         args += ["--unshare-user", "--cap-drop", "ALL", "--"]
         how += ", user namespace"
-    return args + cmd, (fd,), how
+    if network == "on":  # the launcher starts bubblewrap blocked, connects its namespace, then lets it run
+        args = launcher(tools) + args
+    return args + cmd, tuple(fds), how
 
 
 @functools.lru_cache(maxsize=4)
-def probe(network: bool = True) -> str:
+def probe(network: str | bool = "on") -> str:
     """Set the sandbox up for real (same flags, `true` inside) once per process; return its description, or raise
     SandboxUnavailable with the one line that says what is missing."""
     true = shutil.which("true") or "/bin/true"
-    argv, fds, how = command(View(network=network), [true])
+    argv, fds, how = command(View(network=network_mode(network)), [true])
     try:
         proc = subprocess.run(argv, pass_fds=fds, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -294,6 +326,8 @@ def probe(network: bool = True) -> str:
     if proc.returncode != 0:
         why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         hint = why[-1] if why else f"exit {proc.returncode}"
+        if hint.startswith("score-plugins: "):  # netns.py's own line: the network could not be set up
+            raise SandboxUnavailable(hint[len("score-plugins: "):] + f" ({NETWORK_HINT})")
         raise SandboxUnavailable(f"bubblewrap cannot set up the sandbox here ({hint[:300]}); it needs user "
                                  "namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) "
                                  "or root, and seccomp")
@@ -360,18 +394,6 @@ def give(path: str, uid: int) -> None:
         os.lchown(path, uid, NOBODY)
 
 
-def hand_over(path: str, uid: int) -> None:
-    """A cache the sandboxed user keeps writing (root only): everything in it that user's, never through a link."""
-    if not running_as_root() or os.lstat(path).st_uid == uid:
-        return
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-        for name in [*dirnames, *filenames, ""]:
-            try:
-                os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, NOBODY)
-            except OSError:
-                continue
-
-
 def reclaim(path: str) -> None:
     """After a build as an unprivileged user: every file of `path` owned by root again, never through a symlink,
     and nothing group- or world-writable (later sandboxed users only read what was built)."""
@@ -400,9 +422,10 @@ def reclaim(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sandbox.py exec --rw DIR ... --ro PATH ... [--python PY] [--no-network] -- CMD...`: run CMD sandboxed as an
-    unprivileged user with only the --rw folders writable (handed to that user for the run, and back to root
-    after), a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
+    """`sandbox.py exec --rw DIR ... --ro PATH ... [--cache[-merge] DIR] [--python PY] [--network on|off|host] --
+    CMD...`: run CMD sandboxed as an unprivileged user with only the --rw folders writable (handed to that user for
+    the run, and back to root after), shared caches through a layer of the run's own (pipeline/job/cachelayer.py),
+    a clean environment, and the same filter as scoring. Exit 3 when the sandbox cannot be set up."""
     import argparse  # here, not at the top: every pair's two processes import this module and never call main
 
     parser = argparse.ArgumentParser(prog="sandbox.py")
@@ -410,16 +433,23 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exec")
     ex.add_argument("--rw", action="append", default=[])
     ex.add_argument("--ro", action="append", default=[])
-    ex.add_argument("--cache", action="append", default=[], help="a shared cache: writable, handed over, kept so")
+    ex.add_argument("--cache", action="append", default=[],
+                    help="a shared cache, seen through a writable layer of this run's own, which is thrown away")
+    ex.add_argument("--cache-merge", action="append", default=[],
+                    help="the same, and what the command added is merged into the shared cache afterwards: only for "
+                         "a command that runs no submitter code (uv with --no-build)")
     ex.add_argument("--python", action="append", default=[], help="an interpreter to make runnable inside")
     ex.add_argument("--setenv", action="append", default=[], help="NAME=value given to the command")
-    ex.add_argument("--no-network", action="store_true")
+    ex.add_argument("--no-network", action="store_true", help="the same as --network off")
+    ex.add_argument("--network", choices=NETWORK_MODES, default="on",
+                    help="on: the outside, not this node (default); off: loopback only; host: the node's own")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
-    sub.add_parser("probe")
+    pr = sub.add_parser("probe")
+    pr.add_argument("--network", choices=NETWORK_MODES, default="on")
     args = parser.parse_args(argv)
     try:
         if args.command == "probe":
-            print(probe())
+            print(probe(args.network))
             return 0
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         rw = [os.path.abspath(p) for p in args.rw]
@@ -428,25 +458,41 @@ def main(argv: list[str] | None = None) -> int:
             give(path, NOBODY)
         if rw and not os.path.lexists(os.path.join(rw[0], ".gitconfig")):
             write_gitconfig(rw[0])
-        caches = [os.path.abspath(p) for p in args.cache]
-        for path in caches:
-            os.makedirs(path, exist_ok=True)
-            hand_over(path, NOBODY)
-        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw + caches, cwd=rw[0] if rw else "/",
-                    network=not args.no_network)
+        view = View(ro=[os.path.abspath(p) for p in args.ro], rw=rw, cwd=rw[0] if rw else "/",
+                    network="off" if args.no_network else args.network)
         for python in args.python:
             python_view(python, view)
-        argv_, fds, how = command(view, cmd)
     except SandboxUnavailable as exc:
         print(f"score-plugins: {exc}", file=sys.stderr)
         return 3
-    print(f"score-plugins: {how}", file=sys.stderr)
-    env = clean_env(rw[0] if rw else "/tmp", dict(item.split("=", 1) for item in args.setenv))
-    try:
-        return subprocess.run(argv_, pass_fds=fds, env=env, preexec_fn=Limits().preexec()).returncode
-    finally:
-        for path in rw:
-            reclaim(path)
+    with contextlib.ExitStack() as layers:
+        try:
+            merged = []
+            for path, trusted in [*((p, False) for p in args.cache), *((p, True) for p in args.cache_merge)]:
+                layer = layers.enter_context(CacheLayer(path, uid=NOBODY, trusted=trusted))
+                view.rw_at.append((layer.path, layer.shared))
+                merged += [layer] if trusted else []
+            argv_, fds, how = command(view, cmd)
+        except SandboxUnavailable as exc:
+            print(f"score-plugins: {exc}", file=sys.stderr)
+            return 3
+        except OSError as exc:  # e.g. a cache on NFS with root_squash: root cannot own (so protect) its files
+            print(f"score-plugins: a shared cache cannot be made read-only to the build: {exc}; nothing was run",
+                  file=sys.stderr)
+            return 3
+        print(f"score-plugins: {how}" + (", shared caches read-only (a layer of this step's own)"
+                                         if view.rw_at else ""), file=sys.stderr)
+        env = clean_env(rw[0] if rw else "/tmp", dict(item.split("=", 1) for item in args.setenv))
+        try:
+            code = subprocess.run(argv_, pass_fds=fds, env=env, preexec_fn=Limits().preexec()).returncode
+        finally:
+            for fd in fds:
+                os.close(fd)
+            for path in rw:
+                reclaim(path)
+        for layer in merged:  # only uv ran (no build): what it fetched joins the shared cache, root's
+            layer.merge()
+        return code
 
 
 if __name__ == "__main__":

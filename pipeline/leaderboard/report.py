@@ -36,7 +36,7 @@ def run_status(db: Database, run_id: str | None) -> dict:
     used = usage(tries, cpus)
     # the CPU time the pairs' processes used (their attempts'); a run recorded before attempts: its CPUs' wall time
     return {"run_id": run.id, "status": run.status, "executor": run.executor,
-            "sandbox": run.sandbox or "bwrap", "memory_limit": run.memory_limit,
+            "sandbox": run.sandbox or "bwrap", "memory_limit": run.memory_limit, "network": run.network,
             "cpu_hours": used["cpu_hours_used"] if tries else round(cpu_seconds / 3600, 4),
             "cpu_hours_allocated": round(cpu_seconds / 3600, 4),
             "attempts": tries, "usage": used, "usage_by_submitter": by_submitter(tries),

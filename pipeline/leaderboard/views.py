@@ -10,12 +10,14 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from pipeline.inert import inert_value
 from pipeline.leaderboard.aggregate import X, is_number, rounded
 from pipeline.leaderboard.rules import Rules, shown
 from pipeline.leaderboard.standings import DomainBoard, model_rows
 
+# finalize: every value the page prints (ids, reasons, provenance) is made inert before it is HTML-escaped
 _env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=StrictUndefined,
-                   autoescape=select_autoescape(["html", "html.j2"], default_for_string=True), trim_blocks=True,
+                   finalize=inert_value, autoescape=select_autoescape(["html", "html.j2"], default_for_string=True), trim_blocks=True,
                    lstrip_blocks=True)
 
 # Colour stops (value, hue, lightness): red at 0, yellow at 0.7, green at 0.85, teal-blue at 1, so the top

@@ -20,6 +20,7 @@ from envs.sides import SIDES
 from jobscripts import EnvLine, ScoreJob, SubmitArray, TaskLine, render_env_builder, render_score_job, render_submit
 from pipeline.catalog import gitrepo
 from pipeline.config import Settings
+from pipeline.confine import build_network
 from pipeline.errors import BadInput
 from pipeline.stages.plan import Plan, PlannedPair
 from pipeline.capacity.tiers import Tier
@@ -163,7 +164,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
             backend=settings.conda_backend, rattler_python=settings.rattler_python,
             rattler_tool=str(run_dir / "rattler_tool.py"), micromamba=settings.micromamba, conda=settings.conda,
             uv=settings.uv, package_cache=str(settings.package_cache or ""), sandbox=settings.sandbox,
-            python=settings.python, extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
+            python=settings.python, extra_ro=tuple(settings.sandbox_extra_paths),
+            network=build_network(settings)), executable=True)
         shutil.copyfile(RATTLER_TOOL, run_dir / "rattler_tool.py")
 
     env_root = Path(settings.env_root).resolve()
@@ -194,7 +196,8 @@ def render_bundle(settings: Settings, plan: Plan, repo: Path, executor: str, out
     _write(run_dir / "build_env.sh", render_env_builder(
         # always uv: with env_backend = conda every pair has a conda lock and runs the conda builder instead
         backend="uv", uv=settings.uv, python=settings.python, package_cache=str(settings.package_cache or ""),
-        sandbox=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths)), executable=True)
+        sandbox=settings.sandbox, extra_ro=tuple(settings.sandbox_extra_paths), network=build_network(settings)),
+        executable=True)
     job_script = run_dir / "job.sh"
     write_scripts(settings, run_dir, manifest, tasks, "")
     if not tasks:  # an empty plan still leaves a job script an admin can read

@@ -50,6 +50,7 @@ class RunInfo:
     build_url: str | None = None
     sandbox: str | None = None  # bwrap | off (named in status and emails)
     memory_limit: str | None = None  # local executor: cgroup v1 | cgroup v2 | rlimit (named in status)
+    network: str | None = None  # the plugins' network: on (the outside, not the node) | off | host (named so)
 
 
 def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State = State.PENDING) -> dict[str, str]:
@@ -64,7 +65,7 @@ def open_run(db: Database, run_id: str, plan: Plan, info: RunInfo, state: State 
         session.add(Run(id=run_id, status=RunStatus.PENDING, repo=info.repo, base_commit=info.base,
                         head_commit=info.head, domain=info.domain, executor=info.executor, run_dir="",
                         jenkins_build=info.jenkins_build, build_url=info.build_url,
-                        sandbox=info.sandbox, memory_limit=info.memory_limit))
+                        sandbox=info.sandbox, memory_limit=info.memory_limit, network=info.network))
         session.flush()
         rows = [{"run_id": run_id, "pair_key": p.key, "model": p.model, "benchmark": p.benchmark,
                  "submitters": p.submitters, "state": state, "attempt": 1} for p in plan.to_run]

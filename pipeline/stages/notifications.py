@@ -82,7 +82,8 @@ def queue_messages(run: Run, jobs: list[Job], *, profile: str, outbox_dir: Path,
                            leaderboard_url, (skipped or {}).get(submitter, 0),
                            (plugin_problems or {}).get(submitter, []),
                            standings=[(standings or {})[m] for m in models if m in (standings or {})],
-                           cancelled=cancelled or "", sandbox=getattr(run, "sandbox", None) or "bwrap")
+                           cancelled=cancelled or "", sandbox=getattr(run, "sandbox", None) or "bwrap",
+                           network=getattr(run, "network", None) or "")
         report.usage, report.attempt_notes = (resources or {}).get(submitter, ({}, []))
         hold = "" if policy is None or policy.allows(submitter) else \
             f"the {profile} profile does not email submitters (settings mail_submitters, mail_allow)"

@@ -22,7 +22,8 @@ from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render
 from pipeline.catalog import gitrepo
 from pipeline.stages.bundle import copy_job_package
 from pipeline.config import Settings
-from pipeline.confine import lock_jail, require_sandbox
+from pipeline.confine import build_network, lock_jail, require_sandbox
+from pipeline.inert import inert
 from pipeline.stages.detect import Change
 from pipeline.executors.base import job_environment
 from pipeline.catalog.plugins import PLUGIN_TYPES, Catalog, Plugin
@@ -64,7 +65,8 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
         builder.write_text(render_env_builder(backend="uv", uv=settings.uv, python=settings.python,
                                               package_cache=str(settings.package_cache or ""),
                                               sandbox=settings.sandbox,
-                                              extra_ro=tuple(settings.sandbox_extra_paths)))
+                                              extra_ro=tuple(settings.sandbox_extra_paths),
+                                              network=build_network(settings)))
         copy_job_package(tmp_path)  # the builders and the test job run its sandbox.py
         tasks: list[PluginTestTask] = []
         for plugin in plugins_to_test(change, catalog):
@@ -87,7 +89,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             code_dir=str(code), report_dir=str(reports), build_env=str(builder),
             env_root=str(Path(settings.env_root).resolve()), tasks=tuple(tasks),
             slurm=settings.slurm_options("plugin-tests", f"0-{max(len(tasks) - 1, 0)}"), python=settings.python,
-            sandbox=settings.sandbox)))
+            sandbox=settings.sandbox, network=settings.sandbox_network)))
         for task in tasks:
             proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=settings.pair_timeout,
                                   env=job_environment({"SLURM_ARRAY_TASK_ID": str(task.index)}))
@@ -101,6 +103,7 @@ def run_plugin_tests(settings: Settings, change: Change, catalog: Catalog, junit
             status = "passed" if proc.returncode == 0 else "failed"
             results.append(PluginTestResult(task.plugin, status, proc.stdout[-2000:] if status == "failed" else ""))
             if report is not None:
+                _inert_tree(report)
                 for suite in report.iter("testsuite"):
                     suite.set("name", task.plugin)
                     suites.append(suite)
@@ -130,7 +133,17 @@ def read_report(path: Path, cap: int = 20 << 20) -> ET.Element | None:
         return None
 
 
+def _inert_tree(root: ET.Element) -> None:
+    """The plugin's report as Jenkins will show it: every text and attribute made inert (pipeline/inert.py)."""
+    for element in root.iter():
+        element.text = inert(element.text) if element.text else element.text
+        element.tail = inert(element.tail) if element.tail else element.tail
+        for key, value in element.attrib.items():
+            element.attrib[key] = inert(value)
+
+
 def _error_suite(suites: ET.Element, name: str, message: str) -> None:
+    message = inert(message)  # a build script's output: no control character in the XML (nor on Jenkins' page)
     suite = ET.SubElement(suites, "testsuite", name=name, tests="1", errors="1", failures="0")
     case = ET.SubElement(suite, "testcase", classname=name, name="environment")
     ET.SubElement(case, "error", message=message[:200]).text = message

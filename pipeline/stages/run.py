@@ -269,7 +269,8 @@ def execute(settings: Settings, db: Database, req: Request, *,
     try:
         with unbroken():  # a stop signal now waits for the run's rows, then cancels the run they make
             taken = ledger.open_run(db, run_id, plan, run_info(req, plan, str(catalog.repo),
-                                                               sandbox=sandbox_mode(settings), memory_limit=memory))
+                                                               sandbox=sandbox_mode(settings), memory_limit=memory,
+                                                               network=network_mode(settings)))
         if taken:  # another coordinator claimed these first (two started at once): never scored twice
             plan.in_flight.update(taken)
             plan.to_run = [p for p in plan.to_run if p.key not in taken]
@@ -376,17 +377,22 @@ def rerun_request(old: Run, pairs: list[tuple[str, str]], executor: str | None =
 
 
 def run_info(req: Request, plan: Plan, repo: str, executor: str | None = None, sandbox: str | None = None,
-             memory_limit: str | None = None) -> ledger.RunInfo:
+             memory_limit: str | None = None, network: str | None = None) -> ledger.RunInfo:
     """What the run row records about a request."""
     return ledger.RunInfo(repo=repo, head=plan.commit, domain=plan.domain_root, executor=executor or req.executor,
                           base=None if req.all or not req.base else gitrepo.resolve(repo, req.base),
                           jenkins_build=req.jenkins_build, build_url=req.build_url, sandbox=sandbox,
-                          memory_limit=memory_limit)
+                          memory_limit=memory_limit, network=network)
 
 
 def sandbox_mode(settings: Settings) -> str:
     """What the run record says about confinement: bwrap ('auto' is its alias), or off."""
     return "off" if settings.sandbox == "off" else "bwrap"
+
+
+def network_mode(settings: Settings) -> str | None:
+    """What the run record says about the plugins' network: on, off or host (None when nothing was sandboxed)."""
+    return None if settings.sandbox == "off" else settings.sandbox_network
 
 
 def _tell_refused(settings: Settings, db: Database, req: Request, plan: Plan, result: RunResult,
@@ -425,7 +431,9 @@ def record_run(db: Database, bundle: Bundle, plan: Plan, req: Request, repo: str
                state: State = State.PENDING) -> None:
     """Open a run for an already rendered bundle (render, reproduce): its pairs recorded in `state`."""
     ledger.open_run(db, bundle.run_id, plan, run_info(req, plan, repo, executor=bundle.executor,
-                                                      sandbox=bundle.manifest.sandbox.replace("auto", "bwrap")),
+                                                      sandbox=bundle.manifest.sandbox.replace("auto", "bwrap"),
+                                                      network=None if bundle.manifest.sandbox == "off" else
+                                                      bundle.manifest.sandbox_network),
                     state=state)
     ledger.record_bundle(db, bundle)
 

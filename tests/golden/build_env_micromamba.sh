@@ -65,9 +65,9 @@ if [ -s "$requirements" ]; then
 fi
 "$target/bin/python" -c "import sys; print(\"score-plugins: environment python\", sys.version.split()[0])"'
 # The installer (and any link script of a package) and uv (and any build script of the pip layer) run in the
-# sandbox as an unprivileged user, with only this environment (and the package cache) writable; root owns the
-# result after.
-sandboxed=("$SANDBOX_PYTHON" "$SANDBOX" exec --rw "$scratch" --rw "$target" --ro "$lockfile")
+# sandbox as an unprivileged user, with only this environment writable (the package cache is seen through a layer
+# of this step's own, thrown away after: link and build scripts run in the same step); root owns the result after.
+sandboxed=("$SANDBOX_PYTHON" "$SANDBOX" exec --network on --rw "$scratch" --rw "$target" --ro "$lockfile")
 if [ -n "$uv_path" ]; then
   sandboxed+=(--ro "$uv_path" --setenv UV_NO_CACHE=1)
 fi

@@ -38,15 +38,27 @@ if grep -Eq '^[A-Za-z0-9._-]+ @ git\+' "$lockfile"; then
   hash_mode=--verify-hashes
 fi
 # shellcheck disable=SC2154  # $1..$4 of the inner shell
-build='"$1" venv --quiet --python "$2" "$3" && "$1" pip sync --quiet --python "$3/bin/python" "$4" "$5" && "$3/bin/python" -c "import sys; print(\"score-plugins: environment python\", sys.version.split()[0])"'
-# Build scripts of sdists and git requirements are submitter code: the whole build runs in the sandbox as an
-# unprivileged user, with only this environment (and the package cache) writable; root owns the result after.
+build='"$1" venv --quiet --python "$2" "$3" && "$1" pip sync --quiet --python "$3/bin/python" "$4" "$5"'
+# Build scripts of sdists and git requirements are submitter code: the build runs in the sandbox as an
+# unprivileged user, with only this environment writable; root owns the result after.
 scratch=$(mktemp -d)
 trap 'rm -rf -- "$scratch"' EXIT
 status=0
-"$BASE_PYTHON" "$SANDBOX" exec --rw "$scratch" --rw "$target" --cache "$UV_CACHE_DIR" \
+# The shared package cache is never writable by submitter code: each step sees it through a layer of its own.
+# First uv alone, without building anything (nothing but uv runs: what it downloaded, hash-checked, joins the
+# cache afterwards, root's); only if something must be built, the whole build again, its layer thrown away.
+no_build='"$1" venv --quiet --python "$2" "$3" && "$1" pip sync --quiet --no-build --python "$3/bin/python" "$4" "$5"'
+"$BASE_PYTHON" "$SANDBOX" exec --network on --rw "$scratch" --rw "$target" --cache-merge "$UV_CACHE_DIR" \
   --ro "$lockfile" --ro "$UV" --python "$BASE_PYTHON" \
-  -- /bin/sh -c "$build" sh "$UV" "$BASE_PYTHON" "$target" "$hash_mode" "$lockfile" || status=$?
+  -- /bin/sh -c "$no_build" sh "$UV" "$BASE_PYTHON" "$target" "$hash_mode" "$lockfile" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+  echo "score-plugins: a package must be built: building with its build scripts, the package cache read-only"
+  rm -rf -- "$target"
+  status=0
+  "$BASE_PYTHON" "$SANDBOX" exec --network on --rw "$scratch" --rw "$target" --cache "$UV_CACHE_DIR" \
+    --ro "$lockfile" --ro "$UV" --python "$BASE_PYTHON" \
+    -- /bin/sh -c "$build" sh "$UV" "$BASE_PYTHON" "$target" "$hash_mode" "$lockfile" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
@@ -55,6 +67,9 @@ if [ "$(readlink -f -- "$target/bin/python")" != "$(readlink -f -- "$BASE_PYTHON
   echo "score-plugins: the build changed the environment's interpreter; refused" >&2
   exit 1
 fi
+# its first start runs what the packages put there (a `.pth`): sandboxed too, no cache in reach, nothing writable
+"$BASE_PYTHON" "$SANDBOX" exec --network off --rw "$scratch" --ro "$target" --python "$BASE_PYTHON" \
+  -- "$target/bin/python" -c 'import sys; print("score-plugins: environment python", sys.version.split()[0])'
 # the build ran as another user: never write through a name it could have planted (a symlink)
 rm -f -- "$target/score-plugins.lock" "$marker"
 cp -- "$lockfile" "$target/score-plugins.lock"

@@ -32,7 +32,7 @@ fi
 out="$REPORT_DIR/task-$task"
 # The plugin's tests are submitter code: pytest runs in the sandbox as an unprivileged user, with the code and
 # its environment read-only and only its own report folder writable (root reads the report without following links).
-exec "$BASE_PYTHON" "$SANDBOX" exec --rw "$out" --ro "$CODE_DIR" --ro "$env_path" --python "$env_path/bin/python" \
+exec "$BASE_PYTHON" "$SANDBOX" exec --network on --rw "$out" --ro "$CODE_DIR" --ro "$env_path" --python "$env_path/bin/python" \
   --setenv "PYTHONPATH=$CODE_DIR" --setenv PYTHONDONTWRITEBYTECODE=1 --setenv MPLBACKEND=Agg \
   -- "$env_path/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$out/junit.xml" \
   -o "junit_suite_name=$plugin" "${tests[@]}"

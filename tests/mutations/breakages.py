@@ -84,6 +84,19 @@ BREAKAGES = [
              "        return cur.rowcount\n",
              "        return len(rows)\n",
              "tests/test_ingest_copy.py::test_copy_on_postgres_stores_exactly_what_sqlite_stores"),
+    # issue 35: the boundaries of findings 5, 7 and 9, each broken where it is enforced
+    Breakage("shared-cache-writable-through-layer", "pipeline/job/cachelayer.py",
+             "                            _secure(entry.path, info)\n",
+             "                            os.lchown(entry.path, self.uid, 65534)\n",
+             "tests/test_sandbox_builds.py::test_build_scripts_never_write_a_cache_another_lock_or_build_reads"),
+    Breakage("node-addresses-left-open", "pipeline/job/netns.py",
+             '              + "".join(f"route add unreachable {a}/32\\n" for a in node_addresses())\n',
+             '              + ""\n',
+             "tests/test_sandbox_closed.py::test_worker_pools_and_the_network_setting"),
+    Breakage("plugin-text-shown-raw", "pipeline/inert.py",
+             "    return pattern.sub(_escape, text) if pattern.search(text) else text\n",
+             "    return text\n",
+             "tests/test_hostile_text.py::test_plugin_text_is_shown_inert_on_every_screen"),
 ]
 
 
