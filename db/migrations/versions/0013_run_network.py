@@ -3,14 +3,14 @@
 was recorded, when 'on' meant the node's own network).
 
 Revision ID: 0013
-Revises: 0006
+Revises: 0010
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0013'
-down_revision = '0006'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
