@@ -53,7 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--layer-files", type=int, default=20_000)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks the script runs end to end (tests/test_benchmarks.py); its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.layer_files = 1, 100
     times: dict[str, list[float]] = {"host": [], "off": [], "on": []}
     for mode in times:  # warm each once
         start_once(mode)

@@ -32,7 +32,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_benchmark_script_is_covered():
-    assert SCRIPTS == ["boundary_bench.py", "env_bench.py", "ingest_bench.py", "plan_bench.py",
+    assert SCRIPTS == ["boundary_bench.py", "env_bench.py", "ingest_bench.py", "network_bench.py", "plan_bench.py",
                        "real_repo_bench.py", "scale_bench.py", "scale_sim.py", "sides_bench.py", "slurm_bench.py",
                        "tier_bench.py"]
 
