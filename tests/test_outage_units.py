@@ -133,3 +133,85 @@ def test_only_the_plugins_own_solve_failures_are_cached(tmp_path, monkeypatch):
     with pytest.raises(EnvError) as cached:
         lock_environment(no_solution, locks, _default_uv(), jail=off)
     assert not isinstance(cached.value, EnvOutage) and "solve failed 0 min ago" in str(cached.value)
+
+
+SDIST_BACKEND = '''"""An in-tree PEP 517 backend (nothing to download): a wheel of one module, or an error when BROKEN."""
+import base64, hashlib, os, zipfile
+
+NAME, VERSION, BROKEN = {name!r}, "0.1", {broken!r}
+META = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(directory, config_settings=None):
+    if BROKEN:
+        raise SystemExit("this build script fails on purpose")
+    info = os.path.join(directory, f"{{NAME}}-{{VERSION}}.dist-info")
+    os.makedirs(info, exist_ok=True)
+    with open(os.path.join(info, "METADATA"), "w") as f:
+        f.write(META)
+    return os.path.basename(info)
+
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    wheel = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
+    files = {{f"{{NAME}}.py": b"VALUE = 1\\n", f"{{NAME}}-{{VERSION}}.dist-info/METADATA": META.encode(),
+             f"{{NAME}}-{{VERSION}}.dist-info/WHEEL": b"Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+    record = "".join(f"{{p}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()}},"
+                     f"{{len(d)}}\\n" for p, d in files.items())
+    with zipfile.ZipFile(os.path.join(directory, wheel), "w") as w:
+        for p, d in files.items():
+            w.writestr(p, d)
+        w.writestr(f"{{NAME}}-{{VERSION}}.dist-info/RECORD", record + f"{{NAME}}-{{VERSION}}.dist-info/RECORD,,\\n")
+    return wheel
+'''
+
+
+def sdist_index(root: Path) -> Path:
+    """A PEP 503 folder index (file://) of two packages published as sdists only, each built by an in-tree backend:
+    `tinysdist` builds, `brokensdist`'s build script fails."""
+    import tarfile
+
+    for name, broken in (("tinysdist", False), ("brokensdist", True)):
+        src = root / "src" / f"{name}-0.1"
+        src.mkdir(parents=True)
+        (src / "pyproject.toml").write_text(f'[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                            f'backend-path = ["."]\n\n[project]\nname = "{name}"\nversion = "0.1"\n'
+                                            'dynamic = ["dependencies"]\n')  # so uv must run the build
+        (src / "backend.py").write_text(SDIST_BACKEND.format(name=name, broken=broken))
+        folder = root / "simple" / name
+        folder.mkdir(parents=True)
+        with tarfile.open(folder / f"{name}-0.1.tar.gz", "w:gz") as tar:
+            tar.add(src, arcname=src.name)
+        (folder / "index.html").write_text(f'<html><body><a href="{name}-0.1.tar.gz">{name}-0.1.tar.gz</a>'
+                                           '</body></html>\n')
+    return root / "simple"
+
+
+def test_a_failed_solve_without_builds_is_never_judged_the_solve_with_builds_is(tmp_path, monkeypatch):
+    """Locks solve with `--no-build` first (issue 35: nothing but uv runs, so its downloads may join the shared
+    cache). For a package published only as an sdist that solve says "No solution found", which alone would read
+    as the plugins' failure (cached for an hour, mailed): it is not judged, the solve with builds runs and its
+    result is the answer. A set that solves once built is locked, nothing cached as failed; a build script that
+    fails is the plugins' failure, with its own words, cached. Real uv in the real sandbox; the index is a
+    folder (file://), bound read-only."""
+    from pipeline.config import _default_uv
+
+    index = sdist_index(tmp_path / "index")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"file://{index}")
+    jail = LockJail(extra_ro=(str(tmp_path / "index"),))
+    locks = tmp_path / "locks"
+    built = lock_environment(EnvSpec(("tinysdist",), "3.11"), locks, _default_uv(), jail=jail)
+    assert built.packages == ("tinysdist==0.1",)
+    assert not list(locks.glob("*.failed"))
+    broken = EnvSpec(("brokensdist",), "3.11")
+    with pytest.raises(EnvError) as failed:
+        lock_environment(broken, locks, _default_uv(), jail=jail)
+    assert not isinstance(failed.value, EnvOutage), failed.value
+    assert "this build script fails on purpose" in str(failed.value) or "build backend" in str(failed.value), \
+        failed.value
+    assert "--no-build" not in str(failed.value) and "without builds" not in str(failed.value), failed.value
+    assert (locks / f"{broken.spec_hash}.failed").exists()
