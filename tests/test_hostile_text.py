@@ -142,7 +142,7 @@ def test_plugin_text_is_shown_inert_on_every_screen(workspace, example_repo):
     assert not [c for c in CONTROL if c in page] and "rlo\\u202eexe.model" in page
 
     mails = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
-             for p in (workspace.state / "outbox").glob("*.eml")]
+             for p in (workspace.state / "outbox").rglob("*.eml")]
     eve = [m for m in mails if "eve@example.org" in str(m["To"])]
     assert eve
     for part in (eve[0].get_body(("plain",)).get_content(), eve[0].get_body(("html",)).get_content()):

@@ -256,7 +256,7 @@ def test_worker_pools_and_the_network_setting(workspace, example_repo):
         assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", score)], (mode, result["pairs"])
         status = workspace.json("status")
         assert status["network"] == mode, status
-        mails = [m for m in (p.read_text() for p in workspace.state.glob("outbox/*.eml"))
+        mails = [m for m in (p.read_text() for p in workspace.state.glob("outbox/**/*.eml"))
                  if f"X-Score-Plugins-Run: {status['run_id']}" in m]
         assert mails and all(("(node network)" in m and "Network: host." in m) == (mode == "host") for m in mails)
     table = workspace.cli("status", workspace.json("runs")[1]["run_id"]).stdout
