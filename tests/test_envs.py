@@ -111,7 +111,8 @@ def test_corrupt_lockfile_fails_the_env_build_stage(builder, tmp_path, workspace
     assert result.returncode != 0
     assert not (tmp_path / "envs" / "bad" / ".score-plugins-complete").exists()
 
-    # through the pipeline: the lock cache corrupted after planning -> every pair fails at env_build, with the log
+    # through the pipeline: the lock cache corrupted after planning -> every pair fails at env_build, with the log;
+    # the lock cache is ours, not the plugins': an infrastructure failure (b34-outage), exit 3, nothing blamed
     workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(tmp_path / "fresh-envs")
     plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", "--models", "logreg",
                           "--benchmarks", "iris-accuracy")
@@ -119,9 +120,10 @@ def test_corrupt_lockfile_fails_the_env_build_stage(builder, tmp_path, workspace
     for lock in (workspace.state / "locks").glob("*.txt"):
         lock.write_text(lock.read_text().replace("--hash=sha256:", "--hash=sha256:0"))
     result = workspace.json("run", "--repo", str(example_repo), "--all", "--models", "logreg",
-                            "--benchmarks", "iris-accuracy", expect=1)
+                            "--benchmarks", "iris-accuracy", expect=3)
     [pair] = result["pairs"]
-    assert pair["state"] == "FAILED" and pair["stage"] == "env_build"
+    assert pair["state"] == "INFRA_FAIL" and pair["stage"] == "env_build", pair
+    assert pair["reason"].startswith("infrastructure (") and "Invalid hash digest" in pair["reason"], pair
     status = workspace.json("status")
     assert status["jobs"][0]["stage"] == "env_build"
 
