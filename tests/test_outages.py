@@ -1,7 +1,8 @@
 """An outage is infrastructure, never the plugin's: a real package index on localhost (a PEP 503 folder served by
 Python's http.server, over plain HTTP and over HTTPS with a self-signed certificate), reached as every test reaches
 packages, through uv's index setting (`UV_DEFAULT_INDEX`; the other tests use uv's default, PyPI, through the
-machine's CA bundle in `SSL_CERT_FILE`). Nothing here needs PyPI: the one requirement is a wheel made here.
+machine's CA bundle in `SSL_CERT_FILE`), with `sandbox_network = "host"`: a service on the node is out of a
+sandboxed step's reach with the default "on". Nothing here needs PyPI: the one requirement is a wheel made here.
 
 The issue's story, build after build of one workspace: the index at a closed port, then TLS that the agent does
 not trust (its CA setting missing), each exit 3 with nothing cached and no submitter mailed; then the agent fixed
@@ -126,7 +127,10 @@ def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, exampl
     envs = tmp_path / "envs"
     workspace.env.update({"SCORE_PLUGINS_ADMIN_EMAIL": ADMIN, "SCORE_PLUGINS_ENV_ROOT": str(envs),
                           # the sandboxed solver and builder read the agent's CA bundle where it is
-                          "SCORE_PLUGINS_SANDBOX_EXTRA_PATHS": str(bundle)})
+                          "SCORE_PLUGINS_SANDBOX_EXTRA_PATHS": str(bundle),
+                          # the index is a service on this node, which `sandbox_network = "on"` closes to every sandboxed
+                          # step (b35-text): the administrator's explicit choice of the node's own network
+                          "SCORE_PLUGINS_SANDBOX_NETWORK": "host"})
     locks = workspace.state / "locks"
     try:
         # 1. the index at a closed port, then 2. TLS the agent does not trust: infrastructure, build after build
