@@ -135,7 +135,7 @@ def test_only_the_plugins_own_solve_failures_are_cached(tmp_path, monkeypatch):
     assert not isinstance(cached.value, EnvOutage) and "solve failed 0 min ago" in str(cached.value)
 
 
-SDIST_BACKEND = '''"""An in-tree PEP 517 backend (nothing to download): a wheel of one module, or an error when BROKEN."""
+SDIST_BACKEND = '''"""An in-tree PEP 517 backend (nothing to download): a wheel of one module; an error when BROKEN."""
 import base64, hashlib, os, zipfile
 
 NAME, VERSION, BROKEN = {name!r}, "0.1", {broken!r}
@@ -159,7 +159,8 @@ def prepare_metadata_for_build_wheel(directory, config_settings=None):
 def build_wheel(directory, config_settings=None, metadata_directory=None):
     wheel = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
     files = {{f"{{NAME}}.py": b"VALUE = 1\\n", f"{{NAME}}-{{VERSION}}.dist-info/METADATA": META.encode(),
-             f"{{NAME}}-{{VERSION}}.dist-info/WHEEL": b"Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+             f"{{NAME}}-{{VERSION}}.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
     record = "".join(f"{{p}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()}},"
                      f"{{len(d)}}\\n" for p, d in files.items())
     with zipfile.ZipFile(os.path.join(directory, wheel), "w") as w:

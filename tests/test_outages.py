@@ -128,8 +128,8 @@ def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, exampl
     workspace.env.update({"SCORE_PLUGINS_ADMIN_EMAIL": ADMIN, "SCORE_PLUGINS_ENV_ROOT": str(envs),
                           # the sandboxed solver and builder read the agent's CA bundle where it is
                           "SCORE_PLUGINS_SANDBOX_EXTRA_PATHS": str(bundle),
-                          # the index is a service on this node, which `sandbox_network = "on"` closes to every sandboxed
-                          # step (b35-text): the administrator's explicit choice of the node's own network
+                          # the index is a service on this node, which `sandbox_network = "on"` closes to every
+                          # sandboxed step (b35-text): the administrator's explicit choice of the node's own network
                           "SCORE_PLUGINS_SANDBOX_NETWORK": "host"})
     locks = workspace.state / "locks"
     try:

@@ -288,7 +288,8 @@ def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, e
     jobs = workspace.json("status", rendered["run_id"])["jobs"]
     # the node's failure, not the plugins' (b34-outage: a sandbox the node cannot set up is infrastructure)
     assert len(jobs) == 2 and all(j["state"] == "INFRA_FAIL" and "bubblewrap (bwrap) is not installed" in j["reason"]
-                                  and j["reason"].startswith("infrastructure (sandbox unavailable)") for j in jobs), jobs
+                                  and j["reason"].startswith("infrastructure (sandbox unavailable)")
+                                  for j in jobs), jobs
     assert not marker.exists()
 
 
