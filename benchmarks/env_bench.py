@@ -17,9 +17,8 @@ from _common import last_line
 
 from envs.lock import EnvSpec, lock_environment
 from jobscripts import render_env_builder
-from pipeline.config import load_settings
+from pipeline.config import load_settings, python_version
 from pipeline.stages.bundle import copy_job_package
-from pipeline.stages.run import python_version
 
 
 def build(script: Path, target: Path, lock: Path) -> float:

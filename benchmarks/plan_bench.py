@@ -34,10 +34,9 @@ from db import migrate
 from db.ingest import ingest_results
 from db.models import Run, Score
 from db.queries import scored_keys
-from pipeline.config import load_settings
+from pipeline.config import load_settings, python_version
 from pipeline.stages.detect import detect_all
 from pipeline.stages.plan import make_plan, pair_key
-from pipeline.stages.run import python_version
 
 
 REPEAT = 5  # ours and the floor, each measured this many times, alternating; the best of each is reported

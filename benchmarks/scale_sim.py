@@ -30,7 +30,7 @@ from pipeline.stages import ledger
 from pipeline.config import load_settings
 from pipeline.database import open_database
 from pipeline.executors.base import TaskState
-from pipeline.stages.run import Request, detect_and_plan, run_info
+from pipeline.orchestrator.run import Request, detect_and_plan, run_info
 from pipeline.stages.bundle import render_bundle
 from pipeline.stages.watch import Watcher, ingest_when_reachable
 from pipeline.job.spool import announce

@@ -28,12 +28,11 @@ from pathlib import Path
 
 from _common import last_line
 
-from pipeline.config import load_settings
+from pipeline.config import load_settings, python_version
 from pipeline.executors.base import job_environment
 from pipeline.stages.bundle import Bundle, render_bundle
 from pipeline.stages.detect import detect_all
 from pipeline.stages.plan import make_plan
-from pipeline.stages.run import python_version
 
 MODELS = 4
 

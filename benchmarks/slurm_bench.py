@@ -41,13 +41,12 @@ from pipeline.job.pair_sandbox import sandboxed
 from pipeline.job.seccomp import seccomp_program
 from pipeline.stages import ledger
 from pipeline.stages.bundle import Bundle, render_bundle
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, load_settings, python_version
 from pipeline.database import open_database
 from pipeline.stages.detect import detect_all
 from pipeline.executors.base import job_environment
 from pipeline.executors.slurm import SlurmExecutor
 from pipeline.stages.plan import Plan, make_plan
-from pipeline.stages.run import python_version
 from pipeline.stages.watch import Watcher
 
 PAIRS = 40

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -352,3 +353,17 @@ def _known_variable(suffix: str, known: Mapping[str, Any]) -> bool:
 
 def replace(settings: Settings, **changes: Any) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+def python_version(python: str, configured: str = "") -> str:
+    """The jobs' Python version: the `python_version` setting, else asked of the job interpreter when it exists
+    here (a cluster interpreter that exists only on the nodes needs the setting)."""
+    if configured:
+        return configured
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BadInput(f"the job interpreter {python} cannot be run here ({type(exc).__name__}); set python_version "
+                       "(e.g. SCORE_PLUGINS_PYTHON_VERSION=3.11) for a cluster-only interpreter") from None
+    return out.stdout.strip()

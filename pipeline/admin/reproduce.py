@@ -13,13 +13,12 @@ from envs.conda import lock_path
 from envs.lock import EnvError, EnvSpec, validate_requirements
 from envs.sides import SIDES, is_shared, side_hashes
 from pipeline.stages.bundle import Bundle, render_bundle
-from pipeline.config import Settings, replace
+from pipeline.config import Settings, replace, python_version
 from pipeline.confine import lock_jail
 from pipeline.database import Database
 from pipeline.stages.detect import detect_all
 from pipeline.errors import BadInput
 from pipeline.stages.plan import conda_request, make_plan
-from pipeline.stages.run import python_version
 
 
 def reproduce_score(settings: Settings, db: Database, score_id: int, out_dir: Path) -> Bundle:

@@ -64,7 +64,7 @@ def cancel(cmd: Command, run_id: str) -> None:
 @common()
 def rerun(cmd: Command, run_id: str, failed_only: bool, executor: str | None) -> None:
     """Run again, as a new run at the same commit, every pair of RUN that did not complete."""
-    from pipeline.stages import run as runner
+    from pipeline.orchestrator import run as runner
     from pipeline.admin.hand_submitted import rerun_executor
     from pipeline.admin.repair import MANUAL, failed_pairs
 

@@ -67,7 +67,7 @@ def _ids(text: str | None, option: str = "--models") -> list[str] | None:
 def _request(repo: Path, base: str | None, head: str, all_: bool, domain_root: str | None, models: str | None,
              benchmarks: str | None, force: bool, executor: str = "local", retry_failed_solves: bool = False,
              dry: bool = False, **extra: Any):
-    from pipeline.stages.run import Request
+    from pipeline.orchestrator.run import Request
 
     if extra.get("backfill"):
         if base:

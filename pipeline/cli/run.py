@@ -41,7 +41,7 @@ def nothing_to_score(plan) -> str:  # noqa: ANN001 - pipeline.stages.plan.Plan
 @common()
 def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
     """The pairs to score, minus those already scored for the same code and environment."""
-    from pipeline.stages.run import detect_and_plan
+    from pipeline.orchestrator.run import detect_and_plan
 
     with cmd.database() as db:
         change, _, the_plan = detect_and_plan(cmd.settings, db, _request(**opts, dry=True))
@@ -117,7 +117,7 @@ def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build:
 
 def _execute(cmd: Command, db, req):  # noqa: ANN001, ANN202 - Database, Request -> RunResult
     """Execute a run with progress on stderr; Ctrl-C, SIGTERM and SIGHUP cancel it (recorded and emailed)."""
-    from pipeline.stages import run as runner
+    from pipeline.orchestrator import run as runner
     from pipeline.admin.signals import stop_on_signals
     from pipeline.stopping import check as check_stop
 
@@ -262,7 +262,7 @@ def _print_run(result, dry_run: bool) -> None:  # noqa: ANN001 - RunResult
 def render(cmd: Command, out_dir: Path, **opts: Any) -> None:
     """Write standalone job scripts and manifest that an admin can `sbatch` by hand."""
     from pipeline.stages.bundle import render_bundle
-    from pipeline.stages.run import detect_and_plan, record_run
+    from pipeline.orchestrator.run import detect_and_plan, record_run
     from pipeline.admin.repair import MANUAL
     from db.states import State
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from db.states import State
 from pipeline.catalog import gitrepo
 from pipeline.stages import ledger
 from pipeline.stages.bundle import Bundle, new_run_id, render_bundle
-from pipeline.config import Settings
+from pipeline.config import Settings, python_version
 from pipeline.confine import lock_jail, require_memory_bound, require_sandbox
 from pipeline.database import Database
 from pipeline.stages.detect import Change, detect, detect_all
@@ -119,20 +118,6 @@ class RunResult:
             "infrastructure": [{k: p[k] for k in ("model", "benchmark", "stage", "reason")} for p in self.outages],
             "issues": self.change.issues,
         }
-
-
-def python_version(python: str, configured: str = "") -> str:
-    """The jobs' Python version: the `python_version` setting, else asked of the job interpreter when it exists
-    here (a cluster interpreter that exists only on the nodes needs the setting)."""
-    if configured:
-        return configured
-    try:
-        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise BadInput(f"the job interpreter {python} cannot be run here ({type(exc).__name__}); set python_version "
-                       "(e.g. SCORE_PLUGINS_PYTHON_VERSION=3.11) for a cluster-only interpreter") from None
-    return out.stdout.strip()
 
 
 def _lock_progress(done: int, total: int) -> None:

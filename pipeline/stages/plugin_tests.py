@@ -21,13 +21,12 @@ from envs.lock import EnvError, EnvSpec, lock_environment, validate_requirements
 from jobscripts import PluginTestJob, PluginTestTask, render_env_builder, render_plugin_test_job
 from pipeline.catalog import gitrepo
 from pipeline.stages.bundle import copy_job_package
-from pipeline.config import Settings
+from pipeline.config import Settings, python_version
 from pipeline.confine import build_network, lock_jail, require_sandbox
 from pipeline.inert import inert
 from pipeline.stages.detect import Change
 from pipeline.executors.base import job_environment
 from pipeline.catalog.plugins import PLUGIN_TYPES, Catalog, Plugin
-from pipeline.stages.run import python_version
 
 TEST_REQUIREMENT = "pytest>=7"
 

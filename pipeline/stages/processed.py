@@ -113,7 +113,7 @@ def record_processed(db: Database, repo: Path, base: Base, head: str, run_id: st
     return True
 
 
-def after_run(db: Database, req, base: Base, result) -> str:  # noqa: ANN001 - stages.run.Request, RunResult
+def after_run(db: Database, req, base: Base, result) -> str:  # noqa: ANN001 - orchestrator.run.Request, RunResult
     """Record the run's head as processed when the run did its job (every pair ended, failures recorded and told;
     or nothing to score), and say what happened. Not when pairs were lost to the infrastructure (the next build
     tries them again) nor when --models/--benchmarks narrowed the run (the pairs left out are still to do)."""
