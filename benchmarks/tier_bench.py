@@ -1,4 +1,4 @@
-"""Replay a Brain-Score-shaped workload of true memory peaks through the tier logic (pipeline.capacity.tiers, the same
+"""Replay a Brain-Score-shaped workload of true memory peaks through the tier logic (pipeline.tiers, the same
 functions `plan` and the escalation use) against two baselines, on the same pairs:
 
 - fixed: one request for every pair, sized to the largest pair of the run (what one `mem` per run forces);
@@ -33,7 +33,7 @@ import random
 from _common import last_line
 
 from pipeline.capacity.sizing import MARGIN, QUANTILE, Estimates
-from pipeline.capacity.tiers import Need, Tier, first_tier, next_tier, parse_tiers
+from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 
 GB = 2**30
 # as an administrator paying for every GB-hour would set them: powers of two up to the largest node, GPU tiers

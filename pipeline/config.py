@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from jobscripts.render import SlurmOptions
 from pipeline.errors import BadInput
-from pipeline.capacity.tiers import Tier, parse_tiers
+from pipeline.tiers import Tier, parse_tiers
 
 ENV_PREFIX = "SCORE_PLUGINS_"
 # Variables that name credentials or the layering itself, never a settings field.

@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.capacity.attempts import failure_kind
 from pipeline.capacity.escalation import _places
-from pipeline.capacity.tiers import next_tier, parse_tiers
+from pipeline.tiers import next_tier, parse_tiers
 from pipeline.config import load_settings
 from pipeline.executors.gpu_pool import GpuPool, discover
 from pipeline.executors.slurm.ids import task_job_id

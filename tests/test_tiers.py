@@ -13,7 +13,7 @@ from pipeline.config import load_settings
 from pipeline.errors import BadInput
 from pipeline.executors.slurm import ArrayPart, parse_sacct
 from pipeline.capacity.sizing import Estimates
-from pipeline.capacity.tiers import Need, Tier, first_tier, next_tier, parse_tiers
+from pipeline.tiers import Need, Tier, first_tier, next_tier, parse_tiers
 from tests.conftest import commit_all, write
 
 GB = 2**30

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Mapping
 
-from pipeline.capacity.tiers import time_budget_problems as tier_time_budget
+from pipeline.tiers import time_budget_problems as tier_time_budget
 from pipeline.config import ENV_PREFIX, RESERVED_ENV, Settings
 
 
@@ -48,6 +48,6 @@ def time_budget_problem(settings: Settings) -> str | None:
 
 
 def time_budget_problems(settings: Settings, tasks: list[dict] | None = None) -> list[str]:
-    """pipeline.capacity.tiers.time_budget_problems for these settings."""
+    """pipeline.tiers.time_budget_problems for these settings."""
     return tier_time_budget(settings.tier_list, bool(settings.tiers), settings.pair_timeout, settings.pairs_per_task,
                             tasks)

@@ -25,7 +25,7 @@ from db.upsert import insert_many
 from pipeline.database import Database
 from pipeline.executors.base import TaskState
 from pipeline.stages.ingest import RejectedResult, check_result
-from pipeline.capacity.tiers import Tier
+from pipeline.tiers import Tier
 from pipeline.executors.slurm.ids import task_job_id
 from pipeline.job.gpus import GPU_OUT_OF_MEMORY
 

@@ -23,7 +23,7 @@ from pipeline.config import Settings
 from pipeline.database import Database
 from pipeline.executors.base import Executor, TaskState
 from pipeline.stages import ledger
-from pipeline.capacity.tiers import Tier, next_tier, top_reason
+from pipeline.tiers import Tier, next_tier, top_reason
 from pipeline.stages.watch import Watcher
 from pipeline.stopping import unbroken
 

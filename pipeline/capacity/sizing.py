@@ -15,7 +15,7 @@ from pipeline.database import Database
 from pipeline.stages.detect import Change
 from pipeline.stages.plan import Plan, PlannedPair
 from pipeline.catalog.plugins import Catalog, Plugin
-from pipeline.capacity.tiers import GB, Need, Tier, first_tier, too_large
+from pipeline.tiers import GB, Need, Tier, first_tier, too_large
 
 
 def measured_peaks(db: Database) -> dict[tuple[str, str], int]:

@@ -21,7 +21,7 @@ from pipeline.capacity import attempts
 from pipeline.stages.bundle import Bundle
 from pipeline.database import Database
 from pipeline.executors.base import TaskState
-from pipeline.capacity.tiers import Tier
+from pipeline.tiers import Tier
 
 
 def bundle_tiers(bundle: Bundle, fallback: Iterable[Tier] = ()) -> dict[str, Tier]:

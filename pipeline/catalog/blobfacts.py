@@ -81,7 +81,7 @@ def _environment(text: str) -> dict:
 
 def _metadata(text: str) -> dict:
     """Resources per plugin type (the file says `models:` or `benchmarks:` for per-id entries): one parse."""
-    from pipeline.capacity.resources import MAX_BYTES, resources_of
+    from pipeline.catalog.resources import MAX_BYTES, resources_of
 
     if len(text) > MAX_BYTES:
         problem = f"larger than {MAX_BYTES} bytes; not read"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from pipeline.capacity.tiers import Need
+from pipeline.tiers import Need
 from pipeline.catalog import gitrepo, parentcache
 from pipeline.catalog.blobfacts import DOMAIN_FILE_KINDS, PLUGIN_FILE_KINDS
 from pipeline.catalog.domainreqs import domain_requirements, domain_requires_python, split_stdlib

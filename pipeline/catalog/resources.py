@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from pipeline import safe_yaml
-from pipeline.capacity.tiers import Need
+from pipeline.tiers import Need
 from pipeline.units import size_bytes
 
 METADATA_FILES = ("metadata.yml", "metadata.yaml")

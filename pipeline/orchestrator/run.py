@@ -37,7 +37,7 @@ from pipeline.admin.rerun import keep_scope
 from pipeline.admin.signals import Stopped, cancel_reason, mark_cancel, stopped_from
 from pipeline.stopping import check as check_stop, unbroken
 from pipeline.capacity.sizing import assign_tiers
-from pipeline.capacity.tiers import time_budget_problems
+from pipeline.tiers import time_budget_problems
 from pipeline.stages.watch import Progress, Watcher
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pipeline.config import Settings
 from pipeline.confine import build_network
 from pipeline.errors import BadInput
 from pipeline.stages.plan import Plan, PlannedPair
-from pipeline.capacity.tiers import Tier
+from pipeline.tiers import Tier
 from pipeline.units import size_bytes
 from pipeline.job.manifest import Manifest
 
