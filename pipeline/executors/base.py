@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from db.states import TERMINAL
-
-if TYPE_CHECKING:
-    from pipeline.stages.bundle import Bundle
+from pipeline.job.manifest import Manifest
 
 # Site plumbing a job needs to reach the package index (certificates, proxies) and nothing else.
 JOB_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
@@ -54,6 +53,26 @@ class TaskState:
         return self.state in TERMINAL
 
 
+class TaskBundle(Protocol):
+    """What an executor reads of a rendered run (pipeline.stages.bundle.Bundle is one): declared here, so the
+    executors sit below the stages and import none of them (tests/test_layout.py)."""
+
+    run_id: str
+    run_dir: Path
+    job_script: Path
+    manifest: Manifest
+
+    @property
+    def log_dir(self) -> Path: ...
+
+    @property
+    def n_tasks(self) -> int: ...
+
+    def script_for(self, index: int) -> tuple[Path, int]: ...
+
+    def arrays(self) -> list[tuple[Path, int, int]]: ...
+
+
 class Executor(ABC):
     """Runs a bundle's array tasks. A job id is the text this executor returns from `submit`; it is stored on
     the job rows, and `attach` lets a later process (reconcile, cancel) poll and cancel it again."""
@@ -63,7 +82,7 @@ class Executor(ABC):
     can_resubmit: bool = False  # whether `resubmit` can run tasks again (NODE_FAIL, PREEMPTED; a tier escalation)
 
     @abstractmethod
-    def submit(self, bundle: Bundle) -> str:
+    def submit(self, bundle: TaskBundle) -> str:
         """Start every array task of the bundle; return the job id."""
 
     @abstractmethod
@@ -74,11 +93,11 @@ class Executor(ABC):
     def cancel(self, job_id: str) -> None:
         """Stop every task of the job that is still pending or running."""
 
-    def attach(self, bundle: Bundle, job_id: str) -> None:
+    def attach(self, bundle: TaskBundle, job_id: str) -> None:
         """Know a job another (perhaps dead) process submitted, from its stored id, so that `poll` and `cancel`
         work on it. Executors whose ids say everything need nothing."""
 
-    def resubmit(self, bundle: Bundle, indices: list[int]) -> str:
+    def resubmit(self, bundle: TaskBundle, indices: list[int]) -> str:
         """Run some tasks of the bundle again; returns the new job id (only when `can_resubmit`)."""
         raise NotImplementedError(f"the {self.name} executor does not resubmit tasks")
 
