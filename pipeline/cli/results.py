@@ -56,7 +56,7 @@ def leaderboard(cmd: Command, view: str, rules: str | None, audience: str) -> No
 @common(prod="hidden")
 def status(cmd: Command, run: str | None) -> None:
     """Counts per state of RUN (default: the newest run), and each pair's state."""
-    from pipeline.leaderboard.report import run_status
+    from pipeline.admin.status import run_status
 
     from pipeline.admin.runs import resolve_run_id
 
