@@ -85,7 +85,8 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
 def run(cmd: Command, dry_run: bool, submitters: tuple[str, ...], jenkins_build: str | None,
         build_url: str | None, since_processed: bool, **opts: Any) -> None:
     """Detect, plan, render, submit, wait, record and notify."""
-    from pipeline.stages import processed, run as runner
+    from pipeline.orchestrator import run as runner
+    from pipeline.stages import processed
 
     fallback = opts["base"]
     if since_processed:
