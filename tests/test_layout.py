@@ -126,3 +126,56 @@ def test_no_room_imports_a_room_above_it():
              for (room, target), where in sorted(edges().items()) if target not in MAY_IMPORT.get(room, set())]
     assert not wrong, "imports against the house's direction (tests/test_layout.py, docs/design.md):\n" + \
         "\n".join(wrong)
+
+
+# The ledger owns every run and job row transition; ingest's one batch upsert of the jobs' final states is the other
+# writer (db/ingest.py, called by pipeline/stages/ingest.py).
+ROW_WRITERS = {"pipeline/stages/ledger.py", "db/ingest.py"}
+ROW_TABLES = {"Run", "Job"}
+RAW_WRITE = r"\b(update|insert\s+into|delete\s+from)\s+(jobs|runs)\b"
+
+
+def _names_a_row_table(node: ast.AST) -> bool:
+    """`Run`, `Job`, `Run.__table__`, `Job.__table__`."""
+    if isinstance(node, ast.Attribute) and node.attr == "__table__":
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in ROW_TABLES
+
+
+def row_writes(path: Path) -> list[str]:
+    """Where a file writes run or job rows: update/insert/delete of Run or Job, their raw tables, insert_many or
+    insert_for of them, session.add of a new Run or Job, or raw SQL that updates, inserts into or deletes from them."""
+    import re
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else \
+                node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if name in ("update", "insert", "delete") and node.args and _names_a_row_table(node.args[0]):
+                found.append(f"{node.lineno}: {name}({ast.unparse(node.args[0])})")
+            elif name in ("insert_many", "insert_for") and any(_names_a_row_table(a) for a in node.args):
+                found.append(f"{node.lineno}: {name}(..., {ROW_TABLES & {ast.unparse(a) for a in node.args}})")
+            elif name == "add" and node.args and isinstance(node.args[0], ast.Call) \
+                    and _names_a_row_table(node.args[0].func):
+                found.append(f"{node.lineno}: add({ast.unparse(node.args[0].func)}(...))")
+        elif isinstance(node, ast.Attribute) and node.attr == "__table__" and _names_a_row_table(node):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")  # the raw table, e.g. update(table) after it
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.search(RAW_WRITE, node.value, re.IGNORECASE):
+            found.append(f"{node.lineno}: raw SQL {node.value[:60]!r}")
+    return found
+
+
+def test_only_the_ledger_writes_run_and_job_rows():
+    """Every run and job transition is one function of pipeline/stages/ledger.py (ingest's batch upsert of the
+    jobs' final states aside): no `update(Run)`/`update(Job)` or new row anywhere else."""
+    elsewhere = []
+    for package in ("pipeline", "db"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in ROW_WRITERS or "/migrations/" in rel or "examples/commits" in rel:
+                continue
+            elsewhere += [f"{rel}:{where}" for where in row_writes(path)]
+    assert not elsewhere, "run/job rows written outside the ledger:\n" + "\n".join(elsewhere)
+    assert row_writes(ROOT / "pipeline/stages/ledger.py"), "the check no longer sees the ledger's own writes"
