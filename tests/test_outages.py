@@ -111,7 +111,8 @@ def run(workspace, repo: Path, *extra: str) -> tuple[int, dict, str]:  # noqa: A
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
-def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, example_repo, tmp_path):
+def tinydep_change(example_repo: Path, tmp_path: Path) -> tuple[Index, Path]:
+    """The index (started) and the agent's fixed CA bundle, and a commit adding `tiny-model` and `needs-tinydep`."""
     index = Index(tmp_path / "index")
     bundle = tmp_path / "ca-bundle.pem"  # the agent's CA setting once fixed: the system's CAs and the index's
     system = Path(os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile)
@@ -124,6 +125,11 @@ def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, exampl
           "benchmark_registry['needs-tinydep'] = Bench\n")
     write(example_repo, "sklearn_scores/benchmarks/needs_tinydep/requirements.txt", "tinydep==1.0\n")
     commit_all(example_repo, "a model and a benchmark that needs tinydep", author=f"Mallory <{SUBMITTER}>")
+    return index, bundle
+
+
+def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, example_repo, tmp_path):
+    index, bundle = tinydep_change(example_repo, tmp_path)
     envs = tmp_path / "envs"
     workspace.env.update({"SCORE_PLUGINS_ADMIN_EMAIL": ADMIN, "SCORE_PLUGINS_ENV_ROOT": str(envs),
                           # the sandboxed solver and builder read the agent's CA bundle where it is
@@ -202,5 +208,42 @@ def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, exampl
             assert ("solve failed 0 min ago" in reasons["needs-broken"][1]) == (attempt == 2), reasons
             assert len(list(locks.glob("*.failed"))) == 2
         assert any("failed" in s for s in mail_to(workspace)[SUBMITTER]), mail_to(workspace)
+    finally:
+        index.stop()
+
+
+def test_through_the_jenkins_job_an_unreachable_index_is_exit_3_and_the_next_build_scores(example_repo, postgres,
+                                                                                          tmp_path):
+    """Finding 3 as Jenkins runs it: the prod job's entry script with Jenkins' variables. The index unreachable:
+    the build exits 3 (red: infrastructure), nothing is cached, no submitter is mailed, nothing is recorded as
+    processed; the next build (index back, same commit range from Jenkins' last green build) scores and mails."""
+    from tests.test_jenkins import entry, jenkins_env, migrated, result_of, state_root
+
+    index, bundle = tinydep_change(example_repo, tmp_path)
+    prod = migrated(postgres.create_database("outage_prod"), tmp_path, "prod")
+    state = state_root(example_repo) / "score-plugins/prod"
+    try:
+        env = jenkins_env(example_repo, "score_plugins", SCORE_PLUGINS_DB_PROD=prod, MODELS="tiny-model",
+                          BENCHMARKS="needs-tinydep", SCORE_PLUGINS_ADMIN_EMAIL=ADMIN,
+                          SCORE_PLUGINS_ENV_ROOT=str(tmp_path / "envs"), SCORE_PLUGINS_SANDBOX_EXTRA_PATHS=str(bundle),
+                          SCORE_PLUGINS_SANDBOX_NETWORK="host", SSL_CERT_FILE=str(bundle),
+                          UV_DEFAULT_INDEX=f"http://127.0.0.1:{closed_port()}/simple")
+        proc = entry("score_plugins.sh", env)
+        assert proc.returncode == 3, proc.stderr
+        assert "infrastructure unreachable or missing: nothing is recorded as processed" in proc.stderr
+        result = result_of(example_repo)
+        assert [p["state"] for p in result["pairs"]] == ["INFRA_FAIL"], result["pairs"]
+        assert not list((state / "locks").glob("*.failed")), "an outage is never cached as a failed solve"
+        outbox = {str(m.get("To")) for m in (email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+                                            for p in state.glob("outbox/**/*.eml"))}
+        assert outbox == {ADMIN}, outbox  # the admin's alert, no submitter
+        env.update(UV_DEFAULT_INDEX=index.url, BUILD_NUMBER="43")
+        proc = entry("score_plugins.sh", env)
+        assert proc.returncode == 0, proc.stderr
+        result = result_of(example_repo)
+        assert [(p["state"], p["score"]) for p in result["pairs"]] == [("COMPLETED", 0.5)], result["pairs"]
+        mailed = [m for m in (email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+                              for p in state.glob("outbox/**/*.eml")) if str(m.get("To")) == SUBMITTER]
+        assert len(mailed) == 1 and "all scored" in str(mailed[0]["Subject"]), [str(m["Subject"]) for m in mailed]
     finally:
         index.stop()
