@@ -10,6 +10,8 @@ runs on a real GPU node.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import threading
@@ -121,6 +123,11 @@ def test_a_gpu_pair_sees_exactly_its_gpu_concurrent_tasks_get_different_ones_and
     assert status["usage"]["gpu_hours_used"] is None and status["usage"]["gpu_attempts"] == 2
     table = workspace.cli("status", result["run_id"]).stdout
     assert "not measured" in table and "GPU-hours not measured of" in table
+    # the submitter's email says the same (text and HTML), never "0 used"
+    bodies = [part.get_content() for path in workspace.state.glob("outbox/**/*.eml")
+              for part in email.message_from_bytes(path.read_bytes(), policy=email.policy.default).walk()
+              if part.get_content_type() in ("text/plain", "text/html")]
+    assert bodies and all(re.search(r"GPU-hours not measured of [0-9.]+ requested", b) for b in bodies), bodies
 
 
 def test_no_silent_cpu_fallback_and_cuda_out_of_memory_escalates_to_more_gpu_memory(workspace, example_repo,
