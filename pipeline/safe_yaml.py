@@ -4,15 +4,17 @@ size: libyaml's C parser where PyYAML has it (ten times the pure-Python one), th
 An alias is cheap to load but makes a graph whose expansion is exponential: nine levels of nine aliases are 475
 bytes and gigabytes once formatted, compared or walked as a tree (issue 35). No plugin metadata or environment
 file of Brain-Score's repositories uses one, so a document with an alias is refused; libyaml itself refuses nesting
-deeper than 1000 levels. Every failure is `Refused` or a `yaml.YAMLError` with a short message, never another
-exception (an integer of 5000 digits is a ValueError in Python; a deep document a RecursionError in the pure
-loader)."""
+deeper than 1000 levels. An integer of more than 100 digits is refused too (`pipeline.bigints`: a hexadecimal one
+is read whatever its length, and then breaks whatever prints it). Every failure is `Refused` or a `yaml.YAMLError`
+with a short message, never another exception (a deep document is a RecursionError in the pure loader)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import yaml
+
+from pipeline import bigints
 
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 C_LOADER = _Base is not yaml.SafeLoader
@@ -30,7 +32,19 @@ def _no_alias(base: type) -> type:
             _refuse_shared_nodes(node)
             return super().construct_document(node)
 
+    NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
     return NoAliasLoader
+
+
+def _bounded_int(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> int:
+    """An integer scalar, refused (`bigints`) when it is longer than 100 digits: its text is measured before it is
+    converted (a conversion of 5000 decimal digits is a ValueError, of a million hexadecimal ones a long wait)."""
+    if len(node.value) > bigints.MAX_INT_TEXT:
+        raise Refused(bigints.REASON)
+    value = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    if bigints.too_large(value):
+        raise Refused(bigints.REASON)
+    return value
 
 
 _FAST = _no_alias(_Base)
@@ -56,9 +70,9 @@ def _refuse_shared_nodes(root: yaml.Node) -> None:
 def load(text: str) -> Any:
     """The one document of `text` as plain Python data (dict, list, str, int, float, bool, None, dates).
 
-    Refused: over a bound. yaml.YAMLError: not valid YAML, with the message of PyYAML's pure-Python loader
-    (the text is read again by it on this rare path, so that messages stay those users have seen), or a value
-    Python cannot hold (an integer of 5000 digits)."""
+    Refused: over a bound (an alias, an integer of more than 100 digits). yaml.YAMLError: not valid YAML, with the
+    message of PyYAML's pure-Python loader (the text is read again by it on this rare path, so that messages stay
+    those users have seen), or a value Python cannot hold."""
     try:
         return yaml.load(text, Loader=_FAST)  # noqa: S506 - a safe loader, see above
     except Refused:

@@ -66,7 +66,7 @@ def test_a_yaml_integer_over_the_bound_is_refused_before_it_is_converted(literal
     with pytest.raises(safe_yaml.Refused, match="an integer of more than 100 digits"):
         safe_yaml.load(f"resources: {{memory: {literal}}}\n")
     with pytest.raises(safe_yaml.Refused, match="an integer of more than 100 digits"):
-        safe_yaml.load(f"{literal}: key\n")
+        safe_yaml.load(f"? {literal}\n: key\n")  # an explicit key: a simple one is 1024 characters at most
     assert safe_yaml.load("a: " + "9" * 100 + "\nb: 0x" + "f" * 83 + "\nc: 1:30\n") == \
         {"a": 10 ** 100 - 1, "b": 16 ** 83 - 1, "c": 90}
 

@@ -16,7 +16,7 @@ import yaml
 
 from envs.conda import environment_of
 from envs.lock import EnvError
-from pipeline import safe_yaml
+from pipeline import bigints, safe_yaml
 from pipeline.catalog.bounds import over_size
 from pipeline.catalog.domainreqs import parse_requirements, pyproject_facts, setup_py_requirements
 from pipeline.catalog.pyfacts import PYTHON_KINDS, python_facts
@@ -44,8 +44,23 @@ def facts_of_kinds(kinds: list[str], data: bytes) -> dict[str, dict]:
     return out
 
 
+TEXT_KINDS = ("requirements", "setup", "environment", "metadata", "pyproject")
+
+
 def _text_facts(kind: str, data: bytes) -> dict:
-    text = data.decode("utf-8", "replace")
+    """The facts of a text kind; a value over a bound, or one its reader fails on, refuses the file (by name,
+    where the catalog reports it) instead of ending the whole read."""
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"unknown kind of file {kind!r}")
+    try:
+        return _read_text(kind, data.decode("utf-8", "replace"))
+    except bigints.TooLarge as exc:
+        return {"refused": str(exc)}
+    except (ValueError, OverflowError, RecursionError) as exc:
+        return {"refused": f"cannot be read ({type(exc).__name__}); not read"}
+
+
+def _read_text(kind: str, text: str) -> dict:
     if kind == "requirements":
         return {"lines": parse_requirements(text)}
     if kind == "setup":
@@ -55,9 +70,7 @@ def _text_facts(kind: str, data: bytes) -> dict:
         return _environment(text)
     if kind == "metadata":
         return _metadata(text)
-    if kind == "pyproject":
-        return pyproject_facts(text)
-    raise ValueError(f"unknown kind of file {kind!r}")
+    return pyproject_facts(text)
 
 
 def refused_facts(kind: str, reason: str) -> dict:

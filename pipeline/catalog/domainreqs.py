@@ -12,6 +12,8 @@ import re
 import sys
 import tomllib
 
+from pipeline import bigints
+
 # The name of a requirement line; possessive runs of spaces, so that a line of 100,000 spaces is linear, not
 # quadratic (the same answers: a name or a bracket never starts with a space)
 REQUIREMENT_NAME = re.compile(r"^\s*+([A-Za-z0-9][A-Za-z0-9._-]*+)\s*+(\[.*\])?\s*+([<>=!~;].*)?$")
@@ -38,6 +40,8 @@ def setup_py_requirements(text: str) -> tuple[list[str], str | None]:
         return [], f"cannot be parsed ({getattr(exc, 'msg', exc)})"
     except (RecursionError, MemoryError):
         return [], "cannot be parsed (nested too deeply)"
+    if bigints.python_reason(text, tree):
+        raise bigints.TooLarge()
     assigns: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -59,7 +63,7 @@ def setup_py_requirements(text: str) -> tuple[list[str], str | None]:
 def _unparsed(node: ast.expr) -> str:
     try:
         return ast.unparse(node)
-    except RecursionError:
+    except (RecursionError, ValueError):  # ValueError: an integer too long to print
         return "<expression>"
 
 
@@ -88,6 +92,10 @@ def pyproject_facts(text: str) -> dict:
         data, problem = {}, f"not valid TOML ({exc})"
     except RecursionError:
         data, problem = {}, "not valid TOML (nested too deeply)"
+    except ValueError:  # not a TOMLDecodeError: int() refused a decimal literal of more than 4300 digits
+        raise bigints.TooLarge() from None
+    if bigints.data_reason(data):  # a hexadecimal, octal or binary one is read whatever its length
+        raise bigints.TooLarge()
     project = data.get("project") or {}
     if not isinstance(project, dict):
         project = {}

@@ -119,10 +119,11 @@ class FactsCache:
 
     def _write(self, name: str, data: dict) -> None:
         assert self.folder is not None
+        text = _json(data)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=self.folder)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
+                f.write(text)
             os.replace(tmp, self.folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -135,3 +136,19 @@ class FactsCache:
             if old.is_dir() and old != self.folder:
                 shutil.rmtree(old, ignore_errors=True)
         (self.root / "sourcefacts.json").unlink(missing_ok=True)
+
+
+def _json(data: dict) -> str:
+    """`data` as JSON; an entry that cannot be written (a value the reading bounds should have refused, such as an
+    integer Python will not print) is left out, so that it is read again next time and the rest is kept."""
+    try:
+        return json.dumps(data, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        kept = {}
+        for key, value in data.items():
+            try:
+                json.dumps(value)
+            except (ValueError, TypeError, RecursionError):
+                continue
+            kept[key] = value
+        return json.dumps(kept, separators=(",", ":"))

@@ -33,6 +33,8 @@ def read_registration(walker: Walker, init_path: str, registry: str, identifier:
         return Reading(why=f"the construction is too deep to follow statically ({exc})")
     except RecursionError:
         return Reading(why="the construction is too deep to follow statically (recursion)")
+    except (ValueError, OverflowError) as exc:  # a value the reading bounds missed: unknown, never a crash
+        return Reading(why=f"the construction cannot be read statically ({type(exc).__name__})")
 
 
 def declared_fallback(identifier: str, declarations: list) -> Reading:

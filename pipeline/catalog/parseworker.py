@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pipeline.catalog.pyfacts import python_facts
+from pipeline.catalog.pyfacts import python_facts, unreadable
 
 
 def main() -> None:
@@ -20,5 +20,10 @@ def main() -> None:
         sha, size, *kinds = header.split()
         data = stdin.read(int(size))
         wanted = kinds[0].decode().split(",") if kinds else ["py"]
-        stdout.write(json.dumps([sha.decode(), python_facts(data, wanted)]) + "\n")
+        facts = python_facts(data, wanted)
+        try:
+            line = json.dumps([sha.decode(), facts])
+        except (ValueError, TypeError, RecursionError) as exc:  # a value the bounds missed: refused, not a crash
+            line = json.dumps([sha.decode(), {kind: unreadable(kind, exc) for kind in facts}])
+        stdout.write(line + "\n")
     stdout.flush()

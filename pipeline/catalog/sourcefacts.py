@@ -17,6 +17,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from pipeline import bigints
 from pipeline.catalog.astread import (WILDCARD, _call_name, _check_length, _dotted, _escape, _format_fields,
                                       _literal_prefix, _registry_name, _source, call_keywords, children,
                                       local_bindings, plain, signature, unparse_cost)
@@ -113,11 +114,13 @@ def parse_source(source: bytes, filename: str = "<plugin>") -> ast.Module | File
     if len(source) > MAX_PYTHON_BYTES:
         return FileFacts(refused=f"larger than {MAX_PYTHON_BYTES:,} bytes ({len(source):,}); not read")
     try:
-        return ast.parse(source, filename=filename)
+        tree = ast.parse(source, filename=filename)
     except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
         return FileFacts(syntax_error=(getattr(exc, "lineno", 0) or 0, getattr(exc, "msg", str(exc))))
     except (RecursionError, MemoryError):  # `a+a+...` or `not not ...` thousands deep: Python gives up
         return FileFacts(refused="nested too deeply for Python to parse; not read")
+    too_large = bigints.python_reason(source, tree)  # a literal no fact, message or cache could print
+    return FileFacts(refused=too_large) if too_large else tree
 
 
 def facts_of_tree(tree: ast.Module) -> FileFacts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from pipeline import bigints
 from pipeline.catalog.walker_values import (BASE_CLASSES, MAX_ALTS, MAX_FRAMES, MAX_STEPS, STR_METHODS, Alt, Frame,
                                             Kwargs, Reading, Ref, Terminal, Thunk, TooDeep, Unknown, _add, _compare,
                                             _fmt, _index, _keywords, _str_method, _text, ir_text)
@@ -149,8 +150,8 @@ class Walker:
             return [(ir[1], frozenset())]
         if tag == "n":
             return [(None, frozenset())]
-        if tag in ("i", "b"):
-            return [(ir[1], frozenset())]
+        if tag in ("i", "b"):  # an integer over the reading bound (`bigints`) is no value a walk can use or print
+            return [(Unknown(bigints.REASON.split(";")[0]) if bigints.too_large(ir[1]) else ir[1], frozenset())]
         if tag == "v":
             return self.name(ir[1], frame)
         if tag == "f":

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import bigints
+
 MAX_STEPS = 20_000  # per registered id
 MAX_FOLDER_STEPS = 100_000  # per benchmark folder, all its ids together (vision's largest takes 720)
 MAX_FRAMES = 24  # calls followed one inside another
@@ -87,7 +89,7 @@ def ir_text(ir: Any) -> str:
     if tag == "s":
         return repr(ir[1])
     if tag in ("n", "i", "b"):
-        return "None" if tag == "n" else repr(ir[1])
+        return "None" if tag == "n" else bigints.shown(ir[1])
     if tag == "v":
         return ir[1]
     if tag == "a":
@@ -117,7 +119,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, Unknown):
         return ""
     if value is None or isinstance(value, (str, int, bool)):
-        return str(value)
+        return bigints.shown(value) if bigints.too_large(value) else str(value)
     return "<object>"
 
 

@@ -15,13 +15,20 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from pipeline import safe_yaml
 from pipeline.catalog.ids import identifier_problem
 from pipeline.errors import BadInput
 
 MAX_BYTES = 64 * 2**20
 MAX_ROWS = 200_000
+MIN_ORDER, MAX_ORDER = -2**31, 2**31 - 1  # brain-score.org's `order` is a Django IntegerField
 TRUE = {"true", "t", "1", "yes", "y"}
 FALSE = {"false", "f", "0", "no", "n", ""}
+
+
+def _shown(value: object) -> str:
+    """A value of the dump for a one-line message: its repr, cut short (a field may be 100,000 characters)."""
+    return safe_yaml.shown(value, 80)
 
 
 def _flag(value: object, where: str) -> bool:
@@ -29,7 +36,7 @@ def _flag(value: object, where: str) -> bool:
         return value
     if isinstance(value, (int, str)) and str(value).strip().lower() in TRUE | FALSE:
         return str(value).strip().lower() in TRUE
-    raise BadInput(f"{where}: visible is {value!r}, not true or false")
+    raise BadInput(f"{where}: visible is {_shown(value)}, not true or false")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -44,7 +51,9 @@ def _rows(path: Path) -> list[dict]:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise BadInput(f"{path}: not JSON ({exc})") from None
+            raise BadInput(f"{path}: not JSON ({str(exc)[:200]})") from None
+        except RecursionError:
+            raise BadInput(f"{path}: not JSON that can be read (nested too deeply)") from None
         rows = []
         for item in data:
             if not isinstance(item, dict):
@@ -58,7 +67,10 @@ def _rows(path: Path) -> list[dict]:
             else:
                 rows.append(item)
     else:
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as exc:  # a field over the csv module's limit (131072 characters), a NUL
+            raise BadInput(f"{path}: not CSV that can be read ({str(exc)[:200]})") from None
     if len(rows) > MAX_ROWS:
         raise BadInput(f"{path}: more than {MAX_ROWS} rows")
     return rows
@@ -72,22 +84,26 @@ def read_dump(path: Path) -> dict[str, dict[str, dict]]:
         where = f"{path} row {number}"
         identifier = row.get("identifier")
         if not isinstance(identifier, str) or identifier_problem(identifier):
-            raise BadInput(f"{where}: identifier {identifier!r}: {identifier_problem(str(identifier)) or 'not text'}")
+            why = identifier_problem(str(identifier)) or "not text"
+            raise BadInput(f"{where}: identifier {_shown(identifier)}: {why}")
         parent = row.get("parent", row.get("parent_id"))
         if isinstance(parent, list) and len(parent) == 1:
             parent = parent[0]
         if parent in ("", None):
             parent = None
         elif not isinstance(parent, str) or identifier_problem(parent):
-            raise BadInput(f"{where}: parent {parent!r} is not a benchmark-type identifier")
+            raise BadInput(f"{where}: parent {_shown(parent)} is not a benchmark-type identifier")
         order = row.get("order", 999)
         try:
             order = int(order if order not in (None, "") else 999)
-        except (TypeError, ValueError):
-            raise BadInput(f"{where}: order {order!r} is not a whole number") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity; ValueError: NaN, 5000 digits
+            raise BadInput(f"{where}: order {_shown(order)} is not a whole number") from None
+        if not MIN_ORDER <= order <= MAX_ORDER:
+            raise BadInput(f"{where}: order {_shown(order)} is not a whole number from {MIN_ORDER} to {MAX_ORDER} "
+                           "(the website's integer column)")
         domain = str(row.get("domain") or "vision")
         if identifier_problem(domain):
-            raise BadInput(f"{where}: domain {domain!r}: {identifier_problem(domain)}")
+            raise BadInput(f"{where}: domain {_shown(domain)}: {identifier_problem(domain)}")
         types.setdefault(domain, {})[identifier] = {"parent": parent, "visible": _flag(row.get("visible", False),
                                                                                        where), "order": order}
     if not types:
@@ -95,7 +111,7 @@ def read_dump(path: Path) -> dict[str, dict[str, dict]]:
     for domain, rows in types.items():
         for identifier, row in rows.items():
             if row["parent"] is not None and row["parent"] not in rows:
-                raise BadInput(f"{path}: {identifier!r} names parent {row['parent']!r}, which is not a {domain} "
+                raise BadInput(f"{path}: {_shown(identifier)} names parent {row['parent']!r}, which is not a {domain} "
                                "row of the dump")
     return types
 
