@@ -15,7 +15,7 @@ PACKAGES = ("pipeline", "db", "envs", "notify", "jobscripts")
 
 # Modules beside the rooms that import nothing of ours: any room may use them.
 LEAVES = {"pipeline/errors.py", "pipeline/inert.py", "pipeline/safe_yaml.py", "pipeline/units.py",
-          "pipeline/stopping.py"}
+          "pipeline/stopping.py", "pipeline/bigints.py"}
 # What the coordinator's rooms share: settings (with the tiers they parse), a database, the fail-closed checks.
 SHARED = LEAVES | {"pipeline/tiers.py", "pipeline/config.py", "pipeline/database.py", "pipeline/confine.py",
                    "pipeline/console.py"}
@@ -45,6 +45,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "jobscripts": set(),
     "pipeline/job": set(),  # runs on a node, copied into every bundle: the standard library only
     **{leaf: set() for leaf in LEAVES},
+    "pipeline/safe_yaml.py": {"pipeline/bigints.py"},  # the bound on integers, shared with the parse workers
 }
 
 

@@ -26,7 +26,8 @@ VERSION = 9  # bump when what is stored changes shape (a new fact field, a new k
 MAX_PLUGIN_ENTRIES = 50_000  # readings kept across runs; past it, those this run did not use are dropped
 _ROOT = Path(__file__).resolve().parents[2]
 _CODE = [*sorted((_ROOT / "pipeline/catalog").glob("*.py")), _ROOT / "pipeline/safe_yaml.py",  # with resources.py
-         _ROOT / "pipeline/tiers.py", _ROOT / "pipeline/units.py", _ROOT / "envs/conda.py"]
+         _ROOT / "pipeline/tiers.py", _ROOT / "pipeline/units.py", _ROOT / "envs/conda.py",
+         _ROOT / "pipeline/bigints.py"]
 
 
 def fingerprint() -> str:
