@@ -33,7 +33,8 @@ def parse_requirements(text: str) -> list[str]:
 
 
 def setup_py_requirements(text: str) -> tuple[list[str], str | None]:
-    """(install_requires, None) of a setup.py read statically, or (what was read, why the rest is dynamic)."""
+    """(install_requires, None) of a setup.py read statically, or (what was read, why the rest is dynamic).
+    bigints.TooLarge: it holds an integer literal of more than 100 digits (the file is refused)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError) as exc:
@@ -84,7 +85,8 @@ def _literal_list(node: ast.expr, assigns: dict[str, ast.expr], depth: int) -> l
 
 def pyproject_facts(text: str) -> dict:
     """What the domain's `pyproject.toml` declares: `dependencies` (a list of strings, else None), whether they
-    are `dynamic`, `requires_python` ("" when none) and why it could not be read (`problem`)."""
+    are `dynamic`, `requires_python` ("" when none) and why it could not be read (`problem`).
+    bigints.TooLarge: it holds an integer of more than 100 digits (the file is refused)."""
     try:
         data = tomllib.loads(text)
         problem = None
