@@ -215,3 +215,45 @@ def test_yaml_is_read_with_libyaml_and_aliases_are_refused():
             assert str(exc) == str(pure)
     assert safe_yaml.shown({"pip": ["numpy", 1.5, None]}) == repr({"pip": ["numpy", 1.5, None]})
     assert len(safe_yaml.shown([["lol"] * 1000] * 1000)) == 300
+
+
+# Round 2 (F2): the right-hand side of an unpacking was unparsed whole once per unpacked name, then cut to 120
+# characters: quadratic (4000 names: 59 kB, 146 s). Counted, not timed: the nodes the unparser visits.
+def _unpacking(n: int) -> bytes:
+    return (f"def f():\n    {', '.join(f'a{i}' for i in range(n))} = "
+            f"[{', '.join(f'x.y({i})' for i in range(n))}]\n").encode()
+
+
+def test_an_unpacked_right_hand_side_is_unparsed_once_and_only_as_far_as_the_message(monkeypatch):
+    import ast
+
+    from pipeline.catalog.pyfacts import python_facts
+
+    visits = [0]
+    real = ast._Unparser.traverse  # the standard library's unparser, counted as it runs (not replaced)
+
+    def counted(self, node):  # noqa: ANN001, ANN202
+        visits[0] += 1
+        return real(self, node)
+
+    monkeypatch.setattr(ast._Unparser, "traverse", counted)
+    n = 1000  # the old reading: about 4 million visits (5 s); 4000 names took 146 s
+    facts = python_facts(_unpacking(n), ["construction"])["construction"]["construction"]["fn"]["f"]["as"]
+    assert len(facts) == n
+    said = facts[f"a{n - 1}"][0]
+    assert said[0] == "?" and said[1].startswith(f"a{n - 1} is unpacked from [x.y(0), x.y(1), ")
+    assert said[1].endswith("...") and len(said[1]) < 150
+    assert visits[0] < 200, visits  # linear: one short unparse for the statement, whatever n
+
+
+def test_a_construction_reading_past_its_step_budget_is_refused_by_name(monkeypatch):
+    """The safety net under the linear bounds: a file whose construction facts would take more than
+    construction.MAX_STEPS steps is refused with its reason (lowered here, so that a small file reaches it)."""
+    from pipeline.catalog import construction
+    from pipeline.catalog.pyfacts import python_facts
+
+    monkeypatch.setattr(construction, "MAX_STEPS", 500)
+    facts = python_facts(_unpacking(600), ["py", "construction"])
+    assert facts["construction"] == {"refused": "too costly to read statically (more than 500 steps); not read"}
+    assert not facts["py"].get("refused")  # the file's other facts are read as usual
+    assert "construction" in python_facts(_unpacking(10), ["construction"])["construction"]

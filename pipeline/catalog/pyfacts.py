@@ -6,6 +6,7 @@ Standard library only: the parse workers (`parseworker`, run with `-S`) import i
 
 from __future__ import annotations
 
+from pipeline.catalog.bounds import Refused
 from pipeline.catalog.construction import read_construction
 from pipeline.catalog.sourcefacts import FileFacts, facts_of_tree, parse_source
 
@@ -29,12 +30,14 @@ def python_facts(data: bytes, kinds: list[str] | tuple[str, ...]) -> dict[str, d
 
 
 def construction_of_tree(tree) -> dict:  # noqa: ANN001 - an ast.Module
-    """`{"construction": facts}`, or `{"refused": why}` when reading them would go past Python's nesting limit
-    (`construction` caps depth, items and nodes itself)."""
+    """`{"construction": facts}`, or `{"refused": why}` when reading them would go past Python's nesting limit or
+    cost more than `construction.MAX_STEPS` (`construction` caps depth, items and nodes itself)."""
     try:
         return {"construction": read_construction(tree)}
     except RecursionError:
         return {"refused": "nested too deeply to read statically; not read"}
+    except Refused as exc:
+        return {"refused": str(exc)}
 
 
 def _failed(facts: FileFacts) -> dict:
