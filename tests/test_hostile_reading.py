@@ -257,3 +257,55 @@ def test_a_construction_reading_past_its_step_budget_is_refused_by_name(monkeypa
     assert facts["construction"] == {"refused": "too costly to read statically (more than 500 steps); not read"}
     assert not facts["py"].get("refused")  # the file's other facts are read as usual
     assert "construction" in python_facts(_unpacking(10), ["construction"])["construction"]
+
+
+# Round 2 (F5): every wildcard loader argument was compared with every registered id, on every detect (warm too):
+# 12000 calls beside 12000 ids took 32 s a run.
+def test_wildcard_loader_arguments_are_compared_only_with_the_ids_their_literal_parts_allow(monkeypatch):
+    from pipeline.catalog import idpattern, loaders
+    from pipeline.catalog.sourcefacts import Load
+
+    n = 1500  # the finding's shape: load_dataset(f'a{i}{x}z') beside a data plugin registering a{i}qz
+    table = {f"a{i}qz": [("data", f"d{i}")] for i in range(n)}
+    table["other"] = [("data", "other")]
+    loads = [Load("load_dataset", None, [f"a{i}.*z", "other"], 1, "") for i in range(n)]
+    expected = [{key for identifier, keys in table.items() for key in keys
+                 if identifier == "other" or idpattern.fullmatch(f"a{i}.*z", identifier)} for i in range(n)]
+
+    compared = [0]
+    real = idpattern.fullmatch  # the matcher itself, counted as it runs (not replaced)
+
+    def counted(pattern: str, text: str) -> bool:
+        compared[0] += 1
+        return real(pattern, text)
+
+    monkeypatch.setattr(idpattern, "fullmatch", counted)
+    index = loaders.RegistryIndex(table)  # built once per catalog
+    spent = [0]  # one file's comparisons
+    assert [loaders._matches(load, index, spent) for load in loads] == expected
+    assert compared[0] < 10 * n, compared  # the old matching: n * n = 2,250,000
+
+
+def test_a_file_whose_loader_arguments_match_every_id_is_refused_by_name(workspace, example_repo):
+    """Patterns with no literal prefix or suffix (`f'{x}{i}{x}'`) each compared with 700 ids: the file is past
+    loaders.MAX_MATCH_STEPS, refused by name, and its loads read as depending on every data plugin."""
+    n = 700
+    write(example_repo, "sklearn_scores/models/wide/__init__.py",
+          "from sklearn_scores import model_registry, load_dataset\n\n\ndef never_called(x):\n" +
+          "".join(f"    load_dataset(f'{{x}}{i}{{x}}')\n" for i in range(n)) +
+          "\n\nmodel_registry['wide'] = lambda: None\n")
+    write(example_repo, "sklearn_scores/data/many_ids/__init__.py",
+          "from sklearn_scores import data_registry\n\n" +
+          "".join(f"data_registry['id{i}'] = lambda: None\n" for i in range(n)))
+    write(example_repo, "sklearn_scores/models/beside_it/__init__.py", PLAIN_MODEL.format("beside-it"))
+    commit_all(example_repo, "wildcard loader arguments beside many ids")
+
+    proc = bounded_cli(workspace, "detect", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    change = json.loads(proc.stdout)
+    assert {"wide", "beside-it"} <= set(change["new_models"])  # the rest of the change proceeds
+    said = [i for i in change["issues"] if i["file"] == "sklearn_scores/models/wide/__init__.py"]
+    assert [i["message"] for i in said] == [
+        "refused: its loader arguments would be compared with more than 200,000 registered ids; its loads are read "
+        "as depending on every plugin of their registry"], said
+    assert said[0]["severity"] == "error" and proc.returncode == 2
