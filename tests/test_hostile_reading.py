@@ -309,3 +309,23 @@ def test_a_file_whose_loader_arguments_match_every_id_is_refused_by_name(workspa
         "refused: its loader arguments would be compared with more than 200,000 registered ids; its loads are read "
         "as depending on every plugin of their registry"], said
     assert said[0]["severity"] == "error" and proc.returncode == 2
+
+
+# Round 2 (F6): tomllib is quadratic in the dotted parts of one key: a domain pyproject.toml of `a.a...a.b = 1`
+# with 50,000 parts (100 kB) took 77 s. A key (or table header) of more than 64 parts is refused before tomllib.
+def test_a_dotted_key_of_many_parts_in_the_domain_pyproject_is_refused_by_name():
+    from pipeline.catalog.domainreqs import pyproject_facts
+
+    parts = 8000  # tomllib alone: 0.7 s here (50,000: 77 s)
+    for text in ("[project]\n" + "a." * parts + "b = 1\n", "[" + "a." * parts + "b]\n",
+                 "[[" + "a." * parts + "b]]\n", "x = {" + "a." * parts + "b = 1}\n", '"a".' * 100 + "b = 1\n"):
+        assert pyproject_facts(text) == {"dependencies": None, "dynamic": False, "requires_python": "",
+                                         "problem": "a key of more than 64 dotted parts; not read"}, text[:40]
+    # dots in strings, comments and values are not key parts: a real pyproject is read as before
+    real = ('[project]\nname = "brainscore.vision"  # a.b.c.d.e.f\ndescription = "' + "A sentence. " * 200 + '"\n'
+            'readme = """\n' + "x." * 500 + '\n"""\nrequires-python = ">=3.11"\n'
+            "dependencies = ['numpy>=1.2.3', 'a @ git+https://github.com/x/y.git@v1.2.3']\n"
+            "[tool.setuptools.packages.find]\nwhere = ['.']\n[tool.x]\nv = 1.5\n"
+            "'lit.eral' = '''" + "q." * 300 + "'''\n")
+    assert pyproject_facts(real) == {"dependencies": ["numpy>=1.2.3", "a @ git+https://github.com/x/y.git@v1.2.3"],
+                                     "dynamic": False, "requires_python": ">=3.11", "problem": None}

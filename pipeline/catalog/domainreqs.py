@@ -12,6 +12,8 @@ import re
 import sys
 import tomllib
 
+from pipeline.catalog.tomlkeys import too_many_key_parts
+
 # The name of a requirement line; possessive runs of spaces, so that a line of 100,000 spaces is linear, not
 # quadratic (the same answers: a name or a bracket never starts with a space)
 REQUIREMENT_NAME = re.compile(r"^\s*+([A-Za-z0-9][A-Za-z0-9._-]*+)\s*+(\[.*\])?\s*+([<>=!~;].*)?$")
@@ -81,6 +83,9 @@ def _literal_list(node: ast.expr, assigns: dict[str, ast.expr], depth: int) -> l
 def pyproject_facts(text: str) -> dict:
     """What the domain's `pyproject.toml` declares: `dependencies` (a list of strings, else None), whether they
     are `dynamic`, `requires_python` ("" when none) and why it could not be read (`problem`)."""
+    too_costly = too_many_key_parts(text)  # tomllib is quadratic in a key's dotted parts
+    if too_costly:
+        return {"dependencies": None, "dynamic": False, "requires_python": "", "problem": too_costly}
     try:
         data = tomllib.loads(text)
         problem = None
