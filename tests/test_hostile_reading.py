@@ -215,3 +215,117 @@ def test_yaml_is_read_with_libyaml_and_aliases_are_refused():
             assert str(exc) == str(pure)
     assert safe_yaml.shown({"pip": ["numpy", 1.5, None]}) == repr({"pip": ["numpy", 1.5, None]})
     assert len(safe_yaml.shown([["lol"] * 1000] * 1000)) == 300
+
+
+# Round 2 (F2): the right-hand side of an unpacking was unparsed whole once per unpacked name, then cut to 120
+# characters: quadratic (4000 names: 59 kB, 146 s). Counted, not timed: the nodes the unparser visits.
+def _unpacking(n: int) -> bytes:
+    return (f"def f():\n    {', '.join(f'a{i}' for i in range(n))} = "
+            f"[{', '.join(f'x.y({i})' for i in range(n))}]\n").encode()
+
+
+def test_an_unpacked_right_hand_side_is_unparsed_once_and_only_as_far_as_the_message(monkeypatch):
+    import ast
+
+    from pipeline.catalog.pyfacts import python_facts
+
+    visits = [0]
+    real = ast._Unparser.traverse  # the standard library's unparser, counted as it runs (not replaced)
+
+    def counted(self, node):  # noqa: ANN001, ANN202
+        visits[0] += 1
+        return real(self, node)
+
+    monkeypatch.setattr(ast._Unparser, "traverse", counted)
+    n = 1000  # the old reading: about 4 million visits (5 s); 4000 names took 146 s
+    facts = python_facts(_unpacking(n), ["construction"])["construction"]["construction"]["fn"]["f"]["as"]
+    assert len(facts) == n
+    said = facts[f"a{n - 1}"][0]
+    assert said[0] == "?" and said[1].startswith(f"a{n - 1} is unpacked from [x.y(0), x.y(1), ")
+    assert said[1].endswith("...") and len(said[1]) < 150
+    assert visits[0] < 200, visits  # linear: one short unparse for the statement, whatever n
+
+
+def test_a_construction_reading_past_its_step_budget_is_refused_by_name(monkeypatch):
+    """The safety net under the linear bounds: a file whose construction facts would take more than
+    construction.MAX_STEPS steps is refused with its reason (lowered here, so that a small file reaches it)."""
+    from pipeline.catalog import construction
+    from pipeline.catalog.pyfacts import python_facts
+
+    monkeypatch.setattr(construction, "MAX_STEPS", 500)
+    facts = python_facts(_unpacking(600), ["py", "construction"])
+    assert facts["construction"] == {"refused": "too costly to read statically (more than 500 steps); not read"}
+    assert not facts["py"].get("refused")  # the file's other facts are read as usual
+    assert "construction" in python_facts(_unpacking(10), ["construction"])["construction"]
+
+
+# Round 2 (F5): every wildcard loader argument was compared with every registered id, on every detect (warm too):
+# 12000 calls beside 12000 ids took 32 s a run.
+def test_wildcard_loader_arguments_are_compared_only_with_the_ids_their_literal_parts_allow(monkeypatch):
+    from pipeline.catalog import idpattern, loaders
+    from pipeline.catalog.sourcefacts import Load
+
+    n = 1500  # the finding's shape: load_dataset(f'a{i}{x}z') beside a data plugin registering a{i}qz
+    table = {f"a{i}qz": [("data", f"d{i}")] for i in range(n)}
+    table["other"] = [("data", "other")]
+    loads = [Load("load_dataset", None, [f"a{i}.*z", "other"], 1, "") for i in range(n)]
+    expected = [{key for identifier, keys in table.items() for key in keys
+                 if identifier == "other" or idpattern.fullmatch(f"a{i}.*z", identifier)} for i in range(n)]
+
+    compared = [0]
+    real = idpattern.fullmatch  # the matcher itself, counted as it runs (not replaced)
+
+    def counted(pattern: str, text: str) -> bool:
+        compared[0] += 1
+        return real(pattern, text)
+
+    monkeypatch.setattr(idpattern, "fullmatch", counted)
+    index = loaders.RegistryIndex(table)  # built once per catalog
+    spent = [0]  # one file's comparisons
+    assert [loaders._matches(load, index, spent) for load in loads] == expected
+    assert compared[0] < 10 * n, compared  # the old matching: n * n = 2,250,000
+
+
+def test_a_file_whose_loader_arguments_match_every_id_is_refused_by_name(workspace, example_repo):
+    """Patterns with no literal prefix or suffix (`f'{x}{i}{x}'`) each compared with 700 ids: the file is past
+    loaders.MAX_MATCH_STEPS, refused by name, and its loads read as depending on every data plugin."""
+    n = 700
+    write(example_repo, "sklearn_scores/models/wide/__init__.py",
+          "from sklearn_scores import model_registry, load_dataset\n\n\ndef never_called(x):\n" +
+          "".join(f"    load_dataset(f'{{x}}{i}{{x}}')\n" for i in range(n)) +
+          "\n\nmodel_registry['wide'] = lambda: None\n")
+    write(example_repo, "sklearn_scores/data/many_ids/__init__.py",
+          "from sklearn_scores import data_registry\n\n" +
+          "".join(f"data_registry['id{i}'] = lambda: None\n" for i in range(n)))
+    write(example_repo, "sklearn_scores/models/beside_it/__init__.py", PLAIN_MODEL.format("beside-it"))
+    commit_all(example_repo, "wildcard loader arguments beside many ids")
+
+    proc = bounded_cli(workspace, "detect", "--repo", str(example_repo), "--base", "HEAD~1", "--format", "json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    change = json.loads(proc.stdout)
+    assert {"wide", "beside-it"} <= set(change["new_models"])  # the rest of the change proceeds
+    said = [i for i in change["issues"] if i["file"] == "sklearn_scores/models/wide/__init__.py"]
+    assert [i["message"] for i in said] == [
+        "refused: its loader arguments would be compared with more than 200,000 registered ids; its loads are read "
+        "as depending on every plugin of their registry"], said
+    assert said[0]["severity"] == "error" and proc.returncode == 2
+
+
+# Round 2 (F6): tomllib is quadratic in the dotted parts of one key: a domain pyproject.toml of `a.a...a.b = 1`
+# with 50,000 parts (100 kB) took 77 s. A key (or table header) of more than 64 parts is refused before tomllib.
+def test_a_dotted_key_of_many_parts_in_the_domain_pyproject_is_refused_by_name():
+    from pipeline.catalog.domainreqs import pyproject_facts
+
+    parts = 8000  # tomllib alone: 0.7 s here (50,000: 77 s)
+    for text in ("[project]\n" + "a." * parts + "b = 1\n", "[" + "a." * parts + "b]\n",
+                 "[[" + "a." * parts + "b]]\n", "x = {" + "a." * parts + "b = 1}\n", '"a".' * 100 + "b = 1\n"):
+        assert pyproject_facts(text) == {"dependencies": None, "dynamic": False, "requires_python": "",
+                                         "problem": "a key of more than 64 dotted parts; not read"}, text[:40]
+    # dots in strings, comments and values are not key parts: a real pyproject is read as before
+    real = ('[project]\nname = "brainscore.vision"  # a.b.c.d.e.f\ndescription = "' + "A sentence. " * 200 + '"\n'
+            'readme = """\n' + "x." * 500 + '\n"""\nrequires-python = ">=3.11"\n'
+            "dependencies = ['numpy>=1.2.3', 'a @ git+https://github.com/x/y.git@v1.2.3']\n"
+            "[tool.setuptools.packages.find]\nwhere = ['.']\n[tool.x]\nv = 1.5\n"
+            "'lit.eral' = '''" + "q." * 300 + "'''\n")
+    assert pyproject_facts(real) == {"dependencies": ["numpy>=1.2.3", "a @ git+https://github.com/x/y.git@v1.2.3"],
+                                     "dynamic": False, "requires_python": ">=3.11", "problem": None}

@@ -14,31 +14,105 @@ IR, one list per expression: ["s", text] ["n"] (None) ["i", int] ["b", bool] ["v
 from __future__ import annotations
 
 import ast
+from collections import deque
+
+from pipeline.catalog.bounds import Refused
 
 MAX_DEPTH = 12  # nesting of one expression kept; deeper is ["?", ...]
 MAX_ITEMS = 64  # items of a literal list kept; more is ["?", ...]
 MAX_NODES = 40_000  # IR nodes kept per file; past it, function bodies are left out (their lookups say so)
 MAX_TEXT = 1000  # a string constant longer than this is not an identifier or a parent
+MAX_SOURCE = 120  # characters of an expression's source kept for a message
+# Steps per file: statements visited, IR nodes built and nodes visited to unparse a message's source. A safety net
+# over the bounds above (each makes the work linear): a file past it is refused by name, never read for hours.
+# A 2 MB file of one-line assignments takes about 710,000 (3 s); vision's largest file 4,380 (207 kB).
+MAX_STEPS = 2_000_000
+
+try:  # the standard library's unparser (ast._Unparser up to Python 3.13), stopped once the message is long enough
+    _Unparser = ast._Unparser  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - Python 3.14 moved it
+    from _ast_unparse import Unparser as _Unparser  # type: ignore[import-not-found, no-redef]
 
 
-def _source(node: ast.AST) -> str:
+class _Cut(Exception):
+    """Enough source text for a message: unparsing stops here."""
+
+
+class _BoundedUnparser(_Unparser):
+    """`ast.unparse` that stops once the message has MAX_SOURCE + 1 characters: its cost is that of the text kept,
+    not of the whole expression (issue 35: unparsing a right-hand side of 4000 calls once per unpacked name took
+    minutes). Parts of an f-string are written to a buffer first, then again: all writes together are bounded too."""
+
+    def __init__(self, *, _avoid_backslashes: bool = False, counter: list[int] | None = None) -> None:
+        super().__init__(_avoid_backslashes=_avoid_backslashes)
+        self.top: list[str] | None = None
+        self.kept = self.written = 0
+        self.counter = counter if counter is not None else [0]
+
+    def write(self, *text: str) -> None:
+        super().write(*text)
+        size = sum(len(t) for t in text)
+        self.written += size
+        if self._source is self.top:
+            self.kept += size
+        if self.kept > MAX_SOURCE or self.written > 16 * MAX_SOURCE:
+            raise _Cut
+
+    def traverse(self, node) -> None:  # noqa: ANN001 - a node or a list of nodes
+        self.counter[0] += 1
+        super().traverse(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        value = node.value
+        if isinstance(value, (str, bytes)) and len(value) > MAX_SOURCE:  # not formatted whole
+            rest = value[MAX_SOURCE + 1:MAX_SOURCE + 4096]  # its quotes choose the quote type, as unparse's would
+            quotes = [q for q in ("'''", '"""', "'", '"') if (q if isinstance(value, str) else q.encode()) in rest]
+            tail = "".join(quotes)
+            node = ast.Constant(value=value[:MAX_SOURCE + 1] + (tail if isinstance(value, str) else tail.encode()),
+                                kind=node.kind)
+        super().visit_Constant(node)
+
+
+def source_text(node: ast.AST, counter: list[int] | None = None) -> str:
+    """A node's source for messages, cut to MAX_SOURCE characters; `counter[0]` counts the nodes visited."""
+    unparser = _BoundedUnparser(counter=counter)
+    top: list[str] = []
+    unparser._source = unparser.top = top
     try:
-        text = ast.unparse(node)
-    except Exception:  # noqa: BLE001 - unparse of odd trees; the text is only for messages
-        text = "<expression>"
-    return text if len(text) <= 120 else text[:117] + "..."
+        unparser.traverse(node)
+    except _Cut:
+        inner = unparser._source  # cut inside an f-string, whose parts are written to a buffer first
+        text = "".join(top) + ('"' + "".join(inner) if inner is not top else "")
+        return text if len(text) <= MAX_SOURCE and inner is top else text[:MAX_SOURCE - 3] + "..."
+    except Exception:  # noqa: BLE001 - unparse of odd trees (or nested past the recursion limit): only a message
+        return "<expression>"
+    text = "".join(top)
+    return text if len(text) <= MAX_SOURCE else text[:MAX_SOURCE - 3] + "..."
 
 
 class _Builder:
     def __init__(self) -> None:
         self.nodes = 0
+        self.steps = [0]  # a list: the unparser adds its own visits
+
+    def step(self, cost: int = 1) -> None:
+        """Count work; a file past MAX_STEPS is refused (a safety net under the linear bounds)."""
+        self.steps[0] += cost
+        if self.steps[0] > MAX_STEPS:
+            raise Refused(f"too costly to read statically (more than {MAX_STEPS:,} steps); not read")
+
+    def source(self, node: ast.AST) -> str:
+        text = source_text(node, self.steps)
+        self.step(0)
+        return text
 
     def ir(self, node: ast.AST | None, depth: int = 0) -> list:
         self.nodes += 1
+        self.step()
         if node is None:
             return ["n"]
         if depth > MAX_DEPTH or self.nodes > MAX_NODES:
-            return ["?", _source(node)]
+            return ["?", self.source(node)]
         d = depth + 1
         if isinstance(node, ast.Constant):
             v = node.value
@@ -50,7 +124,7 @@ class _Builder:
                 return ["i", v]
             if isinstance(v, str) and len(v) <= MAX_TEXT:
                 return ["s", v]
-            return ["?", _source(node)]
+            return ["?", self.source(node)]
         if isinstance(node, ast.Name):
             return ["v", node.id]
         if isinstance(node, ast.Attribute):
@@ -67,7 +141,7 @@ class _Builder:
                         and value.format_spec is None:
                     parts.append(self.ir(value.value, d))
                 else:
-                    parts.append(["?", _source(value)])
+                    parts.append(["?", self.source(value)])
             return ["f", parts]
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             return ["+", self.ir(node.left, d), self.ir(node.right, d)]
@@ -80,14 +154,14 @@ class _Builder:
                     self.ir(node.comparators[0], d)]
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and len(node.elts) <= MAX_ITEMS:
             if any(isinstance(e, ast.Starred) for e in node.elts):
-                return ["?", _source(node)]
+                return ["?", self.source(node)]
             return ["l", [self.ir(e, d) for e in node.elts]]
         if isinstance(node, ast.Subscript):
             return ["[", self.ir(node.value, d), self.ir(node.slice, d)]
         if isinstance(node, ast.Lambda):
             params, defaults = _params(node.args)
             return ["L", params, {p: self.ir(v, d) for p, v in defaults.items()}, self.ir(node.body, d)]
-        return ["?", _source(node)]
+        return ["?", self.source(node)]
 
     def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | None) -> dict | None:
         """Parameters, defaults, local assignments, loop variables, returns and `super().__init__` calls."""
@@ -100,9 +174,10 @@ class _Builder:
         if self.nodes > MAX_NODES:
             out["cut"] = True  # the body is not kept: lookups in it say so
             return out
-        todo: list[ast.AST] = list(node.body)
+        todo: deque[ast.AST] = deque(node.body)
         while todo:
-            stmt = todo.pop(0)
+            stmt = todo.popleft()
+            self.step()
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 out["as"].setdefault(stmt.name, []).append(["?", f"{stmt.name} is defined inside a function"])
                 continue
@@ -112,7 +187,7 @@ class _Builder:
             elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
                 self._bind(out, stmt.target, stmt.value)
             elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
-                out["as"].setdefault(stmt.target.id, []).append(["?", _source(stmt)])
+                out["as"].setdefault(stmt.target.id, []).append(["?", self.source(stmt)])
             elif isinstance(stmt, (ast.For, ast.AsyncFor)):
                 if isinstance(stmt.target, ast.Name):
                     out["lp"][stmt.target.id] = self.ir(stmt.iter)
@@ -144,8 +219,11 @@ class _Builder:
         if isinstance(target, ast.Name):
             out["as"].setdefault(target.id, []).append(self.ir(value))
         else:
-            for name in _names(target):
-                out["as"].setdefault(name, []).append(["?", f"{name} is unpacked from {_source(value)}"])
+            names = _names(target)
+            self.step(len(names))
+            source = self.source(value) if names else ""  # once per statement, not once per name
+            for name in names:
+                out["as"].setdefault(name, []).append(["?", f"{name} is unpacked from {source}"])
 
 
 def _params(args: ast.arguments) -> tuple[list[str], dict[str, ast.expr]]:
@@ -182,9 +260,10 @@ def read_construction(tree: ast.Module) -> dict:
     (registry -> id -> value)."""
     b = _Builder()
     out: dict = {"as": {}, "lp": {}, "fn": {}, "cl": {}, "im": {}, "rg": {}}
-    todo: list[ast.AST] = list(tree.body)
+    todo: deque[ast.AST] = deque(tree.body)
     while todo:
-        stmt = todo.pop(0)
+        stmt = todo.popleft()
+        b.step()
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out["fn"][stmt.name] = b.function(stmt)
         elif isinstance(stmt, ast.ClassDef):

@@ -13,6 +13,7 @@ import sys
 import tomllib
 
 from pipeline import bigints
+from pipeline.catalog.tomlkeys import too_many_key_parts
 
 # The name of a requirement line; possessive runs of spaces, so that a line of 100,000 spaces is linear, not
 # quadratic (the same answers: a name or a bracket never starts with a space)
@@ -87,6 +88,9 @@ def pyproject_facts(text: str) -> dict:
     """What the domain's `pyproject.toml` declares: `dependencies` (a list of strings, else None), whether they
     are `dynamic`, `requires_python` ("" when none) and why it could not be read (`problem`).
     bigints.TooLarge: it holds an integer of more than 100 digits (the file is refused)."""
+    too_costly = too_many_key_parts(text)  # tomllib is quadratic in a key's dotted parts
+    if too_costly:
+        return {"dependencies": None, "dynamic": False, "requires_python": "", "problem": too_costly}
     try:
         data = tomllib.loads(text)
         problem = None

@@ -3,6 +3,9 @@ pure functions over source facts, from which pipeline.catalog.plugins builds the
 
 from __future__ import annotations
 
+import bisect
+import sys
+
 from pipeline.catalog import idpattern
 from pipeline.catalog.sourcefacts import FileFacts, Load
 
@@ -54,20 +57,70 @@ def _registry_of(load: Load, loaders: dict[str, str], root: str,
     return loaders.get(load.loader)
 
 
-def _matches(load: Load, table: dict[str, list[tuple[str, str]]]) -> set[tuple[str, str]] | None:
+MAX_MATCH_STEPS = 200_000  # ids compared with one file's wildcard loader arguments (vision: 154 at most)
+
+
+class TooCostly(Exception):
+    """A file whose loader arguments would be compared with more than MAX_MATCH_STEPS registered ids."""
+
+
+class RegistryIndex:
+    """The ids registered in one registry, sorted as written and reversed, built once per catalog: a wildcard
+    pattern is compared only with the ids that start with its first literal part or end with its last, whichever
+    are fewer (issue 35 round 2: comparing every pattern with every id made each detect quadratic). Also what an
+    unbounded load depends on (every plugin of the registry), computed once."""
+
+    def __init__(self, table: dict[str, list[tuple[str, str]]]):
+        self.table = table
+        self.ids = sorted(table)
+        self.reversed_ids = sorted(identifier[::-1] for identifier in table)
+        self.everything = sorted({key for keys in table.values() for key in keys})
+        self.dep_types = ",".join(sorted({key[0] for key in self.everything}))
+
+    def candidates(self, pattern: str) -> tuple[int, list[str]]:
+        """(how many, the ids) that can fully match a wildcard pattern, by its literal prefix or suffix."""
+        segments = idpattern._segments(pattern) or ("", "")  # a slot pattern: every id
+        lo, hi = _prefix_range(self.ids, segments[0])
+        rlo, rhi = _prefix_range(self.reversed_ids, segments[-1][::-1])
+        if hi - lo <= rhi - rlo:
+            return hi - lo, self.ids[lo:hi]
+        return rhi - rlo, [self.reversed_ids[i][::-1] for i in range(rlo, rhi)]
+
+
+def _prefix_range(ordered: list[str], prefix: str) -> tuple[int, int]:
+    """The slice of a sorted list whose items start with `prefix`."""
+    lo = bisect.bisect_left(ordered, prefix)
+    end = prefix.rstrip(chr(sys.maxunicode))  # the least text above every text that starts with `prefix`
+    if not end:
+        return lo, len(ordered)
+    return lo, bisect.bisect_left(ordered, end[:-1] + chr(ord(end[-1]) + 1), lo)
+
+
+def _matches(load: Load, index: RegistryIndex | dict[str, list[tuple[str, str]]],
+             spent: list[int] | None = None) -> set[tuple[str, str]] | None:
     """The plugins whose registered ids a load's patterns match (None: the load cannot be bounded). Matched
-    without backtracking (`idpattern`): a pattern of many wildcards against a long id is linear, not exponential."""
+    without backtracking (`idpattern`): a pattern of many wildcards against a long id is linear, not exponential.
+    A wildcard pattern is compared only with the ids its literal prefix or suffix allows; `spent[0]` counts those
+    comparisons for the load's file, which is TooCostly past MAX_MATCH_STEPS."""
     if load.patterns is None:
         return None
+    if not isinstance(index, RegistryIndex):
+        index = RegistryIndex(index)
+    spent = spent if spent is not None else [0]
     found: set[tuple[str, str]] = set()
     for pattern in load.patterns:
         literal = idpattern.literal(pattern)
         if literal is not None:
-            found.update(table.get(literal, ()))
+            found.update(index.table.get(literal, ()))
             continue
-        for identifier, keys in table.items():
+        count, identifiers = index.candidates(pattern)
+        spent[0] += count + 1
+        if spent[0] > MAX_MATCH_STEPS:
+            raise TooCostly(f"its loader arguments would be compared with more than {MAX_MATCH_STEPS:,} registered "
+                            "ids")
+        for identifier in identifiers:
             if idpattern.fullmatch(pattern, identifier):
-                found.update(keys)
+                found.update(index.table[identifier])
     return found
 
 

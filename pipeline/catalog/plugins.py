@@ -23,7 +23,8 @@ from pathlib import Path
 from pipeline.catalog import gitrepo
 from pipeline.errors import BadInput
 from pipeline.catalog.ids import identifier_problem
-from pipeline.catalog.loaders import PLUGIN_TYPES, REGISTRY_NAMES, _matches, _registry_of
+from pipeline.catalog.loaders import (PLUGIN_TYPES, REGISTRY_NAMES, RegistryIndex, TooCostly, _matches,
+                                      _registry_of)
 from pipeline.catalog.sourcefacts import FileFacts, Load
 
 REQUIREMENT_FILES = ("requirements.txt", "environment.yml", "setup.py", "metadata.yml", "metadata.yaml")
@@ -260,31 +261,43 @@ def _resolve_uses(catalog: Catalog, loads_of: dict[tuple[str, str], list], impor
             table = by_registry.setdefault(registry, {})
             for identifier in ids:
                 table.setdefault(identifier, []).append(plugin.key)
+    indexes = {registry: RegistryIndex(table) for registry, table in by_registry.items()}
+    spent: dict[str, list[int]] = {}  # file -> ids its wildcard loader arguments were compared with
+    costly: dict[str, str] = {}  # file -> why its loads are read as unbounded (TooCostly)
     for key, plugin in plugins.items():
         prefix = f"{root}/{key[0]}/{key[1]}/"
         for dep_type, dep_name in imports_of.get(key, []):
             dep = (dep_type, dep_name)
             if dep in plugins and dep != key:
                 plugin.uses[dep_type].add(dep_name)
+        everything_added: set[str] = set()  # registries whose every plugin this plugin already uses
         for path, loader, base, patterns, line, text in loads_of.get(key, []):
             load = Load(loader, base, patterns, line, text)
             registry = _registry_of(load, loaders, root, by_registry)
             if registry is None:
                 continue
             catalog.load_calls += 1
-            table = by_registry.get(registry, {})
-            targets = _matches(load, table)
+            index = indexes.get(registry) or RegistryIndex({})
+            table = index.table
+            try:
+                targets = None if path in costly else _matches(load, index, spent.setdefault(path, [0]))
+            except TooCostly as exc:
+                costly[path] = str(exc)
+                catalog.issues.append(Issue(path, 0, f"refused: {exc}; its loads are read as depending on every "
+                                            "plugin of their registry"))
+                targets = None
             if targets is None:
-                dep_types = sorted({k[0] for keys in table.values() for k in keys})
-                for keys in table.values():
-                    for dep in keys:
+                if registry not in everything_added:  # once per plugin and registry, not once per load
+                    everything_added.add(registry)
+                    for dep in index.everything:
                         if dep != key:
                             plugin.uses[dep[0]].add(dep[1])
                 catalog.unbounded.append(UnboundedLoad(key, path, load.line, load.loader, load.text,
-                                                       ",".join(dep_types)))
-                catalog.issues.append(Issue(
-                    path, load.line, f"{load.loader}({load.text}): the id cannot be read statically; depends "
-                    f"on every plugin registered in {registry} ({len(table)} ids)", "warning"))
+                                                       index.dep_types))
+                if path not in costly:
+                    catalog.issues.append(Issue(
+                        path, load.line, f"{load.loader}({load.text}): the id cannot be read statically; depends "
+                        f"on every plugin registered in {registry} ({len(table)} ids)", "warning"))
                 continue
             if not targets and not path[len(prefix):].startswith("_"):
                 if plugin.type in ("benchmarks", "data", "metrics"):

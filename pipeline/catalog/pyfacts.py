@@ -7,6 +7,7 @@ Standard library only: the parse workers (`parseworker`, run with `-S`) import i
 from __future__ import annotations
 
 from pipeline import bigints
+from pipeline.catalog.bounds import Refused
 from pipeline.catalog.construction import read_construction
 from pipeline.catalog.sourcefacts import FileFacts, facts_of_tree, parse_source
 
@@ -38,12 +39,14 @@ def unreadable(kind: str, exc: BaseException) -> dict:
 
 
 def construction_of_tree(tree) -> dict:  # noqa: ANN001 - an ast.Module
-    """`{"construction": facts}`, or `{"refused": why}` when reading them would go past Python's nesting limit
-    (`construction` caps depth, items and nodes itself)."""
+    """`{"construction": facts}`, or `{"refused": why}` when reading them would go past Python's nesting limit or
+    cost more than `construction.MAX_STEPS` (`construction` caps depth, items and nodes itself)."""
     try:
         return {"construction": read_construction(tree)}
     except RecursionError:
         return {"refused": "nested too deeply to read statically; not read"}
+    except Refused as exc:
+        return {"refused": str(exc)}
 
 
 def _failed(facts: FileFacts) -> dict:
