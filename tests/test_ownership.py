@@ -242,3 +242,46 @@ def test_a_history_past_its_bound_holds_its_folder_and_the_rest_of_the_change_go
     assert (held.plugin, held.commit, held.author) == ("knn", catalog.commit, "(unknown)")
     assert held.reason.startswith("the history of models/knn cannot be read within its bounds") and \
         "more than 1 commits" in held.reason
+
+
+def test_a_folder_registering_another_folders_data_id_is_refused_and_the_victim_is_not_re_scored(
+        workspace, example_repo):
+    """Hostile review round 2, F3: Mallory's new data/aaa_iris registers `iris`, the id data/sklearn_toy (the
+    administrator's) registers and iris-accuracy loads. On the old code nothing stopped it: iris-accuracy was
+    re-scored for every model "uses changed data plugin aaa_iris", with aaa_iris among its members (and imported
+    first, in name order, by the domain's loader). Now her folder is refused the id by name, with the reason; the
+    victim keeps its members, is not re-scored, and its score stays. Two folders registering one new id in the
+    same change are both refused (not "first in name order wins")."""
+    narrow = ("--models", "knn-5", "--benchmarks", "iris-accuracy")
+    first = workspace.json("run", "--repo", str(example_repo), "--all", *narrow)
+    assert first["states"] == {"COMPLETED": 1}
+    board = {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")}
+    write(example_repo, "sklearn_scores/data/aaa_iris/__init__.py",
+          "from sklearn_scores import data_registry\n\n"
+          "data_registry['iris'] = lambda: ([[0.0] * 4] * 150, [0] * 150)\n"
+          "data_registry['aaa-own'] = lambda: ([[0.0] * 4] * 150, [0] * 150)\n")
+    write(example_repo, "sklearn_scores/data/aaa_iris/requirements.txt", "evil-package-never-installed==9.9\n")
+    commit_all(example_repo, "better iris data", author=MALLORY)
+
+    detected = workspace.json("detect", "--repo", str(example_repo), "--base", "HEAD~1", expect=2)
+    [issue] = [i for i in detected["issues"] if i["severity"] == "error"]
+    assert issue["file"] == "sklearn_scores/data/aaa_iris/__init__.py", issue
+    assert "data id 'iris' is already registered by sklearn_scores/data/sklearn_toy" in issue["message"], issue
+    assert detected["rescore_benchmarks"] == {} and not detected["run_score"], detected
+    plan = workspace.json("plan", "--pairs", "--repo", str(example_repo), "--all", *narrow, expect=2)
+    assert plan["counts"]["to_run"] == 0 and plan["counts"]["already_scored"] == 1, plan["counts"]  # same members
+
+    result = workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", expect=2)
+    assert result["pairs"] == [] and not result["states"], result
+    assert {(r["model"], r["benchmark"]): (r["score"], r["id"]) for r in workspace.json("leaderboard")} == board
+
+    # one new id registered by two new folders in one change: both refused, by name
+    for folder in ("moons_a", "moons_b"):
+        write(example_repo, f"sklearn_scores/data/{folder}/__init__.py",
+              "from sklearn import datasets\nfrom sklearn_scores import data_registry\n\n"
+              "data_registry['moons'] = lambda: datasets.make_moons(random_state=0)\n")
+    commit_all(example_repo, "moons, twice", author="Carol <carol@example.org>")
+    detected = workspace.json("detect", "--repo", str(example_repo), "--base", "HEAD~1", expect=2)
+    errors = {i["file"]: i["message"] for i in detected["issues"] if i["severity"] == "error"}
+    assert set(errors) == {f"sklearn_scores/data/moons_{x}/__init__.py" for x in "ab"}, errors
+    assert all("data id 'moons' is registered by" in m and "refused in each of them" in m for m in errors.values())

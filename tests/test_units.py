@@ -415,3 +415,29 @@ def test_a_plugins_own_cache_folder_is_bounded_and_the_trusted_shared_caches_are
     with pytest.raises(OSError):
         sb.tree_size(other, strict=True)
     assert cache_over_limit(manifest(), (own, other)) == f"{other} (it cannot be measured: File name too long)"
+
+
+def test_a_folder_only_the_model_uses_is_never_on_the_benchmarks_side():
+    """Hostile review round 2, F4: the benchmark's side got every non-`models/` folder the model uses, so a data
+    plugin only the model uses had its dynamic setup.py run in the benchmark's sandbox, as the benchmark's user,
+    able to write the benchmark's site (a sitecustomize.py there runs at the benchmark's start-up). A folder is on
+    the benchmark's side only when the benchmark reaches it; one both reach is on both sides, each installing it
+    into its own environment."""
+    from pipeline.job.pair_sandbox import split_folders
+
+    pair = {"model_plugin": "m", "benchmark_plugin": "b",
+            "folders": ["models/m", "data/m_data", "metrics/shared", "benchmarks/b", "data/b_data", "metrics/shared"],
+            "model_folders": ["models/m", "data/m_data", "metrics/shared"],
+            "setup_in_job": ["data/m_data", "models/m", "metrics/shared"]}
+    model, bench = split_folders(pair)
+    assert model == ["models/m", "data/m_data", "metrics/shared"]
+    assert bench == ["benchmarks/b", "data/b_data", "metrics/shared"]
+    # what each side installs in the job (pipeline/job/worker.py): its own share of setup_in_job only
+    assert [f for f in pair["setup_in_job"] if f in bench] == ["metrics/shared"]
+    # a manifest written before the split: the model's part first, then the benchmark's
+    old = {k: v for k, v in pair.items() if k != "model_folders"}
+    assert split_folders(old) == (["models/m", "data/m_data", "metrics/shared"],
+                                  ["benchmarks/b", "data/b_data", "metrics/shared"])
+    # folders not in the plan's order (model's part first): nothing of the model's reaches the benchmark's side
+    odd = {**pair, "folders": ["benchmarks/b", "data/m_data", "models/m", "data/b_data"]}
+    assert split_folders(odd)[1] == ["benchmarks/b", "data/b_data"]

@@ -116,7 +116,11 @@ class Catalog:
     read_folders: int = 0  # plugin folders read from their files (the rest came from the cache, by tree id)
     walked_folders: int = 0  # benchmark folders whose constructions were walked (the rest: cached, `parentcache`)
     refused_folders: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, folder) -> why
+    # (registry, id) -> the folders that registered it at the change's base (set by detect; None: no base, `--all`)
+    base_holders: dict[tuple[str, str], list[tuple[str, str]]] | None = None
     _closure: dict[tuple[str, str], list[Plugin]] = field(default_factory=dict, repr=False)
+    _links: tuple | None = field(default=None, repr=False)  # what _resolve_uses read: to draw the graph again
+    _link_issues: list = field(default_factory=list, repr=False)  # the issues it reported
 
     def of_type(self, plugin_type: str) -> list[Plugin]:
         return sorted((p for p in self.plugins.values() if p.type == plugin_type), key=lambda p: p.name)
@@ -206,6 +210,26 @@ class Catalog:
         """Plugin folders (type/name) whose setup.py must be installed inside the job."""
         return sorted(f"{p.type}/{p.name}" for p in self.members(*plugins) if p.setup_dynamic)
 
+    def unregister(self, plugin: Plugin, registry: str, identifier: str) -> None:
+        """Take an id away from a folder (refused: another folder owns it); `relink` then draws the graph again."""
+        ids = plugin.registered.get(registry, [])
+        if identifier in ids:
+            ids.remove(identifier)
+        if registry == REGISTRY_NAMES[plugin.type] and identifier in plugin.identifiers:
+            plugin.identifiers.remove(identifier)
+
+    def relink(self) -> None:
+        """Draw the dependency graph again from the folders' loads and imports, after ids were taken away: a
+        folder refused an id is no longer what a load of that id reaches (nor a member of who loads it)."""
+        if self._links is None:
+            return
+        for plugin in self.plugins.values():
+            plugin.uses = {t: set() for t in PLUGIN_TYPES}
+        stale = {id(i) for i in self._link_issues}
+        self.issues[:] = [i for i in self.issues if id(i) not in stale]
+        self.unbounded, self.load_calls, self._closure = [], 0, {}
+        _resolve_uses(self, *self._links)
+
 
 def find_domain_root(repo: Path, rev: str, entries: list[gitrepo.TreeEntry] | None = None) -> str:
     """The top-level folder that holds `models/` or `benchmarks/` plugin folders (`entries`: the whole tree at
@@ -253,6 +277,16 @@ def _read_registrations(plugin: Plugin, fact: FileFacts, path: str, issues: list
 def _resolve_uses(catalog: Catalog, loads_of: dict[tuple[str, str], list], imports_of: dict[tuple[str, str], list],
                   loaders: dict[str, str]) -> None:
     """Turn each plugin's loads and imports (from its folder's reading) into edges of the dependency graph."""
+    catalog._links = (loads_of, imports_of, loaders)
+    before = len(catalog.issues)
+    try:
+        _draw(catalog, loads_of, imports_of, loaders)
+    finally:
+        catalog._link_issues = catalog.issues[before:]
+
+
+def _draw(catalog: Catalog, loads_of: dict[tuple[str, str], list], imports_of: dict[tuple[str, str], list],
+          loaders: dict[str, str]) -> None:
     root = catalog.domain_root
     plugins = catalog.plugins
     by_registry: dict[str, dict[str, list[tuple[str, str]]]] = {}

@@ -266,13 +266,23 @@ def pair_manifest(manifest: Manifest, pair: dict) -> Manifest:
 
 
 def split_folders(pair: dict) -> tuple[list[str], list[str]]:
-    """(what the model's process sees, what the benchmark's process sees): each plugin with what it uses."""
+    """(what the model's process sees, what the benchmark's process sees): each plugin with what it uses.
+
+    The plan writes `folders` as the model's part (`model_folders`) followed by the benchmark's, so a folder both
+    reach is in both parts and on both sides (each side installs its setup.py into its own environment). A folder
+    only the model reaches is never on the benchmark's side: its setup.py would run there, as the benchmark's
+    user, able to write the benchmark's `site` (a sitecustomize.py there runs at the benchmark's start-up)."""
     folders = list(pair.get("folders") or [f"models/{pair['model_plugin']}", f"benchmarks/{pair['benchmark_plugin']}"])
     own = pair.get("model_folders")
-    if own is None:  # a manifest written before the split: the model's part comes first
+    if own is None:  # a manifest written before `model_folders`: the model's part comes first all the same
         bench = f"benchmarks/{pair['benchmark_plugin']}"
         own = folders[:folders.index(bench)] if bench in folders else [f"models/{pair['model_plugin']}"]
-    return list(own), [f for f in folders if f not in own or not f.startswith("models/")]
+    own = list(own)
+    if folders[:len(own)] == own:
+        rest = folders[len(own):]
+    else:  # not in the plan's order: the benchmark's side gets nothing the model's part names (closed)
+        rest = [f for f in folders if f not in own]
+    return own, list(dict.fromkeys(rest))
 
 
 def _process_limit(manifest: Manifest) -> int | None:

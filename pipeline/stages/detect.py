@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.catalog import gitrepo
+from pipeline.catalog.idholders import holders_at_base
 from pipeline.catalog.revision_checks import reversed_revisions, uncommitted_edits
 from pipeline.catalog.plugins import PLUGIN_TYPES, Catalog, Issue, load_catalog
+from pipeline.stages.takeovers import refuse_takeovers
 
 METADATA_FILES = ("metadata.yaml", "metadata.yml")
 
@@ -90,6 +92,9 @@ def detect(repo: Path, base: str, head: str, domain_root: str | None = None, cac
                 related_types.add(plugin_type)
             else:
                 other_files += 1
+    # who registered each id at the base decides who keeps an id two folders register (pipeline.stages.takeovers)
+    catalog.base_holders = holders_at_base(catalog, base_commit, {(t, n) for t in PLUGIN_TYPES for n in changed[t]},
+                                           cache_dir)
     change = _summarise(catalog, changed, metadata_touched, related_types, other_files, any_plugin_file, base_commit)
     change.issues += reversed_revisions(repo, base_commit, catalog.commit, base, head)
     change.issues += uncommitted_edits(catalog.repo, catalog.domain_root, head)
@@ -122,7 +127,7 @@ def _summarise(catalog: Catalog, changed: dict[str, set[str]], metadata_touched:
     if test_all & {"data", "metrics"}:
         test_all.add("benchmarks")
 
-    _refuse_takeovers(catalog, present)
+    refuse_takeovers(catalog)
     new_models = _identifiers(catalog, "models", present["models"])
     new_benchmarks = _identifiers(catalog, "benchmarks", present["benchmarks"])
     rescore = _rescored_benchmarks(catalog, present, set(new_benchmarks))
@@ -158,30 +163,6 @@ def _identifiers(catalog: Catalog, plugin_type: str, folders: set[str]) -> list[
     for name in sorted(folders):
         ids.extend(i for i in catalog.plugins[(plugin_type, name)].identifiers if i not in ids)
     return ids
-
-
-def _refuse_takeovers(catalog: Catalog, present: dict[str, set[str]]) -> None:
-    """An id has one owner: a changed folder registering an id that an unchanged folder already registers is
-    refused for that id (an error on the changed folder), and the id stays with its owner. Moving a plugin is
-    deliberate: delete the old folder in the same change. When several folders share an id and none of them
-    changed, the first in name order keeps it (and every other is told)."""
-    for plugin_type in ("models", "benchmarks"):
-        owners: dict[str, list] = {}
-        for plugin in catalog.of_type(plugin_type):
-            for identifier in plugin.identifiers:
-                owners.setdefault(identifier, []).append(plugin)
-        for identifier, plugins in owners.items():
-            if len(plugins) < 2:
-                continue
-            unchanged = [p for p in plugins if p.name not in present[plugin_type]]
-            keeper = (unchanged or plugins)[0]
-            for plugin in plugins:
-                if plugin is keeper:
-                    continue
-                plugin.identifiers.remove(identifier)
-                catalog.issues.append(Issue(f"{plugin.path}/__init__.py", 0, (
-                    f"{plugin_type[:-1]} id {identifier!r} is already registered by {keeper.path}; an id has one "
-                    "owner (to move a plugin, delete the old folder in the same change)")))
 
 
 def _rescored_benchmarks(catalog: Catalog, present: dict[str, set[str]], already_new: set[str]

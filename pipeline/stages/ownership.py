@@ -102,7 +102,10 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
     at_base = {t: owners.folders_at(gitrepo.list_tree_level(repo, base, f"{root}/{t}"))
                for t in {t for t, _ in touched + removed}}
     moved_from = _moves(repo, base, head, root)
-    base_ids = _base_ids(repo, base, root, change.removed_plugins)
+    # (registry, id) -> the folders that registered it at the base: every folder, every registry (data and metric
+    # ids too: database_ids knows models' and benchmarks' only), as detect read them
+    base_ids = catalog.base_holders if catalog.base_holders is not None else \
+        {(REGISTRY_NAMES[t], i): [(t, n)] for (t, i), n in _base_ids(repo, base, root, change.removed_plugins).items()}
     found: list[Found] = []
     owner_cache: dict[Folder, set[str]] = {}
 
@@ -137,10 +140,19 @@ def find(catalog: Catalog, change: Change, known: dict[Folder, dict[str, PluginH
             before[folder] = f"changes {t}/{name}"
         for old in sorted(moved_from.get(folder, ())):
             before.setdefault((t, old), f"moves {t}/{old} to {t}/{name}")
-        for identifier in catalog.plugins[folder].identifiers:
-            holder = base_ids.get((t, identifier)) or database_ids.get((t, identifier))
-            if holder and holder != name:
-                before.setdefault((t, holder), f"registers {t[:-1]} id {identifier!r} of {t}/{holder} in {t}/{name}")
+        for registry, ids in catalog.plugins[folder].registered.items():
+            for identifier in ids:
+                holders = [h for h in base_ids.get((registry, identifier), ()) if h != folder]
+                if folder in base_ids.get((registry, identifier), ()):
+                    holders = []  # its own id already at the base
+                elif not holders and registry == REGISTRY_NAMES[t] and database_ids.get((t, identifier)):
+                    holders = [(t, database_ids[(t, identifier)])]
+                for ht, holder in holders:
+                    if (ht, holder) != folder:
+                        kind = ht[:-1] if registry == REGISTRY_NAMES[ht] and ht != "data" else \
+                            registry.removesuffix("_registry")
+                        before.setdefault((ht, holder), f"registers {kind} id {identifier!r} of {ht}/{holder} in "
+                                                        f"{t}/{name}")
         paths = [_path(root, folder)] + [_path(root, f) for f in before if f != folder]
         history = owners.commits(repo, [head, f"^{base}"], paths)
         if before:
