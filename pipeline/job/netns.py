@@ -61,7 +61,26 @@ def network_mode(value: object) -> str:
 def launcher(tools: dict[str, str]) -> list[str]:
     """The command that runs bubblewrap's command line (appended) through this module."""
     return [sys.executable or "python3", "-I", "-S", os.path.abspath(__file__), "--slirp4netns",
-            tools["slirp4netns"], "--nsenter", tools["nsenter"], "--ip", tools["ip"], "--"]
+            tools["slirp4netns"], "--nsenter", tools["nsenter"], "--ip", tools["ip"], "--parent", str(os.getpid()),
+            "--"]
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent(parent: int | None) -> None:
+    """What bubblewrap's `--die-with-parent` does, for this launcher: the worker that starts it runs each side in a
+    session of its own, so a cancelled task's SIGKILL to its process group ends the worker but not this launcher,
+    which would go on waiting for its sandbox, and its sandbox (whose parent it is) would go on running. The kernel
+    kills it when its parent dies; a parent gone before the call (`parent`: the pid the command line names) ends it
+    at once."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 LINK_LOCAL = "169.254.0.0/16"
@@ -196,6 +215,7 @@ def main(argv: list[str]) -> int:
     split = argv.index("--")
     options, bwrap = argv[:split], argv[split + 1:]
     opts = dict(zip(options[::2], options[1::2]))
+    die_with_parent(int(opts["--parent"]) if "--parent" in opts else None)
     keep = inherited_fds()  # what the caller passed (the seccomp filter, the report pipe...) goes on to bubblewrap
     info_r, info_w = os.pipe()
     block_r, block_w = os.pipe()
