@@ -63,11 +63,18 @@ def wait_for(job_ids: list[str]) -> None:
 def run_array(script: Path, tasks: int, spool: Path, out: dict, name: str) -> dict[str, float]:
     """Submit a hand-written `sbatch --array` of `tasks` tasks, time it to its end, check and return its scores."""
     start = time.perf_counter()
-    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", "--output=/dev/null", str(script)],
+    logs = spool.parent / f"{name}-logs"
+    logs.mkdir(exist_ok=True)
+    job = subprocess.run(["sbatch", "--parsable", f"--array=0-{tasks - 1}", f"--output={logs}/%a.out", str(script)],
                          capture_output=True, text=True, check=True, env=job_environment({})).stdout.strip()
     wait_for([job])
     out[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
-    check_results(spool)
+    try:
+        check_results(spool)
+    except (AssertionError, ValueError):
+        for log in sorted(logs.glob("*.out")):  # what the tasks said, for whoever reads the failure
+            print(f"--- {name} task {log.stem}:\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+        raise
     results = [json.loads(p.read_text()) for p in spool.glob("*.json")]
     return {r.get("pair_key", str(n)): r["score_ceiled"] for n, r in enumerate(results)}  # echo's carry no key
 
@@ -197,8 +204,15 @@ def sandboxed_floor(tmp: Path, out: dict, bundle: Bundle, envs: str) -> dict[str
                 for fd in fds:
                     os.close(fd)
                 argv[argv.index("--seccomp") + 1] = "9"
+                redirects = f" 9<{shlex.quote(str(tmp / 'filter.bpf'))}"
+                if "--ro-bind-data" in argv:  # network "on": the sandbox's resolv.conf, given as a file on fd 8
+                    (tmp / "resolv.conf").write_text("nameserver 10.0.2.3\n")
+                    argv[argv.index("--ro-bind-data") + 1] = "8"
+                    redirects += f" 8<{shlex.quote(str(tmp / 'resolv.conf'))}"
+                if "--parent" in argv[:argv.index("--")]:  # the network launcher's parent is the job's shell here
+                    del argv[argv.index("--parent"):argv.index("--parent") + 2]
                 sides.append(f"PYTHONPATH={shlex.quote(manifest.code_dir)} HOME={shlex.quote(str(work / 'home'))} "
-                             + " ".join(shlex.quote(a) for a in argv) + f" 9<{shlex.quote(str(tmp / 'filter.bpf'))}")
+                             + " ".join(shlex.quote(a) for a in argv) + redirects)
             body.append(f"  {sides[0]} >/dev/null &\n  {sides[1]} >{shlex.quote(str(spool / p['key']))}.json\n"
                         "  wait\n")
         lines.append(f"{task['index']})\n{''.join(body)}  ;;\n")
