@@ -264,10 +264,11 @@ def test_worker_pools_and_the_network_setting(workspace, example_repo):
     listener.close()
 
 
-def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, example_repo, tmp_path):
+@pytest.mark.parametrize("envs_built", [False, True], ids=["the-build-refuses", "the-worker-refuses"])
+def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, example_repo, tmp_path, envs_built):
     """The coordinator had bubblewrap; the node that runs the job does not: each pair fails with what is missing
-    (the environment build and the worker both refuse) as an infrastructure failure (INFRA_FAIL, never the
-    plugins'), and no plugin code runs unconfined."""
+    (the environment build refuses, or, where the environments are already built, the worker does) as an
+    infrastructure failure (INFRA_FAIL, never the plugins'), and no plugin code runs unconfined."""
     marker = tmp_path / "plugin-code-ran"
     write(example_repo, "sklearn_scores/benchmarks/marker/__init__.py",
           f"try:\n    open({str(marker)!r}, 'w').write('ran')\nexcept OSError:\n    pass  # in the sandbox\n"
@@ -275,9 +276,13 @@ def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, e
           "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
     write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
     commit_all(example_repo, "a benchmark that leaves a marker")
+    workspace.env["SCORE_PLUGINS_ENV_ROOT"] = str(tmp_path / "envs")  # built here or not at all, whatever ran before
+    if envs_built:  # scored once on a node with bubblewrap: the environments are there, only the worker is left
+        workspace.json("run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg,knn-5")
+        marker.unlink(missing_ok=True)
     bundle = tmp_path / "bundle"
     rendered = workspace.json("render", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg,knn-5",
-                              "--out", str(bundle))
+                              "--out", str(bundle), *(["--force"] if envs_built else []))
     bwrap = sb.bwrap_path()
     env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "0", "HOME": str(tmp_path)}
     proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -289,7 +294,7 @@ def test_a_node_without_bubblewrap_fails_its_pairs_and_runs_nothing(workspace, e
     # the node's failure, not the plugins' (b34-outage: a sandbox the node cannot set up is infrastructure)
     assert len(jobs) == 2 and all(j["state"] == "INFRA_FAIL" and "bubblewrap (bwrap) is not installed" in j["reason"]
                                   and j["reason"].startswith("infrastructure (sandbox unavailable)")
-                                  for j in jobs), jobs
+                                  for j in jobs), [(j["state"], j["stage"], j["reason"]) for j in jobs]
     assert not marker.exists()
 
 

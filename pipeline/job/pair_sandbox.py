@@ -14,6 +14,9 @@ from .spool import StageError
 
 
 CHILD_ENV_KEEP = ("LANG", "LC_ALL", "TZ")
+# a node that cannot confine a pair: the infrastructure's (INFRA_FAIL, like an environment build it refuses), never
+# the plugins'; the words are those of env_failure_result's "sandbox unavailable"
+NO_SANDBOX = "infrastructure (sandbox unavailable): the sandbox cannot be set up on this node, nothing was run"
 
 
 def child_env(manifest: Manifest, workdir: Path, caches: dict | None = None, gpu_env: dict | None = None) -> dict:
@@ -214,7 +217,7 @@ def sandboxed(manifest: Manifest, pair: dict, workdir: Path, cmd: list[str], env
     try:
         argv, fds, how = sb.command(view, cmd, extra_ro=(*manifest.sandbox_extra_paths, *extra_ro))
     except sb.SandboxUnavailable as exc:
-        raise StageError("import", f"the sandbox cannot be set up on this node, nothing was run: {exc}") from None
+        raise StageError("import", f"{NO_SANDBOX}: {exc}", state="INFRA_FAIL") from None
     return argv, how, fds
 
 

@@ -117,7 +117,10 @@ def base_result(manifest: Manifest, pair: dict) -> dict:
 
 
 class StageError(Exception):
-    def __init__(self, stage: str, reason: str):
+    """A pair that cannot go on, at `stage`; `state` FAILED (the plugins') unless the node is to blame."""
+
+    def __init__(self, stage: str, reason: str, state: str = "FAILED"):
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+        self.state = state

@@ -36,8 +36,8 @@ from .gpus import GpuMeter, GpuView, NoGpu, gpu_view
 from .install import install_in_job
 from .manifest import Manifest
 from .outage import classify, key_line
-from .pair_sandbox import (NOBODY, _process_limit, cache_folders, child_env, child_setup, launch, own_cache_folder,
-                           pair_manifest, plugin_caches, sandbox_prepare, sandboxed, split_folders)
+from .pair_sandbox import (NO_SANDBOX, NOBODY, _process_limit, cache_folders, child_env, child_setup, launch,
+                           own_cache_folder, pair_manifest, plugin_caches, sandbox_prepare, sandboxed, split_folders)
 from .report_channel import REPORT_DRAIN_SECONDS, ReportReader, _child_outcome, wait_with_usage
 from .spool import LOG_CAP_BYTES, StageError, announce, base_result, cap_log, now, tail, write_json_atomic
 
@@ -69,8 +69,8 @@ def run_pair(manifest: Manifest, pair: dict, env_python: str, log: Path, model_p
     except (sb.SandboxUnavailable, OSError) as exc:
         for slot in slots:
             slot.__exit__()
-        result.update({"status": "error", "state": "FAILED", "stage": "import", "ended_at": now(),
-                       "reason": f"the sandbox cannot be set up on this node, nothing was run: {exc}",
+        result.update({"status": "error", "state": "INFRA_FAIL", "stage": "import", "ended_at": now(),
+                       "reason": f"{NO_SANDBOX}: {exc}",
                        "log_tail": "", "elapsed_seconds": 0.0})
         return result
     uids = (slots[0].uid, slots[1].uid) if slots else (NOBODY, NOBODY)
@@ -159,7 +159,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
             sides.append((bench_argv, bench_dir, bench_caches, (write_fd, bench_end.fileno(), *bench_fds), None))
         except StageError as exc:
             how = how or exc.reason
-            failure = {"state": "FAILED", "stage": exc.stage, "reason": exc.reason}
+            failure = {"state": exc.state, "stage": exc.stage, "reason": exc.reason}
         reader = ReportReader(read_fd)
         processes = _process_limit(manifest)
         procs: list[subprocess.Popen] = []
