@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-JOURNAL = ROOT / ".breakage-applied.json"
+JOURNAL = ".breakage-applied.json"  # in the tree's top folder (ignored by git)
 GUARD_TIMEOUT = int(os.environ.get("BREAKAGE_GUARD_TIMEOUT", "900"))  # seconds a guard may run
 NOT_PROOF = ("ImportError", "ModuleNotFoundError", "SyntaxError", "IndentationError")
 
@@ -80,14 +81,18 @@ class Outcome:
 class Interrupted(BaseException):
     """SIGTERM or SIGHUP reached the harness: unwind (restoring the file) and stop."""
 
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 def _on_signal(signum: int, _frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    raise Interrupted(signum)
 
 
-def problem(breakage: Breakage) -> str | None:
+def problem(breakage: Breakage, root: Path = ROOT) -> str | None:
     """Why `breakage` cannot be applied as written, or None."""
-    path = ROOT / breakage.path
+    path = root / breakage.path
     if not path.is_file():
         return f"{breakage.path} does not exist"
     text = path.read_text()
@@ -96,6 +101,11 @@ def problem(breakage: Breakage) -> str | None:
         return f"its text is found {found} times in {breakage.path} (must be exactly once)"
     if breakage.old == breakage.new:
         return "its replacement is the same text"
+    test_file, _, function = breakage.test.partition("::")
+    guard = root / test_file
+    if not guard.is_file() or not function or \
+            re.search(rf"^(?:async )?def {re.escape(function)}\(", guard.read_text(), re.M) is None:
+        return f"its guard {breakage.test} does not exist"
     if path.suffix == ".py":
         try:
             compile(text.replace(breakage.old, breakage.new), str(path), "exec")
@@ -138,7 +148,7 @@ def _first_line(element: ET.Element) -> str:
     return (text.strip().splitlines() or [""])[0][:240]
 
 
-def run_guard(node_id: str) -> Outcome:
+def run_guard(node_id: str, root: Path = ROOT) -> Outcome:
     """Run one guard in its own process group (killed whole on an interrupt or a timeout); its JUnit outcome."""
     with tempfile.TemporaryDirectory(prefix="breakage-") as folder:
         report = Path(folder) / "junit.xml"
@@ -146,7 +156,7 @@ def run_guard(node_id: str) -> Outcome:
                 node_id]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # no bytecode of the broken file is ever kept
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=GUARD_TIMEOUT)
@@ -183,15 +193,16 @@ class Applied:
     """The breakage applied for the length of a `with` block; the file restored (bytes and mtime) on the way out,
     whatever ends the block. A journal on disk covers a SIGKILL in between."""
 
-    def __init__(self, breakage: Breakage) -> None:
+    def __init__(self, breakage: Breakage, root: Path = ROOT) -> None:
         self.breakage = breakage
-        self.path = ROOT / breakage.path
+        self.path = root / breakage.path
+        self.journal = root / JOURNAL
 
     def __enter__(self) -> Applied:
         self.original = self.path.read_bytes()
         self.stat = self.path.stat()
         broken = self.original.decode().replace(self.breakage.old, self.breakage.new)
-        JOURNAL.write_text(json.dumps({"path": self.breakage.path, "original": self.original.decode(),
+        self.journal.write_text(json.dumps({"path": self.breakage.path, "original": self.original.decode(),
                                        "broken": broken, "mtime_ns": self.stat.st_mtime_ns}))
         self.path.write_text(broken)
         return self
@@ -199,29 +210,30 @@ class Applied:
     def __exit__(self, *exc: object) -> None:
         self.path.write_bytes(self.original)
         os.utime(self.path, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
-        JOURNAL.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
 
 
-def recover() -> str | None:
+def recover(root: Path = ROOT) -> str | None:
     """Restore what a killed harness left broken; a line saying what was done, or raise SystemExit(3)."""
-    if not JOURNAL.exists():
+    journal = root / JOURNAL
+    if not journal.exists():
         return None
-    entry = json.loads(JOURNAL.read_text())
-    path = ROOT / entry["path"]
+    entry = json.loads(journal.read_text())
+    path = root / entry["path"]
     if path.read_text() == entry["broken"]:
         path.write_text(entry["original"])
         os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-        JOURNAL.unlink()
+        journal.unlink()
         return f"restored {entry['path']}, left broken by a harness that was killed"
     if path.read_text() == entry["original"]:
-        JOURNAL.unlink()
+        journal.unlink()
         return None
-    print(f"breakages: {JOURNAL.name} says {entry['path']} was left broken, and it has changed since: restore it "
+    print(f"breakages: {JOURNAL} says {entry['path']} was left broken, and it has changed since: restore it "
           "by hand (git diff), then remove the journal", file=sys.stderr)
     raise SystemExit(3)
 
 
-def main(argv: list[str], breakages: list[Breakage]) -> int:
+def main(argv: list[str], breakages: list[Breakage], root: Path = ROOT) -> int:
     baseline: Path | None = None
     names: list[str] = []
     args = list(argv)
@@ -246,7 +258,7 @@ def main(argv: list[str], breakages: list[Breakage]) -> int:
     chosen = breakages if names in ([], ["all"]) else [b for b in breakages if b.name in names]
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    said = recover()
+    said = recover(root)
     if said:
         print(f"breakages: {said}", flush=True)
     started = time.monotonic()
@@ -255,7 +267,7 @@ def main(argv: list[str], breakages: list[Breakage]) -> int:
     # 1. every text, before anything runs
     runnable = []
     for breakage in chosen:
-        why = problem(breakage)
+        why = problem(breakage, root)
         if why:
             print(f"CANNOT APPLY {breakage.name}: {why}", flush=True)
             failed.append(breakage.name)
@@ -271,7 +283,7 @@ def main(argv: list[str], breakages: list[Breakage]) -> int:
             outcome.returncode = 1 if outcome.failures or outcome.errors else 0
         else:
             source = "run unbroken: " + ("not in the suite's report" if baseline else "no suite report given")
-            outcome = run_guard(test)
+            outcome = run_guard(test, root)
             if outcome.green:
                 print(f"green unbroken: {test} ({outcome.seconds:.0f} s)", flush=True)
         green[test] = outcome.green
@@ -288,8 +300,8 @@ def main(argv: list[str], breakages: list[Breakage]) -> int:
             print(f"SKIPPED {breakage.name}: its guard is red on the unbroken tree", flush=True)
             failed.append(breakage.name)
             continue
-        with Applied(breakage):
-            outcome = run_guard(breakage.test)
+        with Applied(breakage, root):
+            outcome = run_guard(breakage.test, root)
         caught, why = outcome.verdict()
         word = "caught" if caught else "NOT CAUGHT"
         print(f"{word} {breakage.name} by {breakage.test} in {outcome.seconds:.0f} s: {why}", flush=True)
@@ -304,3 +316,15 @@ def main(argv: list[str], breakages: list[Breakage]) -> int:
 
 def _indent(text: str) -> str:
     return "\n".join("    | " + line for line in text.strip().splitlines()[-25:])
+
+
+def cli(argv: list[str], breakages: list[Breakage], root: Path = ROOT) -> int:
+    """`main`, with an interrupt (Ctrl-C, SIGTERM, SIGHUP) ending it as 128 + the signal, every file restored."""
+    try:
+        return main(argv, breakages, root)
+    except KeyboardInterrupt:
+        print("breakages: interrupted (SIGINT); every file restored", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
+    except Interrupted as exc:
+        print(f"breakages: interrupted ({exc}); every file restored", file=sys.stderr, flush=True)
+        return 128 + exc.signum
