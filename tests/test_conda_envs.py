@@ -307,7 +307,15 @@ def test_hostile_pip_layer_build_script_is_contained_at_lock_time_and_in_the_job
     """The pip layer of a conda lock runs build scripts twice: `uv pip compile` on the coordinator (in the lock
     jail, like the uv backend's) and `uv pip install` in the job (in the build's sandbox, with the conda
     installer). A hostile git requirement whose setup.py fails the build with LEAKED on any success (root, the
-    secrets file, the home, the state folder, another environment) locks, builds and leaves everything root's."""
+    secrets file, the home, the state folder, another environment, a world-readable file outside the sandbox's view)
+    locks, builds and leaves everything root's."""
+    from tests.test_sandbox_builds import world_readable_secret
+
+    with world_readable_secret() as world:
+        _hostile_pip_layer(conda_channel, tmp_path, world)
+
+
+def _hostile_pip_layer(conda_channel: str, tmp_path: Path, world: Path) -> None:
     from tests.test_sandbox_builds import hostile_package, secrets_and_home
 
     secrets, home_secret = secrets_and_home(tmp_path)
@@ -316,7 +324,7 @@ def test_hostile_pip_layer_build_script_is_contained_at_lock_time_and_in_the_job
     (state / "local.db").write_bytes(b"SQLite format 3\x00")
     other = env_root / "other/lib/python3.11/site-packages"  # an environment built before, by someone else
     other.mkdir(parents=True)
-    evil = hostile_package(tmp_path, secrets, home_secret, state, env_root)
+    evil = hostile_package(tmp_path, secrets, home_secret, state, env_root, world)
     lock = lock_conda([conda_channel], ["python 3.11.*"], tmp_path / "locks", "rattler",
                       pip_requirements=(f"evilpkg @ git+file://{evil}",), uv=SETTINGS.uv,
                       jail=LockJail(extra_ro=(str(evil),)))
