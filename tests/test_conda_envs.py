@@ -114,13 +114,23 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     assert "verified 2 packages" in proc.stdout
     assert (target / "share/spdemo/version.txt").read_text().strip() == "spdemo 2.0.0"
     assert conda_lock_from_file(target / "score-plugins.lock", "rattler").env_hash == lock.env_hash
+    # A corrupt lock that still installs: its spdemo-data says version 2.0, which the solver matches to the locked
+    # file (2.0 == 2.0.0 for conda), whose URL and sha256 check out: the installer succeeds, the build step ends,
+    # and only `verify` sees that what the lock names is not what is in the environment.
     corrupt = tmp_path / "corrupt" / "conda-lock.yml"
     corrupt.parent.mkdir()
-    corrupt.write_text(lock.path.read_text().replace("2.0.0", "9.9.9"))
+    text = lock.path.read_text()
+    assert text.count("version: 2.0.0") == 1
+    corrupt.write_text(text.replace("version: 2.0.0", "version: '2.0'"))
     (corrupt.parent / "conda-linux-64.lock").write_text((staged.parent / "conda-linux-64.lock").read_text())
     bad = subprocess.run(["bash", str(builder), str(tmp_path / "envs/bad"), str(corrupt)], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and not (tmp_path / "envs/bad/.score-plugins-complete").exists()
+    # (py-rattler at times crashes as it exits, after a finished install: "installer exited 139", tolerated)
+    assert "score-plugins: environment python" in bad.stdout, bad.stdout + bad.stderr
+    assert (tmp_path / "envs/bad/share/spdemo/version.txt").read_text().strip() == "spdemo 2.0.0"  # installed
+    assert bad.stderr.strip().splitlines()[-1] == \
+        f"environment {tmp_path / 'envs/bad'} lacks locked packages: spdemo-data", bad.stderr  # verify's refusal
 
 
 BENCH = """import sys
