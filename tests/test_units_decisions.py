@@ -622,7 +622,11 @@ def test_a_cancel_counts_the_pairs_it_stopped_even_when_the_runs_coordinator_rec
         db.close()
 
 
-def test_locks_are_solved_once_per_set_in_parallel_with_progress_and_conda_requests_are_checked(tmp_path: Path):
+def test_each_set_gets_its_cached_lock_or_its_reason_with_progress_serially_and_threaded_and_conda_requests_are_checked(
+        tmp_path: Path):
+    """Fast, no solver runs (the locks are planted in the cache): `solve_all`'s serial and threaded paths give each
+    set its lock or the reason it has none, and count progress. That each distinct set is solved once and the
+    solves run at the same time is seen with the real uv in tests/test_plan.py."""
     from pipeline.stages.plan import conda_request, solve_all, solve_conda_all
 
     cached_lock(tmp_path, ("numpy==1.0",))
