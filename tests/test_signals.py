@@ -154,7 +154,7 @@ def test_sigterm_cancels_a_slurm_run(slurm_cluster, workspace, example_repo):
         return len(out.split())
 
     try:
-        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 120,
+        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'", missing_ok=True), 120,
                                "the run to be submitted")
         wait_for(lambda: running() == 2, 180, "both array tasks on Slurm")
         proc.send_signal(signal.SIGTERM)
