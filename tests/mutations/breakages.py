@@ -165,6 +165,10 @@ BREAKAGES = [
              "`tests/test_units_decisions.py::test_pair_key_hashes_every_field_in_its_place`",
              "`tests/test_units_decisions.py::test_pair_key_hashes_every_field`",
              "tests/test_claims.py::test_every_test_the_docs_name_exists"),
+    Breakage("announce-fails-the-pair", "pipeline/job/spool.py",
+             "    except OSError as exc:\n        print(f\"[score-plugins] cannot announce",
+             "    except FileNotFoundError as exc:\n        print(f\"[score-plugins] cannot announce",
+             "tests/test_units_decisions.py::test_announce_never_fails_the_pair"),
     # the harness's own rule (issue 39): pytest's exit 1 alone is no proof (a fixture's error exits 1 too)
     Breakage("harness-counts-any-exit-1", "tests/mutations/harness.py",
              "        if self.returncode == 1 and self.failures and not self.errors:\n",
