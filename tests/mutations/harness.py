@@ -2,9 +2,9 @@
 that guards it, restore the file whatever happens, and say whether the guard caught it.
 
 What is checked, in this order (issue 39):
-1. Every breakage's text is found exactly once in its file, and the broken file still compiles (a breakage that
-   makes a module unimportable would be "caught" by an import error, which proves nothing about the guard).
-   A breakage that fails this is reported and counted as a failure; the others still run.
+1. Every breakage's text is found exactly once in its file, its guard test exists, and the broken file still
+   compiles (a breakage that makes a module unimportable would be "caught" by an import error, which proves
+   nothing about the guard). A breakage that fails this is reported and counted as a failure; the others still run.
 2. Every guard passes on the unbroken tree: read from the suite's own JUnit XML when given (`--baseline FILE`,
    what `scripts/test` passes after the whole suite), else the guard is run once unbroken here. A guard that is red
    unbroken is a failure, and its breakages are not applied (a red guard proves nothing).
@@ -13,8 +13,8 @@ What is checked, in this order (issue 39):
    test), not an `<error>` (a fixture or set-up failed), not a collection error (exit 2-5), and not an
    ImportError/SyntaxError raised in the test.
 
-The file is restored byte for byte with its old modification time in a `finally` (Ctrl-C, SIGTERM and SIGHUP
-are turned into an exception first), and a journal (`.breakage-applied.json`) lets the next start restore it
+The file is restored byte for byte with its old modification time on the way out of the block that broke it
+(Ctrl-C, SIGTERM and SIGHUP are turned into an exception first), and a journal (`.breakage-applied.json`) lets the next start restore it
 after a SIGKILL. Exit status: 0 every breakage caught; 1 one was not caught, could not be applied, or its guard
 was red unbroken; 2 usage; 3 a previous run left a file broken that cannot be restored safely.
 """
@@ -203,8 +203,12 @@ class Applied:
         self.stat = self.path.stat()
         broken = self.original.decode().replace(self.breakage.old, self.breakage.new)
         self.journal.write_text(json.dumps({"path": self.breakage.path, "original": self.original.decode(),
-                                       "broken": broken, "mtime_ns": self.stat.st_mtime_ns}))
-        self.path.write_text(broken)
+                                            "broken": broken, "mtime_ns": self.stat.st_mtime_ns}))
+        try:
+            self.path.write_text(broken)
+        except BaseException:  # a signal between the write and the `with` block: restored here, not left broken
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
