@@ -147,10 +147,10 @@ def test_junit_outcomes_are_read_per_guard(tmp_path):
     assert not Outcome(4).verdict()[0] and not Outcome(0, passed=1).verdict()[0]
 
 
-def test_sigterm_restores_the_file_and_a_sigkill_is_repaired_by_the_next_start(tmp_path):
-    """The guard is running against the broken file when the harness is stopped: SIGTERM ends the guard's whole
-    process group, restores the file (bytes and mtime) and exits 143; after a SIGKILL the file is still broken,
-    and the journal lets the next start restore it."""
+def test_ctrl_c_and_sigterm_restore_the_file_and_a_sigkill_is_repaired_by_the_next_start(tmp_path):
+    """The guard is running against the broken file when the harness is stopped: Ctrl-C (SIGINT) or SIGTERM ends the
+    guard's whole process group, restores the file (bytes and mtime) and exits 130 / 143; after a SIGKILL the file
+    is still broken, and the journal lets the next start restore it."""
     root = toy(tmp_path)
     before = (root / "calc.py").stat().st_mtime_ns
     report = tmp_path / "suite.xml"  # the guard green in the suite: no unbroken run here, straight to the breakage
@@ -159,17 +159,19 @@ def test_sigterm_restores_the_file_and_a_sigkill_is_repaired_by_the_next_start(t
     script = ("import sys; from pathlib import Path; from tests.mutations.harness import Breakage, cli; "
               "sys.exit(cli(['--baseline', sys.argv[1], 'all'], [Breakage('slow', 'calc.py', '    return 2 * x\\n', "
               "'    return 3 * x\\n', 'test_calc.py::test_slow')], Path(sys.argv[2])))")
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         started.unlink(missing_ok=True)
         harness = subprocess.Popen([sys.executable, "-c", script, str(report), str(root)], cwd=ROOT,
                                    env={**os.environ, "GUARD_STARTED": str(started)}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True,  # Ctrl-C as in a terminal (not ignored)
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         guard = int(wait_for(lambda: started.exists() and started.read_text(), 60, "the guard to start"))
         assert (root / "calc.py").read_text() != CALC and (root / JOURNAL).exists()  # broken while it runs
         harness.send_signal(sig)
         out, err = harness.communicate(timeout=60)
-        if sig == signal.SIGTERM:
-            assert harness.returncode == 143 and "interrupted (SIGTERM); every file restored" in err, (out, err)
+        if sig != signal.SIGKILL:
+            name = signal.Signals(sig).name
+            assert harness.returncode == 128 + sig and f"interrupted ({name}); every file restored" in err, (out, err)
             wait_for(lambda: not os.path.exists(f"/proc/{guard}"), 30, "the guard's process group to end")
             assert not (root / JOURNAL).exists()
         else:
