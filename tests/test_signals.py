@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -25,14 +26,35 @@ def _outbox_subjects(workspace) -> list[str]:  # noqa: ANN001
             for p in workspace.state.glob("outbox/**/*.eml")]
 
 
+def _sides_running(workspace, proc: subprocess.Popen) -> None:  # noqa: ANN001
+    """Wait until both pairs' two sides run (each side's sandbox launcher, a session of its own): a stop from here
+    on must end them too, not only the tasks' job scripts."""
+    pattern = f"{workspace.state / 'runs'}/.*/job/netns.py"
+
+    def four() -> bool:
+        assert proc.poll() is None, "the run ended before its pairs' sides started"
+        return len(subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()) >= 4
+
+    wait_for(four, 300, "both pairs' sides to run")
+
+
 def _no_task_left(workspace) -> None:  # noqa: ANN001
     leftovers = subprocess.run(["pgrep", "-f", str(workspace.state / "runs")], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == "", "no task of the run is left running"
+    pids = [int(pid) for pid in leftovers.stdout.split()]
+    for pid in pids:  # this test's own processes: ended (with their process groups: a side's sandbox) before failing
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
+    assert pids == [], "no task of the run is left running"
 
 
 @pytest.mark.parametrize("signum, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
 def test_sigterm_and_sighup_cancel_a_local_run_like_ctrl_c(workspace, example_repo, signum, code, name):
     proc, _ = start_two_slow_pairs(workspace, example_repo)
+    _sides_running(workspace, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -97,6 +119,7 @@ def test_a_second_sigterm_leaves_a_run_that_reconcile_closes_as_cancelled(worksp
     first signal's reason."""
     proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
+    _sides_running(workspace, proc)
     proc.send_signal(signal.SIGTERM)
     _await_line(proc, f"SIGTERM: cancelling run {run_id}")
     proc.send_signal(signal.SIGTERM)
@@ -120,6 +143,7 @@ def test_two_quick_sigterms_still_leave_a_cancelled_run(workspace, example_repo)
     coordinator wrote, and each is held to its own outcome."""
     proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
+    _sides_running(workspace, proc)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
