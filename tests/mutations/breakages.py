@@ -169,6 +169,10 @@ BREAKAGES = [
              "    except OSError as exc:\n        print(f\"[score-plugins] cannot announce",
              "    except FileNotFoundError as exc:\n        print(f\"[score-plugins] cannot announce",
              "tests/test_units_decisions.py::test_announce_never_fails_the_pair"),
+    Breakage("cancelled-task-leaves-its-sides", "pipeline/job/worker.py",
+             "    stop_sides_on_signals()\n",
+             "    pass\n",
+             "tests/test_signals.py::test_a_second_sigterm_leaves_a_run_that_reconcile_closes_as_cancelled"),
     # the harness's own rule (issue 39): pytest's exit 1 alone is no proof (a fixture's error exits 1 too)
     Breakage("harness-counts-any-exit-1", "tests/mutations/harness.py",
              "        if self.returncode == 1 and self.failures and not self.errors:\n",
