@@ -75,19 +75,31 @@ class Workspace:
         assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return json.loads(proc.stdout)
 
-    def rows(self, sql: str, *params: object) -> list[tuple]:
-        """Rows of the local SQLite database, read-only: what was recorded, not what a report shows."""
+    def rows(self, sql: str, *params: object, missing_ok: bool = False) -> list[tuple]:
+        """Rows of the local SQLite database, read-only: what was recorded, not what a report shows. A database or
+        table that is not there fails the test (an empty answer from nowhere would pass every "nothing recorded"
+        check, wherever the run recorded): make it first (`make_database`). `missing_ok`: a wait for the first row
+        of a run that is still creating its database answers [] meanwhile."""
         import sqlite3
 
-        if not (self.state / "local.db").exists():
-            return []  # nothing recorded yet
-        with sqlite3.connect(f"file:{self.state / 'local.db'}?mode=ro", uri=True) as conn:
+        db = self.state / "local.db"
+        if not db.exists():
+            if missing_ok:
+                return []
+            raise AssertionError(f"no database at {db}: nothing recorded there proves nothing (make_database first)")
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
+                if missing_ok and "no such table" in str(exc):
                     return []  # the schema is being created
-                raise
+                raise AssertionError(f"{db}: {exc}") from None
+
+    def make_database(self) -> None:
+        """This workspace's local database, migrated (`db upgrade`): where its runs record, made before a command
+        that must record nothing, so that "no rows" is read from the database that command would have used."""
+        self.cli("db", "upgrade", check=True)
+        assert (self.state / "local.db").exists(), f"db upgrade made no database at {self.state / 'local.db'}"
 
     def log_slurm_calls(self, fail_first_sbatch: str = "") -> Path:
         """Put passthrough wrappers of sacct, sbatch and squeue first on this workspace's PATH: each real call is

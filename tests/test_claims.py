@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 from tests.conftest import commit_all, write
 
@@ -85,3 +86,32 @@ def test_pairs_are_grouped_by_environment_and_data_requirements_count(workspace,
         assert "six==" not in bench
     # one benchmark environment serves both models
     assert len({t["envs"]["benchmark"]["env_key"] for t in manifest["tasks"]}) == 1
+
+
+def named_tests_missing(text: str, root: Path) -> list[str]:
+    """Each `tests/<file>.py::<test>` that `text` names and that is not a test function of that file (a parametrized
+    id `name[...]` counts as its function), and each `tests/<file>.py` named that does not exist."""
+    import ast
+    import re
+
+    defined: dict[str, set[str] | None] = {}
+    missing = []
+    for file, name in re.findall(r"tests/([\w/]+\.py)(?:::(\w+))?", text):
+        if file not in defined:
+            path = root / "tests" / file
+            defined[file] = {n.name for n in ast.walk(ast.parse(path.read_text()))
+                             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} if path.is_file() else None
+        if defined[file] is None or (name and name not in defined[file]):
+            missing.append(f"tests/{file}" + (f"::{name}" if name else ""))
+    return sorted(set(missing))
+
+
+def test_every_test_the_docs_name_exists():
+    """Fast (issue 39): every test docs/claims.md, the README and docs/ name exists under that name (a renamed test
+    left a row naming nothing), and every row of claims.md's table names at least one test."""
+    root = Path(__file__).resolve().parents[1]
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        assert named_tests_missing(doc.read_text(), root) == [], doc.name
+    rows = [line for line in (root / "docs/claims.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| claim ")]
+    assert rows and [row for row in rows if "`tests/" not in row] == []

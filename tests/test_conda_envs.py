@@ -114,13 +114,23 @@ def test_rattler_install_then_verify_and_a_corrupt_lock(conda_channel, tmp_path)
     assert "verified 2 packages" in proc.stdout
     assert (target / "share/spdemo/version.txt").read_text().strip() == "spdemo 2.0.0"
     assert conda_lock_from_file(target / "score-plugins.lock", "rattler").env_hash == lock.env_hash
+    # A corrupt lock that still installs: its spdemo-data says version 2.0, which the solver matches to the locked
+    # file (2.0 == 2.0.0 for conda), whose URL and sha256 check out: the installer succeeds, the build step ends,
+    # and only `verify` sees that what the lock names is not what is in the environment.
     corrupt = tmp_path / "corrupt" / "conda-lock.yml"
     corrupt.parent.mkdir()
-    corrupt.write_text(lock.path.read_text().replace("2.0.0", "9.9.9"))
+    text = lock.path.read_text()
+    assert text.count("version: 2.0.0") == 1
+    corrupt.write_text(text.replace("version: 2.0.0", "version: '2.0'"))
     (corrupt.parent / "conda-linux-64.lock").write_text((staged.parent / "conda-linux-64.lock").read_text())
     bad = subprocess.run(["bash", str(builder), str(tmp_path / "envs/bad"), str(corrupt)], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and not (tmp_path / "envs/bad/.score-plugins-complete").exists()
+    # (py-rattler at times crashes as it exits, after a finished install: "installer exited 139", tolerated)
+    assert "score-plugins: environment python" in bad.stdout, bad.stdout + bad.stderr
+    assert (tmp_path / "envs/bad/share/spdemo/version.txt").read_text().strip() == "spdemo 2.0.0"  # installed
+    assert bad.stderr.strip().splitlines()[-1] == \
+        f"environment {tmp_path / 'envs/bad'} lacks locked packages: spdemo-data", bad.stderr  # verify's refusal
 
 
 BENCH = """import sys
@@ -307,7 +317,15 @@ def test_hostile_pip_layer_build_script_is_contained_at_lock_time_and_in_the_job
     """The pip layer of a conda lock runs build scripts twice: `uv pip compile` on the coordinator (in the lock
     jail, like the uv backend's) and `uv pip install` in the job (in the build's sandbox, with the conda
     installer). A hostile git requirement whose setup.py fails the build with LEAKED on any success (root, the
-    secrets file, the home, the state folder, another environment) locks, builds and leaves everything root's."""
+    secrets file, the home, the state folder, another environment, a world-readable file outside the sandbox's view)
+    locks, builds and leaves everything root's."""
+    from tests.test_sandbox_builds import world_readable_secret
+
+    with world_readable_secret() as world:
+        _hostile_pip_layer(conda_channel, tmp_path, world)
+
+
+def _hostile_pip_layer(conda_channel: str, tmp_path: Path, world: Path) -> None:
     from tests.test_sandbox_builds import hostile_package, secrets_and_home
 
     secrets, home_secret = secrets_and_home(tmp_path)
@@ -316,7 +334,7 @@ def test_hostile_pip_layer_build_script_is_contained_at_lock_time_and_in_the_job
     (state / "local.db").write_bytes(b"SQLite format 3\x00")
     other = env_root / "other/lib/python3.11/site-packages"  # an environment built before, by someone else
     other.mkdir(parents=True)
-    evil = hostile_package(tmp_path, secrets, home_secret, state, env_root)
+    evil = hostile_package(tmp_path, secrets, home_secret, state, env_root, world)
     lock = lock_conda([conda_channel], ["python 3.11.*"], tmp_path / "locks", "rattler",
                       pip_requirements=(f"evilpkg @ git+file://{evil}",), uv=SETTINGS.uv,
                       jail=LockJail(extra_ro=(str(evil),)))

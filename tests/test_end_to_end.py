@@ -75,6 +75,12 @@ def test_run_all_scores_every_pair_then_is_idempotent(workspace, example_repo):
         assert row["rank"] is not None and row["coverage"]["scored"] == 4
     ranked = sorted(models, key=lambda r: r["rank"])
     assert [r["average"] for r in ranked] == sorted((r["average"] for r in models), reverse=True)
+    # the emails the run queued (the orchestrator's own path, end to end) name each submitter's models with their
+    # average and rank on the board as it stood after the run
+    for row in models:
+        line = f"{row['model']}: average_sklearn_scores {row['average']:.2f}, rank {row['rank']} of {len(models)}"
+        told = [who for who, text in recipients.items() if f"{row['model']} on " in text]
+        assert told and all(line in recipients[who] for who in told), (line, told, recipients)
 
 
 def test_base_head_run_scores_only_what_the_change_implies(workspace, example_repo):

@@ -141,7 +141,7 @@ def test_a_fork_merged_by_a_bot_moves_and_re_registrations_count_as_changes(work
     assert "by mallory@example.org moves models/random_forest to models/forest_fast" in \
         reasons[f"{forest_id} on iris-accuracy"]
     assert all("bot@example.org" not in r and "`run` records it" in r for r in reasons.values()), reasons
-    assert plan["counts"]["to_run"] == 0 and workspace.rows("SELECT count(*) FROM plugin_holds") in ([], [(0,)])
+    assert plan["counts"]["to_run"] == 0 and workspace.rows("SELECT count(*) FROM plugin_holds") == [(0,)]
     # Carol's commit alone: the author of a new plugin's first commit owns it
     alone = workspace.json("plan", "--repo", str(example_repo), "--base", base, "--head", carols,
                            "--benchmarks", "iris-accuracy")
@@ -218,6 +218,33 @@ def test_a_held_folder_holds_every_pair_that_reaches_it_and_the_notice_is_litera
     body = message.get_content()
     assert "\x1b" not in body and "\u202e" not in body and "eve\\x1b[2J@example.org" in body
     assert "score-plugins approve 3 --by NAME" in body and "o@example.org" not in body.split("Hold:")[0]
+
+
+def test_a_commit_by_a_non_owner_is_found_and_the_owners_own_are_not(example_repo):
+    """Fast (issue 39, the breakage harness's guard of ownership): of one change, Mallory's commit to models/knn
+    (owned by admin@example.org, who made it) is found with its author, owners and reason; the owner's own commit
+    to the same folder and Mallory's commits to the plugin she creates in the change are not."""
+    from pipeline.stages.detect import detect
+    from pipeline.stages.ownership import find
+
+    base = git(example_repo, "rev-parse", "HEAD")
+    path = example_repo / KNN
+    path.write_text(path.read_text().replace("n_neighbors=5", "n_neighbors=2"))
+    commit_all(example_repo, "the owner's knn", author="Lab Admin <admin@example.org>")
+    path.write_text(path.read_text().replace("n_neighbors=2", "n_neighbors=1"))
+    mallorys = commit_all(example_repo, "Mallory's knn", author=MALLORY)
+    for n in (1, 2):
+        write(example_repo, "sklearn_scores/models/new_one/__init__.py",
+              f"from sklearn_scores import model_registry\nfrom sklearn.svm import SVC\n# {n}\n\n"
+              "model_registry['new-one'] = SVC\n")
+        commit_all(example_repo, f"Mallory's own model, {n}", author=MALLORY)
+    change, catalog = detect(example_repo, base, "HEAD")
+    [found] = find(catalog, change, {}, set(), {})
+    assert (found.plugin_type, found.plugin, found.commit, found.author, found.owners) == (
+        "models", "knn", mallorys, "mallory@example.org", ["admin@example.org"])
+    assert found.reason == (f"commit {mallorys[:12]} by mallory@example.org changes models/knn; that author is not "
+                            "among its owners")
+    assert find(catalog, change, {}, {"mallory@example.org"}, {}) == []  # a maintainer changes any plugin
 
 
 def test_a_history_past_its_bound_holds_its_folder_and_the_rest_of_the_change_goes_on(example_repo, monkeypatch):

@@ -114,3 +114,55 @@ def test_scores_made_under_one_shared_environment_still_count(workspace, example
                            "--benchmarks", "wine-accuracy,iris-accuracy")
     assert keys(after) == {("knn-5", "wine-accuracy"), ("knn-5", "iris-accuracy")} and after["already_scored"] == []
     assert all("+" in p["lock_hash"] for p in after["to_run"])
+
+
+def test_each_distinct_requirement_set_is_solved_once_and_the_solves_run_at_the_same_time(tmp_path, monkeypatch):
+    """Four pairs whose sides share two distinct requirement sets, planned with `lock_workers = 2`: the real
+    `uv pip compile` runs exactly twice (counted by a passthrough wrapper that only logs, as the Slurm tests count
+    sacct), the two solves overlap (each waits, up to 10 s, for the other to have started: run one after the
+    other, the first would see only itself), and a second plan reads both locks from the cache and runs no solver.
+    The index is a folder of one local wheel (uv's find-links, no index): no network. Unconfined (`LockJail("off")`):
+    the sandbox is not what this test is about."""
+    import shlex
+
+    from envs.lock import LockJail
+    from pipeline.config import _default_uv
+    from pipeline.stages.plan import make_plan
+    from tests.test_outages import tiny_wheel
+    from tests.test_units_decisions import catalog, change
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny_wheel(wheels)
+    for name, value in (("UV_FIND_LINKS", str(wheels)), ("UV_NO_INDEX", "1"), ("UV_NO_CACHE", "1")):
+        monkeypatch.setenv(name, value)
+    log = tmp_path / "uv-calls.log"
+    log.touch()
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\n# passthrough: logs each call, waits for a second one to have started, runs uv\n"
+                  f"log={shlex.quote(str(log))}\n"
+                  'echo "start $$" >> "$log"\n'
+                  "i=0\n"
+                  "while [ \"$(grep -c '^start' \"$log\")\" -lt 2 ] && [ \"$i\" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done\n"
+                  "echo \"saw $(grep -c '^start' \"$log\")\" >> \"$log\"\n"
+                  f"exec {shlex.quote(_default_uv())} \"$@\"\n")
+    uv.chmod(0o755)
+    cat = catalog({"m1": {"requirements": ["tinydep"]}, "m2": {"requirements": ["tinydep"]}},
+                  {"b1": {"requirements": ["tinydep==1.0"]}, "b2": {"requirements": ["tinydep==1.0"]}})
+    steps: list[tuple[int, int]] = []
+
+    def plan():  # noqa: ANN202
+        return make_plan(change(base=None, models=("m1", "m2"), benchmarks=("b1", "b2")), cat,
+                         locks_dir=tmp_path / "locks", uv=str(uv), python_version="3.11", scored=lambda keys: set(),
+                         lock_workers=2, jail=LockJail(mode="off"), progress=lambda i, n: steps.append((i, n)))
+
+    first = plan()
+    assert len(first.to_run) == 4 and not first.cannot_run, first.cannot_run
+    assert {side.packages for p in first.to_run for side in (p.lock.model, p.lock.benchmark)} == {("tinydep==1.0",)}
+    calls = log.read_text().split("\n")
+    assert sum(line.startswith("start") for line in calls) == 2, calls  # once per distinct set, not per pair
+    assert [line for line in calls if line.startswith("saw")] == ["saw 2", "saw 2"], calls  # at the same time
+    assert steps == [(1, 2), (2, 2)]
+    again = plan()
+    assert sum(line.startswith("start") for line in log.read_text().split("\n")) == 2  # the cache: no solver ran
+    assert [p.key for p in again.to_run] == [p.key for p in first.to_run]

@@ -2,7 +2,8 @@
 coordinator) and when building the environment (in the job), and the plugins' own tests (`test-plugins`).
 
 Run as root, as CI runs. A hostile package (a real git repository, required as `git+file`) whose setup.py tries
-to read the coordinator's secrets file, its home, its environment and state database, to write into the state
+to read the coordinator's secrets file, its home, its environment and state database, a world-readable file
+outside the sandbox's view (what a sandbox that only dropped root would show), to write into the state
 folder and to plant a `.pth` in every environment it can reach; any success makes its build fail with LEAKED.
 """
 
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tests.conftest import commit_all, write
 
@@ -26,6 +31,7 @@ def probe(name, action):
     if out:
         leaks.append(f"{name}: {str(out)[:60]}")
 probe("secrets file", lambda: open(SECRETS).read())
+probe("world-readable file", lambda: open(WORLD_SECRET).read())  # any user of the host may read it
 probe("coordinator home", lambda: open(HOME_SECRET).read())
 probe("coordinator environment", lambda: [k for k, v in os.environ.items() if k.startswith("SCORE_PLUGINS")
                                           or "Pa55" in v or v == HOME_DIR])
@@ -40,11 +46,16 @@ for site in glob.glob(ENV_ROOT + "/*/lib/python*/site-packages"):
 '''
 
 
-def hostile_package(tmp_path: Path, secrets: Path, home_secret: Path, state: Path, env_root: Path) -> Path:
+def probes_for(secrets: Path, home_secret: Path, state: Path, env_root: Path, world: Path, text: str = PROBES) -> str:
+    return (text.replace("SECRETS", repr(str(secrets))).replace("HOME_SECRET", repr(str(home_secret)))
+            .replace("HOME_DIR", repr(str(home_secret.parent))).replace("STATE", repr(str(state)))
+            .replace("ENV_ROOT", repr(str(env_root))).replace("WORLD_SECRET", repr(str(world))))
+
+
+def hostile_package(tmp_path: Path, secrets: Path, home_secret: Path, state: Path, env_root: Path,
+                    world: Path) -> Path:
     repo = tmp_path / "evilpkg"
-    probes = (PROBES.replace("SECRETS", repr(str(secrets))).replace("HOME_SECRET", repr(str(home_secret)))
-              .replace("HOME_DIR", repr(str(home_secret.parent))).replace("STATE", repr(str(state)))
-              .replace("ENV_ROOT", repr(str(env_root))))
+    probes = probes_for(secrets, home_secret, state, env_root, world)
     write(repo, "setup.py", probes + "if leaks:\n    sys.exit('LEAKED ' + '; '.join(leaks))\n"
           "from setuptools import setup\nsetup(name='evilpkg', version='1.0', py_modules=['evilpkg'])\n")
     write(repo, "evilpkg.py", "VALUE = 0.5\n")
@@ -63,10 +74,34 @@ def secrets_and_home(tmp_path: Path) -> tuple[Path, Path]:
     return secrets, home / ".netrc"
 
 
+@contextmanager
+def world_readable_secret() -> Iterator[Path]:
+    """A file every user of the host may read (0644, in a 0755 folder of /var/tmp), outside every sandbox's view:
+    unlike the 0600 secrets file and the 0700 home, only the sandbox's own view keeps it from a build script (a
+    sandbox that showed the host and only dropped root would let it be read). Checked readable by nobody here."""
+    folder = Path(tempfile.mkdtemp(prefix="score-plugins-world-", dir="/var/tmp"))
+    try:
+        folder.chmod(0o755)
+        secret = folder / "secret.txt"
+        secret.write_text("world-Pa55-3\n")
+        secret.chmod(0o644)
+        as_nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat",
+                                    str(secret)], capture_output=True, text=True)
+        assert as_nobody.stdout == "world-Pa55-3\n", as_nobody.stderr  # root dropped alone would not stop it
+        yield secret
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_hostile_build_script_is_contained_at_lock_time_and_in_the_job(workspace, example_repo, tmp_path):
+    with world_readable_secret() as world:
+        _hostile_build_script(workspace, example_repo, tmp_path, world)
+
+
+def _hostile_build_script(workspace, example_repo, tmp_path, world: Path) -> None:  # noqa: ANN001
     secrets, home_secret = secrets_and_home(tmp_path)
     env_root = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"])
-    evil = hostile_package(tmp_path, secrets, home_secret, workspace.state, env_root)
+    evil = hostile_package(tmp_path, secrets, home_secret, workspace.state, env_root, world)
     write(example_repo, "sklearn_scores/benchmarks/uses_evil/__init__.py",
           "from sklearn_scores import benchmark_registry\nimport evilpkg\n\n"
           "benchmark_registry['uses-evil'] = lambda: (lambda model: evilpkg.VALUE)\n")
@@ -103,13 +138,16 @@ def test_nothing_of_the_coordinator_is_in_reach():
 
 
 def test_hostile_plugin_test_is_contained(workspace, example_repo, tmp_path):
+    with world_readable_secret() as world:
+        _hostile_plugin_test(workspace, example_repo, tmp_path, world)
+
+
+def _hostile_plugin_test(workspace, example_repo, tmp_path, world: Path) -> None:  # noqa: ANN001
     secrets, home_secret = secrets_and_home(tmp_path)
     env_root = Path(workspace.env["SCORE_PLUGINS_ENV_ROOT"])
     # the environment root is shared by the session: the hostile package of the test above planted into its own
     before = set(env_root.glob("*/lib/python*/site-packages/planted_by_submitter.pth"))
-    body = (HOSTILE_TEST.replace("SECRETS", repr(str(secrets))).replace("HOME_SECRET", repr(str(home_secret)))
-            .replace("HOME_DIR", repr(str(home_secret.parent))).replace("STATE", repr(str(workspace.state)))
-            .replace("ENV_ROOT", repr(str(env_root))))
+    body = probes_for(secrets, home_secret, workspace.state, env_root, world, HOSTILE_TEST)
     write(example_repo, "sklearn_scores/benchmarks/wine_cv/test.py", body)
     commit_all(example_repo, "a hostile plugin test", author="Mallory <mallory@example.org>")
     workspace.env.update({"SCORE_PLUGINS_SECRETS": str(secrets), "HOME": str(home_secret.parent)})

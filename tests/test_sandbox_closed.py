@@ -45,6 +45,7 @@ def test_run_refuses_when_bubblewrap_is_missing(workspace, example_repo, tmp_pat
           "benchmark_registry['marker'] = lambda: (lambda model: 0.5)\n")
     write(example_repo, "sklearn_scores/benchmarks/marker/requirements.txt", "scikit-learn>=1.3\n")
     commit_all(example_repo, "a benchmark that leaves a marker")
+    workspace.make_database()  # where the run would record: "nothing recorded" is read there
     for setting in ("bwrap", "auto"):  # auto is an alias of bwrap: never a silent fallback
         workspace.env["SCORE_PLUGINS_SANDBOX"] = setting
         proc = without_bwrap(workspace, "run", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg")
@@ -71,6 +72,7 @@ def test_network_on_refuses_without_slirp4netns(workspace, example_repo):
     line says what to install or which setting keeps the node's own network (the old mode, named then)."""
     slirp = sb.network_tools()["slirp4netns"]
     script = f"mount --bind /dev/null {shlex.quote(slirp)} && exec \"$@\""
+    workspace.make_database()
     for command in ("run", "plan"):
         proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(CLI),
                                command, "--repo", str(example_repo), "--base", "HEAD~1", "--models", "logreg"],
@@ -412,6 +414,7 @@ def without_cgroups(workspace, *args: str) -> subprocess.CompletedProcess:
 def test_no_memory_cgroup_runs_nothing_unless_rlimit_is_chosen_and_then_says_so(workspace, example_repo):
     """Where no memory cgroup can be made, `run` says so in one line and claims and runs nothing (exit 3);
     `local_memory = "rlimit"` runs with RLIMIT_DATA only, says so once, and the run record (status) names it."""
+    workspace.make_database()
     proc = without_cgroups(workspace, "run", "--repo", str(example_repo), "--all", "--models", "logreg",
                            "--benchmarks", "iris-accuracy")
     assert proc.returncode == 3, (proc.returncode, proc.stderr)

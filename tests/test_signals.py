@@ -7,8 +7,12 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
+import queue
 import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -22,14 +26,35 @@ def _outbox_subjects(workspace) -> list[str]:  # noqa: ANN001
             for p in workspace.state.glob("outbox/**/*.eml")]
 
 
+def _sides_running(workspace, proc: subprocess.Popen) -> None:  # noqa: ANN001
+    """Wait until both pairs' two sides run (each side's sandbox launcher, a session of its own): a stop from here
+    on must end them too, not only the tasks' job scripts."""
+    pattern = f"{workspace.state / 'runs'}/.*/job/netns.py"
+
+    def four() -> bool:
+        assert proc.poll() is None, "the run ended before its pairs' sides started"
+        return len(subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()) >= 4
+
+    wait_for(four, 300, "both pairs' sides to run")
+
+
 def _no_task_left(workspace) -> None:  # noqa: ANN001
     leftovers = subprocess.run(["pgrep", "-f", str(workspace.state / "runs")], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == "", "no task of the run is left running"
+    pids = [int(pid) for pid in leftovers.stdout.split()]
+    for pid in pids:  # this test's own processes: ended (with their process groups: a side's sandbox) before failing
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
+    assert pids == [], "no task of the run is left running"
 
 
 @pytest.mark.parametrize("signum, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
 def test_sigterm_and_sighup_cancel_a_local_run_like_ctrl_c(workspace, example_repo, signum, code, name):
     proc, _ = start_two_slow_pairs(workspace, example_repo)
+    _sides_running(workspace, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -55,32 +80,86 @@ def test_ctrl_c_records_the_run_cancelled_with_an_honest_subject(workspace, exam
     assert subjects and all("cancelled by an administrator" in s for s in subjects), subjects
 
 
+def _await_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    """The coordinator's stderr lines up to the one holding `text`; fails if the stream ends or `timeout` passes
+    first (a readiness signal that never comes is a failure, never a fall-through)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+            if text in line:
+                return
+        lines.put(None)  # the stream ended without it
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {text!r} within {timeout:.0f} s; stderr so far:\n{''.join(seen)}") from None
+        if line is None:
+            raise AssertionError(f"stderr ended without {text!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if text in line:
+            return seen
+
+
+def _open_rows(workspace, run_id: str) -> tuple[str, list[str]]:  # noqa: ANN001
+    [(status,)] = workspace.rows("SELECT status FROM runs WHERE id = ?", run_id)
+    return status, sorted(state for (state,) in workspace.rows("SELECT state FROM jobs WHERE run_id = ?", run_id))
+
+
 def test_a_second_sigterm_leaves_a_run_that_reconcile_closes_as_cancelled(workspace, example_repo):
+    """SIGTERM, then (once the cancel is recorded: "cancelling run") a second SIGTERM, as Jenkins sends when the
+    first takes long: the second-signal handler stops the coordinator at once (143, no result written, the run's
+    rows still open), and `reconcile` finds the run to close, stops what is left and closes it CANCELLED with the
+    first signal's reason."""
     proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
+    _sides_running(workspace, proc)
     proc.send_signal(signal.SIGTERM)
-    for line in proc.stderr:  # the cancel is recorded: now the second signal (Jenkins' follow-up kill)
-        if "cancelling run" in line:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    wait_for(lambda: workspace.json("reconcile") == {}, 120, "reconcile to close the run")
+    _await_line(proc, f"SIGTERM: cancelling run {run_id}")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert out == "" and "interrupted: stopped by SIGTERM" in err, (out, err)  # at once: no result was written
+    assert _open_rows(workspace, run_id) == ("RUNNING", ["RUNNING", "RUNNING"])  # left for reconcile
+    assert workspace.json("reconcile") == {run_id: {"CANCELLED": 2}}  # it had the run to close
     status = workspace.json("status", run_id)
     assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}, status
-    assert all("SIGTERM" in j["reason"] for j in status["jobs"]), status["jobs"]
+    assert all(j["reason"].startswith("stopped by SIGTERM") for j in status["jobs"]), status["jobs"]
+    assert workspace.json("reconcile") == {}
     _no_task_left(workspace)
 
 
 def test_two_quick_sigterms_still_leave_a_cancelled_run(workspace, example_repo):
+    """Two SIGTERMs sent back to back. Almost always they arrive before the cancel is recorded (often as one: the
+    kernel merges a pending signal): the first signal's cancel runs to its end, the run closed by its coordinator
+    with the result written, nothing left for `reconcile`. Should the second land after the cancel was recorded,
+    it stops the coordinator at once and `reconcile` closes the run. Which path ran is read from what the
+    coordinator wrote, and each is held to its own outcome."""
     proc, _ = start_two_slow_pairs(workspace, example_repo)
     run_id = workspace.json("status")["run_id"]
+    _sides_running(workspace, proc)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    workspace.json("reconcile")
+    if out:  # the first signal's path: its cancel ended and the coordinator wrote the run's result
+        result = json.loads(out)
+        assert result["interrupted"] and result["stopped_by"] == "SIGTERM" and result["states"] == {"CANCELLED": 2}
+        assert _open_rows(workspace, run_id) == ("CANCELLED", ["CANCELLED", "CANCELLED"])
+        assert workspace.json("reconcile") == {}, "the coordinator closed everything itself"
+    else:  # the second-signal path: stopped at once, the rows left for reconcile
+        assert "interrupted: stopped by SIGTERM" in err, err
+        assert _open_rows(workspace, run_id) == ("RUNNING", ["RUNNING", "RUNNING"])
+        assert workspace.json("reconcile") == {run_id: {"CANCELLED": 2}}
     status = workspace.json("status", run_id)
     assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}, status
+    assert all(j["reason"].startswith("stopped by SIGTERM") for j in status["jobs"]), status["jobs"]
     _no_task_left(workspace)
 
 
@@ -99,7 +178,7 @@ def test_sigterm_cancels_a_slurm_run(slurm_cluster, workspace, example_repo):
         return len(out.split())
 
     try:
-        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 120,
+        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'", missing_ok=True), 120,
                                "the run to be submitted")
         wait_for(lambda: running() == 2, 180, "both array tasks on Slurm")
         proc.send_signal(signal.SIGTERM)

@@ -261,7 +261,7 @@ def test_reconcile_and_cancel_a_live_run_whose_coordinator_died(slurm_cluster, w
         return len(out.split())
 
     try:
-        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 120,
+        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'", missing_ok=True), 120,
                                "the run to be submitted")
         wait_for(lambda: running() == 2, 180, "both array tasks to run on Slurm")
         # and accounting (what reconcile asks, through sacct) has caught up with the controller

@@ -27,8 +27,24 @@ def test_spool_index_gives_each_new_name_once_and_waits_for_whole_lines(tmp_path
     assert index.offset == os.path.getsize(tmp_path / INDEX)
 
 
-def test_announce_never_fails_the_pair(tmp_path: Path):
-    announce(tmp_path / "no-such-folder", "a.json")  # cannot write: said on stderr, the result is already safe
+def test_announce_never_fails_the_pair(tmp_path: Path, capsys):
+    """The result file is already safe when its name is announced: an index that cannot be written (no spool
+    folder, the index a folder) raises nothing, is said on stderr with its reason, and changes nothing; the next
+    announce to a good spool appends its line as usual."""
+    missing = tmp_path / "no-such-folder"
+    assert announce(missing, "a.json") is None and not missing.exists()
+    assert capsys.readouterr().err == (f"[score-plugins] cannot announce a.json in the spool index: [Errno 2] No "
+                                       f"such file or directory: '{missing / SPOOL_INDEX}'\n")
+    spool = tmp_path / "spool"
+    (spool / SPOOL_INDEX).mkdir(parents=True)  # something else holds the index's name
+    assert announce(spool, "b.json") is None
+    assert "cannot announce b.json in the spool index: [Errno 21] Is a directory" in capsys.readouterr().err
+    assert os.listdir(spool / SPOOL_INDEX) == []
+    good = tmp_path / "good"
+    good.mkdir()
+    announce(good, "c.json")
+    announce(good, "d.json")
+    assert (good / SPOOL_INDEX).read_text() == "c.json\nd.json\n" and capsys.readouterr().err == ""
 
 
 # --- what ingest accepts from a spool file (pipeline/stages/ingest.check_result) -------------------------------------
@@ -622,7 +638,11 @@ def test_a_cancel_counts_the_pairs_it_stopped_even_when_the_runs_coordinator_rec
         db.close()
 
 
-def test_locks_are_solved_once_per_set_in_parallel_with_progress_and_conda_requests_are_checked(tmp_path: Path):
+def test_each_set_gets_its_cached_lock_or_its_reason_with_progress_serially_and_threaded_and_conda_requests_are_checked(
+        tmp_path: Path):
+    """Fast, no solver runs (the locks are planted in the cache): `solve_all`'s serial and threaded paths give each
+    set its lock or the reason it has none, and count progress. That each distinct set is solved once and the
+    solves run at the same time is seen with the real uv in tests/test_plan.py."""
     from pipeline.stages.plan import conda_request, solve_all, solve_conda_all
 
     cached_lock(tmp_path, ("numpy==1.0",))

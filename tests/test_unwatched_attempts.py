@@ -49,7 +49,7 @@ def test_reconcile_records_an_attempt_for_each_pair_that_ended_after_its_coordin
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_id = ""
     try:
-        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'"), 300,
+        [(run_id,)] = wait_for(lambda: workspace.rows("SELECT id FROM runs WHERE status = 'RUNNING'", missing_ok=True), 300,
                                "the run to be submitted")
         proc.kill()  # the coordinator dies before any task ends; its tasks run on
         proc.wait()

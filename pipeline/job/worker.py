@@ -187,6 +187,7 @@ def _run_pair_as(manifest: Manifest, pair: dict, env_python: str, log: Path, res
                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                         pass_fds=pass_fds, preexec_fn=group.joining(child_setup(manifest, processes)) if group
                         else child_setup(manifest, processes)))
+                    SIDES.add(procs[-1].pid)
             except (OSError, subprocess.SubprocessError) as exc:  # a preexec failure (no cgroup joined) too
                 failure = {"state": "FAILED", "stage": "env_build", "reason": f"cannot start {env_python}: {exc}"}
             finally:
@@ -295,7 +296,30 @@ def _end_model(procs: list[subprocess.Popen], grace: bool, check=None):  # noqa:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        SIDES.discard(proc.pid)
     return usage
+
+
+SIDES: set[int] = set()  # the process groups of the running pair's two sides (each leads a session of its own)
+
+
+def stop_sides_on_signals() -> None:
+    """A cancelled task (SIGTERM to its process group from the local executor or `reconcile`, Slurm's SIGTERM, a
+    hang-up, Ctrl-C) ends its pair's sides before it ends: they lead sessions of their own, so no signal to the
+    task's group reaches them, and without this they ran on, sandboxed plugin code outliving its cancel (until
+    their time limit). The task then ends by the same signal, as it would have."""
+    def handler(signum: int, _frame: object) -> None:
+        for pid in list(SIDES):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # an ignored one (nohup, a background job) stays so
+            signal.signal(signum, handler)
 
 
 def _model_died(code: int | None, failure: dict) -> dict:
@@ -462,6 +486,7 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     logs = Path(manifest.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
     pair_usage.become_subreaper()  # each side's namespace init comes back here: the pair's real CPU time
+    stop_sides_on_signals()
     gpu, no_gpu = None, None
     try:  # the GPUs the scheduler gave this task, as the model's sandbox will show them
         gpu = gpu_view(int(task.get("gpus") or 0), manifest.gpu_dev_dir, renumber=manifest.sandbox != "off")

@@ -1,33 +1,23 @@
-"""Hand-made breakages, one per claim whose test used to pass against broken code (issue 26).
+"""Hand-made breakages: one per claim whose test used to pass against broken code (issues 26, 35 and 39), each the
+smallest edit that makes the claim false where the code enforces it, with the one test that must then fail.
 
-Each breakage replaces one exact piece of the code a test guards, runs that test, and restores the file
-whatever happens. The check passes when the test goes red: `tests/mutations/apply.sh NAME` (or `all`).
+`tests/mutations/apply.sh [NAME ...|all]` applies them one at a time and restores each file (tests/mutations/
+harness.py says what counts as caught); `scripts/test` runs them all after the whole suite, in CI too.
+To add one: a `Breakage(name, file, exact old text (found exactly once), new text, guard test node id)` below,
+with the fastest test that fails on it; see docs/mutation.md.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Breakage:
-    name: str
-    path: str  # file under the repository root
-    old: str  # exact text, found exactly once
-    new: str
-    test: str  # pytest node id that must fail
-
+from tests.mutations.harness import Breakage, cli
 
 BREAKAGES = [
     Breakage("future-timestamp", "pipeline/stages/ingest.py",
              "    if when > datetime.now(timezone.utc) + timedelta(hours=1):\n",
              "    if False:\n",
-             "tests/test_faults.py::test_ingest_checks_each_spool_file_on_its_own"),
+             "tests/test_units_decisions.py::test_refusals_name_what_is_wrong_and_the_future_has_an_hours_grace"),
     Breakage("facts-cache-misses", "pipeline/catalog/factscache.py",
              "        return self._shard(sha[:2]).get(f\"{kind}:{sha}\")\n",
              "        return None\n",
@@ -54,10 +44,10 @@ BREAKAGES = [
              "            job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()\n",
              "        for job in session.scalars(select(Job).where(Job.run_id == run_id)):\n"
              "            job.state, job.reason, job.ended_at = State.CANCELLED, reason, _now()\n",
-             "tests/test_repair.py::test_cancel_a_local_run_keeps_finished_results"),
+             "tests/test_units_decisions.py::test_the_ledger_claims_each_pair_once_and_records_every_transition"),
     Breakage("outage-stops-the-run", "pipeline/stages/watch.py",
-             "        except SQLAlchemyError as exc:  # the database is down",
-             "        except KeyError as exc:  # the database is down",
+             "        except SQLAlchemyError as exc:  # the database is down: results wait in the spool, scoring goes on",
+             "        except KeyError as exc:  # the database is down: results wait in the spool, scoring goes on",
              "tests/test_faults.py::test_postgres_down_mid_run_results_wait_in_the_spool"),
     Breakage("site-file-ignored", "pipeline/config.py",
              "        values.update({k: _coerce(k, v, str(known[k].type)) for k, v in data.items()})\n",
@@ -76,13 +66,15 @@ BREAKAGES = [
              '  --env-python "$bench_env/bin/python" --model-python "$model_env/bin/python" \\\n',
              '  --env-python "$model_env/bin/python" --model-python "$model_env/bin/python" \\\n',
              "tests/test_model_boundary.py::test_a_models_requirement_never_runs_in_the_benchmarks_process"),
+    # db/upsert.py since 8e3e8e8: rows are tuples written with a NULL marker no value can know, and the function
+    # returns the positions of the rows not written (their key was there) instead of a count
     Breakage("copy-loses-null", "db/upsert.py",
-             "[null if row[c] is None else row[c] for c in columns]",
-             "['' if row[c] is None else row[c] for c in columns]",
+             "writerows([null if v is None else v for v in row] for row in rows)",
+             "writerows(['' if v is None else v for v in row] for row in rows)",
              "tests/test_ingest_copy.py::test_copy_on_postgres_stores_exactly_what_sqlite_stores"),
     Breakage("copy-counts-every-row-new", "db/upsert.py",
-             "        return cur.rowcount\n",
-             "        return len(rows)\n",
+             "            skipped.append(position)\n",
+             "            pass\n",
              "tests/test_ingest_copy.py::test_copy_on_postgres_stores_exactly_what_sqlite_stores"),
     # issue 35: the boundaries of findings 5, 7 and 9, each broken where it is enforced
     Breakage("shared-cache-writable-through-layer", "pipeline/job/cachelayer.py",
@@ -96,45 +88,98 @@ BREAKAGES = [
     Breakage("plugin-text-shown-raw", "pipeline/inert.py",
              "    return pattern.sub(_escape, text) if pattern.search(text) else text\n",
              "    return text\n",
-             "tests/test_hostile_text.py::test_plugin_text_is_shown_inert_on_every_screen"),
+             "tests/test_inert_text.py::test_every_control_format_and_separator_character_is_escaped_and_ordinary_text_is_not"),
     Breakage("nobuild-failure-judged", "envs/lock.py",
              "outfile, judged=not trusted)\n",
              "outfile, judged=True)\n",
              "tests/test_outage_units.py::test_a_failed_solve_without_builds_is_never_judged_the_solve_with_builds_is"),
+    # issue 39: the defences of issues 35-38, each made to let through what it refuses
+    Breakage("sandbox-without-bubblewrap", "pipeline/job/sandbox.py",
+             '    found = shutil.which("bwrap")\n',
+             '    found = shutil.which("bwrap") or "/usr/bin/bwrap"\n',
+             "tests/test_sandbox_closed.py::test_run_refuses_when_bubblewrap_is_missing"),
+    Breakage("no-memory-cgroup-accepted", "pipeline/confine.py",
+             '        if settings.sandbox == "off":\n            _say_once(f"no memory cgroup',
+             '        if True:\n            _say_once(f"no memory cgroup',
+             "tests/test_sandbox_closed.py::test_no_memory_cgroup_runs_nothing_unless_rlimit_is_chosen_and_then_says_so"),
+    Breakage("gpu-tier-without-gres", "pipeline/tiers.py",
+             '        return f"gpu:{self.gpu_type}:{self.gpus}" if self.gpu_type else f"gpu:{self.gpus}"\n',
+             '        return ""\n',
+             "tests/test_tiers.py::test_first_tier_next_tier_and_failure_kinds"),
+    Breakage("oom-escalates-to-no-more-memory", "pipeline/tiers.py",
+             '        if kind == "OOM" and tier.mem_bytes > now.mem_bytes:\n',
+             '        if kind == "OOM":\n',
+             "tests/test_tiers.py::test_first_tier_next_tier_and_failure_kinds"),
+    Breakage("brain-score-rules-take-the-newest", "pipeline/leaderboard/rules.py",
+             '    "brain-score": Rules("brain-score", leaf="highest_raw",',
+             '    "brain-score": Rules("brain-score", leaf="newest",',
+             "tests/test_website_board.py::test_highest_raw_score_whatever_its_date"),
+    Breakage("new-benchmark-types-shown", "pipeline/leaderboard/standings.py",
+             '                show = named if named is not None else board_rules.new_types == "shown"\n',
+             '                show = named if named is not None else True\n',
+             "tests/test_website_board.py::test_board_follows_brain_score_org"),
+    Breakage("non-owner-commit-scored", "pipeline/stages/ownership.py",
+             "            if commit.author in allowed:\n                continue\n",
+             "            if True:\n                continue\n",
+             "tests/test_ownership.py::test_a_commit_by_a_non_owner_is_found_and_the_owners_own_are_not"),
+    Breakage("dev-url-at-prods-database-accepted", "db/profiles.py",
+             '    return (a.drivername.split("+")[0], a.host, a.port, a.database) == (b.drivername.split("+")[0], '
+             'b.host, b.port,\n                                                                          b.database)\n',
+             "    return a == b\n",
+             "tests/test_db.py::test_profile_selection_order_and_guards"),
+    Breakage("unknown-error-blamed-on-the-plugin", "pipeline/job/outage.py",
+             "    return outage_kind(text, returncode)\n\n\ndef key_line",
+             "    kind = outage_kind(text, returncode)\n    return None if kind == \"unrecognised failure\" else kind\n\n\n"
+             "def key_line",
+             "tests/test_outage_units.py::test_failures_are_the_plugins_only_for_no_solution_or_their_own_build"),
+    Breakage("terminal-gets-escape-sequences", "pipeline/console.py",
+             "            segment if segment.control else Segment(inert(segment.text), segment.style) for segment in buffer)",
+             "            segment for segment in buffer)",
+             "tests/test_inert_text.py::test_tables_lines_and_log_records_on_a_terminal_are_inert"),
+    # issue 39's weak tests, each now red on the regression it names
+    Breakage("second-signal-ignored", "pipeline/admin/signals.py",
+             "        if len(seen) > 1 and _MARKED:",
+             "        if False:",
+             "tests/test_signals.py::test_a_second_sigterm_leaves_a_run_that_reconcile_closes_as_cancelled"),
+    Breakage("sandbox-shows-a-host-folder", "pipeline/job/sandbox.py",
+             '    "/etc/fonts", "/etc/os-release", "/etc/machine-id",\n',
+             '    "/etc/fonts", "/etc/os-release", "/etc/machine-id", "/var",\n',
+             "tests/test_sandbox_builds.py::test_hostile_plugin_test_is_contained"),
+    Breakage("verify-trusts-the-installer", "envs/rattler_tool.py",
+             "    if missing:\n        raise SystemExit(f\"environment {target} lacks locked packages",
+             "    if False:\n        raise SystemExit(f\"environment {target} lacks locked packages",
+             "tests/test_conda_envs.py::test_rattler_install_then_verify_and_a_corrupt_lock"),
+    Breakage("emails-without-the-rank", "pipeline/orchestrator/run.py",
+             "standings=_standings(settings, db, result), cancelled=cancelled",
+             "standings={}, cancelled=cancelled",
+             "tests/test_end_to_end.py::test_run_all_scores_every_pair_then_is_idempotent"),
+    Breakage("a-set-solved-once-per-plugin", "pipeline/stages/pair_envs.py",
+             "    solved = locking.pip(sorted({reqs[name] for name in groups if name not in conda}))\n",
+             "    solved = locking.pip(sorted([reqs[name] for name in groups if name not in conda]))\n",
+             "tests/test_plan.py::test_each_distinct_requirement_set_is_solved_once_and_the_solves_run_at_the_same_time"),
+    Breakage("lock-workers-ignored", "pipeline/stages/plan.py",
+             "    if workers <= 1 or len(requirement_sets) <= 1:\n",
+             "    if True:\n",
+             "tests/test_plan.py::test_each_distinct_requirement_set_is_solved_once_and_the_solves_run_at_the_same_time"),
+    Breakage("claims-row-names-a-renamed-test", "docs/claims.md",
+             "`tests/test_units_decisions.py::test_pair_key_hashes_every_field_in_its_place`",
+             "`tests/test_units_decisions.py::test_pair_key_hashes_every_field`",
+             "tests/test_claims.py::test_every_test_the_docs_name_exists"),
+    Breakage("announce-fails-the-pair", "pipeline/job/spool.py",
+             "    except OSError as exc:\n        print(f\"[score-plugins] cannot announce",
+             "    except FileNotFoundError as exc:\n        print(f\"[score-plugins] cannot announce",
+             "tests/test_units_decisions.py::test_announce_never_fails_the_pair"),
+    Breakage("cancelled-task-leaves-its-sides", "pipeline/job/worker.py",
+             "    stop_sides_on_signals()\n",
+             "    pass\n",
+             "tests/test_signals.py::test_a_second_sigterm_leaves_a_run_that_reconcile_closes_as_cancelled"),
+    # the harness's own rule (issue 39): pytest's exit 1 alone is no proof (a fixture's error exits 1 too)
+    Breakage("harness-counts-any-exit-1", "tests/mutations/harness.py",
+             "        if self.returncode == 1 and self.failures and not self.errors:\n",
+             "        if self.returncode == 1:\n",
+             "tests/test_breakage_harness.py::test_only_a_failing_call_is_caught_and_every_other_outcome_fails_the_harness"),
 ]
 
 
-def check(breakage: Breakage) -> bool:
-    """Apply, run the test, restore; True when the test failed against the broken code."""
-    path = ROOT / breakage.path
-    original = path.read_text()
-    if original.count(breakage.old) != 1:
-        raise SystemExit(f"{breakage.name}: the text to break is not found exactly once in {breakage.path}")
-    try:
-        path.write_text(original.replace(breakage.old, breakage.new))
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               breakage.test], cwd=ROOT, capture_output=True, text=True)
-    finally:
-        path.write_text(original)
-    return proc.returncode == 1  # 1: tests failed (not 2-5: an error of pytest itself)
-
-
-def main(names: list[str]) -> int:
-    chosen = BREAKAGES if names in ([], ["all"]) else [b for b in BREAKAGES if b.name in names]
-    unknown = set(names) - {b.name for b in BREAKAGES} - {"all"}
-    if unknown:
-        print(f"unknown breakage(s): {', '.join(sorted(unknown))}; known: "
-              f"{', '.join(b.name for b in BREAKAGES)}", file=sys.stderr)
-        return 2
-    survived = []
-    for breakage in chosen:
-        caught = check(breakage)
-        print(f"{breakage.name}: {'caught (test red)' if caught else 'NOT CAUGHT (test still green)'}"
-              f" by {breakage.test}", flush=True)
-        if not caught:
-            survived.append(breakage.name)
-    return 1 if survived else 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(cli(sys.argv[1:], BREAKAGES))
