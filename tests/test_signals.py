@@ -195,3 +195,22 @@ def test_sigterm_cancels_a_slurm_run(slurm_cluster, workspace, example_repo):
     assert result["emails"]
     status = workspace.json("status", run_id)
     assert status["status"] == "CANCELLED" and status["counts"] == {"CANCELLED": 2}
+
+
+def test_without_the_sandbox_a_stopped_run_leaves_no_side_running(workspace, example_repo):
+    """With `sandbox = "off"` (an explicit setting) no launcher dies with its parent: the pair's two sides are
+    plain processes leading sessions of their own, out of reach of a signal to their task's process group. The
+    worker ends them itself when its task is stopped (`stop_sides_on_signals`)."""
+    workspace.env["SCORE_PLUGINS_SANDBOX"] = "off"
+    proc, _ = start_two_slow_pairs(workspace, example_repo)
+
+    def sides() -> list[str]:  # the sides' interpreters run the launcher with the run's code folder
+        out = subprocess.run(["pgrep", "-af", str(workspace.state / "runs")], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if " -s -c " in line]
+
+    wait_for(lambda: len(sides()) >= 4, 300, "both pairs' sides to run")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert json.loads(out)["states"] == {"CANCELLED": 2}
+    _no_task_left(workspace)

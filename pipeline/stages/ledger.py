@@ -164,14 +164,17 @@ def close_unfinished(db: Database, bundle: Bundle, states: dict[int, TaskState],
     new state. A task still pending or running keeps its pair open (in that state); an ended task whose pair
     has no result closes it, with the reason: the executor's state, or LOST when the task finished without
     writing a result or the executor has no record of it. `cancelled` (why the run was cancelled) closes the
-    pairs it stopped as CANCELLED."""
+    pairs it stopped as CANCELLED (a task that ended without their result included)."""
     task_of = bundle.task_of()
     changed: dict[str, int] = {}
     with session_scope(db.sessions) as session:
         for job in session.scalars(select(Job).where(Job.run_id == bundle.run_id, Job.state.in_(OPEN))):
             index = task_of.get(job.pair_key)
             state = states.get(index) if index is not None else None
-            if cancelled and (state is None or state.state in (State.CANCELLED, *OPEN)):
+            # a cancelled run's task that "completed" without this pair's result was stopped by the cancel: right
+            # after `scancel` accounting may not list the task yet, and squeue (the fallback) no longer does, which
+            # reads as ended; only a definite failure (out of memory, a timeout, the node) keeps its own state
+            if cancelled and (state is None or state.state in (State.CANCELLED, State.COMPLETED, *OPEN)):
                 job.state, job.reason = State.CANCELLED, cancelled
             elif state is not None and not state.done:
                 if job.state != state.state:
