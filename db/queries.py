@@ -127,16 +127,8 @@ def latest_version_scores(session: Session) -> list[tuple[str, str, str, float |
     """Each model x benchmark's newest score on the benchmark's latest declared version (an instance whose
     version could not be read counts as the latest only when no instance of that benchmark has one):
     model, model domain, benchmark, ceiled, raw, score id."""
-    latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
-              .group_by(BenchmarkInstance.benchmark_type_id).subquery())
-    stmt = (select(Model.identifier, Model.domain, BenchmarkType.identifier, Score.score_ceiled, Score.score_raw,
-                   Score.id)
-            .join(Model, Score.model_id == Model.id)
-            .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
-            .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
-            .join(latest, latest.c.benchmark_type_id == BenchmarkType.id)
-            .where((latest.c.v.is_(None)) | (BenchmarkInstance.declared_version == latest.c.v))
-            .order_by(Score.end_timestamp, Score.id))
+    stmt = _on_latest_version(select(Model.identifier, Model.domain, BenchmarkType.identifier, Score.score_ceiled,
+                                     Score.score_raw, Score.id))
     newest: dict[tuple[str, str], tuple] = {}
     for model, domain, benchmark, ceiled, raw, score_id in session.execute(stmt):
         newest[(model, benchmark)] = (model, domain, benchmark, ceiled, raw, score_id)
@@ -165,17 +157,23 @@ def scored_versions(session: Session) -> dict[tuple[str, str], set[int | None]]:
 def latest_version_score_rows(session: Session) -> list[tuple]:
     """Every score on its benchmark's latest declared version (as `latest_version_scores`, but all of them, for a
     board that picks by its own rule): model, benchmark, ceiled, raw, end time, score id, oldest first."""
+    stmt = _on_latest_version(select(Model.identifier, BenchmarkType.identifier, Score.score_ceiled, Score.score_raw,
+                                     Score.end_timestamp, Score.id))
+    return [tuple(row) for row in session.execute(stmt)]
+
+
+def _on_latest_version(stmt):  # noqa: ANN001, ANN202 - a Select of score columns
+    """`stmt` (columns of scores, their model and benchmark type) narrowed to scores on their benchmark's latest
+    declared version (or every version where none declares one), oldest first: what both latest-version queries
+    share."""
     latest = (select(BenchmarkInstance.benchmark_type_id, func.max(BenchmarkInstance.declared_version).label("v"))
               .group_by(BenchmarkInstance.benchmark_type_id).subquery())
-    stmt = (select(Model.identifier, BenchmarkType.identifier, Score.score_ceiled, Score.score_raw,
-                   Score.end_timestamp, Score.id)
-            .join(Model, Score.model_id == Model.id)
+    return (stmt.join(Model, Score.model_id == Model.id)
             .join(BenchmarkInstance, Score.benchmark_instance_id == BenchmarkInstance.id)
             .join(BenchmarkType, BenchmarkInstance.benchmark_type_id == BenchmarkType.id)
             .join(latest, latest.c.benchmark_type_id == BenchmarkType.id)
             .where((latest.c.v.is_(None)) | (BenchmarkInstance.declared_version == latest.c.v))
             .order_by(Score.end_timestamp, Score.id))
-    return [tuple(row) for row in session.execute(stmt)]
 
 
 def model_flags(session: Session) -> dict[str, tuple[str, bool]]:
