@@ -47,6 +47,7 @@ class TaskState:
     # measurements, when the executor has them (sacct's MaxRSS and Elapsed): not part of what a state is
     max_rss_bytes: int | None = field(default=None, compare=False)
     elapsed_seconds: float | None = field(default=None, compare=False)
+    ended_at: float | None = field(default=None, compare=False)  # when it ended (epoch seconds), if known
 
     @property
     def done(self) -> bool:

@@ -172,8 +172,9 @@ def close_unfinished(db: Database, bundle: Bundle, states: dict[int, TaskState],
             index = task_of.get(job.pair_key)
             state = states.get(index) if index is not None else None
             # a cancelled run's task that "completed" without this pair's result was stopped by the cancel: right
-            # after `scancel` accounting may not list the task yet, and squeue (the fallback) no longer does, which
-            # reads as ended; only a definite failure (out of memory, a timeout, the node) keeps its own state
+            # after `scancel` accounting may not list the task yet (the executor holds it as running a while, or
+            # squeue no longer lists it, which reads as ended); only a definite failure (out of memory, a timeout,
+            # the node) keeps its own state
             if cancelled and (state is None or state.state in (State.CANCELLED, State.COMPLETED, *OPEN)):
                 job.state, job.reason = State.CANCELLED, cancelled
             elif state is not None and not state.done:

@@ -174,6 +174,11 @@ BREAKAGES = [
              "    pass\n",
              # without the sandbox: with it, the network launcher also dies with the worker (PR_SET_PDEATHSIG)
              "tests/test_signals.py::test_without_the_sandbox_a_stopped_run_leaves_no_side_running"),
+    # issue 36's CI race: an end accounting has not recorded waits for its record a while
+    Breakage("accounting-grace-ignored", "pipeline/executors/slurm/states.py",
+             "            if now - (states[i].ended_at or since) < self.grace:\n",
+             "            if False:\n",
+             "tests/test_units.py::test_an_end_accounting_has_not_recorded_waits_for_it_a_while"),
     # the harness's own rule (issue 39): pytest's exit 1 alone is no proof (a fixture's error exits 1 too)
     Breakage("harness-counts-any-exit-1", "tests/mutations/harness.py",
              "        if self.returncode == 1 and self.failures and not self.errors:\n",

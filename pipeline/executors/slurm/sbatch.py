@@ -18,7 +18,7 @@ from db.states import State
 from pipeline.errors import BadInput, InfrastructureError
 from pipeline.executors.base import Executor, TaskState, job_environment
 from pipeline.executors.slurm.ids import ArrayPart, array_chunks, parse_parts
-from pipeline.executors.slurm.states import SACCT_FORMAT, parse_sacct, parse_squeue
+from pipeline.executors.slurm.states import SACCT_FORMAT, AccountingGrace, parse_sacct, parse_squeue, unrecorded_ends
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class SlurmExecutor(Executor):
         self.sacct_calls = 0  # real sacct invocations (one per poll; none while it does not answer)
         self.squeue_calls = 0
         self._last: dict[str, dict[int, TaskState]] = {}
+        self._grace = AccountingGrace()
 
     def _env(self, offset: int) -> dict[str, str]:
         env = job_environment({"SCORE_PLUGINS_TASK_OFFSET": str(offset)})
@@ -126,6 +127,7 @@ class SlurmExecutor(Executor):
                         ",".join(p.job_id for p in parts), f"--format={SACCT_FORMAT}"])
         if proc.returncode == 0 and proc.stdout.strip():
             states = parse_sacct(proc.stdout, parts)
+            waiting = unrecorded_ends(states, from_accounting=True)
         else:
             states = self._poll_squeue(parts)
             if states is None:  # neither accounting nor the controller answered
@@ -133,6 +135,9 @@ class SlurmExecutor(Executor):
                 previous = self._last.get(job_id, {})
                 return {i: previous.get(i, TaskState(i, State.PENDING)) for p in parts
                         for i in range(p.offset, p.offset + p.count)}
+            # sacct answered (accounting is on) without this job: how a task ended is for accounting to say
+            waiting = unrecorded_ends(states, from_accounting=False) if proc.returncode == 0 else set()
+        states = self._grace.hold(job_id, states, waiting)
         # A task sacct does not list yet was just submitted.
         for part in parts:
             for i in range(part.offset, part.offset + part.count):
@@ -141,10 +146,10 @@ class SlurmExecutor(Executor):
         return states
 
     def _poll_squeue(self, parts: list[ArrayPart]) -> dict[int, TaskState] | None:
-        """Without accounting: what squeue lists is pending or running; the rest has ended.
-        None when the controller does not answer either."""
+        """Without accounting (or before it lists the job): squeue's states, ended tasks included while the
+        controller keeps them (MinJobAge); what it no longer lists has ended. None when it does not answer."""
         self.squeue_calls += 1
-        proc = run_cmd(["squeue", "--noheader", "--array", "--format=%i|%T|%N", "--jobs",
+        proc = run_cmd(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%e", "--jobs",
                         ",".join(p.job_id for p in parts)])
         if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
             return None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
 
-from db.states import State
+from db.states import TERMINAL, State
 from pipeline.executors.base import TaskState
 from pipeline.executors.slurm.ids import ArrayPart
 from pipeline.units import size_bytes
@@ -30,14 +33,15 @@ def slurm_state(word: str, default: State = RUNNING) -> State:
     return STATE_MAP.get(first, default)
 
 
-SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Elapsed,Reason,MaxRSS,ReqMem"
+SACCT_FORMAT = "JobID,State,ExitCode,NodeList,Elapsed,Reason,MaxRSS,ReqMem,End"
 
 
 def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
     """sacct --parsable2 lines (allocations and their steps) -> our task index -> state.
 
     Pending ranges (`12_[3-7%2]`) are expanded. Without cgroups, a task killed for its memory
-    shows as FAILED by signal 9; its batch step's MaxRSS against ReqMem tells it was memory.
+    shows as FAILED by signal 9 (0:9, or 9:0 when the kill reached its worker first); its batch step's MaxRSS
+    against ReqMem tells it was memory.
     """
     offsets = {p.job_id: p for p in parts}
     states: dict[int, TaskState] = {}
@@ -47,8 +51,8 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
         fields = line.split("|")
         if len(fields) < 6:
             continue
-        fields += [""] * (8 - len(fields))
-        job, state, exit_code, node, elapsed, reason, max_rss, mem = fields[:8]
+        fields += [""] * (9 - len(fields))
+        job, state, exit_code, node, elapsed, reason, max_rss, mem, end = fields[:9]
         allocation, _, step = job.partition(".")
         base, _, idx = allocation.partition("_")
         part = offsets.get(base)
@@ -71,7 +75,8 @@ def parse_sacct(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
             why = f"{state}: exit code {exit_code}"
         for i in _indices(idx, part.count):
             states[part.offset + i] = TaskState(part.offset + i, ours, why, node if node != "None assigned" else "",
-                                                exit_code=_signal(exit_code), elapsed_seconds=_seconds(elapsed))
+                                                exit_code=_signal(exit_code), elapsed_seconds=_seconds(elapsed),
+                                                ended_at=_epoch(end))
             req_mem[part.offset + i] = size_bytes(mem)
     for i, state in states.items():
         limit, used = req_mem.get(i), peak.get(i)
@@ -94,10 +99,22 @@ def _seconds(elapsed: str) -> float | None:
     return float(seconds + int(days or 0) * 86400)
 
 
+def _epoch(when: str) -> float | None:
+    """sacct's End (local time, 'Unknown' while it runs) in epoch seconds."""
+    try:
+        return datetime.fromisoformat(when).timestamp()
+    except ValueError:
+        return None
+
+
 def _signal(exit_code: str) -> int | None:
-    """sacct's 'code:signal' -> the signal, when there is one."""
-    _, _, sig = exit_code.partition(":")
-    return int(sig) if sig.isdigit() and int(sig) else None
+    """sacct's 'code:signal' -> the signal that ended the task, when one did: its own, or its worker's. The job
+    script exits with its worker's status, 137 for a worker killed by SIGKILL (a memory kill that reached the
+    worker before the script), and sacct prints an exit status above 128 less 128: '9:0' (ours never exit 9)."""
+    code, _, sig = exit_code.partition(":")
+    if sig.isdigit() and int(sig):
+        return int(sig)
+    return 9 if code in ("9", "137") else None
 
 
 def _indices(idx: str, count: int) -> list[int]:
@@ -116,19 +133,54 @@ def _indices(idx: str, count: int) -> list[int]:
 
 
 def parse_squeue(text: str, parts: list[ArrayPart]) -> dict[int, TaskState]:
-    """`squeue --array --format=%i|%T|%N` lines -> what is listed (pending or running); the tasks it does not
-    list have ended (accounting off: the outcome comes from their results)."""
+    """`squeue --array --states=all --format=%i|%T|%N|%e` lines -> each task's state as the controller holds it
+    (a task that ended lately is listed with how it ended, and when); a task it no longer lists ended long ago
+    (accounting off: the outcome comes from its results)."""
     offsets = {p.job_id: p for p in parts}
     listed: dict[int, TaskState] = {}
     for line in text.splitlines():
-        job, _, rest = line.partition("|")
-        state, _, node = rest.partition("|")
+        job, state, node, end = (line.split("|") + ["", "", ""])[:4]
         base, _, idx = job.partition("_")
         part = offsets.get(base)
         if part is not None and idx.isdigit():
             i = part.offset + int(idx)
-            listed[i] = TaskState(i, slurm_state(state), "", node)
+            ours = slurm_state(state)
+            why = state.strip() if ours not in (PENDING, RUNNING, State.COMPLETED) else ""
+            listed[i] = TaskState(i, ours, why, node, ended_at=_epoch(end) if ours in TERMINAL else None)
     for part in parts:
         for i in range(part.offset, part.offset + part.count):
             listed.setdefault(i, TaskState(i, State.COMPLETED, "ended (no accounting: outcome from its results)"))
     return listed
+
+
+ACCOUNTING_GRACE = 30.0  # seconds an ended task may wait for slurmdbd to record how it ended
+
+
+def unrecorded_ends(states: dict[int, TaskState], from_accounting: bool) -> set[int]:
+    """The tasks that ended but whose accounting record cannot say how yet: right after a task ends, slurmdbd
+    may not list its job (the states came from squeue although accounting is on), or list it killed by signal
+    9 before its batch step's MaxRSS is in (memory or not cannot be told)."""
+    if not from_accounting:
+        return {i for i, t in states.items() if t.done}
+    return {i for i, t in states.items()
+            if t.state == State.FAILED and t.exit_code == 9 and not t.max_rss_bytes}
+
+
+class AccountingGrace:
+    """Holds an ended task as running while its accounting record is not in, for at most `grace` seconds from
+    when it ended (sacct's End; else from when this process first saw it so); after that what is known stands,
+    so a record that never comes stalls nothing, not even a `reconcile` run again and again."""
+
+    def __init__(self, grace: float = ACCOUNTING_GRACE, clock: Callable[[], float] = time.time):
+        self.grace = grace
+        self.clock = clock
+        self._since: dict[tuple[str, int], float] = {}
+
+    def hold(self, job_id: str, states: dict[int, TaskState], waiting: set[int]) -> dict[int, TaskState]:
+        now = self.clock()
+        held = dict(states)
+        for i in waiting:
+            since = self._since.setdefault((job_id, i), now)
+            if now - (states[i].ended_at or since) < self.grace:
+                held[i] = TaskState(i, RUNNING, "ended; its accounting record is not in yet", states[i].node)
+        return held
