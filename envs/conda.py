@@ -23,6 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envs.lock import EnvError, EnvOutage, LockJail, failure, lock_cache
 from pipeline import safe_yaml
+from pipeline.atomic import write_atomically
 from envs.piplayer import compile_pip_layer
 
 CONDA_BACKENDS = ("rattler", "micromamba", "conda")
@@ -138,9 +139,7 @@ def lock_conda(channels: list[str], specs: list[str], locks_dir: Path, backend: 
             text = out.read_text()
             if pip_requirements:
                 text = _with_pip_layer(text, pip_requirements, uv, platform, locks_dir, jail)
-            tmp_final = path.with_suffix(".tmp")
-            tmp_final.write_text(text)
-            os.replace(tmp_final, path)
+            write_atomically(path, text)
     return conda_lock_from_file(path, backend)
 
 
@@ -209,7 +208,5 @@ def stage_lockfile(lockfile: Path, folder: Path, platform: str = "linux-64") -> 
             os.replace(render_explicit(lockfile, Path(tmp), platform), rendered)
     for source, name in ((lockfile, "conda-lock.yml"), (rendered, f"conda-{platform}.lock")):
         if not (folder / name).exists():
-            tmp_copy = folder / f"{name}.tmp"
-            tmp_copy.write_text(source.read_text())
-            os.replace(tmp_copy, folder / name)
+            write_atomically(folder / name, source.read_text())
     return folder / "conda-lock.yml"

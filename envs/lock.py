@@ -20,6 +20,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from pipeline.atomic import write_atomically
 from pipeline.errors import InfrastructureError
 from pipeline.job.outage import classify, outage_kind
 
@@ -207,9 +208,7 @@ def _solve(spec: EnvSpec, path: Path, uv: str, timeout: int, jail: LockJail = Lo
     text = compile_requirements(spec.requirements, uv, ["--python-version", spec.python_version],
                                 output="requirements.txt", cache=lock_cache(path.parent), jail=jail,
                                 timeout=timeout, what="the plugins' requirements", step="locking")
-    tmp_final = path.with_suffix(".tmp")
-    tmp_final.write_text(text)
-    os.replace(tmp_final, path)
+    write_atomically(path, text)  # another coordinator may be writing the same solution right now
     return lock_from_file(spec, path)
 
 

@@ -137,3 +137,19 @@ def test_fresh_mode_builds_in_the_job_and_removes_it(workspace, example_repo, tm
     assert result["states"] == {"COMPLETED": 1}
     assert not (tmp_path / "never-used").exists()
     assert not list(tmp_path.glob("score-plugins-env-*"))  # the job cleaned up its environment
+
+
+def test_coordinators_solving_the_same_set_at_once_all_get_the_lock(tmp_path):
+    """Two coordinators started on the same change solve the same set at the same moment: each writes the
+    solution beside the cache under a name of its own and moves it into place, so none finds the other's
+    half-moved file (CI, 2026-12: "locking the plugins' requirements failed: No such file or directory", an
+    INFRA_FAIL of every pair of one of the two runs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for round_ in range(6):
+        locks = tmp_path / f"locks-{round_}"
+        spec = EnvSpec(("six==1.16.0",), "3.11")
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda _: lock_environment(spec, locks, SETTINGS.uv), range(16)))
+        assert {lock.env_hash for lock in got} == {got[0].env_hash} and got[0].packages == ("six==1.16.0",)
+        assert sorted(p.name for p in locks.iterdir() if not p.name.startswith(".")) == [f"{spec.spec_hash}.txt"]

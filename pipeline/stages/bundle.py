@@ -8,7 +8,6 @@ credential of any kind.
 from __future__ import annotations
 
 import compileall
-import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from envs.conda import rattler_tool, stage_lockfile
 from envs.sides import SIDES
 from jobscripts import EnvLine, ScoreJob, SubmitArray, TaskLine, render_env_builder, render_score_job, render_submit
+from pipeline.atomic import write_atomically
 from pipeline.catalog import gitrepo
 from pipeline.config import Settings
 from pipeline.confine import build_network
@@ -336,8 +336,4 @@ def load_bundle(run_dir: Path) -> Bundle:
 
 
 def _write(path: Path, text: str, executable: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    if executable:
-        os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    write_atomically(path, text, 0o755 if executable else None)
