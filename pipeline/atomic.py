@@ -1,9 +1,10 @@
 """Write a file whole or not at all, under a temporary name of this writer's own.
 
-Two coordinators (or two jobs) may write the same cached file at once: a lock both solved, a bundle's copy of a
-lockfile. A fixed temporary name (`X.tmp`) is shared between them, so one moves the other's file away and fails
-with "No such file or directory" (seen in CI as an INFRA_FAIL of every pair of a run). Standard library only,
-importing nothing of ours: any room may use it.
+Two coordinators (or two jobs) may write the same cached file at once (a lock both solved, a bundle's copy of a
+lockfile, the facts cache), and a reader must never see half an exported file. A fixed temporary name (`X.tmp`)
+is shared between writers, so one moves the other's file away and fails with "No such file or directory" (seen
+in CI as an INFRA_FAIL of every pair of a run). Standard library only, importing nothing of ours: any room may
+use it (not `pipeline/job/`, which imports nothing of ours: its spool has its own).
 """
 
 from __future__ import annotations

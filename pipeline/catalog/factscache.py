@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from pipeline.atomic import write_atomically
 
 VERSION = 9  # bump when what is stored changes shape (a new fact field, a new kind; 9: `construction` facts, parents)
 MAX_PLUGIN_ENTRIES = 50_000  # readings kept across runs; past it, those this run did not use are dropped
@@ -120,15 +120,7 @@ class FactsCache:
 
     def _write(self, name: str, data: dict) -> None:
         assert self.folder is not None
-        text = _json(data)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.folder / name, _json(data), 0o600)
 
     def _remove_old_versions(self) -> None:
         """Cache folders of other versions or code, and the single-file cache of earlier releases."""

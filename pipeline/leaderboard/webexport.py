@@ -15,8 +15,6 @@ visibility), instances and models, for a deployment this pipeline feeds: loading
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from sqlalchemy import select
 from db.models import BenchmarkInstance, BenchmarkType, Model, Score, User
 from db.queries import iso_utc, newest_job_states
 from db.states import State
+from pipeline.atomic import write_atomically
 from pipeline.database import Database
 from pipeline.errors import BadInput
 from pipeline.leaderboard.hierarchy import domain_name
@@ -119,10 +118,7 @@ def write_fixture(path: Path, data: list[dict]) -> None:
     if path.is_dir():
         raise BadInput(f"--out {path} is a folder; name the file to write")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".export-", dir=str(path.parent) if str(path.parent) else ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(data, indent=1, allow_nan=False), 0o600)
     except OSError as exc:
         raise BadInput(f"--out {path}: cannot be written ({exc.strerror or exc.__class__.__name__})") from None
 

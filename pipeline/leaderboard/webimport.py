@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 
 from pipeline import safe_yaml
+from pipeline.atomic import write_atomically
 from pipeline.catalog.ids import identifier_problem
 from pipeline.errors import BadInput
 
@@ -163,10 +162,7 @@ def import_dump(dump: Path, out: Path) -> dict:
     if out.is_dir():
         raise BadInput(f"--out {out} is a folder; name the hierarchy file to write")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".hierarchy-", dir=out.parent if str(out.parent) else ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
+        write_atomically(out, text, 0o600)
     except OSError as exc:
         raise BadInput(f"--out {out}: cannot be written ({exc.strerror or exc.__class__.__name__})") from None
     summary = {}
