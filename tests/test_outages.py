@@ -155,6 +155,12 @@ def test_an_outage_is_infrastructure_and_the_next_build_scores(workspace, exampl
             assert "nothing was cached and no submitter was mailed" in err
             assert not list(locks.glob("*.failed")), "an outage is never cached as a failed solve"
             assert SUBMITTER not in mail_to(workspace), "no submitter hears of an outage"
+            # `plan` says it the same way (it crashed with KeyError 'reason' on brain-score/vision, 2026-12-06)
+            planned = workspace.cli("plan", "--repo", str(example_repo), "--base", "HEAD~1", "--models", "tiny-model",
+                                    "--benchmarks", "needs-tinydep")
+            assert planned.returncode == 3 and "Traceback" not in planned.stderr, planned.stderr
+            assert f"infrastructure: 1 pair(s) got no environment (tiny-model on needs-tinydep): " \
+                   f"infrastructure ({kind})" in planned.stderr, planned.stderr
             status = workspace.json("status", result["run_id"])
             assert [j["state"] for j in status["jobs"]] == ["INFRA_FAIL"], status["jobs"]
         alerts = mail_to(workspace)[ADMIN]

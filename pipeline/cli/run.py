@@ -61,7 +61,7 @@ def plan(cmd: Command, with_pairs: bool, **opts: Any) -> None:
                   f"{len(the_plan.cannot_run)} cannot run" + (f", {len(the_plan.held)} held for an administrator's "
                                                                "approval" if the_plan.held else ""), highlight=False)
 
-    outages = [p.to_json() for p in the_plan.cannot_run if p.outage]
+    outages = the_plan.outages()
     report_outages(outages)
     cmd.emit(data, people)
     sys.exit(3 if outages else 2 if change.errors else 0)

@@ -92,8 +92,7 @@ class RunResult:
         DNS, a timeout, a full disk, a killed solver): none of them the plugins' doing."""
         if self.pairs:
             return [p for p in self.pairs if p["state"] == State.INFRA_FAIL]
-        return [{"model": p.model, "benchmark": p.benchmark, "state": State.INFRA_FAIL, "stage": "env_build",
-                 "reason": p.problem} for p in self.plan.cannot_run if p.outage]  # planned only (--dry-run)
+        return self.plan.outages()  # planned only (--dry-run)
 
     @property
     def exit_code(self) -> int:

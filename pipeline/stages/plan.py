@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from db.states import State
 from envs.conda import CondaLock, lock_conda, python_spec
 from envs.lock import DEFAULT_URL_SCHEMES, EnvError, EnvSpec, Lock, LockJail, lock_environment, validate_requirements
 from envs.sides import PairEnvs
@@ -89,6 +90,12 @@ class Plan:
 
         return dataclasses.replace(self, to_run=keep(self.to_run), already_scored=keep(self.already_scored),
                                    cannot_run=keep(self.cannot_run), held=keep(self.held))
+
+    def outages(self) -> list[dict]:
+        """The pairs that got no environment for an infrastructure reason (an unreachable index, TLS, DNS, a
+        timeout, a full disk, a killed solver), as `run` reports its INFRA_FAIL pairs."""
+        return [{"model": p.model, "benchmark": p.benchmark, "state": State.INFRA_FAIL, "stage": "env_build",
+                 "reason": p.problem} for p in self.cannot_run if p.outage]
 
     def to_json(self, pairs: bool = True) -> dict:
         """The plan for programs; `pairs=False` gives the compact summary (a real repository's `--all` plans
